@@ -1,0 +1,140 @@
+"""`SuperBert`: the weight-sharing elastic BERT, and extraction of dense subnets from it.
+
+Every subnet uses the leading slice of every weight: the first `layers` layers, the first
+`hidden` channels of the residual stream, the first `qkv` rows of Q/K/V, the first `ffn`
+rows of the FFN. Heads split a layer's qkv slice evenly, so the head count changes no
+weight shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from bfnas.models.bert import (
+    Bert,
+    Embeddings,
+    Encoder,
+    Layer,
+    Vocab,
+    additive_mask,
+    init_bert_weights,
+    run_embeddings,
+    run_layer,
+)
+from bfnas.models.errors import InputError
+from bfnas.models.space import SearchSpace
+from bfnas.models.subnet import SubnetConfig
+
+
+@dataclass(frozen=True)
+class SupernetDims:
+    """The largest size of each dimension; every subnet is a leading slice of these."""
+
+    layers: int
+    hidden: int
+    qkv: int
+    ffn: int
+    vocab: Vocab = field(default_factory=Vocab)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def for_space(cls, space: SearchSpace, vocab: Vocab | None = None) -> SupernetDims:
+        big = space.largest()
+        return cls(big.layers, big.hidden, space.max_qkv(), big.ffn[0], vocab or Vocab())
+
+
+class SuperBert(nn.Module):
+    def __init__(self, dims: SupernetDims, source: dict | None = None) -> None:
+        super().__init__()
+        self.dims = dims
+        # Where the weights came from (checkpoint path and hash, or random seed); recorded
+        # with every artifact made from this supernet.
+        self.source = source or {"kind": "uninitialised"}
+        eps = dims.vocab.layer_norm_eps
+        self.embeddings = Embeddings(dims.hidden, dims.vocab)
+        self.encoder = Encoder(
+            [Layer(dims.hidden, dims.qkv, dims.ffn, eps) for _ in range(dims.layers)]
+        )
+
+    @classmethod
+    def random(cls, dims: SupernetDims, seed: int = 0) -> SuperBert:
+        """A randomly initialised supernet; the same dims and seed give the same weights."""
+        model = cls(dims, source={"kind": "random", "seed": seed})
+        init_bert_weights(model, torch.Generator().manual_seed(seed))
+        return model.eval()
+
+    # -- compatibility ---------------------------------------------------------------
+    def check_fits(self, cfg: SubnetConfig, where: str = "arch") -> None:
+        d = self.dims
+        if cfg.layers > d.layers:
+            raise InputError(where, "layers", f"{cfg.layers} exceeds the supernet's {d.layers}")
+        if cfg.hidden > d.hidden:
+            raise InputError(where, "hidden", f"{cfg.hidden} exceeds the supernet's {d.hidden}")
+        for name, limit in (("qkv", d.qkv), ("ffn", d.ffn)):
+            for i, v in enumerate(getattr(cfg, name)):
+                if v > limit:
+                    raise InputError(where, f"{name}[{i}]", f"{v} exceeds the supernet's {limit}")
+
+    def check_space(self, space: SearchSpace, where: str = "--space") -> None:
+        """Refuse a space whose largest member does not fit in this supernet."""
+        try:
+            big = space.largest()
+            self.check_fits(
+                SubnetConfig.uniform(big.layers, big.hidden, 1, space.max_qkv(), big.ffn[0])
+            )
+        except InputError as exc:
+            raise InputError(
+                where, exc.field, f"space {space.name} does not fit the supernet: {exc.reason}"
+            ) from None
+
+    # -- running -----------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: Tensor,
+        cfg: SubnetConfig,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+    ) -> Tensor:
+        """The supernet run at `cfg`: the last hidden state, [batch, seq, cfg.hidden]."""
+        self.check_fits(cfg)
+        eps = self.dims.vocab.layer_norm_eps
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = run_embeddings(self.embeddings, input_ids, token_type_ids, cfg.hidden, eps)
+        mask = additive_mask(attention_mask, x.dtype)
+        for i in range(cfg.layers):
+            x = run_layer(
+                self.encoder.layer[i], x, mask, cfg.heads[i], cfg.qkv[i], cfg.ffn[i], cfg.hidden, eps
+            )
+        return x
+
+    def extract(self, cfg: SubnetConfig) -> Bert:
+        """A plain dense `Bert` at `cfg` holding copies of the supernet's leading slices."""
+        self.check_fits(cfg)
+        dense = Bert(cfg, self.dims.vocab)
+        sliced = {}
+        targets = dense.state_dict()
+        source = self.state_dict()
+        for name, target in targets.items():
+            index = tuple(slice(0, n) for n in target.shape)
+            sliced[name] = source[name][index].clone()
+        dense.load_state_dict(sliced)
+        return dense.eval()
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """Hash of a module's tensors (names, shapes, dtypes and bytes), stable across runs."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().contiguous().cpu()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        digest.update(t.numpy().tobytes())
+    return digest.hexdigest()
