@@ -51,7 +51,7 @@ def embed(
     positions = torch.arange(seq_len, device=input_ids.device).unsqueeze(0)
     x = F.embedding(input_ids, word) + F.embedding(token_type_ids, token_type)
     x = x + F.embedding(positions, position)
-    return F.layer_norm(x, (x.shape[-1],), ln_weight, ln_bias, eps)
+    return F.layer_norm(x, (ln_weight.shape[0],), ln_weight, ln_bias, eps)
 
 
 def self_attention_block(
@@ -84,7 +84,7 @@ def self_attention_block(
     context = torch.matmul(probs, v).permute(0, 2, 1, 3).contiguous()
     context = context.view(context.size()[:-2] + (qkv,))
     out = F.linear(context, o_w, o_b)
-    return F.layer_norm(out + x, (x.shape[-1],), ln_weight, ln_bias, eps)
+    return F.layer_norm(out + x, (ln_weight.shape[0],), ln_weight, ln_bias, eps)
 
 
 def ffn_block(
@@ -99,7 +99,7 @@ def ffn_block(
 ) -> Tensor:
     h = F.gelu(F.linear(x, in_w, in_b))
     out = F.linear(h, out_w, out_b)
-    return F.layer_norm(out + x, (x.shape[-1],), ln_weight, ln_bias, eps)
+    return F.layer_norm(out + x, (ln_weight.shape[0],), ln_weight, ln_bias, eps)
 
 
 # -- modules with HF names ------------------------------------------------------------------

@@ -1,0 +1,238 @@
+"""Content-addressed ONNX artifacts: the same inputs never export twice.
+
+An artifact's key hashes everything that can change the file: the subnet, the hash of its
+weights, precision, recipe settings, exporter settings and tool versions. Each artifact lives
+in `ROOT/KEY/` as `model.onnx` + `artifact.json`; a folder appears only when complete
+(built in a temporary folder, then renamed), so a crash leaves no half artifact behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bfnas.models.errors import InputError
+from bfnas.models.export import (
+    ExportSettings,
+    export_onnx,
+    generated_inputs,
+    measure_fidelity,
+    torch_outputs,
+)
+from bfnas.models.quantize import Recipe, fuse_transformer, quantize
+from bfnas.models.subnet import SubnetConfig
+from bfnas.models.supernet import SuperBert, weights_sha256
+
+PRECISIONS = ("fp32", "int8")
+MODEL_FILE = "model.onnx"
+META_FILE = "artifact.json"
+
+
+def tool_versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+
+    import bfnas
+
+    return {
+        "bfnas": bfnas.__version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+@dataclass(frozen=True)
+class FidelitySettings:
+    threshold: float = 0.99
+    inputs: int = 4
+    batch: int = 2
+    seq_len: int = 128
+    seed: int = 1234
+
+
+@dataclass
+class Artifact:
+    key: str
+    path: Path
+    arch: dict[str, Any]
+    arch_key: str
+    precision: str
+    recipe: dict[str, Any] | None
+    fuse: bool
+    export: dict[str, Any]
+    weights_sha256: str
+    supernet_source: dict[str, Any]
+    versions: dict[str, str]
+    sha256: str
+    bytes: int
+    fidelity: dict[str, Any]
+    seconds: dict[str, float]
+    graph: dict[str, int] = field(default_factory=dict)
+    created: str = ""
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+    @classmethod
+    def read(cls, folder: Path) -> Artifact:
+        data = json.loads((folder / META_FILE).read_text())
+        data["path"] = folder / MODEL_FILE
+        return cls(**data)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ArtifactCache:
+    """Builds and caches FP32 and INT8 ONNX files of subnets of one supernet."""
+
+    def __init__(
+        self,
+        root: Path,
+        export: ExportSettings | None = None,
+        fidelity: FidelitySettings | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.export = export or ExportSettings()
+        self.fidelity = fidelity or FidelitySettings()
+
+    def key(
+        self,
+        cfg: SubnetConfig,
+        weights: str,
+        precision: str,
+        recipe: Recipe | None,
+        fuse: bool,
+    ) -> str:
+        ident = {
+            "arch": cfg.to_dict(),
+            "weights_sha256": weights,
+            "precision": precision,
+            "recipe": recipe.to_dict() if recipe else None,
+            "fuse": fuse,
+            "export": self.export.to_dict(),
+            "fidelity": asdict(self.fidelity),
+            "versions": tool_versions(),
+        }
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+    def build(
+        self,
+        supernet: SuperBert,
+        cfg: SubnetConfig,
+        precision: str = "fp32",
+        recipe: Recipe | None = None,
+        fuse: bool = False,
+    ) -> Artifact:
+        """The artifact for (subnet, precision, recipe): from the cache, or made now."""
+        if precision not in PRECISIONS:
+            raise InputError("--precision", None, f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
+        if precision == "int8" and recipe is None:
+            raise InputError("--recipe", None, "int8 needs a recipe")
+        if precision == "fp32":
+            recipe = None
+        else:
+            assert recipe is not None
+            fuse = recipe.fuse
+        supernet.check_fits(cfg)
+        seconds: dict[str, float] = {}
+        t = time.perf_counter()
+        dense = supernet.extract(cfg)
+        weights = weights_sha256(dense)
+        seconds["extract"] = time.perf_counter() - t
+
+        key = self.key(cfg, weights, precision, recipe, fuse)
+        folder = self.root / key
+        if (folder / META_FILE).exists():
+            art = Artifact.read(folder)
+            art.cached = True
+            return art
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=self.root))
+        try:
+            graph: dict[str, int] = {}
+            fp32_path = tmp / "fp32.onnx"
+            t = time.perf_counter()
+            export_onnx(dense, fp32_path, self.export, self.fidelity.seq_len)
+            seconds["export"] = time.perf_counter() - t
+            source = fp32_path
+            if fuse:
+                t = time.perf_counter()
+                graph.update(fuse_transformer(fp32_path, tmp / "fused.onnx"))
+                source = tmp / "fused.onnx"
+                seconds["optimize"] = time.perf_counter() - t
+            fs = self.fidelity
+            feeds = generated_inputs(fs.inputs, fs.batch, fs.seq_len, dense.vocab.vocab_size, fs.seed)
+            if precision == "int8":
+                assert recipe is not None
+                calib = None
+                if recipe.method == "static":
+                    # Calibration inputs are drawn apart from the fidelity inputs (other seed).
+                    calib = generated_inputs(
+                        recipe.calibration_samples, 1, fs.seq_len, dense.vocab.vocab_size, fs.seed + 1
+                    )
+                t = time.perf_counter()
+                graph.update(quantize(source, tmp / "int8.onnx", recipe, calib))
+                source = tmp / "int8.onnx"
+                seconds["quantize"] = time.perf_counter() - t
+            t = time.perf_counter()
+            fidelity = measure_fidelity(source, torch_outputs(dense, feeds), feeds, fs.threshold)
+            seconds["fidelity"] = time.perf_counter() - t
+
+            os.replace(source, tmp / MODEL_FILE)
+            for leftover in tmp.glob("*.onnx*"):
+                if leftover.name != MODEL_FILE:
+                    leftover.unlink()
+            model = tmp / MODEL_FILE
+            art = Artifact(
+                key=key,
+                path=folder / MODEL_FILE,
+                arch=cfg.to_dict(),
+                arch_key=cfg.key(),
+                precision=precision,
+                recipe=recipe.to_dict() if recipe else None,
+                fuse=fuse,
+                export=self.export.to_dict(),
+                weights_sha256=weights,
+                supernet_source=supernet.source,
+                versions=tool_versions(),
+                sha256=file_sha256(model),
+                bytes=model.stat().st_size,
+                fidelity=fidelity.to_dict(),
+                seconds={k: round(v, 4) for k, v in seconds.items()},
+                graph=graph,
+                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            )
+            meta = art.to_dict()
+            meta.pop("path")
+            meta.pop("cached")
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+            try:
+                os.rename(tmp, folder)
+            except OSError:
+                # Another process finished the same artifact first; theirs is identical.
+                shutil.rmtree(tmp, ignore_errors=True)
+                art = Artifact.read(folder)
+                art.cached = True
+            return art
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
