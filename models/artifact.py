@@ -76,7 +76,7 @@ class Artifact:
     bytes: int
     fidelity: dict[str, Any]
     seconds: dict[str, float]
-    graph: dict[str, int] = field(default_factory=dict)
+    graph: dict[str, dict[str, int]] = field(default_factory=dict)
     created: str = ""
     cached: bool = False
 
@@ -168,7 +168,7 @@ class ArtifactCache:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=self.root))
         try:
-            graph: dict[str, int] = {}
+            graph: dict[str, dict[str, int]] = {}
             fp32_path = tmp / "fp32.onnx"
             t = time.perf_counter()
             export_onnx(dense, fp32_path, self.export, self.fidelity.seq_len)
@@ -176,7 +176,7 @@ class ArtifactCache:
             source = fp32_path
             if fuse:
                 t = time.perf_counter()
-                graph.update(fuse_transformer(fp32_path, tmp / "fused.onnx"))
+                graph["fusion"] = fuse_transformer(fp32_path, tmp / "fused.onnx")
                 source = tmp / "fused.onnx"
                 seconds["optimize"] = time.perf_counter() - t
             fs = self.fidelity
@@ -190,7 +190,7 @@ class ArtifactCache:
                         recipe.calibration_samples, 1, fs.seq_len, dense.vocab.vocab_size, fs.seed + 1
                     )
                 t = time.perf_counter()
-                graph.update(quantize(source, tmp / "int8.onnx", recipe, calib))
+                graph["quantization"] = quantize(source, tmp / "int8.onnx", recipe, calib)
                 source = tmp / "int8.onnx"
                 seconds["quantize"] = time.perf_counter() - t
             t = time.perf_counter()

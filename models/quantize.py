@@ -139,6 +139,10 @@ def quantize(
         if recipe.symmetric_activations:
             extra["ActivationSymmetric"] = True
             extra["WeightSymmetric"] = True
+            # A Q/DQ pair per consumer: residual Adds and LayerNorms keep FP inputs, only
+            # GEMM inputs are quantized (TensorRT fuses each pair into its GEMM).
+            extra["DedicatedQDQPair"] = True
+            extra["OpTypesToExcludeOutputQuantization"] = list(recipe.op_types or ())
         with tempfile.TemporaryDirectory(prefix="bfnas-quant-") as tmp:
             prepped = Path(tmp) / "prepped.onnx"
             # Without pre-processing (shape inference), static QDQ on a fused model
@@ -157,11 +161,35 @@ def quantize(
                 extra_options=extra,
             )
             shutil.rmtree(tmp, ignore_errors=True)
+        if recipe.symmetric_activations and recipe.op_types:
+            model = onnx.load(str(dst))
+            _unquantize_other_consumers(model, set(recipe.op_types))
+            onnx.save(model, str(dst))
     return _op_counts(
         onnx.load(str(dst)),
         ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
          "QAttention", "DynamicQuantizeMatMul", "QGemm"),
     )
+
+
+def _unquantize_other_consumers(model: onnx.ModelProto, op_types: set[str]) -> None:
+    """Feed nodes outside `op_types` the FP tensor instead of its Q/DQ round trip.
+
+    ORT shares one Q/DQ pair between a GEMM and, say, the residual Add that reads the same
+    tensor; the Add then sees int8 error it does not need. TensorRT also expects Q/DQ only
+    in front of the layers it runs in INT8."""
+    q_input = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    fp_of = {
+        n.output[0]: q_input[n.input[0]]
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in q_input
+    }
+    for node in model.graph.node:
+        if node.op_type in op_types or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, name in enumerate(node.input):
+            if name in fp_of:
+                node.input[i] = fp_of[name]
 
 
 class _Reader:
