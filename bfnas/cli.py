@@ -49,8 +49,12 @@ def build_parser() -> Parser:
     root.add_argument("--version", action="version", version=f"bfnas {__version__}")
     sub = root.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    space = sub.add_parser("space", help="search spaces: list, show, sample",
-                           description="Search spaces: list, show, sample.")
+    space = sub.add_parser(
+        "space", help="search spaces: list, show, sample",
+        description="Search spaces: list, show, sample.",
+        epilog="example:\n  bfnas space show minilm-l6",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     space_sub = space.add_subparsers(dest="space_command", required=True, parser_class=Parser)
     p = _command(space_sub, "list", "list the shipped search spaces", "bfnas space list --json",
                  cmd_space_list)

@@ -57,6 +57,7 @@ class _Boom:
         return (print, ("this must never run",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickled_code_is_refused(tmp_path, capsys):
     _copy_config(tmp_path)
     with open(tmp_path / "pytorch_model.bin", "wb") as fh:

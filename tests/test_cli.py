@@ -1,0 +1,139 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bfnas.cli import build_parser, main
+
+ARCH = '{"layers": 1, "hidden": 64, "heads": [2], "qkv": [64], "ffn": [128]}'
+
+
+def run(capsys, *argv):
+    """(exit code, stdout, stderr) of `bfnas ARGV`, whether it returns or exits."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _commands(parser, prefix=()):
+    for action in parser._actions:
+        if hasattr(action, "choices") and isinstance(action.choices, dict):
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from _commands(sub, (*prefix, name))
+
+
+def test_every_command_has_help_with_an_example():
+    commands = list(_commands(build_parser()))
+    assert len(commands) >= 5
+    for path, sub in commands:
+        text = sub.format_help()
+        assert "example:" in text and "bfnas " + path[0] in text, path
+
+
+def test_console_script_runs():
+    exe = [sys.executable, "-c", "from bfnas.cli import main; raise SystemExit(main())"]
+    proc = subprocess.run([*exe, "space", "list", "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0
+    names = {row["name"] for row in json.loads(proc.stdout)}
+    assert {"bigger-faster", "autotinybert", "minilm-l6"} <= names
+
+
+def test_space_show_and_sample(capsys):
+    code, out, _ = run(capsys, "space", "show", "bigger-faster", "--json")
+    assert code == 0 and json.loads(out)["architectures"] == 14250
+    code, out, _ = run(capsys, "space", "sample", "minilm-l6", "-n", "5", "--seed", "0", "--json")
+    archs = json.loads(out)
+    assert code == 0 and len(archs) == 5
+    _, again, _ = run(capsys, "space", "sample", "minilm-l6", "-n", "5", "--seed", "0", "--json")
+    assert json.loads(again) == archs
+    from bfnas.models.space import load_space
+    from bfnas.models.subnet import SubnetConfig
+
+    space = load_space("minilm-l6")
+    assert all(space.contains(SubnetConfig.from_dict(a)) for a in archs)
+
+
+def test_export_json_and_cache(capsys, tmp_path, tiny_space_file):
+    args = ["export", "--space", str(tiny_space_file), "--arch", ARCH, "--precision", "int8",
+            "--recipe", "dynamic", "--out", str(tmp_path), "--json"]
+    code, out, _ = run(capsys, *args)
+    first = json.loads(out)
+    assert code == 0 and not first["cached"]
+    assert set(first) >= {"path", "sha256", "bytes", "precision", "recipe", "fidelity", "seconds"}
+    assert first["fidelity"]["cosine"] > 0.99 and {"export", "quantize"} <= set(first["seconds"])
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and json.loads(out)["cached"] and json.loads(out)["sha256"] == first["sha256"]
+
+
+def test_export_arch_from_file_and_sample(capsys, tmp_path, tiny_space_file):
+    arch_file = tmp_path / "arch.json"
+    arch_file.write_text(ARCH)
+    code, out, _ = run(capsys, "export", "--space", str(tiny_space_file), "--arch", str(arch_file),
+                       "--out", str(tmp_path / "a"), "--json")
+    assert code == 0 and json.loads(out)["arch"]["hidden"] == 64
+    code, out, _ = run(capsys, "export", "--space", str(tiny_space_file), "--sample", "--seed", "4",
+                       "--out", str(tmp_path / "a"), "--json")
+    assert code == 0 and json.loads(out)["precision"] == "fp32"
+
+
+def test_failed_fidelity_exits_1(capsys, tmp_path, tiny_space_file):
+    code, out, err = run(capsys, "export", "--space", str(tiny_space_file), "--arch", ARCH,
+                         "--precision", "int8", "--recipe", "qdq-symmetric",
+                         "--fidelity-threshold", "0.9999999", "--out", str(tmp_path), "--json")
+    assert code == 1 and not json.loads(out)["fidelity"]["passed"] and "fidelity" in err
+
+
+BAD = [
+    # (argv, text the one-line error must contain)
+    (["--arch", '{"layers": 1, "hidden": 64, "heads": [2], "qkv": [64], "ffn": [999]}'], "ffn[0]"),
+    (["--arch", '{"layers": 1, "hidden": 64, "heads": [2], "qkv": [64]}'], "ffn"),
+    (["--arch", "{not json"], "not valid JSON"),
+    (["--arch", "missing.json"], "missing.json"),
+    (["--arch", ARCH, "--precision", "int8", "--recipe", "int4"], "--recipe"),
+    (["--arch", ARCH, "--recipe", "dynamic"], "--recipe"),
+    (["--arch", ARCH, "--checkpoint", "/nonexistent/bert"], "/nonexistent/bert"),
+    (["--arch", ARCH, "--precision", "int3"], "--precision"),
+    (["--arch", ARCH, "--fidelity-threshold", "2"], "--fidelity-threshold"),
+    ([], "--arch"),
+]
+
+
+@pytest.mark.parametrize(("extra", "needle"), BAD)
+def test_bad_export_input_is_one_line_exit_2_nothing_written(capsys, tmp_path, tiny_space_file,
+                                                             extra, needle):
+    out_dir = tmp_path / "out"
+    code, out, err = run(capsys, "export", "--space", str(tiny_space_file), *extra,
+                         "--out", str(out_dir), "--json")
+    assert code == 2
+    assert needle in err and err.count("\n") == 1 and out == ""
+    assert not out_dir.exists()
+
+
+def test_malformed_space_file_is_exit_2(capsys, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\nlayers = {min = 4, max = 2}\nhidden = 64\nheads = 1\nqkv = 64\nffn = 64\n')
+    code, out, err = run(capsys, "space", "show", str(bad))
+    assert code == 2 and f"{bad}: layers.max:" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "space", "show", "no-such-space")
+    assert code == 2 and "no space named" in err
+
+
+def test_checkpoint_that_does_not_fit_the_space(capsys, tmp_path):
+    code, _, err = run(capsys, "export", "--space", "autotinybert", "--sample", "--checkpoint",
+                       "minilm", "--out", str(tmp_path / "o"))
+    assert code == 2 and "does not fit" in err and not (tmp_path / "o").exists()
+
+
+def test_demo_runs_end_to_end(capsys, tmp_path, tiny_space_file):
+    code, out, _ = run(capsys, "demo", "--space", str(tiny_space_file), "--runs", "20",
+                       "--out", str(tmp_path), "--json")
+    result = json.loads(out)
+    assert code == 0 and result["status"] == "ok"
+    assert result["fp32"]["runs"] == 20 and result["int8"]["median_ms"] > 0
+    assert result["speedup"] == pytest.approx(
+        result["fp32"]["median_ms"] / result["int8"]["median_ms"])
