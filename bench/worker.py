@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from bfnas.bench.ort_harness import SessionSpec, make_session, time_session, token_feed
 from bfnas.bench.stats import summarize
@@ -17,11 +18,14 @@ from bfnas.bench.stats import summarize
 
 def measure(model: str, threads: int, batch: int, seq_len: int, warmup: int, runs: int) -> dict:
     spec = SessionSpec(intra_op_threads=threads)
+    t = time.perf_counter()
     session = make_session(model, spec)
+    session_ms = (time.perf_counter() - t) * 1e3
     first, samples = time_session(session, token_feed(batch, seq_len), warmup, runs)
     return {
         **summarize(samples),
         "first_ms": first,
+        "session_ms": session_ms,
         "samples_ms": samples,
         "provider": session.get_providers()[0],
         "threads": threads,
