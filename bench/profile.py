@@ -1,0 +1,193 @@
+"""`HardwareProfile`: one device, how to reach it, what it runs and how to measure on it.
+
+A profile is a TOML file in `hw_profiles/` (or anywhere, by path). It is validated with
+pydantic; a bad file fails with one line naming the file, the field and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bfnas.models.errors import InputError
+from bfnas.models.quantize import RECIPES
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Target(_Strict):
+    """Where the device is. `local`: this machine; `ssh`: a device running `bfnas worker`;
+    `ray`: a node of a Ray cluster advertising `resource`."""
+
+    kind: Literal["local", "ssh", "ray"] = "local"
+    host: str | None = None
+    user: str | None = None
+    port: Annotated[int, Field(gt=0, lt=65536)] = 22
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    python: str = "python3"
+    workdir: str = "~/.cache/bfnas"
+    connect_timeout_s: PositiveFloat = 10.0
+    address: str | None = None
+    resource: str | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> Target:
+        if self.kind == "ssh" and not self.host:
+            raise ValueError("an ssh target needs host")
+        if self.kind == "ray" and not self.resource:
+            raise ValueError("a ray target needs resource (the custom resource its node advertises)")
+        return self
+
+
+class Runtime(_Strict):
+    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1)
+    provider_options: list[dict[str, str | int | float | bool]] = Field(default_factory=list)
+    intra_op_threads: PositiveInt = 1
+    inter_op_threads: PositiveInt = 1
+    cpu_affinity: list[Annotated[int, Field(ge=0)]] | None = None
+    # TensorRT: include host<->device copies in the timed region (recorded either way).
+    include_copies: bool = False
+    workspace_mb: PositiveInt = 1024
+
+    @model_validator(mode="after")
+    def _options_match(self) -> Runtime:
+        if self.provider_options and len(self.provider_options) != len(self.providers):
+            raise ValueError("provider_options needs one table per provider")
+        return self
+
+
+class Quantization(_Strict):
+    recipe: str = "dynamic"
+    fuse: bool = False
+    calibration_samples: PositiveInt = 16
+
+    @model_validator(mode="after")
+    def _known(self) -> Quantization:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r} (known: {', '.join(RECIPES)})")
+        return self
+
+
+class Workload(_Strict):
+    batch: PositiveInt = 1
+    seq_len: Annotated[int, Field(gt=0, le=512)] = 128
+
+
+class Measure(_Strict):
+    """The stopping rules (see DESIGN.md, "Measuring honestly")."""
+
+    warmup_runs: Annotated[int, Field(ge=0)] = 10
+    warmup_seconds: Annotated[float, Field(ge=0)] = 0.3
+    min_runs: PositiveInt = 50
+    min_seconds: Annotated[float, Field(ge=0)] = 0.5
+    max_seconds: PositiveFloat = 10.0
+    target_rel_ci: PositiveFloat = 0.005
+    max_cov: PositiveFloat = 0.10
+    max_other_cpu: Annotated[float, Field(ge=0)] = 0.5
+    timeout_s: PositiveFloat = 300.0
+    drift_every: Annotated[int, Field(ge=0)] = 25
+    drift_threshold: PositiveFloat = 0.05
+
+    @model_validator(mode="after")
+    def _order(self) -> Measure:
+        if self.max_seconds < self.min_seconds:
+            raise ValueError("max_seconds is below min_seconds")
+        if self.timeout_s <= self.max_seconds + self.warmup_seconds:
+            raise ValueError("timeout_s must exceed max_seconds + warmup_seconds")
+        return self
+
+
+class HardwareProfile(_Strict):
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    description: str = ""
+    target: Target = Field(default_factory=Target)
+    runtime: Runtime = Field(default_factory=Runtime)
+    precision: Literal["fp32", "fp16", "int8"] = "int8"
+    quantization: Quantization = Field(default_factory=Quantization)
+    workload: Workload = Field(default_factory=Workload)
+    measure: Measure = Field(default_factory=Measure)
+    source: str = Field(default="<memory>", exclude=True)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> HardwareProfile:
+        if self.precision == "fp16" and self.runtime.backend == "onnxruntime" and \
+                self.runtime.providers[0] == "CPUExecutionProvider":
+            raise ValueError("precision fp16 on ONNX Runtime's CPU provider is not supported")
+        return self
+
+    def resolved(self) -> dict:
+        """Every setting, defaults filled in: what a measurement was taken under."""
+        return self.model_dump(mode="json")
+
+    def hash(self) -> str:
+        """Identity of the measurement conditions. Name and description are labels and do
+        not count; anything that can change a number does."""
+        d = self.resolved()
+        d.pop("description")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _error_line(source: str, exc: ValidationError) -> InputError:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or None
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
+        msg = f"{msg} (got {err['input']!r})"
+    return InputError(source, field, msg)
+
+
+def parse_profile(data: dict, source: str) -> HardwareProfile:
+    try:
+        return HardwareProfile.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise _error_line(source, exc) from None
+
+
+def profile_dir() -> Path:
+    """`hw_profiles/` of the repository (or of the installed package's data)."""
+    here = Path(str(resources.files("bfnas.bench"))).resolve()
+    for candidate in (here.parent / "hw_profiles", here.parent.parent / "hw_profiles"):
+        if candidate.is_dir():
+            return candidate
+    return here.parent / "hw_profiles"
+
+
+def shipped_profiles() -> dict[str, Path]:
+    folder = profile_dir()
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))} if folder.is_dir() else {}
+
+
+def load_profile(name_or_path: str | Path) -> HardwareProfile:
+    key = str(name_or_path)
+    shipped = shipped_profiles()
+    if key in shipped:
+        path = shipped[key]
+    elif key.endswith(".toml") or Path(key).is_file():
+        path = Path(key)
+    else:
+        raise InputError("--hw", None, f"no profile named {key!r} (shipped: {', '.join(shipped)}; "
+                                       "or give a .toml path)")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(str(path), None, f"cannot read ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(str(path), None, f"not valid TOML ({exc})") from None
+    return parse_profile(data, str(path))
