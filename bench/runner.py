@@ -1,36 +1,52 @@
-"""Running a measurement in a fresh local worker process, with a timeout."""
+"""Runners: where a measurement job executes. Local: a fresh worker process per job."""
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+from typing import Protocol
+
+from bfnas.bench.profile import HardwareProfile
 
 
-def run_local(
-    model: str,
-    threads: int = 1,
-    batch: int = 1,
-    seq_len: int = 128,
-    warmup: int = 20,
-    runs: int = 100,
-    timeout: float = 600,
-) -> dict:
-    """Measure `model` in a new Python process; a crash or hang comes back as status=failed."""
-    cmd = [
-        sys.executable, "-m", "bfnas.bench.worker", "--model", model, "--threads", str(threads),
-        "--batch", str(batch), "--seq-len", str(seq_len), "--warmup", str(warmup),
-        "--runs", str(runs),
-    ]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"status": "failed", "reason": f"timeout after {timeout:.0f} s"}
-    lines = proc.stdout.strip().splitlines()
+class Runner(Protocol):
+    def run(self, model: str, sha256: str, profile: HardwareProfile) -> dict: ...
+
+
+def parse_worker_output(returncode: int, stdout: str, stderr: str) -> dict:
+    """The worker's JSON line, or a failed result that says why there is none."""
+    lines = stdout.strip().splitlines()
     if lines:
         try:
-            return json.loads(lines[-1])
+            out = json.loads(lines[-1])
+            if isinstance(out, dict) and "status" in out:
+                return out
         except json.JSONDecodeError:
             pass
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"status": "failed", "reason": f"worker exited {proc.returncode}: {tail}"}
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return {"status": "failed", "reason": f"worker killed by {name}{hint}"}
+    tail = (stderr.strip().splitlines() or ["no output"])[-1]
+    return {"status": "failed", "reason": f"worker exited {returncode}: {tail[:300]}"}
+
+
+class LocalRunner:
+    """Runs each job in a new Python process on this machine, with the profile's timeout."""
+
+    def __init__(self, python: str = sys.executable) -> None:
+        self.python = python
+
+    def run(self, model: str, sha256: str, profile: HardwareProfile) -> dict:
+        job = json.dumps({"model": model, "sha256": sha256, "profile": profile.resolved()})
+        timeout = profile.measure.timeout_s
+        try:
+            proc = subprocess.run(
+                [self.python, "-m", "bfnas.bench.worker", "--job", "-"],
+                input=job, capture_output=True, text=True, timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return {"status": "failed", "reason": f"timeout after {timeout:.0f} s"}
+        return parse_worker_output(proc.returncode, proc.stdout, proc.stderr)

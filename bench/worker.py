@@ -1,55 +1,103 @@
-"""One measurement in a fresh process: `python -m bfnas.bench.worker --model PATH ...`.
+"""One measurement in a fresh process: `bfnas worker --job FILE|-`.
 
-Prints one JSON object on stdout. Running each measurement in its own process keeps one
-subnet's allocator state, thread pools or crash away from the next one's numbers.
+The job is JSON: `{"model": PATH, "sha256": HEX, "profile": {resolved profile}}`. The worker
+checks the file's hash, applies the profile (affinity, providers, threads, workload), times
+the model with the shared stopping rules and prints one JSON object on stdout. Running each
+measurement in its own process keeps one subnet's allocator state, thread pools or crash
+away from the next one's numbers. This is also what runs on a remote device.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 import time
+from pathlib import Path
 
-from bfnas.bench.ort_harness import SessionSpec, make_session, time_session, token_feed
+from bfnas.bench.environment import CpuWatch, environment
+from bfnas.bench.harness import StopRule, time_runs
 from bfnas.bench.stats import summarize
 
 
-def measure(model: str, threads: int, batch: int, seq_len: int, warmup: int, runs: int) -> dict:
-    spec = SessionSpec(intra_op_threads=threads)
+class JobError(Exception):
+    """The job cannot be measured (bad file, missing backend, wrong provider)."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_job(job: dict) -> dict:
+    from bfnas.bench.profile import HardwareProfile
+
+    profile = HardwareProfile.model_validate(job["profile"])
+    model = Path(job["model"]).expanduser()
+    if not model.is_file():
+        raise JobError(f"model file not found: {model}")
+    if job.get("sha256") and file_sha256(model) != job["sha256"]:
+        raise JobError(f"sha256 of {model} does not match the job's")
+    rt = profile.runtime
+    if rt.cpu_affinity:
+        os.sched_setaffinity(0, rt.cpu_affinity)
+    wl = profile.workload
+    rule = StopRule.from_measure(profile.measure)
+
     t = time.perf_counter()
-    session = make_session(model, spec)
+    if rt.backend == "onnxruntime":
+        from bfnas.bench.ort_harness import ort_runner
+
+        run_once, provider, details = ort_runner(str(model), rt, wl.batch, wl.seq_len)
+    else:
+        try:
+            from bfnas.bench.trt_harness import trt_runner
+        except ImportError as exc:
+            raise JobError(f"backend tensorrt is not usable here: {exc}") from None
+        run_once, provider, details = trt_runner(str(model), profile)
     session_ms = (time.perf_counter() - t) * 1e3
-    first, samples = time_session(session, token_feed(batch, seq_len), warmup, runs)
+
+    watch = CpuWatch()
+    timing = time_runs(run_once, rule)
+    cpu = watch.read()
     return {
-        **summarize(samples),
-        "first_ms": first,
+        "status": "ok",
+        **summarize(timing.samples_ms),
+        "first_ms": timing.first_ms,
         "session_ms": session_ms,
-        "samples_ms": samples,
-        "provider": session.get_providers()[0],
-        "threads": threads,
-        "batch": batch,
-        "seq_len": seq_len,
-        "pid": os.getpid(),
+        "warmup_runs": timing.warmup_runs,
+        "stop_reason": timing.stop_reason,
+        "timed_seconds": timing.seconds,
+        "samples_ms": timing.samples_ms,
+        "provider": provider,
+        "threads": rt.intra_op_threads,
+        "cpu": cpu,
+        "details": details,
+        "environment": environment(rt.intra_op_threads, provider),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bfnas.bench.worker", description=__doc__)
-    p.add_argument("--model", required=True)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--runs", type=int, default=100)
+    p = argparse.ArgumentParser(
+        prog="bfnas worker",
+        description="Measure one model as a job says and print one JSON object.",
+        epilog='example:\n  echo \'{"model": "m.onnx", "profile": {"name": "x"}}\' | bfnas worker --job -',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--job", required=True, help="job JSON file, or - for standard input")
     a = p.parse_args(argv)
     try:
-        result = measure(a.model, a.threads, a.batch, a.seq_len, a.warmup, a.runs)
+        text = sys.stdin.read() if a.job == "-" else Path(a.job).read_text()
+        result = run_job(json.loads(text))
     except Exception as exc:  # reported to the parent as data, never as a traceback
         print(json.dumps({"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}))
         return 1
-    print(json.dumps({"status": "ok", **result}))
+    print(json.dumps(result))
     return 0
 
 

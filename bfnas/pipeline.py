@@ -5,7 +5,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from bfnas.bench.runner import run_local
+from bfnas.bench.measure import measure_artifact
+from bfnas.bench.profile import HardwareProfile
+from bfnas.bench.runner import LocalRunner
 from bfnas.models.artifact import ArtifactCache
 from bfnas.models.quantize import get_recipe
 from bfnas.models.space import SearchSpace
@@ -17,21 +19,22 @@ def run_demo(
     supernet: SuperBert,
     cache: ArtifactCache,
     seed: int,
-    recipe_name: str,
-    runs: int,
+    int8_profile: HardwareProfile,
+    fp32_profile: HardwareProfile,
     console: Any | None = None,
 ) -> dict[str, Any]:
-    """Sample one subnet, export it as FP32 and INT8, time both at one thread, each in a
+    """Sample one subnet, export it as FP32 and INT8, time each under its profile in a
     fresh worker process, and report the speed-up and the INT8 model's fidelity."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    recipe = get_recipe(recipe_name)
+    q = int8_profile.quantization
+    recipe = get_recipe(q.recipe, q.fuse, q.calibration_samples)
     cfg = space.sample(random.Random(seed))
     steps = [
         "export FP32",
         f"quantize INT8 ({recipe.name})",
-        f"time FP32 ({runs} runs)",
-        f"time INT8 ({runs} runs)",
+        f"time FP32 ({fp32_profile.name})",
+        f"time INT8 ({int8_profile.name})",
     ]
     out: dict[str, Any] = {}
     with Progress(
@@ -43,11 +46,12 @@ def run_demo(
         progress.update(task, advance=1, description=steps[1])
         int8 = cache.build(supernet, cfg, "int8", recipe)
         progress.update(task, advance=1, description=steps[2])
-        out["fp32"] = run_local(str(fp32.path), threads=1, runs=runs)
+        runner = LocalRunner()
+        out["fp32"] = measure_artifact(runner, str(fp32.path), fp32.sha256, fp32_profile)
         progress.update(task, advance=1, description=steps[3])
-        out["int8"] = run_local(str(int8.path), threads=1, runs=runs)
+        out["int8"] = measure_artifact(runner, str(int8.path), int8.sha256, int8_profile)
         progress.update(task, advance=1)
-    ok = out["fp32"]["status"] == out["int8"]["status"] == "ok"
+    ok = all(out[k]["status"] in ("ok", "unstable") for k in ("fp32", "int8"))
     result: dict[str, Any] = {
         "status": "ok" if ok else "failed",
         "space": space.name,
@@ -57,12 +61,14 @@ def run_demo(
         "params": cfg.params(),
         "macs": cfg.total_macs(128),
         "recipe": recipe.name,
+        "profiles": {"fp32": fp32_profile.name, "int8": int8_profile.name},
         "fidelity": int8.fidelity,
         "artifacts": {"fp32": str(fp32.path), "int8": str(int8.path)},
     }
     for name in ("fp32", "int8"):
         m = out[name]
-        result[name] = {k: m.get(k) for k in ("status", "median_ms", "p90_ms", "cov", "runs", "reason")
+        result[name] = {k: m.get(k) for k in ("status", "median_ms", "p90_ms", "cov", "runs",
+                                                   "median_rel_ci", "reason")
                         if k in m}
     if ok:
         result["speedup"] = out["fp32"]["median_ms"] / out["int8"]["median_ms"]
@@ -82,8 +88,11 @@ def _print_demo(console: Any, r: dict[str, Any]) -> None:
     table.add_row("params / MACs@128", f"{r['params'] / 1e6:.2f} M / {r['macs'] / 1e9:.3f} G")
     for name in ("fp32", "int8"):
         m = r[name]
-        if m["status"] == "ok":
-            table.add_row(f"{name} median (1 thread)", f"{m['median_ms']:.2f} ms (CoV {m['cov']:.1%})")
+        if m["status"] != "failed":
+            flag = "" if m["status"] == "ok" else f" [{m['status']}: {m.get('reason')}]"
+            table.add_row(f"{name} median ({r['profiles'][name]})",
+                          f"{m['median_ms']:.2f} ms (95% CI ±{m['median_rel_ci']:.1%}, "
+                          f"{m['runs']} runs){flag}")
         else:
             table.add_row(f"{name}", f"failed: {m.get('reason')}")
     if "speedup" in r:

@@ -130,10 +130,10 @@ def test_checkpoint_that_does_not_fit_the_space(capsys, tmp_path):
 
 
 def test_demo_runs_end_to_end(capsys, tmp_path, tiny_space_file):
-    code, out, _ = run(capsys, "demo", "--space", str(tiny_space_file), "--runs", "20",
-                       "--out", str(tmp_path), "--json")
+    code, out, _ = run(capsys, "demo", "--space", str(tiny_space_file), "--out", str(tmp_path),
+                       "--json")
     result = json.loads(out)
     assert code == 0 and result["status"] == "ok"
-    assert result["fp32"]["runs"] == 20 and result["int8"]["median_ms"] > 0
+    assert result["fp32"]["runs"] >= 50 and result["int8"]["median_ms"] > 0
     assert result["speedup"] == pytest.approx(
         result["fp32"]["median_ms"] / result["int8"]["median_ms"])

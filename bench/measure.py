@@ -1,0 +1,45 @@
+"""Measuring one artifact under a profile: run it, judge stability, measure again once if
+unstable, and keep every number and the reason for its status."""
+
+from __future__ import annotations
+
+from bfnas.bench.profile import HardwareProfile
+from bfnas.bench.runner import Runner
+
+STATUSES = ("ok", "unstable", "failed")
+
+
+def instability(result: dict, profile: HardwareProfile) -> str | None:
+    """Why a successful run cannot be trusted as it is, or None."""
+    m = profile.measure
+    reasons = []
+    if result["cov"] > m.max_cov:
+        reasons.append(f"CoV {result['cov']:.1%} > {m.max_cov:.0%}")
+    other = result.get("cpu", {}).get("other_cores", 0.0)
+    if other > m.max_other_cpu:
+        reasons.append(f"other processes used {other:.2f} cores")
+    return "; ".join(reasons) or None
+
+
+def measure_artifact(runner: Runner, model: str, sha256: str, profile: HardwareProfile) -> dict:
+    """One measurement record: status ok | unstable | failed, with the attempts it took.
+
+    An unstable run is measured again once; the second result is kept if stable, otherwise
+    it is stored marked unstable (with both attempts' reasons)."""
+    notes = []
+    for attempt in (1, 2):
+        result = runner.run(model, sha256, profile)
+        if result["status"] != "ok":
+            result["attempts"] = attempt
+            return result
+        why = instability(result, profile)
+        if why is None:
+            result["attempts"] = attempt
+            if notes:
+                result["reason"] = f"first attempt unstable: {notes[0]}"
+            return result
+        notes.append(why)
+    result["status"] = "unstable"
+    result["attempts"] = 2
+    result["reason"] = " | ".join(notes)
+    return result

@@ -1,0 +1,180 @@
+"""A profiling job: sample subnets, export each, measure each under a profile, store each.
+
+The plan (which subnets, in which order) depends only on the space, strategy, count and
+seed, so a rerun walks the same list and skips what the store already holds (resume). A
+fixed reference subnet is measured at the start and every `drift_every` subnets; its series
+shows whether the device drifted during the job.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bfnas.bench.measure import measure_artifact
+from bfnas.bench.profile import HardwareProfile
+from bfnas.bench.runner import Runner
+from bfnas.bench.store import LatencyStore
+from bfnas.models.artifact import Artifact, ArtifactCache
+from bfnas.models.errors import InputError
+from bfnas.models.quantize import get_recipe
+from bfnas.models.space import SearchSpace
+from bfnas.models.subnet import SubnetConfig
+from bfnas.models.supernet import SuperBert
+
+STRATEGIES = ("random", "stratified")
+
+
+def plan_subnets(space: SearchSpace, n: int, strategy: str, seed: int, seq_len: int = 128) -> list[SubnetConfig]:
+    """`n` distinct subnets. `stratified` spreads them evenly over log-MACs (what latency
+    mostly follows), so small and large subnets are both well covered."""
+    if strategy not in STRATEGIES:
+        raise InputError("--strategy", None, f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+    rng = random.Random(seed)
+    n = min(n, space.count())
+    pool_size = n if strategy == "random" else min(space.count(), 30 * n)
+    pool: dict[str, SubnetConfig] = {}
+    attempts = 0
+    while len(pool) < pool_size and attempts < 50 * pool_size + 1000:
+        cfg = space.sample(rng)
+        pool.setdefault(cfg.key(), cfg)
+        attempts += 1
+    candidates = list(pool.values())
+    if strategy == "random" or len(candidates) <= n:
+        return candidates[:n]
+    logs = [math.log(c.total_macs(seq_len)) for c in candidates]
+    lo, hi = min(logs), max(logs)
+    bins: list[list[SubnetConfig]] = [[] for _ in range(n)]
+    for c, v in zip(candidates, logs, strict=True):
+        bins[min(int((v - lo) / (hi - lo + 1e-12) * n), n - 1)].append(c)
+    chosen, leftovers = [], []
+    for b in bins:
+        if b:
+            chosen.append(b[0])
+            leftovers.extend(b[1:])
+    # Empty bins (gaps in the MAC range) are filled from the rest of the pool.
+    chosen.extend(leftovers[: n - len(chosen)])
+    return chosen
+
+
+def reference_subnet(space: SearchSpace) -> SubnetConfig:
+    """A fixed mid-sized member of the space, measured again and again for drift."""
+    def mid(values: tuple[int, ...]) -> int:
+        return values[len(values) // 2]
+
+    hidden = mid(space.hidden.values)
+    pairs = space.layer_pairs(hidden)
+    heads, qkv = pairs[len(pairs) // 2]
+    return SubnetConfig.uniform(mid(space.layers.values), hidden, heads, qkv, mid(space.ffn.values))
+
+
+def artifact_for(cache: ArtifactCache, supernet: SuperBert, cfg: SubnetConfig, profile: HardwareProfile) -> Artifact:
+    """The ONNX file a profile measures: FP32 for fp32/fp16 (TensorRT builds FP16 itself),
+    otherwise quantized with the profile's recipe."""
+    if profile.precision != "int8":
+        return cache.build(supernet, cfg, "fp32")
+    q = profile.quantization
+    return cache.build(supernet, cfg, "int8", get_recipe(q.recipe, q.fuse, q.calibration_samples))
+
+
+def artifact_record(art: Artifact) -> dict[str, Any]:
+    return {k: v for k, v in art.to_dict().items() if k not in ("arch", "cached")}
+
+
+@dataclass
+class ProfileEvent:
+    kind: str  # "plan" | "measured" | "skipped" | "reference" | "drift"
+    cfg: SubnetConfig | None
+    result: dict = field(default_factory=dict)
+    message: str = ""
+
+
+@dataclass
+class ProfileJob:
+    store: LatencyStore
+    profile: HardwareProfile
+    space: SearchSpace
+    supernet: SuperBert
+    cache: ArtifactCache
+    runner: Runner
+    samples: int
+    strategy: str = "random"
+    seed: int = 0
+    on_event: Callable[[ProfileEvent], None] = lambda e: None
+
+    def run(self) -> dict[str, Any]:
+        p = self.profile
+        phash = self.store.add_profile(p.name, p.resolved(), p.hash())
+        plan = plan_subnets(self.space, self.samples, self.strategy, self.seed, p.workload.seq_len)
+        done = self.store.measured_keys(phash)
+        todo = [c for c in plan if c.key() not in done]
+        args = {"space": self.space.name, "samples": self.samples, "strategy": self.strategy,
+                "seed": self.seed, "supernet": self.supernet.source}
+        run_id = self.store.start_run(phash, "profile", args)
+        self.on_event(ProfileEvent("plan", None, {"planned": len(plan), "todo": len(todo)}))
+        counts = {"ok": 0, "unstable": 0, "failed": 0, "skipped": len(plan) - len(todo),
+                  "taken_by_other": 0}
+        ref_cfg, refs, drift = reference_subnet(self.space), [], []
+        every = p.measure.drift_every
+        status = "interrupted"
+        try:
+            measured_since_ref = every  # measure the reference first when there is work
+            for cfg in todo:
+                if every and measured_since_ref >= every:
+                    refs.append(self._reference(ref_cfg, phash, run_id, refs, drift))
+                    measured_since_ref = 0
+                if not self.store.claim(phash, cfg):
+                    counts["taken_by_other"] += 1
+                    self.on_event(ProfileEvent("skipped", cfg, message="measured or claimed elsewhere"))
+                    continue
+                try:
+                    result, art = self._measure(cfg)
+                    self.store.add_measurement(
+                        phash, cfg, self.space.name, result, run_id, "sample",
+                        artifact_record(art) if art else None,
+                        reference_ms=refs[-1] if refs else None,
+                    )
+                finally:
+                    self.store.release(phash, cfg)
+                counts[result["status"]] += 1
+                measured_since_ref += 1
+                self.on_event(ProfileEvent("measured", cfg, result))
+            if every and todo and measured_since_ref > 0:
+                refs.append(self._reference(ref_cfg, phash, run_id, refs, drift))
+            status = "finished"
+        finally:
+            summary = {**counts, "planned": len(plan), "reference_ms": refs, "drift": drift}
+            self.store.finish_run(run_id, status, summary)
+        return {"status": status, "run_id": run_id, "profile": p.name, "profile_hash": phash,
+                **summary}
+
+    def _measure(self, cfg: SubnetConfig) -> tuple[dict, Artifact | None]:
+        try:
+            art = artifact_for(self.cache, self.supernet, cfg, self.profile)
+        except Exception as exc:  # an export that fails is a stored failure, not a stop
+            return {"status": "failed", "reason": f"export: {type(exc).__name__}: {exc}"}, None
+        result = measure_artifact(self.runner, str(art.path), art.sha256, self.profile)
+        return result, art
+
+    def _reference(self, cfg: SubnetConfig, phash: str, run_id: int, refs: list[float],
+                   drift: list[dict]) -> float | None:
+        result, art = self._measure(cfg)
+        self.store.add_measurement(phash, cfg, self.space.name, result, run_id, "reference",
+                                   artifact_record(art) if art else None)
+        if result["status"] == "failed":
+            return refs[-1] if refs else None
+        ms = result["median_ms"]
+        first = next((r for r in refs if r is not None), None)
+        if first is not None:
+            change = ms / first - 1
+            if abs(change) > self.profile.measure.drift_threshold:
+                drift.append({"after": len(refs), "reference_ms": ms, "first_ms": first,
+                              "change": change})
+                self.on_event(ProfileEvent(
+                    "drift", cfg, result,
+                    f"reference subnet moved {change:+.1%} since the start of this run"))
+        self.on_event(ProfileEvent("reference", cfg, result))
+        return ms

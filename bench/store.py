@@ -1,0 +1,322 @@
+"""`LatencyStore`: every measurement, with its provenance, in one SQLite file (WAL).
+
+Tables: profiles (resolved profile JSON + hash), subnets (key, canonical JSON, space), runs
+(one profiling job each), measurements (statistics, raw samples, environment, status), and
+claims (which process is measuring what right now). A measurement is committed as soon as it
+completes; a subnet is claimed before it is measured, so two processes profiling into one
+store neither duplicate nor lose work, and a claim left by a killed process is taken over.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bfnas.models.subnet import SubnetConfig
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS profiles (
+    hash TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    json TEXT NOT NULL,
+    imported INTEGER NOT NULL DEFAULT 0,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS subnets (
+    key TEXT PRIMARY KEY,
+    json TEXT NOT NULL,
+    space TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    profile_hash TEXT NOT NULL REFERENCES profiles(hash),
+    kind TEXT NOT NULL,
+    args TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started TEXT NOT NULL,
+    finished TEXT,
+    status TEXT NOT NULL DEFAULT 'running',
+    summary TEXT
+);
+CREATE TABLE IF NOT EXISTS measurements (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER REFERENCES runs(id),
+    profile_hash TEXT NOT NULL REFERENCES profiles(hash),
+    subnet_key TEXT NOT NULL REFERENCES subnets(key),
+    role TEXT NOT NULL DEFAULT 'sample',
+    status TEXT NOT NULL,
+    median_ms REAL, mean_ms REAL, std_ms REAL, cov REAL, min_ms REAL,
+    p90_ms REAL, p95_ms REAL, p99_ms REAL, runs INTEGER, outliers INTEGER,
+    median_rel_ci REAL, first_ms REAL,
+    reference_ms REAL,
+    samples TEXT,
+    stats TEXT,
+    environment TEXT,
+    artifact TEXT,
+    reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    created TEXT NOT NULL
+);
+-- One sample measurement per (profile, subnet): the database itself refuses duplicates.
+CREATE UNIQUE INDEX IF NOT EXISTS one_sample
+    ON measurements(profile_hash, subnet_key) WHERE role = 'sample';
+CREATE INDEX IF NOT EXISTS by_profile ON measurements(profile_hash, status);
+CREATE TABLE IF NOT EXISTS claims (
+    profile_hash TEXT NOT NULL,
+    subnet_key TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    created TEXT NOT NULL,
+    PRIMARY KEY (profile_hash, subnet_key)
+);
+"""
+
+STAT_COLUMNS = ("median_ms", "mean_ms", "std_ms", "cov", "min_ms", "p90_ms", "p95_ms", "p99_ms",
+                "runs", "outliers", "median_rel_ci", "first_ms")
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LatencyStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE), so a claim
+        # check and the claim itself happen under one write lock.
+        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)  # idempotent: every statement is IF NOT EXISTS
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                        (str(SCHEMA_VERSION),))
+        self.host = socket.gethostname()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> LatencyStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- profiles and subnets -----------------------------------------------------------
+    def add_profile(self, name: str, resolved: dict, profile_hash: str, imported: bool = False) -> str:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO profiles(hash, name, json, imported, created) VALUES (?,?,?,?,?)",
+                (profile_hash, name, json.dumps(resolved, sort_keys=True), int(imported), now()),
+            )
+        return profile_hash
+
+    def profiles(self) -> list[dict]:
+        rows = self.db.execute("SELECT hash, name, imported, json FROM profiles ORDER BY name")
+        return [dict(r) for r in rows]
+
+    def profile_hashes(self, name_or_hash: str) -> list[str]:
+        rows = self.db.execute("SELECT hash FROM profiles WHERE name = ? OR hash = ?",
+                               (name_or_hash, name_or_hash))
+        return [r["hash"] for r in rows]
+
+    def _add_subnet(self, db: sqlite3.Connection, cfg: SubnetConfig, space: str) -> None:
+        db.execute("INSERT OR IGNORE INTO subnets(key, json, space) VALUES (?,?,?)",
+                   (cfg.key(), cfg.to_json(), space))
+
+    # -- runs ---------------------------------------------------------------------------
+    def start_run(self, profile_hash: str, kind: str, args: dict) -> int:
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO runs(profile_hash, kind, args, host, pid, started) VALUES (?,?,?,?,?,?)",
+                (profile_hash, kind, json.dumps(args, sort_keys=True), self.host, os.getpid(), now()),
+            )
+        return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, status: str, summary: dict) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET finished = ?, status = ?, summary = ? WHERE id = ?",
+                       (now(), status, json.dumps(summary, sort_keys=True), run_id))
+
+    # -- claims -------------------------------------------------------------------------
+    def claim(self, profile_hash: str, cfg: SubnetConfig) -> bool:
+        """Take the right to measure `cfg` for this profile. False when it is measured
+        already or another live process holds it."""
+        key = cfg.key()
+        with self.transaction() as db:
+            done = db.execute(
+                "SELECT 1 FROM measurements WHERE profile_hash = ? AND subnet_key = ? AND role = 'sample'",
+                (profile_hash, key),
+            ).fetchone()
+            if done:
+                return False
+            held = db.execute(
+                "SELECT host, pid FROM claims WHERE profile_hash = ? AND subnet_key = ?",
+                (profile_hash, key),
+            ).fetchone()
+            if held and not (held["host"] == self.host and
+                             (held["pid"] == os.getpid() or not _pid_alive(held["pid"]))):
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO claims(profile_hash, subnet_key, host, pid, created) "
+                "VALUES (?,?,?,?,?)",
+                (profile_hash, key, self.host, os.getpid(), now()),
+            )
+        return True
+
+    def release(self, profile_hash: str, cfg: SubnetConfig) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM claims WHERE profile_hash = ? AND subnet_key = ? AND pid = ?",
+                       (profile_hash, cfg.key(), os.getpid()))
+
+    # -- measurements -------------------------------------------------------------------
+    def add_measurement(
+        self,
+        profile_hash: str,
+        cfg: SubnetConfig,
+        space: str,
+        result: dict,
+        run_id: int | None = None,
+        role: str = "sample",
+        artifact: dict | None = None,
+        reference_ms: float | None = None,
+    ) -> int:
+        """Store one result and drop the claim on it, in one transaction."""
+        stats = {k: result.get(k) for k in STAT_COLUMNS}
+        extra = {k: v for k, v in result.items()
+                 if k not in STAT_COLUMNS and k not in ("samples_ms", "environment", "status",
+                                                        "reason", "attempts")}
+        with self.transaction() as db:
+            self._add_subnet(db, cfg, space)
+            cur = db.execute(
+                f"INSERT INTO measurements(run_id, profile_hash, subnet_key, role, status, "
+                f"{', '.join(STAT_COLUMNS)}, reference_ms, samples, stats, environment, artifact, "
+                f"reason, attempts, created) VALUES ({', '.join('?' * (len(STAT_COLUMNS) + 13))})",
+                (
+                    run_id, profile_hash, cfg.key(), role, result["status"],
+                    *stats.values(), reference_ms,
+                    json.dumps(result.get("samples_ms")) if "samples_ms" in result else None,
+                    json.dumps(extra, sort_keys=True),
+                    json.dumps(result.get("environment"), sort_keys=True)
+                    if result.get("environment") else None,
+                    json.dumps(artifact, sort_keys=True) if artifact else None,
+                    result.get("reason"), result.get("attempts", 1), now(),
+                ),
+            )
+            if role == "sample":
+                db.execute("DELETE FROM claims WHERE profile_hash = ? AND subnet_key = ?",
+                           (profile_hash, cfg.key()))
+        return int(cur.lastrowid)
+
+    def add_imported(self, profile_hash: str, space: str,
+                     rows: Iterable[tuple[SubnetConfig, dict]]) -> tuple[int, int]:
+        """Insert many imported measurements in one transaction: all or nothing.
+        Returns (added, already present)."""
+        added = skipped = 0
+        with self.transaction() as db:
+            for cfg, result in rows:
+                self._add_subnet(db, cfg, space)
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO measurements(profile_hash, subnet_key, role, status, "
+                    "median_ms, mean_ms, runs, stats, reason, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (profile_hash, cfg.key(), "sample", result["status"], result["median_ms"],
+                     result.get("mean_ms"), result.get("runs"),
+                     json.dumps(result.get("stats", {}), sort_keys=True), result.get("reason"), now()),
+                )
+                if cur.rowcount:
+                    added += 1
+                else:
+                    skipped += 1
+        return added, skipped
+
+    def measured_keys(self, profile_hash: str) -> set[str]:
+        rows = self.db.execute(
+            "SELECT subnet_key FROM measurements WHERE profile_hash = ? AND role = 'sample'",
+            (profile_hash,))
+        return {r["subnet_key"] for r in rows}
+
+    def measurements(self, profile_hash: str | None = None, role: str = "sample",
+                     statuses: tuple[str, ...] = ("ok", "unstable", "imported", "failed")) -> list[dict]:
+        sql = (
+            "SELECT m.*, p.name AS profile, s.json AS arch, s.space AS space FROM measurements m "
+            "JOIN profiles p ON p.hash = m.profile_hash JOIN subnets s ON s.key = m.subnet_key "
+            f"WHERE m.role = ? AND m.status IN ({', '.join('?' * len(statuses))})"
+        )
+        params: list[Any] = [role, *statuses]
+        if profile_hash:
+            sql += " AND m.profile_hash = ?"
+            params.append(profile_hash)
+        return [dict(r) for r in self.db.execute(sql + " ORDER BY m.id", params)]
+
+    # -- reports ------------------------------------------------------------------------
+    def summary(self) -> dict:
+        out = []
+        for p in self.profiles():
+            counts = {
+                r["status"]: r["n"]
+                for r in self.db.execute(
+                    "SELECT status, COUNT(*) AS n FROM measurements "
+                    "WHERE profile_hash = ? AND role = 'sample' GROUP BY status", (p["hash"],))
+            }
+            refs = self.db.execute(
+                "SELECT COUNT(*) AS n FROM measurements WHERE profile_hash = ? AND role = 'reference'",
+                (p["hash"],)).fetchone()["n"]
+            out.append({"profile": p["name"], "hash": p["hash"], "imported": bool(p["imported"]),
+                        "measurements": sum(counts.values()), "by_status": counts,
+                        "reference_measurements": refs})
+        runs = self.db.execute("SELECT COUNT(*) AS n FROM runs").fetchone()["n"]
+        subnets = self.db.execute("SELECT COUNT(*) AS n FROM subnets").fetchone()["n"]
+        return {"db": str(self.path), "profiles": out, "subnets": subnets, "runs": runs}
+
+    def export_csv(self, path: Path) -> int:
+        rows = self.measurements()
+        fields = ["profile", "profile_hash", "subnet_key", "space", "layers", "hidden", "heads",
+                  "qkv", "ffn", "status", *STAT_COLUMNS, "reference_ms", "attempts", "reason",
+                  "created", "arch"]
+        with path.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+            w.writeheader()
+            for r in rows:
+                arch = json.loads(r["arch"])
+                w.writerow({**r, "layers": arch["layers"], "hidden": arch["hidden"],
+                            "heads": " ".join(map(str, arch["heads"])),
+                            "qkv": " ".join(map(str, arch["qkv"])),
+                            "ffn": " ".join(map(str, arch["ffn"]))})
+        return len(rows)
+
+    def integrity(self) -> str:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0]

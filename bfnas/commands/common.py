@@ -1,0 +1,111 @@
+"""What every command shares: the one-line-error parser, JSON and console output, and the
+flags that pick a space, a supernet and an artifact cache."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bfnas.models.errors import InputError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (it prints the whole usage block by default)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def command(sub: Any, name: str, help: str, example: str, handler: Callable | None = None) -> Parser:
+    p = sub.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    if handler is not None:
+        p.set_defaults(handler=handler)
+    return p
+
+
+def group(sub: Any, name: str, help: str, example: str) -> Any:
+    """A command with subcommands (`bfnas space ...`)."""
+    p = command(sub, name, help, example)
+    return p.add_subparsers(dest=f"{name}_command", required=True, parser_class=Parser)
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("BFNAS_CACHE", str(Path.home() / ".cache" / "bfnas" / "artifacts"))
+
+
+def add_model_args(p: argparse.ArgumentParser, default_space: str | None = None) -> None:
+    p.add_argument("--space", required=default_space is None, default=default_space,
+                   help="search space: a shipped name or a .toml file")
+    p.add_argument("--checkpoint", default=None,
+                   help="Hugging Face BERT folder, or 'minilm' for the packaged all-MiniLM-L6-v2; "
+                        "without it the supernet is randomly initialised")
+    p.add_argument("--supernet-seed", type=int, default=0,
+                   help="seed of the random supernet when no checkpoint is given (default 0)")
+
+
+def add_artifacts_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--artifacts", default=default_cache_dir(),
+                   help="artifact cache folder (default $BFNAS_CACHE or ~/.cache/bfnas/artifacts)")
+
+
+def space_and_supernet(args: argparse.Namespace):
+    from bfnas.models.space import load_space
+    from bfnas.models.supernet import SuperBert, SupernetDims
+
+    space = load_space(args.space)
+    if args.checkpoint:
+        from bfnas.models.checkpoint import load_supernet
+
+        supernet = load_supernet(args.checkpoint)
+        supernet.check_space(space)
+    else:
+        supernet = SuperBert.random(SupernetDims.for_space(space), seed=args.supernet_seed)
+    return space, supernet
+
+
+def artifact_cache(folder: str, threshold: float = 0.99, seq_len: int = 128):
+    from bfnas.models.artifact import ArtifactCache, FidelitySettings
+
+    return ArtifactCache(Path(folder), fidelity=FidelitySettings(threshold=threshold, seq_len=seq_len))
+
+
+def parse_arch(text: str):
+    """`--arch` as JSON text, or as the path of a .json file holding it."""
+    from bfnas.models.subnet import SubnetConfig
+
+    if text.lstrip().startswith("{"):
+        return SubnetConfig.from_json(text, where="--arch")
+    try:
+        body = Path(text).read_text()
+    except OSError as exc:
+        raise InputError(text, None, f"--arch is neither JSON nor a readable file ({exc.strerror})") from None
+    return SubnetConfig.from_json(body, where=text)
+
+
+def arch_where(text: str) -> str:
+    return "--arch" if text.lstrip().startswith("{") else text
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def print_json(obj: Any) -> int:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    return EXIT_OK

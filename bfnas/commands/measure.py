@@ -1,0 +1,242 @@
+"""`bfnas hw ...`, `bfnas bench`, `bfnas profile`, `bfnas worker`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bfnas.commands.common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_OK,
+    add_artifacts_arg,
+    add_model_args,
+    arch_where,
+    artifact_cache,
+    command,
+    console,
+    group,
+    parse_arch,
+    print_json,
+    space_and_supernet,
+)
+from bfnas.models.errors import InputError
+
+DEFAULT_DB = "bfnas.db"
+
+
+def register(sub) -> None:
+    hw = group(sub, "hw", "hardware profiles: list, show, check", "bfnas hw check local-cpu-int8")
+    p = command(hw, "list", "list the profiles in hw_profiles/", "bfnas hw list --json", cmd_hw_list)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = command(hw, "show", "a profile with every default filled in",
+                "bfnas hw show local-cpu-int8 --json", cmd_hw_show)
+    p.add_argument("profile", help="a profile name or a .toml path")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = command(hw, "check", "validate a profile and probe its target; exit 2 if unusable",
+                "bfnas hw check x86-trt-int8", cmd_hw_check)
+    p.add_argument("profile", help="a profile name or a .toml path")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command(sub, "bench", "export (cached) and measure one subnet on a device",
+                "bfnas bench --hw local-cpu-int8 --space bigger-faster "
+                "--arch '{\"layers\": 2, \"hidden\": 264, \"heads\": 12, \"qkv\": 264, \"ffn\": 512}' --json",
+                cmd_bench)
+    p.add_argument("--hw", default="local-cpu-int8", help="hardware profile (default local-cpu-int8)")
+    add_model_args(p)
+    p.add_argument("--arch", required=True, help="architecture as JSON text or a .json file")
+    p.add_argument("--db", default=None, help="also store the measurement in this SQLite file")
+    add_artifacts_arg(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command(sub, "profile", "sample, export, measure and store many subnets (resumable)",
+                "bfnas profile --hw local-cpu-int8 --space bigger-faster --samples 100 --db lat.db",
+                cmd_profile)
+    p.add_argument("--hw", default="local-cpu-int8", help="hardware profile (default local-cpu-int8)")
+    add_model_args(p)
+    p.add_argument("--samples", type=int, required=True, help="how many subnets to measure")
+    p.add_argument("--db", default=DEFAULT_DB, help=f"SQLite latency store (default {DEFAULT_DB})")
+    p.add_argument("--strategy", default="random", help="random | stratified (even over log-MACs)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    add_artifacts_arg(p)
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+
+    p = command(sub, "worker", "measure one job (what runs on a device); prints one JSON line",
+                "bfnas worker --job job.json")
+    p.add_argument("--job", required=True, help="job JSON file, or - for standard input")
+    p.set_defaults(handler=cmd_worker)
+
+
+def cmd_hw_list(args: argparse.Namespace) -> int:
+    from bfnas.bench.profile import load_profile, shipped_profiles
+
+    rows = []
+    for name, path in shipped_profiles().items():
+        try:
+            p = load_profile(name)
+            rows.append({"name": p.name, "target": p.target.kind, "backend": p.runtime.backend,
+                         "precision": p.precision, "threads": p.runtime.intra_op_threads,
+                         "description": p.description, "path": str(path)})
+        except InputError as exc:
+            rows.append({"name": name, "error": exc.line(), "path": str(path)})
+    if args.json:
+        return print_json(rows)
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table("profile", "target", "backend", "precision", "threads")
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["name"], "[red]invalid[/]", escape(r["error"]), "", "")
+        else:
+            table.add_row(r["name"], r["target"], r["backend"], r["precision"], str(r["threads"]))
+    console().print(table)
+    return EXIT_OK
+
+
+def cmd_hw_show(args: argparse.Namespace) -> int:
+    from bfnas.bench.profile import load_profile
+
+    p = load_profile(args.profile)
+    data = {**p.resolved(), "hash": p.hash(), "source": p.source}
+    if args.json:
+        return print_json(data)
+    import json
+
+    console().print_json(json.dumps(data))
+    return EXIT_OK
+
+
+def cmd_hw_check(args: argparse.Namespace) -> int:
+    from bfnas.bench.probe import probe
+    from bfnas.bench.profile import load_profile
+
+    p = load_profile(args.profile)
+    checks = probe(p)
+    usable = all(c.ok for c in checks)
+    if args.json:
+        print_json({"profile": p.name, "usable": usable, "checks": [c.to_dict() for c in checks]})
+    else:
+        from rich.markup import escape
+
+        out = console()
+        for c in checks:
+            out.print(f"{'[green]ok  ' if c.ok else '[red]FAIL'}[/] {escape(c.name)}: {escape(c.detail)}")
+    if not usable:
+        first = next(c for c in checks if not c.ok)
+        sys.stderr.write(f"bfnas: error: {p.source}: profile {p.name} is not usable here: "
+                         f"{first.name}: {first.detail}\n")
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def _runner_for(profile):
+    from bfnas.bench.runner import LocalRunner
+
+    if profile.target.kind == "local":
+        return LocalRunner()
+    raise InputError(profile.source, "target.kind",
+                     f"{profile.target.kind} targets are not supported by this version yet")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bfnas.bench.measure import measure_artifact
+    from bfnas.bench.profile import load_profile
+    from bfnas.bench.profiling import artifact_for, artifact_record
+    from bfnas.bench.store import LatencyStore
+
+    profile = load_profile(args.hw)
+    runner = _runner_for(profile)
+    space, supernet = space_and_supernet(args)
+    cfg = parse_arch(args.arch)
+    space.check(cfg, where=arch_where(args.arch))
+    art = artifact_for(artifact_cache(args.artifacts, seq_len=profile.workload.seq_len),
+                       supernet, cfg, profile)
+    result = measure_artifact(runner, str(art.path), art.sha256, profile)
+    if args.db:
+        with LatencyStore(args.db) as store:
+            phash = store.add_profile(profile.name, profile.resolved(), profile.hash())
+            run_id = store.start_run(phash, "bench", {"space": space.name, "arch": cfg.to_dict()})
+            store.add_measurement(phash, cfg, space.name, result, run_id, role="bench",
+                                  artifact=artifact_record(art))
+            store.finish_run(run_id, "finished", {"status": result["status"]})
+    out = {k: v for k, v in result.items() if k not in ("samples_ms", "environment")}
+    out.update({"profile": profile.name, "profile_hash": profile.hash(), "arch": cfg.to_dict(),
+                "arch_key": cfg.key(), "artifact": str(art.path), "fidelity": art.fidelity})
+    if args.json:
+        print_json(out)
+    elif result["status"] == "failed":
+        console().print(f"[red]failed[/]: {result['reason']}")
+    else:
+        console().print(
+            f"{cfg} on {profile.name}: median {result['median_ms']:.3f} ms "
+            f"(p90 {result['p90_ms']:.3f}, CoV {result['cov']:.1%}, {result['runs']} runs, "
+            f"±{result['median_rel_ci']:.1%} CI) [{result['status']}]")
+    return EXIT_OK if result["status"] != "failed" else EXIT_FAILED
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from bfnas.bench.profile import load_profile
+    from bfnas.bench.profiling import STRATEGIES, ProfileEvent, ProfileJob
+    from bfnas.bench.store import LatencyStore
+
+    profile = load_profile(args.hw)
+    runner = _runner_for(profile)
+    if args.samples < 1:
+        raise InputError("--samples", None, "must be at least 1")
+    if args.strategy not in STRATEGIES:
+        raise InputError("--strategy", None, f"unknown {args.strategy!r} (known: {', '.join(STRATEGIES)})")
+    space, supernet = space_and_supernet(args)
+    cache = artifact_cache(args.artifacts, seq_len=profile.workload.seq_len)
+    out = console(stderr=args.json)
+    store = LatencyStore(Path(args.db))
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), TextColumn("{task.fields[last]}"), console=out,
+    )
+    task = progress.add_task(f"profiling {profile.name}", total=args.samples, last="")
+
+    def on_event(e: ProfileEvent) -> None:
+        if e.kind == "plan":
+            progress.update(task, total=e.result["todo"])
+        elif e.kind in ("measured", "skipped"):
+            r = e.result
+            last = (f"last: {r['median_ms']:.2f} ms ({r['status']})" if r.get("median_ms") is not None
+                    else f"last: {r.get('status', 'skipped')}")
+            progress.update(task, advance=1, last=last)
+        elif e.kind == "drift":
+            progress.console.print(f"[yellow]drift:[/] {e.message}")
+
+    job = ProfileJob(store, profile, space, supernet, cache, runner, args.samples, args.strategy,
+                     args.seed, on_event)
+    try:
+        with progress:
+            summary = job.run()
+    except KeyboardInterrupt:
+        store.close()
+        sys.stderr.write("bfnas: interrupted; every finished measurement is stored "
+                         "(rerun the same command to resume)\n")
+        return 130
+    store.close()
+    if args.json:
+        print_json(summary)
+    else:
+        out.print(f"{summary['ok']} ok, {summary['unstable']} unstable, {summary['failed']} failed, "
+                  f"{summary['skipped']} already stored, {summary['taken_by_other']} taken by another "
+                  f"process; reference subnet: {', '.join(f'{x:.2f}' for x in summary['reference_ms'] if x)} ms")
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from bfnas.bench.worker import main as worker_main
+
+    return worker_main(["--job", args.job])
