@@ -13,22 +13,25 @@ def instability(result: dict, profile: HardwareProfile) -> str | None:
     """Why a successful run cannot be trusted as it is, or None."""
     m = profile.measure
     reasons = []
-    if result["cov"] > m.max_cov:
-        reasons.append(f"CoV {result['cov']:.1%} > {m.max_cov:.0%}")
+    # With a paired anchor the estimate is the ratio, so its spread is what counts.
+    cov = result.get("ratio_cov", result["cov"])
+    if cov > m.max_cov:
+        reasons.append(f"CoV {cov:.1%} > {m.max_cov:.0%}")
     other = result.get("cpu", {}).get("other_cores", 0.0)
     if other > m.max_other_cpu:
         reasons.append(f"other processes used {other:.2f} cores")
     return "; ".join(reasons) or None
 
 
-def measure_artifact(runner: Runner, model: str, sha256: str, profile: HardwareProfile) -> dict:
+def measure_artifact(runner: Runner, model: str, sha256: str, profile: HardwareProfile,
+                     anchor: tuple[str, str] | None = None) -> dict:
     """One measurement record: status ok | unstable | failed, with the attempts it took.
 
     An unstable run is measured again once; the second result is kept if stable, otherwise
     it is stored marked unstable (with both attempts' reasons)."""
     notes = []
     for attempt in (1, 2):
-        result = runner.run(model, sha256, profile)
+        result = runner.run(model, sha256, profile, anchor)
         if result["status"] != "ok":
             result["attempts"] = attempt
             return result

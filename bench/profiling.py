@@ -80,6 +80,22 @@ def artifact_for(cache: ArtifactCache, supernet: SuperBert, cfg: SubnetConfig, p
     return cache.build(supernet, cfg, "int8", get_recipe(q.recipe, q.fuse, q.calibration_samples))
 
 
+# A fixed small subnet (random weights, fixed seed) timed beside every measurement.
+ANCHOR_ARCH = SubnetConfig.uniform(2, 256, 4, 256, 1024)
+ANCHOR_SEED = 20261123
+
+
+def anchor_artifact(cache: ArtifactCache, profile: HardwareProfile) -> Artifact | None:
+    """The profile's anchor model (same file for every job: the cache is content-addressed)."""
+    if not profile.measure.anchor:
+        return None
+    from bfnas.models.supernet import SupernetDims
+
+    d = ANCHOR_ARCH
+    supernet = SuperBert.random(SupernetDims(d.layers, d.hidden, d.qkv[0], d.ffn[0]), ANCHOR_SEED)
+    return artifact_for(cache, supernet, ANCHOR_ARCH, profile)
+
+
 def artifact_record(art: Artifact) -> dict[str, Any]:
     return {k: v for k, v in art.to_dict().items() if k not in ("arch", "cached")}
 
@@ -107,6 +123,8 @@ class ProfileJob:
 
     def run(self) -> dict[str, Any]:
         p = self.profile
+        anchor = anchor_artifact(self.cache, p)
+        self._anchor = (str(anchor.path), anchor.sha256) if anchor else None
         phash = self.store.add_profile(p.name, p.resolved(), p.hash())
         plan = plan_subnets(self.space, self.samples, self.strategy, self.seed, p.workload.seq_len)
         done = self.store.measured_keys(phash)
@@ -156,7 +174,8 @@ class ProfileJob:
             art = artifact_for(self.cache, self.supernet, cfg, self.profile)
         except Exception as exc:  # an export that fails is a stored failure, not a stop
             return {"status": "failed", "reason": f"export: {type(exc).__name__}: {exc}"}, None
-        result = measure_artifact(self.runner, str(art.path), art.sha256, self.profile)
+        result = measure_artifact(self.runner, str(art.path), art.sha256, self.profile,
+                                  getattr(self, "_anchor", None))
         return result, art
 
     def _reference(self, cfg: SubnetConfig, phash: str, run_id: int, refs: list[float],

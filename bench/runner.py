@@ -12,7 +12,16 @@ from bfnas.bench.profile import HardwareProfile
 
 
 class Runner(Protocol):
-    def run(self, model: str, sha256: str, profile: HardwareProfile) -> dict: ...
+    def run(self, model: str, sha256: str, profile: HardwareProfile,
+            anchor: tuple[str, str] | None = None) -> dict: ...
+
+
+def job_json(model: str, sha256: str, profile: HardwareProfile,
+             anchor: tuple[str, str] | None) -> str:
+    job: dict = {"model": model, "sha256": sha256, "profile": profile.resolved()}
+    if anchor:
+        job["anchor"] = {"model": anchor[0], "sha256": anchor[1]}
+    return json.dumps(job)
 
 
 def parse_worker_output(returncode: int, stdout: str, stderr: str) -> dict:
@@ -39,8 +48,9 @@ class LocalRunner:
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
 
-    def run(self, model: str, sha256: str, profile: HardwareProfile) -> dict:
-        job = json.dumps({"model": model, "sha256": sha256, "profile": profile.resolved()})
+    def run(self, model: str, sha256: str, profile: HardwareProfile,
+            anchor: tuple[str, str] | None = None) -> dict:
+        job = job_json(model, sha256, profile, anchor)
         timeout = profile.measure.timeout_s
         try:
             proc = subprocess.run(

@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import sqlite3
+import statistics
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -60,6 +61,7 @@ CREATE TABLE IF NOT EXISTS measurements (
     median_ms REAL, mean_ms REAL, std_ms REAL, cov REAL, min_ms REAL,
     p90_ms REAL, p95_ms REAL, p99_ms REAL, runs INTEGER, outliers INTEGER,
     median_rel_ci REAL, first_ms REAL,
+    ratio REAL, ratio_rel_ci REAL, anchor_ms REAL,
     reference_ms REAL,
     samples TEXT,
     stats TEXT,
@@ -84,7 +86,7 @@ CREATE TABLE IF NOT EXISTS claims (
 """
 
 STAT_COLUMNS = ("median_ms", "mean_ms", "std_ms", "cov", "min_ms", "p90_ms", "p95_ms", "p99_ms",
-                "runs", "outliers", "median_rel_ci", "first_ms")
+                "runs", "outliers", "median_rel_ci", "first_ms", "ratio", "ratio_rel_ci", "anchor_ms")
 
 
 def now() -> str:
@@ -217,6 +219,8 @@ class LatencyStore:
     ) -> int:
         """Store one result and drop the claim on it, in one transaction."""
         stats = {k: result.get(k) for k in STAT_COLUMNS}
+        if isinstance(result.get("anchor"), dict):
+            stats["anchor_ms"] = result["anchor"]["median_ms"]
         extra = {k: v for k, v in result.items()
                  if k not in STAT_COLUMNS and k not in ("samples_ms", "environment", "status",
                                                         "reason", "attempts")}
@@ -280,7 +284,24 @@ class LatencyStore:
         if profile_hash:
             sql += " AND m.profile_hash = ?"
             params.append(profile_hash)
-        return [dict(r) for r in self.db.execute(sql + " ORDER BY m.id", params)]
+        rows = [dict(r) for r in self.db.execute(sql + " ORDER BY m.id", params)]
+        baseline = self.anchor_baselines()
+        for r in rows:
+            base = baseline.get(r["profile_hash"])
+            r["normalized_ms"] = r["ratio"] * base if r["ratio"] is not None and base else None
+        return rows
+
+    def anchor_baselines(self) -> dict[str, float]:
+        """Per profile, the median of every stored anchor median: the device's typical speed.
+
+        A measurement's `normalized_ms` is its ratio to the anchor run beside it times this
+        baseline: its latency at the device's typical speed, free of the speed swings that
+        happened while it was measured. It moves only as the baseline gains data."""
+        out: dict[str, list[float]] = {}
+        for r in self.db.execute("SELECT profile_hash, anchor_ms FROM measurements "
+                                 "WHERE anchor_ms IS NOT NULL AND status IN ('ok', 'unstable')"):
+            out.setdefault(r["profile_hash"], []).append(r["anchor_ms"])
+        return {k: float(statistics.median(v)) for k, v in out.items()}
 
     # -- reports ------------------------------------------------------------------------
     def summary(self) -> dict:
@@ -305,7 +326,7 @@ class LatencyStore:
     def export_csv(self, path: Path) -> int:
         rows = self.measurements()
         fields = ["profile", "profile_hash", "subnet_key", "space", "layers", "hidden", "heads",
-                  "qkv", "ffn", "status", *STAT_COLUMNS, "reference_ms", "attempts", "reason",
+                  "qkv", "ffn", "status", *STAT_COLUMNS, "normalized_ms", "reference_ms", "attempts", "reason",
                   "created", "arch"]
         with path.open("w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")

@@ -1,6 +1,8 @@
 """One measurement in a fresh process: `bfnas worker --job FILE|-`.
 
-The job is JSON: `{"model": PATH, "sha256": HEX, "profile": {resolved profile}}`. The worker
+The job is JSON: `{"model": PATH, "sha256": HEX, "profile": {resolved profile}}`, and
+optionally `"anchor": {"model": PATH, "sha256": HEX}`, a fixed model timed right before
+every run of the measured one (see `bench.harness.time_runs`). The worker
 checks the file's hash, applies the profile (affinity, providers, threads, workload), times
 the model with the shared stopping rules and prints one JSON object on stdout. Running each
 measurement in its own process keeps one subnet's allocator state, thread pools or crash
@@ -17,9 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from bfnas.bench.environment import CpuWatch, environment
 from bfnas.bench.harness import StopRule, time_runs
-from bfnas.bench.stats import summarize
+from bfnas.bench.stats import median_rel_ci, summarize
 
 
 class JobError(Exception):
@@ -34,40 +38,64 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _checked(path: str, sha256: str | None) -> Path:
+    model = Path(path).expanduser()
+    if not model.is_file():
+        raise JobError(f"model file not found: {model}")
+    if sha256 and file_sha256(model) != sha256:
+        raise JobError(f"sha256 of {model} does not match the job's")
+    return model
+
+
+def _runner(model: Path, profile) -> tuple:
+    """(one inference, the provider really running, details) for the profile's backend."""
+    rt, wl = profile.runtime, profile.workload
+    if rt.backend == "onnxruntime":
+        from bfnas.bench.ort_harness import ort_runner
+
+        return ort_runner(str(model), rt, wl.batch, wl.seq_len)
+    try:
+        from bfnas.bench.trt_harness import trt_runner
+    except ImportError as exc:
+        raise JobError(f"backend tensorrt is not usable here: {exc}") from None
+    return trt_runner(str(model), profile)
+
+
 def run_job(job: dict) -> dict:
     from bfnas.bench.profile import HardwareProfile
 
     profile = HardwareProfile.model_validate(job["profile"])
-    model = Path(job["model"]).expanduser()
-    if not model.is_file():
-        raise JobError(f"model file not found: {model}")
-    if job.get("sha256") and file_sha256(model) != job["sha256"]:
-        raise JobError(f"sha256 of {model} does not match the job's")
+    model = _checked(job["model"], job.get("sha256"))
     rt = profile.runtime
     if rt.cpu_affinity:
         os.sched_setaffinity(0, rt.cpu_affinity)
-    wl = profile.workload
     rule = StopRule.from_measure(profile.measure)
 
     t = time.perf_counter()
-    if rt.backend == "onnxruntime":
-        from bfnas.bench.ort_harness import ort_runner
-
-        run_once, provider, details = ort_runner(str(model), rt, wl.batch, wl.seq_len)
-    else:
-        try:
-            from bfnas.bench.trt_harness import trt_runner
-        except ImportError as exc:
-            raise JobError(f"backend tensorrt is not usable here: {exc}") from None
-        run_once, provider, details = trt_runner(str(model), profile)
+    run_once, provider, details = _runner(model, profile)
     session_ms = (time.perf_counter() - t) * 1e3
+    anchor = None
+    if job.get("anchor"):
+        anchor_path = _checked(job["anchor"]["model"], job["anchor"].get("sha256"))
+        anchor, _, _ = _runner(anchor_path, profile)
 
     watch = CpuWatch()
-    timing = time_runs(run_once, rule)
+    timing = time_runs(run_once, rule, anchor)
     cpu = watch.read()
+    paired = {}
+    if timing.anchor_ms is not None:
+        ratios = timing.ratios()
+        paired = {
+            "ratio": float(np.median(ratios)),
+            "ratio_rel_ci": median_rel_ci(ratios),
+            "ratio_cov": float(np.std(ratios) / np.mean(ratios)),
+            "anchor": summarize(timing.anchor_ms),
+            "anchor_samples_ms": timing.anchor_ms,
+        }
     return {
         "status": "ok",
         **summarize(timing.samples_ms),
+        **paired,
         "first_ms": timing.first_ms,
         "session_ms": session_ms,
         "warmup_runs": timing.warmup_runs,
@@ -78,6 +106,7 @@ def run_job(job: dict) -> dict:
         "threads": rt.intra_op_threads,
         "cpu": cpu,
         "details": details,
+        "pid": os.getpid(),
         "environment": environment(rt.intra_op_threads, provider),
     }
 

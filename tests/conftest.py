@@ -50,3 +50,33 @@ def minilm_supernet():
 @pytest.fixture(scope="session")
 def artifact_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("artifacts")
+
+
+FAST_PROFILE = """
+name = "test-cpu-int8"
+description = "this machine, measured briefly: for tests only"
+precision = "int8"
+[runtime]
+intra_op_threads = 1
+[quantization]
+recipe = "dynamic"
+[measure]
+warmup_runs = 2
+warmup_seconds = 0.0
+min_runs = 10
+min_seconds = 0.02
+max_seconds = 0.3
+timeout_s = 120
+drift_every = 3
+"""
+
+
+@pytest.fixture(scope="session")
+def fast_profile_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("hw") / "test-cpu-int8.toml"
+    path.write_text(FAST_PROFILE)
+    return path
+
+
+SHARED = Path(os.environ.get("BFNAS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+SEED_FILE = SHARED / "data" / "seed-latency-fp32.tsv"

@@ -1,8 +1,8 @@
 import ast
 import random
-from pathlib import Path
 
 import pytest
+from conftest import SEED_FILE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -10,7 +10,6 @@ from bfnas.models.errors import InputError
 from bfnas.models.space import SearchSpace, load_space, shipped_spaces
 from bfnas.models.subnet import SubnetConfig
 
-SEED_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "seed-latency-fp32.tsv"
 SHIPPED = sorted(shipped_spaces())
 
 

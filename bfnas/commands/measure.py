@@ -143,7 +143,7 @@ def _runner_for(profile):
 def cmd_bench(args: argparse.Namespace) -> int:
     from bfnas.bench.measure import measure_artifact
     from bfnas.bench.profile import load_profile
-    from bfnas.bench.profiling import artifact_for, artifact_record
+    from bfnas.bench.profiling import anchor_artifact, artifact_for, artifact_record
     from bfnas.bench.store import LatencyStore
 
     profile = load_profile(args.hw)
@@ -151,9 +151,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     space, supernet = space_and_supernet(args)
     cfg = parse_arch(args.arch)
     space.check(cfg, where=arch_where(args.arch))
-    art = artifact_for(artifact_cache(args.artifacts, seq_len=profile.workload.seq_len),
-                       supernet, cfg, profile)
-    result = measure_artifact(runner, str(art.path), art.sha256, profile)
+    cache = artifact_cache(args.artifacts, seq_len=profile.workload.seq_len)
+    art = artifact_for(cache, supernet, cfg, profile)
+    anchor = anchor_artifact(cache, profile)
+    result = measure_artifact(runner, str(art.path), art.sha256, profile,
+                              (str(anchor.path), anchor.sha256) if anchor else None)
     if args.db:
         with LatencyStore(args.db) as store:
             phash = store.add_profile(profile.name, profile.resolved(), profile.hash())
@@ -161,7 +163,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             store.add_measurement(phash, cfg, space.name, result, run_id, role="bench",
                                   artifact=artifact_record(art))
             store.finish_run(run_id, "finished", {"status": result["status"]})
-    out = {k: v for k, v in result.items() if k not in ("samples_ms", "environment")}
+    out = {k: v for k, v in result.items()
+           if k not in ("samples_ms", "anchor_samples_ms", "environment")}
     out.update({"profile": profile.name, "profile_hash": profile.hash(), "arch": cfg.to_dict(),
                 "arch_key": cfg.key(), "artifact": str(art.path), "fidelity": art.fidelity})
     if args.json:

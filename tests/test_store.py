@@ -1,0 +1,179 @@
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import SEED_FILE
+
+from bfnas.bench.store import LatencyStore
+from bfnas.cli import main
+from bfnas.models.subnet import SubnetConfig
+
+CFG = SubnetConfig(1, 64, (2,), (64,), (128,))
+
+
+def ok(ms=1.0):
+    return {"status": "ok", "median_ms": ms, "mean_ms": ms, "runs": 10, "samples_ms": [ms] * 10}
+
+
+def test_one_sample_per_profile_and_subnet(tmp_path):
+    with LatencyStore(tmp_path / "s.db") as store:
+        store.add_profile("p", {"name": "p"}, "h1")
+        assert store.claim("h1", CFG)
+        store.add_measurement("h1", CFG, "tiny", ok())
+        assert not store.claim("h1", CFG)  # measured: nobody claims it again
+        with pytest.raises(sqlite3.IntegrityError):
+            store.add_measurement("h1", CFG, "tiny", ok())
+        store.add_measurement("h1", CFG, "tiny", ok(2.0), role="reference")  # references repeat
+        assert store.measured_keys("h1") == {CFG.key()}
+        rows = store.measurements("h1")
+        assert len(rows) == 1 and json.loads(rows[0]["samples"]) == [1.0] * 10
+        assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_claims_of_dead_processes_are_taken_over(tmp_path):
+    with LatencyStore(tmp_path / "s.db") as store:
+        store.add_profile("p", {"name": "p"}, "h1")
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        store.db.execute("INSERT INTO claims VALUES ('h1', ?, ?, ?, 'then')",
+                         (CFG.key(), store.host, dead.pid))
+        assert store.claim("h1", CFG)
+        alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            other = SubnetConfig(1, 96, (2,), (64,), (128,))
+            store.db.execute("INSERT INTO claims VALUES ('h1', ?, ?, ?, 'now')",
+                             (other.key(), store.host, alive.pid))
+            assert not store.claim("h1", other)
+        finally:
+            alive.kill()
+
+
+def test_import_the_seed_table(tmp_path, capsys):
+    db = tmp_path / "seed.db"
+    args = ["import", "--format", "autotinybert", str(SEED_FILE), "--hw", "seed-cpu-fp32",
+            "--space", "bigger-faster", "--db", str(db), "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rows"] == out["added"] == 14250
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["added"] == 0  # idempotent
+    assert main(["db", "summary", "--db", str(db), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    (prof,) = summary["profiles"]
+    assert prof["imported"] and prof["by_status"] == {"imported": 14250}
+    assert summary["integrity"] == "ok"
+    with LatencyStore(db) as store:
+        row = store.measurements()[0]
+    stats = json.loads(row["stats"])
+    assert stats["line"] == 1 and stats["sha256"] and row["median_ms"] == pytest.approx(5.636870861)
+
+
+@pytest.mark.parametrize(("line", "needle"), [
+    ("{'sample_layer_num': 1}\t2.0", "sample_hidden_size"),
+    ("__import__('os').system('echo pwned')\t2.0", "not a Python dict literal"),
+    ("{'sample_layer_num': 1, 'sample_num_attention_heads': [12], 'sample_hidden_size': 120, "
+     "'sample_intermediate_sizes': [128], 'sample_qkv_sizes': [120]}\tfast", "latency"),
+    ("{'sample_layer_num': 1, 'sample_num_attention_heads': [12], 'sample_hidden_size': 576, "
+     "'sample_intermediate_sizes': [128], 'sample_qkv_sizes': [576]}\t2.0", "hidden"),
+    ("{'sample_layer_num': 1, 'sample_num_attention_heads': [12], 'sample_hidden_size': 121, "
+     "'sample_intermediate_sizes': [128], 'sample_qkv_sizes': [121]}\t2.0", "qkv[0]"),
+    ("just text", "expected"),
+])
+def test_a_bad_line_imports_nothing(tmp_path, capsys, line, needle):
+    good = SEED_FILE.read_text().splitlines()[:5]
+    src = tmp_path / "lat.tsv"
+    src.write_text("\n".join(good[:3] + [line] + good[3:]) + "\n")
+    db = tmp_path / "x.db"
+    code = main(["import", str(src), "--hw", "elsewhere", "--space", "bigger-faster",
+                 "--db", str(db)])
+    err = capsys.readouterr().err
+    assert code == 2 and "line 4" in err and needle in err and err.count("\n") == 1
+    assert not db.exists()
+
+
+def profile_cmd(space_file, profile_file, db, artifacts, n, seed=0):
+    return [sys.executable, "-c", "from bfnas.cli import main; raise SystemExit(main())",
+            "profile", "--hw", str(profile_file), "--space", str(space_file), "--samples", str(n),
+            "--seed", str(seed), "--db", str(db), "--artifacts", str(artifacts), "--json"]
+
+
+def _count(db, role="sample"):
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        return con.execute("SELECT COUNT(*) FROM measurements WHERE role = ?", (role,)).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()
+
+
+def test_profile_stores_and_resumes(tmp_path, tiny_space_file, fast_profile_file, capsys):
+    db, arts = tmp_path / "p.db", tmp_path / "arts"
+    argv = ["profile", "--hw", str(fast_profile_file), "--space", str(tiny_space_file),
+            "--samples", "4", "--db", str(db), "--artifacts", str(arts), "--json"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["ok"] + first["unstable"] == 4 and first["failed"] == 0
+    assert len([r for r in first["reference_ms"] if r]) >= 2  # start, every 3, end
+    assert main(argv) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["skipped"] == 4 and again["ok"] == 0
+    with LatencyStore(db) as store:
+        rows = store.measurements()
+    assert len(rows) == 4
+    for r in rows:
+        art = json.loads(r["artifact"])
+        env = json.loads(r["environment"])
+        assert art["recipe"]["name"] == "dynamic" and art["sha256"]
+        assert env["versions"]["onnxruntime"] and env["threads"] == 1
+        assert r["ratio"] > 0 and r["normalized_ms"] > 0 and r["reference_ms"] > 0
+    csv_path = tmp_path / "out.csv"
+    assert main(["db", "export", "--db", str(db), "--csv", str(csv_path)]) == 0
+    with csv_path.open() as fh:
+        exported = list(csv.DictReader(fh))
+    assert len(exported) == 4 and {"median_ms", "normalized_ms", "arch"} <= set(exported[0])
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_keeps_every_committed_measurement(tmp_path, tiny_space_file,
+                                                          fast_profile_file):
+    db, arts = tmp_path / "k.db", tmp_path / "arts"
+    cmd = profile_cmd(tiny_space_file, fast_profile_file, db, arts, 8)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while _count(db) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = _count(db)
+    assert 2 <= kept < 8
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    summary = json.loads(done.stdout)
+    assert done.returncode == 0 and summary["skipped"] == kept
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert con.execute("SELECT COUNT(*), COUNT(DISTINCT subnet_key) FROM measurements "
+                       "WHERE role = 'sample'").fetchone() == (8, 8)
+    assert con.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_store(tmp_path, tiny_space_file, fast_profile_file):
+    db, arts = tmp_path / "two.db", tmp_path / "arts"
+    cmd = profile_cmd(tiny_space_file, fast_profile_file, db, arts, 6)
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for _ in range(2)]
+    outs = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    measured = sum(o["ok"] + o["unstable"] + o["failed"] for o in outs)
+    assert measured == 6  # neither duplicated nor lost
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT COUNT(*), COUNT(DISTINCT subnet_key) FROM measurements "
+                       "WHERE role = 'sample'").fetchone() == (6, 6)
