@@ -136,8 +136,9 @@ class HardwareProfile(_Strict):
         return self.model_dump(mode="json")
 
     def hash(self) -> str:
-        """Identity of the measurement conditions. Name and description are labels and do
-        not count; anything that can change a number does."""
+        """Identity of the measurement conditions: anything that can change a number counts,
+        and so does the name (two devices with the same settings are still two devices);
+        the description does not."""
         d = self.resolved()
         d.pop("description")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

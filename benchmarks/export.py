@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bfnas.bench.runner import run_local
+from bfnas.bench.environment import cpu_model
+from bfnas.bench.profile import HardwareProfile, parse_profile
+from bfnas.bench.runner import LocalRunner
 from bfnas.models.artifact import ArtifactCache
 from bfnas.models.quantize import RECIPES, get_recipe
 from bfnas.models.subnet import SubnetConfig
@@ -34,21 +36,15 @@ SHAPES = [  # (layers, hidden, ffn); head size 64 as in BERT
 VARIANTS = [(name, fuse) for fuse in (False, True) for name in RECIPES]
 
 
-def cpu_info() -> dict:
-    info = {"machine": platform.machine(), "model": platform.processor() or "unknown", "isa": []}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
-            if line.startswith("model name") and info["model"] in ("unknown", ""):
-                info["model"] = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                info["isa"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-                               if f in flags]
-                break
-    except OSError:
-        pass
-    return info
+def timing_profile(runs: int) -> HardwareProfile:
+    """One thread, exactly `runs` timed runs after 10 warm-up runs, no anchor: the table
+    compares models measured back to back, interleaved, so the ratio needs no anchor."""
+    return parse_profile({
+        "name": "export-benchmark", "precision": "fp32",
+        "runtime": {"intra_op_threads": 1, "inter_op_threads": 1},
+        "measure": {"warmup_runs": 10, "warmup_seconds": 0, "min_runs": runs, "min_seconds": 0,
+                    "max_seconds": 1e-3, "anchor": False, "timeout_s": 900},
+    }, "<benchmarks/export.py>")
 
 
 def gemm_ceiling(threads: int = 1, n: int = 1024, runs: int = 30) -> dict:
@@ -103,7 +99,9 @@ def main() -> int:
     from rich.progress import Progress
 
     console = Console(stderr=True)
-    cpu = cpu_info()
+    model_name, isa = cpu_model()
+    cpu = {"model": model_name, "machine": platform.machine(), "isa": isa}
+    runner, profile = LocalRunner(), timing_profile(args.runs)
     console.print(f"CPU: {cpu['model']} ({cpu['machine']}), ISA: {', '.join(cpu['isa']) or 'none listed'}")
     ceiling = gemm_ceiling()
     console.print(f"GEMM ceiling, 1 thread: int8 {ceiling['int8_gmacs']:.1f} GMAC/s, "
@@ -127,7 +125,7 @@ def main() -> int:
             for _ in range(args.repeats):  # interleaved, so slow drift hits every model alike
                 for k, art in arts.items():
                     progress.update(task, description=f"{layers}x{hidden} timing {k[0]}")
-                    m = run_local(str(art.path), threads=1, runs=args.runs, warmup=10)
+                    m = runner.run(str(art.path), art.sha256, profile)
                     if m["status"] != "ok":
                         console.print(f"[red]{k}: {m['reason']}")
                         continue
