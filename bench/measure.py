@@ -3,10 +3,21 @@ unstable, and keep every number and the reason for its status."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from bfnas.bench.profile import HardwareProfile
 from bfnas.bench.runner import Runner
 
 STATUSES = ("ok", "unstable", "failed")
+
+
+@dataclass(frozen=True)
+class AnchorRef:
+    """A fixed model timed beside a measurement (see `bench.harness.time_runs`)."""
+
+    model: str
+    sha256: str
+    key: str  # the anchor architecture's key: baselines are kept per anchor
 
 
 def instability(result: dict, profile: HardwareProfile) -> str | None:
@@ -24,14 +35,17 @@ def instability(result: dict, profile: HardwareProfile) -> str | None:
 
 
 def measure_artifact(runner: Runner, model: str, sha256: str, profile: HardwareProfile,
-                     anchor: tuple[str, str] | None = None) -> dict:
+                     anchor: AnchorRef | None = None) -> dict:
     """One measurement record: status ok | unstable | failed, with the attempts it took.
 
     An unstable run is measured again once; the second result is kept if stable, otherwise
     it is stored marked unstable (with both attempts' reasons)."""
     notes = []
+    pair = (anchor.model, anchor.sha256) if anchor else None
     for attempt in (1, 2):
-        result = runner.run(model, sha256, profile, anchor)
+        result = runner.run(model, sha256, profile, pair)
+        if anchor and "ratio" in result:
+            result["anchor_key"] = anchor.key
         if result["status"] != "ok":
             result["attempts"] = attempt
             return result

@@ -90,11 +90,11 @@ class Measure(_Strict):
     """The stopping rules (see DESIGN.md, "Measuring honestly")."""
 
     warmup_runs: Annotated[int, Field(ge=0)] = 10
-    warmup_seconds: Annotated[float, Field(ge=0)] = 0.3
+    warmup_seconds: Annotated[float, Field(ge=0)] = 0.2
     min_runs: PositiveInt = 50
-    min_seconds: Annotated[float, Field(ge=0)] = 0.5
+    min_seconds: Annotated[float, Field(ge=0)] = 0.3
     max_seconds: PositiveFloat = 10.0
-    target_rel_ci: PositiveFloat = 0.005
+    target_rel_ci: PositiveFloat = 0.01
     max_cov: PositiveFloat = 0.25
     max_other_cpu: Annotated[float, Field(ge=0)] = 0.5
     timeout_s: PositiveFloat = 300.0

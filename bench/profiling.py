@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bfnas.bench.measure import measure_artifact
+from bfnas.bench.measure import AnchorRef, measure_artifact
 from bfnas.bench.profile import HardwareProfile
 from bfnas.bench.runner import Runner
 from bfnas.bench.store import LatencyStore
@@ -80,20 +80,37 @@ def artifact_for(cache: ArtifactCache, supernet: SuperBert, cfg: SubnetConfig, p
     return cache.build(supernet, cfg, "int8", get_recipe(q.recipe, q.fuse, q.calibration_samples))
 
 
-# A fixed small subnet (random weights, fixed seed) timed beside every measurement.
-ANCHOR_ARCH = SubnetConfig.uniform(2, 256, 4, 256, 1024)
+# Fixed subnets (random weights, fixed seed), one of which is timed beside every
+# measurement. A ratio cancels the machine's speed swings best when the anchor responds to
+# them as the model does, which a model of similar size does: measured here, a 0.6 ms
+# subnet's ratio to a 0.5 GMAC anchor varied 3-5 % across processes, to a 0.06 GMAC one
+# 1.1-1.6 %; a 5-10 ms subnet's was steadier with the larger anchor.
+ANCHOR_LADDER = (
+    SubnetConfig.uniform(1, 192, 12, 192, 768),   # 0.06 GMAC at seq 128
+    SubnetConfig.uniform(2, 256, 4, 256, 1024),   # 0.22 GMAC
+    SubnetConfig.uniform(3, 384, 12, 384, 1024),  # 0.57 GMAC
+)
 ANCHOR_SEED = 20261123
 
 
-def anchor_artifact(cache: ArtifactCache, profile: HardwareProfile) -> Artifact | None:
-    """The profile's anchor model (same file for every job: the cache is content-addressed)."""
+def anchor_arch(cfg: SubnetConfig, seq_len: int = 128, batch: int = 1) -> SubnetConfig:
+    """The ladder's anchor nearest to `cfg` in log MACs."""
+    macs = max(cfg.total_macs(seq_len, batch), 1)
+    return min(ANCHOR_LADDER, key=lambda a: abs(math.log(a.total_macs(seq_len, batch) / macs)))
+
+
+def anchor_artifact(cache: ArtifactCache, profile: HardwareProfile, cfg: SubnetConfig) -> AnchorRef | None:
+    """The anchor to time beside `cfg` under `profile` (content-addressed, so the same file
+    for every job), or None when the profile measures without one."""
     if not profile.measure.anchor:
         return None
     from bfnas.models.supernet import SupernetDims
 
-    d = ANCHOR_ARCH
-    supernet = SuperBert.random(SupernetDims(d.layers, d.hidden, d.qkv[0], d.ffn[0]), ANCHOR_SEED)
-    return artifact_for(cache, supernet, ANCHOR_ARCH, profile)
+    w = profile.workload
+    a = anchor_arch(cfg, w.seq_len, w.batch)
+    supernet = SuperBert.random(SupernetDims(a.layers, a.hidden, a.qkv[0], a.ffn[0]), ANCHOR_SEED)
+    art = artifact_for(cache, supernet, a, profile)
+    return AnchorRef(str(art.path), art.sha256, a.key())
 
 
 def artifact_record(art: Artifact) -> dict[str, Any]:
@@ -123,8 +140,6 @@ class ProfileJob:
 
     def run(self) -> dict[str, Any]:
         p = self.profile
-        anchor = anchor_artifact(self.cache, p)
-        self._anchor = (str(anchor.path), anchor.sha256) if anchor else None
         phash = self.store.add_profile(p.name, p.resolved(), p.hash())
         plan = plan_subnets(self.space, self.samples, self.strategy, self.seed, p.workload.seq_len)
         done = self.store.measured_keys(phash)
@@ -174,8 +189,8 @@ class ProfileJob:
             art = artifact_for(self.cache, self.supernet, cfg, self.profile)
         except Exception as exc:  # an export that fails is a stored failure, not a stop
             return {"status": "failed", "reason": f"export: {type(exc).__name__}: {exc}"}, None
-        result = measure_artifact(self.runner, str(art.path), art.sha256, self.profile,
-                                  getattr(self, "_anchor", None))
+        anchor = anchor_artifact(self.cache, self.profile, cfg)
+        result = measure_artifact(self.runner, str(art.path), art.sha256, self.profile, anchor)
         return result, art
 
     def _reference(self, cfg: SubnetConfig, phash: str, run_id: int, refs: list[float],

@@ -21,9 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bfnas.models.errors import InputError
 from bfnas.models.subnet import SubnetConfig
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,7 +62,7 @@ CREATE TABLE IF NOT EXISTS measurements (
     median_ms REAL, mean_ms REAL, std_ms REAL, cov REAL, min_ms REAL,
     p90_ms REAL, p95_ms REAL, p99_ms REAL, runs INTEGER, outliers INTEGER,
     median_rel_ci REAL, first_ms REAL,
-    ratio REAL, ratio_rel_ci REAL, anchor_ms REAL,
+    ratio REAL, ratio_rel_ci REAL, anchor_ms REAL, anchor_key TEXT,
     reference_ms REAL,
     samples TEXT,
     stats TEXT,
@@ -86,7 +87,8 @@ CREATE TABLE IF NOT EXISTS claims (
 """
 
 STAT_COLUMNS = ("median_ms", "mean_ms", "std_ms", "cov", "min_ms", "p90_ms", "p95_ms", "p99_ms",
-                "runs", "outliers", "median_rel_ci", "first_ms", "ratio", "ratio_rel_ci", "anchor_ms")
+                "runs", "outliers", "median_rel_ci", "first_ms", "ratio", "ratio_rel_ci", "anchor_ms",
+                "anchor_key")
 
 
 def now() -> str:
@@ -117,6 +119,11 @@ class LatencyStore:
         self.db.executescript(SCHEMA)  # idempotent: every statement is IF NOT EXISTS
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                         (str(SCHEMA_VERSION),))
+        found = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+        if found != str(SCHEMA_VERSION):
+            self.db.close()
+            raise InputError(str(self.path), "schema_version",
+                             f"store has schema {found}, this bfnas reads {SCHEMA_VERSION}")
         self.host = socket.gethostname()
 
     def close(self) -> None:
@@ -287,20 +294,21 @@ class LatencyStore:
         rows = [dict(r) for r in self.db.execute(sql + " ORDER BY m.id", params)]
         baseline = self.anchor_baselines()
         for r in rows:
-            base = baseline.get(r["profile_hash"])
+            base = baseline.get((r["profile_hash"], r["anchor_key"]))
             r["normalized_ms"] = r["ratio"] * base if r["ratio"] is not None and base else None
         return rows
 
-    def anchor_baselines(self) -> dict[str, float]:
-        """Per profile, the median of every stored anchor median: the device's typical speed.
+    def anchor_baselines(self) -> dict[tuple[str, str], float]:
+        """Per profile and anchor, the median of every stored median of that anchor: its
+        latency at the device's typical speed.
 
         A measurement's `normalized_ms` is its ratio to the anchor run beside it times this
         baseline: its latency at the device's typical speed, free of the speed swings that
         happened while it was measured. It moves only as the baseline gains data."""
-        out: dict[str, list[float]] = {}
-        for r in self.db.execute("SELECT profile_hash, anchor_ms FROM measurements "
+        out: dict[tuple[str, str], list[float]] = {}
+        for r in self.db.execute("SELECT profile_hash, anchor_key, anchor_ms FROM measurements "
                                  "WHERE anchor_ms IS NOT NULL AND status IN ('ok', 'unstable')"):
-            out.setdefault(r["profile_hash"], []).append(r["anchor_ms"])
+            out.setdefault((r["profile_hash"], r["anchor_key"]), []).append(r["anchor_ms"])
         return {k: float(statistics.median(v)) for k, v in out.items()}
 
     # -- reports ------------------------------------------------------------------------

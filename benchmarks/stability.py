@@ -47,28 +47,33 @@ def main() -> int:
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="bfnas-stab-") as tmp:
         cache = ArtifactCache(Path(tmp))
-        anchor = anchor_artifact(cache, profile)
-        anchor_ref = (str(anchor.path), anchor.sha256) if anchor else None
         arts = [artifact_for(cache, supernet, c, profile) for c in cfgs]
+        anchors = [anchor_artifact(cache, profile, c) for c in cfgs]
         results: list[list[dict]] = [[] for _ in cfgs]
         for r in range(args.repeats):  # interleaved: each round measures every subnet once
             for i, art in enumerate(arts):
-                res = measure_artifact(runner, str(art.path), art.sha256, profile, anchor_ref)
+                res = measure_artifact(runner, str(art.path), art.sha256, profile, anchors[i])
                 results[i].append(res)
                 print(f"round {r + 1} subnet {i + 1}: {res['status']} "
                       f"median {res.get('median_ms', float('nan')):.3f} ms ratio {res.get('ratio', float('nan')):.4f}",
                       file=sys.stderr)
-    anchors = [res["anchor"]["median_ms"] for rs in results for res in rs if "anchor" in res]
-    baseline = statistics.median(anchors) if anchors else None
+    # As the store does: each anchor's baseline is the median of its medians over the run.
+    by_anchor: dict[str, list[float]] = {}
+    for rs in results:
+        for res in rs:
+            if "anchor" in res:
+                by_anchor.setdefault(res["anchor_key"], []).append(res["anchor"]["median_ms"])
+    baselines = {k: statistics.median(v) for k, v in by_anchor.items()}
     lines = [f"profile {profile.name}, space {space.name}, {args.repeats} fresh-process measurements "
-             f"per subnet; anchor baseline {baseline:.3f} ms" if baseline else "no anchor",
+             f"per subnet; anchor baselines " + ", ".join(f"{v:.3f} ms" for v in baselines.values())
+             if baselines else "no anchor",
              "", "| subnet | MACs (G) | median ms (mean of 5) | CoV of raw medians | CoV of normalized | runs per measurement | statuses |",
              "|---|---|---|---|---|---|---|"]
     rows = []
     for cfg, rs in zip(cfgs, results, strict=True):
         ok = [x for x in rs if x["status"] != "failed"]
         med = [x["median_ms"] for x in ok]
-        norm = [x["ratio"] * baseline for x in ok if "ratio" in x] if baseline else []
+        norm = [x["ratio"] * baselines[x["anchor_key"]] for x in ok if "ratio" in x]
         row = {"arch": str(cfg), "gmacs": cfg.total_macs(128) / 1e9,
                "median_ms": statistics.mean(med), "cov_raw": cov(med),
                "cov_normalized": cov(norm) if len(norm) > 1 else None,
@@ -86,7 +91,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "stability.md").write_text(text + "\n")
-    (out / "stability.json").write_text(json.dumps({"rows": rows, "baseline_ms": baseline}, indent=2))
+    (out / "stability.json").write_text(json.dumps({"rows": rows, "baselines_ms": baselines}, indent=2))
     return 0
 
 

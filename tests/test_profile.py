@@ -100,3 +100,16 @@ def test_oversubscribed_threads_fail_the_check(tmp_path):
     path.write_text(f'name = "many"\n[runtime]\nintra_op_threads = {len(os.sched_getaffinity(0)) + 1}\n')
     checks = {c.name: c for c in probe(load_profile(path))}
     assert not checks["threads"].ok and "oversubscribed" in checks["threads"].detail
+
+
+def test_the_anchor_is_the_ladder_rung_nearest_in_size():
+    from bfnas.bench.profiling import ANCHOR_LADDER, anchor_arch
+    from bfnas.models.subnet import SubnetConfig
+
+    tiny = SubnetConfig.uniform(1, 120, 12, 120, 128)
+    huge = SubnetConfig.uniform(5, 564, 12, 564, 1016)
+    assert anchor_arch(tiny) == ANCHOR_LADDER[0] and anchor_arch(huge) == ANCHOR_LADDER[-1]
+    for rung in ANCHOR_LADDER:
+        assert anchor_arch(rung) == rung
+    sizes = [a.total_macs() for a in ANCHOR_LADDER]
+    assert sizes == sorted(sizes)

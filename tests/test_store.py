@@ -177,3 +177,35 @@ def test_two_processes_share_one_store(tmp_path, tiny_space_file, fast_profile_f
     con = sqlite3.connect(db)
     assert con.execute("SELECT COUNT(*), COUNT(DISTINCT subnet_key) FROM measurements "
                        "WHERE role = 'sample'").fetchone() == (6, 6)
+
+
+def test_normalized_latency_uses_the_baseline_of_its_own_anchor(tmp_path):
+    def paired(ratio, anchor_ms, key):
+        return {**ok(ratio * anchor_ms), "ratio": ratio, "anchor": {"median_ms": anchor_ms},
+                "anchor_key": key}
+
+    cfgs = [SubnetConfig(1, 64, (2,), (64,), (f,)) for f in (64, 128, 192, 256)]
+    with LatencyStore(tmp_path / "s.db") as store:
+        store.add_profile("p", {"name": "p"}, "h1")
+        # Small anchor typically 1 ms, large 10 ms; one of each ran on a slow moment.
+        for cfg, res in zip(cfgs, [paired(0.5, 1.0, "small"), paired(0.5, 1.2, "small"),
+                                   paired(0.5, 1.0, "small"), paired(2.0, 10.0, "large")], strict=True):
+            store.add_measurement("h1", cfg, "tiny", res)
+        rows = {r["subnet_key"]: r for r in store.measurements("h1")}
+        assert store.anchor_baselines() == {("h1", "small"): 1.0, ("h1", "large"): 10.0}
+    # The run during the slow moment is put back at the device's typical speed.
+    assert rows[cfgs[1].key()]["median_ms"] == pytest.approx(0.6)
+    assert rows[cfgs[1].key()]["normalized_ms"] == pytest.approx(0.5)
+    assert rows[cfgs[3].key()]["normalized_ms"] == pytest.approx(20.0)
+
+
+def test_a_store_of_another_schema_is_refused(tmp_path, capsys):
+    db = tmp_path / "old.db"
+    LatencyStore(db).close()
+    con = sqlite3.connect(db)
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    assert main(["db", "summary", "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert "old.db" in err and "schema_version" in err and err.count("\n") == 1

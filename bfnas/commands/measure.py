@@ -153,9 +153,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     space.check(cfg, where=arch_where(args.arch))
     cache = artifact_cache(args.artifacts, seq_len=profile.workload.seq_len)
     art = artifact_for(cache, supernet, cfg, profile)
-    anchor = anchor_artifact(cache, profile)
     result = measure_artifact(runner, str(art.path), art.sha256, profile,
-                              (str(anchor.path), anchor.sha256) if anchor else None)
+                              anchor_artifact(cache, profile, cfg))
     if args.db:
         with LatencyStore(args.db) as store:
             phash = store.add_profile(profile.name, profile.resolved(), profile.hash())
