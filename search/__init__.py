@@ -1,4 +1,5 @@
 """Hardware-aware search: features, the latency predictor, objectives, evolution.
 
-Depends on `bfnas.bench` and `bfnas.models`; filled in by the predictor and search issues.
+Depends on `bfnas.bench` and `bfnas.models`. So far: `features` (subnet features, built
+column-wise) and `predictor` (`LatencyPredictor`: LightGBM, spread models, text-file save).
 """
