@@ -10,7 +10,6 @@ taken `--repeats` times interleaved across models; the table shows the median of
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_io import publish
 
 from bfnas.bench.environment import cpu_model
 from bfnas.bench.profile import HardwareProfile, parse_profile
@@ -170,12 +170,7 @@ def main() -> int:
     best = max(ok, key=lambda r: r["speedup_vs_fp32"])
     lines += ["", f"Fastest INT8 recipe keeping fidelity at {largest}: {best['variant']} "
                   f"({best['speedup_vs_fp32']:.2f}x vs FP32)"]
-    table = "\n".join(lines)
-    print(table)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "export.md").write_text(table + "\n")
-    (out / "export.json").write_text(json.dumps({"cpu": cpu, "ceiling": ceiling, "rows": rows}, indent=2))
+    publish(args.out, "export", lines, {"cpu": cpu, "ceiling": ceiling, "rows": rows})
     return 0
 
 

@@ -10,12 +10,13 @@ benchmarks/results/stability.md. Goal (issue 3): <= 1.0 % on this 2-core machine
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results_io import cov, publish
 
 from bfnas.bench.measure import measure_artifact
 from bfnas.bench.profile import load_profile
@@ -24,10 +25,6 @@ from bfnas.bench.runner import LocalRunner
 from bfnas.models.artifact import ArtifactCache
 from bfnas.models.space import load_space
 from bfnas.models.supernet import SuperBert, SupernetDims
-
-
-def cov(xs: list[float]) -> float:
-    return statistics.stdev(xs) / statistics.mean(xs)
 
 
 def main() -> int:
@@ -86,12 +83,7 @@ def main() -> int:
     worst_norm = max(r["cov_normalized"] or 0 for r in rows)
     lines += ["", f"worst CoV: raw medians {worst_raw:.2%}, normalized {worst_norm:.2%} "
                   f"(goal <= 1.0 %); {time.time() - t0:.0f} s in all"]
-    text = "\n".join(lines)
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "stability.md").write_text(text + "\n")
-    (out / "stability.json").write_text(json.dumps({"rows": rows, "baselines_ms": baselines}, indent=2))
+    publish(args.out, "stability", lines, {"rows": rows, "baselines_ms": baselines})
     return 0
 
 

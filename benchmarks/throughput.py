@@ -30,6 +30,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
+from results_io import cov, publish
 
 from bfnas.bench.profile import load_profile
 from bfnas.bench.profiling import ProfileJob, plan_subnets
@@ -79,10 +80,6 @@ def seed_time(model: Path, feed: dict, runs: int = 5) -> float:
         sess.run(None, feed)
         samples.append((time.perf_counter() - t) * 1e3)
     return statistics.mean(samples)
-
-
-def cov(xs: list[float]) -> float:
-    return statistics.stdev(xs) / statistics.mean(xs)
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float:
@@ -202,12 +199,7 @@ def main() -> int:
                      f"{max(r['cov_raw'] for r in rows):.1%}")
     lines += [f"Kendall tau between the two methods' latencies: {result['kendall_tau_bfnas_vs_seed']:.3f}; "
               f"seed-style / bfnas latency, median: {result['median_seed_over_bfnas']:.2f}"]
-    text = "\n".join(lines)
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "throughput.md").write_text(text + "\n")
-    (out / "throughput.json").write_text(json.dumps(result, indent=2))
+    publish(args.out, "throughput", lines, result)
     return 0
 
 
