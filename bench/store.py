@@ -116,14 +116,18 @@ class LatencyStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
+        # A store of another schema is refused before anything is written to it.
+        has_meta = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+        found = has_meta and self.db.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if found and found[0] != str(SCHEMA_VERSION):
+            self.db.close()
+            raise InputError(str(self.path), "schema_version",
+                             f"store has schema {found[0]}, this bfnas reads {SCHEMA_VERSION}")
         self.db.executescript(SCHEMA)  # idempotent: every statement is IF NOT EXISTS
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                         (str(SCHEMA_VERSION),))
-        found = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-        if found != str(SCHEMA_VERSION):
-            self.db.close()
-            raise InputError(str(self.path), "schema_version",
-                             f"store has schema {found}, this bfnas reads {SCHEMA_VERSION}")
         self.host = socket.gethostname()
 
     def close(self) -> None:
