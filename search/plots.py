@@ -1,0 +1,53 @@
+"""Pictures of a latency predictor's errors: predicted vs measured with a +-10 % band, and
+the relative residual against each feature (where a pattern shows what the model misses)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bfnas.search.features import FEATURES
+from bfnas.search.predictor import LatencyPredictor, accuracy
+from bfnas.search.training import LatencyRows
+
+RESIDUAL_FEATURES = ("layers", "hidden", "heads_mean", "qkv_mean", "ffn_mean", "macs_total", "params")
+
+
+def plot_predictor(model: LatencyPredictor, rows: LatencyRows, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on devices or CI
+    import matplotlib.pyplot as plt
+
+    X = model.features(rows.cfgs)
+    pred = model.predict(X)
+    rel = (pred - rows.ms) / rows.ms
+    m = accuracy(rows.ms, pred)
+    cols = 4
+    panels = 1 + len(RESIDUAL_FEATURES)
+    fig, axes = plt.subplots((panels + cols - 1) // cols, cols, figsize=(4 * cols, 3.6 * ((panels + cols - 1) // cols)))
+    axes = axes.ravel()
+    ax = axes[0]
+    lim = (float(min(rows.ms.min(), pred.min())) * 0.9, float(max(rows.ms.max(), pred.max())) * 1.1)
+    line = np.linspace(*lim, 50)
+    ax.fill_between(line, line * 0.9, line * 1.1, color="tab:green", alpha=0.2, label="+-10 %")
+    ax.plot(line, line, color="tab:green", lw=1)
+    ax.scatter(rows.ms, pred, s=4, alpha=0.6)
+    ax.set(xlabel=f"measured ({rows.label})", ylabel="predicted ms", xlim=lim, ylim=lim,
+           title=f"{m['within_10pct']:.1%} within 10 %, tau {m['kendall_tau']:.3f}")
+    ax.legend(loc="upper left", fontsize=8)
+    for ax, name in zip(axes[1:], RESIDUAL_FEATURES, strict=False):
+        ax.scatter(X[:, FEATURES.index(name)], rel * 100, s=4, alpha=0.6)
+        ax.axhline(0, color="black", lw=0.8)
+        for y in (-10, 10):
+            ax.axhline(y, color="tab:green", lw=0.8, ls="--")
+        ax.set(xlabel=name, ylabel="error %")
+    for ax in axes[panels:]:
+        ax.axis("off")
+    fig.suptitle(f"{rows.profile} / {rows.space}: {len(rows.ms)} subnets")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,109 @@
+"""Training data for the latency predictor, read from a `LatencyStore`, and the ways of
+scoring a predictor on it (held-out rows, K-fold cross-validation)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from bfnas.bench.store import LatencyStore
+from bfnas.models.errors import InputError
+from bfnas.models.subnet import SubnetConfig
+from bfnas.search.predictor import LatencyPredictor, PredictorScope, PredictorSettings, accuracy
+
+# Only latencies that can be trusted train a predictor: `unstable` and `failed` stay out.
+TRUSTED = ("ok", "imported")
+
+
+@dataclass
+class LatencyRows:
+    profile: str
+    profile_hash: str
+    space: str
+    seq_len: int
+    batch: int
+    label: str  # "normalized_ms" (anchor-normalized) or "median_ms"
+    cfgs: list[SubnetConfig]
+    ms: np.ndarray
+
+    @property
+    def scope(self) -> PredictorScope:
+        return PredictorScope(self.profile_hash, self.space, self.seq_len, self.batch)
+
+    def subset(self, idx: np.ndarray) -> tuple[list[SubnetConfig], np.ndarray]:
+        return [self.cfgs[i] for i in idx], self.ms[idx]
+
+
+def _resolve_profile(store: LatencyStore, name_or_hash: str, where: str) -> dict:
+    found = [p for p in store.profiles() if name_or_hash in (p["name"], p["hash"])]
+    if not found:
+        known = ", ".join(sorted({p["name"] for p in store.profiles()})) or "none"
+        raise InputError(where, "--hw", f"no profile {name_or_hash!r} in the store (stored: {known})")
+    if len(found) > 1:
+        hashes = ", ".join(p["hash"] for p in found)
+        raise InputError(where, "--hw", f"{name_or_hash!r} names several profile versions "
+                                        f"({hashes}); pass the hash")
+    return found[0]
+
+
+def load_rows(store: LatencyStore, hw: str, space: str | None = None) -> LatencyRows:
+    """Every trusted sample measurement of one profile (and space) in the store.
+
+    The label is the anchor-normalized latency where every row has one (measured by bfnas
+    with an anchor), else the raw median (imported data, or profiles without an anchor)."""
+    where = str(store.path)
+    prof = _resolve_profile(store, hw, where)
+    rows = store.measurements(prof["hash"], statuses=TRUSTED)
+    spaces = sorted({r["space"] for r in rows})
+    if space is not None:
+        rows = [r for r in rows if r["space"] == space]
+    elif len(spaces) > 1:
+        raise InputError(where, "--space", f"profile {prof['name']} has rows of several spaces "
+                                           f"({', '.join(spaces)}); pick one")
+    if not rows:
+        raise InputError(where, "measurements", f"no trusted measurements of {prof['name']}"
+                                                + (f" in space {space}" if space else ""))
+    label = "normalized_ms" if all(r["normalized_ms"] for r in rows) else "median_ms"
+    resolved = json.loads(prof["json"])
+    workload = resolved.get("workload") or {}
+    return LatencyRows(
+        profile=prof["name"], profile_hash=prof["hash"], space=rows[0]["space"],
+        seq_len=int(workload.get("seq_len", 128)), batch=int(workload.get("batch", 1)),
+        label=label,
+        cfgs=[SubnetConfig.from_json(r["arch"]) for r in rows],
+        ms=np.array([r[label] for r in rows], dtype=np.float64),
+    )
+
+
+def holdout_split(n: int, train_size: int, test_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if train_size < 10 or test_size < 1:
+        raise InputError("--train-size", None, "need at least 10 training rows and 1 test row")
+    if train_size + test_size > n:
+        raise InputError("--train-size", None, f"{train_size} + {test_size} rows asked, the store has {n}")
+    idx = np.random.default_rng(seed).permutation(n)
+    return idx[:train_size], idx[train_size:train_size + test_size]
+
+
+def cross_validate(rows: LatencyRows, settings: PredictorSettings, folds: int = 5,
+                   seed: int = 0, on_fold: Callable[[int], None] | None = None) -> dict:
+    """K-fold CV: every row predicted once by a model that did not see it; metrics over all
+    out-of-fold predictions, plus the spread of each metric across folds."""
+    n = len(rows.cfgs)
+    if folds < 2 or n < folds * 10:
+        raise InputError("--folds", None, f"{folds}-fold CV needs at least {folds * 10} rows, have {n}")
+    parts = np.array_split(np.random.default_rng(seed).permutation(n), folds)
+    predicted = np.empty(n)
+    per_fold = []
+    for k, test in enumerate(parts):
+        train = np.concatenate([p for j, p in enumerate(parts) if j != k])
+        model = LatencyPredictor(rows.scope, settings).fit(*rows.subset(train))
+        predicted[test] = model.predict(rows.subset(test)[0])
+        per_fold.append(accuracy(rows.ms[test], predicted[test]))
+        if on_fold:
+            on_fold(k)
+    metrics = accuracy(rows.ms, predicted)
+    metrics["fold_std"] = {k: float(np.std([f[k] for f in per_fold])) for k in per_fold[0]}
+    return metrics
