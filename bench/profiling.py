@@ -137,16 +137,17 @@ class ProfileJob:
     strategy: str = "random"
     seed: int = 0
     on_event: Callable[[ProfileEvent], None] = lambda e: None
+    retry: tuple[str, ...] = ()  # stored statuses to measure again: "unstable", "failed"
     _anchors: dict[str, AnchorRef | None] = field(default_factory=dict, init=False, repr=False)
 
     def run(self) -> dict[str, Any]:
         p = self.profile
         phash = self.store.add_profile(p.name, p.resolved(), p.hash())
         plan = plan_subnets(self.space, self.samples, self.strategy, self.seed, p.workload.seq_len)
-        done = self.store.measured_keys(phash)
+        done = self.store.measured_keys(phash, exclude=self.retry)
         todo = [c for c in plan if c.key() not in done]
         args = {"space": self.space.name, "samples": self.samples, "strategy": self.strategy,
-                "seed": self.seed, "supernet": self.supernet.source}
+                "seed": self.seed, "supernet": self.supernet.source, "retry": list(self.retry)}
         run_id = self.store.start_run(phash, "profile", args)
         self.on_event(ProfileEvent("plan", None, {"planned": len(plan), "todo": len(todo)}))
         counts = {"ok": 0, "unstable": 0, "failed": 0, "skipped": len(plan) - len(todo),
@@ -160,7 +161,7 @@ class ProfileJob:
                 if every and measured_since_ref >= every:
                     refs.append(self._reference(ref_cfg, phash, run_id, refs, drift))
                     measured_since_ref = 0
-                if not self.store.claim(phash, cfg):
+                if not self.store.claim(phash, cfg, self.retry):
                     counts["taken_by_other"] += 1
                     self.on_event(ProfileEvent("skipped", cfg, message="measured or claimed elsewhere"))
                     continue
@@ -169,7 +170,7 @@ class ProfileJob:
                     self.store.add_measurement(
                         phash, cfg, self.space.name, result, run_id, "sample",
                         artifact_record(art) if art else None,
-                        reference_ms=refs[-1] if refs else None,
+                        reference_ms=refs[-1] if refs else None, supersede=bool(self.retry),
                     )
                 finally:
                     self.store.release(phash, cfg)

@@ -186,16 +186,16 @@ class LatencyStore:
                        (now(), status, json.dumps(summary, sort_keys=True), run_id))
 
     # -- claims -------------------------------------------------------------------------
-    def claim(self, profile_hash: str, cfg: SubnetConfig) -> bool:
+    def claim(self, profile_hash: str, cfg: SubnetConfig, retry: tuple[str, ...] = ()) -> bool:
         """Take the right to measure `cfg` for this profile. False when it is measured
-        already or another live process holds it."""
+        already (with a status not in `retry`) or another live process holds it."""
         key = cfg.key()
         with self.transaction() as db:
             done = db.execute(
-                "SELECT 1 FROM measurements WHERE profile_hash = ? AND subnet_key = ? AND role = 'sample'",
-                (profile_hash, key),
+                "SELECT status FROM measurements WHERE profile_hash = ? AND subnet_key = ? "
+                "AND role = 'sample'", (profile_hash, key),
             ).fetchone()
-            if done:
+            if done and done["status"] not in retry:
                 return False
             held = db.execute(
                 "SELECT host, pid FROM claims WHERE profile_hash = ? AND subnet_key = ?",
@@ -227,8 +227,11 @@ class LatencyStore:
         role: str = "sample",
         artifact: dict | None = None,
         reference_ms: float | None = None,
+        supersede: bool = False,
     ) -> int:
-        """Store one result and drop the claim on it, in one transaction."""
+        """Store one result and drop the claim on it, in one transaction. With `supersede`,
+        an earlier sample of the same subnet is kept with role 'superseded' (a retried
+        unstable or failed measurement stays on record)."""
         stats = {k: result.get(k) for k in STAT_COLUMNS}
         if isinstance(result.get("anchor"), dict):
             stats["anchor_ms"] = result["anchor"]["median_ms"]
@@ -237,6 +240,9 @@ class LatencyStore:
                                                         "reason", "attempts")}
         with self.transaction() as db:
             self._add_subnet(db, cfg, space)
+            if supersede and role == "sample":
+                db.execute("UPDATE measurements SET role = 'superseded' WHERE profile_hash = ? "
+                           "AND subnet_key = ? AND role = 'sample'", (profile_hash, cfg.key()))
             cur = db.execute(
                 f"INSERT INTO measurements(run_id, profile_hash, subnet_key, role, status, "
                 f"{', '.join(STAT_COLUMNS)}, reference_ms, samples, stats, environment, artifact, "
@@ -278,11 +284,13 @@ class LatencyStore:
                     skipped += 1
         return added, skipped
 
-    def measured_keys(self, profile_hash: str) -> set[str]:
+    def measured_keys(self, profile_hash: str, exclude: tuple[str, ...] = ()) -> set[str]:
+        """Keys of the subnets measured for this profile, except those whose status is in
+        `exclude` (what a job asked to measure again)."""
         rows = self.db.execute(
-            "SELECT subnet_key FROM measurements WHERE profile_hash = ? AND role = 'sample'",
+            "SELECT subnet_key, status FROM measurements WHERE profile_hash = ? AND role = 'sample'",
             (profile_hash,))
-        return {r["subnet_key"] for r in rows}
+        return {r["subnet_key"] for r in rows if r["status"] not in exclude}
 
     def measurements(self, profile_hash: str | None = None, role: str = "sample",
                      statuses: tuple[str, ...] = ("ok", "unstable", "imported", "failed")) -> list[dict]:

@@ -209,3 +209,18 @@ def test_a_store_of_another_schema_is_refused(tmp_path, capsys):
     assert main(["db", "summary", "--db", str(db)]) == 2
     err = capsys.readouterr().err
     assert "old.db" in err and "schema_version" in err and err.count("\n") == 1
+
+
+def test_retrying_an_unstable_measurement_keeps_the_old_one_as_superseded(tmp_path):
+    with LatencyStore(tmp_path / "s.db") as store:
+        store.add_profile("p", {"name": "p"}, "h1")
+        store.add_measurement("h1", CFG, "tiny", {**ok(3.0), "status": "unstable", "reason": "noisy"})
+        assert not store.claim("h1", CFG)  # a plain rerun leaves it alone
+        assert store.measured_keys("h1", exclude=("unstable",)) == set()
+        assert store.claim("h1", CFG, retry=("unstable",))
+        store.add_measurement("h1", CFG, "tiny", ok(2.0), supersede=True)
+        rows = store.measurements("h1", statuses=("ok", "unstable"))
+        assert [(r["status"], r["median_ms"]) for r in rows] == [("ok", 2.0)]
+        old = store.measurements("h1", role="superseded", statuses=("unstable",))
+        assert [(r["status"], r["reason"]) for r in old] == [("unstable", "noisy")]
+        assert not store.claim("h1", CFG, retry=("unstable",))  # now ok: nothing to retry

@@ -59,6 +59,9 @@ def register(sub) -> None:
     p.add_argument("--db", default=DEFAULT_DB, help=f"SQLite latency store (default {DEFAULT_DB})")
     p.add_argument("--strategy", default="random", help="random | stratified (even over log-MACs)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--retry", default="",
+                   help="stored statuses to measure again, e.g. unstable,failed (the earlier "
+                        "rows are kept as 'superseded')")
     add_artifacts_arg(p)
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
@@ -197,6 +200,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise InputError("--samples", None, "must be at least 1")
     if args.strategy not in STRATEGIES:
         raise InputError("--strategy", None, f"unknown {args.strategy!r} (known: {', '.join(STRATEGIES)})")
+    retry = tuple(s for s in args.retry.split(",") if s)
+    if set(retry) - {"unstable", "failed"}:
+        raise InputError("--retry", None, f"{args.retry!r}: only unstable and failed can be retried")
     space, supernet = space_and_supernet(args)
     cache = artifact_cache(args.artifacts, seq_len=profile.workload.seq_len)
     out = console(stderr=args.json)
@@ -219,7 +225,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             progress.console.print(f"[yellow]drift:[/] {e.message}")
 
     job = ProfileJob(store, profile, space, supernet, cache, runner, args.samples, args.strategy,
-                     args.seed, on_event)
+                     args.seed, on_event, retry)
     try:
         with progress:
             summary = job.run()
