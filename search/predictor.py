@@ -34,7 +34,8 @@ class PredictorSettings:
     # estimate; with "ratio" they are ignored. On the seed table at n = 300 the ratio target
     # without them beat every other combination (issue 4's benchmark decides the default).
     monotone: bool = False
-    n_estimators: int = 300
+    n_estimators: int = 300  # at most; `cv_rounds` picks fewer when the data say so
+    cv_rounds: bool = True
     learning_rate: float = 0.05
     num_leaves: int = 15
     min_child_samples: int = 5
@@ -63,6 +64,7 @@ class LatencyPredictor:
     estimate_coef: list[float] | None = None
     boosters: dict[str, lgb.Booster] = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    rounds: int | None = None
 
     # -- fitting -------------------------------------------------------------------------
     def features(self, cfgs: Sequence[SubnetConfig]) -> np.ndarray:
@@ -118,12 +120,21 @@ class LatencyPredictor:
             params["monotone_constraints_method"] = "advanced"
         data = lgb.Dataset(X, y, feature_name=list(FEATURES), free_raw_data=False,
                            params={"min_data_in_bin": 1, "verbose": -1})
-        self.boosters = {"median": lgb.train({**params, "objective": "regression"}, data, s.n_estimators)}
+        rounds = s.n_estimators
+        if s.cv_rounds and len(X) >= 50:
+            # How many rounds the data support: with 100 rows the correction on top of the
+            # analytic estimate overfits after a few dozen; with thousands it keeps gaining.
+            cv = lgb.cv({**params, "objective": "regression"}, data, s.n_estimators, nfold=5,
+                        stratified=False, seed=s.seed,
+                        callbacks=[lgb.early_stopping(30, verbose=False)])
+            rounds = max(len(next(iter(cv.values()))), 1)
+        self.rounds = rounds
+        self.boosters = {"median": lgb.train({**params, "objective": "regression"}, data, rounds)}
         # LightGBM refuses monotone constraints with the quantile objective.
         free = {k: v for k, v in params.items() if not k.startswith("monotone")}
         for q, name in zip(s.spread_quantiles, ("low", "high"), strict=True):
             self.boosters[name] = lgb.train({**free, "objective": "quantile", "alpha": q},
-                                            data, s.n_estimators)
+                                            data, rounds)
         return self
 
     # -- predicting ----------------------------------------------------------------------

@@ -1,0 +1,152 @@
+"""Predictor benchmark: bfnas's LightGBM predictor against the seed's MLP and a linear model,
+on the same splits, in the same run.
+
+    python benchmarks/predictor.py --db lat.db --hw seed-cpu-fp32 [--hw local-cpu-int8 ...]
+        [--sizes 100,300,1000] [--test-size 2000] [--seeds 5]
+
+For every profile, training size n and seed: n random rows train, `--test-size` other rows
+are held out (fewer when the store has fewer: all the rest). Methods:
+- bfnas: `LatencyPredictor` with its default settings (ratio to a fitted analytic estimate);
+  also the "log" target, to show what the choice of target is worth;
+- seed MLP: features hidden, layers, mean FFN, mean qkv (standardized); 3 hidden layers of
+  128 ReLU units; Adam (lr 1e-3), full batch, 3,000 steps, on the standardized latency;
+- linear: least squares of latency on a constant, layers and the analytic MACs per op class
+  and the parameter count.
+Goals (issue 4): bfnas >= seed MLP and >= linear at every n on +-10 % and tau; on the tool's
+own labels +-10 % >= 99.5 % and +-5 % >= 97 % with <= 300 measured subnets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+from results_io import publish
+
+from bfnas.bench.store import LatencyStore
+from bfnas.search.features import FEATURES
+from bfnas.search.predictor import LatencyPredictor, PredictorSettings, accuracy
+from bfnas.search.training import LatencyRows, load_rows
+
+LINEAR_COLUMNS = ("layers", "macs_qkv", "macs_attn", "macs_out", "macs_ffn", "params")
+SEED_MLP_COLUMNS = ("hidden", "layers", "ffn_mean", "qkv_mean")
+
+
+def fit_predict_linear(X_train, y_train, X_test):
+    cols = [FEATURES.index(c) for c in LINEAR_COLUMNS]
+    scale = np.abs(X_train[:, cols]).max(0)
+    scale[scale == 0] = 1
+
+    def design(X):
+        return np.column_stack([np.ones(len(X)), X[:, cols] / scale])
+
+    coef, *_ = np.linalg.lstsq(design(X_train), y_train, rcond=None)
+    return design(X_test) @ coef
+
+
+def fit_predict_seed_mlp(X_train, y_train, X_test, seed: int, steps: int = 3000):
+    import torch
+
+    torch.manual_seed(seed)
+    cols = [FEATURES.index(c) for c in SEED_MLP_COLUMNS]
+    xtr, xte = X_train[:, cols], X_test[:, cols]
+    mu, sd = xtr.mean(0), xtr.std(0) + 1e-9
+    ymu, ysd = y_train.mean(), y_train.std() + 1e-9
+    net = torch.nn.Sequential(
+        torch.nn.Linear(len(cols), 128), torch.nn.ReLU(),
+        torch.nn.Linear(128, 128), torch.nn.ReLU(),
+        torch.nn.Linear(128, 128), torch.nn.ReLU(),
+        torch.nn.Linear(128, 1),
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    xt = torch.tensor((xtr - mu) / sd, dtype=torch.float32)
+    yt = torch.tensor((y_train - ymu) / ysd, dtype=torch.float32)[:, None]
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(net(xt), yt)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        out = net(torch.tensor((xte - mu) / sd, dtype=torch.float32)).numpy()[:, 0]
+    return out * ysd + ymu
+
+
+def run_profile(rows: LatencyRows, sizes: list[int], test_size: int, seeds: int) -> list[dict]:
+    X_all = feature_matrix_of(rows)
+    results = []
+    for n in sizes:
+        if n + 10 > len(rows.cfgs):
+            print(f"{rows.profile}: skipping n={n}, the store has {len(rows.cfgs)} rows", file=sys.stderr)
+            continue
+        per_method: dict[str, list[dict]] = {}
+        for seed in range(seeds):
+            idx = np.random.default_rng(seed).permutation(len(rows.cfgs))
+            train, test = idx[:n], idx[n:n + test_size]
+            y_tr, y_te = rows.ms[train], rows.ms[test]
+            preds = {}
+            for target in ("ratio", "log"):
+                model = LatencyPredictor(rows.scope, PredictorSettings(target=target, seed=seed))
+                model.fit(*rows.subset(train))
+                preds[f"bfnas ({target})"] = model.predict(X_all[test])
+            preds["seed MLP"] = fit_predict_seed_mlp(X_all[train], y_tr, X_all[test], seed)
+            preds["linear"] = fit_predict_linear(X_all[train], y_tr, X_all[test])
+            for name, p in preds.items():
+                per_method.setdefault(name, []).append(accuracy(y_te, np.maximum(p, 1e-6)))
+        for name, ms in per_method.items():
+            agg = {k: statistics.mean(m[k] for m in ms) for k in ms[0]}
+            agg["within_10pct_min"] = min(m["within_10pct"] for m in ms)
+            results.append({"profile": rows.profile, "label": rows.label, "n": n,
+                            "test_rows": min(test_size, len(rows.cfgs) - n), "method": name, **agg})
+    return results
+
+
+def feature_matrix_of(rows: LatencyRows) -> np.ndarray:
+    from bfnas.search.features import feature_matrix
+
+    return feature_matrix(rows.cfgs, rows.seq_len, rows.batch)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--db", required=True)
+    ap.add_argument("--hw", action="append", required=True, help="profile in the store (repeatable)")
+    ap.add_argument("--sizes", default="100,300,1000")
+    ap.add_argument("--test-size", type=int, default=2000)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--name", default="predictor", help="results file name")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    t0 = time.time()
+    results = []
+    with LatencyStore(args.db) as store:
+        all_rows = [load_rows(store, hw) for hw in args.hw]
+    for rows in all_rows:
+        results += run_profile(rows, sizes, args.test_size, args.seeds)
+    lines = [f"{args.seeds} seeds per cell; metrics are means over seeds on held-out rows "
+             f"(min over seeds for +-10 % in brackets)", "",
+             "| profile (label) | n train | held out | method | within 5 % | within 10 % | MAPE | Kendall tau |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['profile']} ({r['label']}) | {r['n']} | {r['test_rows']} | {r['method']} | "
+                     f"{r['within_5pct']:.1%} | {r['within_10pct']:.1%} ({r['within_10pct_min']:.1%}) | "
+                     f"{r['mape']:.2%} | {r['kendall_tau']:.3f} |")
+    verdicts = []
+    for prof in {r["profile"] for r in results}:
+        for n in sorted({r["n"] for r in results if r["profile"] == prof}):
+            cell = {r["method"]: r for r in results if r["profile"] == prof and r["n"] == n}
+            ours = cell["bfnas (ratio)"]
+            beats = all(ours[k] >= cell[m][k] for m in ("seed MLP", "linear")
+                        for k in ("within_10pct", "kendall_tau"))
+            verdicts.append(f"{prof} n={n}: bfnas >= seed MLP and linear on +-10 % and tau: "
+                            f"{'yes' if beats else 'NO'}")
+    lines += ["", *sorted(verdicts), "", f"{time.time() - t0:.0f} s in all"]
+    publish(args.out, args.name, lines, {"results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
