@@ -161,7 +161,7 @@ class LatencyPredictor:
         meta = {
             "format": FORMAT, "scope": asdict(self.scope), "settings": asdict(self.settings),
             "features": list(FEATURES), "estimate_columns": list(ESTIMATE_COLUMNS),
-            "estimate_coef": self.estimate_coef, "metrics": self.metrics,
+            "estimate_coef": self.estimate_coef, "metrics": self.metrics, "rounds": self.rounds,
             "versions": {p: metadata.version(p) for p in ("bfnas", "lightgbm", "numpy")},
         }
         (folder / "predictor.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -194,7 +194,8 @@ class LatencyPredictor:
             if not path.is_file():
                 raise InputError(str(path), None, "missing model file")
             boosters[name] = lgb.Booster(model_file=str(path))
-        return cls(scope, settings, meta.get("estimate_coef"), boosters, meta.get("metrics", {}))
+        return cls(scope, settings, meta.get("estimate_coef"), boosters, meta.get("metrics", {}),
+                   meta.get("rounds"))
 
 
 def accuracy(measured_ms: Sequence[float], predicted_ms: Sequence[float]) -> dict[str, float]:
