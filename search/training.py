@@ -87,13 +87,17 @@ def holdout_split(n: int, train_size: int, test_size: int, seed: int) -> tuple[n
     return idx[:train_size], idx[train_size:train_size + test_size]
 
 
+def check_folds(n: int, folds: int) -> None:
+    if folds < 2 or n < folds * 10:
+        raise InputError("--folds", None, f"{folds}-fold CV needs at least {folds * 10} rows, have {n}")
+
+
 def cross_validate(rows: LatencyRows, settings: PredictorSettings, folds: int = 5,
                    seed: int = 0, on_fold: Callable[[int], None] | None = None) -> dict:
     """K-fold CV: every row predicted once by a model that did not see it; metrics over all
     out-of-fold predictions, plus the spread of each metric across folds."""
     n = len(rows.cfgs)
-    if folds < 2 or n < folds * 10:
-        raise InputError("--folds", None, f"{folds}-fold CV needs at least {folds * 10} rows, have {n}")
+    check_folds(n, folds)
     parts = np.array_split(np.random.default_rng(seed).permutation(n), folds)
     predicted = np.empty(n)
     per_fold = []

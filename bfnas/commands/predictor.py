@@ -76,7 +76,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from bfnas.search.predictor import LatencyPredictor, PredictorSettings, accuracy
-    from bfnas.search.training import cross_validate, holdout_split, load_rows
+    from bfnas.search.training import check_folds, cross_validate, holdout_split, load_rows
 
     if (args.train_size is None) != (args.test_size is None):
         raise InputError("--train-size", None, "give --train-size and --test-size together")
@@ -86,8 +86,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     n = len(rows.cfgs)
     if args.train_size is not None:  # checked before any output
         train, test = holdout_split(n, args.train_size, args.test_size, args.seed)
-    elif args.folds < 2 or n < args.folds * 10:
-        raise InputError("--folds", None, f"{args.folds}-fold CV needs at least {args.folds * 10} rows, have {n}")
+    else:
+        check_folds(n, args.folds)
     with Progress(console=console(stderr=True), transient=True) as progress:
         if args.train_size is not None:
             task = progress.add_task(f"fitting on {len(train)} rows", total=None)
