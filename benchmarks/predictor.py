@@ -87,19 +87,28 @@ def run_profile(rows: LatencyRows, sizes: list[int], test_size: int, seeds: int)
             train, test = idx[:n], idx[n:n + test_size]
             y_tr, y_te = rows.ms[train], rows.ms[test]
             preds = {}
+            coverage = None
             for target in ("ratio", "log"):
                 model = LatencyPredictor(rows.scope, PredictorSettings(target=target, seed=seed))
                 model.fit(*rows.subset(train))
                 preds[f"bfnas ({target})"] = model.predict(X_all[test])
+                if target == "ratio":
+                    lo, hi = model.predict_interval(X_all[test])
+                    coverage = float(np.mean((lo <= y_te) & (y_te <= hi)))
             preds["seed MLP"] = fit_predict_seed_mlp(X_all[train], y_tr, X_all[test], seed)
             preds["linear"] = fit_predict_linear(X_all[train], y_tr, X_all[test])
             for name, p in preds.items():
-                per_method.setdefault(name, []).append(accuracy(y_te, np.maximum(p, 1e-6)))
+                m = accuracy(y_te, np.maximum(p, 1e-6))
+                if name == "bfnas (ratio)":
+                    m["spread_coverage"] = coverage
+                per_method.setdefault(name, []).append(m)
         for name, ms in per_method.items():
             agg = {k: statistics.mean(m[k] for m in ms) for k in ms[0]}
+            cov_note = agg.pop("spread_coverage", None)
             agg["within_10pct_min"] = min(m["within_10pct"] for m in ms)
             results.append({"profile": rows.profile, "label": rows.label, "n": n,
-                            "test_rows": min(test_size, len(rows.cfgs) - n), "method": name, **agg})
+                            "test_rows": min(test_size, len(rows.cfgs) - n), "method": name, **agg,
+                            "spread_coverage": cov_note})
     return results
 
 
@@ -152,6 +161,9 @@ def main() -> int:
         lines.append(f"| {r['profile']} ({r['label']}) | {r['n']} | {r['test_rows']} | {r['method']} | "
                      f"{r['within_5pct']:.1%} | {r['within_10pct']:.1%} ({r['within_10pct_min']:.1%}) | "
                      f"{r['mape']:.2%} | {r['kendall_tau']:.3f} |")
+    lines += ["", "spread (10th-90th percentile models, nominal 80 %): share of held-out latencies inside"]
+    lines += [f"- {r['profile']} n={r['n']}: {r['spread_coverage']:.1%}" for r in results
+              if r["spread_coverage"] is not None]
     verdicts = []
     for prof in {r["profile"] for r in results}:
         for n in sorted({r["n"] for r in results if r["profile"] == prof}):
