@@ -2,6 +2,8 @@
 
 Saved as LightGBM's own text models plus a JSON file of metadata; loading never unpickles.
 A model knows the profile (by hash) and space it was fitted for and refuses the others.
+Its spread comes from out-of-fold predictions (split conformal), so it is calibrated on data
+like the training rows.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ TARGETS = ("ms", "log", "ratio")
 # Columns of the analytic estimate behind the "ratio" target: a fixed cost, a cost per
 # layer and a cost per MAC of each op class, fitted non-negative on the training rows.
 ESTIMATE_COLUMNS = ("layers", "macs_qkv", "macs_attn", "macs_out", "macs_ffn")
-FORMAT = 1
+FORMAT = 2
+MODEL_FILE = "model.txt"
 
 
 @dataclass(frozen=True)
@@ -57,39 +60,83 @@ class PredictorScope:
     batch: int = 1
 
 
+def fit_estimate(X: np.ndarray, ms: np.ndarray) -> list[float]:
+    """Non-negative coefficients of the analytic estimate, fitted for relative error."""
+    cols = [FEATURES.index(c) for c in ESTIMATE_COLUMNS]
+    design = np.column_stack([np.ones(len(X)), X[:, cols]])
+    scale = np.abs(design).max(0)
+    scale[scale == 0] = 1
+    # Relative error is what matters: weight each row by 1/latency.
+    coef, _ = nnls(design / scale / ms[:, None], np.ones(len(ms)))
+    if not np.any(coef):
+        coef[0] = float(np.median(ms))
+    return list(coef / scale)
+
+
+def estimate(X: np.ndarray, coef: Sequence[float]) -> np.ndarray:
+    cols = [FEATURES.index(c) for c in ESTIMATE_COLUMNS]
+    return np.column_stack([np.ones(len(X)), X[:, cols]]) @ np.asarray(coef)
+
+
+@dataclass
+class _Fitted:
+    """One fitted model: the estimate's coefficients (ratio target) and the booster."""
+
+    target: str
+    coef: list[float] | None
+    booster: lgb.Booster
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        y = self.booster.predict(X, num_threads=1)
+        if self.target == "ms":
+            return y
+        if self.target == "log":
+            return np.exp(y)
+        return y * estimate(X, self.coef)
+
+
+def _to_target(target: str, X: np.ndarray, ms: np.ndarray, coef: list[float] | None) -> np.ndarray:
+    if target == "ms":
+        return ms
+    if target == "log":
+        return np.log(ms)
+    return ms / estimate(X, coef)
+
+
 @dataclass
 class LatencyPredictor:
     scope: PredictorScope
     settings: PredictorSettings = field(default_factory=PredictorSettings)
     estimate_coef: list[float] | None = None
-    boosters: dict[str, lgb.Booster] = field(default_factory=dict)
+    booster: lgb.Booster | None = None
     metrics: dict = field(default_factory=dict)
     rounds: int | None = None
+    # Quantiles of measured / predicted on out-of-fold predictions: the spread's factors.
+    spread: tuple[float, float] | None = None
 
-    # -- fitting -------------------------------------------------------------------------
     def features(self, cfgs: Sequence[SubnetConfig]) -> np.ndarray:
         return feature_matrix(cfgs, self.scope.seq_len, self.scope.batch)
 
-    def _estimate(self, X: np.ndarray) -> np.ndarray:
-        cols = [FEATURES.index(c) for c in ESTIMATE_COLUMNS]
-        design = np.column_stack([np.ones(len(X)), X[:, cols]])
-        return design @ np.asarray(self.estimate_coef)
+    # -- fitting -------------------------------------------------------------------------
+    def _params(self, n: int) -> dict:
+        s = self.settings
+        params = {
+            "objective": "regression", "learning_rate": s.learning_rate, "num_leaves": s.num_leaves,
+            "min_data_in_leaf": min(s.min_child_samples, max(n // 10, 1)),
+            "min_data_in_bin": 1, "seed": s.seed, "deterministic": True, "num_threads": 1,
+            "verbose": -1,
+        }
+        if s.monotone and s.target != "ratio":
+            params["monotone_constraints"] = [MONOTONE[f] for f in FEATURES]
+            params["monotone_constraints_method"] = "advanced"
+        return params
 
-    def _to_target(self, X: np.ndarray, ms: np.ndarray) -> np.ndarray:
-        t = self.settings.target
-        if t == "ms":
-            return ms
-        if t == "log":
-            return np.log(ms)
-        return ms / self._estimate(X)
-
-    def _from_target(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        t = self.settings.target
-        if t == "ms":
-            return y
-        if t == "log":
-            return np.exp(y)
-        return y * self._estimate(X)
+    def _fit_one(self, X: np.ndarray, ms: np.ndarray, rounds: int) -> _Fitted:
+        target = self.settings.target
+        coef = fit_estimate(X, ms) if target == "ratio" else None
+        data = lgb.Dataset(X, _to_target(target, X, ms, coef), feature_name=list(FEATURES),
+                           params={"min_data_in_bin": 1, "verbose": -1})
+        return _Fitted(target, coef, lgb.train(self._params(len(X)), data, rounds))
 
     def fit(self, cfgs: Sequence[SubnetConfig], latency_ms: Sequence[float]) -> LatencyPredictor:
         X, ms = self.features(cfgs), np.asarray(latency_ms, dtype=np.float64)
@@ -97,71 +144,59 @@ class LatencyPredictor:
             raise ValueError(f"need at least 10 measured subnets to fit, got {len(X)}")
         if np.any(ms <= 0):
             raise ValueError("latencies must be positive")
-        if self.settings.target == "ratio":
-            cols = [FEATURES.index(c) for c in ESTIMATE_COLUMNS]
-            design = np.column_stack([np.ones(len(X)), X[:, cols]])
-            scale = np.abs(design).max(0)
-            scale[scale == 0] = 1
-            # Relative error is what matters: weight each row by 1/latency.
-            coef, _ = nnls(design / scale / ms[:, None], np.ones(len(ms)))
-            if not np.any(coef):
-                coef[0] = float(np.median(ms))
-            self.estimate_coef = list(coef / scale)
-        y = self._to_target(X, ms)
         s = self.settings
-        params = {
-            "learning_rate": s.learning_rate, "num_leaves": s.num_leaves,
-            "min_data_in_leaf": min(s.min_child_samples, max(len(X) // 10, 1)),
-            "min_data_in_bin": 1, "seed": s.seed, "deterministic": True, "num_threads": 1,
-            "verbose": -1,
-        }
-        if s.monotone and s.target != "ratio":
-            params["monotone_constraints"] = [MONOTONE[f] for f in FEATURES]
-            params["monotone_constraints_method"] = "advanced"
-        data = lgb.Dataset(X, y, feature_name=list(FEATURES), free_raw_data=False,
-                           params={"min_data_in_bin": 1, "verbose": -1})
         rounds = s.n_estimators
         if s.cv_rounds and len(X) >= 50:
             # How many rounds the data support: with 100 rows the correction on top of the
             # analytic estimate overfits after a few dozen; with thousands it keeps gaining.
-            cv = lgb.cv({**params, "objective": "regression"}, data, s.n_estimators, nfold=5,
-                        stratified=False, seed=s.seed,
-                        callbacks=[lgb.early_stopping(30, verbose=False)])
+            coef = fit_estimate(X, ms) if s.target == "ratio" else None
+            data = lgb.Dataset(X, _to_target(s.target, X, ms, coef), feature_name=list(FEATURES),
+                               params={"min_data_in_bin": 1, "verbose": -1})
+            cv = lgb.cv(self._params(len(X)), data, s.n_estimators, nfold=5, stratified=False,
+                        seed=s.seed, callbacks=[lgb.early_stopping(30, verbose=False)])
             rounds = max(len(next(iter(cv.values()))), 1)
-        self.rounds = rounds
-        self.boosters = {"median": lgb.train({**params, "objective": "regression"}, data, rounds)}
-        # LightGBM refuses monotone constraints with the quantile objective.
-        free = {k: v for k, v in params.items() if not k.startswith("monotone")}
-        for q, name in zip(s.spread_quantiles, ("low", "high"), strict=True):
-            self.boosters[name] = lgb.train({**free, "objective": "quantile", "alpha": q},
-                                            data, rounds)
+        fitted = self._fit_one(X, ms, rounds)
+        self.rounds, self.estimate_coef, self.booster = rounds, fitted.coef, fitted.booster
+        self.spread = self._oof_spread(X, ms, rounds)
         return self
+
+    def _oof_spread(self, X: np.ndarray, ms: np.ndarray, rounds: int) -> tuple[float, float]:
+        """Split-conformal factors: every row predicted by a model fitted without it (5
+        folds, same settings), and the quantiles of measured / predicted. Calibrated by
+        construction on data like the training rows; it says nothing of a new region."""
+        n = len(X)
+        parts = np.array_split(np.random.default_rng(self.settings.seed).permutation(n), min(5, n // 2))
+        oof = np.empty(n)
+        for test in parts:
+            train = np.setdiff1d(np.arange(n), test)
+            oof[test] = self._fit_one(X[train], ms[train], rounds).predict(X[test])
+        ratio = ms / np.maximum(oof, 1e-9)
+        lo, hi = self.settings.spread_quantiles
+        return float(np.quantile(ratio, lo)), float(np.quantile(ratio, hi))
 
     # -- predicting ----------------------------------------------------------------------
     def predict(self, cfgs: Sequence[SubnetConfig] | np.ndarray) -> np.ndarray:
         """Latency in ms for each config (or each row of a feature matrix)."""
         X = cfgs if isinstance(cfgs, np.ndarray) else self.features(cfgs)
-        return self._from_target(X, self.boosters["median"].predict(X, num_threads=1))
+        return _Fitted(self.settings.target, self.estimate_coef, self.booster).predict(X)
 
     def predict_interval(self, cfgs: Sequence[SubnetConfig] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A (low, high) band in ms from the spread quantile models; search can keep a
-        candidate only if `high` fits the budget."""
-        X = cfgs if isinstance(cfgs, np.ndarray) else self.features(cfgs)
-        lo = self._from_target(X, self.boosters["low"].predict(X, num_threads=1))
-        hi = self._from_target(X, self.boosters["high"].predict(X, num_threads=1))
-        mid = self.predict(X)
-        return np.minimum(lo, mid), np.maximum(hi, mid)
+        """A (low, high) band in ms holding the measured latency with the spread quantiles'
+        probability (10-90 %: 80 %); search can keep a candidate only if `high` fits."""
+        mid = self.predict(cfgs)
+        lo, hi = self.spread
+        return mid * min(lo, 1.0), mid * max(hi, 1.0)
 
     # -- files ---------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        for name, booster in self.boosters.items():
-            booster.save_model(str(folder / f"{name}.txt"))
+        self.booster.save_model(str(folder / MODEL_FILE))
         meta = {
             "format": FORMAT, "scope": asdict(self.scope), "settings": asdict(self.settings),
             "features": list(FEATURES), "estimate_columns": list(ESTIMATE_COLUMNS),
             "estimate_coef": self.estimate_coef, "metrics": self.metrics, "rounds": self.rounds,
+            "spread": list(self.spread) if self.spread else None,
             "versions": {p: metadata.version(p) for p in ("bfnas", "lightgbm", "numpy")},
         }
         (folder / "predictor.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -188,14 +223,12 @@ class LatencyPredictor:
             raise InputError(str(meta_path), "scope.space", f"fitted for space {scope.space!r}, not {space!r}")
         s = meta["settings"]
         settings = PredictorSettings(**{**s, "spread_quantiles": tuple(s["spread_quantiles"])})
-        boosters = {}
-        for name in ("median", "low", "high"):
-            path = folder / f"{name}.txt"
-            if not path.is_file():
-                raise InputError(str(path), None, "missing model file")
-            boosters[name] = lgb.Booster(model_file=str(path))
-        return cls(scope, settings, meta.get("estimate_coef"), boosters, meta.get("metrics", {}),
-                   meta.get("rounds"))
+        path = folder / MODEL_FILE
+        if not path.is_file():
+            raise InputError(str(path), None, "missing model file")
+        spread = meta.get("spread")
+        return cls(scope, settings, meta.get("estimate_coef"), lgb.Booster(model_file=str(path)),
+                   meta.get("metrics", {}), meta.get("rounds"), tuple(spread) if spread else None)
 
 
 def accuracy(measured_ms: Sequence[float], predicted_ms: Sequence[float]) -> dict[str, float]:

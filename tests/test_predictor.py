@@ -38,12 +38,13 @@ def test_spread_brackets_most_held_out_latencies(fitted, seed_rows):
     mid = fitted.predict([r.cfg for r in test])
     y = np.array([r.ms for r in test])
     assert np.all(lo <= mid) and np.all(mid <= hi)
-    assert 0.5 < np.mean((lo <= y) & (y <= hi)) <= 1.0
+    # Out-of-fold calibrated for 10-90 %: about 80 % of new rows like these fall inside.
+    assert 0.7 < np.mean((lo <= y) & (y <= hi)) < 0.9
 
 
 def test_save_load_round_trip_without_pickle(fitted, seed_rows, tmp_path):
     folder = fitted.save(tmp_path / "pred")
-    assert sorted(p.name for p in folder.iterdir()) == ["high.txt", "low.txt", "median.txt", "predictor.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["model.txt", "predictor.json"]
     meta = json.loads((folder / "predictor.json").read_text())
     assert meta["scope"]["profile_hash"] == "abc123" and meta["versions"]["lightgbm"]
     again = LatencyPredictor.load(folder, profile_hash="abc123", space="bigger-faster")
