@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,10 @@ from bfnas.models.export import (
     measure_fidelity,
     torch_outputs,
 )
-from bfnas.models.quantize import Recipe, fuse_transformer, quantize
+from bfnas.models.onnx_writer import can_write, write_onnx
+from bfnas.models.quantize import QUANTIZATION_OPS, Recipe, fuse_transformer, quantize
 from bfnas.models.subnet import SubnetConfig
-from bfnas.models.supernet import SuperBert, weights_sha256
+from bfnas.models.supernet import SuperBert, supernet_outputs, weights_sha256
 
 PRECISIONS = ("fp32", "int8")
 MODEL_FILE = "model.onnx"
@@ -120,6 +121,7 @@ class ArtifactCache:
         precision: str,
         recipe: Recipe | None,
         fuse: bool,
+        export: ExportSettings | None = None,
     ) -> str:
         ident = {
             "arch": cfg.to_dict(),
@@ -127,11 +129,18 @@ class ArtifactCache:
             "precision": precision,
             "recipe": recipe.to_dict() if recipe else None,
             "fuse": fuse,
-            "export": self.export.to_dict(),
+            "export": (export or self.export).to_dict(),
             "fidelity": asdict(self.fidelity),
             "versions": tool_versions(),
         }
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+    def export_for(self, precision: str, recipe: Recipe | None, fuse: bool) -> ExportSettings:
+        """The export settings really used: `direct` falls back to TorchScript for what the
+        graph writer does not produce (fused graphs, static QDQ)."""
+        if self.export.exporter == "direct" and not can_write(precision, recipe, fuse):
+            return replace(self.export, exporter="torchscript")
+        return self.export
 
     def build(
         self,
@@ -152,13 +161,15 @@ class ArtifactCache:
             assert recipe is not None
             fuse = recipe.fuse
         supernet.check_fits(cfg)
+        export = self.export_for(precision, recipe, fuse)
+        direct = export.exporter == "direct"
         seconds: dict[str, float] = {}
         t = time.perf_counter()
-        dense = supernet.extract(cfg)
-        weights = weights_sha256(dense)
+        state = supernet.sliced_state(cfg)
+        weights = weights_sha256(state)
         seconds["extract"] = time.perf_counter() - t
 
-        key = self.key(cfg, weights, precision, recipe, fuse)
+        key = self.key(cfg, weights, precision, recipe, fuse, export)
         folder = self.root / key
         if (folder / META_FILE).exists():
             art = Artifact.read(folder)
@@ -169,32 +180,44 @@ class ArtifactCache:
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=self.root))
         try:
             graph: dict[str, dict[str, int]] = {}
-            fp32_path = tmp / "fp32.onnx"
+            fs = self.fidelity
+            vocab = supernet.dims.vocab
+            feeds = generated_inputs(fs.inputs, fs.batch, fs.seq_len, vocab.vocab_size, fs.seed)
             t = time.perf_counter()
-            export_onnx(dense, fp32_path, self.export, self.fidelity.seq_len)
-            seconds["export"] = time.perf_counter() - t
-            source = fp32_path
+            if direct:
+                # The graph writer emits the INT8 graph itself: no export-then-quantize.
+                source = tmp / ("int8.onnx" if precision == "int8" else "fp32.onnx")
+                numpy_state = {k: v.detach().numpy() for k, v in state.items()}
+                ops = write_onnx(numpy_state, cfg, source, precision == "int8", vocab.layer_norm_eps)
+                seconds["export"] = time.perf_counter() - t
+                if precision == "int8":
+                    graph["quantization"] = {k: ops[k] for k in QUANTIZATION_OPS if ops.get(k)}
+                reference = supernet_outputs(supernet, cfg, feeds)
+            else:
+                dense = supernet.extract(cfg)
+                source = tmp / "fp32.onnx"
+                export_onnx(dense, source, export, self.fidelity.seq_len)
+                seconds["export"] = time.perf_counter() - t
+                reference = torch_outputs(dense, feeds)
             if fuse:
                 t = time.perf_counter()
-                graph["fusion"] = fuse_transformer(fp32_path, tmp / "fused.onnx")
+                graph["fusion"] = fuse_transformer(source, tmp / "fused.onnx")
                 source = tmp / "fused.onnx"
                 seconds["optimize"] = time.perf_counter() - t
-            fs = self.fidelity
-            feeds = generated_inputs(fs.inputs, fs.batch, fs.seq_len, dense.vocab.vocab_size, fs.seed)
-            if precision == "int8":
+            if precision == "int8" and not direct:
                 assert recipe is not None
                 calib = None
                 if recipe.method == "static":
                     # Calibration inputs are drawn apart from the fidelity inputs (other seed).
                     calib = generated_inputs(
-                        recipe.calibration_samples, 1, fs.seq_len, dense.vocab.vocab_size, fs.seed + 1
+                        recipe.calibration_samples, 1, fs.seq_len, vocab.vocab_size, fs.seed + 1
                     )
                 t = time.perf_counter()
                 graph["quantization"] = quantize(source, tmp / "int8.onnx", recipe, calib)
                 source = tmp / "int8.onnx"
                 seconds["quantize"] = time.perf_counter() - t
             t = time.perf_counter()
-            fidelity = measure_fidelity(source, torch_outputs(dense, feeds), feeds, fs.threshold)
+            fidelity = measure_fidelity(source, reference, feeds, fs.threshold)
             seconds["fidelity"] = time.perf_counter() - t
 
             os.replace(source, tmp / MODEL_FILE)
@@ -210,7 +233,7 @@ class ArtifactCache:
                 precision=precision,
                 recipe=recipe.to_dict() if recipe else None,
                 fuse=fuse,
-                export=self.export.to_dict(),
+                export=export.to_dict(),
                 weights_sha256=weights,
                 supernet_source=supernet.source,
                 versions=tool_versions(),

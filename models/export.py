@@ -13,14 +13,16 @@ from bfnas.models.bert import Bert
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "last_hidden_state"
-EXPORTERS = ("torchscript", "dynamo")
+EXPORTERS = ("direct", "torchscript", "dynamo")
 
 
 @dataclass(frozen=True)
 class ExportSettings:
-    # The TorchScript exporter is deprecated in torch but is the one whose graphs ONNX
-    # Runtime's transformer optimizer fuses (Attention, SkipLayerNorm); see MEASURED.md.
-    exporter: str = "torchscript"
+    # "direct" writes the graph from the weights (models.onnx_writer) for FP32 and the
+    # dynamic INT8 recipe; what it cannot write (fusion, static QDQ) goes through
+    # TorchScript, the exporter whose graphs ONNX Runtime's transformer optimizer fuses
+    # (MEASURED.md). An artifact records the exporter that really made it.
+    exporter: str = "direct"
     opset: int = 17
 
     def to_dict(self) -> dict:

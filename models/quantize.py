@@ -165,11 +165,16 @@ def quantize(
             model = onnx.load(str(dst))
             _unquantize_other_consumers(model, set(recipe.op_types))
             onnx.save(model, str(dst))
-    return _op_counts(
-        onnx.load(str(dst)),
-        ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
-         "QAttention", "DynamicQuantizeMatMul", "QGemm"),
-    )
+    return quantization_counts(dst)
+
+
+QUANTIZATION_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
+                    "QAttention", "DynamicQuantizeMatMul", "QGemm")
+
+
+def quantization_counts(path: Path) -> dict[str, int]:
+    """Counts of quantization ops in a model, so a recipe that quantized nothing is visible."""
+    return _op_counts(onnx.load(str(path), load_external_data=False), QUANTIZATION_OPS)
 
 
 def _unquantize_other_consumers(model: onnx.ModelProto, op_types: set[str]) -> None:

@@ -9,6 +9,7 @@ weight shape.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -116,25 +117,68 @@ class SuperBert(nn.Module):
             )
         return x
 
+    def sliced_state(self, cfg: SubnetConfig) -> dict[str, Tensor]:
+        """The dense subnet's state dict as views of the supernet's leading slices (no copy):
+        the same names and shapes as `extract(cfg).state_dict()`."""
+        self.check_fits(cfg)
+        source = self.state_dict()
+        out = {}
+        for name, shape in dense_shapes(cfg, self.dims.vocab).items():
+            out[name] = source[name][tuple(slice(0, n) for n in shape)]
+        return out
+
     def extract(self, cfg: SubnetConfig) -> Bert:
         """A plain dense `Bert` at `cfg` holding copies of the supernet's leading slices."""
-        self.check_fits(cfg)
         dense = Bert(cfg, self.dims.vocab)
-        sliced = {}
-        targets = dense.state_dict()
-        source = self.state_dict()
-        for name, target in targets.items():
-            index = tuple(slice(0, n) for n in target.shape)
-            sliced[name] = source[name][index].clone()
-        dense.load_state_dict(sliced)
+        dense.load_state_dict({k: v.clone() for k, v in self.sliced_state(cfg).items()})
         return dense.eval()
 
 
-def weights_sha256(module: nn.Module) -> str:
-    """Hash of a module's tensors (names, shapes, dtypes and bytes), stable across runs."""
+def dense_shapes(cfg: SubnetConfig, vocab: Vocab) -> dict[str, tuple[int, ...]]:
+    """Parameter names and shapes of a dense `Bert` at `cfg`, without building one."""
+    h = cfg.hidden
+    shapes: dict[str, tuple[int, ...]] = {
+        "embeddings.word_embeddings.weight": (vocab.vocab_size, h),
+        "embeddings.position_embeddings.weight": (vocab.max_positions, h),
+        "embeddings.token_type_embeddings.weight": (vocab.type_vocab, h),
+        "embeddings.LayerNorm.weight": (h,),
+        "embeddings.LayerNorm.bias": (h,),
+    }
+    for i, (q, f) in enumerate(zip(cfg.qkv, cfg.ffn, strict=True)):
+        p = f"encoder.layer.{i}"
+        for part in ("query", "key", "value"):
+            shapes[f"{p}.attention.self.{part}.weight"] = (q, h)
+            shapes[f"{p}.attention.self.{part}.bias"] = (q,)
+        shapes[f"{p}.attention.output.dense.weight"] = (h, q)
+        shapes[f"{p}.attention.output.dense.bias"] = (h,)
+        shapes[f"{p}.intermediate.dense.weight"] = (f, h)
+        shapes[f"{p}.intermediate.dense.bias"] = (f,)
+        shapes[f"{p}.output.dense.weight"] = (h, f)
+        shapes[f"{p}.output.dense.bias"] = (h,)
+        for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
+            shapes[f"{p}.{ln}.weight"] = (h,)
+            shapes[f"{p}.{ln}.bias"] = (h,)
+    return shapes
+
+
+def weights_sha256(weights: nn.Module | Mapping[str, Tensor]) -> str:
+    """Hash of a module's (or a state dict's) tensors: names, shapes, dtypes and bytes,
+    stable across runs."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
+    state = weights.state_dict() if isinstance(weights, nn.Module) else weights
+    for name, tensor in sorted(state.items()):
         t = tensor.detach().contiguous().cpu()
         digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
         digest.update(t.numpy().tobytes())
     return digest.hexdigest()
+
+
+def supernet_outputs(supernet: SuperBert, cfg: SubnetConfig, inputs: list[dict]) -> list:
+    """The supernet's last hidden state at `cfg` for each feed (numpy in, numpy out): the
+    reference an exported subnet must match, without building the dense copy."""
+    with torch.no_grad():
+        return [
+            supernet(torch.from_numpy(f["input_ids"]), cfg, torch.from_numpy(f["attention_mask"]),
+                     torch.from_numpy(f["token_type_ids"])).numpy()
+            for f in inputs
+        ]
