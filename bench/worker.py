@@ -122,12 +122,22 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         text = sys.stdin.read() if a.job == "-" else Path(a.job).read_text()
-        result = run_job(json.loads(text))
+    except OSError as exc:
+        text = json.dumps({"unreadable": str(exc)})
+    code, out = run_job_text(text)
+    print(out)
+    return code
+
+
+def run_job_text(text: str) -> tuple[int, str]:
+    """(exit code, one JSON line) for a job given as JSON text: failures are data too."""
+    try:
+        job = json.loads(text)
+        if "unreadable" in job:
+            raise JobError(f"cannot read the job: {job['unreadable']}")
+        return 0, json.dumps(run_job(job))
     except Exception as exc:  # reported to the parent as data, never as a traceback
-        print(json.dumps({"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}))
-        return 1
-    print(json.dumps(result))
-    return 0
+        return 1, json.dumps({"status": "failed", "reason": f"{type(exc).__name__}: {exc}"})
 
 
 if __name__ == "__main__":

@@ -65,7 +65,8 @@ def test_export_json_and_cache(capsys, tmp_path, tiny_space_file):
     first = json.loads(out)
     assert code == 0 and not first["cached"]
     assert set(first) >= {"path", "sha256", "bytes", "precision", "recipe", "fidelity", "seconds"}
-    assert first["fidelity"]["cosine"] > 0.99 and {"export", "quantize"} <= set(first["seconds"])
+    assert first["fidelity"]["cosine"] > 0.99 and {"extract", "export", "fidelity"} <= set(first["seconds"])
+    assert first["export"]["exporter"] == "direct"  # writes the INT8 graph itself: no quantize step
     code, out, _ = run(capsys, *args)
     assert code == 0 and json.loads(out)["cached"] and json.loads(out)["sha256"] == first["sha256"]
 

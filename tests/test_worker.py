@@ -1,8 +1,11 @@
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -69,24 +72,74 @@ def _fake_python(tmp_path, body: str) -> str:
 
 def test_a_crashing_worker_is_a_failed_measurement(model, tmp_path):
     path, sha = model
-    runner = LocalRunner(python=_fake_python(tmp_path, "kill -SEGV $$"))
+    runner = LocalRunner(python=_fake_python(tmp_path, "kill -SEGV $$"), fork=False)
     out = measure_artifact(runner, path, sha, fast_profile())
     assert out["status"] == "failed" and "SIGSEGV" in out["reason"]
 
 
 def test_a_hanging_worker_times_out(model, tmp_path):
     path, sha = model
-    runner = LocalRunner(python=_fake_python(tmp_path, "sleep 30"))
+    runner = LocalRunner(python=_fake_python(tmp_path, "sleep 30"), fork=False)
     prof = parse_profile({"name": "t", "measure": {**FAST, "timeout_s": 1.0, "max_seconds": 0.4,
                                                     "min_seconds": 0.01}}, "<t>")
     out = runner.run(path, sha, prof)
     assert out["status"] == "failed" and "timeout" in out["reason"]
 
 
-def test_local_runner_uses_a_fresh_process_each_time(model):
+@pytest.mark.parametrize("fork", [True, False])
+def test_local_runner_uses_a_fresh_process_each_time(model, fork):
     path, sha = model
-    runner, prof = LocalRunner(), fast_profile()
+    runner, prof = LocalRunner(fork=fork), fast_profile()
     a, b = runner.run(path, sha, prof), runner.run(path, sha, prof)
     assert a["status"] == b["status"] == "ok"
     assert a["environment"]["host"] == b["environment"]["host"]
     assert os.getpid() not in (a["pid"], b["pid"]) and a["pid"] != b["pid"]
+    runner.close()
+
+
+def _slow_profile(timeout_s: float):
+    """Times for minutes: the minimum run count holds whatever max_seconds says."""
+    return parse_profile({"name": "t", "measure": {**FAST, "min_runs": 10_000_000,
+                                                    "timeout_s": timeout_s}}, "<t>")
+
+
+def test_a_forked_worker_killed_mid_run_is_a_failed_measurement(model):
+    path, sha = model
+    runner = LocalRunner()
+    killer = threading.Thread(target=_kill_when_running, args=(runner,))
+    killer.start()
+    out = runner.run(path, sha, _slow_profile(60))
+    killer.join()
+    assert out["status"] == "failed" and "SIGKILL" in out["reason"]
+    # The fork server survives its child and serves the next job.
+    assert runner.run(path, sha, fast_profile())["status"] == "ok"
+    runner.close()
+
+
+def _kill_when_running(runner: LocalRunner) -> None:
+    for _ in range(400):
+        if runner.active_pid:
+            time.sleep(0.3)  # inside the timing loop by now
+            os.kill(runner.active_pid, signal.SIGKILL)
+            return
+        time.sleep(0.05)
+
+
+def test_a_forked_worker_over_its_timeout_is_killed(model):
+    path, sha = model
+    runner = LocalRunner()
+    t = time.perf_counter()
+    out = runner.run(path, sha, _slow_profile(1.0))
+    assert out["status"] == "failed" and "timeout after 1 s" in out["reason"]
+    assert time.perf_counter() - t < 10
+    runner.close()
+
+
+def test_a_dead_fork_server_is_replaced(model):
+    path, sha = model
+    runner = LocalRunner()
+    assert runner.run(path, sha, fast_profile())["status"] == "ok"
+    runner._server.kill()
+    runner._server.wait()
+    assert runner.run(path, sha, fast_profile())["status"] == "ok"
+    runner.close()

@@ -90,6 +90,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         "precision": art.precision,
         "recipe": art.recipe,
         "fuse": art.fuse,
+        "export": art.export,
         "arch": art.arch,
         "arch_key": art.arch_key,
         "key": art.key,
