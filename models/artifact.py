@@ -26,7 +26,7 @@ from bfnas.models.export import (
     measure_fidelity,
     torch_outputs,
 )
-from bfnas.models.onnx_writer import can_write, write_onnx
+from bfnas.models.onnx_writer import WRITER_VERSION, can_write, write_onnx
 from bfnas.models.quantize import QUANTIZATION_OPS, Recipe, fuse_transformer, quantize
 from bfnas.models.subnet import SubnetConfig
 from bfnas.models.supernet import SuperBert, supernet_outputs, weights_sha256
@@ -130,6 +130,7 @@ class ArtifactCache:
             "recipe": recipe.to_dict() if recipe else None,
             "fuse": fuse,
             "export": (export or self.export).to_dict(),
+            "writer": WRITER_VERSION if (export or self.export).exporter == "direct" else None,
             "fidelity": asdict(self.fidelity),
             "versions": tool_versions(),
         }

@@ -61,27 +61,25 @@ def test_quantized_weights_equal_onnx_runtime_quantizers(pair):
     assert [s for s in s_traced if s in s_direct] == s_traced  # every quantizer scale is there
 
 
-def test_same_computation_as_the_quantized_export(pair):
+@pytest.mark.parametrize("level", [ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                                   ort.GraphOptimizationLevel.ORT_ENABLE_ALL])
+def test_same_computation_as_the_quantized_export(pair, level):
     direct, traced = pair
-    feeds = generated_inputs(2, 2, 24, 30522, seed=4)
-    # Unoptimized, both graphs run the same ops on the same numbers.
-    raw = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    a, b = _session(direct.path, raw), _session(traced.path, raw)
-    for feed in feeds:
+    a, b = _session(direct.path, level), _session(traced.path, level)
+    for feed in generated_inputs(2, 2, 24, 30522, seed=4):
         assert np.array_equal(a.run(None, feed)[0], b.run(None, feed)[0])
-    # Optimized, ORT fuses more of the writer's graph (its Reshape shapes are static, so every
-    # residual Add + LayerNorm becomes SkipLayerNormalization); results agree to rounding.
-    a, b = _session(direct.path), _session(traced.path)
-    for feed in feeds:
-        assert np.abs(a.run(None, feed)[0] - b.run(None, feed)[0]).max() < 1e-4
 
 
-def test_optimized_graph_fuses_every_residual(pair, tmp_path):
-    direct, _ = pair
-    _session(direct.path, saved=tmp_path / "opt.onnx")
-    ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
-    assert ops["SkipLayerNormalization"] == 2 * CFG.layers
-    assert ops["MatMulIntegerToFloat"] + ops["DynamicQuantizeMatMul"] == 6 * CFG.layers
+def test_onnx_runtime_optimizes_both_into_the_same_graph(pair, tmp_path):
+    """What is timed is ORT's optimized graph: the writer must not change it (a graph whose
+    attention residual fused into SkipLayerNormalization ran 10-20 % slower here)."""
+    ops = []
+    for art, name in zip(pair, ("direct", "traced"), strict=True):
+        _session(art.path, saved=tmp_path / f"{name}.onnx")
+        ops.append(Counter(n.op_type for n in onnx.load(str(tmp_path / f"{name}.onnx")).graph.node))
+    assert ops[0] == ops[1]
+    assert ops[0]["SkipLayerNormalization"] == CFG.layers  # the FFN residuals only
+    assert ops[0]["MatMulIntegerToFloat"] + ops[0]["DynamicQuantizeMatMul"] == 6 * CFG.layers
 
 
 def test_fp32_graph_matches_torch_at_any_shape(tiny_supernet, tmp_path):
