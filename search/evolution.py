@@ -1,0 +1,258 @@
+"""Latency-constrained evolutionary search over a `SearchSpace`, scored by a predictor.
+
+Each generation keeps the best `parents` feasible members, makes children by mutation and
+crossover (both stay inside the space), drops every architecture already seen (by key),
+scores all new children with one batched predictor call, and keeps the best `population`.
+Feasible means the predictor's *upper* band fits under `max_ms` (and its lower band over
+`min_ms` when a floor is set): the spread is the safety margin, so a winner that the model
+is unsure of has to be predicted further under the budget.
+
+`mode="pareto"` keeps, instead of the best by objective, the non-dominated members of
+(predicted latency, objective) with NSGA-II's crowding distance breaking ties, and returns
+the whole front within the budget.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from bfnas.models.errors import InputError
+from bfnas.models.space import SearchSpace
+from bfnas.models.subnet import SubnetConfig
+
+MODES = ("best", "pareto")
+# (predicted ms, low ms, high ms) for a batch of configs: one predictor call.
+Scorer = Callable[[Sequence[SubnetConfig]], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class EvolutionSettings:
+    population: int = 100
+    parents: int = 25
+    generations: int = 30
+    mutation_rate: float = 0.3  # per gene
+    crossover_share: float = 0.5  # of the children
+    margin: bool = True  # constrain the predictor's band, not its point estimate
+    mode: str = "best"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError("--mode", None, f"unknown mode {self.mode!r} (known: {', '.join(MODES)})")
+        for name in ("population", "parents", "generations"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name}", None, f"must be at least 1, got {getattr(self, name)}")
+        if self.parents > self.population:
+            raise InputError("--parents", None, f"{self.parents} exceeds the population {self.population}")
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_ms: float
+    min_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.max_ms > 0:
+            raise InputError("--max-latency-ms", None, f"must be positive, got {self.max_ms}")
+        if self.min_ms is not None and not 0 <= self.min_ms < self.max_ms:
+            raise InputError("--min-latency-ms", None, f"must be in [0, {self.max_ms}), got {self.min_ms}")
+
+
+@dataclass
+class Candidate:
+    cfg: SubnetConfig
+    objective: float
+    predicted_ms: float
+    low_ms: float
+    high_ms: float
+    feasible: bool
+    generation: int
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["arch"] = self.cfg.to_dict()
+        d["key"] = self.cfg.key()
+        del d["cfg"]
+        return d
+
+
+@dataclass
+class SearchResult:
+    best: Candidate | None
+    front: list[Candidate]  # non-dominated feasible candidates, by predicted latency
+    history: list[dict]  # one row per generation
+    evaluated: int
+    predictor_calls: int
+    seconds: float
+    candidates: list[Candidate] = field(default_factory=list, repr=False)
+
+
+def predictor_scorer(predictor) -> Scorer:
+    """A `Scorer` over a fitted `LatencyPredictor`: features once, one booster call."""
+
+    def score(cfgs: Sequence[SubnetConfig]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        mid = predictor.predict(predictor.features(cfgs))
+        lo, hi = predictor.spread or (1.0, 1.0)
+        return mid, mid * min(lo, 1.0), mid * max(hi, 1.0)
+
+    return score
+
+
+def pareto_front(cands: Sequence[Candidate]) -> list[Candidate]:
+    """Candidates no other one beats on both lower predicted latency and higher objective."""
+    front: list[Candidate] = []
+    best = -np.inf
+    for c in sorted(cands, key=lambda c: (c.predicted_ms, -c.objective)):
+        if c.objective > best:
+            front.append(c)
+            best = c.objective
+    return front
+
+
+def _nondominated_ranks(ms: np.ndarray, obj: np.ndarray) -> np.ndarray:
+    """Front index of each point (0 = non-dominated) for minimising ms, maximising obj."""
+    rank = np.full(len(ms), -1)
+    left = np.arange(len(ms))
+    r = 0
+    while len(left):
+        order = left[np.lexsort((-obj[left], ms[left]))]
+        best, front = -np.inf, []
+        for i in order:
+            if obj[i] > best:
+                front.append(i)
+                best = obj[i]
+        rank[front] = r
+        left = np.setdiff1d(left, front)
+        r += 1
+    return rank
+
+
+def _crowding(ms: np.ndarray, obj: np.ndarray) -> np.ndarray:
+    n = len(ms)
+    dist = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for values in (ms, obj):
+        order = np.argsort(values)
+        span = values[order[-1]] - values[order[0]] or 1.0
+        dist[order[0]] = dist[order[-1]] = np.inf
+        dist[order[1:-1]] += (values[order[2:]] - values[order[:-2]]) / span
+    return dist
+
+
+def evolve(
+    space: SearchSpace,
+    score: Scorer,
+    objective: Callable[[SubnetConfig], float],
+    budget: Budget,
+    settings: EvolutionSettings = EvolutionSettings(),
+    on_generation: Callable[[dict], None] = lambda row: None,
+) -> SearchResult:
+    """Search `space` for the best `objective` whose predicted latency fits `budget`."""
+    t0 = time.perf_counter()
+    rng = random.Random(settings.seed)
+    seen: dict[str, Candidate] = {}
+    calls = 0
+
+    def evaluate(cfgs: list[SubnetConfig], generation: int) -> list[Candidate]:
+        nonlocal calls
+        fresh, keys = [], set()
+        for c in cfgs:
+            k = c.key()
+            if k not in seen and k not in keys:
+                keys.add(k)
+                fresh.append(c)
+        if not fresh:
+            return []
+        mid, lo, hi = score(fresh)
+        calls += 1
+        upper, lower = (hi, lo) if settings.margin else (mid, mid)
+        out = []
+        for i, c in enumerate(fresh):
+            ok = upper[i] <= budget.max_ms and (budget.min_ms is None or lower[i] >= budget.min_ms)
+            cand = Candidate(c, objective(c), float(mid[i]), float(lo[i]), float(hi[i]), bool(ok), generation)
+            seen[c.key()] = cand
+            out.append(cand)
+        return out
+
+    def select(pool: list[Candidate], k: int) -> list[Candidate]:
+        feasible = [c for c in pool if c.feasible]
+        if settings.mode == "best":
+            return sorted(feasible, key=lambda c: -c.objective)[:k]
+        if len(feasible) <= k:
+            return feasible
+        ms = np.array([c.predicted_ms for c in feasible])
+        obj = np.array([c.objective for c in feasible])
+        rank = _nondominated_ranks(ms, obj)
+        chosen: list[int] = []
+        for r in range(rank.max() + 1):
+            idx = np.flatnonzero(rank == r)
+            if len(chosen) + len(idx) <= k:
+                chosen.extend(idx.tolist())
+                continue
+            crowd = _crowding(ms[idx], obj[idx])
+            chosen.extend(idx[np.argsort(-crowd)][: k - len(chosen)].tolist())
+            break
+        return [feasible[i] for i in chosen]
+
+    # Initial population: random members, sampled in batches until enough are feasible.
+    population: list[Candidate] = []
+    for _ in range(20):
+        population += [c for c in evaluate([space.sample(rng) for _ in range(2 * settings.population)], 0)
+                       if c.feasible]
+        if len(population) >= settings.population:
+            break
+    population = select(population, settings.population)
+    history = [_row(0, population, len(seen))]
+    on_generation(history[-1])
+
+    for gen in range(1, settings.generations + 1):
+        if not population:
+            break
+        parents = select(population, settings.parents)
+        n_children = settings.population - len(parents)
+        n_cross = int(round(n_children * settings.crossover_share)) if len(parents) > 1 else 0
+        children = [space.mutate(rng.choice(parents).cfg, rng, settings.mutation_rate)
+                    for _ in range(n_children - n_cross)]
+        for _ in range(n_cross):
+            a, b = rng.sample(parents, 2)
+            children.append(space.crossover(a.cfg, b.cfg, rng))
+        population = select(parents + evaluate(children, gen), settings.population)
+        history.append(_row(gen, population, len(seen)))
+        on_generation(history[-1])
+
+    feasible = [c for c in seen.values() if c.feasible]
+    best = max(feasible, key=lambda c: c.objective) if feasible else None
+    return SearchResult(best, pareto_front(feasible), history, len(seen), calls,
+                        time.perf_counter() - t0, list(seen.values()))
+
+
+def _row(gen: int, population: list[Candidate], evaluated: int) -> dict:
+    if not population:
+        return {"generation": gen, "evaluated": evaluated, "population": 0, "best_objective": None,
+                "best_predicted_ms": None, "mean_objective": None}
+    top = max(population, key=lambda c: c.objective)
+    return {"generation": gen, "evaluated": evaluated, "population": len(population),
+            "best_objective": top.objective, "best_predicted_ms": top.predicted_ms,
+            "mean_objective": float(np.mean([c.objective for c in population]))}
+
+
+def random_search(space: SearchSpace, score: Scorer, objective: Callable[[SubnetConfig], float],
+                  budget: Budget, n: int, seed: int = 0, margin: bool = True) -> Candidate | None:
+    """The baseline: `n` random members scored in one call; the best feasible one."""
+    rng = random.Random(seed)
+    cfgs = list({c.key(): c for c in (space.sample(rng) for _ in range(n))}.values())
+    mid, lo, hi = score(cfgs)
+    upper, lower = (hi, lo) if margin else (mid, mid)
+    best = None
+    for i, c in enumerate(cfgs):
+        if upper[i] <= budget.max_ms and (budget.min_ms is None or lower[i] >= budget.min_ms):
+            value = objective(c)
+            if best is None or value > best.objective:
+                best = Candidate(c, value, float(mid[i]), float(lo[i]), float(hi[i]), True, 0)
+    return best
