@@ -143,3 +143,29 @@ def test_a_dead_fork_server_is_replaced(model):
     runner._server.wait()
     assert runner.run(path, sha, fast_profile())["status"] == "ok"
     runner.close()
+
+
+def test_a_run_beside_a_busy_process_is_measured_again_then_marked_unstable(model):
+    path, sha = model
+    prof = parse_profile({"name": "t", "measure": {**FAST, "min_seconds": 0.3, "max_other_cpu": 0.3}}, "<t>")
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        out = measure_artifact(LocalRunner(), path, sha, prof)
+    finally:
+        burner.kill()
+        burner.wait()
+    assert out["status"] == "unstable" and out["attempts"] == 2
+    assert "other processes used" in out["reason"] and out["cpu"]["other_cores"] > 0.3
+
+
+def test_instability_reasons():
+    from bfnas.bench.measure import instability
+
+    prof = fast_profile()
+    calm = {"cov": 0.01, "cpu": {"other_cores": 0.0}}
+    assert instability(calm, prof) is None
+    assert "CoV" in instability({**calm, "cov": 0.9}, prof)
+    # With a paired anchor the ratio's spread is judged, not the raw one.
+    assert instability({**calm, "cov": 0.9, "ratio_cov": 0.01}, prof) is None
+    assert "other processes" in instability({**calm, "cpu": {"other_cores": 1.5}}, prof)

@@ -109,3 +109,13 @@ def console(stderr: bool = False):
 def print_json(obj: Any) -> int:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
     return EXIT_OK
+
+
+def runner_for(profile):
+    """Where a profile's measurements run (local for now; SSH and Ray are refused)."""
+    from bfnas.bench.runner import LocalRunner
+
+    if profile.target.kind == "local":
+        return LocalRunner()
+    raise InputError(profile.source, "target.kind",
+                     f"{profile.target.kind} targets are not supported by this version yet")

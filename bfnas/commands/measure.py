@@ -19,6 +19,7 @@ from bfnas.commands.common import (
     group,
     parse_arch,
     print_json,
+    runner_for,
     space_and_supernet,
 )
 from bfnas.models.errors import InputError
@@ -134,15 +135,6 @@ def cmd_hw_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _runner_for(profile):
-    from bfnas.bench.runner import LocalRunner
-
-    if profile.target.kind == "local":
-        return LocalRunner()
-    raise InputError(profile.source, "target.kind",
-                     f"{profile.target.kind} targets are not supported by this version yet")
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     from bfnas.bench.measure import measure_artifact
     from bfnas.bench.profile import load_profile
@@ -150,7 +142,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from bfnas.bench.store import LatencyStore
 
     profile = load_profile(args.hw)
-    runner = _runner_for(profile)
+    runner = runner_for(profile)
     space, supernet = space_and_supernet(args)
     cfg = parse_arch(args.arch)
     space.check(cfg, where=arch_where(args.arch))
@@ -195,7 +187,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from bfnas.bench.store import LatencyStore
 
     profile = load_profile(args.hw)
-    runner = _runner_for(profile)
+    runner = runner_for(profile)
     if args.samples < 1:
         raise InputError("--samples", None, "must be at least 1")
     if args.strategy not in STRATEGIES:

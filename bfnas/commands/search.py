@@ -1,0 +1,133 @@
+"""`bfnas search`: the best architecture under a latency budget on a device."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bfnas.commands.common import (
+    EXIT_OK,
+    add_artifacts_arg,
+    add_model_args,
+    artifact_cache,
+    command,
+    console,
+    print_json,
+    runner_for,
+    space_and_supernet,
+)
+from bfnas.models.errors import InputError
+
+
+def register(sub) -> None:
+    p = command(sub, "search", "latency-constrained evolutionary search, verified on the device",
+                "bfnas search --hw local-cpu-int8 --space bigger-faster --db lat.db "
+                "--max-latency-ms 5 --verify 3 --rounds 2 --out search/ --json", cmd_search)
+    p.add_argument("--hw", default="local-cpu-int8", help="hardware profile (default local-cpu-int8)")
+    add_model_args(p)
+    p.add_argument("--db", required=True, help="SQLite latency store with the profile's measurements")
+    p.add_argument("--max-latency-ms", type=float, required=True, help="latency budget")
+    p.add_argument("--min-latency-ms", type=float, help="optional latency floor")
+    p.add_argument("--objective", default="params",
+                   help="params (default) | neg-macs | oneshot | module:function")
+    p.add_argument("--mode", default="best", choices=("best", "pareto"),
+                   help="best: one winner; pareto: the latency/objective front (NSGA-II selection)")
+    p.add_argument("--population", type=int, default=100)
+    p.add_argument("--parents", type=int, default=25)
+    p.add_argument("--generations", type=int, default=30)
+    p.add_argument("--no-margin", action="store_true",
+                   help="constrain the predicted latency itself, not the top of its spread")
+    p.add_argument("--model", help="a saved predictor (`predictor fit`); default: fit one from the store")
+    p.add_argument("--verify", type=int, default=3, help="measure the top K on the device (default 3)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="search, verify, add to the store, refit, search again (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    add_artifacts_arg(p)
+    p.add_argument("--out", required=True, help="folder for best.json, pareto.json, history.json")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from bfnas.bench.profile import load_profile
+    from bfnas.bench.store import LatencyStore
+    from bfnas.search.evolution import Budget, EvolutionSettings
+    from bfnas.search.loop import DeviceVerifier, SearchJob
+    from bfnas.search.objectives import load_objective
+    from bfnas.search.predictor import LatencyPredictor
+
+    # Everything a user can get wrong is checked before anything runs or is written.
+    profile = load_profile(args.hw)
+    budget = Budget(args.max_latency_ms, args.min_latency_ms)
+    settings = EvolutionSettings(population=args.population, parents=args.parents,
+                                 generations=args.generations, margin=not args.no_margin,
+                                 mode=args.mode, seed=args.seed)
+    objective = load_objective(args.objective, profile.workload.seq_len, profile.workload.batch)
+    if not Path(args.db).is_file():
+        raise InputError(args.db, None, f"no such store: run `bfnas profile --hw {profile.name} "
+                                        f"--space {args.space} --samples 300 --db {args.db}` first")
+    space, supernet = space_and_supernet(args)
+    predictor = (LatencyPredictor.load(args.model, profile.hash(), space.name) if args.model else None)
+    runner = runner_for(profile) if args.verify else None
+    out = console(stderr=args.json)
+    with LatencyStore(Path(args.db)) as store:
+        verifier = None
+        if args.verify:
+            cache = artifact_cache(args.artifacts, seq_len=profile.workload.seq_len)
+            verifier = DeviceVerifier(store, profile, space, supernet, cache, runner)
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[note]}"), console=out, transient=True)
+        task = progress.add_task("searching", total=args.generations + 1, note="")
+
+        def on_event(kind: str, data: dict) -> None:
+            if kind == "fitted":
+                progress.update(task, description=f"round {data['round']}: searching", completed=0,
+                                total=args.generations + 1,
+                                note=f"predictor fitted on {data['rows']} rows")
+            elif kind == "generation":
+                best = data["best_predicted_ms"]
+                progress.update(task, completed=data["generation"] + 1,
+                                note="" if best is None else
+                                f"best {data['best_objective']:.4g} at {best:.3f} ms predicted")
+            elif kind == "verifying":
+                progress.update(task, description=f"round {data['round']}: verifying "
+                                f"{data['index'] + 1}/{data['of']}", note=data["arch"])
+
+        job = SearchJob(store, profile, space, objective, budget, settings, args.verify, args.rounds,
+                        verifier, predictor, on_event)
+        with progress:
+            result = job.run()
+    result["objective_name"] = args.objective
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "best.json").write_text(json.dumps(result["best"], indent=2) + "\n")
+    (folder / "pareto.json").write_text(json.dumps(result["rounds"][-1]["front"], indent=2) + "\n")
+    (folder / "history.json").write_text(json.dumps(result, indent=2) + "\n")
+    if args.json:
+        summary = {k: v for k, v in result.items() if k != "rounds"}
+        summary["rounds"] = [{k: v for k, v in r.items() if k not in ("front", "history")}
+                             for r in result["rounds"]]
+        summary["out"] = str(folder)
+        return print_json(summary)
+    _print(out, result, folder)
+    return EXIT_OK
+
+
+def _print(out, result: dict, folder: Path) -> None:
+    best = result["best"]
+    if best is None:
+        out.print(f"no subnet of {result['space']} is predicted under {result['budget']['max_ms']} ms "
+                  f"on {result['profile']}")
+        return
+    for r in result["rounds"]:
+        for v in r["verified"]:
+            measured = "failed" if v["measured_ms"] is None else f"{v['measured_ms']:.3f} ms"
+            flag = "" if v["within_budget"] else "  [red]over budget[/]"
+            out.print(f"round {r['round']}: {v['arch']} objective {v['objective']:.4g}: predicted "
+                      f"{v['predicted_ms']:.3f} ms, measured {measured}{flag}")
+    state = {True: "within budget", False: "[red]OVER BUDGET[/]", None: "not verified"}[best["within_budget"]]
+    out.print(f"best: {best['arch']} objective {best['objective']:.4g}, predicted {best['predicted_ms']:.3f} ms, "
+              f"measured {best['measured_ms'] if best['measured_ms'] is not None else '-'} ms ({state})")
+    out.print(f"written to {folder}")

@@ -1,0 +1,177 @@
+"""The two-stage loop: search with the predictor, measure the top K on the device, store
+them, refit, search again.
+
+A verified winner is compared with its prediction in the predictor's own unit (the
+anchor-normalized latency when the store has it, else the raw median), and one that
+measures over the budget is reported as such.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bfnas.bench.measure import measure_artifact
+from bfnas.bench.profile import HardwareProfile
+from bfnas.bench.profiling import anchor_artifact, artifact_for, artifact_record
+from bfnas.bench.runner import Runner
+from bfnas.bench.store import LatencyStore
+from bfnas.models.artifact import ArtifactCache
+from bfnas.models.errors import InputError
+from bfnas.models.space import SearchSpace
+from bfnas.models.subnet import SubnetConfig
+from bfnas.models.supernet import SuperBert
+from bfnas.search.evolution import Budget, Candidate, EvolutionSettings, evolve, predictor_scorer
+from bfnas.search.predictor import LatencyPredictor, PredictorSettings
+from bfnas.search.training import LatencyRows, load_rows
+
+MIN_ROWS = 30
+
+
+@dataclass
+class DeviceVerifier:
+    """Builds and measures one subnet on the profile's device and stores the result."""
+
+    store: LatencyStore
+    profile: HardwareProfile
+    space: SearchSpace
+    supernet: SuperBert
+    cache: ArtifactCache
+    runner: Runner
+
+    def __call__(self, cfg: SubnetConfig, run_id: int) -> dict:
+        p = self.profile
+        phash = self.store.add_profile(p.name, p.resolved(), p.hash())
+        try:
+            art = artifact_for(self.cache, self.supernet, cfg, p)
+        except Exception as exc:  # an export failure is a failed verification, not a stop
+            result: dict[str, Any] = {"status": "failed", "reason": f"export: {type(exc).__name__}: {exc}"}
+            art = None
+        else:
+            result = measure_artifact(self.runner, str(art.path), art.sha256, p,
+                                      anchor_artifact(self.cache, p, cfg))
+        # A subnet measured for the first time joins the training rows; a repeat is kept
+        # apart as role "verify" so a subnet never counts twice.
+        role = "verify" if cfg.key() in self.store.measured_keys(phash) else "sample"
+        self.store.add_measurement(phash, cfg, self.space.name, result, run_id, role,
+                                   artifact_record(art) if art else None)
+        if result["status"] != "failed" and result.get("ratio") is not None:
+            base = self.store.anchor_baselines().get((phash, result.get("anchor_key")))
+            result["normalized_ms"] = result["ratio"] * base if base else None
+        return result
+
+
+@dataclass
+class SearchJob:
+    store: LatencyStore
+    profile: HardwareProfile
+    space: SearchSpace
+    objective: Callable[[SubnetConfig], float]
+    budget: Budget
+    settings: EvolutionSettings = field(default_factory=EvolutionSettings)
+    verify: int = 0
+    rounds: int = 1
+    verifier: Callable[[SubnetConfig, int], dict] | None = None
+    predictor: LatencyPredictor | None = None  # fitted from the store when None
+    on_event: Callable[[str, dict], None] = lambda kind, data: None
+
+    def run(self) -> dict[str, Any]:
+        if self.rounds < 1:
+            raise InputError("--rounds", None, "must be at least 1")
+        if self.verify < 0:
+            raise InputError("--verify", None, "must be 0 or more")
+        if self.verify and self.verifier is None:
+            raise ValueError("verify > 0 needs a verifier")
+        phash = self.store.add_profile(self.profile.name, self.profile.resolved(), self.profile.hash())
+        run_id = self.store.start_run(phash, "search", {"space": self.space.name,
+                                                        "max_ms": self.budget.max_ms,
+                                                        "min_ms": self.budget.min_ms,
+                                                        "verify": self.verify, "rounds": self.rounds})
+        rounds, verified_all = [], []
+        predictor = self.predictor
+        label = predictor.metrics.get("label") if predictor is not None else None
+        status = "interrupted"
+        try:
+            for r in range(1, self.rounds + 1):
+                if predictor is None or r > 1 and self.verify:
+                    rows = self._rows()
+                    predictor = LatencyPredictor(rows.scope, PredictorSettings(seed=self.settings.seed)).fit(
+                        rows.cfgs, rows.ms)
+                    label = rows.label
+                    self.on_event("fitted", {"round": r, "rows": len(rows.cfgs), "label": label})
+                result = evolve(self.space, predictor_scorer(predictor), self.objective, self.budget,
+                                self.settings, lambda row, r=r: self.on_event("generation", {"round": r, **row}))
+                picks = self._picks(result.candidates, result.front)
+                verified = []
+                for i, cand in enumerate(picks):
+                    self.on_event("verifying", {"round": r, "index": i, "of": len(picks), "arch": str(cand.cfg)})
+                    m = self.verifier(cand.cfg, run_id)  # type: ignore[misc]
+                    verified.append(self._verified(cand, m, label))
+                verified_all += verified
+                rounds.append({
+                    "round": r, "evaluated": result.evaluated, "seconds": result.seconds,
+                    "predictor_calls": result.predictor_calls, "label": label,
+                    "spread": list(predictor.spread) if predictor.spread else None,
+                    "best": result.best.to_dict() if result.best else None,
+                    "front": [c.to_dict() for c in result.front],
+                    "history": result.history, "verified": verified,
+                })
+            status = "finished"
+        finally:
+            self.store.finish_run(run_id, status, {"rounds": len(rounds), "verified": len(verified_all)})
+        return {"best": self._best(rounds, verified_all), "rounds": rounds, "run_id": run_id,
+                "profile": self.profile.name, "profile_hash": phash, "space": self.space.name,
+                "budget": {"max_ms": self.budget.max_ms, "min_ms": self.budget.min_ms},
+                "evaluated": sum(r["evaluated"] for r in rounds),
+                "seconds": sum(r["seconds"] for r in rounds)}
+
+    def _rows(self) -> LatencyRows:
+        where = str(self.store.path)
+        try:
+            rows = load_rows(self.store, self.profile.hash(), self.space.name)
+        except InputError:
+            rows = None
+        if rows is None or len(rows.cfgs) < MIN_ROWS:
+            have = 0 if rows is None else len(rows.cfgs)
+            raise InputError(where, "measurements",
+                             f"{have} trusted measurements of {self.profile.name} in space {self.space.name}, "
+                             f"a predictor needs at least {MIN_ROWS}: run `bfnas profile --hw {self.profile.name} "
+                             f"--space {self.space.name} --samples 300 --db {where}` first")
+        return rows
+
+    def _picks(self, candidates: list[Candidate], front: list[Candidate]) -> list[Candidate]:
+        if not self.verify:
+            return []
+        if self.settings.mode == "pareto" and front:
+            if len(front) <= self.verify:
+                return list(front)
+            step = (len(front) - 1) / max(self.verify - 1, 1)
+            return [front[round(i * step)] for i in range(self.verify)]
+        feasible = sorted((c for c in candidates if c.feasible), key=lambda c: -c.objective)
+        return feasible[: self.verify]
+
+    def _verified(self, cand: Candidate, m: dict, label: str | None) -> dict:
+        measured = None
+        if m["status"] != "failed":
+            measured = m.get("normalized_ms") if label == "normalized_ms" else None
+            measured = measured if measured is not None else m.get("median_ms")
+        within = None if measured is None else bool(
+            measured <= self.budget.max_ms and (self.budget.min_ms is None or measured >= self.budget.min_ms))
+        return {**cand.to_dict(), "status": m["status"], "reason": m.get("reason"),
+                "measured_ms": measured, "median_ms": m.get("median_ms"),
+                "error": None if measured is None else measured / cand.predicted_ms - 1,
+                "within_budget": within}
+
+    def _best(self, rounds: list[dict], verified: list[dict]) -> dict | None:
+        keep = ("arch", "key", "objective", "predicted_ms", "high_ms", "measured_ms", "median_ms",
+                "within_budget", "status")
+        if verified:
+            good = [v for v in verified if v["within_budget"]]
+            pick = max(good or verified, key=lambda v: v["objective"])
+            return {k: pick.get(k) for k in keep}
+        last = rounds[-1]["best"] if rounds else None
+        if last is None:
+            return None
+        return {**{k: last.get(k) for k in keep}, "measured_ms": None, "median_ms": None,
+                "within_budget": None, "status": "not verified"}
