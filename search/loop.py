@@ -88,7 +88,9 @@ class SearchJob:
                                                         "max_ms": self.budget.max_ms,
                                                         "min_ms": self.budget.min_ms,
                                                         "verify": self.verify, "rounds": self.rounds})
-        rounds, verified_all = [], []
+        rounds: list[dict] = []
+        verified_all: list[dict] = []
+        result: dict[str, Any] = {}
         predictor = self.predictor
         label = predictor.metrics.get("label") if predictor is not None else None
         status = "interrupted"
@@ -118,13 +120,17 @@ class SearchJob:
                     "history": result.history, "verified": verified,
                 })
             status = "finished"
+            result = {"best": self._best(rounds, verified_all), "rounds": rounds, "run_id": run_id,
+                      "profile": self.profile.name, "profile_hash": phash, "space": self.space.name,
+                      "budget": {"max_ms": self.budget.max_ms, "min_ms": self.budget.min_ms},
+                      "mode": self.settings.mode,
+                      "evaluated": sum(r["evaluated"] for r in rounds),
+                      "seconds": sum(r["seconds"] for r in rounds)}
         finally:
-            self.store.finish_run(run_id, status, {"rounds": len(rounds), "verified": len(verified_all)})
-        return {"best": self._best(rounds, verified_all), "rounds": rounds, "run_id": run_id,
-                "profile": self.profile.name, "profile_hash": phash, "space": self.space.name,
-                "budget": {"max_ms": self.budget.max_ms, "min_ms": self.budget.min_ms},
-                "evaluated": sum(r["evaluated"] for r in rounds),
-                "seconds": sum(r["seconds"] for r in rounds)}
+            # The whole result stays with the run: `bfnas report` draws it from the store.
+            self.store.finish_run(run_id, status, {"rounds": len(rounds), "verified": len(verified_all),
+                                                   "result": result or None})
+        return result
 
     def _rows(self) -> LatencyRows:
         where = str(self.store.path)

@@ -92,10 +92,9 @@ def check_folds(n: int, folds: int) -> None:
         raise InputError("--folds", None, f"{folds}-fold CV needs at least {folds * 10} rows, have {n}")
 
 
-def cross_validate(rows: LatencyRows, settings: PredictorSettings, folds: int = 5,
-                   seed: int = 0, on_fold: Callable[[int], None] | None = None) -> dict:
-    """K-fold CV: every row predicted once by a model that did not see it; metrics over all
-    out-of-fold predictions, plus the spread of each metric across folds."""
+def out_of_fold(rows: LatencyRows, settings: PredictorSettings, folds: int = 5, seed: int = 0,
+                on_fold: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[dict]]:
+    """Each row's prediction by the fold model that did not see it, and each fold's metrics."""
     n = len(rows.cfgs)
     check_folds(n, folds)
     parts = np.array_split(np.random.default_rng(seed).permutation(n), folds)
@@ -108,6 +107,14 @@ def cross_validate(rows: LatencyRows, settings: PredictorSettings, folds: int = 
         per_fold.append(accuracy(rows.ms[test], predicted[test]))
         if on_fold:
             on_fold(k)
+    return predicted, per_fold
+
+
+def cross_validate(rows: LatencyRows, settings: PredictorSettings, folds: int = 5,
+                   seed: int = 0, on_fold: Callable[[int], None] | None = None) -> dict:
+    """K-fold CV: every row predicted once by a model that did not see it; metrics over all
+    out-of-fold predictions, plus the spread of each metric across folds."""
+    predicted, per_fold = out_of_fold(rows, settings, folds, seed, on_fold)
     metrics = accuracy(rows.ms, predicted)
     metrics["fold_std"] = {k: float(np.std([f[k] for f in per_fold])) for k in per_fold[0]}
     return metrics

@@ -21,7 +21,7 @@ def profiled(tmp_path_factory, fast_profile_file, tiny_space_file):
     folder = tmp_path_factory.mktemp("search")
     db = folder / "lat.db"
     assert main(["profile", "--hw", str(fast_profile_file), "--space", str(tiny_space_file),
-                 "--samples", "40", "--db", str(db), "--artifacts", str(folder / "art"), "--json"]) == 0
+                 "--samples", "60", "--db", str(db), "--artifacts", str(folder / "art"), "--json"]) == 0
     con = sqlite3.connect(db)
     ms = [r[0] for r in con.execute("SELECT median_ms FROM measurements WHERE role = 'sample' AND status = 'ok'")]
     con.close()
@@ -106,3 +106,25 @@ def test_a_store_without_enough_rows_says_what_to_run(capsys, fast_profile_file,
     code, _, err = run(capsys, "search", "--hw", str(fast_profile_file), "--space", str(tiny_space_file),
                        "--db", str(tmp_path / "missing.db"), "--max-latency-ms", "5", "--out", str(tmp_path / "o"))
     assert code == 2 and "no such store" in err
+
+
+def test_report_shows_coverage_accuracy_and_searches(capsys, profiled, fast_profile_file, tiny_space_file,
+                                                      tmp_path):
+    _, db, median = profiled
+    assert run(capsys, *_args(profiled, fast_profile_file, tiny_space_file, tmp_path / "s",
+                              "--max-latency-ms", f"{median:.4f}", "--verify", "1"))[0] == 0
+    code, out, _ = run(capsys, "report", "--db", str(db), "--out", str(tmp_path / "r"), "--json")
+    assert code == 0
+    facts = json.loads(out)
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert facts["report"].endswith("report.html")
+    names = {p.split("/")[-1] for p in facts["plots"]}
+    assert any(n.startswith("coverage-") for n in names) and any(n.startswith("accuracy-") for n in names)
+    assert any(n.endswith("-front.png") for n in names) and any(n.endswith("-progress.png") for n in names)
+    assert page.count("data:image/png;base64,") == len(names)  # self-contained
+    assert "within 10 %" in page and "measured ms" in page and "test-cpu-int8" in page
+
+
+def test_report_of_a_missing_store_is_one_line(capsys, tmp_path):
+    code, _, err = run(capsys, "report", "--db", str(tmp_path / "no.db"), "--out", str(tmp_path / "r"))
+    assert code == 2 and "no such store" in err and not (tmp_path / "r").exists()

@@ -21,6 +21,12 @@ from bfnas.models.errors import InputError
 
 
 def register(sub) -> None:
+    p = command(sub, "report", "a self-contained HTML report of a store: coverage, predictor "
+                "accuracy, searches", "bfnas report --db lat.db --out report/", cmd_report)
+    p.add_argument("--db", required=True, help="SQLite latency store")
+    p.add_argument("--out", required=True, help="folder for report.html and its PNGs")
+    p.add_argument("--json", action="store_true", help="print where the report is as JSON")
+
     p = command(sub, "search", "latency-constrained evolutionary search, verified on the device",
                 "bfnas search --hw local-cpu-int8 --space bigger-faster --db lat.db "
                 "--max-latency-ms 5 --verify 3 --rounds 2 --out search/ --json", cmd_search)
@@ -131,3 +137,17 @@ def _print(out, result: dict, folder: Path) -> None:
     out.print(f"best: {best['arch']} objective {best['objective']:.4g}, predicted {best['predicted_ms']:.3f} ms, "
               f"measured {best['measured_ms'] if best['measured_ms'] is not None else '-'} ms ({state})")
     out.print(f"written to {folder}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rich.status import Status
+
+    from bfnas.search.report import build_report, report_facts
+
+    out = console(stderr=args.json)
+    with Status("building the report", console=out) as status:
+        page = build_report(args.db, args.out, on_step=lambda step: status.update(step))
+    if args.json:
+        return print_json(report_facts(page))
+    out.print(f"report written to {page}")
+    return EXIT_OK
