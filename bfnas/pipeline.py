@@ -1,102 +1,116 @@
-"""The jobs that tie the stages together. For now: the demo (sample, export, quantize, time)."""
+"""The jobs that tie the stages together: the demo runs all of stage 2 on this machine.
+
+profile N subnets -> fit the latency predictor (5-fold CV) -> search for the biggest subnet
+under a budget -> verify the top K on the device -> time the winner in FP32 too (what INT8
+bought) -> write the HTML report.
+"""
 
 from __future__ import annotations
 
-import random
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bfnas.bench.measure import measure_artifact
 from bfnas.bench.profile import HardwareProfile
+from bfnas.bench.profiling import ProfileJob
 from bfnas.bench.runner import LocalRunner
+from bfnas.bench.store import LatencyStore
 from bfnas.models.artifact import ArtifactCache
-from bfnas.models.quantize import get_recipe
 from bfnas.models.space import SearchSpace
+from bfnas.models.subnet import SubnetConfig
 from bfnas.models.supernet import SuperBert
+from bfnas.search.evolution import Budget, EvolutionSettings
+from bfnas.search.loop import DeviceVerifier, SearchJob
+from bfnas.search.objectives import load_objective
+from bfnas.search.predictor import PredictorSettings
+from bfnas.search.report import build_report
+from bfnas.search.training import cross_validate, load_rows
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    samples: int = 60
+    max_latency_ms: float | None = None  # default: the median measured latency
+    verify: int = 3
+    seed: int = 0
+    population: int = 60
+    generations: int = 20
 
 
 def run_demo(
     space: SearchSpace,
     supernet: SuperBert,
     cache: ArtifactCache,
-    seed: int,
     int8_profile: HardwareProfile,
     fp32_profile: HardwareProfile,
-    console: Any | None = None,
+    out: Path,
+    settings: DemoSettings = DemoSettings(),
+    on_step: Callable[[str, float], None] = lambda step, fraction: None,
 ) -> dict[str, Any]:
-    """Sample one subnet, export it as FP32 and INT8, time each under its profile in a
-    fresh worker process, and report the speed-up and the INT8 model's fidelity."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    """Stage 2 end to end into `out` (store `demo.db`, search results, `report/`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    runner = LocalRunner()
+    result: dict[str, Any] = {"space": space.name, "supernet": supernet.source, "profile": int8_profile.name,
+                              "store": str(out / "demo.db")}
+    with LatencyStore(out / "demo.db") as store:
+        done = 0
 
-    q = int8_profile.quantization
-    recipe = get_recipe(q.recipe, q.fuse, q.calibration_samples)
-    cfg = space.sample(random.Random(seed))
-    steps = [
-        "export FP32",
-        f"quantize INT8 ({recipe.name})",
-        f"time FP32 ({fp32_profile.name})",
-        f"time INT8 ({int8_profile.name})",
-    ]
-    out: dict[str, Any] = {}
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-        console=console, disable=console is None, transient=True,
-    ) as progress:
-        task = progress.add_task(steps[0], total=len(steps))
-        fp32 = cache.build(supernet, cfg, "fp32")
-        progress.update(task, advance=1, description=steps[1])
-        int8 = cache.build(supernet, cfg, "int8", recipe)
-        progress.update(task, advance=1, description=steps[2])
-        runner = LocalRunner()
-        out["fp32"] = measure_artifact(runner, str(fp32.path), fp32.sha256, fp32_profile)
-        progress.update(task, advance=1, description=steps[3])
-        out["int8"] = measure_artifact(runner, str(int8.path), int8.sha256, int8_profile)
-        progress.update(task, advance=1)
-    ok = all(out[k]["status"] in ("ok", "unstable") for k in ("fp32", "int8"))
-    result: dict[str, Any] = {
-        "status": "ok" if ok else "failed",
-        "space": space.name,
-        "supernet": supernet.source,
-        "arch": cfg.to_dict(),
-        "arch_key": cfg.key(),
-        "params": cfg.params(),
-        "macs": cfg.total_macs(128),
-        "recipe": recipe.name,
-        "profiles": {"fp32": fp32_profile.name, "int8": int8_profile.name},
-        "fidelity": int8.fidelity,
-        "artifacts": {"fp32": str(fp32.path), "int8": str(int8.path)},
-    }
-    for name in ("fp32", "int8"):
-        m = out[name]
-        result[name] = {k: m.get(k) for k in ("status", "median_ms", "p90_ms", "cov", "runs",
-                                                   "median_rel_ci", "reason")
-                        if k in m}
-    if ok:
-        result["speedup"] = out["fp32"]["median_ms"] / out["int8"]["median_ms"]
-    if console is not None:
-        _print_demo(console, result)
+        def profiled(e) -> None:
+            nonlocal done
+            if e.kind == "measured":
+                done += 1
+                on_step(f"profiling {done}/{settings.samples}", 0.7 * done / settings.samples)
+
+        on_step("profiling", 0.0)
+        job = ProfileJob(store, int8_profile, space, supernet, cache, runner, settings.samples,
+                         "stratified", settings.seed, profiled)
+        summary = job.run()
+        result["profiled"] = {k: summary[k] for k in ("ok", "unstable", "failed", "skipped")}
+
+        on_step("fitting the latency predictor (cross-validated)", 0.72)
+        rows = load_rows(store, int8_profile.hash(), space.name)
+        folds = max(2, min(5, len(rows.cfgs) // 10))  # CV wants >= 10 rows per fold
+        cv = cross_validate(rows, PredictorSettings(seed=settings.seed), folds, settings.seed)
+        result["predictor"] = {"rows": len(rows.cfgs), "label": rows.label, "folds": folds,
+                               **{k: cv[k] for k in ("within_5pct", "within_10pct", "mape", "kendall_tau")}}
+
+        budget_ms = settings.max_latency_ms or float(statistics.median(rows.ms))
+        on_step(f"searching for the biggest subnet under {budget_ms:.3f} ms", 0.78)
+        verifier = DeviceVerifier(store, int8_profile, space, supernet, cache, runner)
+        search = SearchJob(store, int8_profile, space, load_objective("params"), Budget(budget_ms),
+                           EvolutionSettings(population=settings.population,
+                                             parents=max(settings.population // 4, 2),
+                                             generations=settings.generations, seed=settings.seed),
+                           settings.verify, 1, verifier,
+                           on_event=lambda kind, d: on_step(f"verifying {d['index'] + 1}/{d['of']} on the device", 0.85)
+                           if kind == "verifying" else None)
+        found = search.run()
+        result["budget_ms"] = budget_ms
+        result["best"] = found["best"]
+        result["verified"] = found["rounds"][0]["verified"]
+
+        best = found["best"]
+        if best is not None and best["status"] not in ("failed", "not verified"):
+            on_step("timing the winner in FP32", 0.9)
+            result["fp32_vs_int8"] = _fp32_vs_int8(runner, cache, supernet, SubnetConfig.from_dict(best["arch"]),
+                                                   fp32_profile, best["median_ms"])
+    runner.close()
+    on_step("writing the report", 0.93)
+    result["report"] = str(build_report(out / "demo.db", out / "report"))
+    result["status"] = "ok" if best is not None and best.get("within_budget") else "no winner within budget"
+    on_step("done", 1.0)
     return result
 
 
-def _print_demo(console: Any, r: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    src = r["supernet"]
-    weights = src.get("path", f"random (seed {src.get('seed')})")
-    table = Table(title=f"{r['space']} subnet {r['arch_key']}", show_header=False)
-    table.add_row("weights", str(weights))
-    table.add_row("architecture", str(r["arch"]))
-    table.add_row("params / MACs@128", f"{r['params'] / 1e6:.2f} M / {r['macs'] / 1e9:.3f} G")
-    for name in ("fp32", "int8"):
-        m = r[name]
-        if m["status"] != "failed":
-            flag = "" if m["status"] == "ok" else f" [{m['status']}: {m.get('reason')}]"
-            table.add_row(f"{name} median ({r['profiles'][name]})",
-                          f"{m['median_ms']:.2f} ms (95% CI ±{m['median_rel_ci']:.1%}, "
-                          f"{m['runs']} runs){flag}")
-        else:
-            table.add_row(f"{name}", f"failed: {m.get('reason')}")
-    if "speedup" in r:
-        table.add_row(f"INT8 speed-up ({r['recipe']})", f"{r['speedup']:.2f}x")
-    f = r["fidelity"]
-    table.add_row("INT8 fidelity", f"cosine {f['cosine']:.5f} ({'ok' if f['passed'] else 'FAILED'})")
-    console.print(table)
+def _fp32_vs_int8(runner: LocalRunner, cache: ArtifactCache, supernet: SuperBert, cfg: SubnetConfig,
+                  fp32_profile: HardwareProfile, int8_ms: float | None) -> dict[str, Any]:
+    art = cache.build(supernet, cfg, "fp32")
+    m = measure_artifact(runner, str(art.path), art.sha256, fp32_profile)
+    out = {"fp32_profile": fp32_profile.name, "fp32_status": m["status"], "fp32_median_ms": m.get("median_ms"),
+           "int8_median_ms": int8_ms}
+    if m["status"] != "failed" and int8_ms:
+        out["speedup"] = m["median_ms"] / int8_ms
+    return out

@@ -130,11 +130,15 @@ def test_checkpoint_that_does_not_fit_the_space(capsys, tmp_path):
     assert code == 2 and "does not fit" in err and not (tmp_path / "o").exists()
 
 
-def test_demo_runs_end_to_end(capsys, tmp_path, tiny_space_file):
-    code, out, _ = run(capsys, "demo", "--space", str(tiny_space_file), "--out", str(tmp_path),
-                       "--json")
-    result = json.loads(out)
-    assert code == 0 and result["status"] == "ok"
-    assert result["fp32"]["runs"] >= 50 and result["int8"]["median_ms"] > 0
-    assert result["speedup"] == pytest.approx(
-        result["fp32"]["median_ms"] / result["int8"]["median_ms"])
+def test_demo_runs_the_whole_pipeline(capsys, tmp_path, tiny_space_file, fast_profile_file):
+    code, out, _ = run(capsys, "demo", "--space", str(tiny_space_file), "--hw", str(fast_profile_file),
+                       "--samples", "40", "--verify", "2", "--out", str(tmp_path / "demo"),
+                       "--artifacts", str(tmp_path / "art"), "--json")
+    r = json.loads(out)
+    assert r["profiled"]["ok"] + r["profiled"]["unstable"] == 40
+    assert r["predictor"]["rows"] >= 30 and 0 < r["predictor"]["within_10pct"] <= 1
+    assert len(r["verified"]) == 2
+    assert all(v["within_budget"] == (v["measured_ms"] <= r["budget_ms"]) for v in r["verified"])
+    assert code == (0 if r["best"]["within_budget"] else 1)
+    assert r["fp32_vs_int8"]["fp32_median_ms"] > 0
+    assert (tmp_path / "demo" / "report" / "report.html").is_file() and r["report"].endswith("report.html")

@@ -47,19 +47,6 @@ def register(sub) -> None:
                    help="artifact cache folder (default $BFNAS_CACHE or ~/.cache/bfnas/artifacts)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = command(
-        sub, "demo", "sample a subnet, export FP32 and INT8, time both on this machine",
-        "bfnas demo --checkpoint minilm --json", cmd_demo,
-    )
-    add_model_args(p, default_space="minilm-l6")
-    p.add_argument("--seed", type=int, default=0, help="which subnet to sample (default 0)")
-    p.add_argument("--hw", default="local-cpu-int8",
-                   help="INT8 profile: its recipe, threads and stopping rules (default local-cpu-int8)")
-    p.add_argument("--fp32-hw", default="local-cpu-fp32",
-                   help="FP32 baseline profile (default local-cpu-fp32)")
-    p.add_argument("--out", default=default_cache_dir(), help="artifact cache folder")
-    p.add_argument("--json", action="store_true", help="print JSON")
-
 
 def cmd_export(args: argparse.Namespace) -> int:
     from bfnas.models.quantize import get_recipe
@@ -115,22 +102,3 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     return EXIT_OK
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from bfnas.bench.profile import load_profile
-    from bfnas.pipeline import run_demo
-
-    int8_profile, fp32_profile = load_profile(args.hw), load_profile(args.fp32_hw)
-    for flag, prof, want in (("--hw", int8_profile, "int8"), ("--fp32-hw", fp32_profile, "fp32")):
-        if prof.precision != want:
-            raise InputError(flag, "precision", f"profile {prof.name} is {prof.precision}, not {want}")
-        if prof.target.kind != "local" or prof.runtime.backend != "onnxruntime":
-            raise InputError(flag, "target", f"the demo runs ONNX Runtime on this machine; "
-                                              f"{prof.name} is {prof.target.kind}/{prof.runtime.backend}")
-    space, supernet = space_and_supernet(args)
-    result = run_demo(space, supernet, artifact_cache(args.out), args.seed, int8_profile,
-                      fp32_profile, console=None if args.json else console())
-    if args.json:
-        print_json(result)
-    return EXIT_OK if result["status"] == "ok" else EXIT_FAILED

@@ -1,0 +1,94 @@
+"""`bfnas demo`: all of stage 2 on this machine, with a report at the end."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bfnas.commands.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    add_artifacts_arg,
+    add_model_args,
+    artifact_cache,
+    command,
+    console,
+    print_json,
+    space_and_supernet,
+)
+from bfnas.models.errors import InputError
+
+
+def register(sub) -> None:
+    p = command(sub, "demo", "profile subnets here, fit the predictor, search under a budget, "
+                "verify on the device, write a report (what `make demo` runs)",
+                "bfnas demo --checkpoint minilm --out bfnas-demo", cmd_demo)
+    add_model_args(p, default_space="minilm-l6")
+    p.add_argument("--hw", default="local-cpu-int8", help="INT8 profile to search for (default local-cpu-int8)")
+    p.add_argument("--fp32-hw", default="local-cpu-fp32", help="FP32 profile the winner is compared on")
+    p.add_argument("--samples", type=int, default=60, help="subnets to profile (default 60)")
+    p.add_argument("--max-latency-ms", type=float, help="budget (default: the median measured latency)")
+    p.add_argument("--verify", type=int, default=3, help="winners to measure on the device (default 3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="bfnas-demo", help="folder for the store, results and report")
+    add_artifacts_arg(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bfnas.bench.profile import load_profile
+    from bfnas.pipeline import DemoSettings, run_demo
+
+    int8_profile, fp32_profile = load_profile(args.hw), load_profile(args.fp32_hw)
+    for flag, prof, want in (("--hw", int8_profile, "int8"), ("--fp32-hw", fp32_profile, "fp32")):
+        if prof.precision != want:
+            raise InputError(flag, "precision", f"profile {prof.name} is {prof.precision}, not {want}")
+        if prof.target.kind != "local" or prof.runtime.backend != "onnxruntime":
+            raise InputError(flag, "target", f"the demo runs ONNX Runtime on this machine; "
+                                              f"{prof.name} is {prof.target.kind}/{prof.runtime.backend}")
+    if args.samples < 30:
+        raise InputError("--samples", None, "the predictor needs at least 30 measured subnets")
+    if args.verify < 1:
+        raise InputError("--verify", None, "must be at least 1")
+    space, supernet = space_and_supernet(args)
+    out = console(stderr=args.json)
+    settings = DemoSettings(samples=args.samples, max_latency_ms=args.max_latency_ms, verify=args.verify,
+                            seed=args.seed)
+    cache = artifact_cache(args.artifacts, seq_len=int8_profile.workload.seq_len)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=out, transient=True) as progress:
+        task = progress.add_task("starting", total=1.0)
+        result = run_demo(space, supernet, cache, int8_profile, fp32_profile, Path(args.out), settings,
+                          on_step=lambda step, f: progress.update(task, description=step, completed=f))
+    if args.json:
+        print_json(result)
+    else:
+        _print(out, result)
+    return EXIT_OK if result["status"] == "ok" else EXIT_FAILED
+
+
+def _print(out, r: dict) -> None:
+    p = r["predictor"]
+    out.print(f"profiled {r['profiled']['ok']} subnets of {r['space']} on {r['profile']} "
+              f"({r['profiled']['unstable']} unstable, {r['profiled']['failed']} failed)")
+    out.print(f"predictor ({p['folds']}-fold CV on {p['rows']} rows): {p['within_10pct']:.1%} within 10 %, "
+              f"{p['within_5pct']:.1%} within 5 %, Kendall tau {p['kendall_tau']:.3f}")
+    for v in r["verified"]:
+        measured = "failed" if v["measured_ms"] is None else f"{v['measured_ms']:.3f} ms"
+        flag = "" if v["within_budget"] else "  [red]over budget[/]"
+        out.print(f"  verified {v['arch']}: {v['objective'] / 1e6:.2f} M params, predicted "
+                  f"{v['predicted_ms']:.3f} ms, measured {measured}{flag}")
+    best = r["best"]
+    if best is None:
+        out.print(f"[red]no subnet predicted under {r['budget_ms']:.3f} ms[/]")
+    else:
+        state = "within budget" if best["within_budget"] else "[red]OVER BUDGET[/]"
+        out.print(f"biggest under {r['budget_ms']:.3f} ms: {best['arch']} "
+                  f"({best['objective'] / 1e6:.2f} M encoder params), measured {best['measured_ms']:.3f} ms ({state})")
+    cmp = r.get("fp32_vs_int8")
+    if cmp and cmp.get("speedup"):
+        out.print(f"the winner in FP32 ({cmp['fp32_profile']}): {cmp['fp32_median_ms']:.3f} ms; "
+                  f"INT8 is {cmp['speedup']:.2f}x faster")
+    out.print(f"report: {r['report']}")
