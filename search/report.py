@@ -19,6 +19,7 @@ import numpy as np
 
 from bfnas.bench.store import LatencyStore
 from bfnas.models.errors import InputError
+from bfnas.search.plots import predicted_vs_measured
 from bfnas.search.predictor import PredictorSettings, accuracy
 from bfnas.search.training import LatencyRows, load_rows, out_of_fold
 
@@ -77,14 +78,8 @@ def accuracy_plot(rows: LatencyRows, folder: Path, seed: int = 0) -> tuple[Path,
     m = accuracy(rows.ms, predicted)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
-    lim = (float(min(rows.ms.min(), predicted.min())) * 0.9, float(max(rows.ms.max(), predicted.max())) * 1.1)
-    line = np.linspace(*lim, 50)
-    ax.fill_between(line, line * 0.9, line * 1.1, color="tab:green", alpha=0.2, label="+-10 %")
-    ax.plot(line, line, color="tab:green", lw=1)
-    ax.scatter(rows.ms, predicted, s=4, alpha=0.6)
-    ax.set(xlabel=f"measured ({rows.label})", ylabel="predicted (out of fold) ms", xlim=lim, ylim=lim,
-           title=f"{rows.profile} / {rows.space}: {len(rows.ms)} rows, 5-fold")
-    ax.legend(loc="upper left", fontsize=8)
+    predicted_vs_measured(ax, rows.ms, predicted, f"measured ({rows.label})", "predicted (out of fold) ms",
+                          f"{rows.profile} / {rows.space}: {len(rows.ms)} rows, 5-fold")
     return _save(fig, folder, f"accuracy-{rows.profile_hash}-{rows.space}.png"), {**m, "rows": len(rows.ms)}
 
 
