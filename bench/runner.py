@@ -13,6 +13,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from typing import Protocol
 
 from bfnas.bench.profile import HardwareProfile
@@ -60,6 +61,7 @@ class LocalRunner:
         self.fork = fork and hasattr(os, "fork")
         self.active_pid: int | None = None  # the forked worker running now, if any
         self._server: subprocess.Popen | None = None
+        self._pending = b""  # bytes read from the server past the last full line
 
     def run(self, model: str, sha256: str, profile: HardwareProfile,
             anchor: tuple[str, str] | None = None) -> dict:
@@ -79,11 +81,11 @@ class LocalRunner:
     def _run_forked(self, job: str, timeout: float) -> dict:
         server = self._fork_server()
         try:
-            server.stdin.write(json.dumps({"job": job, "timeout": timeout}) + "\n")
+            server.stdin.write((json.dumps({"job": job, "timeout": timeout}) + "\n").encode())
             server.stdin.flush()
-            started = self._answer(server, 60)
+            started = self._answer(60)
             self.active_pid = started["pid"]
-            done = self._answer(server, timeout + 60)
+            done = self._answer(timeout + 60)
         except (OSError, ValueError, KeyError) as exc:
             # The server itself died or hung: a worker failure, and a new server next time.
             self.close()
@@ -100,16 +102,28 @@ class LocalRunner:
             env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
             self._server = subprocess.Popen(
                 [self.python, "-m", "bfnas.bench.forkserver"], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, text=True, env=env, bufsize=1,
+                stdout=subprocess.PIPE, env=env, bufsize=0,
             )
+            self._pending = b""
         return self._server
 
-    @staticmethod
-    def _answer(server: subprocess.Popen, timeout: float) -> dict:
-        ready, _, _ = select.select([server.stdout], [], [], timeout)
-        line = server.stdout.readline() if ready else ""
-        if not line:
-            raise OSError("no answer" if not ready else "it exited")
+    def _answer(self, timeout: float) -> dict:
+        """The server's next line as JSON. Read from the raw pipe with an own buffer: a
+        buffered reader could swallow the next line too, and select() would then wait on
+        an empty pipe for an answer already read."""
+        assert self._server is not None and self._server.stdout is not None
+        fd = self._server.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._pending:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(left, 0))
+            if not ready:
+                raise OSError("no answer")
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise OSError("it exited")
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
         return json.loads(line)
 
     def close(self) -> None:

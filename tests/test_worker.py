@@ -169,3 +169,15 @@ def test_instability_reasons():
     # With a paired anchor the ratio's spread is judged, not the raw one.
     assert instability({**calm, "cov": 0.9, "ratio_cov": 0.01}, prof) is None
     assert "other processes" in instability({**calm, "cpu": {"other_cores": 1.5}}, prof)
+
+
+def test_a_job_that_fails_at_once_is_answered_at_once(model):
+    # The server's two lines (pid, result) arrive together: both must be read.
+    path, _ = model
+    runner = LocalRunner()
+    t = time.perf_counter()
+    out = runner.run(path, "0" * 64, fast_profile())
+    assert out["status"] == "failed" and "sha256" in out["reason"]
+    assert time.perf_counter() - t < 10
+    assert runner.run(path, "0" * 64, fast_profile())["status"] == "failed"  # and again, same server
+    runner.close()
