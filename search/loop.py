@@ -83,6 +83,10 @@ class SearchJob:
             raise InputError("--verify", None, "must be 0 or more")
         if self.verify and self.verifier is None:
             raise ValueError("verify > 0 needs a verifier")
+        predictor = self.predictor
+        label = predictor.metrics.get("label") if predictor is not None else None
+        if predictor is None:  # fitted before anything is written: a store too small is bad input
+            predictor, label = self._fit(1)
         phash = self.store.add_profile(self.profile.name, self.profile.resolved(), self.profile.hash())
         run_id = self.store.start_run(phash, "search", {"space": self.space.name,
                                                         "max_ms": self.budget.max_ms,
@@ -91,20 +95,14 @@ class SearchJob:
         rounds: list[dict] = []
         verified_all: list[dict] = []
         result: dict[str, Any] = {}
-        predictor = self.predictor
-        label = predictor.metrics.get("label") if predictor is not None else None
         status = "interrupted"
         try:
             for r in range(1, self.rounds + 1):
-                if predictor is None or r > 1 and self.verify:
-                    rows = self._rows()
-                    predictor = LatencyPredictor(rows.scope, PredictorSettings(seed=self.settings.seed)).fit(
-                        rows.cfgs, rows.ms)
-                    label = rows.label
-                    self.on_event("fitted", {"round": r, "rows": len(rows.cfgs), "label": label})
-                result = evolve(self.space, predictor_scorer(predictor), self.objective, self.budget,
-                                self.settings, lambda row, r=r: self.on_event("generation", {"round": r, **row}))
-                picks = self._picks(result.candidates, result.front)
+                if r > 1 and self.verify:  # the store has grown by the verified subnets
+                    predictor, label = self._fit(r)
+                found = evolve(self.space, predictor_scorer(predictor), self.objective, self.budget,
+                               self.settings, lambda row, r=r: self.on_event("generation", {"round": r, **row}))
+                picks = self._picks(found.candidates, found.front)
                 verified = []
                 for i, cand in enumerate(picks):
                     self.on_event("verifying", {"round": r, "index": i, "of": len(picks), "arch": str(cand.cfg)})
@@ -112,12 +110,12 @@ class SearchJob:
                     verified.append(self._verified(cand, m, label))
                 verified_all += verified
                 rounds.append({
-                    "round": r, "evaluated": result.evaluated, "seconds": result.seconds,
-                    "predictor_calls": result.predictor_calls, "label": label,
+                    "round": r, "evaluated": found.evaluated, "seconds": found.seconds,
+                    "predictor_calls": found.predictor_calls, "label": label,
                     "spread": list(predictor.spread) if predictor.spread else None,
-                    "best": result.best.to_dict() if result.best else None,
-                    "front": [c.to_dict() for c in result.front],
-                    "history": result.history, "verified": verified,
+                    "best": found.best.to_dict() if found.best else None,
+                    "front": [c.to_dict() for c in found.front],
+                    "history": found.history, "verified": verified,
                 })
             status = "finished"
             result = {"best": self._best(rounds, verified_all), "rounds": rounds, "run_id": run_id,
@@ -131,6 +129,12 @@ class SearchJob:
             self.store.finish_run(run_id, status, {"rounds": len(rounds), "verified": len(verified_all),
                                                    "result": result or None})
         return result
+
+    def _fit(self, round_: int) -> tuple[LatencyPredictor, str]:
+        rows = self._rows()
+        predictor = LatencyPredictor(rows.scope, PredictorSettings(seed=self.settings.seed)).fit(rows.cfgs, rows.ms)
+        self.on_event("fitted", {"round": round_, "rows": len(rows.cfgs), "label": rows.label})
+        return predictor, rows.label
 
     def _rows(self) -> LatencyRows:
         where = str(self.store.path)

@@ -103,6 +103,10 @@ def test_a_store_without_enough_rows_says_what_to_run(capsys, fast_profile_file,
     code, _, err = run(capsys, "search", "--hw", str(fast_profile_file), "--space", str(tiny_space_file),
                        "--db", str(db), "--max-latency-ms", "5", "--out", str(tmp_path / "o"))
     assert code == 2 and "bfnas profile" in err and not (tmp_path / "o").exists()
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0  # nothing written
+    assert con.execute("SELECT COUNT(*) FROM profiles").fetchone()[0] == 0
+    con.close()
     code, _, err = run(capsys, "search", "--hw", str(fast_profile_file), "--space", str(tiny_space_file),
                        "--db", str(tmp_path / "missing.db"), "--max-latency-ms", "5", "--out", str(tmp_path / "o"))
     assert code == 2 and "no such store" in err
