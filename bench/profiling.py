@@ -138,6 +138,9 @@ class ProfileJob:
     seed: int = 0
     on_event: Callable[[ProfileEvent], None] = lambda e: None
     retry: tuple[str, ...] = ()  # stored statuses to measure again: "unstable", "failed"
+    # A sampled subnet's file is deleted once measured (its record stays in the store):
+    # thousands of INT8 BERTs with their embedding tables fill a disk (~10 MB each).
+    keep_artifacts: bool = True
     _anchors: dict[str, AnchorRef | None] = field(default_factory=dict, init=False, repr=False)
 
     def run(self) -> dict[str, Any]:
@@ -172,6 +175,8 @@ class ProfileJob:
                         artifact_record(art) if art else None,
                         reference_ms=refs[-1] if refs else None, supersede=bool(self.retry),
                     )
+                    if art is not None and not self.keep_artifacts:
+                        self.cache.discard(art)
                 finally:
                     self.store.release(phash, cfg)
                 counts[result["status"]] += 1

@@ -143,6 +143,12 @@ class ArtifactCache:
             return replace(self.export, exporter="torchscript")
         return self.export
 
+    def discard(self, art: Artifact) -> None:
+        """Delete an artifact's folder (its record lives on wherever it was stored)."""
+        folder = Path(art.path).parent
+        if folder.parent.resolve() == self.root.resolve() and (folder / META_FILE).exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
     def build(
         self,
         supernet: SuperBert,

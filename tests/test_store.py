@@ -224,3 +224,20 @@ def test_retrying_an_unstable_measurement_keeps_the_old_one_as_superseded(tmp_pa
         old = store.measurements("h1", role="superseded", statuses=("unstable",))
         assert [(r["status"], r["reason"]) for r in old] == [("unstable", "noisy")]
         assert not store.claim("h1", CFG, retry=("unstable",))  # now ok: nothing to retry
+
+
+def test_profile_can_discard_measured_artifacts(tmp_path, tiny_space_file, fast_profile_file, capsys):
+    db, arts = tmp_path / "p.db", tmp_path / "arts"
+    argv = ["profile", "--hw", str(fast_profile_file), "--space", str(tiny_space_file),
+            "--samples", "4", "--db", str(db), "--artifacts", str(arts), "--discard-artifacts", "--json"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    with LatencyStore(db) as store:
+        rows = store.measurements()
+    assert len(rows) == 4
+    kept = {p.name for p in arts.iterdir() if p.is_dir()}
+    for r in rows:  # the record stays, the file is gone
+        art = json.loads(r["artifact"])
+        assert art["sha256"] and art["key"] not in kept
+    # What is measured again and again stays: the anchors and the drift reference.
+    assert kept and all((arts / k / "model.onnx").is_file() for k in kept)

@@ -63,6 +63,9 @@ def register(sub) -> None:
     p.add_argument("--retry", default="",
                    help="stored statuses to measure again, e.g. unstable,failed (the earlier "
                         "rows are kept as 'superseded')")
+    p.add_argument("--discard-artifacts", action="store_true",
+                   help="delete each subnet's ONNX file once measured (its record stays in the store); "
+                        "for long jobs: an INT8 BERT is ~10 MB")
     add_artifacts_arg(p)
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
@@ -217,7 +220,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             progress.console.print(f"[yellow]drift:[/] {e.message}")
 
     job = ProfileJob(store, profile, space, supernet, cache, runner, args.samples, args.strategy,
-                     args.seed, on_event, retry)
+                     args.seed, on_event, retry, keep_artifacts=not args.discard_artifacts)
     try:
         with progress:
             summary = job.run()
