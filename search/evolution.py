@@ -66,7 +66,7 @@ class Budget:
 @dataclass
 class Candidate:
     cfg: SubnetConfig
-    objective: float
+    objective: float  # NaN when infeasible (never computed)
     predicted_ms: float
     low_ms: float
     high_ms: float
@@ -174,8 +174,10 @@ def evolve(
         upper, lower = (hi, lo) if settings.margin else (mid, mid)
         out = []
         for i, c in enumerate(fresh):
-            ok = upper[i] <= budget.max_ms and (budget.min_ms is None or lower[i] >= budget.min_ms)
-            cand = Candidate(c, objective(c), float(mid[i]), float(lo[i]), float(hi[i]), bool(ok), generation)
+            ok = bool(upper[i] <= budget.max_ms and (budget.min_ms is None or lower[i] >= budget.min_ms))
+            # Only feasible members are ranked: a costly plugin objective is not spent on the rest.
+            value = objective(c) if ok else float("nan")
+            cand = Candidate(c, value, float(mid[i]), float(lo[i]), float(hi[i]), ok, generation)
             seen[c.key()] = cand
             out.append(cand)
         return out

@@ -150,3 +150,15 @@ def test_bad_budgets():
         Budget(0)
     with pytest.raises(InputError, match="--min-latency-ms"):
         Budget(5.0, min_ms=6.0)
+
+
+def test_objective_is_computed_for_feasible_members_only(space, scorer):
+    calls = []
+
+    def counting(cfg):
+        calls.append(cfg.key())
+        return float(cfg.params(embeddings=False))
+
+    result = evolve(space, scorer, counting, Budget(6.0), SMALL)
+    feasible = {c.cfg.key() for c in result.candidates if c.feasible}
+    assert set(calls) == feasible and len(calls) == len(feasible) < result.evaluated
