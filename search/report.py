@@ -51,16 +51,18 @@ def coverage_plot(store: LatencyStore, profile: dict, folder: Path) -> Path | No
         return None
     from bfnas.models.subnet import SubnetConfig
 
+    workload = json.loads(profile["json"]).get("workload") or {}
+    seq, batch = int(workload.get("seq_len", 128)), int(workload.get("batch", 1))
     plt = _plt()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     colors = {"ok": "tab:blue", "imported": "tab:blue", "unstable": "tab:orange", "failed": "tab:red"}
     for status in ("ok", "imported", "unstable"):
         sel = [r for r in rows if r["status"] == status and r["median_ms"]]
         if sel:
-            macs = [SubnetConfig.from_json(r["arch"]).total_macs() / 1e9 for r in sel]
+            macs = [SubnetConfig.from_json(r["arch"]).total_macs(seq, batch) / 1e9 for r in sel]
             a.scatter(macs, [r["median_ms"] for r in sel], s=4, alpha=0.6, color=colors[status],
                       label=f"{status} ({len(sel)})")
-    a.set(xlabel="GMACs (seq 128)", ylabel="median ms", title="latency vs size")
+    a.set(xlabel=f"GMACs (batch {batch}, seq {seq})", ylabel="median ms", title="latency vs size")
     a.legend(fontsize=8)
     ms = [r["median_ms"] for r in rows if r["median_ms"]]
     b.hist(ms, bins=40, color="tab:blue", alpha=0.8)
