@@ -66,7 +66,7 @@ def run_demo(
 
         on_step("profiling", 0.0)
         job = ProfileJob(store, int8_profile, space, supernet, cache, runner, settings.samples,
-                         "stratified", settings.seed, profiled)
+                         "stratified", settings.seed, profiled, keep_artifacts=False)
         summary = job.run()
         result["profiled"] = {k: summary[k] for k in ("ok", "unstable", "failed", "skipped")}
 
