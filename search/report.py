@@ -199,9 +199,9 @@ def _search_section(run: dict, result: dict) -> str:
         for r in result["rounds"] for v in r["verified"])
     table = ("<table><tr><th>round</th><th>arch</th><th>objective</th><th>predicted ms</th><th>measured ms</th>"
              f"<th>error</th><th>within budget</th></tr>{rows}</table>") if rows else ""
-    floor = f" (floor {b['min_ms']} ms)" if b.get("min_ms") else ""
+    floor = f" (floor {b['min_ms']:.3f} ms)" if b.get("min_ms") else ""
     return (f"<h3>run {run['id']}: {html.escape(run['profile'])}, {html.escape(result['space'])}, "
-            f"budget {b['max_ms']} ms{floor}, "
+            f"budget {b['max_ms']:.3f} ms{floor}, "
             f"{run['started']}</h3><p>{verdict}; {result['evaluated']} candidates scored in "
             f"{result['seconds']:.1f} s</p>{table}")
 
