@@ -1,0 +1,72 @@
+"""`bfnas data build|corpus`: stage-1 pretraining data from raw text."""
+
+from __future__ import annotations
+
+import argparse
+
+from bfnas.commands.common import EXIT_OK, command, console, group, print_json
+
+
+def register(sub) -> None:
+    g = group(sub, "data", "stage-1 pretraining data: token shards with whole-word masking",
+              "bfnas data build --corpus corpus.txt --tokenizer minilm --out data/ --json")
+    p = command(g, "build", "tokenize, pack, mask and shard a corpus (streaming; a rerun resumes)",
+                "bfnas data build --corpus texts/ --tokenizer minilm --out data/ --seq-len 128 --json",
+                cmd_build)
+    p.add_argument("--corpus", required=True, help="a text file, or a folder of .txt files (blank line = new document)")
+    p.add_argument("--tokenizer", required=True,
+                   help="HF tokenizer.json, BERT vocab.txt, a folder with one, or 'minilm'")
+    p.add_argument("--out", required=True, help="folder for the shards and manifest.json")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--shard-size", type=int, default=4096, help="sequences per shard (default 4096)")
+    p.add_argument("--mask-prob", type=float, default=0.15)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cased", action="store_true", help="with a bare vocab.txt: do not lowercase")
+    p.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
+
+    p = command(g, "corpus", "write an offline corpus of real English prose",
+                "bfnas data corpus --stdlib --out corpus.txt --json", cmd_corpus)
+    p.add_argument("--stdlib", action="store_true", required=True,
+                   help="the docstrings of this Python's standard library (read, never imported)")
+    p.add_argument("--out", required=True, help="text file to write")
+    p.add_argument("--min-words", type=int, default=20, help="skip shorter docstrings (default 20)")
+    p.add_argument("--json", action="store_true", help="print counts as JSON")
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from bfnas.models.checkpoint import minilm_dir
+    from bfnas.models.pretraining import DataSettings, build_data, corpus_files, load_tokenizer
+
+    settings = DataSettings(seq_len=args.seq_len, shard_size=args.shard_size, mask_prob=args.mask_prob,
+                            seed=args.seed, lowercase=not args.cased)
+    tokenizer = minilm_dir() if args.tokenizer == "minilm" else args.tokenizer
+    corpus_files(args.corpus)  # bad input is refused before anything is written
+    load_tokenizer(tokenizer, settings.lowercase)
+    out = console(stderr=args.json)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=out, transient=True) as progress:
+        task = progress.add_task("reading the corpus", total=None)
+        result = build_data(args.corpus, tokenizer, args.out, settings, on_progress=lambda p: progress.update(
+            task, description=f"{p['shards']} shards, {p['sequences']} sequences, {p['lines']} lines read"))
+    summary = {k: result[k] for k in ("out", "sequences", "tokens", "complete", "resumed", "new_shards")}
+    summary["shards"] = len(result["shards"])
+    summary["seq_len"] = settings.seq_len
+    summary["tokenizer"] = result["tokenizer"]["path"]
+    if args.json:
+        return print_json(summary)
+    out.print(f"{summary['sequences']} sequences of {settings.seq_len} tokens in {summary['shards']} shards "
+              f"({summary['tokens']} tokens) in {summary['out']}"
+              + (" (resumed)" if summary["resumed"] else ""))
+    return EXIT_OK
+
+
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from bfnas.models.pretraining import stdlib_docstrings
+
+    counts = stdlib_docstrings(args.out, args.min_words)
+    if args.json:
+        return print_json({"out": args.out, **counts})
+    console().print(f"{counts['documents']} docstrings, {counts['words']} words written to {args.out}")
+    return EXIT_OK
