@@ -10,7 +10,13 @@ import pytest
 from bfnas.cli import main
 from bfnas.models.checkpoint import minilm_dir
 from bfnas.models.errors import InputError
-from bfnas.models.pretraining import DataSettings, build_data, load_shard, load_tokenizer, stdlib_docstrings
+from bfnas.models.pretraining import (
+    DataSettings,
+    build_data,
+    load_shard,
+    load_tokenizer,
+    stdlib_docstrings,
+)
 
 SETTINGS = DataSettings(seq_len=64, shard_size=300, seed=7)
 
