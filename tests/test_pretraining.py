@@ -129,3 +129,18 @@ def test_a_file_that_is_no_tokenizer(tmp_path, corpus):
         build_data(corpus, bad, tmp_path / "o", SETTINGS)
     assert not (tmp_path / "o").exists()
     assert Path(corpus).is_file()
+
+
+def test_memory_stays_flat_as_the_corpus_grows(corpus, tmp_path):
+    import tracemalloc
+
+    lines = Path(corpus).read_text().splitlines()[:1500]
+    peaks = []
+    for copies in (1, 4):
+        text = tmp_path / f"x{copies}.txt"
+        text.write_text("\n".join(lines * copies) + "\n")
+        tracemalloc.start()
+        build_data(text, minilm_dir(), tmp_path / f"d{copies}", DataSettings(seq_len=64, shard_size=100))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] < 1.5 * peaks[0]  # four times the text, not four times the memory
