@@ -3,8 +3,9 @@
 Built in: `params` (encoder parameters: the Bigger&Faster thesis that under a latency budget
 the bigger model is the better one; embeddings are left out because their count follows
 `hidden` alone and would dominate small subnets), `neg-macs` (the cheapest architecture),
-and `oneshot` (the supernet's one-shot quality, which needs a trained supernet). A plugin is
-`module:function`, imported by path: a callable taking a `SubnetConfig`, returning a float.
+and `oneshot` (the subnet's one-shot closeness to the teacher with inherited weights,
+`bfnas.models.oneshot`; it needs held-out pretraining data). A plugin is `module:function`,
+imported by path: a callable taking a `SubnetConfig`, returning a float.
 """
 
 from __future__ import annotations
@@ -19,15 +20,19 @@ Objective = Callable[[SubnetConfig], float]
 BUILTIN = ("params", "neg-macs", "oneshot")
 
 
-def load_objective(name: str, seq_len: int = 128, batch: int = 1, where: str = "--objective") -> Objective:
-    """The objective called `name` (a built-in or `module:function`), or InputError."""
+def load_objective(name: str, seq_len: int = 128, batch: int = 1, where: str = "--objective",
+                   oneshot: Objective | None = None) -> Objective:
+    """The objective called `name` (a built-in or `module:function`), or InputError.
+    `oneshot` is the scorer behind the `oneshot` objective (it needs a supernet and data)."""
     if name == "params":
         return lambda cfg: float(cfg.params(embeddings=False))
     if name == "neg-macs":
         return lambda cfg: -float(cfg.total_macs(seq_len, batch))
     if name == "oneshot":
-        raise InputError(where, None, "oneshot needs a trained supernet's one-shot scores "
-                                      "(stage 1 is not built yet); use params, neg-macs or module:function")
+        if oneshot is None:
+            raise InputError(where, None, "oneshot needs held-out pretraining data: pass --data DIR "
+                                          "(made by `bfnas data build`)")
+        return oneshot
     if ":" not in name:
         raise InputError(where, None, f"unknown objective {name!r} (built in: {', '.join(BUILTIN)}; "
                                       "or a plugin as module:function)")

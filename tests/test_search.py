@@ -113,7 +113,7 @@ def test_pareto_front_of_known_points():
 
 @pytest.mark.parametrize("name, message", [
     ("nope", "unknown objective"),
-    ("oneshot", "stage 1"),
+    ("oneshot", "--data"),
     ("no_such_module_x:f", "cannot import"),
     ("math:no_such_function", "has no"),
     ("math:pi", "not callable"),

@@ -83,7 +83,8 @@ def test_pareto_mode_writes_the_front(capsys, profiled, fast_profile_file, tiny_
 @pytest.mark.parametrize("extra, message", [
     (["--max-latency-ms", "-1"], "--max-latency-ms"),
     (["--max-latency-ms", "5", "--objective", "nope"], "--objective"),
-    (["--max-latency-ms", "5", "--objective", "oneshot"], "stage 1"),
+    (["--max-latency-ms", "5", "--objective", "oneshot"], "--data"),
+    (["--max-latency-ms", "5", "--objective", "oneshot", "--data", "/no/such/data"], "manifest.json"),
     (["--max-latency-ms", "5", "--population", "10", "--parents", "20"], "--parents"),
     (["--max-latency-ms", "5", "--rounds", "0"], "--rounds"),
     (["--max-latency-ms", "5", "--model", "/no/such/model"], "predictor.json"),

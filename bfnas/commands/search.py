@@ -37,6 +37,7 @@ def register(sub) -> None:
     p.add_argument("--min-latency-ms", type=float, help="optional latency floor")
     p.add_argument("--objective", default="params",
                    help="params (default) | neg-macs | oneshot | module:function")
+    p.add_argument("--data", help="for --objective oneshot: `bfnas data build` output (its last shard is held out)")
     p.add_argument("--mode", default="best", choices=("best", "pareto"),
                    help="best: one winner; pareto: the latency/objective front (NSGA-II selection)")
     p.add_argument("--population", type=int, default=100)
@@ -70,11 +71,21 @@ def cmd_search(args: argparse.Namespace) -> int:
     settings = EvolutionSettings(population=args.population, parents=args.parents,
                                  generations=args.generations, margin=not args.no_margin,
                                  mode=args.mode, seed=args.seed)
-    objective = load_objective(args.objective, profile.workload.seq_len, profile.workload.batch)
+    if args.objective == "oneshot" and not args.data:
+        raise InputError("--objective", None, "oneshot needs held-out pretraining data: pass --data DIR "
+                                              "(made by `bfnas data build`)")
+    if args.objective != "oneshot":
+        objective = load_objective(args.objective, profile.workload.seq_len, profile.workload.batch)
     if not Path(args.db).is_file():
         raise InputError(args.db, None, f"no such store: run `bfnas profile --hw {profile.name} "
                                         f"--space {args.space} --samples 300 --db {args.db}` first")
     space, supernet = space_and_supernet(args)
+    if args.objective == "oneshot":
+        from bfnas.models.oneshot import OneShotScorer, held_out_batch
+
+        # The teacher is the supernet's largest member: the checkpoint it was loaded from.
+        scorer = OneShotScorer(supernet, space.largest(), held_out_batch(args.data))
+        objective = load_objective("oneshot", oneshot=scorer)
     predictor = (LatencyPredictor.load(args.model, profile.hash(), space.name) if args.model else None)
     runner = runner_for(profile) if args.verify else None
     out = console(stderr=args.json)
