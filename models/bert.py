@@ -69,7 +69,10 @@ def self_attention_block(
     ln_weight: Tensor,
     ln_bias: Tensor,
     eps: float,
+    probs_out: list[Tensor] | None = None,
 ) -> Tensor:
+    """`probs_out`, when given, receives the attention probabilities averaged over heads
+    ([batch, seq, seq]: comparable between layers with different head counts)."""
     qkv = q_w.shape[0]
     head_size = qkv // heads
 
@@ -81,6 +84,8 @@ def self_attention_block(
     v = split(F.linear(x, v_w, v_b))
     scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(head_size)
     probs = torch.softmax(scores + mask, dim=-1)
+    if probs_out is not None:
+        probs_out.append(probs.mean(dim=1))
     context = torch.matmul(probs, v).permute(0, 2, 1, 3).contiguous()
     context = context.view(context.size()[:-2] + (qkv,))
     out = F.linear(context, o_w, o_b)
@@ -175,6 +180,7 @@ def run_layer(
     ffn: int,
     hidden: int,
     eps: float,
+    probs_out: list[Tensor] | None = None,
 ) -> Tensor:
     """One encoder layer on the leading (qkv, ffn, hidden) slice of `layer`'s weights.
 
@@ -196,6 +202,7 @@ def run_layer(
         lead(ao.LayerNorm.weight, hidden),
         lead(ao.LayerNorm.bias, hidden),
         eps,
+        probs_out,
     )
     return ffn_block(
         x,

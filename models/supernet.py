@@ -117,6 +117,30 @@ class SuperBert(nn.Module):
             )
         return x
 
+    def states(
+        self,
+        input_ids: Tensor,
+        cfg: SubnetConfig,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """What distillation compares: the hidden state after the embeddings and after each
+        layer, and each layer's attention probabilities averaged over heads."""
+        self.check_fits(cfg)
+        eps = self.dims.vocab.layer_norm_eps
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = run_embeddings(self.embeddings, input_ids, token_type_ids, cfg.hidden, eps)
+        mask = additive_mask(attention_mask, x.dtype)
+        hiddens, probs = [x], []
+        for i in range(cfg.layers):
+            x = run_layer(self.encoder.layer[i], x, mask, cfg.heads[i], cfg.qkv[i], cfg.ffn[i],
+                          cfg.hidden, eps, probs)
+            hiddens.append(x)
+        return hiddens, probs
+
     def sliced_state(self, cfg: SubnetConfig) -> dict[str, Tensor]:
         """The dense subnet's state dict as views of the supernet's leading slices (no copy):
         the same names and shapes as `extract(cfg).state_dict()`."""

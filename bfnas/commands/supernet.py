@@ -1,0 +1,71 @@
+"""`bfnas supernet train`: elastic training of the supernet by distillation (stage 1)."""
+
+from __future__ import annotations
+
+import argparse
+
+from bfnas.commands.common import EXIT_OK, command, console, group, print_json
+from bfnas.models.errors import InputError
+
+
+def register(sub) -> None:
+    g = group(sub, "supernet", "stage 1: train the elastic supernet",
+              "bfnas supernet train --teacher minilm --data data/ --space minilm-l6 --out sn/ --steps 200")
+    p = command(g, "train", "sandwich-rule distillation of the supernet's subnets from a teacher "
+                "(checkpoints; a rerun resumes)",
+                "bfnas supernet train --teacher minilm --data data/ --space minilm-l6 --out sn/ --steps 200 --json",
+                cmd_train)
+    p.add_argument("--teacher", default="minilm", help="HF BERT folder, or 'minilm' (default)")
+    p.add_argument("--init", help="supernet to start from (HF folder); default: the teacher's weights")
+    p.add_argument("--data", required=True, help="`bfnas data build` output (its last shard is held out)")
+    p.add_argument("--space", default="minilm-l6", help="search space whose subnets are trained")
+    p.add_argument("--out", required=True, help="checkpoint folder (loadable with --checkpoint)")
+    p.add_argument("--loss", default="kd", help="kd: hidden-state and attention distillation (mlm: not yet)")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--random-subnets", type=int, default=2, help="random members per step besides "
+                   "the largest and the smallest (default 2)")
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from bfnas.models.checkpoint import load_supernet, read_config, resolve_checkpoint
+    from bfnas.models.distill import SupernetTrainer, TrainSettings, training_shards
+    from bfnas.models.space import load_space
+
+    settings = TrainSettings(steps=args.steps, batch=args.batch, lr=args.lr, random_subnets=args.random_subnets,
+                             checkpoint_every=args.checkpoint_every, loss=args.loss, seed=args.seed)
+    space = load_space(args.space)
+    training_shards(args.data)  # bad input is refused before the models load
+    teacher = load_supernet(args.teacher)
+    _, _, raw = read_config(resolve_checkpoint(args.teacher))
+    student = load_supernet(args.init or args.teacher)
+    teacher_cfg = space.largest()
+    try:
+        teacher.check_fits(teacher_cfg)
+    except InputError as exc:
+        raise InputError("--space", exc.field, f"space {space.name} does not fit the teacher: {exc.reason}") from None
+    out = console(stderr=args.json)
+    trainer = SupernetTrainer(student, teacher, teacher_cfg, space, args.data, args.out, settings, raw)
+    with Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  TextColumn("{task.fields[note]}"), console=out) as progress:
+        task = progress.add_task("train", total=settings.steps, completed=trainer.step, note="")
+        result = trainer.train(lambda row: progress.update(
+            task, completed=row["step"], note=f"loss largest {row['largest']:.4f} smallest {row['smallest']:.4f}"))
+    if args.json:
+        return print_json(result)
+    out.print(f"{result['steps']} steps ({result['new_steps']} now, "
+              f"{result['steps_per_s'] or 0:.2f} steps/s); checkpoint in {result['out']} "
+              f"(use it with --checkpoint {result['out']})")
+    return EXIT_OK

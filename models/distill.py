@@ -1,0 +1,201 @@
+"""Stage 1: elastic training of a `SuperBert` by distillation from a teacher BERT.
+
+Each step trains several subnets on one batch (the sandwich rule: the largest, the smallest
+and `random_subnets` random members of the space), each by matching the teacher layer by
+layer as AutoTinyBERT and Bigger&Faster do: student layer i is mapped to teacher layer
+round((i + 1) * L_t / L_s) - 1, and the loss is the MSE of its hidden state against the
+teacher's leading `hidden` channels plus the MSE of its head-averaged attention
+probabilities against the teacher's. The gradients of all sandwich members add up before
+one optimizer step.
+
+Checkpoints are Hugging Face BERT folders (config.json + model.safetensors), so a trained
+supernet loads wherever `--checkpoint DIR` is accepted; the optimizer state and the
+trainer's progress sit beside them (optimizer.pt, read back with weights_only=True;
+trainer.json). A rerun resumes from the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bfnas.models.errors import InputError
+from bfnas.models.space import SearchSpace
+from bfnas.models.subnet import SubnetConfig
+from bfnas.models.supernet import SuperBert
+
+LOSSES = ("kd",)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int = 100
+    batch: int = 8
+    lr: float = 5e-5
+    random_subnets: int = 2
+    attention_weight: float = 1.0
+    checkpoint_every: int = 50
+    loss: str = "kd"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise InputError("--loss", None, f"{self.loss!r} is not built yet (available: {', '.join(LOSSES)})")
+        for name in ("steps", "batch", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')}", None, f"must be at least 1, got {getattr(self, name)}")
+
+
+def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
+    return [max(round((i + 1) * teacher_layers / student_layers) - 1, 0) for i in range(student_layers)]
+
+
+def kd_loss(student: tuple[list[Tensor], list[Tensor]], teacher: tuple[list[Tensor], list[Tensor]],
+            hidden: int, attention_weight: float = 1.0) -> Tensor:
+    (s_h, s_p), (t_h, t_p) = student, teacher
+    pairs = list(enumerate(layer_map(len(s_p), len(t_p))))
+    total = F.mse_loss(s_h[0], t_h[0][..., :hidden])  # the embeddings
+    for i, j in pairs:
+        total = total + F.mse_loss(s_h[i + 1], t_h[j + 1][..., :hidden])
+        total = total + attention_weight * F.mse_loss(s_p[i], t_p[j])
+    return total / (len(pairs) + 1)
+
+
+def training_shards(data_dir: str | Path) -> list[str]:
+    """The shard files of a `bfnas data build` folder (at least two: the last is held out)."""
+    from bfnas.models.pretraining import MANIFEST
+
+    folder = Path(data_dir)
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        raise InputError(str(folder), None, "no manifest.json: not a `bfnas data build` folder")
+    shards = [s["file"] for s in json.loads(manifest.read_text()).get("shards", [])]
+    if len(shards) < 2:
+        raise InputError(str(manifest), "shards", "need at least 2 shards (the last is held out)")
+    return shards
+
+
+def training_batches(data_dir: str | Path, batch: int, seed: int) -> Iterator[dict[str, Tensor]]:
+    """Endless batches from every shard but the last (held out for one-shot scoring), in a
+    seeded order; the original tokens (distillation reads unmasked text)."""
+    from bfnas.models.pretraining import load_shard
+
+    folder = Path(data_dir)
+    shards = training_shards(folder)
+    rng = np.random.default_rng(seed)
+    while True:
+        for name in rng.permutation(shards[:-1]):
+            shard = load_shard(folder / name)
+            ids = np.where(shard["labels"] != -100, shard["labels"], shard["input_ids"]).astype(np.int64)
+            mask = shard["attention_mask"].astype(np.int64)
+            order = rng.permutation(len(ids))
+            for start in range(0, len(ids) - batch + 1, batch):
+                sel = order[start:start + batch]
+                yield {"input_ids": torch.from_numpy(ids[sel]), "attention_mask": torch.from_numpy(mask[sel])}
+
+
+class SupernetTrainer:
+    def __init__(self, supernet: SuperBert, teacher: SuperBert, teacher_cfg: SubnetConfig, space: SearchSpace,
+                 data_dir: str | Path, out: str | Path, settings: TrainSettings, base_config: dict) -> None:
+        space_big = space.largest()
+        supernet.check_fits(space_big, where="--space")
+        self.supernet, self.teacher, self.teacher_cfg = supernet, teacher.eval(), teacher_cfg
+        self.space, self.data_dir, self.out, self.s = space, Path(data_dir), Path(out), settings
+        self.base_config = base_config
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.opt = torch.optim.AdamW(self.supernet.parameters(), lr=settings.lr)
+        self.step = 0
+        self.history: list[dict] = []
+        self.rng = random.Random(settings.seed)
+        self._resume()
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _resume(self) -> None:
+        meta = self.out / "trainer.json"
+        if not meta.is_file():
+            return
+        state = json.loads(meta.read_text())
+        if state.get("settings", {}).get("seed") != self.s.seed or state.get("space") != self.space.name:
+            raise InputError(str(meta), "settings", "this folder holds another training run: use a new --out")
+        from safetensors.torch import load_file
+
+        self.supernet.load_state_dict(load_file(str(self.out / "model.safetensors")))
+        self.opt.load_state_dict(torch.load(self.out / "optimizer.pt", weights_only=True))
+        self.step = int(state["step"])
+        self.history = state["history"]
+        self.rng.setstate(_tuple_state(state["rng"]))
+
+    def save(self) -> None:
+        from safetensors.torch import save_file
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        d = self.supernet.dims
+        config = {**self.base_config, "model_type": "bert", "hidden_size": d.hidden,
+                  "num_hidden_layers": d.layers, "intermediate_size": d.ffn}
+        (self.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        tmp = self.out / "model.safetensors.tmp"
+        save_file({k: v.contiguous() for k, v in self.supernet.state_dict().items()}, str(tmp))
+        tmp.replace(self.out / "model.safetensors")
+        torch.save(self.opt.state_dict(), self.out / "optimizer.pt")
+        state = {"step": self.step, "settings": asdict(self.s), "space": self.space.name,
+                 "history": self.history, "rng": _json_state(self.rng.getstate())}
+        (self.out / "trainer.json").write_text(json.dumps(state, indent=1) + "\n")
+
+    # -- training ---------------------------------------------------------------------------
+    def sandwich(self) -> list[SubnetConfig]:
+        return [self.space.largest(), self.space.smallest(),
+                *(self.space.sample(self.rng) for _ in range(self.s.random_subnets))]
+
+    def train(self, on_step: Callable[[dict], None] = lambda row: None) -> dict[str, Any]:
+        batches = training_batches(self.data_dir, self.s.batch, self.s.seed)
+        for _ in range(self.step):  # the same batches as an uninterrupted run
+            next(batches)
+        self.supernet.train()
+        t0 = time.perf_counter()
+        start = self.step
+        while self.step < self.s.steps:
+            b = next(batches)
+            with torch.no_grad():
+                target = self.teacher.states(b["input_ids"], self.teacher_cfg, b["attention_mask"])
+            self.opt.zero_grad()
+            losses = {}
+            for name, cfg in zip(("largest", "smallest", *(f"random{i}" for i in range(self.s.random_subnets))),
+                                 self.sandwich(), strict=True):
+                loss = kd_loss(self.supernet.states(b["input_ids"], cfg, b["attention_mask"]), target,
+                               cfg.hidden, self.s.attention_weight)
+                loss.backward()
+                losses[name] = float(loss.detach())
+            self.opt.step()
+            self.step += 1
+            row = {"step": self.step, **losses}
+            self.history.append(row)
+            on_step(row)
+            if self.step % self.s.checkpoint_every == 0 or self.step == self.s.steps:
+                self.save()
+        self.supernet.eval()
+        seconds = time.perf_counter() - t0
+        done = self.step - start
+        return {"steps": self.step, "new_steps": done, "seconds": seconds,
+                "steps_per_s": done / seconds if done else None, "out": str(self.out),
+                "last": self.history[-1] if self.history else None}
+
+
+def _json_state(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _tuple_state(data: list) -> tuple:
+    version, internal, gauss = data
+    return version, tuple(internal), gauss

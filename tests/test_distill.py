@@ -1,0 +1,97 @@
+"""Stage-1 distillation of the MiniLM supernet on real prose: it learns, checkpoints, resumes."""
+
+import json
+
+import pytest
+import torch
+
+from bfnas.cli import main
+from bfnas.models.checkpoint import load_supernet, minilm_dir, read_config
+from bfnas.models.distill import SupernetTrainer, TrainSettings, kd_loss, layer_map
+from bfnas.models.oneshot import OneShotScorer, held_out_batch
+from bfnas.models.pretraining import DataSettings, build_data, stdlib_docstrings
+from bfnas.models.space import load_space
+from bfnas.models.subnet import SubnetConfig
+
+SMALL = SubnetConfig(2, 192, (6, 3), (192, 96), (512, 256))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("distill")
+    stdlib_docstrings(folder / "corpus.txt")
+    lines = (folder / "corpus.txt").read_text().splitlines()[:2500]
+    (folder / "small.txt").write_text("\n".join(lines) + "\n")
+    build_data(folder / "small.txt", minilm_dir(), folder / "data", DataSettings(seq_len=32, shard_size=100))
+    return folder / "data"
+
+
+def _trainer(data_dir, out, steps, student=None):
+    space = load_space("minilm-l6")
+    _, _, raw = read_config(minilm_dir())
+    return SupernetTrainer(student or load_supernet("minilm"), load_supernet("minilm"), space.largest(), space,
+                           data_dir, out, TrainSettings(steps=steps, batch=4, lr=2e-4, checkpoint_every=4), raw)
+
+
+def test_layer_map_spreads_student_layers_over_the_teacher():
+    assert layer_map(6, 6) == [0, 1, 2, 3, 4, 5]
+    assert layer_map(2, 6) == [2, 5] and layer_map(1, 6) == [5] and layer_map(3, 6) == [1, 3, 5]
+
+
+def test_the_teacher_has_zero_loss_against_itself():
+    sn = load_supernet("minilm")
+    ids = torch.randint(1000, 30000, (2, 16))
+    big = load_space("minilm-l6").largest()
+    with torch.no_grad():
+        states = sn.states(ids, big)
+        assert float(kd_loss(states, states, big.hidden)) == 0.0
+        assert float(kd_loss(sn.states(ids, SMALL), states, SMALL.hidden)) > 0.01
+
+
+def test_training_improves_a_small_subnet_and_resumes_exactly(data_dir, tmp_path):
+    batch = held_out_batch(data_dir, 8)
+    space = load_space("minilm-l6")
+    before = OneShotScorer(load_supernet("minilm"), space.largest(), batch)(SMALL)
+
+    straight = _trainer(data_dir, tmp_path / "a", 8)
+    straight.train()
+    after = OneShotScorer(straight.supernet, space.largest(), batch)(SMALL)
+    assert after > before  # the sandwich's subnets move towards the teacher
+
+    first = _trainer(data_dir, tmp_path / "b", 4)  # stops at step 4 with a checkpoint
+    first.train()
+    resumed = _trainer(data_dir, tmp_path / "b", 8)
+    assert resumed.step == 4
+    resumed.train()
+    assert [r["largest"] for r in resumed.history] == pytest.approx([r["largest"] for r in straight.history],
+                                                                   rel=1e-4)
+    for name, tensor in straight.supernet.state_dict().items():
+        assert torch.allclose(tensor, resumed.supernet.state_dict()[name], atol=1e-5), name
+
+
+def test_cli_train_writes_a_checkpoint_that_loads(capsys, data_dir, tmp_path):
+    out = tmp_path / "sn"
+    code = main(["supernet", "train", "--data", str(data_dir), "--out", str(out), "--steps", "2",
+                 "--batch", "4", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["steps"] == 2 and result["steps_per_s"] > 0
+    trained = load_supernet(out)  # an HF BERT folder like any other
+    assert trained.dims == load_supernet("minilm").dims and trained.source["path"] == str(out)
+    assert {"config.json", "model.safetensors", "optimizer.pt", "trainer.json"} <= {p.name for p in out.iterdir()}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--loss", "mlm"], "--loss"),
+    (["--steps", "0"], "--steps"),
+    (["--space", "autotinybert"], "does not fit"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(capsys, data_dir, tmp_path, args, message):
+    code = main(["supernet", "train", "--data", str(data_dir), "--out", str(tmp_path / "o"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_data_without_a_manifest_is_refused(capsys, tmp_path):
+    code = main(["supernet", "train", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert code == 2 and "manifest.json" in capsys.readouterr().err
