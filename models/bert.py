@@ -9,6 +9,7 @@ because both run the same ops on the same numbers.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -70,25 +71,27 @@ def self_attention_block(
     ln_bias: Tensor,
     eps: float,
     probs_out: list[Tensor] | None = None,
+    linear: Callable[..., Tensor] = F.linear,
 ) -> Tensor:
     """`probs_out`, when given, receives the attention probabilities averaged over heads
-    ([batch, seq, seq]: comparable between layers with different head counts)."""
+    ([batch, seq, seq]: comparable between layers with different head counts). `linear`
+    runs the four projections (int8-aware training passes a fake-quantized one)."""
     qkv = q_w.shape[0]
     head_size = qkv // heads
 
     def split(t: Tensor) -> Tensor:
         return t.view(t.size()[:-1] + (heads, head_size)).permute(0, 2, 1, 3)
 
-    q = split(F.linear(x, q_w, q_b))
-    k = split(F.linear(x, k_w, k_b))
-    v = split(F.linear(x, v_w, v_b))
+    q = split(linear(x, q_w, q_b))
+    k = split(linear(x, k_w, k_b))
+    v = split(linear(x, v_w, v_b))
     scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(head_size)
     probs = torch.softmax(scores + mask, dim=-1)
     if probs_out is not None:
         probs_out.append(probs.mean(dim=1))
     context = torch.matmul(probs, v).permute(0, 2, 1, 3).contiguous()
     context = context.view(context.size()[:-2] + (qkv,))
-    out = F.linear(context, o_w, o_b)
+    out = linear(context, o_w, o_b)
     return F.layer_norm(out + x, (ln_weight.shape[0],), ln_weight, ln_bias, eps)
 
 
@@ -101,9 +104,10 @@ def ffn_block(
     ln_weight: Tensor,
     ln_bias: Tensor,
     eps: float,
+    linear: Callable[..., Tensor] = F.linear,
 ) -> Tensor:
-    h = F.gelu(F.linear(x, in_w, in_b))
-    out = F.linear(h, out_w, out_b)
+    h = F.gelu(linear(x, in_w, in_b))
+    out = linear(h, out_w, out_b)
     return F.layer_norm(out + x, (ln_weight.shape[0],), ln_weight, ln_bias, eps)
 
 
@@ -181,6 +185,7 @@ def run_layer(
     hidden: int,
     eps: float,
     probs_out: list[Tensor] | None = None,
+    linear: Callable[..., Tensor] = F.linear,
 ) -> Tensor:
     """One encoder layer on the leading (qkv, ffn, hidden) slice of `layer`'s weights.
 
@@ -203,6 +208,7 @@ def run_layer(
         lead(ao.LayerNorm.bias, hidden),
         eps,
         probs_out,
+        linear,
     )
     return ffn_block(
         x,
@@ -213,16 +219,20 @@ def run_layer(
         lead(layer.output.LayerNorm.weight, hidden),
         lead(layer.output.LayerNorm.bias, hidden),
         eps,
+        linear,
     )
 
 
-def run_embeddings(emb: Embeddings, input_ids: Tensor, token_type_ids: Tensor, hidden: int, eps: float) -> Tensor:
+def run_embeddings(emb: Embeddings, input_ids: Tensor, token_type_ids: Tensor, hidden: int, eps: float,
+                   table: Callable[[Tensor], Tensor] = lambda t: t) -> Tensor:
+    """`table` transforms each sliced embedding table first (int8-aware training quantizes
+    them as the deployed graph stores them)."""
     return embed(
         input_ids,
         token_type_ids,
-        lead(emb.word_embeddings.weight, None, hidden),
-        lead(emb.position_embeddings.weight, None, hidden),
-        lead(emb.token_type_embeddings.weight, None, hidden),
+        table(lead(emb.word_embeddings.weight, None, hidden)),
+        table(lead(emb.position_embeddings.weight, None, hidden)),
+        table(lead(emb.token_type_embeddings.weight, None, hidden)),
         lead(emb.LayerNorm.weight, hidden),
         lead(emb.LayerNorm.bias, hidden),
         eps,

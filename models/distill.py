@@ -6,7 +6,9 @@ layer as AutoTinyBERT and Bigger&Faster do: student layer i is mapped to teacher
 round((i + 1) * L_t / L_s) - 1, and the loss is the MSE of its hidden state against the
 teacher's leading `hidden` channels plus the MSE of its head-averaged attention
 probabilities against the teacher's. The gradients of all sandwich members add up before
-one optimizer step.
+one optimizer step. With `int8_aware` the students run fake-quantized exactly as the
+`dynamic` INT8 recipe deploys them (`models.fake_quant`), the teacher in FP32: quality is
+learned as it will run, the point of Bigger&Faster.
 
 Checkpoints are Hugging Face BERT folders (config.json + model.safetensors), so a trained
 supernet loads wherever `--checkpoint DIR` is accepted; the optimizer state and the
@@ -46,6 +48,7 @@ class TrainSettings:
     attention_weight: float = 1.0
     checkpoint_every: int = 50
     loss: str = "kd"
+    int8_aware: bool = False  # the subnets run fake-quantized as the dynamic INT8 recipe deploys them
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -126,7 +129,9 @@ class SupernetTrainer:
         if not meta.is_file():
             return
         state = json.loads(meta.read_text())
-        if state.get("settings", {}).get("seed") != self.s.seed or state.get("space") != self.space.name:
+        old = state.get("settings", {})
+        if (old.get("seed"), old.get("int8_aware", False), state.get("space")) != (
+                self.s.seed, self.s.int8_aware, self.space.name):
             raise InputError(str(meta), "settings", "this folder holds another training run: use a new --out")
         from safetensors.torch import load_file
 
@@ -172,8 +177,8 @@ class SupernetTrainer:
             losses = {}
             for name, cfg in zip(("largest", "smallest", *(f"random{i}" for i in range(self.s.random_subnets))),
                                  self.sandwich(), strict=True):
-                loss = kd_loss(self.supernet.states(b["input_ids"], cfg, b["attention_mask"]), target,
-                               cfg.hidden, self.s.attention_weight)
+                student = self.supernet.states(b["input_ids"], cfg, b["attention_mask"], int8=self.s.int8_aware)
+                loss = kd_loss(student, target, cfg.hidden, self.s.attention_weight)
                 loss.backward()
                 losses[name] = float(loss.detach())
             self.opt.step()

@@ -95,3 +95,43 @@ def test_bad_input_is_one_line_and_writes_nothing(capsys, data_dir, tmp_path, ar
 def test_data_without_a_manifest_is_refused(capsys, tmp_path):
     code = main(["supernet", "train", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
     assert code == 2 and "manifest.json" in capsys.readouterr().err
+
+
+def test_int8_aware_forward_is_the_deployed_int8_graph(tmp_path):
+    """Fake quantization emulates ONNX Runtime's dynamic INT8 graph of the same subnet."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from bfnas.models.artifact import ArtifactCache
+    from bfnas.models.export import generated_inputs
+    from bfnas.models.quantize import get_recipe
+
+    sn = load_supernet("minilm")
+    cfg = SubnetConfig(3, 256, (4, 8, 2), (128, 256, 64), (512, 1024, 256))
+    art = ArtifactCache(tmp_path).build(sn, cfg, "int8", get_recipe("dynamic"))
+    feed = generated_inputs(1, 2, 32, 30522, seed=3)[0]
+    deployed = ort.InferenceSession(str(art.path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    ids, mask = torch.from_numpy(feed["input_ids"]), torch.from_numpy(feed["attention_mask"])
+    with torch.no_grad():
+        fake = sn.states(ids, cfg, mask, int8=True)[0][-1].numpy()
+        fp32 = sn(ids, cfg, mask).numpy()
+    assert np.abs(fake - deployed).max() < 1e-4
+    assert np.abs(fp32 - deployed).max() > 100 * np.abs(fake - deployed).max()
+
+
+def test_int8_aware_training_has_gradients_and_records_the_mode(data_dir, tmp_path):
+    sn = load_supernet("minilm")
+    ids = torch.randint(1000, 30000, (2, 16))
+    hiddens, _ = sn.states(ids, SMALL, int8=True)
+    hiddens[-1].pow(2).mean().backward()
+    grad = sn.encoder.layer[0].attention.self.query.weight.grad
+    assert grad is not None and grad.abs().sum() > 0  # straight-through: rounding does not block it
+    space = load_space("minilm-l6")
+    _, _, raw = read_config(minilm_dir())
+    trainer = SupernetTrainer(load_supernet("minilm"), load_supernet("minilm"), space.largest(), space, data_dir,
+                              tmp_path / "q", TrainSettings(steps=2, batch=4, int8_aware=True), raw)
+    trainer.train()
+    assert json.loads((tmp_path / "q" / "trainer.json").read_text())["settings"]["int8_aware"] is True
+    with pytest.raises(Exception, match="another training run"):
+        SupernetTrainer(load_supernet("minilm"), load_supernet("minilm"), space.largest(), space, data_dir,
+                        tmp_path / "q", TrainSettings(steps=4, batch=4), raw)

@@ -26,6 +26,8 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--random-subnets", type=int, default=2, help="random members per step besides "
                    "the largest and the smallest (default 2)")
+    p.add_argument("--int8-aware", action="store_true",
+                   help="train the subnets fake-quantized as the dynamic INT8 recipe runs them")
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -45,7 +47,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from bfnas.models.space import load_space
 
     settings = TrainSettings(steps=args.steps, batch=args.batch, lr=args.lr, random_subnets=args.random_subnets,
-                             checkpoint_every=args.checkpoint_every, loss=args.loss, seed=args.seed)
+                             checkpoint_every=args.checkpoint_every, loss=args.loss,
+                             int8_aware=args.int8_aware, seed=args.seed)
     space = load_space(args.space)
     training_shards(args.data)  # bad input is refused before the models load
     teacher = load_supernet(args.teacher)
