@@ -8,7 +8,8 @@ teacher's leading `hidden` channels plus the MSE of its head-averaged attention
 probabilities against the teacher's. The gradients of all sandwich members add up before
 one optimizer step. With `int8_aware` the students run fake-quantized exactly as the
 `dynamic` INT8 recipe deploys them (`models.fake_quant`), the teacher in FP32: quality is
-learned as it will run, the point of Bigger&Faster.
+learned as it will run, the point of Bigger&Faster. `loss="mlm"` trains by masked-LM
+instead (no teacher needed), through an elastic `MlmHead` tied to the word embeddings.
 
 Checkpoints are Hugging Face BERT folders (config.json + model.safetensors), so a trained
 supernet loads wherever `--checkpoint DIR` is accepted; the optimizer state and the
@@ -36,7 +37,7 @@ from bfnas.models.space import SearchSpace
 from bfnas.models.subnet import SubnetConfig
 from bfnas.models.supernet import SuperBert
 
-LOSSES = ("kd",)
+LOSSES = ("kd", "mlm")
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
-            raise InputError("--loss", None, f"{self.loss!r} is not built yet (available: {', '.join(LOSSES)})")
+            raise InputError("--loss", None, f"unknown loss {self.loss!r} (known: {', '.join(LOSSES)})")
         for name in ("steps", "batch", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')}", None, f"must be at least 1, got {getattr(self, name)}")
@@ -74,6 +75,48 @@ def kd_loss(student: tuple[list[Tensor], list[Tensor]], teacher: tuple[list[Tens
     return total / (len(pairs) + 1)
 
 
+class MlmHead(torch.nn.Module):
+    """BERT's masked-LM head, elastic like the encoder: a subnet of width h uses the leading h
+    rows and columns of the transform and the leading h columns of the word embeddings
+    (tied decoder). Hugging Face names (`cls.predictions.*`), saved with the checkpoint; an
+    encoder-only checkpoint such as all-MiniLM-L6-v2 has none, so it starts fresh."""
+
+    def __init__(self, hidden: int, vocab_size: int, eps: float) -> None:
+        super().__init__()
+        self.dense = torch.nn.Linear(hidden, hidden)
+        self.norm = torch.nn.LayerNorm(hidden, eps=eps)
+        self.bias = torch.nn.Parameter(torch.zeros(vocab_size))
+        self.eps = eps
+
+    def forward(self, x: Tensor, word_embeddings: Tensor) -> Tensor:
+        h = x.shape[-1]
+        y = F.gelu(F.linear(x, self.dense.weight[:h, :h], self.dense.bias[:h]))
+        y = F.layer_norm(y, (h,), self.norm.weight[:h], self.norm.bias[:h], self.eps)
+        return F.linear(y, word_embeddings[:, :h], self.bias)
+
+    def hf_state(self) -> dict[str, Tensor]:
+        p = "cls.predictions."
+        return {p + "transform.dense.weight": self.dense.weight, p + "transform.dense.bias": self.dense.bias,
+                p + "transform.LayerNorm.weight": self.norm.weight, p + "transform.LayerNorm.bias": self.norm.bias,
+                p + "bias": self.bias}
+
+    def load_hf_state(self, tensors: dict[str, Tensor]) -> bool:
+        state = self.hf_state()
+        if not all(k in tensors for k in state):
+            return False
+        with torch.no_grad():
+            for k, v in state.items():
+                v.copy_(tensors[k])
+        return True
+
+
+def mlm_loss(supernet: SuperBert, head: MlmHead, batch: dict[str, Tensor], cfg: SubnetConfig,
+             int8: bool = False) -> Tensor:
+    hiddens, _ = supernet.states(batch["masked_ids"], cfg, batch["attention_mask"], int8=int8)
+    logits = head(hiddens[-1], supernet.embeddings.word_embeddings.weight)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), ignore_index=-100)
+
+
 def training_shards(data_dir: str | Path) -> list[str]:
     """The shard files of a `bfnas data build` folder (at least two: the last is held out)."""
     from bfnas.models.pretraining import MANIFEST
@@ -90,7 +133,8 @@ def training_shards(data_dir: str | Path) -> list[str]:
 
 def training_batches(data_dir: str | Path, batch: int, seed: int) -> Iterator[dict[str, Tensor]]:
     """Endless batches from every shard but the last (held out for one-shot scoring), in a
-    seeded order; the original tokens (distillation reads unmasked text)."""
+    seeded order: the original tokens (what distillation reads) and the masked ones with
+    their labels (what MLM reads)."""
     from bfnas.models.pretraining import load_shard
 
     folder = Path(data_dir)
@@ -99,12 +143,15 @@ def training_batches(data_dir: str | Path, batch: int, seed: int) -> Iterator[di
     while True:
         for name in rng.permutation(shards[:-1]):
             shard = load_shard(folder / name)
-            ids = np.where(shard["labels"] != -100, shard["labels"], shard["input_ids"]).astype(np.int64)
+            labels = shard["labels"].astype(np.int64)
+            masked = shard["input_ids"].astype(np.int64)
+            ids = np.where(labels != -100, labels, masked)
             mask = shard["attention_mask"].astype(np.int64)
             order = rng.permutation(len(ids))
             for start in range(0, len(ids) - batch + 1, batch):
                 sel = order[start:start + batch]
-                yield {"input_ids": torch.from_numpy(ids[sel]), "attention_mask": torch.from_numpy(mask[sel])}
+                yield {"input_ids": torch.from_numpy(ids[sel]), "attention_mask": torch.from_numpy(mask[sel]),
+                       "masked_ids": torch.from_numpy(masked[sel]), "labels": torch.from_numpy(labels[sel])}
 
 
 class SupernetTrainer:
@@ -117,7 +164,10 @@ class SupernetTrainer:
         self.base_config = base_config
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        self.opt = torch.optim.AdamW(self.supernet.parameters(), lr=settings.lr)
+        d = supernet.dims
+        self.head = MlmHead(d.hidden, d.vocab.vocab_size, d.vocab.layer_norm_eps) if settings.loss == "mlm" else None
+        params = list(self.supernet.parameters()) + (list(self.head.parameters()) if self.head else [])
+        self.opt = torch.optim.AdamW(params, lr=settings.lr)
         self.step = 0
         self.history: list[dict] = []
         self.rng = random.Random(settings.seed)
@@ -130,12 +180,15 @@ class SupernetTrainer:
             return
         state = json.loads(meta.read_text())
         old = state.get("settings", {})
-        if (old.get("seed"), old.get("int8_aware", False), state.get("space")) != (
-                self.s.seed, self.s.int8_aware, self.space.name):
+        if (old.get("seed"), old.get("int8_aware", False), old.get("loss", "kd"), state.get("space")) != (
+                self.s.seed, self.s.int8_aware, self.s.loss, self.space.name):
             raise InputError(str(meta), "settings", "this folder holds another training run: use a new --out")
         from safetensors.torch import load_file
 
-        self.supernet.load_state_dict(load_file(str(self.out / "model.safetensors")))
+        tensors = load_file(str(self.out / "model.safetensors"))
+        if self.head is not None:
+            self.head.load_hf_state(tensors)
+        self.supernet.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("cls.")})
         self.opt.load_state_dict(torch.load(self.out / "optimizer.pt", weights_only=True))
         self.step = int(state["step"])
         self.history = state["history"]
@@ -150,7 +203,10 @@ class SupernetTrainer:
                   "num_hidden_layers": d.layers, "intermediate_size": d.ffn}
         (self.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         tmp = self.out / "model.safetensors.tmp"
-        save_file({k: v.contiguous() for k, v in self.supernet.state_dict().items()}, str(tmp))
+        tensors = dict(self.supernet.state_dict())
+        if self.head is not None:
+            tensors.update({k: v.detach() for k, v in self.head.hf_state().items()})
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
         tmp.replace(self.out / "model.safetensors")
         torch.save(self.opt.state_dict(), self.out / "optimizer.pt")
         state = {"step": self.step, "settings": asdict(self.s), "space": self.space.name,
@@ -171,14 +227,18 @@ class SupernetTrainer:
         start = self.step
         while self.step < self.s.steps:
             b = next(batches)
-            with torch.no_grad():
-                target = self.teacher.states(b["input_ids"], self.teacher_cfg, b["attention_mask"])
+            if self.head is None:
+                with torch.no_grad():
+                    target = self.teacher.states(b["input_ids"], self.teacher_cfg, b["attention_mask"])
             self.opt.zero_grad()
             losses = {}
             for name, cfg in zip(("largest", "smallest", *(f"random{i}" for i in range(self.s.random_subnets))),
                                  self.sandwich(), strict=True):
-                student = self.supernet.states(b["input_ids"], cfg, b["attention_mask"], int8=self.s.int8_aware)
-                loss = kd_loss(student, target, cfg.hidden, self.s.attention_weight)
+                if self.head is not None:
+                    loss = mlm_loss(self.supernet, self.head, b, cfg, self.s.int8_aware)
+                else:
+                    student = self.supernet.states(b["input_ids"], cfg, b["attention_mask"], int8=self.s.int8_aware)
+                    loss = kd_loss(student, target, cfg.hidden, self.s.attention_weight)
                 loss.backward()
                 losses[name] = float(loss.detach())
             self.opt.step()

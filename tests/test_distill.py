@@ -81,7 +81,7 @@ def test_cli_train_writes_a_checkpoint_that_loads(capsys, data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--loss", "mlm"], "--loss"),
+    (["--loss", "nope"], "--loss"),
     (["--steps", "0"], "--steps"),
     (["--space", "autotinybert"], "does not fit"),
 ])
@@ -135,3 +135,27 @@ def test_int8_aware_training_has_gradients_and_records_the_mode(data_dir, tmp_pa
     with pytest.raises(Exception, match="another training run"):
         SupernetTrainer(load_supernet("minilm"), load_supernet("minilm"), space.largest(), space, data_dir,
                         tmp_path / "q", TrainSettings(steps=4, batch=4), raw)
+
+
+def test_mlm_loss_falls_and_its_head_is_saved_and_resumed(data_dir, tmp_path):
+    space = load_space("minilm-l6")
+    _, _, raw = read_config(minilm_dir())
+
+    def trainer(steps):
+        return SupernetTrainer(load_supernet("minilm"), load_supernet("minilm"), space.largest(), space, data_dir,
+                               tmp_path / "m", TrainSettings(steps=steps, batch=4, lr=5e-4, loss="mlm",
+                                                             checkpoint_every=3), raw)
+
+    first = trainer(6)
+    first.train()
+    losses = [r["largest"] for r in first.history]
+    assert losses[0] > 9.0  # a fresh head: about ln(30522)
+    assert min(losses[-2:]) < losses[0] - 1.0
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "m" / "model.safetensors"))
+    assert "cls.predictions.transform.dense.weight" in saved
+    resumed = trainer(7)
+    assert resumed.step == 6
+    assert torch.equal(resumed.head.dense.weight, first.head.dense.weight)
+    assert load_supernet(tmp_path / "m").dims.hidden == 384  # the encoder still loads as a checkpoint

@@ -20,7 +20,8 @@ def register(sub) -> None:
     p.add_argument("--data", required=True, help="`bfnas data build` output (its last shard is held out)")
     p.add_argument("--space", default="minilm-l6", help="search space whose subnets are trained")
     p.add_argument("--out", required=True, help="checkpoint folder (loadable with --checkpoint)")
-    p.add_argument("--loss", default="kd", help="kd: hidden-state and attention distillation (mlm: not yet)")
+    p.add_argument("--loss", default="kd", help="kd: hidden-state and attention distillation from the "
+                   "teacher (default); mlm: masked-LM on the data's masks")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-5)
