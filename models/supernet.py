@@ -104,19 +104,7 @@ class SuperBert(nn.Module):
         token_type_ids: Tensor | None = None,
     ) -> Tensor:
         """The supernet run at `cfg`: the last hidden state, [batch, seq, cfg.hidden]."""
-        self.check_fits(cfg)
-        eps = self.dims.vocab.layer_norm_eps
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        x = run_embeddings(self.embeddings, input_ids, token_type_ids, cfg.hidden, eps)
-        mask = additive_mask(attention_mask, x.dtype)
-        for i in range(cfg.layers):
-            x = run_layer(
-                self.encoder.layer[i], x, mask, cfg.heads[i], cfg.qkv[i], cfg.ffn[i], cfg.hidden, eps
-            )
-        return x
+        return self._run(input_ids, cfg, attention_mask, token_type_ids)[0][-1]
 
     def states(
         self,
@@ -132,9 +120,13 @@ class SuperBert(nn.Module):
         With `int8`, the subnet runs as the `dynamic` INT8 recipe deploys it (fake-quantized
         projections and embedding tables, straight-through gradients): measured here, its
         output matches ONNX Runtime's INT8 graph of the same subnet to ~2e-6."""
+        return self._run(input_ids, cfg, attention_mask, token_type_ids, int8, probs=[])
+
+    def _run(self, input_ids: Tensor, cfg: SubnetConfig, attention_mask: Tensor | None,
+             token_type_ids: Tensor | None, int8: bool = False,
+             probs: list[Tensor] | None = None) -> tuple[list[Tensor], list[Tensor]]:
         from bfnas.models.fake_quant import fake_quant_activation, int8_linear
 
-        linear = int8_linear if int8 else F.linear
         self.check_fits(cfg)
         eps = self.dims.vocab.layer_norm_eps
         if attention_mask is None:
@@ -144,12 +136,12 @@ class SuperBert(nn.Module):
         x = run_embeddings(self.embeddings, input_ids, token_type_ids, cfg.hidden, eps,
                            fake_quant_activation if int8 else lambda t: t)
         mask = additive_mask(attention_mask, x.dtype)
-        hiddens, probs = [x], []
+        hiddens = [x]
         for i in range(cfg.layers):
             x = run_layer(self.encoder.layer[i], x, mask, cfg.heads[i], cfg.qkv[i], cfg.ffn[i],
-                          cfg.hidden, eps, probs, linear)
+                          cfg.hidden, eps, probs, int8_linear if int8 else F.linear)
             hiddens.append(x)
-        return hiddens, probs
+        return hiddens, probs if probs is not None else []
 
     def sliced_state(self, cfg: SubnetConfig) -> dict[str, Tensor]:
         """The dense subnet's state dict as views of the supernet's leading slices (no copy):

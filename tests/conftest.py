@@ -84,3 +84,19 @@ def fast_profile_file(tmp_path_factory) -> Path:
 
 SHARED = Path(os.environ.get("BFNAS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 SEED_FILE = SHARED / "data" / "seed-latency-fp32.tsv"
+
+
+@pytest.fixture(scope="session")
+def stdlib_corpus(tmp_path_factory) -> tuple[Path, dict]:
+    """The standard library's docstrings as a corpus (real prose, made here, offline), and
+    the counts `stdlib_docstrings` reported."""
+    from bfnas.models.pretraining import stdlib_docstrings
+
+    path = tmp_path_factory.mktemp("corpus") / "stdlib.txt"
+    return path, stdlib_docstrings(path)
+
+
+def corpus_head(corpus: Path, lines: int, out: Path) -> Path:
+    """The first `lines` lines of a corpus, as a file of their own."""
+    out.write_text("\n".join(corpus.read_text().splitlines()[:lines]) + "\n")
+    return out

@@ -4,12 +4,13 @@ import json
 
 import pytest
 import torch
+from conftest import corpus_head
 
 from bfnas.cli import main
 from bfnas.models.checkpoint import load_supernet, minilm_dir, read_config
 from bfnas.models.distill import SupernetTrainer, TrainSettings, kd_loss, layer_map
 from bfnas.models.oneshot import OneShotScorer, held_out_batch
-from bfnas.models.pretraining import DataSettings, build_data, stdlib_docstrings
+from bfnas.models.pretraining import DataSettings, build_data
 from bfnas.models.space import load_space
 from bfnas.models.subnet import SubnetConfig
 
@@ -17,12 +18,10 @@ SMALL = SubnetConfig(2, 192, (6, 3), (192, 96), (512, 256))
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("distill")
-    stdlib_docstrings(folder / "corpus.txt")
-    lines = (folder / "corpus.txt").read_text().splitlines()[:2500]
-    (folder / "small.txt").write_text("\n".join(lines) + "\n")
-    build_data(folder / "small.txt", minilm_dir(), folder / "data", DataSettings(seq_len=32, shard_size=100))
+def data_dir(stdlib_corpus, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    small = corpus_head(stdlib_corpus[0], 2500, folder / "small.txt")
+    build_data(small, minilm_dir(), folder / "data", DataSettings(seq_len=32, shard_size=100))
     return folder / "data"
 
 

@@ -5,23 +5,22 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import corpus_head
 
 from bfnas.cli import main
 from bfnas.models.checkpoint import minilm_dir
 from bfnas.models.errors import InputError
 from bfnas.models.oneshot import OneShotScorer, held_out_batch, linear_cka
-from bfnas.models.pretraining import DataSettings, build_data, stdlib_docstrings
+from bfnas.models.pretraining import DataSettings, build_data
 from bfnas.models.space import load_space
 from bfnas.models.subnet import SubnetConfig
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("oneshot")
-    stdlib_docstrings(folder / "corpus.txt")
-    lines = (folder / "corpus.txt").read_text().splitlines()[:3000]
-    (folder / "small.txt").write_text("\n".join(lines) + "\n")
-    build_data(folder / "small.txt", minilm_dir(), folder / "data", DataSettings(seq_len=64, shard_size=200))
+def data_dir(stdlib_corpus, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    small = corpus_head(stdlib_corpus[0], 3000, folder / "small.txt")
+    build_data(small, minilm_dir(), folder / "data", DataSettings(seq_len=64, shard_size=200))
     return folder / "data"
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import corpus_head
 
 from bfnas.cli import main
 from bfnas.models.checkpoint import minilm_dir
@@ -15,20 +16,16 @@ from bfnas.models.pretraining import (
     build_data,
     load_shard,
     load_tokenizer,
-    stdlib_docstrings,
 )
 
 SETTINGS = DataSettings(seq_len=64, shard_size=300, seed=7)
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("corpus")
-    counts = stdlib_docstrings(folder / "all.txt")
+def corpus(stdlib_corpus, tmp_path_factory):
+    path, counts = stdlib_corpus
     assert counts["documents"] > 1000 and counts["words"] > 100_000
-    lines = (folder / "all.txt").read_text().splitlines()[:6000]
-    (folder / "small.txt").write_text("\n".join(lines) + "\n")
-    return folder / "small.txt"
+    return corpus_head(path, 6000, tmp_path_factory.mktemp("corpus") / "small.txt")
 
 
 @pytest.fixture(scope="module")
