@@ -122,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         text = sys.stdin.read() if a.job == "-" else Path(a.job).read_text()
+        code, out = run_job_text(text)
     except OSError as exc:
-        text = json.dumps({"unreadable": str(exc)})
-    code, out = run_job_text(text)
+        code, out = 1, _failed(exc)
     print(out)
     return code
 
@@ -132,12 +132,13 @@ def main(argv: list[str] | None = None) -> int:
 def run_job_text(text: str) -> tuple[int, str]:
     """(exit code, one JSON line) for a job given as JSON text: failures are data too."""
     try:
-        job = json.loads(text)
-        if "unreadable" in job:
-            raise JobError(f"cannot read the job: {job['unreadable']}")
-        return 0, json.dumps(run_job(job))
+        return 0, json.dumps(run_job(json.loads(text)))
     except Exception as exc:  # reported to the parent as data, never as a traceback
-        return 1, json.dumps({"status": "failed", "reason": f"{type(exc).__name__}: {exc}"})
+        return 1, _failed(exc)
+
+
+def _failed(exc: Exception) -> str:
+    return json.dumps({"status": "failed", "reason": f"{type(exc).__name__}: {exc}"})
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from bfnas.models.subnet import SubnetConfig
 
 OPSET = 17
 # Part of every direct artifact's cache key: bump it whenever the emitted graph changes.
-WRITER_VERSION = 2
+WRITER_VERSION = 3
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "last_hidden_state"
 
@@ -57,7 +57,7 @@ class _Graph:
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self._count: dict[str, int] = {}
-        self._consts: set[str] = set()
+        self._names: set[str] = set()
 
     def name(self, op: str) -> str:
         n = self._count.get(op, 0)
@@ -71,9 +71,12 @@ class _Graph:
         return names
 
     def const(self, name: str, value: np.ndarray) -> str:
-        # np.ascontiguousarray would turn a 0-d scalar into shape [1].
-        value = np.asarray(value)
-        self.inits.append(numpy_helper.from_array(value if value.flags.c_contiguous else value.copy(), name))
+        """An initializer; a name already added is shared (shape constants recur per layer)."""
+        if name not in self._names:
+            self._names.add(name)
+            # np.ascontiguousarray would turn a 0-d scalar into shape [1].
+            value = np.asarray(value)
+            self.inits.append(numpy_helper.from_array(value if value.flags.c_contiguous else value.copy(), name))
         return name
 
     def scalar(self, name: str, value: float | int, dtype=np.float32) -> str:
@@ -89,22 +92,11 @@ class _Graph:
         (shape,) = self.op("Shape", [x])
         dims = []
         for axis in (0, 1):
-            (d,) = self.op("Gather", [shape, self.scalar_i64(axis)], axis=0)
-            (d,) = self.op("Unsqueeze", [d, self.axes0()])
+            (d,) = self.op("Gather", [shape, self.scalar(f"i64_{axis}", axis, np.int64)], axis=0)
+            (d,) = self.op("Unsqueeze", [d, self.const("axes_0", np.array([0], np.int64))])
             dims.append(d)
         (out,) = self.op("Concat", [*dims, tail], axis=0)
         return out
-
-    def scalar_i64(self, value: int) -> str:
-        name = f"i64_{value}"
-        if name not in self._consts:
-            self._consts.add(self.scalar(name, value, np.int64))
-        return name
-
-    def axes0(self) -> str:
-        if "axes_0" not in self._consts:
-            self._consts.add(self.const("axes_0", np.array([0], np.int64)))
-        return "axes_0"
 
     def quantize_input(self, x: str) -> tuple[str, str, str]:
         q, scale, zp = self.op("DynamicQuantizeLinear", [x], outputs=3)
@@ -172,18 +164,18 @@ def write_onnx(
 
     # Embeddings: word + token type + position, then LayerNorm.
     (shape,) = g.op("Shape", ["input_ids"])
-    (seq,) = g.op("Gather", [shape, g.scalar("seq_axis", 1, i64)], axis=0)
+    (seq,) = g.op("Gather", [shape, g.scalar("i64_1", 1, i64)], axis=0)
     word = g.gather_table(state["embeddings.word_embeddings.weight"], "input_ids", "embeddings.word_embeddings")
     types = g.gather_table(state["embeddings.token_type_embeddings.weight"], "token_type_ids",
                            "embeddings.token_type_embeddings")
     (x,) = g.op("Add", [word, types])
-    (positions,) = g.op("Range", [g.scalar("zero", 0, i64), seq, g.scalar("one", 1, i64)])
-    (positions,) = g.op("Unsqueeze", [positions, g.axes0()])
+    (positions,) = g.op("Range", [g.scalar("i64_0", 0, i64), seq, g.scalar("i64_1", 1, i64)])
+    (positions,) = g.op("Unsqueeze", [positions, g.const("axes_0", np.array([0], i64))])
     pos = g.gather_table(state["embeddings.position_embeddings.weight"], positions,
                          "embeddings.position_embeddings")
     (x,) = g.op("Add", [x, pos])
     x = g.layer_norm(x, state["embeddings.LayerNorm.weight"], state["embeddings.LayerNorm.bias"],
-                     "embeddings.LayerNorm", eps, out=None if cfg.layers else OUTPUT_NAME)
+                     "embeddings.LayerNorm", eps)
 
     # [batch, seq] of 1/0 -> [batch, 1, 1, seq] of 0/-10000, as models.bert.additive_mask.
     (m,) = g.op("Unsqueeze", ["attention_mask", g.const("axes_1", np.array([1], i64))])
@@ -247,7 +239,7 @@ def write_onnx(
     model.ir_version = 8  # what the exporter writes; readable by every ORT this tool supports
     # Stored shapes are what ONNX Runtime's SkipLayerNormalization fusion keys on (the
     # quantizer leaves them in its output too); without them the session runs another graph.
+    # Strict inference also rejects a mistyped graph, so no separate checker pass is run.
     model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return dict(Counter(n.op_type for n in g.nodes))
