@@ -118,6 +118,31 @@ def artifact_record(art: Artifact) -> dict[str, Any]:
 
 
 @dataclass
+class SubnetMeasurer:
+    """Builds a subnet's artifact and measures it beside its anchor: what a profiling job and
+    a search's verification both do with one subnet."""
+
+    cache: ArtifactCache
+    supernet: SuperBert
+    profile: HardwareProfile
+    runner: Runner
+    _anchors: dict[str, AnchorRef | None] = field(default_factory=dict, init=False, repr=False)
+
+    def __call__(self, cfg: SubnetConfig) -> tuple[dict, Artifact | None]:
+        try:
+            art = artifact_for(self.cache, self.supernet, cfg, self.profile)
+        except Exception as exc:  # an export that fails is a stored failure, not a stop
+            return {"status": "failed", "reason": f"export: {type(exc).__name__}: {exc}"}, None
+        # Building an anchor's supernet and hashing its weights costs ~0.1 s: once per rung.
+        w = self.profile.workload
+        rung = anchor_arch(cfg, w.seq_len, w.batch).key()
+        if rung not in self._anchors:
+            self._anchors[rung] = anchor_artifact(self.cache, self.profile, cfg)
+        result = measure_artifact(self.runner, str(art.path), art.sha256, self.profile, self._anchors[rung])
+        return result, art
+
+
+@dataclass
 class ProfileEvent:
     kind: str  # "plan" | "measured" | "skipped" | "reference" | "drift"
     cfg: SubnetConfig | None
@@ -141,7 +166,7 @@ class ProfileJob:
     # A sampled subnet's file is deleted once measured (its record stays in the store):
     # thousands of INT8 BERTs with their embedding tables fill a disk (~10 MB each).
     keep_artifacts: bool = True
-    _anchors: dict[str, AnchorRef | None] = field(default_factory=dict, init=False, repr=False)
+    _measurer: SubnetMeasurer | None = field(default=None, init=False, repr=False)
 
     def run(self) -> dict[str, Any]:
         p = self.profile
@@ -192,17 +217,9 @@ class ProfileJob:
                 **summary}
 
     def _measure(self, cfg: SubnetConfig) -> tuple[dict, Artifact | None]:
-        try:
-            art = artifact_for(self.cache, self.supernet, cfg, self.profile)
-        except Exception as exc:  # an export that fails is a stored failure, not a stop
-            return {"status": "failed", "reason": f"export: {type(exc).__name__}: {exc}"}, None
-        # Building an anchor's supernet and hashing its weights costs ~0.1 s: once per rung.
-        rung = anchor_arch(cfg, self.profile.workload.seq_len, self.profile.workload.batch).key()
-        if rung not in self._anchors:
-            self._anchors[rung] = anchor_artifact(self.cache, self.profile, cfg)
-        result = measure_artifact(self.runner, str(art.path), art.sha256, self.profile,
-                                  self._anchors[rung])
-        return result, art
+        if self._measurer is None:
+            self._measurer = SubnetMeasurer(self.cache, self.supernet, self.profile, self.runner)
+        return self._measurer(cfg)
 
     def _reference(self, cfg: SubnetConfig, phash: str, run_id: int, refs: list[float],
                    drift: list[dict]) -> float | None:

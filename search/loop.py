@@ -12,9 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bfnas.bench.measure import measure_artifact
 from bfnas.bench.profile import HardwareProfile
-from bfnas.bench.profiling import anchor_artifact, artifact_for, artifact_record
+from bfnas.bench.profiling import SubnetMeasurer, artifact_record
 from bfnas.bench.runner import Runner
 from bfnas.bench.store import LatencyStore
 from bfnas.models.artifact import ArtifactCache
@@ -39,18 +38,14 @@ class DeviceVerifier:
     supernet: SuperBert
     cache: ArtifactCache
     runner: Runner
+    _measure: SubnetMeasurer | None = field(default=None, init=False, repr=False)
 
     def __call__(self, cfg: SubnetConfig, run_id: int) -> dict:
         p = self.profile
+        if self._measure is None:
+            self._measure = SubnetMeasurer(self.cache, self.supernet, p, self.runner)
         phash = self.store.add_profile(p.name, p.resolved(), p.hash())
-        try:
-            art = artifact_for(self.cache, self.supernet, cfg, p)
-        except Exception as exc:  # an export failure is a failed verification, not a stop
-            result: dict[str, Any] = {"status": "failed", "reason": f"export: {type(exc).__name__}: {exc}"}
-            art = None
-        else:
-            result = measure_artifact(self.runner, str(art.path), art.sha256, p,
-                                      anchor_artifact(self.cache, p, cfg))
+        result, art = self._measure(cfg)
         # A subnet measured for the first time joins the training rows; a repeat is kept
         # apart as role "verify" so a subnet never counts twice.
         role = "verify" if cfg.key() in self.store.measured_keys(phash) else "sample"
