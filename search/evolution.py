@@ -62,6 +62,13 @@ class Budget:
         if self.min_ms is not None and not 0 <= self.min_ms < self.max_ms:
             raise InputError("--min-latency-ms", None, f"must be in [0, {self.max_ms}), got {self.min_ms}")
 
+    def admits(self, mid: np.ndarray, lo: np.ndarray, hi: np.ndarray, margin: bool = True) -> np.ndarray:
+        """Which predictions fit: with the margin, the top of the band under the maximum and
+        its bottom over the floor; without it, the point prediction."""
+        upper, lower = (hi, lo) if margin else (mid, mid)
+        ok = upper <= self.max_ms
+        return ok if self.min_ms is None else ok & (lower >= self.min_ms)
+
 
 @dataclass
 class Candidate:
@@ -96,9 +103,8 @@ def predictor_scorer(predictor) -> Scorer:
     """A `Scorer` over a fitted `LatencyPredictor`: features once, one booster call."""
 
     def score(cfgs: Sequence[SubnetConfig]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        mid = predictor.predict(predictor.features(cfgs))
-        lo, hi = predictor.spread or (1.0, 1.0)
-        return mid, mid * min(lo, 1.0), mid * max(hi, 1.0)
+        mid = predictor.predict(cfgs)
+        return (mid, *predictor.band(mid))
 
     return score
 
@@ -171,10 +177,10 @@ def evolve(
             return []
         mid, lo, hi = score(fresh)
         calls += 1
-        upper, lower = (hi, lo) if settings.margin else (mid, mid)
+        fits = budget.admits(mid, lo, hi, settings.margin)
         out = []
         for i, c in enumerate(fresh):
-            ok = bool(upper[i] <= budget.max_ms and (budget.min_ms is None or lower[i] >= budget.min_ms))
+            ok = bool(fits[i])
             # Only feasible members are ranked: a costly plugin objective is not spent on the rest.
             value = objective(c) if ok else float("nan")
             cand = Candidate(c, value, float(mid[i]), float(lo[i]), float(hi[i]), ok, generation)
@@ -250,10 +256,10 @@ def random_search(space: SearchSpace, score: Scorer, objective: Callable[[Subnet
     rng = random.Random(seed)
     cfgs = list({c.key(): c for c in (space.sample(rng) for _ in range(n))}.values())
     mid, lo, hi = score(cfgs)
-    upper, lower = (hi, lo) if margin else (mid, mid)
+    fits = budget.admits(mid, lo, hi, margin)
     best = None
     for i, c in enumerate(cfgs):
-        if upper[i] <= budget.max_ms and (budget.min_ms is None or lower[i] >= budget.min_ms):
+        if fits[i]:
             value = objective(c)
             if best is None or value > best.objective:
                 best = Candidate(c, value, float(mid[i]), float(lo[i]), float(hi[i]), True, 0)

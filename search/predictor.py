@@ -183,9 +183,12 @@ class LatencyPredictor:
     def predict_interval(self, cfgs: Sequence[SubnetConfig] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A (low, high) band in ms holding the measured latency with the spread quantiles'
         probability (10-90 %: 80 %); search can keep a candidate only if `high` fits."""
-        mid = self.predict(cfgs)
-        lo, hi = self.spread
-        return mid * min(lo, 1.0), mid * max(hi, 1.0)
+        return self.band(self.predict(cfgs))
+
+    def band(self, predicted_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The (low, high) band around predictions already made."""
+        lo, hi = self.spread or (1.0, 1.0)
+        return predicted_ms * min(lo, 1.0), predicted_ms * max(hi, 1.0)
 
     # -- files ---------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
