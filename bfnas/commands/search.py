@@ -71,21 +71,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     settings = EvolutionSettings(population=args.population, parents=args.parents,
                                  generations=args.generations, margin=not args.no_margin,
                                  mode=args.mode, seed=args.seed)
-    if args.objective == "oneshot" and not args.data:
-        raise InputError("--objective", None, "oneshot needs held-out pretraining data: pass --data DIR "
-                                              "(made by `bfnas data build`)")
-    if args.objective != "oneshot":
-        objective = load_objective(args.objective, profile.workload.seq_len, profile.workload.batch)
     if not Path(args.db).is_file():
         raise InputError(args.db, None, f"no such store: run `bfnas profile --hw {profile.name} "
                                         f"--space {args.space} --samples 300 --db {args.db}` first")
     space, supernet = space_and_supernet(args)
-    if args.objective == "oneshot":
+    scorer = None
+    if args.objective == "oneshot" and args.data:
         from bfnas.models.oneshot import OneShotScorer, held_out_batch
 
         # The teacher is the supernet's largest member: the checkpoint it was loaded from.
         scorer = OneShotScorer(supernet, space.largest(), held_out_batch(args.data))
-        objective = load_objective("oneshot", oneshot=scorer)
+    objective = load_objective(args.objective, profile.workload.seq_len, profile.workload.batch,
+                               oneshot=scorer)
     predictor = (LatencyPredictor.load(args.model, profile.hash(), space.name) if args.model else None)
     runner = runner_for(profile) if args.verify else None
     out = console(stderr=args.json)
