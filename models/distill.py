@@ -117,35 +117,20 @@ def mlm_loss(supernet: SuperBert, head: MlmHead, batch: dict[str, Tensor], cfg: 
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), ignore_index=-100)
 
 
-def training_shards(data_dir: str | Path) -> list[str]:
-    """The shard files of a `bfnas data build` folder (at least two: the last is held out)."""
-    from bfnas.models.pretraining import MANIFEST
-
-    folder = Path(data_dir)
-    manifest = folder / MANIFEST
-    if not manifest.is_file():
-        raise InputError(str(folder), None, "no manifest.json: not a `bfnas data build` folder")
-    shards = [s["file"] for s in json.loads(manifest.read_text()).get("shards", [])]
-    if len(shards) < 2:
-        raise InputError(str(manifest), "shards", "need at least 2 shards (the last is held out)")
-    return shards
-
-
 def training_batches(data_dir: str | Path, batch: int, seed: int) -> Iterator[dict[str, Tensor]]:
     """Endless batches from every shard but the last (held out for one-shot scoring), in a
     seeded order: the original tokens (what distillation reads) and the masked ones with
     their labels (what MLM reads)."""
-    from bfnas.models.pretraining import load_shard
+    from bfnas.models.pretraining import load_shard, original_tokens, shard_files
 
-    folder = Path(data_dir)
-    shards = training_shards(folder)
+    shards = shard_files(data_dir, at_least=2)[:-1]
     rng = np.random.default_rng(seed)
     while True:
-        for name in rng.permutation(shards[:-1]):
-            shard = load_shard(folder / name)
+        for i in rng.permutation(len(shards)):
+            shard = load_shard(shards[i])
             labels = shard["labels"].astype(np.int64)
             masked = shard["input_ids"].astype(np.int64)
-            ids = np.where(labels != -100, labels, masked)
+            ids = original_tokens(shard)
             mask = shard["attention_mask"].astype(np.int64)
             order = rng.permutation(len(ids))
             for start in range(0, len(ids) - batch + 1, batch):

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bfnas.models.errors import InputError
 from bfnas.models.subnet import SubnetConfig
 from bfnas.models.supernet import SuperBert
 
@@ -33,20 +32,10 @@ def linear_cka(x: Tensor, y: Tensor) -> float:
 def held_out_batch(data_dir: str | Path, sequences: int = 16) -> dict[str, np.ndarray]:
     """The first `sequences` rows of the *last* shard of `bfnas data build` output (held out
     by convention: training reads the others), with the masked tokens put back."""
-    from bfnas.models.pretraining import MANIFEST, load_shard
+    from bfnas.models.pretraining import load_shard, original_tokens, shard_files
 
-    folder = Path(data_dir)
-    manifest = folder / MANIFEST
-    if not manifest.is_file():
-        raise InputError(str(folder), None, "no manifest.json: not a `bfnas data build` folder")
-    import json
-
-    shards = json.loads(manifest.read_text()).get("shards") or []
-    if not shards:
-        raise InputError(str(manifest), "shards", "no shards written yet")
-    shard = load_shard(folder / shards[-1]["file"])
-    labels, ids = shard["labels"][:sequences], shard["input_ids"][:sequences]
-    original = np.where(labels != -100, labels, ids).astype(np.int64)
+    shard = load_shard(shard_files(data_dir)[-1])
+    original = original_tokens(shard)[:sequences]
     return {"input_ids": original, "attention_mask": shard["attention_mask"][:sequences].astype(np.int64),
             "token_type_ids": np.zeros_like(original)}
 

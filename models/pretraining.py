@@ -296,6 +296,25 @@ def load_shard(path: str | Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in ("input_ids", "attention_mask", "labels")}
 
 
+def original_tokens(shard: dict[str, np.ndarray]) -> np.ndarray:
+    """A shard's text before masking (int64 ids): the masked positions' labels put back."""
+    return np.where(shard["labels"] != IGNORE, shard["labels"], shard["input_ids"]).astype(np.int64)
+
+
+def shard_files(data_dir: str | Path, at_least: int = 1) -> list[Path]:
+    """The shards of a `bfnas data build` folder in order. By convention the last one is
+    held out (one-shot scoring reads it, training reads the others)."""
+    folder = Path(data_dir)
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        raise InputError(str(folder), None, "no manifest.json: not a `bfnas data build` folder")
+    shards = [folder / s["file"] for s in json.loads(manifest.read_text()).get("shards", [])]
+    if len(shards) < at_least:
+        raise InputError(str(manifest), "shards", f"{len(shards)} shards, need at least {at_least}"
+                                                  + (" (the last is held out)" if at_least > 1 else ""))
+    return shards
+
+
 def stdlib_docstrings(out: str | Path, min_words: int = 20) -> dict[str, int]:
     """Write the docstrings of the Python standard library (read with `ast`, never
     imported) as a corpus: one docstring per document, paragraphs on their own lines.

@@ -44,14 +44,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
 
     from bfnas.models.checkpoint import load_supernet, read_config, resolve_checkpoint
-    from bfnas.models.distill import SupernetTrainer, TrainSettings, training_shards
+    from bfnas.models.distill import SupernetTrainer, TrainSettings
+    from bfnas.models.pretraining import shard_files
     from bfnas.models.space import load_space
 
     settings = TrainSettings(steps=args.steps, batch=args.batch, lr=args.lr, random_subnets=args.random_subnets,
                              checkpoint_every=args.checkpoint_every, loss=args.loss,
                              int8_aware=args.int8_aware, seed=args.seed)
     space = load_space(args.space)
-    training_shards(args.data)  # bad input is refused before the models load
+    shard_files(args.data, at_least=2)  # bad input is refused before the models load
     teacher = load_supernet(args.teacher)
     _, _, raw = read_config(resolve_checkpoint(args.teacher))
     student = load_supernet(args.init or args.teacher)
