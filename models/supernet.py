@@ -28,6 +28,7 @@ from bfnas.models.bert import (
     run_layer,
 )
 from bfnas.models.errors import InputError
+from bfnas.models.fake_quant import fake_quant_activation, int8_linear
 from bfnas.models.space import SearchSpace
 from bfnas.models.subnet import SubnetConfig
 
@@ -125,8 +126,6 @@ class SuperBert(nn.Module):
     def _run(self, input_ids: Tensor, cfg: SubnetConfig, attention_mask: Tensor | None,
              token_type_ids: Tensor | None, int8: bool = False,
              probs: list[Tensor] | None = None) -> tuple[list[Tensor], list[Tensor]]:
-        from bfnas.models.fake_quant import fake_quant_activation, int8_linear
-
         self.check_fits(cfg)
         eps = self.dims.vocab.layer_norm_eps
         if attention_mask is None:

@@ -12,6 +12,7 @@ import base64
 import html
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,8 @@ def coverage_plot(store: LatencyStore, profile: dict, folder: Path) -> Path | No
 def accuracy_plot(rows: LatencyRows, folder: Path, seed: int = 0) -> tuple[Path, dict]:
     if len(rows.cfgs) > CV_ROWS:
         pick = np.random.default_rng(seed).permutation(len(rows.cfgs))[:CV_ROWS]
-        rows = LatencyRows(rows.profile, rows.profile_hash, rows.space, rows.seq_len, rows.batch,
-                           rows.label, [rows.cfgs[i] for i in pick], rows.ms[pick])
+        cfgs, ms = rows.subset(pick)
+        rows = replace(rows, cfgs=cfgs, ms=ms)
     predicted, _ = out_of_fold(rows, PredictorSettings(seed=seed), 5, seed)
     m = accuracy(rows.ms, predicted)
     plt = _plt()
