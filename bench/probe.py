@@ -25,14 +25,30 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def probe(profile: HardwareProfile) -> list[Check]:
+def probe(profile: HardwareProfile, ray_address: str | None = None) -> list[Check]:
+    """Is the profile usable? Local targets are checked here; SSH devices run this same
+    check on the device (through the device's Python); Ray devices in one of their actors."""
+    kind = "ray" if ray_address else profile.target.kind
+    if kind == "ssh":
+        from bfnas.bench.ssh_runner import SshRunner, remote_probe
+
+        runner = SshRunner(profile.target, retries=0)
+        try:
+            return [Check(**c) for c in remote_probe(runner, profile)]
+        finally:
+            runner.close()
+    if kind == "ray":
+        if not _has("ray"):
+            return [Check("ray", False, "python package ray is not installed (pip install 'bfnas[ray]')")]
+        from bfnas.bench.ray_runner import ray_probe
+
+        return [Check(**c) for c in ray_probe(profile, ray_address)]
+    return local_checks(profile)
+
+
+def local_checks(profile: HardwareProfile) -> list[Check]:
+    """The checks of a profile on this machine, whatever its target says."""
     checks: list[Check] = []
-    target = profile.target
-    if target.kind != "local":
-        checks.append(Check("target", False,
-                            f"{target.kind} targets are probed by the remote runners, which this "
-                            "version does not have yet"))
-        return checks
     model, isa = cpu_model()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     checks.append(Check("cpu", True, f"{model}; {cores} usable cores; ISA: {', '.join(isa) or 'n/a'}"))
@@ -69,3 +85,32 @@ def probe(profile: HardwareProfile) -> list[Check]:
             checks.append(Check(module, ok, "importable" if ok else
                                 f"python package {pip_name} is not installed (pip install 'bfnas[tensorrt]')"))
     return checks
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bfnas.bench.probe --json -`: what a remote runner calls on the device; the
+    profile (resolved JSON) on stdin, the local checks as one JSON line on stdout."""
+    import argparse
+    import json
+    import sys
+
+    from bfnas import __version__
+
+    p = argparse.ArgumentParser(prog="python -m bfnas.bench.probe",
+                                description="Check a profile on this machine (what a device runs for "
+                                            "`bfnas hw check`).",
+                                epilog="example:\n  bfnas hw show local-cpu-int8 --json | "
+                                       "python -m bfnas.bench.probe --json -",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", required=True, help="print one JSON line")
+    p.add_argument("profile", help="resolved profile JSON file, or - for standard input")
+    a = p.parse_args(argv)
+    text = sys.stdin.read() if a.profile == "-" else Path(a.profile).read_text()
+    data = {k: v for k, v in json.loads(text).items() if k not in ("hash", "source")}
+    profile = HardwareProfile.model_validate(data)
+    print(json.dumps({"bfnas": __version__, "checks": [c.to_dict() for c in local_checks(profile)]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

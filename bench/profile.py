@@ -36,6 +36,11 @@ class Target(_Strict):
     port: Annotated[int, Field(gt=0, lt=65536)] = 22
     identity_file: str | None = None
     known_hosts: str | None = None
+    # Host keys are checked against known_hosts; trusting a first-seen key is opt-in.
+    accept_new_host_key: bool = False
+    # A failed or dropped connection is tried again this often, waiting 1x, 2x, 4x... backoff.
+    retries: Annotated[int, Field(ge=0, le=20)] = 4
+    retry_backoff_s: PositiveFloat = 1.0
     python: str = "python3"
     workdir: str = "~/.cache/bfnas"
     connect_timeout_s: PositiveFloat = 10.0
@@ -49,6 +54,10 @@ class Target(_Strict):
         if self.kind == "ray" and not self.resource:
             raise ValueError("a ray target needs resource (the custom resource its node advertises)")
         return self
+
+
+# Target fields that say how to connect, not what is measured: left out of the hash.
+CONNECTION_POLICY = ("accept_new_host_key", "retries", "retry_backoff_s")
 
 
 class Runtime(_Strict):
@@ -141,6 +150,8 @@ class HardwareProfile(_Strict):
         the description does not."""
         d = self.resolved()
         d.pop("description")
+        for key in CONNECTION_POLICY:  # how a device is reached does not change its numbers
+            d["target"].pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -181,40 +181,99 @@ class ProfileJob:
         counts = {"ok": 0, "unstable": 0, "failed": 0, "skipped": len(plan) - len(todo),
                   "taken_by_other": 0}
         ref_cfg, refs, drift = reference_subnet(self.space), [], []
-        every = p.measure.drift_every
         status = "interrupted"
+        if self._measurer is None:  # made before any lane thread could race to make it
+            self._measurer = SubnetMeasurer(self.cache, self.supernet, self.profile, self.runner)
         try:
-            measured_since_ref = every  # measure the reference first when there is work
-            for cfg in todo:
-                if every and measured_since_ref >= every:
-                    refs.append(self._reference(ref_cfg, phash, run_id, refs, drift))
-                    measured_since_ref = 0
-                if not self.store.claim(phash, cfg, self.retry):
-                    counts["taken_by_other"] += 1
-                    self.on_event(ProfileEvent("skipped", cfg, message="measured or claimed elsewhere"))
-                    continue
-                try:
-                    result, art = self._measure(cfg)
-                    self.store.add_measurement(
-                        phash, cfg, self.space.name, result, run_id, "sample",
-                        artifact_record(art) if art else None,
-                        reference_ms=refs[-1] if refs else None, supersede=bool(self.retry),
-                    )
-                    if art is not None and not self.keep_artifacts:
-                        self.cache.discard(art)
-                finally:
-                    self.store.release(phash, cfg)
-                counts[result["status"]] += 1
-                measured_since_ref += 1
-                self.on_event(ProfileEvent("measured", cfg, result))
-            if every and todo and measured_since_ref > 0:
-                refs.append(self._reference(ref_cfg, phash, run_id, refs, drift))
+            lanes = max(1, getattr(self.runner, "lanes", 1))
+            if lanes == 1:
+                self._run_serial(todo, ref_cfg, phash, run_id, counts, refs, drift)
+            else:
+                self._run_parallel(todo, lanes, ref_cfg, phash, run_id, counts, refs, drift)
             status = "finished"
         finally:
             summary = {**counts, "planned": len(plan), "reference_ms": refs, "drift": drift}
             self.store.finish_run(run_id, status, summary)
         return {"status": status, "run_id": run_id, "profile": p.name, "profile_hash": phash,
                 **summary}
+
+    def _run_serial(self, todo: list[SubnetConfig], ref_cfg: SubnetConfig, phash: str, run_id: int,
+                    counts: dict, refs: list, drift: list) -> None:
+        every = self.profile.measure.drift_every
+        measured_since_ref = every  # measure the reference first when there is work
+        for cfg in todo:
+            if every and measured_since_ref >= every:
+                refs.append(self._reference(ref_cfg, phash, run_id, refs, drift))
+                measured_since_ref = 0
+            if not self._claim(cfg, phash, counts):
+                continue
+            try:
+                result, art = self._measure(cfg)
+                self._store(cfg, result, art, phash, run_id, refs, counts)
+            finally:
+                self.store.release(phash, cfg)
+            measured_since_ref += 1
+        if every and todo and measured_since_ref > 0:
+            refs.append(self._reference(ref_cfg, phash, run_id, refs, drift))
+
+    def _run_parallel(self, todo: list[SubnetConfig], lanes: int, ref_cfg: SubnetConfig, phash: str,
+                      run_id: int, counts: dict, refs: list, drift: list) -> None:
+        """Several devices at once (a fleet): one job in flight per device plus one whose
+        artifact is being built. Results are stored by this thread alone, as they finish.
+        The drift reference is measured before and after the subnets (on whichever device
+        is free: with a fleet it tracks the fleet, not one device)."""
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        every = self.profile.measure.drift_every
+        if every and todo:
+            refs.append(self._reference(ref_cfg, phash, run_id, refs, drift))
+        pending: dict = {}
+        queue_ = iter(todo)
+        pool = ThreadPoolExecutor(max_workers=lanes + 1, thread_name_prefix="bfnas-lane")
+        try:
+            while True:
+                while len(pending) < lanes + 1:
+                    cfg = next(queue_, None)
+                    if cfg is None:
+                        break
+                    if self._claim(cfg, phash, counts):
+                        pending[pool.submit(self._measure, cfg)] = cfg
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    cfg = pending.pop(fut)
+                    try:
+                        result, art = fut.result()
+                        self._store(cfg, result, art, phash, run_id, refs, counts)
+                    finally:
+                        self.store.release(phash, cfg)
+        finally:
+            # Interrupted: jobs not started are dropped, running ones are not stored.
+            pool.shutdown(wait=False, cancel_futures=True)
+            for cfg in pending.values():
+                self.store.release(phash, cfg)
+        if every and todo:
+            refs.append(self._reference(ref_cfg, phash, run_id, refs, drift))
+
+    def _claim(self, cfg: SubnetConfig, phash: str, counts: dict) -> bool:
+        if self.store.claim(phash, cfg, self.retry):
+            return True
+        counts["taken_by_other"] += 1
+        self.on_event(ProfileEvent("skipped", cfg, message="measured or claimed elsewhere"))
+        return False
+
+    def _store(self, cfg: SubnetConfig, result: dict, art: Artifact | None, phash: str, run_id: int,
+               refs: list, counts: dict) -> None:
+        self.store.add_measurement(
+            phash, cfg, self.space.name, result, run_id, "sample",
+            artifact_record(art) if art else None,
+            reference_ms=refs[-1] if refs else None, supersede=bool(self.retry),
+        )
+        if art is not None and not self.keep_artifacts:
+            self.cache.discard(art)
+        counts[result["status"]] += 1
+        self.on_event(ProfileEvent("measured", cfg, result))
 
     def _measure(self, cfg: SubnetConfig) -> tuple[dict, Artifact | None]:
         if self._measurer is None:

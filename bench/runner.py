@@ -19,7 +19,17 @@ from typing import Protocol
 from bfnas.bench.profile import HardwareProfile
 
 
+class DeviceUnreachable(RuntimeError):
+    """The device cannot be reached (after retries): not a property of the subnet, so the
+    job stops instead of storing a failure; a rerun resumes."""
+
+
 class Runner(Protocol):
+    """Runs measurement jobs somewhere. `lanes`: how many jobs it can run at once (one per
+    device); `run` may then be called from that many threads."""
+
+    lanes: int
+
     def run(self, model: str, sha256: str, profile: HardwareProfile,
             anchor: tuple[str, str] | None = None) -> dict: ...
 
@@ -55,6 +65,8 @@ class LocalRunner:
 
     By default the process is forked from a fork server (`bench.forkserver`, started on the
     first job); with `fork=False` it is a new `python -m bfnas.bench.worker` process."""
+
+    lanes = 1
 
     def __init__(self, python: str = sys.executable, fork: bool = True) -> None:
         self.python = python

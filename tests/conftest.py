@@ -100,3 +100,109 @@ def corpus_head(corpus: Path, lines: int, out: Path) -> Path:
     """The first `lines` lines of a corpus, as a file of their own."""
     out.write_text("\n".join(corpus.read_text().splitlines()[:lines]) + "\n")
     return out
+
+
+class SshServer:
+    """A real OpenSSH server on 127.0.0.1 with its own host key, one authorized user key and
+    a known_hosts line for it; can be stopped (dropping every connection) and started again
+    on the same port."""
+
+    def __init__(self, folder: Path) -> None:
+        import getpass
+        import shutil
+        import socket
+        import subprocess
+
+        sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+        if not Path(sshd).is_file():
+            pytest.fail("sshd is not installed (.ci/run installs Debian's openssh-server)")
+        self.sshd, self.folder, self.user = sshd, folder, getpass.getuser()
+        for name in ("host_key", "user_key"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / name)], check=True)
+        (folder / "authorized_keys").write_text((folder / "user_key.pub").read_text())
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.config = folder / "sshd_config"
+        self.config.write_text(f"""Port {self.port}
+ListenAddress 127.0.0.1
+HostKey {folder}/host_key
+PidFile {folder}/sshd.pid
+AuthorizedKeysFile {folder}/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+PrintMotd no
+""")
+        host_pub = " ".join((folder / "host_key.pub").read_text().split()[:2])
+        self.known_hosts = folder / "known_hosts"
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_pub}\n")
+        self.identity = folder / "user_key"
+        self.proc = None
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation dir
+        self.start()
+
+    def start(self) -> None:
+        import socket
+        import subprocess
+        import time
+
+        with open(self.folder / "sshd.log", "ab") as log:
+            self.proc = subprocess.Popen([self.sshd, "-D", "-e", "-f", str(self.config)], stderr=log)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"sshd exited: {(self.folder / 'sshd.log').read_text()[-500:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        pytest.fail("sshd did not listen within 15 s")
+
+    def stop(self) -> None:
+        """Kill sshd and every session it started: open connections drop as in a network cut."""
+        import contextlib
+        import signal
+
+        if self.proc is None:
+            return
+        for pid in [*descendants(self.proc.pid), self.proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+    def target(self, **extra) -> dict:
+        import sys
+
+        return {"kind": "ssh", "host": "127.0.0.1", "port": self.port, "user": self.user,
+                "identity_file": str(self.identity), "known_hosts": str(self.known_hosts),
+                "python": sys.executable, **extra}
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    server = SshServer(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()

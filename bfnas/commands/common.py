@@ -112,10 +112,32 @@ def print_json(obj: Any) -> int:
 
 
 def runner_for(profile):
-    """Where a profile's measurements run (local for now; SSH and Ray are refused)."""
+    """Where a profile's measurements run: this machine, an SSH device, or the devices of a
+    Ray cluster (see `on_ray`)."""
+    import importlib.util
+
     from bfnas.bench.runner import LocalRunner
 
-    if profile.target.kind == "local":
+    kind = profile.target.kind
+    if kind == "local":
         return LocalRunner()
-    raise InputError(profile.source, "target.kind",
-                     f"{profile.target.kind} targets are not supported by this version yet")
+    if kind == "ssh":
+        from bfnas.bench.ssh_runner import SshRunner
+
+        return SshRunner(profile.target)
+    if importlib.util.find_spec("ray") is None:
+        raise InputError(profile.source, "target.kind",
+                         "ray targets need the ray package (pip install 'bfnas[ray]')")
+    from bfnas.bench.ray_runner import RayRunner
+
+    return RayRunner(profile)
+
+
+def on_ray(profile, address: str | None):
+    """The profile as measured through a Ray cluster at `address` (its devices advertise a
+    resource named after the profile), or the profile itself without `--ray`."""
+    if not address:
+        return profile
+    target = profile.target.model_copy(update={"kind": "ray", "address": address,
+                                               "resource": profile.target.resource or profile.name})
+    return profile.model_copy(update={"target": target})

@@ -17,6 +17,7 @@ from bfnas.commands.common import (
     command,
     console,
     group,
+    on_ray,
     parse_arch,
     print_json,
     runner_for,
@@ -35,9 +36,12 @@ def register(sub) -> None:
                 "bfnas hw show local-cpu-int8 --json", cmd_hw_show)
     p.add_argument("profile", help="a profile name or a .toml path")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p = command(hw, "check", "validate a profile and probe its target; exit 2 if unusable",
+    p = command(hw, "check", "validate a profile and probe its target (here, over SSH or on Ray devices); "
+                "exit 2 if unusable",
                 "bfnas hw check x86-trt-int8", cmd_hw_check)
     p.add_argument("profile", help="a profile name or a .toml path")
+    p.add_argument("--ray", metavar="ADDRESS", help="probe the devices of this Ray cluster (nodes "
+                   "advertising a resource named after the profile); e.g. 127.0.0.1:6379 or auto")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = command(sub, "bench", "export (cached) and measure one subnet on a device",
@@ -49,6 +53,8 @@ def register(sub) -> None:
     p.add_argument("--arch", required=True, help="architecture as JSON text or a .json file")
     p.add_argument("--db", default=None, help="also store the measurement in this SQLite file")
     add_artifacts_arg(p)
+    p.add_argument("--ray", metavar="ADDRESS", help="measure on the devices of this Ray cluster (nodes "
+                   "advertising a resource named after the profile); e.g. 127.0.0.1:6379 or auto")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = command(sub, "profile", "sample, export, measure and store many subnets (resumable)",
@@ -67,6 +73,8 @@ def register(sub) -> None:
                    help="delete each subnet's ONNX file once measured (its record stays in the store); "
                         "for long jobs: an INT8 BERT is ~10 MB")
     add_artifacts_arg(p)
+    p.add_argument("--ray", metavar="ADDRESS", help="measure on the devices of this Ray cluster (nodes "
+                   "advertising a resource named after the profile); e.g. 127.0.0.1:6379 or auto")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
     p = command(sub, "worker", "measure one job (what runs on a device); prints one JSON line",
@@ -119,7 +127,7 @@ def cmd_hw_check(args: argparse.Namespace) -> int:
     from bfnas.bench.probe import probe
     from bfnas.bench.profile import load_profile
 
-    p = load_profile(args.profile)
+    p = on_ray(load_profile(args.profile), args.ray)
     checks = probe(p)
     usable = all(c.ok for c in checks)
     if args.json:
@@ -142,17 +150,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from bfnas.bench.measure import measure_artifact
     from bfnas.bench.profile import load_profile
     from bfnas.bench.profiling import anchor_artifact, artifact_for, artifact_record
+    from bfnas.bench.runner import DeviceUnreachable
     from bfnas.bench.store import LatencyStore
 
-    profile = load_profile(args.hw)
-    runner = runner_for(profile)
+    profile = on_ray(load_profile(args.hw), args.ray)
     space, supernet = space_and_supernet(args)
     cfg = parse_arch(args.arch)
     space.check(cfg, where=arch_where(args.arch))
     cache = artifact_cache(args.artifacts, seq_len=profile.workload.seq_len)
     art = artifact_for(cache, supernet, cfg, profile)
-    result = measure_artifact(runner, str(art.path), art.sha256, profile,
-                              anchor_artifact(cache, profile, cfg))
+    runner = runner_for(profile)
+    try:
+        result = measure_artifact(runner, str(art.path), art.sha256, profile,
+                                  anchor_artifact(cache, profile, cfg))
+    except DeviceUnreachable as exc:
+        sys.stderr.write(f"bfnas: error: device unreachable: {exc}\n")
+        return EXIT_FAILED
+    finally:
+        runner.close()
     if args.db:
         with LatencyStore(args.db) as store:
             phash = store.add_profile(profile.name, profile.resolved(), profile.hash())
@@ -187,10 +202,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     from bfnas.bench.profile import load_profile
     from bfnas.bench.profiling import STRATEGIES, ProfileEvent, ProfileJob
+    from bfnas.bench.runner import DeviceUnreachable
     from bfnas.bench.store import LatencyStore
 
-    profile = load_profile(args.hw)
-    runner = runner_for(profile)
+    profile = on_ray(load_profile(args.hw), args.ray)
     if args.samples < 1:
         raise InputError("--samples", None, "must be at least 1")
     if args.strategy not in STRATEGIES:
@@ -201,6 +216,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     space, supernet = space_and_supernet(args)
     cache = artifact_cache(args.artifacts, seq_len=profile.workload.seq_len)
     out = console(stderr=args.json)
+    runner = runner_for(profile)
     store = LatencyStore(Path(args.db))
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -225,11 +241,16 @@ def cmd_profile(args: argparse.Namespace) -> int:
         with progress:
             summary = job.run()
     except KeyboardInterrupt:
-        store.close()
         sys.stderr.write("bfnas: interrupted; every finished measurement is stored "
                          "(rerun the same command to resume)\n")
         return 130
-    store.close()
+    except DeviceUnreachable as exc:
+        sys.stderr.write(f"bfnas: error: device unreachable: {exc}; every finished measurement "
+                         "is stored (rerun the same command to resume)\n")
+        return EXIT_FAILED
+    finally:
+        store.close()
+        runner.close()
     if args.json:
         print_json(summary)
     else:

@@ -1,0 +1,228 @@
+"""Ray runner: measurements on the device nodes of a Ray cluster (`target.kind = "ray"`, or
+`bfnas profile --ray ADDRESS`).
+
+A device node advertises a custom resource named after the profile (the target's
+`resource`, else the profile's name) with capacity 1 per device:
+
+    ray start --address HEAD:6379 --resources '{"rpi4-ort-int8": 1}'
+
+The runner places one `DeviceActor` per unit of that resource; an actor holds its unit for
+its lifetime and runs one job at a time, so each device measures one subnet at a time. The
+actor runs every job in a fresh worker process forked on its node (as `LocalRunner` does
+here) and keeps received models by sha256, so a model crosses the network once per device.
+Only the driver writes the store: actors return results. `BFNAS_CPU_AFFINITY=0,1` in a
+node's environment pins its actor (and so its workers) to those cores: several "devices"
+on one many-core machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Any
+
+from bfnas.bench.profile import HardwareProfile
+from bfnas.bench.runner import DeviceUnreachable
+
+AFFINITY_ENV = "BFNAS_CPU_AFFINITY"
+DEFAULT_BLOB_DIR = "~/.cache/bfnas/ray-blobs"
+
+
+def resource_name(profile: HardwareProfile) -> str:
+    return profile.target.resource or profile.name
+
+
+def parse_affinity(text: str) -> list[int]:
+    """"0,2-3" -> [0, 2, 3]."""
+    cores: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            cores.extend(range(int(lo), int(hi) + 1))
+        elif part:
+            cores.append(int(part))
+    return cores
+
+
+class DeviceHost:
+    """What a device actor does on its node (plain class: testable without Ray)."""
+
+    def __init__(self, blob_dir: str = DEFAULT_BLOB_DIR) -> None:
+        from bfnas.bench.runner import LocalRunner
+
+        affinity = os.environ.get(AFFINITY_ENV)
+        if affinity:
+            os.sched_setaffinity(0, parse_affinity(affinity))
+        self.blobs = Path(blob_dir).expanduser()
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.runner = LocalRunner()  # its fork server inherits this process's affinity
+
+    def info(self) -> dict[str, Any]:
+        import socket
+
+        return {"host": socket.gethostname(), "pid": os.getpid(),
+                "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+
+    def has(self, sha256: str) -> bool:
+        return (self.blobs / f"{sha256}.onnx").is_file()
+
+    def put(self, sha256: str, data: bytes) -> None:
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise ValueError(f"received model does not hash to {sha256}")
+        part = self.blobs / f".part-{sha256}-{os.getpid()}"
+        part.write_bytes(data)
+        part.replace(self.blobs / f"{sha256}.onnx")
+
+    def measure(self, sha256: str, profile: dict, anchor_sha256: str | None) -> dict:
+        prof = HardwareProfile.model_validate(profile)
+        anchor = (str(self.blobs / f"{anchor_sha256}.onnx"), anchor_sha256) if anchor_sha256 else None
+        result = self.runner.run(str(self.blobs / f"{sha256}.onnx"), sha256, prof, anchor)
+        result["device"] = self.info()
+        return result
+
+    def probe(self, profile: dict) -> list[dict]:
+        from bfnas.bench.probe import local_checks
+
+        return [c.to_dict() for c in local_checks(HardwareProfile.model_validate(profile))]
+
+
+def _actor_class():
+    import ray
+
+    # No CPU reserved: the device resource is what serializes measurements on a node.
+    return ray.remote(num_cpus=0, max_restarts=0)(DeviceHost)
+
+
+def connect(address: str | None) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address or "auto", logging_level="ERROR", log_to_driver=False,
+                 include_dashboard=False)
+
+
+class RayRunner:
+    """Spreads jobs over every device advertising the profile's resource; `run` may be called
+    from `lanes` threads at once (the profiling job does that)."""
+
+    def __init__(self, profile: HardwareProfile, address: str | None = None, max_devices: int | None = None,
+                 blob_dir: str = DEFAULT_BLOB_DIR, wait_s: float = 60.0) -> None:
+        import ray
+
+        connect(address or profile.target.address)
+        self.resource = resource_name(profile)
+        available = int(ray.cluster_resources().get(self.resource, 0))
+        if available < 1:
+            raise DeviceUnreachable(f"no node of the Ray cluster advertises resource {self.resource!r} "
+                                    f"(start one with: ray start --address ... --resources "
+                                    f"'{{\"{self.resource}\": 1}}')")
+        n = min(available, max_devices) if max_devices else available
+        cls = _actor_class()
+        actors = [cls.options(resources={self.resource: 1}).remote(blob_dir) for _ in range(n)]
+        try:
+            self.devices = ray.get([a.info.remote() for a in actors], timeout=wait_s)
+        except Exception as exc:
+            for a in actors:
+                ray.kill(a)
+            raise DeviceUnreachable(f"device actors for {self.resource!r} did not start: {exc}") from None
+        self.lanes = n
+        self._idle: queue.Queue = queue.Queue()
+        for a in actors:
+            self._idle.put(a)
+        self._alive = n
+        self._lock = threading.Lock()
+        self._sent: set[tuple[int, str]] = set()  # (actor id, sha256) known to be on that device
+        self._last_loss = ""
+
+    def run(self, model: str, sha256: str, profile: HardwareProfile,
+            anchor: tuple[str, str] | None = None) -> dict:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        while True:
+            try:
+                actor = self._idle.get(timeout=1.0)
+            except queue.Empty:
+                with self._lock:
+                    if self._alive == 0:
+                        raise DeviceUnreachable(f"every device advertising {self.resource!r} was lost "
+                                                f"(last: {self._last_loss})") from None
+                continue
+            try:
+                self._ensure(actor, model, sha256)
+                if anchor:
+                    self._ensure(actor, anchor[0], anchor[1])
+                ref = actor.measure.remote(sha256, profile.resolved(), anchor[1] if anchor else None)
+                # The worker on the node has its own timeout; this one guards the node itself.
+                result = ray.get(ref, timeout=profile.measure.timeout_s + 120)
+            except (RayActorError, GetTimeoutError) as exc:
+                # A lost node is not the subnet's fault: drop the device, run the job elsewhere.
+                with contextlib.suppress(Exception):
+                    ray.kill(actor)
+                with self._lock:
+                    self._alive -= 1
+                self._last_loss = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                continue
+            self._idle.put(actor)
+            return result
+
+    def _ensure(self, actor, path: str, sha256: str) -> None:
+        import ray
+
+        key = (id(actor), sha256)
+        if key in self._sent:
+            return
+        if not ray.get(actor.has.remote(sha256)):
+            ray.get(actor.put.remote(sha256, Path(path).read_bytes()))
+        self._sent.add(key)
+
+    def probe(self, profile: HardwareProfile) -> list[dict]:
+        import ray
+
+        actor = self._idle.get()
+        try:
+            return ray.get(actor.probe.remote(profile.resolved()), timeout=120)
+        finally:
+            self._idle.put(actor)
+
+    def close(self) -> None:
+        import ray
+
+        while True:
+            try:
+                actor = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+
+
+def ray_probe(profile: HardwareProfile, address: str | None = None) -> list[dict]:
+    """`hw check` of a Ray target: the cluster is reachable, devices advertise the resource,
+    and each device's own check (run in its actor)."""
+    import ray
+
+    addr = address or profile.target.address
+    try:
+        connect(addr)
+    except Exception as exc:
+        return [{"name": "ray", "ok": False, "detail": f"cannot connect to {addr or 'auto'}: "
+                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"}]
+    checks = [{"name": "ray", "ok": True, "detail": f"ray {ray.__version__}, cluster at {addr or 'auto'}"}]
+    res = resource_name(profile)
+    try:
+        runner = RayRunner(profile, addr)
+    except DeviceUnreachable as exc:
+        return [*checks, {"name": f"resource {res}", "ok": False, "detail": str(exc)}]
+    try:
+        checks.append({"name": f"resource {res}", "ok": True, "detail": f"{runner.lanes} device(s): "
+                       + ", ".join(f"{d['host']} cores {d['affinity']}" for d in runner.devices)})
+        remote = runner.probe(profile)
+        return checks + [{**c, "name": f"device {c['name']}"} for c in remote]
+    finally:
+        runner.close()
