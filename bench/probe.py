@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib.util
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from bfnas.bench.environment import cpu_model
+from bfnas.bench.gpu import gpu_checks
 from bfnas.bench.profile import HardwareProfile
+from bfnas.bench.provider_options import GPU_PROVIDERS
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,8 @@ def probe(profile: HardwareProfile) -> list[Check]:
             checks.append(Check(f"provider {p}", p in available,
                                 "available" if p in available else
                                 f"not in this onnxruntime build (has {', '.join(available)})"))
+        if any(p in GPU_PROVIDERS for p in rt.providers):
+            checks.extend(Check(*row) for row in gpu_checks(need_modules=False))
     else:
-        gpu = Path("/dev/nvidia0").exists() or Path("/dev/nvidiactl").exists()
-        checks.append(Check("nvidia gpu", gpu, "found /dev/nvidia*" if gpu else
-                            "no NVIDIA GPU device (/dev/nvidia0) on this machine"))
-        for module, pip_name in (("tensorrt", "tensorrt"), ("pycuda", "pycuda")):
-            ok = _has(module)
-            checks.append(Check(module, ok, "importable" if ok else
-                                f"python package {pip_name} is not installed (pip install 'bfnas[tensorrt]')"))
+        checks.extend(Check(*row) for row in gpu_checks(need_modules=True))
     return checks
