@@ -157,6 +157,11 @@ class HardwareProfile(_Strict):
         if self.precision == "fp16" and self.runtime.backend == "onnxruntime" and \
                 self.runtime.providers[0] == "CPUExecutionProvider":
             raise ValueError("precision fp16 on ONNX Runtime's CPU provider is not supported")
+        if self.runtime.backend == "tensorrt" and self.precision == "int8" and \
+                self.quantization.recipe != "qdq-symmetric":
+            # TensorRT >= 10 takes INT8 only as explicit, symmetric Q/DQ (bench.trt_engine).
+            raise ValueError("backend tensorrt runs INT8 from explicit Q/DQ: quantization.recipe "
+                             "must be qdq-symmetric")
         return self
 
     def resolved(self) -> dict:

@@ -578,7 +578,8 @@ def build_engine(
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mb << 20)
-    config.builder_optimization_level = settings.optimization_level
+    if hasattr(config, "builder_optimization_level"):  # TensorRT >= 8.6
+        config.builder_optimization_level = settings.optimization_level
     config.profiling_verbosity = getattr(trt.ProfilingVerbosity, settings.profiling_verbosity)
     for flag in settings.plan.flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
