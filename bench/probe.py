@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib.util
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from bfnas.bench.environment import cpu_model
+from bfnas.bench.gpu import gpu_checks
 from bfnas.bench.profile import HardwareProfile
+from bfnas.bench.provider_options import GPU_PROVIDERS
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,10 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def probe(profile: HardwareProfile, ray_address: str | None = None) -> list[Check]:
+def probe(profile: HardwareProfile) -> list[Check]:
     """Is the profile usable? Local targets are checked here; SSH devices run this same
     check on the device (through the device's Python); Ray devices in one of their actors."""
-    kind = "ray" if ray_address else profile.target.kind
+    kind = profile.target.kind
     if kind == "ssh":
         from bfnas.bench.ssh_runner import SshRunner, remote_probe
 
@@ -42,7 +43,7 @@ def probe(profile: HardwareProfile, ray_address: str | None = None) -> list[Chec
             return [Check("ray", False, "python package ray is not installed (pip install 'bfnas[ray]')")]
         from bfnas.bench.ray_runner import ray_probe
 
-        return [Check(**c) for c in ray_probe(profile, ray_address)]
+        return [Check(**c) for c in ray_probe(profile)]
     return local_checks(profile)
 
 
@@ -76,14 +77,10 @@ def local_checks(profile: HardwareProfile) -> list[Check]:
             checks.append(Check(f"provider {p}", p in available,
                                 "available" if p in available else
                                 f"not in this onnxruntime build (has {', '.join(available)})"))
+        if any(p in GPU_PROVIDERS for p in rt.providers):
+            checks.extend(Check(*row) for row in gpu_checks(need_modules=False))
     else:
-        gpu = Path("/dev/nvidia0").exists() or Path("/dev/nvidiactl").exists()
-        checks.append(Check("nvidia gpu", gpu, "found /dev/nvidia*" if gpu else
-                            "no NVIDIA GPU device (/dev/nvidia0) on this machine"))
-        for module, pip_name in (("tensorrt", "tensorrt"), ("pycuda", "pycuda")):
-            ok = _has(module)
-            checks.append(Check(module, ok, "importable" if ok else
-                                f"python package {pip_name} is not installed (pip install 'bfnas[tensorrt]')"))
+        checks.extend(Check(*row) for row in gpu_checks(need_modules=True))
     return checks
 
 
@@ -93,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
     import sys
+    from pathlib import Path
 
     from bfnas import __version__
 

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bfnas.bench.provider_options import check_provider_options
 from bfnas.models.errors import InputError
 from bfnas.models.quantize import RECIPES
 
@@ -60,6 +61,17 @@ class Target(_Strict):
 CONNECTION_POLICY = ("accept_new_host_key", "retries", "retry_backoff_s")
 
 
+class TensorRTOptions(_Strict):
+    """`[runtime.tensorrt]`: settings of the TensorRT backend (bench.trt_harness)."""
+
+    device_id: Annotated[int, Field(ge=0)] = 0
+    # TensorRT's builder optimization level (0-5, its default 3): higher searches more tactics.
+    builder_optimization_level: Annotated[int, Field(ge=0, le=5)] = 3
+    # Also time an FP16 engine of the same network as a baseline in the details: one more
+    # engine build per subnet, so off unless asked for.
+    fp16_baseline: bool = False
+
+
 class Runtime(_Strict):
     backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1)
@@ -70,11 +82,27 @@ class Runtime(_Strict):
     # TensorRT: include host<->device copies in the timed region (recorded either way).
     include_copies: bool = False
     workspace_mb: PositiveInt = 1024
+    tensorrt: TensorRTOptions | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tensorrt_defaults(cls, data: object) -> object:
+        # A tensorrt backend always records its settings; an onnxruntime one has none.
+        if isinstance(data, dict) and data.get("backend") == "tensorrt" and \
+                data.get("tensorrt") is None:
+            return {**data, "tensorrt": {}}
+        return data
 
     @model_validator(mode="after")
     def _options_match(self) -> Runtime:
         if self.provider_options and len(self.provider_options) != len(self.providers):
             raise ValueError("provider_options needs one table per provider")
+        for provider, options in zip(self.providers, self.provider_options, strict=False):
+            problems = check_provider_options(provider, options)
+            if problems:
+                raise ValueError(problems[0])
+        if self.backend != "tensorrt" and self.tensorrt is not None:
+            raise ValueError("[runtime.tensorrt] is only for backend = \"tensorrt\"")
         return self
 
 
@@ -138,11 +166,22 @@ class HardwareProfile(_Strict):
         if self.precision == "fp16" and self.runtime.backend == "onnxruntime" and \
                 self.runtime.providers[0] == "CPUExecutionProvider":
             raise ValueError("precision fp16 on ONNX Runtime's CPU provider is not supported")
+        if self.runtime.backend == "tensorrt" and self.precision == "int8" and \
+                self.quantization.recipe != "qdq-symmetric":
+            # TensorRT >= 10 takes INT8 only as explicit, symmetric Q/DQ (bench.trt_engine).
+            raise ValueError("backend tensorrt runs INT8 from explicit Q/DQ: quantization.recipe "
+                             "must be qdq-symmetric")
         return self
 
     def resolved(self) -> dict:
-        """Every setting, defaults filled in: what a measurement was taken under."""
-        return self.model_dump(mode="json")
+        """Every setting, defaults filled in: what a measurement was taken under.
+
+        `runtime.tensorrt` is absent for other backends rather than null, so a profile
+        written before that table existed keeps its hash (and its stored measurements)."""
+        d = self.model_dump(mode="json")
+        if d["runtime"].get("tensorrt") is None:
+            d["runtime"].pop("tensorrt", None)
+        return d
 
     def hash(self) -> str:
         """Identity of the measurement conditions: anything that can change a number counts,

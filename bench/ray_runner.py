@@ -202,12 +202,12 @@ class RayRunner:
                 ray.kill(actor)
 
 
-def ray_probe(profile: HardwareProfile, address: str | None = None) -> list[dict]:
+def ray_probe(profile: HardwareProfile) -> list[dict]:
     """`hw check` of a Ray target: the cluster is reachable, devices advertise the resource,
     and each device's own check (run in its actor)."""
     import ray
 
-    addr = address or profile.target.address
+    addr = profile.target.address
     try:
         connect(addr)
     except Exception as exc:
