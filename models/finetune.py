@@ -183,6 +183,7 @@ class Encoded:
     ids: list[list[int]]
     types: list[list[int]]
     labels: Tensor
+    truncated: int  # examples that lost tokens to max_len
 
 
 def encode(split: TaskSplit, tokenizer: Any, cls: int, sep: int, max_len: int) -> Encoded:
@@ -191,8 +192,9 @@ def encode(split: TaskSplit, tokenizer: Any, cls: int, sep: int, max_len: int) -
     enc_a = [e.ids for e in tokenizer.encode_batch(list(split.a), add_special_tokens=False)]
     enc_b = ([e.ids for e in tokenizer.encode_batch(list(split.b), add_special_tokens=False)]
              if split.b is not None else None)
-    ids, types = [], []
+    ids, types, truncated = [], [], 0
     for i, a in enumerate(enc_a):
+        truncated += len(a) + (len(enc_b[i]) + 1 if enc_b is not None else 0) > max_len - 2
         if enc_b is None:
             a = a[: max_len - 2]
             ids.append([cls, *a, sep])
@@ -207,7 +209,7 @@ def encode(split: TaskSplit, tokenizer: Any, cls: int, sep: int, max_len: int) -
                 b = b[:-1]
         ids.append([cls, *a, sep, *b, sep])
         types.append([0] * (len(a) + 2) + [1] * (len(b) + 1))
-    return Encoded(ids, types, torch.tensor(split.labels, dtype=torch.long))
+    return Encoded(ids, types, torch.tensor(split.labels, dtype=torch.long), truncated)
 
 
 def collate(enc: Encoded, rows: Sequence[int], pad: int) -> dict[str, Tensor]:
@@ -336,11 +338,22 @@ def classification_metrics(pred: Tensor, gold: Tensor, classes: int) -> dict[str
     return {"accuracy": accuracy, "macro_f1": sum(f1s) / len(f1s) if f1s else 0.0, "mcc": mcc}
 
 
-def finetune_subnet(supernet: SuperBert, cfg: SubnetConfig, task: GlueTask, tokenizer_path: str | Path,
-                    settings: FinetuneSettings = FinetuneSettings(), pooler: dict[str, Tensor] | None = None,
-                    on_step: Callable[[dict], None] = lambda row: None) -> dict[str, Any]:
-    """Fine-tune `cfg` (weights from `supernet`) on `task`'s train split and score it on dev.
-    Nothing is written; the result is a JSON-ready dict."""
+@dataclass(frozen=True)
+class PreparedTask:
+    """A task checked against a supernet and tokenized: what `finetune_subnet` runs on."""
+
+    task: GlueTask
+    train: Encoded
+    dev: Encoded
+    pad: int
+    max_len: int
+    tokenizer: Path
+
+
+def prepare_task(supernet: SuperBert, cfg: SubnetConfig, task: GlueTask, tokenizer_path: str | Path,
+                 settings: FinetuneSettings = FinetuneSettings()) -> PreparedTask:
+    """Every check that needs the supernet (the arch fits, max_len, token types, the
+    vocabulary), then the tokens: a caller can refuse bad input before any training starts."""
     from bfnas.models.pretraining import load_tokenizer
 
     supernet.check_fits(cfg, where="--arch")
@@ -357,16 +370,27 @@ def finetune_subnet(supernet: SuperBert, cfg: SubnetConfig, task: GlueTask, toke
                                               f"{vocab.vocab_size} word embeddings")
     train = encode(task.train, tok, specials.cls, specials.sep, settings.max_len)
     dev = encode(task.dev, tok, specials.cls, specials.sep, settings.max_len)
-    truncated = sum(len(r) >= settings.max_len for r in train.ids + dev.ids)
+    return PreparedTask(task, train, dev, specials.pad, settings.max_len, tok_file)
+
+
+def finetune_subnet(supernet: SuperBert, cfg: SubnetConfig, data: PreparedTask,
+                    settings: FinetuneSettings = FinetuneSettings(), pooler: dict[str, Tensor] | None = None,
+                    on_step: Callable[[dict], None] = lambda row: None) -> dict[str, Any]:
+    """Fine-tune `cfg` (weights from `supernet`) on the task's train split and score it on
+    dev. Nothing is written; the result is a JSON-ready dict."""
+    if data.max_len != settings.max_len:
+        raise ValueError(f"the task was tokenized for max_len {data.max_len}, not {settings.max_len}")
+    supernet.check_fits(cfg, where="--arch")
+    task, train, dev = data.task, data.train, data.dev
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         model = build_classifier(supernet, cfg, len(task.label_names), settings.dropout, pooler)
         inherited = weights_sha256(model.bert)
         t0 = time.perf_counter()
-        epoch_losses = train_classifier(model, train, settings, specials.pad, on_step)
+        epoch_losses = train_classifier(model, train, settings, data.pad, on_step)
         train_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    pred = predict(model, dev, settings.batch, specials.pad)
+    pred = predict(model, dev, settings.batch, data.pad)
     eval_seconds = time.perf_counter() - t0
     counts = torch.bincount(dev.labels, minlength=len(task.label_names))
     return {
@@ -377,7 +401,7 @@ def finetune_subnet(supernet: SuperBert, cfg: SubnetConfig, task: GlueTask, toke
         "labels": list(task.label_names),
         "train_examples": len(train.ids),
         "dev_examples": len(dev.ids),
-        "truncated_examples": truncated,
+        "truncated_examples": train.truncated + dev.truncated,
         **classification_metrics(pred, dev.labels, len(task.label_names)),
         "majority_accuracy": float(counts.max()) / len(dev.ids),
         "epoch_losses": epoch_losses,
@@ -390,7 +414,7 @@ def finetune_subnet(supernet: SuperBert, cfg: SubnetConfig, task: GlueTask, toke
         "pooler": "checkpoint" if pooler is not None else "fresh",
         "supernet": {"path": supernet.source.get("path"), "weights_sha256": supernet.source.get("weights_sha256"),
                      "kind": supernet.source.get("kind")},
-        "tokenizer": str(tok_file),
+        "tokenizer": str(data.tokenizer),
         "settings": asdict(settings),
         "threads": torch.get_num_threads(),
     }

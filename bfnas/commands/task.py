@@ -43,7 +43,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from bfnas.models.checkpoint import load_supernet, read_pooler, resolve_checkpoint
     from bfnas.models.errors import InputError
-    from bfnas.models.finetune import FinetuneSettings, finetune_subnet, read_task
+    from bfnas.models.finetune import FinetuneSettings, finetune_subnet, prepare_task, read_task
     from bfnas.models.space import load_space
 
     # Everything cheap is checked before the weights load.
@@ -59,12 +59,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not args.tokenizer and not any((folder / n).is_file() for n in ("tokenizer.json", "vocab.txt")):
         raise InputError("--supernet", None, f"{folder} holds no tokenizer.json or vocab.txt: pass --tokenizer")
     supernet = load_supernet(folder)
-    supernet.check_fits(cfg, where="--arch")
+    prepared = prepare_task(supernet, cfg, task, tokenizer, settings)
     out = console(stderr=args.json)
     with Progress(TextColumn("[bold]fine-tuning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   TextColumn("{task.fields[note]}"), console=out) as progress:
         bar = progress.add_task("finetune", total=None, note="")
-        result = finetune_subnet(supernet, cfg, task, tokenizer, settings, read_pooler(folder), lambda row: progress.update(
+        result = finetune_subnet(supernet, cfg, prepared, settings, read_pooler(folder), lambda row: progress.update(
             bar, total=row["total"], completed=row["step"], note=f"epoch {row['epoch']} loss {row['loss']:.4f}"))
     if args.json:
         return print_json(result)
