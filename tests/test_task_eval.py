@@ -94,13 +94,14 @@ def pair_task(tmp_path_factory) -> Path:
 
 def test_a_small_minilm_subnet_learns_a_single_sentence_task(capsys, single_task):
     code = main(["task", "eval", "--supernet", "minilm", "--task-dir", str(single_task), "--arch", TINY_JSON,
-                 "--epochs", "3", "--lr", "1e-4", "--batch", "16", "--max-len", "64", "--json"])
+                 "--epochs", "3", "--lr", "2e-4", "--batch", "16", "--max-len", "64", "--json"])
     captured = capsys.readouterr()
     r = json.loads(captured.out)  # the progress bar went to stderr
     assert code == 0
-    # Measured here: 0.905 (seeds 1 and 2: 0.87, 0.90) against 0.52 for the majority class.
-    assert r["accuracy"] >= 0.75 and r["majority_accuracy"] < 0.6
-    assert r["mcc"] > 0.5 and r["macro_f1"] > 0.7
+    # Measured here: 0.95 (seeds 1 and 2: 0.93, 0.96; at lr 1e-4 0.79-0.85) against 0.525
+    # for the majority class.
+    assert r["accuracy"] >= 0.8 and r["majority_accuracy"] < 0.6
+    assert r["mcc"] > 0.6 and r["macro_f1"] > 0.8
     assert r["dev_examples"] == 200 and r["train_examples"] == 400 and r["steps"] == 3 * 25
     assert r["labels"] == ["decimal", "tkinter"] and r["pair"] is False and r["dev_file"] == "dev.tsv"
     assert r["arch"] == TINY.to_dict() and r["arch_key"] == TINY.key()
