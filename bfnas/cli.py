@@ -10,7 +10,18 @@ import argparse
 import sys
 
 from bfnas import __version__
-from bfnas.commands import data, demo, export, measure, predictor, search, space, store, supernet
+from bfnas.commands import (
+    data,
+    demo,
+    export,
+    measure,
+    predictor,
+    search,
+    space,
+    store,
+    supernet,
+    task,
+)
 from bfnas.commands.common import EXIT_BAD_INPUT, Parser
 from bfnas.models.errors import InputError
 
@@ -24,7 +35,7 @@ def build_parser() -> Parser:
     )
     root.add_argument("--version", action="version", version=f"bfnas {__version__}")
     sub = root.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (space, export, measure, store, predictor, search, demo, data, supernet):
+    for module in (space, export, measure, store, predictor, search, demo, data, supernet, task):
         module.register(sub)
     return root
 

@@ -113,6 +113,34 @@ def read_state_dict(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
     return out, path
 
 
+def read_pooler(checkpoint: str | Path) -> dict[str, torch.Tensor] | None:
+    """BERT's pooler (`pooler.dense.weight` / `.bias`, [CLS] -> tanh dense) when the
+    checkpoint has one, for fine-tuning a classifier; None otherwise (a supernet trained by
+    `bfnas supernet train` has none: the encoder is what it trains)."""
+    folder = resolve_checkpoint(checkpoint)
+    names = {"pooler.dense.weight", "pooler.dense.bias"}
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if path.exists():
+            break
+    else:
+        return None
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            # Opened lazily: only the two pooler tensors are read, not the whole file.
+            with safe_open(str(path), framework="pt") as fh:
+                keys = {k.removeprefix("bert."): k for k in fh.keys()}  # noqa: SIM118 (not a dict)
+                found = {k: fh.get_tensor(keys[k]) for k in names if k in keys}
+        else:
+            tensors = torch.load(path, map_location="cpu", weights_only=True)
+            found = {k.removeprefix("bert."): v for k, v in tensors.items() if k.removeprefix("bert.") in names}
+    except Exception as exc:
+        raise InputError(str(path), None, f"cannot load weights ({type(exc).__name__}: {exc})") from None
+    return {k: v.float() for k, v in found.items()} if set(found) == names else None
+
+
 def load_supernet(checkpoint: str | Path) -> SuperBert:
     """A `SuperBert` holding a Hugging Face BERT checkpoint's weights at its full size."""
     folder = resolve_checkpoint(checkpoint)

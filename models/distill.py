@@ -14,13 +14,23 @@ instead (no teacher needed), through an elastic `MlmHead` tied to the word embed
 Checkpoints are Hugging Face BERT folders (config.json + model.safetensors), so a trained
 supernet loads wherever `--checkpoint DIR` is accepted; the optimizer state and the
 trainer's progress sit beside them (optimizer.pt, read back with weights_only=True;
-trainer.json). A rerun resumes from the folder.
+trainer.json), and the tokenizer the data was made with (so `bfnas task eval --supernet`
+finds it). A rerun resumes from the folder.
+
+Under `torchrun` (see `models.parallel`) the same trainer runs data-parallel: `batch` is the
+global batch, each rank reads its own contiguous slice of every batch, all ranks draw the
+same sandwich (same seed), each rank's loss is scaled to its share of the batch and the
+gradients are summed over ranks before the optimizer step -- so N processes compute what
+one process computes at the same `batch`, up to float rounding (tested with 2 CPU
+processes). Only rank 0 writes the checkpoint, and a run may resume with another number of
+processes.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -33,9 +43,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bfnas.models.errors import InputError
+from bfnas.models.parallel import (
+    Distributed,
+    all_equal,
+    all_reduce_grads,
+    all_reduce_sum,
+    broadcast_parameters,
+)
 from bfnas.models.space import SearchSpace
 from bfnas.models.subnet import SubnetConfig
-from bfnas.models.supernet import SuperBert
+from bfnas.models.supernet import SuperBert, weights_sha256
 
 LOSSES = ("kd", "mlm")
 
@@ -111,10 +128,15 @@ class MlmHead(torch.nn.Module):
 
 
 def mlm_loss(supernet: SuperBert, head: MlmHead, batch: dict[str, Tensor], cfg: SubnetConfig,
-             int8: bool = False) -> Tensor:
+             int8: bool = False, predicted: int | None = None) -> Tensor:
+    """Cross-entropy summed over the predicted tokens of `batch`, divided by `predicted`
+    (default: their number here, i.e. the mean; a rank of a data-parallel job passes the
+    count of the whole global batch, so the ranks' losses add up to the global mean)."""
     hiddens, _ = supernet.states(batch["masked_ids"], cfg, batch["attention_mask"], int8=int8)
     logits = head(hiddens[-1], supernet.embeddings.word_embeddings.weight)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), ignore_index=-100)
+    labels = batch["labels"].reshape(-1)
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels, ignore_index=-100, reduction="sum")
+    return total / max(predicted if predicted is not None else int((labels != -100).sum()), 1)
 
 
 def training_batches(data_dir: str | Path, batch: int, seed: int) -> Iterator[dict[str, Tensor]]:
@@ -140,23 +162,34 @@ def training_batches(data_dir: str | Path, batch: int, seed: int) -> Iterator[di
 
 
 class SupernetTrainer:
+    """`dist` places this process in a torchrun job (default: one process on the CPU);
+    `tokenizer`, when given, is copied into the checkpoint folder beside the weights."""
+
     def __init__(self, supernet: SuperBert, teacher: SuperBert, teacher_cfg: SubnetConfig, space: SearchSpace,
-                 data_dir: str | Path, out: str | Path, settings: TrainSettings, base_config: dict) -> None:
+                 data_dir: str | Path, out: str | Path, settings: TrainSettings, base_config: dict,
+                 dist: Distributed | None = None, tokenizer: Path | None = None) -> None:
         space_big = space.largest()
         supernet.check_fits(space_big, where="--space")
-        self.supernet, self.teacher, self.teacher_cfg = supernet, teacher.eval(), teacher_cfg
+        self.dist = dist or Distributed()
+        self.rows = self.dist.shard(settings.batch)  # refuses a batch that does not split over the ranks
+        device = self.dist.device
+        self.supernet, self.teacher, self.teacher_cfg = supernet.to(device), teacher.to(device).eval(), teacher_cfg
         self.space, self.data_dir, self.out, self.s = space, Path(data_dir), Path(out), settings
-        self.base_config = base_config
+        self.base_config, self.tokenizer = base_config, tokenizer
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         d = supernet.dims
-        self.head = MlmHead(d.hidden, d.vocab.vocab_size, d.vocab.layer_norm_eps) if settings.loss == "mlm" else None
-        params = list(self.supernet.parameters()) + (list(self.head.parameters()) if self.head else [])
-        self.opt = torch.optim.AdamW(params, lr=settings.lr)
+        self.head = (MlmHead(d.hidden, d.vocab.vocab_size, d.vocab.layer_norm_eps).to(device)
+                     if settings.loss == "mlm" else None)
+        self.params = list(self.supernet.parameters()) + (list(self.head.parameters()) if self.head else [])
+        self.opt = torch.optim.AdamW(self.params, lr=settings.lr)
         self.step = 0
         self.history: list[dict] = []
-        self.rng = random.Random(settings.seed)
+        self.rng = random.Random(settings.seed)  # the same on every rank: the same sandwich
         self._resume()
+        broadcast_parameters(self.supernet, self.dist)
+        if self.head is not None:
+            broadcast_parameters(self.head, self.dist)
 
     # -- checkpoints ------------------------------------------------------------------------
     def _resume(self) -> None:
@@ -174,14 +207,18 @@ class SupernetTrainer:
         if self.head is not None:
             self.head.load_hf_state(tensors)
         self.supernet.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("cls.")})
-        self.opt.load_state_dict(torch.load(self.out / "optimizer.pt", weights_only=True))
+        self.opt.load_state_dict(torch.load(self.out / "optimizer.pt", map_location=self.dist.device,
+                                            weights_only=True))
         self.step = int(state["step"])
         self.history = state["history"]
         self.rng.setstate(_tuple_state(state["rng"]))
 
     def save(self) -> None:
+        """Write the checkpoint (rank 0 only: the replicas are identical)."""
         from safetensors.torch import save_file
 
+        if not self.dist.main:
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         d = self.supernet.dims
         config = {**self.base_config, "model_type": "bert", "hidden_size": d.hidden,
@@ -191,11 +228,14 @@ class SupernetTrainer:
         tensors = dict(self.supernet.state_dict())
         if self.head is not None:
             tensors.update({k: v.detach() for k, v in self.head.hf_state().items()})
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
         tmp.replace(self.out / "model.safetensors")
         torch.save(self.opt.state_dict(), self.out / "optimizer.pt")
+        if self.tokenizer is not None and not (self.out / self.tokenizer.name).exists():
+            shutil.copyfile(self.tokenizer, self.out / self.tokenizer.name)
         state = {"step": self.step, "settings": asdict(self.s), "space": self.space.name,
-                 "history": self.history, "rng": _json_state(self.rng.getstate())}
+                 "world_size": self.dist.world, "history": self.history,
+                 "rng": _json_state(self.rng.getstate())}
         (self.out / "trainer.json").write_text(json.dumps(state, indent=1) + "\n")
 
     # -- training ---------------------------------------------------------------------------
@@ -210,25 +250,31 @@ class SupernetTrainer:
         self.supernet.train()
         t0 = time.perf_counter()
         start = self.step
+        # This rank's rows are 1/world of the batch: its mean loss counts for that share.
+        share = 1.0 / self.dist.world
         while self.step < self.s.steps:
-            b = next(batches)
+            whole = next(batches)
+            predicted = int((whole["labels"] != -100).sum())  # the global batch's, for MLM
+            b = {k: v[self.rows].to(self.dist.device) for k, v in whole.items()}
             if self.head is None:
                 with torch.no_grad():
                     target = self.teacher.states(b["input_ids"], self.teacher_cfg, b["attention_mask"])
             self.opt.zero_grad()
-            losses = {}
+            names, values = [], []
             for name, cfg in zip(("largest", "smallest", *(f"random{i}" for i in range(self.s.random_subnets))),
                                  self.sandwich(), strict=True):
                 if self.head is not None:
-                    loss = mlm_loss(self.supernet, self.head, b, cfg, self.s.int8_aware)
+                    loss = mlm_loss(self.supernet, self.head, b, cfg, self.s.int8_aware, predicted)
                 else:
                     student = self.supernet.states(b["input_ids"], cfg, b["attention_mask"], int8=self.s.int8_aware)
-                    loss = kd_loss(student, target, cfg.hidden, self.s.attention_weight)
+                    loss = share * kd_loss(student, target, cfg.hidden, self.s.attention_weight)
                 loss.backward()
-                losses[name] = float(loss.detach())
+                names.append(name)
+                values.append(float(loss.detach()))
+            all_reduce_grads(self.params, self.dist)
             self.opt.step()
             self.step += 1
-            row = {"step": self.step, **losses}
+            row = {"step": self.step, **dict(zip(names, all_reduce_sum(values, self.dist), strict=True))}
             self.history.append(row)
             on_step(row)
             if self.step % self.s.checkpoint_every == 0 or self.step == self.s.steps:
@@ -236,8 +282,12 @@ class SupernetTrainer:
         self.supernet.eval()
         seconds = time.perf_counter() - t0
         done = self.step - start
+        # A cheap guard against replicas drifting apart (a rank that skipped a collective, a
+        # nondeterministic kernel): every rank hashes its weights and compares.
+        same = all_equal(weights_sha256(self.supernet), self.dist) if self.dist.world > 1 else True
         return {"steps": self.step, "new_steps": done, "seconds": seconds,
                 "steps_per_s": done / seconds if done else None, "out": str(self.out),
+                "world_size": self.dist.world, "device": str(self.dist.device), "replicas_identical": same,
                 "last": self.history[-1] if self.history else None}
 
 

@@ -315,6 +315,17 @@ def shard_files(data_dir: str | Path, at_least: int = 1) -> list[Path]:
     return shards
 
 
+def data_tokenizer(data_dir: str | Path) -> Path | None:
+    """The tokenizer file a `bfnas data build` folder was made with, if it is still there:
+    it is what the token ids mean, so a model trained on the folder ships with it."""
+    manifest = Path(data_dir) / MANIFEST
+    try:
+        path = Path(json.loads(manifest.read_text())["tokenizer"]["path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return path if path.is_file() else None
+
+
 def stdlib_docstrings(out: str | Path, min_words: int = 20) -> dict[str, int]:
     """Write the docstrings of the Python standard library (read with `ast`, never
     imported) as a corpus: one docstring per document, paragraphs on their own lines.

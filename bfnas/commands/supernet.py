@@ -1,4 +1,7 @@
-"""`bfnas supernet train`: elastic training of the supernet by distillation (stage 1)."""
+"""`bfnas supernet train`: elastic training of the supernet by distillation (stage 1).
+
+On several processes: `torchrun --standalone --nproc_per_node=N -m bfnas.cli supernet train
+...` (data-parallel; `--batch` stays the global batch; see `bfnas.models.parallel`)."""
 
 from __future__ import annotations
 
@@ -12,8 +15,10 @@ def register(sub) -> None:
     g = group(sub, "supernet", "stage 1: train the elastic supernet",
               "bfnas supernet train --teacher minilm --data data/ --space minilm-l6 --out sn/ --steps 200")
     p = command(g, "train", "sandwich-rule distillation of the supernet's subnets from a teacher "
-                "(checkpoints; a rerun resumes)",
-                "bfnas supernet train --teacher minilm --data data/ --space minilm-l6 --out sn/ --steps 200 --json",
+                "(checkpoints; a rerun resumes; data-parallel under torchrun)",
+                "bfnas supernet train --teacher minilm --data data/ --space minilm-l6 --out sn/ --steps 200 --json\n"
+                "  torchrun --standalone --nproc_per_node=2 -m bfnas.cli supernet train --data data/ --out sn/ "
+                "--batch 16",
                 cmd_train)
     p.add_argument("--teacher", default="minilm", help="HF BERT folder, or 'minilm' (default)")
     p.add_argument("--init", help="supernet to start from (HF folder); default: the teacher's weights")
@@ -23,13 +28,17 @@ def register(sub) -> None:
     p.add_argument("--loss", default="kd", help="kd: hidden-state and attention distillation from the "
                    "teacher (default); mlm: masked-LM on the data's masks")
     p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=8, help="sequences per step, over all processes "
+                   "under torchrun (must divide by their number; default 8)")
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--random-subnets", type=int, default=2, help="random members per step besides "
                    "the largest and the smallest (default 2)")
     p.add_argument("--int8-aware", action="store_true",
                    help="train the subnets fake-quantized as the dynamic INT8 recipe runs them")
     p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto: CUDA when torch sees it, else CPU; under torchrun each process takes "
+                        "CUDA device LOCAL_RANK (default auto)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -45,7 +54,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from bfnas.models.checkpoint import load_supernet, read_config, resolve_checkpoint
     from bfnas.models.distill import SupernetTrainer, TrainSettings
-    from bfnas.models.pretraining import shard_files
+    from bfnas.models.parallel import (
+        Distributed,
+        init_distributed,
+        launched_world,
+        pick_device,
+        shutdown_distributed,
+    )
+    from bfnas.models.pretraining import data_tokenizer, shard_files
     from bfnas.models.space import load_space
 
     settings = TrainSettings(steps=args.steps, batch=args.batch, lr=args.lr, random_subnets=args.random_subnets,
@@ -61,16 +77,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         teacher.check_fits(teacher_cfg)
     except InputError as exc:
         raise InputError("--space", exc.field, f"space {space.name} does not fit the teacher: {exc.reason}") from None
-    out = console(stderr=args.json)
-    trainer = SupernetTrainer(student, teacher, teacher_cfg, space, args.data, args.out, settings, raw)
-    with Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  TextColumn("{task.fields[note]}"), console=out) as progress:
-        task = progress.add_task("train", total=settings.steps, completed=trainer.step, note="")
-        result = trainer.train(lambda row: progress.update(
-            task, completed=row["step"], note=f"loss largest {row['largest']:.4f} smallest {row['smallest']:.4f}"))
+    # Refused before any process group forms (a lone failing rank would leave the others waiting).
+    pick_device(args.device)
+    Distributed(world=launched_world()).shard(settings.batch)
+    # Every rank has run the same checks on the same input, so they all fail or all get here.
+    dist = init_distributed(args.device)
+    try:
+        trainer = SupernetTrainer(student, teacher, teacher_cfg, space, args.data, args.out, settings, raw,
+                                  dist, data_tokenizer(args.data))
+        if not dist.main:  # the other ranks train in silence
+            trainer.train()
+            return EXIT_OK
+        out = console(stderr=args.json)
+        with Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      TextColumn("{task.fields[note]}"), console=out) as progress:
+            task = progress.add_task("train", total=settings.steps, completed=trainer.step, note="")
+            result = trainer.train(lambda row: progress.update(
+                task, completed=row["step"],
+                note=f"loss largest {row['largest']:.4f} smallest {row['smallest']:.4f}"))
+    finally:
+        shutdown_distributed()
     if args.json:
         return print_json(result)
     out.print(f"{result['steps']} steps ({result['new_steps']} now, "
-              f"{result['steps_per_s'] or 0:.2f} steps/s); checkpoint in {result['out']} "
+              f"{result['steps_per_s'] or 0:.2f} steps/s, {result['world_size']} process(es) on "
+              f"{result['device']}); checkpoint in {result['out']} "
               f"(use it with --checkpoint {result['out']})")
     return EXIT_OK
