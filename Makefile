@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench-export clean
+.PHONY: demo test lint bench-export clean sshd
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +22,12 @@ $(VENV)/.dev-installed: $(BIN)/python setup.cfg pyproject.toml
 demo: $(VENV)/.demo-installed
 	$(BIN)/bfnas demo --checkpoint minilm
 
-test: $(VENV)/.dev-installed
+# The SSH tests start a real sshd on 127.0.0.1: Debian's openssh-server, installed when missing.
+sshd:
+	@command -v sshd >/dev/null || test -x /usr/sbin/sshd || \
+		{ $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openssh-server >/dev/null; }
+
+test: $(VENV)/.dev-installed sshd
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

@@ -29,6 +29,7 @@ from bfnas.bench.profile import HardwareProfile
 from bfnas.bench.runner import DeviceUnreachable
 
 AFFINITY_ENV = "BFNAS_CPU_AFFINITY"
+BLOB_DIR_ENV = "BFNAS_RAY_BLOBS"  # where a node keeps received models (default below)
 DEFAULT_BLOB_DIR = "~/.cache/bfnas/ray-blobs"
 
 
@@ -52,13 +53,13 @@ def parse_affinity(text: str) -> list[int]:
 class DeviceHost:
     """What a device actor does on its node (plain class: testable without Ray)."""
 
-    def __init__(self, blob_dir: str = DEFAULT_BLOB_DIR) -> None:
+    def __init__(self, blob_dir: str | None = None) -> None:
         from bfnas.bench.runner import LocalRunner
 
         affinity = os.environ.get(AFFINITY_ENV)
         if affinity:
             os.sched_setaffinity(0, parse_affinity(affinity))
-        self.blobs = Path(blob_dir).expanduser()
+        self.blobs = Path(blob_dir or os.environ.get(BLOB_DIR_ENV) or DEFAULT_BLOB_DIR).expanduser()
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.runner = LocalRunner()  # its fork server inherits this process's affinity
 
@@ -79,10 +80,13 @@ class DeviceHost:
         part.replace(self.blobs / f"{sha256}.onnx")
 
     def measure(self, sha256: str, profile: dict, anchor_sha256: str | None) -> dict:
+        import time
+
         prof = HardwareProfile.model_validate(profile)
         anchor = (str(self.blobs / f"{anchor_sha256}.onnx"), anchor_sha256) if anchor_sha256 else None
+        started = time.time()
         result = self.runner.run(str(self.blobs / f"{sha256}.onnx"), sha256, prof, anchor)
-        result["device"] = self.info()
+        result["device"] = {**self.info(), "started": started, "finished": time.time()}
         return result
 
     def probe(self, profile: dict) -> list[dict]:
@@ -111,7 +115,7 @@ class RayRunner:
     from `lanes` threads at once (the profiling job does that)."""
 
     def __init__(self, profile: HardwareProfile, address: str | None = None, max_devices: int | None = None,
-                 blob_dir: str = DEFAULT_BLOB_DIR, wait_s: float = 60.0) -> None:
+                 blob_dir: str | None = None, wait_s: float = 60.0) -> None:
         import ray
 
         connect(address or profile.target.address)
@@ -170,6 +174,12 @@ class RayRunner:
                 continue
             self._idle.put(actor)
             return result
+
+    @property
+    def alive(self) -> int:
+        """Devices still in use (a lost node's device is dropped)."""
+        with self._lock:
+            return self._alive
 
     def _ensure(self, actor, path: str, sha256: str) -> None:
         import ray
