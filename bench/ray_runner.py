@@ -9,7 +9,8 @@ A device node advertises a custom resource named after the profile (the target's
 The runner places one `DeviceActor` per unit of that resource; an actor holds its unit for
 its lifetime and runs one job at a time, so each device measures one subnet at a time. The
 actor runs every job in a fresh worker process forked on its node (as `LocalRunner` does
-here) and keeps received models by sha256, so a model crosses the network once per device.
+here) and keeps received models by sha256, so a model crosses the network once per device
+(not at all when the node can read the driver's file itself: same host or shared storage).
 Only the driver writes the store: actors return results. `BFNAS_CPU_AFFINITY=0,1` in a
 node's environment pins its actor (and so its workers) to those cores: several "devices"
 on one many-core machine.
@@ -62,6 +63,7 @@ class DeviceHost:
         self.blobs = Path(blob_dir or os.environ.get(BLOB_DIR_ENV) or DEFAULT_BLOB_DIR).expanduser()
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.runner = LocalRunner()  # its fork server inherits this process's affinity
+        self.paths: dict[str, str] = {}  # models read where the driver keeps them
 
     def info(self) -> dict[str, Any]:
         import socket
@@ -69,8 +71,21 @@ class DeviceHost:
         return {"host": socket.gethostname(), "pid": os.getpid(),
                 "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
 
-    def has(self, sha256: str) -> bool:
-        return (self.blobs / f"{sha256}.onnx").is_file()
+    def has(self, sha256: str, path: str | None = None) -> bool:
+        """Whether this node holds the model: received earlier, or readable at the driver's
+        `path` with the same hash (a node on the driver's host or a shared file system),
+        which saves sending it through the object store."""
+        if sha256 in self.paths or (self.blobs / f"{sha256}.onnx").is_file():
+            return True
+        from bfnas.bench.worker import file_sha256
+
+        if path and Path(path).is_file() and file_sha256(Path(path)) == sha256:
+            self.paths[sha256] = path
+            return True
+        return False
+
+    def _model(self, sha256: str) -> str:
+        return self.paths.get(sha256) or str(self.blobs / f"{sha256}.onnx")
 
     def put(self, sha256: str, data: bytes) -> None:
         if hashlib.sha256(data).hexdigest() != sha256:
@@ -83,9 +98,9 @@ class DeviceHost:
         import time
 
         prof = HardwareProfile.model_validate(profile)
-        anchor = (str(self.blobs / f"{anchor_sha256}.onnx"), anchor_sha256) if anchor_sha256 else None
+        anchor = (self._model(anchor_sha256), anchor_sha256) if anchor_sha256 else None
         started = time.time()
-        result = self.runner.run(str(self.blobs / f"{sha256}.onnx"), sha256, prof, anchor)
+        result = self.runner.run(self._model(sha256), sha256, prof, anchor)
         result["device"] = {**self.info(), "started": started, "finished": time.time()}
         return result
 
@@ -115,7 +130,7 @@ class RayRunner:
     from `lanes` threads at once (the profiling job does that)."""
 
     def __init__(self, profile: HardwareProfile, address: str | None = None, max_devices: int | None = None,
-                 blob_dir: str | None = None, wait_s: float = 60.0) -> None:
+                 blob_dir: str | None = None, wait_s: float = 60.0, shared_files: bool = True) -> None:
         import ray
 
         connect(address or profile.target.address)
@@ -142,6 +157,7 @@ class RayRunner:
         self._lock = threading.Lock()
         self._sent: set[tuple[int, str]] = set()  # (actor id, sha256) known to be on that device
         self._last_loss = ""
+        self.shared_files = shared_files  # let nodes read the driver's files where they can
 
     def run(self, model: str, sha256: str, profile: HardwareProfile,
             anchor: tuple[str, str] | None = None) -> dict:
@@ -187,7 +203,8 @@ class RayRunner:
         key = (id(actor), sha256)
         if key in self._sent:
             return
-        if not ray.get(actor.has.remote(sha256)):
+        offered = str(Path(path).resolve()) if self.shared_files else None
+        if not ray.get(actor.has.remote(sha256, offered)):
             ray.get(actor.put.remote(sha256, Path(path).read_bytes()))
         self._sent.add(key)
 

@@ -38,7 +38,7 @@ def cluster(tmp_path_factory):
         nodes.append(c.add_node(num_cpus=1, resources=resources, env_vars={
             "BFNAS_CPU_AFFINITY": str(cores[i % len(cores)]), "BFNAS_RAY_BLOBS": str(blobs / f"node{i}")}))
     ray.init(address=c.address, logging_level="ERROR", log_to_driver=False)
-    yield c, nodes
+    yield c, nodes, blobs
     ray.shutdown()
     c.shutdown()
 
@@ -49,6 +49,36 @@ def ray_profile(**measure):
     data["target"] = {"kind": "ray", "resource": DEVICE}
     data["measure"].update(measure)
     return parse_profile(data, "<ray test>")
+
+
+def _artifact_hashes(db):
+    con = sqlite3.connect(db)
+    try:
+        return {json.loads(r[0])["sha256"] for r in con.execute(
+            "SELECT artifact FROM measurements WHERE role = 'sample'")}
+    finally:
+        con.close()
+
+
+def test_a_device_keeps_received_models_and_reads_shared_ones(tmp_path):
+    from bfnas.bench.ray_runner import DeviceHost
+    from bfnas.bench.worker import file_sha256
+
+    host = DeviceHost(str(tmp_path / "blobs"))
+    try:
+        model = tmp_path / "m.onnx"
+        model.write_bytes(b"model bytes")
+        sha = file_sha256(model)
+        assert not host.has(sha) and not host.has(sha, str(tmp_path / "elsewhere.onnx"))
+        with pytest.raises(ValueError, match="does not hash"):
+            host.put(sha, b"other bytes")
+        host.put(sha, model.read_bytes())
+        assert host.has(sha) and (tmp_path / "blobs" / f"{sha}.onnx").read_bytes() == b"model bytes"
+        other = tmp_path / "n.onnx"
+        other.write_bytes(b"another model")
+        assert host.has(file_sha256(other), str(other)) and host._model(file_sha256(other)) == str(other)
+    finally:
+        host.runner.close()
 
 
 def test_affinity_lists():
@@ -66,7 +96,7 @@ def _samples(db):
 
 def test_two_devices_share_a_job_one_measurement_each_at_a_time(cluster, tiny_space, tiny_supernet, tmp_path):
     profile = ray_profile(min_seconds=0.3, max_seconds=0.5, drift_every=0)
-    runner = RayRunner(profile)
+    runner = RayRunner(profile, shared_files=False)  # models sent through Ray, as to a remote node
     try:
         assert runner.lanes == 2
         assert len({tuple(d["affinity"]) for d in runner.devices}) == min(2, len(os.sched_getaffinity(0)))
@@ -76,6 +106,9 @@ def test_two_devices_share_a_job_one_measurement_each_at_a_time(cluster, tiny_sp
     finally:
         runner.close()
     assert out["status"] == "finished" and out["ok"] + out["unstable"] == 6
+    blobs = cluster[2]
+    received = {p.name for p in blobs.glob("node*/*.onnx")}
+    assert {f"{sha}.onnx" for sha in _artifact_hashes(tmp_path / "ray.db")} <= received
     rows = _samples(tmp_path / "ray.db")
     assert len(rows) == len({k for k, _ in rows}) == 6
     by_device: dict[int, list[tuple[float, float]]] = {}
@@ -93,7 +126,7 @@ def test_two_devices_share_a_job_one_measurement_each_at_a_time(cluster, tiny_sp
 
 def test_profile_with_ray_flag_uses_the_resource_named_after_the_profile(cluster, tiny_space_file,
                                                                           fast_profile_file, tmp_path, capsys):
-    c, _ = cluster
+    c, _, _ = cluster
     db = tmp_path / "p.db"
     argv = ["profile", "--hw", str(fast_profile_file), "--space", str(tiny_space_file), "--samples", "2",
             "--db", str(db), "--artifacts", str(tmp_path / "arts"), "--ray", c.address, "--json"]
@@ -109,7 +142,7 @@ def test_profile_with_ray_flag_uses_the_resource_named_after_the_profile(cluster
 
 
 def test_hw_check_on_ray_runs_the_check_on_a_device(cluster, fast_profile_file, capsys):
-    c, _ = cluster
+    c, _, _ = cluster
     assert main(["hw", "check", str(fast_profile_file), "--ray", c.address, "--json"]) == 0
     checks = {x["name"]: x for x in json.loads(capsys.readouterr().out)["checks"]}
     assert checks["resource test-cpu-int8"]["ok"] and "1 device" in checks["resource test-cpu-int8"]["detail"]
@@ -117,7 +150,7 @@ def test_hw_check_on_ray_runs_the_check_on_a_device(cluster, fast_profile_file, 
 
 
 def test_a_profile_no_node_advertises_is_refused(cluster, tmp_path, capsys):
-    c, _ = cluster
+    c, _, _ = cluster
     path = tmp_path / "nobody.toml"
     path.write_text(FAST_PROFILE.replace('name = "test-cpu-int8"', 'name = "nobody-has-this"'))
     assert main(["hw", "check", str(path), "--ray", c.address]) == 2
@@ -129,7 +162,7 @@ def test_a_profile_no_node_advertises_is_refused(cluster, tmp_path, capsys):
 
 def test_a_lost_device_node_moves_its_work_to_the_other(cluster, tiny_space, tiny_supernet, tmp_path):
     """Runs last: removes a node from the module's cluster."""
-    c, nodes = cluster
+    c, nodes, _ = cluster
     profile = ray_profile(min_seconds=0.3, max_seconds=0.5, drift_every=0)
     runner = RayRunner(profile)
     cache = ArtifactCache(tmp_path / "arts", fidelity=FidelitySettings(seq_len=32))
