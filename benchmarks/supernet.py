@@ -47,7 +47,8 @@ def main() -> int:
         (tmp / "corpus.txt").write_text("\n".join(lines) + "\n")
         data = build_data(tmp / "corpus.txt", minilm_dir(), tmp / "data", DataSettings(seq_len=64, shard_size=512))
         batch = held_out_batch(tmp / "data", 16)
-        before = OneShotScorer(load_supernet("minilm"), space.largest(), batch).many(cfgs)
+        teacher = load_supernet("minilm")
+        before = OneShotScorer(load_supernet("minilm"), space.largest(), batch, teacher=teacher).many(cfgs)
         after, speed = {}, {}
         for seed in (0, 1):
             trainer = SupernetTrainer(load_supernet("minilm"), load_supernet("minilm"), space.largest(), space,
@@ -56,7 +57,7 @@ def main() -> int:
                                                     checkpoint_every=args.steps), raw)
             result = trainer.train()
             speed[seed] = result["steps_per_s"]
-            after[seed] = OneShotScorer(trainer.supernet, space.largest(), batch).many(cfgs)
+            after[seed] = OneShotScorer(trainer.supernet, space.largest(), batch, teacher=teacher).many(cfgs)
     improved = sum(a > b for a, b in zip(after[0], before, strict=True))
     tau_seeds = kendalltau(after[0], after[1]).statistic
     tau_before = kendalltau(before, after[0]).statistic

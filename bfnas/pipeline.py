@@ -1,12 +1,17 @@
-"""The jobs that tie the stages together: the demo runs all of stage 2 on this machine.
+"""The jobs that tie the stages together: the demo runs both stages on this machine.
 
-profile N subnets -> fit the latency predictor (5-fold CV) -> search for the biggest subnet
-under a budget -> verify the top K on the device -> time the winner in FP32 too (what INT8
-bought) -> write the HTML report.
+Stage 1 (`run_stage1`, briefly): a corpus of real prose made offline (stdlib docstrings) ->
+pretraining shards -> a few hundred sandwich-rule distillation steps of the supernet from
+its teacher -> the one-shot scorer (fidelity to the teacher on the held-out shard).
+Stage 2 (`run_demo`): profile N subnets -> fit the latency predictor (5-fold CV) -> search
+for the best subnet under a budget (one-shot fidelity after stage 1, else encoder params) ->
+verify the top K on the device -> time the winner in FP32 too (what INT8 bought) -> write the
+HTML report.
 """
 
 from __future__ import annotations
 
+import random
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +36,57 @@ from bfnas.search.training import cross_validate, load_rows
 
 
 @dataclass(frozen=True)
+class Stage1Settings:
+    steps: int = 60
+    batch: int = 8
+    seq_len: int = 64  # training text length (latency is still timed at the profile's length)
+    corpus_lines: int = 3000  # docstrings: enough shards for training plus a held-out one
+    lr: float = 1e-4
+    seed: int = 0
+
+
+def run_stage1(teacher_dir: str, space: SearchSpace, out: Path, settings: Stage1Settings = Stage1Settings(),
+               on_step: Callable[[str, float], None] = lambda step, fraction: None) -> dict[str, Any]:
+    """A briefly trained supernet in `out/supernet` and its one-shot scorer. Every step
+    resumes from what `out` holds, so a rerun costs little."""
+    from bfnas.models.checkpoint import load_supernet, read_config, resolve_checkpoint
+    from bfnas.models.distill import SupernetTrainer, TrainSettings
+    from bfnas.models.oneshot import OneShotScorer, held_out_batch
+    from bfnas.models.pretraining import DataSettings, build_data, stdlib_docstrings
+
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = out / "corpus.txt"
+    if not corpus.is_file():
+        on_step("stage 1: writing a corpus of stdlib docstrings", 0.0)
+        stdlib_docstrings(out / "docstrings.txt")
+        lines = (out / "docstrings.txt").read_text().splitlines()[: settings.corpus_lines]
+        corpus.write_text("\n".join(lines) + "\n")
+    folder = resolve_checkpoint(teacher_dir)
+    on_step("stage 1: tokenizing, masking, sharding", 0.02)
+    data = build_data(corpus, folder, out / "data", DataSettings(seq_len=settings.seq_len, shard_size=512,
+                                                                   seed=settings.seed))
+    teacher = load_supernet(teacher_dir)
+    _, _, raw = read_config(folder)
+    trainer = SupernetTrainer(load_supernet(teacher_dir), teacher, space.largest(), space, out / "data",
+                              out / "supernet", TrainSettings(steps=settings.steps, batch=settings.batch,
+                                                              lr=settings.lr, seed=settings.seed,
+                                                              checkpoint_every=settings.steps), raw)
+    trained = trainer.train(lambda row: on_step(f"stage 1: distilling the supernet, step {row['step']}/"
+                                                f"{settings.steps}", 0.03 + 0.17 * row["step"] / settings.steps))
+    # Loaded back from the checkpoint so artifacts name the trained supernet as their source.
+    supernet = load_supernet(out / "supernet")
+    batch = held_out_batch(out / "data", 16)
+    scorer = OneShotScorer(supernet, space.largest(), batch, teacher=teacher)
+    untrained = OneShotScorer(load_supernet(teacher_dir), space.largest(), batch, teacher=teacher)
+    probe = [space.smallest(), *(space.sample(random.Random(settings.seed + i)) for i in range(4))]
+    return {"supernet": supernet, "scorer": scorer,
+            "summary": {"checkpoint": str(out / "supernet"), "steps": trained["steps"],
+                        "sequences": data.get("sequences"), "steps_per_s": trained["steps_per_s"],
+                        # One-shot fidelity of a few subnets before and after training.
+                        "oneshot_before": untrained.many(probe), "oneshot_after": scorer.many(probe)}}
+
+
+@dataclass(frozen=True)
 class DemoSettings:
     samples: int = 60
     max_latency_ms: float | None = None  # default: the median measured latency
@@ -49,8 +105,10 @@ def run_demo(
     out: Path,
     settings: DemoSettings = DemoSettings(),
     on_step: Callable[[str, float], None] = lambda step, fraction: None,
+    objective: tuple[str, Callable[[SubnetConfig], float]] | None = None,
 ) -> dict[str, Any]:
-    """Stage 2 end to end into `out` (store `demo.db`, search results, `report/`)."""
+    """Stage 2 end to end into `out` (store `demo.db`, search results, `report/`). The search
+    maximizes `objective` (name, function); encoder params by default."""
     out.mkdir(parents=True, exist_ok=True)
     runner = LocalRunner()
     result: dict[str, Any] = {"space": space.name, "supernet": supernet.source, "profile": int8_profile.name,
@@ -80,7 +138,9 @@ def run_demo(
         budget_ms = settings.max_latency_ms or float(statistics.median(rows.ms))
         on_step(f"searching for the biggest subnet under {budget_ms:.3f} ms", 0.78)
         verifier = DeviceVerifier(store, int8_profile, space, supernet, cache, runner)
-        search = SearchJob(store, int8_profile, space, load_objective("params"), Budget(budget_ms),
+        name, fn = objective or ("params", load_objective("params"))
+        result["objective"] = name
+        search = SearchJob(store, int8_profile, space, fn, Budget(budget_ms),
                            EvolutionSettings(population=settings.population,
                                              parents=max(settings.population // 4, 2),
                                              generations=settings.generations, seed=settings.seed),

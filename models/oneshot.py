@@ -43,21 +43,24 @@ def held_out_batch(data_dir: str | Path, sequences: int = 16) -> dict[str, np.nd
 class OneShotScorer:
     """`score(cfg)`: linear CKA of the subnet to the teacher on a fixed batch, cached by key.
 
-    The teacher is the supernet at `teacher_cfg` (its largest member when the supernet was
-    loaded from the teacher's checkpoint, as with all-MiniLM-L6-v2)."""
+    The teacher is `teacher` at `teacher_cfg` when given (the model a trained supernet was
+    distilled from), else the supernet's own member at `teacher_cfg` (its largest member is
+    the teacher when the supernet was loaded from the teacher's checkpoint)."""
 
-    def __init__(self, supernet: SuperBert, teacher_cfg: SubnetConfig, batch: dict[str, np.ndarray]) -> None:
+    def __init__(self, supernet: SuperBert, teacher_cfg: SubnetConfig, batch: dict[str, np.ndarray],
+                 teacher: SuperBert | None = None) -> None:
         self.supernet = supernet.eval()
         self.ids = torch.from_numpy(batch["input_ids"])
         self.mask = torch.from_numpy(batch["attention_mask"])
         self.types = torch.from_numpy(batch["token_type_ids"])
         self.real = self.mask.bool()
-        self.teacher = self._states(teacher_cfg)
-        self.cache: dict[str, float] = {teacher_cfg.key(): 1.0}
+        # A trained supernet is scored against the model it was distilled from, when given.
+        self.teacher = self._states(teacher_cfg, teacher.eval() if teacher is not None else None)
+        self.cache: dict[str, float] = {} if teacher is not None else {teacher_cfg.key(): 1.0}
 
-    def _states(self, cfg: SubnetConfig) -> Tensor:
+    def _states(self, cfg: SubnetConfig, model: SuperBert | None = None) -> Tensor:
         with torch.no_grad():
-            out = self.supernet(self.ids, cfg, self.mask, self.types)
+            out = (model or self.supernet)(self.ids, cfg, self.mask, self.types)
         return out[self.real]  # [real tokens, hidden]
 
     def __call__(self, cfg: SubnetConfig) -> float:

@@ -142,3 +142,19 @@ def test_demo_runs_the_whole_pipeline(capsys, tmp_path, tiny_space_file, fast_pr
     assert code == (0 if r["best"]["within_budget"] else 1)
     assert r["fp32_vs_int8"]["fp32_median_ms"] > 0
     assert (tmp_path / "demo" / "report" / "report.html").is_file() and r["report"].endswith("report.html")
+
+
+@pytest.mark.slow
+def test_demo_distils_the_supernet_then_searches_for_one_shot_fidelity(capsys, tmp_path, fast_profile_file):
+    code, out, _ = run(capsys, "demo", "--checkpoint", "minilm", "--space", "minilm-l6", "--hw",
+                       str(fast_profile_file), "--train-steps", "4", "--samples", "30", "--verify", "1",
+                       "--out", str(tmp_path / "demo"), "--artifacts", str(tmp_path / "art"), "--json")
+    r = json.loads(out)
+    s1 = r["stage1"]
+    assert r["objective"] == "oneshot" and s1["steps"] == 4
+    assert (tmp_path / "demo" / "stage1" / "supernet" / "model.safetensors").is_file()
+    # Fidelity to the teacher is a CKA: in (0, 1], and the search's winner is scored by it.
+    assert all(0 < x <= 1 for x in s1["oneshot_before"] + s1["oneshot_after"])
+    assert 0 < r["verified"][0]["objective"] <= 1
+    assert r["supernet"]["path"].endswith("supernet")  # stage 2 measured the trained supernet's subnets
+    assert code in (0, 1) and (tmp_path / "demo" / "report" / "report.html").is_file()

@@ -20,8 +20,9 @@ from bfnas.models.errors import InputError
 
 
 def register(sub) -> None:
-    p = command(sub, "demo", "profile subnets here, fit the predictor, search under a budget, "
-                "verify on the device, write a report (what `make demo` runs)",
+    p = command(sub, "demo", "both stages here: briefly distil the supernet, then profile subnets, fit the "
+                "predictor, search under a budget for one-shot fidelity, verify on the device, write a "
+                "report (what `make demo` runs)",
                 "bfnas demo --checkpoint minilm --out bfnas-demo", cmd_demo)
     add_model_args(p, default_space="minilm-l6")
     p.add_argument("--hw", default="local-cpu-int8", help="INT8 profile to search for (default local-cpu-int8)")
@@ -29,6 +30,10 @@ def register(sub) -> None:
     p.add_argument("--samples", type=int, default=60, help="subnets to profile (default 60)")
     p.add_argument("--max-latency-ms", type=float, help="budget (default: the median measured latency)")
     p.add_argument("--verify", type=int, default=3, help="winners to measure on the device (default 3)")
+    p.add_argument("--train-steps", type=int, default=None,
+                   help="stage 1: distillation steps of the supernet from --checkpoint before the search, "
+                        "which then maximizes one-shot fidelity to it (default 60 with --checkpoint; "
+                        "0, the default without: skip stage 1 and search for encoder params)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="bfnas-demo", help="folder for the store, results and report")
     add_artifacts_arg(p)
@@ -52,6 +57,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise InputError("--samples", None, "the predictor needs at least 30 measured subnets")
     if args.verify < 1:
         raise InputError("--verify", None, "must be at least 1")
+    if args.train_steps is None:
+        args.train_steps = 60 if args.checkpoint else 0
+    if args.train_steps < 0:
+        raise InputError("--train-steps", None, "must be 0 or more")
+    if args.train_steps and not args.checkpoint:
+        raise InputError("--train-steps", None, "stage 1 distils from a teacher: give --checkpoint "
+                                                "(e.g. minilm), or --train-steps 0")
     space, supernet = space_and_supernet(args)
     out = console(stderr=args.json)
     settings = DemoSettings(samples=args.samples, max_latency_ms=args.max_latency_ms, verify=args.verify,
@@ -60,8 +72,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=out, transient=True) as progress:
         task = progress.add_task("starting", total=1.0)
+        objective, stage1 = None, None
+        if args.train_steps:
+            from bfnas.pipeline import Stage1Settings, run_stage1
+
+            # Stage 1 takes the first fifth of the bar, stage 2 the rest.
+            s1 = run_stage1(args.checkpoint, space, Path(args.out) / "stage1",
+                            Stage1Settings(steps=args.train_steps, seed=args.seed),
+                            on_step=lambda step, f: progress.update(task, description=step, completed=f))
+            supernet, stage1 = s1["supernet"], s1["summary"]
+            objective = ("oneshot", s1["scorer"])
         result = run_demo(space, supernet, cache, int8_profile, fp32_profile, Path(args.out), settings,
-                          on_step=lambda step, f: progress.update(task, description=step, completed=f))
+                          on_step=lambda step, f: progress.update(task, description=step,
+                                                                  completed=(0.2 + 0.8 * f) if stage1 else f),
+                          objective=objective)
+        result["stage1"] = stage1
     if args.json:
         print_json(result)
     else:
@@ -70,6 +95,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _print(out, r: dict) -> None:
+    s1 = r.get("stage1")
+    if s1:
+        before, after = s1["oneshot_before"], s1["oneshot_after"]
+        out.print(f"stage 1: {s1['steps']} distillation steps ({s1['steps_per_s'] or 0:.2f} steps/s) into "
+                  f"{s1['checkpoint']}; one-shot fidelity of {len(before)} subnets "
+                  f"{sum(before) / len(before):.3f} -> {sum(after) / len(after):.3f}")
     p = r["predictor"]
     out.print(f"profiled {r['profiled']['ok']} subnets of {r['space']} on {r['profile']} "
               f"({r['profiled']['unstable']} unstable, {r['profiled']['failed']} failed)")
@@ -78,15 +109,18 @@ def _print(out, r: dict) -> None:
     for v in r["verified"]:
         measured = "failed" if v["measured_ms"] is None else f"{v['measured_ms']:.3f} ms"
         flag = "" if v["within_budget"] else "  [red]over budget[/]"
-        out.print(f"  verified {v['arch']}: {v['objective'] / 1e6:.2f} M params, predicted "
+        score = f"one-shot {v['objective']:.3f}" if r["objective"] == "oneshot" else f"{v['objective'] / 1e6:.2f} M params"
+        out.print(f"  verified {v['arch']}: {score}, predicted "
                   f"{v['predicted_ms']:.3f} ms, measured {measured}{flag}")
     best = r["best"]
     if best is None:
         out.print(f"[red]no subnet predicted under {r['budget_ms']:.3f} ms[/]")
     else:
         state = "within budget" if best["within_budget"] else "[red]OVER BUDGET[/]"
-        out.print(f"biggest under {r['budget_ms']:.3f} ms: {best['arch']} "
-                  f"({best['objective'] / 1e6:.2f} M encoder params), measured {best['measured_ms']:.3f} ms ({state})")
+        score = (f"one-shot fidelity {best['objective']:.3f}" if r["objective"] == "oneshot"
+                 else f"{best['objective'] / 1e6:.2f} M encoder params")
+        out.print(f"best under {r['budget_ms']:.3f} ms: {best['arch']} ({score}), "
+                  f"measured {best['measured_ms']:.3f} ms ({state})")
     cmp = r.get("fp32_vs_int8")
     if cmp and cmp.get("speedup"):
         out.print(f"the winner in FP32 ({cmp['fp32_profile']}): {cmp['fp32_median_ms']:.3f} ms; "
