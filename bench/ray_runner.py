@@ -51,6 +51,16 @@ def parse_affinity(text: str) -> list[int]:
     return cores
 
 
+def pin_process(cores: list[int]) -> None:
+    """Pin every thread of this process to `cores`. sched_setaffinity(0) pins only the calling
+    thread; a Ray worker's own threads (RPC, heartbeats) started before it, and left free, would
+    wake up on the cores of the other devices and disturb their measurements."""
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # a thread that just ended
+            os.sched_setaffinity(int(task.name), cores)
+    os.sched_setaffinity(0, cores)
+
+
 class DeviceHost:
     """What a device actor does on its node (plain class: testable without Ray)."""
 
@@ -59,7 +69,7 @@ class DeviceHost:
 
         affinity = os.environ.get(AFFINITY_ENV)
         if affinity:
-            os.sched_setaffinity(0, parse_affinity(affinity))
+            pin_process(parse_affinity(affinity))
         self.blobs = Path(blob_dir or os.environ.get(BLOB_DIR_ENV) or DEFAULT_BLOB_DIR).expanduser()
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.runner = LocalRunner()  # its fork server inherits this process's affinity

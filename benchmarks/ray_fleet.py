@@ -49,18 +49,45 @@ def fleet_profile(name: str):
     return base.model_copy(update={"measure": measure, "target": target})
 
 
+def cpu_seconds() -> dict[str, float]:
+    """CPU time used so far by this driver and by every other process, by kind (from /proc):
+    what besides the two measuring workers took the cores."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, _, rest = stat.read_text().rpartition(")")
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        f = rest.split()
+        pid = int(stat.parent.name)
+        server = "bfnas.bench.forkserver" in cmd
+        # A fork server's workers have exited by now: their time is in its children's fields.
+        used = (int(f[11]) + int(f[12]) + (int(f[13]) + int(f[14]) if server else 0)) / tick
+        kind = ("driver" if pid == os.getpid() else "measuring workers" if server
+                else "ray actors" if "ray::" in head or "default_worker" in cmd
+                else "ray daemons" if any(k in cmd for k in ("raylet", "gcs_server", "ray/", "dashboard"))
+                else "other")
+        out[kind] = out.get(kind, 0.0) + used
+    return out
+
+
 def profile_once(profile, space, supernet, cache, devices: int, samples: int, seed: int, db: Path) -> dict:
     runner = RayRunner(profile, max_devices=devices)
     try:
         with LatencyStore(db) as store:
+            cpu0 = cpu_seconds()
             t = time.perf_counter()
             out = ProfileJob(store, profile, space, supernet, cache, runner, samples, seed=seed).run()
             seconds = time.perf_counter() - t
+            cpu1 = cpu_seconds()
             rows = store.db.execute(
                 "SELECT subnet_key, ratio FROM measurements WHERE role = 'sample' AND status = 'ok'").fetchall()
     finally:
         runner.close()
-    return {"devices": devices, "seconds": seconds, "per_min": 60 * samples / seconds,
+    cpu = {k: round(cpu1.get(k, 0.0) - cpu0.get(k, 0.0), 1) for k in cpu1}
+    return {"devices": devices, "seconds": seconds, "per_min": 60 * samples / seconds, "cpu_seconds": cpu,
             "ok": out["ok"], "unstable": out["unstable"], "failed": out["failed"],
             "ratios": {k: r for k, r in rows if r is not None}}
 
@@ -102,7 +129,8 @@ def main() -> int:
             for devices in ((1, 2) if r % 2 == 0 else (2, 1)):
                 db = work / f"r{r}-d{devices}.db"
                 runs.append(profile_once(profile, space, supernet, cache, devices, a.samples, a.seed, db))
-                print(f"round {r}: {devices} device(s): {runs[-1]['per_min']:.1f} subnets/min", flush=True)
+                print(f"round {r}: {devices} device(s): {runs[-1]['per_min']:.1f} subnets/min; CPU s "
+                      f"{runs[-1]['cpu_seconds']}", flush=True)
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -127,6 +155,11 @@ def main() -> int:
           f"{x['failed']} |" for i, x in enumerate(runs)],
         "",
         f"**Two devices: {two:.1f} subnets/min vs one: {one:.1f} → {two / one:.2f}x** (goal ≥ 1.8x).",
+        "",
+        "CPU seconds per run, by process kind (from /proc; the measuring workers include their warm-up):",
+        "",
+        *[f"- round {i // 2}, {x['devices']} device(s): " + ", ".join(f"{k} {v:.1f}" for k, v in
+                                                                   sorted(x["cpu_seconds"].items())) for i, x in enumerate(runs)],
         "",
         f"Normalized latency, two-device run vs one-device run, same subnets (n={len(diffs)}): "
         f"median |difference| {statistics.median(diffs):.2%}, 90th percentile "
