@@ -215,9 +215,11 @@ class SshRunner:
 
     def close(self) -> None:
         """End the master connection and remove its socket folder."""
+        argv = self.ssh_argv("true")
+        # The options, then the control command, then the host: `-O` must come before `--`.
+        control = [*argv[:argv.index("--")], "-O", "exit", "--", self.target.host]
         with contextlib.suppress(Exception):
-            subprocess.run([*self.ssh_argv("true")[:-2], "-O", "exit", self.target.host],
-                           capture_output=True, timeout=10)
+            subprocess.run(control, capture_output=True, timeout=10)
         shutil.rmtree(self._control, ignore_errors=True)
 
     def __del__(self) -> None:

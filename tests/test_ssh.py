@@ -54,8 +54,12 @@ def test_a_measurement_over_ssh_uploads_once_and_runs_the_worker_on_the_device(s
         assert first["pid"] != second["pid"] != os.getpid()
         assert runner.uploads == 1
         assert (tmp_path / "device" / "blobs" / f"{model[1]}.onnx").read_bytes() == Path(model[0]).read_bytes()
+        control = runner._control
+        assert _processes_mentioning(control)  # the shared master connection is up
     finally:
         runner.close()
+    time.sleep(0.2)
+    assert not Path(control).exists() and not _processes_mentioning(control)
     # A new runner finds the file on the device by its hash and sends nothing.
     again = SshRunner(profile.target)
     try:
@@ -212,3 +216,14 @@ def _samples(db: Path) -> int:
         return 0
     finally:
         con.close()
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
