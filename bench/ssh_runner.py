@@ -171,7 +171,7 @@ class SshRunner:
         # session would not reach a process that does not read its terminal.
         limit = f"timeout -s KILL {math.ceil(timeout_s)}"
         return (f"if command -v timeout >/dev/null 2>&1; then {limit} {worker}; else {worker}; fi; "
-                f"echo; echo {EXIT_MARKER} $?")
+                f"rc=$?; echo; echo {EXIT_MARKER} $rc")
 
     def run(self, model: str, sha256: str, profile: HardwareProfile,
             anchor: tuple[str, str] | None = None) -> dict:

@@ -127,6 +127,35 @@ def test_a_worker_failure_on_the_device_is_a_failed_measurement(sshd, tmp_path):
     assert out["status"] == "failed" and out["reason"] and runner.retried == 0
 
 
+def test_a_worker_that_hangs_on_the_device_is_killed_there_at_its_timeout(sshd, model, tmp_path):
+    hang = tmp_path / "hanging-python"
+    hang.write_text("#!/bin/sh\nexec sleep 600\n")
+    hang.chmod(0o755)
+    profile = ssh_profile(sshd, tmp_path / "device", {"max_seconds": 0.5, "timeout_s": 2}, python=str(hang))
+    runner = SshRunner(profile.target)
+    t = time.monotonic()
+    try:
+        out = runner.run(*model, profile)
+    finally:
+        runner.close()
+    assert out["status"] == "failed" and "timeout after 2 s (on the device)" in out["reason"]
+    assert time.monotonic() - t < 30 and runner.retried == 0
+    assert not _processes_mentioning(str(hang))  # nothing left running on the device
+
+
+def test_a_worker_crash_on_the_device_is_reported_with_its_signal(sshd, model, tmp_path):
+    crash = tmp_path / "crashing-python"
+    crash.write_text("#!/bin/sh\nkill -SEGV $$\n")
+    crash.chmod(0o755)
+    profile = ssh_profile(sshd, tmp_path / "device", python=str(crash))
+    runner = SshRunner(profile.target)
+    try:
+        out = runner.run(*model, profile)
+    finally:
+        runner.close()
+    assert out["status"] == "failed" and "SIGSEGV" in out["reason"] and runner.retried == 0
+
+
 def _ssh_toml(sshd, tmp_path, workdir: Path, **extra) -> Path:
     target = "\n".join(f"{k} = {json.dumps(v)}" for k, v in sshd.target(workdir=str(workdir), **extra).items())
     path = tmp_path / "test-ssh-int8.toml"
