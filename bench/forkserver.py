@@ -5,10 +5,12 @@ numpy, onnxruntime, pydantic). This server imports those once, never creates a s
 forks one child per job, so every measurement still runs in its own process (its own
 allocator, thread pools and crash) for a few milliseconds of start-up.
 
-Protocol, one JSON object per line. In on stdin: `{"job": JOB_JSON_TEXT, "timeout": SECONDS}`.
+Protocol, one JSON object per line. Out on stdout first: `{"ready": true}` once the imports
+are done. In on stdin: `{"job": JOB_JSON_TEXT, "timeout": SECONDS}`.
 Out on stdout: `{"pid": PID}` when the child starts, then `{"returncode": RC, "out": TEXT}`
 (RC < 0: killed by signal -RC) or `{"timeout": true}` after the child was killed for
-overrunning. The server is single-threaded: a fork copies only the forking thread.
+overrunning. The server is single-threaded: a fork copies only the forking thread. The
+same server runs on SSH devices, over the ssh session's pipes (`bench.ssh_runner`).
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def _send(message: dict) -> None:
 
 
 def main() -> int:
+    _send({"ready": True})
     for line in sys.stdin:
         if line.strip():
             _send(_serve_one(json.loads(line)))

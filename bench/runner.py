@@ -60,6 +60,90 @@ def parse_worker_output(returncode: int, stdout: str, stderr: str) -> dict:
     return {"status": "failed", "reason": f"worker exited {returncode}: {tail[:300]}"}
 
 
+class ForkServerLost(Exception):
+    """The fork server went away or stopped answering. `started`: it had been ready (so a job,
+    not the start-up, was interrupted)."""
+
+    def __init__(self, message: str, started: bool) -> None:
+        super().__init__(message)
+        self.started = started
+
+
+class ForkServerClient:
+    """The client of a `bench.forkserver` process reached through `argv`'s pipes: a local
+    process, or `ssh DEVICE python -m bfnas.bench.forkserver`. Started on the first job."""
+
+    def __init__(self, argv: list[str], env: dict | None = None, start_timeout: float = 60.0,
+                 stderr=None) -> None:
+        self.argv, self.env, self.start_timeout, self.stderr = argv, env, start_timeout, stderr
+        self.proc: subprocess.Popen | None = None
+        self.active_pid: int | None = None  # the worker running now, if any
+        self._pending = b""  # bytes read past the last full line
+
+    def run(self, job: str, timeout: float) -> dict:
+        """The server's answer for one job: `{"returncode", "out"}` or `{"timeout": true}`."""
+        started = False
+        try:
+            self._start()
+            started = True
+            assert self.proc is not None and self.proc.stdin is not None
+            self.proc.stdin.write((json.dumps({"job": job, "timeout": timeout}) + "\n").encode())
+            self.proc.stdin.flush()
+            self.active_pid = self._answer(60)["pid"]
+            return self._answer(timeout + 60)
+        except (OSError, ValueError, KeyError) as exc:
+            self.close()
+            raise ForkServerLost(str(exc) or type(exc).__name__, started) from None
+        finally:
+            self.active_pid = None
+
+    def _start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, env=self.env, bufsize=0)
+        self._pending = b""
+        if not self._answer(self.start_timeout).get("ready"):
+            raise ValueError("the fork server did not say it was ready")
+
+    def _answer(self, timeout: float) -> dict:
+        """The server's next line as JSON. Read from the raw pipe with an own buffer: a
+        buffered reader could swallow the next line too, and select() would then wait on
+        an empty pipe for an answer already read."""
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._pending:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(left, 0))
+            if not ready:
+                raise OSError(f"no answer within {timeout:.0f} s")
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise OSError("it exited")
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        return json.loads(line)
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.returncode
+
+    def close(self) -> None:
+        """Stop the server (a new one starts on the next job)."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+
+
+def forked_result(done: dict, timeout: float, where: str = "") -> dict:
+    """A measurement result from a fork server's answer."""
+    if done.get("timeout"):
+        return {"status": "failed", "reason": f"timeout after {timeout:.0f} s{where}"}
+    return parse_worker_output(done["returncode"], done["out"], "")
+
+
 class LocalRunner:
     """Runs each job in a new process on this machine, with the profile's timeout.
 
@@ -71,16 +155,25 @@ class LocalRunner:
     def __init__(self, python: str = sys.executable, fork: bool = True) -> None:
         self.python = python
         self.fork = fork and hasattr(os, "fork")
-        self.active_pid: int | None = None  # the forked worker running now, if any
-        self._server: subprocess.Popen | None = None
-        self._pending = b""  # bytes read from the server past the last full line
+        # One BLAS thread: a fork copies only the forking thread.
+        self.server = ForkServerClient([python, "-m", "bfnas.bench.forkserver"],
+                                       env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+
+    @property
+    def active_pid(self) -> int | None:
+        """The forked worker running now, if any."""
+        return self.server.active_pid
 
     def run(self, model: str, sha256: str, profile: HardwareProfile,
             anchor: tuple[str, str] | None = None) -> dict:
         job = job_json(model, sha256, profile, anchor)
         timeout = profile.measure.timeout_s
         if self.fork:
-            return self._run_forked(job, timeout)
+            try:
+                return forked_result(self.server.run(job, timeout), timeout)
+            except ForkServerLost as exc:
+                # The server itself died or hung: a worker failure, and a new server next time.
+                return {"status": "failed", "reason": f"fork server failed: {exc}"}
         try:
             proc = subprocess.run(
                 [self.python, "-m", "bfnas.bench.worker", "--job", "-"],
@@ -90,60 +183,9 @@ class LocalRunner:
             return {"status": "failed", "reason": f"timeout after {timeout:.0f} s"}
         return parse_worker_output(proc.returncode, proc.stdout, proc.stderr)
 
-    def _run_forked(self, job: str, timeout: float) -> dict:
-        server = self._fork_server()
-        try:
-            server.stdin.write((json.dumps({"job": job, "timeout": timeout}) + "\n").encode())
-            server.stdin.flush()
-            started = self._answer(60)
-            self.active_pid = started["pid"]
-            done = self._answer(timeout + 60)
-        except (OSError, ValueError, KeyError) as exc:
-            # The server itself died or hung: a worker failure, and a new server next time.
-            self.close()
-            return {"status": "failed", "reason": f"fork server failed: {exc}"}
-        finally:
-            self.active_pid = None
-        if done.get("timeout"):
-            return {"status": "failed", "reason": f"timeout after {timeout:.0f} s"}
-        return parse_worker_output(done["returncode"], done["out"], "")
-
-    def _fork_server(self) -> subprocess.Popen:
-        if self._server is None or self._server.poll() is not None:
-            # One BLAS thread: a fork copies only the forking thread.
-            env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-            self._server = subprocess.Popen(
-                [self.python, "-m", "bfnas.bench.forkserver"], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, env=env, bufsize=0,
-            )
-            self._pending = b""
-        return self._server
-
-    def _answer(self, timeout: float) -> dict:
-        """The server's next line as JSON. Read from the raw pipe with an own buffer: a
-        buffered reader could swallow the next line too, and select() would then wait on
-        an empty pipe for an answer already read."""
-        assert self._server is not None and self._server.stdout is not None
-        fd = self._server.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._pending:
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([fd], [], [], max(left, 0))
-            if not ready:
-                raise OSError("no answer")
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                raise OSError("it exited")
-            self._pending += chunk
-        line, _, self._pending = self._pending.partition(b"\n")
-        return json.loads(line)
-
     def close(self) -> None:
         """Stop the fork server (a new one starts on the next job)."""
-        if self._server is not None:
-            self._server.kill()
-            self._server.wait()
-            self._server = None
+        self.server.close()
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):

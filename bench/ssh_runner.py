@@ -1,10 +1,12 @@
 """SSH runner: measurements on a device reached over SSH (`target.kind = "ssh"`).
 
 Each job uploads the model to the device unless a file with its sha256 is already there,
-then runs `bfnas worker` with the device's own Python, one fresh process per measurement
-as locally, and reads its JSON line. The OpenSSH client does the transport, so the user's
-ssh setup (agents, jump hosts in ~/.ssh/config) applies; connections are multiplexed over
-one master connection per runner, which makes the per-job round trips cheap.
+then has it measured by the device's own Python: a fork server (`bench.forkserver`) started
+once over a long-lived ssh session forks one fresh worker process per measurement, as
+locally, so a device pays its interpreter and ONNX Runtime imports (seconds on a small
+board) once per job rather than once per subnet. The OpenSSH client does the transport, so
+the user's ssh setup (agents, jump hosts in ~/.ssh/config) applies; connections are
+multiplexed over one master connection per runner, which makes the per-job round trips cheap.
 
 Host keys are checked (`StrictHostKeyChecking=yes`, the profile's known_hosts file or the
 user's); every remote argument is quoted. A connection that fails or drops is retried with
@@ -28,11 +30,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bfnas.bench.profile import HardwareProfile, Target
-from bfnas.bench.runner import DeviceUnreachable, job_json, parse_worker_output
-
-# The worker's exit status follows this marker on its own line; a reply without it means
-# the connection, not the worker, ended the command.
-EXIT_MARKER = "BFNAS-EXIT"
+from bfnas.bench.runner import (
+    DeviceUnreachable,
+    ForkServerClient,
+    ForkServerLost,
+    forked_result,
+    job_json,
+)
 
 
 class _ConnectionLost(Exception):
@@ -68,6 +72,8 @@ class SshRunner:
         self.uploads = 0  # files sent (the rest were on the device already)
         self.retried = 0  # calls repeated after a failed or dropped connection
         self._present: set[str] = set()  # hashes known to be on the device
+        self._server: ForkServerClient | None = None
+        self._server_log = None
         # Control sockets need a short path (108 bytes on Linux): not under a deep tmp dir.
         self._control = tempfile.mkdtemp(prefix="bfnas-ssh-", dir="/tmp" if Path("/tmp").is_dir() else None)
 
@@ -164,14 +170,21 @@ class SshRunner:
         self.call(f"rm -f {remote_path(self.blob_path(sha256))}", timeout=self.target.connect_timeout_s + 30)
 
     # -- jobs --------------------------------------------------------------------------------
-    def worker_command(self, timeout_s: float) -> str:
-        py = shlex.quote(self.target.python)
-        worker = f"{py} -m bfnas.bench.worker --job -"
-        # coreutils' timeout kills a hung worker on the device itself: closing the ssh
-        # session would not reach a process that does not read its terminal.
-        limit = f"timeout -s KILL {math.ceil(timeout_s)}"
-        return (f"if command -v timeout >/dev/null 2>&1; then {limit} {worker}; else {worker}; fi; "
-                f"rc=$?; echo; echo {EXIT_MARKER} $rc")
+    def _fork_server(self) -> ForkServerClient:
+        if self._server is None:
+            t = self.target
+            command = f"OPENBLAS_NUM_THREADS=1 exec {shlex.quote(t.python)} -m bfnas.bench.forkserver"
+            # The device's stderr, for error lines; kept open as long as the server runs.
+            self._server_log = tempfile.TemporaryFile()  # noqa: SIM115
+            # Starting it imports numpy and ONNX Runtime on the device: slow on a small board.
+            self._server = ForkServerClient(self.ssh_argv(command), start_timeout=t.connect_timeout_s + 60,
+                                            stderr=self._server_log)
+        return self._server
+
+    @property
+    def active_pid(self) -> int | None:
+        """The device-side pid of the worker measuring now, if any."""
+        return self._server.active_pid if self._server else None
 
     def run(self, model: str, sha256: str, profile: HardwareProfile,
             anchor: tuple[str, str] | None = None) -> dict:
@@ -191,30 +204,41 @@ class SshRunner:
     def _measure(self, model: str, sha256: str, profile: HardwareProfile,
                  anchor: tuple[str, str] | None) -> dict:
         timeout = profile.measure.timeout_s
-        job = job_json(model, sha256, profile, anchor).encode()
-        command = self.worker_command(timeout)
+        job = job_json(model, sha256, profile, anchor)
 
         def once() -> dict:
-            t = time.monotonic()
-            proc = self._call(command, stdin=job, timeout=timeout + self.target.connect_timeout_s + 30)
-            out = proc.stdout.decode(errors="replace")
-            body, marker, code = out.rpartition(f"\n{EXIT_MARKER} ")
-            if not marker:
-                # The command ended without its trailer: the connection dropped mid-job.
-                raise _ConnectionLost(_last_line(proc.stderr) or "connection closed during the job")
-            rc = int(code.strip() or 1)
-            if rc == 137 and time.monotonic() - t >= timeout:
-                return {"status": "failed", "reason": f"timeout after {timeout:.0f} s (on the device)"}
-            # A shell reports a signal as 128 + its number; the parser expects -signal.
-            rc = -(rc - 128) if rc > 128 else rc
-            return parse_worker_output(rc, body, proc.stderr.decode(errors="replace"))
+            server = self._fork_server()
+            try:
+                return forked_result(server.run(job, timeout), timeout, " (on the device)")
+            except ForkServerLost as exc:
+                if server.returncode == 255:  # ssh's own failure: the connection
+                    raise _ConnectionLost(self._server_error() or str(exc)) from None
+                if exc.started:
+                    # The device's server died under a job (the OOM killer, say): that job
+                    # failed, and a new server starts with the next one.
+                    return {"status": "failed", "reason": f"device fork server died: {self._server_error() or exc}"}
+                hint = " (is bfnas installed for it?)" if "No module named" in self._server_error() else ""
+                raise DeviceUnreachable(f"{self.target.host}: {self.target.python} -m bfnas.bench.forkserver "
+                                        f"did not start{hint}: {self._server_error() or exc}") from None
 
         result = self._with_retries("measurement", once)
         result["device"] = {"host": self.target.host, "port": self.target.port}
         return result
 
+    def _server_error(self) -> str:
+        if self._server_log is None:
+            return ""
+        self._server_log.seek(0)
+        return _last_line(self._server_log.read())
+
     def close(self) -> None:
-        """End the master connection and remove its socket folder."""
+        """Stop the device's fork server, end the master connection, remove its socket folder."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._server_log is not None:
+            self._server_log.close()
+            self._server_log = None
         argv = self.ssh_argv("true")
         # The options, then the control command, then the host: `-O` must come before `--`.
         control = [*argv[:argv.index("--")], "-O", "exit", "--", self.target.host]

@@ -139,8 +139,8 @@ def test_a_dead_fork_server_is_replaced(model):
     path, sha = model
     runner = LocalRunner()
     assert runner.run(path, sha, fast_profile())["status"] == "ok"
-    runner._server.kill()
-    runner._server.wait()
+    runner.server.proc.kill()
+    runner.server.proc.wait()
     assert runner.run(path, sha, fast_profile())["status"] == "ok"
     runner.close()
 
