@@ -16,6 +16,10 @@ each sees the other as "other processes" in /proc: the profile's max_other_cpu i
 1.5 cores for this benchmark, and the agreement of the two runs' normalized latencies is
 reported so any interference shows.
 
+The same job is also run without Ray ("local x2"): two `LocalRunner`s in this process,
+each pinning its workers to one of the two cores, fed by the same parallel profiling job. It
+tells how far two cores of this host scale for measurement at all, Ray aside.
+
 Goal (issue 7): two devices >= 1.8x one. Writes benchmarks/results/ray_fleet.md.
 """
 
@@ -36,6 +40,7 @@ from results_io import publish
 from bfnas.bench.profile import load_profile
 from bfnas.bench.profiling import ProfileJob, anchor_artifact, artifact_for, plan_subnets
 from bfnas.bench.ray_runner import RayRunner
+from bfnas.bench.runner import LocalRunner
 from bfnas.bench.store import LatencyStore
 from bfnas.models.artifact import ArtifactCache
 from bfnas.models.space import load_space
@@ -73,8 +78,34 @@ def cpu_seconds() -> dict[str, float]:
     return out
 
 
-def profile_once(profile, space, supernet, cache, devices: int, samples: int, seed: int, db: Path) -> dict:
-    runner = RayRunner(profile, max_devices=devices)
+class PinnedLocalRunners:
+    """Two local "devices" without Ray: one LocalRunner per core, its workers pinned there."""
+
+    def __init__(self, cores: list[int]) -> None:
+        import queue
+
+        self.lanes = len(cores)
+        self._idle: queue.Queue = queue.Queue()
+        self._all = [(LocalRunner(), c) for c in cores]
+        for pair in self._all:
+            self._idle.put(pair)
+
+    def run(self, model, sha256, profile, anchor=None) -> dict:
+        runner, core = self._idle.get()
+        try:
+            rt = profile.runtime.model_copy(update={"cpu_affinity": [core]})
+            return runner.run(model, sha256, profile.model_copy(update={"runtime": rt}), anchor)
+        finally:
+            self._idle.put((runner, core))
+
+    def close(self) -> None:
+        for runner, _ in self._all:
+            runner.close()
+
+
+def profile_once(profile, space, supernet, cache, devices: int, samples: int, seed: int, db: Path,
+                 local_cores: list[int] | None = None) -> dict:
+    runner = PinnedLocalRunners(local_cores) if local_cores else RayRunner(profile, max_devices=devices)
     try:
         with LatencyStore(db) as store:
             cpu0 = cpu_seconds()
@@ -87,7 +118,7 @@ def profile_once(profile, space, supernet, cache, devices: int, samples: int, se
     finally:
         runner.close()
     cpu = {k: round(cpu1.get(k, 0.0) - cpu0.get(k, 0.0), 1) for k in cpu1}
-    return {"devices": devices, "seconds": seconds, "per_min": 60 * samples / seconds, "cpu_seconds": cpu,
+    return {"devices": devices if not local_cores else f"local x{len(local_cores)}", "seconds": seconds, "per_min": 60 * samples / seconds, "cpu_seconds": cpu,
             "ok": out["ok"], "unstable": out["unstable"], "failed": out["failed"],
             "ratios": {k: r for k, r in rows if r is not None}}
 
@@ -126,10 +157,11 @@ def main() -> int:
     runs = []
     try:
         for r in range(a.repeats):
-            for devices in ((1, 2) if r % 2 == 0 else (2, 1)):
+            for devices in ((1, 2, 0) if r % 2 == 0 else (0, 2, 1)):
                 db = work / f"r{r}-d{devices}.db"
-                runs.append(profile_once(profile, space, supernet, cache, devices, a.samples, a.seed, db))
-                print(f"round {r}: {devices} device(s): {runs[-1]['per_min']:.1f} subnets/min; CPU s "
+                runs.append(profile_once(profile, space, supernet, cache, devices, a.samples, a.seed, db,
+                                         local_cores=cores[:2] if devices == 0 else None))
+                print(f"round {r}: {runs[-1]['devices']} device(s): {runs[-1]['per_min']:.1f} subnets/min; CPU s "
                       f"{runs[-1]['cpu_seconds']}", flush=True)
     finally:
         ray.shutdown()
@@ -137,6 +169,7 @@ def main() -> int:
 
     one = statistics.median(x["per_min"] for x in runs if x["devices"] == 1)
     two = statistics.median(x["per_min"] for x in runs if x["devices"] == 2)
+    local = statistics.median(x["per_min"] for x in runs if x["devices"] == "local x2")
     # Agreement of the normalized latencies (ratio to the anchor) measured by one device and by two.
     r1 = next(x for x in runs if x["devices"] == 1)["ratios"]
     r2 = next(x for x in runs if x["devices"] == 2)["ratios"]
@@ -151,14 +184,17 @@ def main() -> int:
         "",
         "| round | devices | seconds | subnets/min | ok | unstable | failed |",
         "|---|---|---|---|---|---|---|",
-        *[f"| {i // 2} | {x['devices']} | {x['seconds']:.1f} | {x['per_min']:.1f} | {x['ok']} | {x['unstable']} | "
+        *[f"| {i // 3} | {x['devices']} | {x['seconds']:.1f} | {x['per_min']:.1f} | {x['ok']} | {x['unstable']} | "
           f"{x['failed']} |" for i, x in enumerate(runs)],
         "",
         f"**Two devices: {two:.1f} subnets/min vs one: {one:.1f} → {two / one:.2f}x** (goal ≥ 1.8x).",
         "",
+        f"Without Ray, two LocalRunners pinned to the two cores: {local:.1f} subnets/min → "
+        f"{local / one:.2f}x the one Ray device.",
+        "",
         "CPU seconds per run, by process kind (from /proc; the measuring workers include their warm-up):",
         "",
-        *[f"- round {i // 2}, {x['devices']} device(s): " + ", ".join(f"{k} {v:.1f}" for k, v in
+        *[f"- round {i // 3}, {x['devices']} device(s): " + ", ".join(f"{k} {v:.1f}" for k, v in
                                                                    sorted(x["cpu_seconds"].items())) for i, x in enumerate(runs)],
         "",
         f"Normalized latency, two-device run vs one-device run, same subnets (n={len(diffs)}): "
@@ -167,6 +203,7 @@ def main() -> int:
     ]
     publish(a.out, "ray_fleet", lines, {"runs": [{k: v for k, v in x.items() if k != "ratios"} for x in runs],
                                          "one_per_min": one, "two_per_min": two, "speedup": two / one,
+                                         "local_two_per_min": local,
                                          "build_seconds": build_s, "ratio_abs_diff": diffs})
     return 0
 
