@@ -117,6 +117,8 @@ class SshServer:
         if not Path(sshd).is_file():
             pytest.fail("sshd is not installed (.ci/run installs Debian's openssh-server)")
         self.sshd, self.folder, self.user = sshd, folder, getpass.getuser()
+        self.home = folder / "home"
+        self.home.mkdir()
         for name in ("host_key", "user_key"):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / name)], check=True)
         (folder / "authorized_keys").write_text((folder / "user_key.pub").read_text())
@@ -136,6 +138,9 @@ PermitRootLogin prohibit-password
 StrictModes no
 UsePAM no
 PrintMotd no
+# Sessions get a home of their own: the user's shell start-up files (a pyenv rehash in
+# ~/.bashrc, say, whose lock a killed session can leave behind) stay out of the tests.
+SetEnv HOME={self.home}
 """)
         host_pub = " ".join((folder / "host_key.pub").read_text().split()[:2])
         self.known_hosts = folder / "known_hosts"

@@ -82,7 +82,7 @@ def test_a_damaged_file_on_the_device_is_sent_again(sshd, model, tmp_path):
 
 
 def test_remote_arguments_are_quoted(sshd, model, tmp_path):
-    home_marker = Path.home() / "bfnas-quoting-canary"
+    home_marker = sshd.home / "bfnas-quoting-canary"  # the device's home, where ~ points there
     home_marker.unlink(missing_ok=True)
     workdir = tmp_path / "dev dir;touch ~/bfnas-quoting-canary;$(touch ~/bfnas-quoting-canary)"
     profile = ssh_profile(sshd, workdir)
