@@ -25,8 +25,8 @@ from scipy.stats import kendalltau
 from bfnas.models.checkpoint import load_supernet, minilm_dir, read_config
 from bfnas.models.distill import SupernetTrainer, TrainSettings
 from bfnas.models.oneshot import OneShotScorer, held_out_batch
-from bfnas.models.pretraining import DataSettings, build_data, stdlib_docstrings
 from bfnas.models.space import load_space
+from bfnas.pipeline import Stage1Settings, stage1_data
 
 
 def main() -> int:
@@ -42,10 +42,7 @@ def main() -> int:
     cfgs = [space.sample(rng) for _ in range(args.subnets)]
     with tempfile.TemporaryDirectory(prefix="bfnas-stage1-") as tmp:
         tmp = Path(tmp)
-        stdlib_docstrings(tmp / "all.txt")
-        lines = (tmp / "all.txt").read_text().splitlines()[: args.lines]
-        (tmp / "corpus.txt").write_text("\n".join(lines) + "\n")
-        data = build_data(tmp / "corpus.txt", minilm_dir(), tmp / "data", DataSettings(seq_len=64, shard_size=512))
+        data = stage1_data("minilm", tmp, Stage1Settings(corpus_lines=args.lines))
         batch = held_out_batch(tmp / "data", 16)
         teacher = load_supernet("minilm")
         before = OneShotScorer(load_supernet("minilm"), space.largest(), batch, teacher=teacher).many(cfgs)

@@ -45,13 +45,12 @@ class Stage1Settings:
     seed: int = 0
 
 
-def run_stage1(teacher_dir: str, space: SearchSpace, out: Path, settings: Stage1Settings = Stage1Settings(),
-               on_step: Callable[[str, float], None] = lambda step, fraction: None) -> dict[str, Any]:
-    """A briefly trained supernet in `out/supernet` and its one-shot scorer. Every step
-    resumes from what `out` holds, so a rerun costs little."""
-    from bfnas.models.checkpoint import load_supernet, read_config, resolve_checkpoint
-    from bfnas.models.distill import SupernetTrainer, TrainSettings
-    from bfnas.models.oneshot import OneShotScorer, held_out_batch
+def stage1_data(teacher_dir: str, out: Path, settings: Stage1Settings = Stage1Settings(),
+                on_step: Callable[[str, float], None] = lambda step, fraction: None) -> dict[str, Any]:
+    """Pretraining shards in `out/data` from the first `corpus_lines` stdlib docstrings,
+    tokenized with the teacher's tokenizer (both steps resume from what `out` holds); the
+    build's summary."""
+    from bfnas.models.checkpoint import resolve_checkpoint
     from bfnas.models.pretraining import DataSettings, build_data, stdlib_docstrings
 
     out.mkdir(parents=True, exist_ok=True)
@@ -61,10 +60,21 @@ def run_stage1(teacher_dir: str, space: SearchSpace, out: Path, settings: Stage1
         stdlib_docstrings(out / "docstrings.txt")
         lines = (out / "docstrings.txt").read_text().splitlines()[: settings.corpus_lines]
         corpus.write_text("\n".join(lines) + "\n")
-    folder = resolve_checkpoint(teacher_dir)
     on_step("stage 1: tokenizing, masking, sharding", 0.02)
-    data = build_data(corpus, folder, out / "data", DataSettings(seq_len=settings.seq_len, shard_size=512,
-                                                                   seed=settings.seed))
+    return build_data(corpus, resolve_checkpoint(teacher_dir), out / "data",
+                      DataSettings(seq_len=settings.seq_len, shard_size=512, seed=settings.seed))
+
+
+def run_stage1(teacher_dir: str, space: SearchSpace, out: Path, settings: Stage1Settings = Stage1Settings(),
+               on_step: Callable[[str, float], None] = lambda step, fraction: None) -> dict[str, Any]:
+    """A briefly trained supernet in `out/supernet` and its one-shot scorer. Every step
+    resumes from what `out` holds, so a rerun costs little."""
+    from bfnas.models.checkpoint import load_supernet, read_config, resolve_checkpoint
+    from bfnas.models.distill import SupernetTrainer, TrainSettings
+    from bfnas.models.oneshot import OneShotScorer, held_out_batch
+
+    data = stage1_data(teacher_dir, out, settings, on_step)
+    folder = resolve_checkpoint(teacher_dir)
     teacher = load_supernet(teacher_dir)
     _, _, raw = read_config(folder)
     trainer = SupernetTrainer(load_supernet(teacher_dir), teacher, space.largest(), space, out / "data",
