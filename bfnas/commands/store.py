@@ -11,7 +11,7 @@ from bfnas.models.errors import InputError
 
 def register(sub) -> None:
     p = command(sub, "import", "import latencies measured elsewhere (AutoTinyBERT dict<TAB>ms files)",
-                "bfnas import --format autotinybert ../shared/data/seed-latency-fp32.tsv "
+                "bfnas import --format autotinybert benchmarks/data/seed-latency-fp32.tsv "
                 "--hw seed-cpu-fp32 --space bigger-faster --db lat.db --json", cmd_import)
     p.add_argument("file", help="the file to import")
     p.add_argument("--format", default="autotinybert", help="autotinybert (the only format so far)")
