@@ -100,8 +100,10 @@ def _sample() -> _CpuSample:
 class CpuWatch:
     """How much CPU other processes (and the hypervisor, as steal) took while we measured.
 
-    `other_cores` is the average number of cores other processes kept busy; on a machine
-    with a core or two, anything near 0.5 means a timed run shared its core at times.
+    `other_cores` is the average number of cores other processes kept busy and `own_cores`
+    the CPU this process got. They are recorded with every measurement; whether a
+    measurement is trusted follows from its own numbers (`bench.measure.distrust`), and
+    `own_cores` below the threads asked for tells that the machine had no core free.
     """
 
     def __init__(self) -> None:
@@ -113,6 +115,9 @@ class CpuWatch:
         other = (end.busy - self.start.busy) - (end.own - self.start.own)
         return {
             "other_cores": max(other, 0.0) / wall,
+            # The CPU this process got: a CPU-bound timing loop that gets less than its
+            # threads asked for was waiting for a core (the machine had none free).
+            "own_cores": (end.own - self.start.own) / wall,
             "steal_cores": (end.steal - self.start.steal) / wall,
             "wall_s": wall,
         }

@@ -59,6 +59,10 @@ class Target(_Strict):
 
 # Target fields that say how to connect, not what is measured: left out of the hash.
 CONNECTION_POLICY = ("accept_new_host_key", "retries", "retry_backoff_s")
+# Measure fields that judge a measurement or say how long to wait, not how it is taken:
+# changing them keeps a store's measurements (which keep every number the judgement used).
+JUDGEMENT_POLICY = ("max_rel_ci", "max_anchor_rel_ci", "busy_wait_s")
+RETIRED_MEASURE_FIELDS = ("max_cov", "max_other_cpu")
 
 
 class TensorRTOptions(_Strict):
@@ -124,7 +128,7 @@ class Workload(_Strict):
 
 
 class Measure(_Strict):
-    """The stopping rules (see DESIGN.md, "Measuring honestly")."""
+    """The stopping rules and the trust rule (see docs/DESIGN.md, "Measuring honestly")."""
 
     warmup_runs: Annotated[int, Field(ge=0)] = 10
     warmup_seconds: Annotated[float, Field(ge=0)] = 0.2
@@ -132,14 +136,31 @@ class Measure(_Strict):
     min_seconds: Annotated[float, Field(ge=0)] = 0.3
     max_seconds: PositiveFloat = 10.0
     target_rel_ci: PositiveFloat = 0.01
-    max_cov: PositiveFloat = 0.25
-    max_other_cpu: Annotated[float, Field(ge=0)] = 0.5
+    # Trust follows from what a measurement shows (bench.measure.distrust): the 95 % CI of
+    # the paired ratio's median (of the raw median without an anchor) and the anchor's own.
+    # Chosen by measurement, quiet and beside a busy core (benchmarks/busy.py).
+    max_rel_ci: PositiveFloat = 0.02
+    max_anchor_rel_ci: PositiveFloat = 0.05
+    # A machine with no core free for the worker cannot be measured: wait this long for one,
+    # measuring again now and then, before the job stops and says so.
+    busy_wait_s: Annotated[float, Field(ge=0)] = 120.0
     timeout_s: PositiveFloat = 300.0
     # Time a fixed small "anchor" model right before every run and keep the ratio: it
     # cancels the machine's own speed changes (see bench.harness.time_runs).
     anchor: bool = True
     drift_every: Annotated[int, Field(ge=0)] = 25
     drift_threshold: PositiveFloat = 0.05
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data: object) -> object:
+        # Fields of earlier versions: named, so an old profile fails with a way forward.
+        if isinstance(data, dict):
+            for key in RETIRED_MEASURE_FIELDS:
+                if key in data:
+                    raise ValueError(f"{key} is no longer used: trust is judged from the "
+                                     "measurement itself (max_rel_ci, max_anchor_rel_ci)")
+        return data
 
     @model_validator(mode="after")
     def _order(self) -> Measure:
@@ -191,6 +212,8 @@ class HardwareProfile(_Strict):
         d.pop("description")
         for key in CONNECTION_POLICY:  # how a device is reached does not change its numbers
             d["target"].pop(key)
+        for key in JUDGEMENT_POLICY:  # nor does how its numbers are judged
+            d["measure"].pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
