@@ -61,7 +61,7 @@ class Target(_Strict):
 CONNECTION_POLICY = ("accept_new_host_key", "retries", "retry_backoff_s")
 # Measure fields that judge a measurement or say how long to wait, not how it is taken:
 # changing them keeps a store's measurements (which keep every number the judgement used).
-JUDGEMENT_POLICY = ("max_rel_ci", "max_anchor_rel_ci", "busy_wait_s")
+JUDGEMENT_POLICY = ("max_rel_ci", "max_anchor_rel_ci", "min_cpu_share", "busy_wait_s")
 RETIRED_MEASURE_FIELDS = ("max_cov", "max_other_cpu")
 
 
@@ -141,6 +141,9 @@ class Measure(_Strict):
     # Chosen by measurement, quiet and beside a busy core (benchmarks/busy.py).
     max_rel_ci: PositiveFloat = 0.02
     max_anchor_rel_ci: PositiveFloat = 0.05
+    # A CPU timing loop that got less than this share of the cores it needs was off its core
+    # too long to be trusted (measured: below ~0.5 the paired ratio is biased, CI or not).
+    min_cpu_share: Annotated[float, Field(ge=0, le=1)] = 0.6
     # A machine with no core free for the worker cannot be measured: wait this long for one,
     # measuring again now and then, before the job stops and says so.
     busy_wait_s: Annotated[float, Field(ge=0)] = 120.0

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bfnas.bench.measure import AnchorRef, measure_artifact
+from bfnas.bench.measure import DRIFTED, AnchorRef, BusyWait, measure_artifact
 from bfnas.bench.profile import HardwareProfile
 from bfnas.bench.runner import Runner
 from bfnas.bench.store import LatencyStore
@@ -126,6 +126,7 @@ class SubnetMeasurer:
     supernet: SuperBert
     profile: HardwareProfile
     runner: Runner
+    on_wait: Callable[[BusyWait], None] = lambda w: None
     _anchors: dict[str, AnchorRef | None] = field(default_factory=dict, init=False, repr=False)
 
     def __call__(self, cfg: SubnetConfig) -> tuple[dict, Artifact | None]:
@@ -138,13 +139,14 @@ class SubnetMeasurer:
         rung = anchor_arch(cfg, w.seq_len, w.batch).key()
         if rung not in self._anchors:
             self._anchors[rung] = anchor_artifact(self.cache, self.profile, cfg)
-        result = measure_artifact(self.runner, str(art.path), art.sha256, self.profile, self._anchors[rung])
+        result = measure_artifact(self.runner, str(art.path), art.sha256, self.profile,
+                                  self._anchors[rung], on_wait=self.on_wait)
         return result, art
 
 
 @dataclass
 class ProfileEvent:
-    kind: str  # "plan" | "measured" | "skipped" | "reference" | "drift"
+    kind: str  # "plan" | "measured" | "skipped" | "reference" | "drift" | "busy"
     cfg: SubnetConfig | None
     result: dict = field(default_factory=dict)
     message: str = ""
@@ -167,6 +169,10 @@ class ProfileJob:
     # thousands of INT8 BERTs with their embedding tables fill a disk (~10 MB each).
     keep_artifacts: bool = True
     _measurer: SubnetMeasurer | None = field(default=None, init=False, repr=False)
+    # The drift reference's first value this run (its paired ratio where it has an anchor),
+    # and the trusted samples stored since its last measurement: what a drift puts in doubt.
+    _ref_first: float | None = field(default=None, init=False, repr=False)
+    _since_ref: list[int] = field(default_factory=list, init=False, repr=False)
 
     def run(self) -> dict[str, Any]:
         p = self.profile
@@ -183,7 +189,7 @@ class ProfileJob:
         ref_cfg, refs, drift = reference_subnet(self.space), [], []
         status = "interrupted"
         if self._measurer is None:  # made before any lane thread could race to make it
-            self._measurer = SubnetMeasurer(self.cache, self.supernet, self.profile, self.runner)
+            self._measurer = self._make_measurer()
         try:
             lanes = max(1, getattr(self.runner, "lanes", 1))
             if lanes == 1:
@@ -192,6 +198,9 @@ class ProfileJob:
                 self._run_parallel(todo, lanes, ref_cfg, phash, run_id, counts, refs, drift)
             status = "finished"
         finally:
+            doubted = sum(d["marked_unstable"] for d in drift)
+            counts["ok"] -= doubted
+            counts["unstable"] += doubted
             summary = {**counts, "planned": len(plan), "reference_ms": refs, "drift": drift}
             self.store.finish_run(run_id, status, summary)
         return {"status": status, "run_id": run_id, "profile": p.name, "profile_hash": phash,
@@ -265,37 +274,59 @@ class ProfileJob:
 
     def _store(self, cfg: SubnetConfig, result: dict, art: Artifact | None, phash: str, run_id: int,
                refs: list, counts: dict) -> None:
-        self.store.add_measurement(
+        row = self.store.add_measurement(
             phash, cfg, self.space.name, result, run_id, "sample",
             artifact_record(art) if art else None,
             reference_ms=refs[-1] if refs else None, supersede=bool(self.retry),
         )
+        if result["status"] == "ok":
+            self._since_ref.append(row)
         if art is not None and not self.keep_artifacts:
             self.cache.discard(art)
         counts[result["status"]] += 1
         self.on_event(ProfileEvent("measured", cfg, result))
 
+    def _make_measurer(self) -> SubnetMeasurer:
+        def on_wait(w: BusyWait) -> None:
+            self.on_event(ProfileEvent("busy", None, message=w.message()))
+
+        return SubnetMeasurer(self.cache, self.supernet, self.profile, self.runner, on_wait)
+
     def _measure(self, cfg: SubnetConfig) -> tuple[dict, Artifact | None]:
         if self._measurer is None:
-            self._measurer = SubnetMeasurer(self.cache, self.supernet, self.profile, self.runner)
+            self._measurer = self._make_measurer()
         return self._measurer(cfg)
 
     def _reference(self, cfg: SubnetConfig, phash: str, run_id: int, refs: list[float],
                    drift: list[dict]) -> float | None:
+        """Measure the drift reference; returns its raw median (kept beside each sample).
+
+        Drift is judged on what the predictor learns: the paired ratio where there is an
+        anchor (raw medians move by several % between processes anyway). A move beyond
+        `drift_threshold` puts the trusted samples measured since the last reference in
+        doubt: they are marked unstable, so a retry measures them again."""
         result, art = self._measure(cfg)
         self.store.add_measurement(phash, cfg, self.space.name, result, run_id, "reference",
                                    artifact_record(art) if art else None)
         if result["status"] == "failed":
             return refs[-1] if refs else None
-        ms = result["median_ms"]
-        first = next((r for r in refs if r is not None), None)
-        if first is not None:
-            change = ms / first - 1
+        value = result.get("ratio") or result["median_ms"]
+        unit = "paired ratio" if result.get("ratio") else "raw ms"
+        if self._ref_first is None:
+            self._ref_first = value
+        else:
+            change = value / self._ref_first - 1
             if abs(change) > self.profile.measure.drift_threshold:
-                drift.append({"after": len(refs), "reference_ms": ms, "first_ms": first,
-                              "change": change})
+                why = (f"{DRIFTED}: the drift reference's {unit} moved {change:+.1%} "
+                       f"(beyond ±{self.profile.measure.drift_threshold:.0%}) while this was measured")
+                marked = self.store.mark_unstable(self._since_ref, why)
+                drift.append({"after": len(refs), "reference_ms": result["median_ms"],
+                              "value": value, "first": self._ref_first, "unit": unit,
+                              "change": change, "marked_unstable": marked})
                 self.on_event(ProfileEvent(
                     "drift", cfg, result,
-                    f"reference subnet moved {change:+.1%} since the start of this run"))
+                    f"reference subnet moved {change:+.1%} ({unit}) since the start of this run; "
+                    f"{marked} measurements since the last reference marked unstable"))
+        self._since_ref = []
         self.on_event(ProfileEvent("reference", cfg, result))
-        return ms
+        return result["median_ms"]

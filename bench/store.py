@@ -263,6 +263,16 @@ class LatencyStore:
                            (profile_hash, cfg.key()))
         return int(cur.lastrowid)
 
+    def mark_unstable(self, ids: list[int], reason: str) -> int:
+        """Mark trusted measurements unstable after the fact (a drift put them in doubt);
+        returns how many were marked. Their numbers stay as they were."""
+        if not ids:
+            return 0
+        with self.transaction() as db:
+            cur = db.executemany("UPDATE measurements SET status = 'unstable', reason = ? "
+                                 "WHERE id = ? AND status = 'ok'", [(reason, i) for i in ids])
+        return cur.rowcount
+
     def add_imported(self, profile_hash: str, space: str,
                      rows: Iterable[tuple[SubnetConfig, dict]]) -> tuple[int, int]:
         """Insert many imported measurements in one transaction: all or nothing.

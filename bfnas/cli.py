@@ -22,7 +22,7 @@ from bfnas.commands import (
     supernet,
     task,
 )
-from bfnas.commands.common import EXIT_BAD_INPUT, Parser
+from bfnas.commands.common import EXIT_BAD_INPUT, EXIT_FAILED, Parser
 from bfnas.models.errors import InputError
 
 
@@ -50,6 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("bfnas: interrupted\n")
         return 130
+    except RuntimeError as exc:
+        # Imported here: only a command that measured can raise it, and it has the module.
+        from bfnas.bench.measure import MachineBusy
+
+        if not isinstance(exc, MachineBusy):
+            raise
+        sys.stderr.write(f"bfnas: error: {exc}. What was finished is stored: stop the other work "
+                         "on this machine (or wait for it) and run the same command again\n")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ min_seconds = 0.02
 max_seconds = 0.3
 timeout_s = 120
 drift_every = 3
+drift_threshold = 0.5
 # Tests check the pipeline, not how quiet the machine is: a busy CI host must not turn
 # their brief measurements "unstable" (tests of the trust rule use their own profiles).
 max_rel_ci = 0.5

@@ -241,3 +241,45 @@ def test_profile_can_discard_measured_artifacts(tmp_path, tiny_space_file, fast_
         assert art["sha256"] and art["key"] not in kept
     # What is measured again and again stays: the anchors and the drift reference.
     assert kept and all((arts / k / "model.onnx").is_file() for k in kept)
+
+
+class ShiftingRunner:
+    """A device whose paired ratio jumps by 10 % after `shift_after` runs: what a drift looks
+    like in the numbers (the judgement of the job is what is tested, not the timing)."""
+
+    lanes = 1
+
+    def __init__(self, shift_after: int) -> None:
+        self.shift_after, self.calls = shift_after, 0
+
+    def run(self, model, sha256, profile, anchor=None) -> dict:
+        self.calls += 1
+        ratio = 1.0 if self.calls <= self.shift_after else 1.1
+        return {"status": "ok", "median_ms": 2.0 * ratio, "median_rel_ci": 0.001, "ratio": ratio,
+                "ratio_rel_ci": 0.001, "anchor": {"median_ms": 2.0, "median_rel_ci": 0.001},
+                "threads": 1, "provider": "CPUExecutionProvider", "cpu": {"own_cores": 1.0}}
+
+
+def test_a_drift_of_the_normalized_reference_marks_what_it_doubts(tmp_path, tiny_space, tiny_supernet):
+    from bfnas.bench.measure import DRIFTED
+    from bfnas.bench.profile import parse_profile
+    from bfnas.bench.profiling import ProfileJob
+    from bfnas.models.artifact import ArtifactCache, FidelitySettings
+
+    profile = parse_profile({"name": "drifty", "measure": {"drift_every": 3, "drift_threshold": 0.05}},
+                            "<t>")
+    cache = ArtifactCache(tmp_path / "arts", fidelity=FidelitySettings(seq_len=32))
+    # Runs: reference, 3 samples, reference, 3 samples (the device drifts after run 5),
+    # reference, ... The second batch is in doubt.
+    events = []
+    with LatencyStore(tmp_path / "d.db") as store:
+        job = ProfileJob(store, profile, tiny_space, tiny_supernet, cache, ShiftingRunner(5), 6,
+                         on_event=events.append)
+        out = job.run()
+        rows = store.measurements(statuses=("ok", "unstable"))
+    assert out["ok"] == 3 and out["unstable"] == 3
+    assert out["drift"] and out["drift"][0]["unit"] == "paired ratio"
+    assert abs(out["drift"][0]["change"] - 0.1) < 1e-9
+    doubted = [r for r in rows if r["status"] == "unstable"]
+    assert len(doubted) == 3 and all(DRIFTED in r["reason"] for r in doubted)
+    assert any(e.kind == "drift" and "marked unstable" in e.message for e in events)

@@ -11,6 +11,7 @@ import pytest
 
 from bfnas.bench.measure import (
     NOISY_ANCHOR,
+    STARVED,
     WIDE_MEDIAN_CI,
     WIDE_RATIO_CI,
     AnchorRef,
@@ -190,8 +191,9 @@ def test_a_worker_sharing_its_only_core_is_seen_starved(model):
     finally:
         burner.kill()
         burner.wait()
-    assert out["status"] == "ok" and starved(out), out["cpu"]
-    assert not starved({**out, "cpu": {**out["cpu"], "own_cores": 0.97}})
+    assert out["status"] == "ok" and starved(out, prof), out["cpu"]
+    assert STARVED in distrust(out, prof)
+    assert not starved({**out, "cpu": {**out["cpu"], "own_cores": 0.97}}, prof)
 
 
 class ScriptedRunner:
@@ -223,6 +225,9 @@ def test_trust_follows_the_ratio_and_the_anchor_not_the_load():
     assert WIDE_MEDIAN_CI in distrust(no_anchor, prof)
     assert distrust({**no_anchor, "median_rel_ci": 0.001}, prof) is None
     assert reason_label(distrust(_result(0.05), prof)) == WIDE_RATIO_CI
+    # A tight ratio from a worker that was off its core most of the time is not trusted.
+    assert reason_label(distrust(_result(0.005, own=0.3, other=1.7), prof)) == STARVED
+    assert distrust(_result(0.005, own=0.7, other=1.3), prof) is None
 
 
 def test_an_untrusted_run_is_measured_again_then_marked_unstable(model):
@@ -245,14 +250,14 @@ def test_a_machine_without_a_free_core_is_waited_for_then_refused():
         now[0] += s
 
     # Starved and untrusted twice, then a core comes free and the run is trusted.
-    runner = ScriptedRunner([_result(0.05, own=0.5, other=1.4)] * 2 + [_result(0.004)])
+    runner = ScriptedRunner([_result(0.004, own=0.4, other=1.6)] * 2 + [_result(0.004)])
     out = measure_artifact(runner, "m", "s", prof, on_wait=waits.append, sleep=sleep,
                            clock=lambda: now[0])
     assert out["status"] == "ok" and runner.calls == 3 and len(waits) == 2
     assert "machine busy" in waits[0].message() and waits[1].waited_s == 10
 
     # Never a free core: bounded by busy_wait_s, then one clear refusal.
-    runner = ScriptedRunner([_result(0.05, own=0.5, other=1.4)] * 10)
+    runner = ScriptedRunner([_result(0.004, own=0.4, other=1.6)] * 10)
     with pytest.raises(MachineBusy, match="too busy to measure"):
         measure_artifact(runner, "m", "s", prof, sleep=sleep, clock=lambda: now[0])
     assert runner.calls == 4  # at 0, 10, 20 and 30 s

@@ -162,7 +162,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     runner = runner_for(profile)
     try:
         result = measure_artifact(runner, str(art.path), art.sha256, profile,
-                                  anchor_artifact(cache, profile, cfg))
+                                  anchor_artifact(cache, profile, cfg),
+                                  on_wait=lambda w: console(stderr=True).print(w.message()))
     except DeviceUnreachable as exc:
         sys.stderr.write(f"bfnas: error: device unreachable: {exc}\n")
         return EXIT_FAILED
@@ -234,6 +235,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
             progress.update(task, advance=1, last=last)
         elif e.kind == "drift":
             progress.console.print(f"[yellow]drift:[/] {e.message}")
+        elif e.kind == "busy":
+            progress.console.print(f"[yellow]{e.message}[/]")
 
     job = ProfileJob(store, profile, space, supernet, cache, runner, args.samples, args.strategy,
                      args.seed, on_event, retry, keep_artifacts=not args.discard_artifacts)
