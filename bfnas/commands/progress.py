@@ -236,7 +236,8 @@ class ProgressDisplay:
         return (now - self._stage_start) * (self.total - self.completed) / done
 
     def _write(self, line: str) -> None:
-        # No markup, highlighting or wrapping: the line reaches the file as it is written here.
+        # No markup, highlighting or wrapping: the line reaches the file as it is written here;
+        # flushed (again) whatever rich does, as a pipe must see each line when it happens.
         self.console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
         flush = getattr(self.console.file, "flush", None)
         if flush is not None:
