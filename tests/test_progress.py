@@ -232,3 +232,42 @@ def test_profile_redirected_prints_a_stage_line(tmp_path, tiny_space_file, fast_
     assert any(re.search(r"profiling test-cpu-int8, 2/2, last: [\d.]+ ms", x) for x in out), out
     assert "already stored" in proc.stdout.split("2/2")[-1]  # then the summary
     assert not ANSI.search(proc.stdout) and "\r" not in proc.stdout
+
+
+def test_demo_wiring_gives_stage_lines_on_stderr_under_json(monkeypatch, capsys, tmp_path,
+                                                           tiny_space_file):
+    # The demo itself is minutes long; its steps are stood in for, its progress wiring is not.
+    import bfnas.pipeline
+    from bfnas.cli import main
+
+    def run_demo(*args, on_step, **kwargs):
+        for i in range(4):
+            on_step(f"profiling {i}/3", 0.7 * i / 3)
+        on_step("writing the report", 0.93)
+        return {"status": "ok"}
+
+    monkeypatch.setattr(bfnas.pipeline, "run_demo", run_demo)
+    monkeypatch.setenv(INTERVAL_ENV, "0")
+    code = main(["demo", "--space", str(tiny_space_file), "--samples", "30",
+                 "--out", str(tmp_path / "demo"), "--artifacts", str(tmp_path / "art"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0 and json.loads(out) == {"status": "ok", "stage1": None}
+    stages = [x.split("] ", 1)[1] for x in err.splitlines() if "bfnas demo:" in x]
+    assert stages == ["bfnas demo: starting, 0%", "bfnas demo: profiling 0/3, 0%",
+                      "bfnas demo: writing the report, 93%"]
+    assert "  profiling 3/3, 70%" in err
+
+
+def test_a_log_that_cannot_be_written_does_not_stop_the_work():
+    # (A closed pipe is rich's to handle: it exits quietly, as `| head` wants.)
+    class FullDisk(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(28, "No space left on device")
+
+    clock = FakeClock()
+    console = Console(file=FullDisk(), force_terminal=False)
+    with ProgressDisplay(console, "bfnas x", "a", total=3, interval=0, clock=clock) as p:
+        for _ in range(3):
+            p.update(advance=1)
+        p.message("[yellow]drift:[/] moved")
+    assert p.completed == 3

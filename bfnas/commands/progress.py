@@ -92,6 +92,7 @@ class ProgressDisplay:
         self._start = self._last_line = self._stage_start = 0.0
         self._stage_completed = completed
         self._shown: tuple | None = None  # the state the last plain line showed
+        self._closed = False  # the file refused a line
 
     # -- the terminal: rich's bar ---------------------------------------------------------
 
@@ -236,9 +237,17 @@ class ProgressDisplay:
         return (now - self._stage_start) * (self.total - self.completed) / done
 
     def _write(self, line: str) -> None:
+        if self._closed:
+            return
         # No markup, highlighting or wrapping: the line reaches the file as it is written here;
         # flushed (again) whatever rich does, as a pipe must see each line when it happens.
-        self.console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
-        flush = getattr(self.console.file, "flush", None)
-        if flush is not None:
-            flush()
+        try:
+            self.console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+            flush = getattr(self.console.file, "flush", None)
+            if flush is not None:
+                flush()
+        except OSError:
+            # A log that takes no more (a full disk): progress is not worth stopping the work
+            # for, so the lines stop and the work goes on. (A closed pipe never gets here:
+            # rich exits quietly on one, as `bfnas demo | head` wants.)
+            self._closed = True
