@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bfnas.commands.common import EXIT_OK, command, console, group, print_json
+from bfnas.commands.progress import ProgressDisplay
 
 
 def register(sub) -> None:
@@ -34,8 +35,6 @@ def register(sub) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from bfnas.models.checkpoint import minilm_dir
     from bfnas.models.pretraining import DataSettings, build_data, corpus_files, load_tokenizer
 
@@ -45,11 +44,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     corpus_files(args.corpus)  # bad input is refused before anything is written
     load_tokenizer(tokenizer, settings.lowercase)
     out = console(stderr=args.json)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=out, transient=True) as progress:
-        task = progress.add_task("reading the corpus", total=None)
+    columns = ("spinner", "description", "note", "elapsed")
+    with ProgressDisplay(out, "bfnas data build", "reading the corpus", columns=columns,
+                         transient=True) as progress:
         result = build_data(args.corpus, tokenizer, args.out, settings, on_progress=lambda p: progress.update(
-            task, description=f"{p['shards']} shards, {p['sequences']} sequences, {p['lines']} lines read"))
+            note=f"{p['shards']} shards, {p['sequences']} sequences, {p['lines']} lines read"))
     summary = {k: result[k] for k in ("out", "sequences", "tokens", "complete", "resumed", "new_shards")}
     summary["shards"] = len(result["shards"])
     summary["seq_len"] = settings.seq_len

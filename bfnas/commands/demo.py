@@ -16,6 +16,7 @@ from bfnas.commands.common import (
     print_json,
     space_and_supernet,
 )
+from bfnas.commands.progress import ProgressDisplay
 from bfnas.models.errors import InputError
 
 
@@ -41,8 +42,6 @@ def register(sub) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from bfnas.bench.profile import load_profile
     from bfnas.pipeline import DemoSettings, run_demo
 
@@ -69,9 +68,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = DemoSettings(samples=args.samples, max_latency_ms=args.max_latency_ms, verify=args.verify,
                             seed=args.seed)
     cache = artifact_cache(args.artifacts, seq_len=int8_profile.workload.seq_len)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(),
-                  console=out, transient=True) as progress:
-        task = progress.add_task("starting", total=1.0)
+    with ProgressDisplay(out, "bfnas demo", "starting", total=1.0,
+                         columns=("description", "bar", "elapsed"), transient=True) as progress:
         objective, stage1 = None, None
         if args.train_steps:
             from bfnas.pipeline import Stage1Settings, run_stage1
@@ -79,11 +77,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             # Stage 1 takes the first fifth of the bar, stage 2 the rest.
             s1 = run_stage1(args.checkpoint, space, Path(args.out) / "stage1",
                             Stage1Settings(steps=args.train_steps, seed=args.seed),
-                            on_step=lambda step, f: progress.update(task, description=step, completed=f))
+                            on_step=lambda step, f: progress.update(description=step, completed=f))
             supernet, stage1 = s1["supernet"], s1["summary"]
             objective = ("oneshot", s1["scorer"])
         result = run_demo(space, supernet, cache, int8_profile, fp32_profile, Path(args.out), settings,
-                          on_step=lambda step, f: progress.update(task, description=step,
+                          on_step=lambda step, f: progress.update(description=step,
                                                                   completed=(0.2 + 0.8 * f) if stage1 else f),
                           objective=objective)
         result["stage1"] = stage1

@@ -23,6 +23,7 @@ from bfnas.commands.common import (
     runner_for,
     space_and_supernet,
 )
+from bfnas.commands.progress import ProgressDisplay
 from bfnas.models.errors import InputError
 
 DEFAULT_DB = "bfnas.db"
@@ -193,13 +194,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    from rich.markup import escape
 
     from bfnas.bench.profile import load_profile
     from bfnas.bench.profiling import STRATEGIES, ProfileEvent, ProfileJob
@@ -219,24 +214,21 @@ def cmd_profile(args: argparse.Namespace) -> int:
     out = console(stderr=args.json)
     runner = runner_for(profile)
     store = LatencyStore(Path(args.db))
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeRemainingColumn(), TextColumn("{task.fields[last]}"), console=out,
-    )
-    task = progress.add_task(f"profiling {profile.name}", total=args.samples, last="")
+    # The default columns: description, bar, count, time left, and the last measurement.
+    progress = ProgressDisplay(out, "bfnas profile", f"profiling {profile.name}", total=args.samples)
 
     def on_event(e: ProfileEvent) -> None:
         if e.kind == "plan":
-            progress.update(task, total=e.result["todo"])
+            progress.update(total=e.result["todo"])
         elif e.kind in ("measured", "skipped"):
             r = e.result
             last = (f"last: {r['median_ms']:.2f} ms ({r['status']})" if r.get("median_ms") is not None
                     else f"last: {r.get('status', 'skipped')}")
-            progress.update(task, advance=1, last=last)
+            progress.update(advance=1, note=last)
         elif e.kind == "drift":
-            progress.console.print(f"[yellow]drift:[/] {e.message}")
+            progress.message(f"[yellow]drift:[/] {escape(e.message)}")
         elif e.kind == "busy":
-            progress.console.print(f"[yellow]{e.message}[/]")
+            progress.message(f"[yellow]{escape(e.message)}[/]")
 
     job = ProfileJob(store, profile, space, supernet, cache, runner, args.samples, args.strategy,
                      args.seed, on_event, retry, keep_artifacts=not args.discard_artifacts)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from bfnas.commands.common import EXIT_OK, command, console, group, parse_arch, print_json
+from bfnas.commands.progress import ProgressDisplay
 from bfnas.models.errors import InputError
 
 
@@ -73,8 +74,6 @@ def _model_rows(model_dir: str, db: str):
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
-
     from bfnas.search.predictor import LatencyPredictor, PredictorSettings, accuracy
     from bfnas.search.training import check_folds, cross_validate, holdout_split, load_rows
 
@@ -88,21 +87,23 @@ def cmd_fit(args: argparse.Namespace) -> int:
         train, test = holdout_split(n, args.train_size, args.test_size, args.seed)
     else:
         check_folds(n, args.folds)
-    with Progress(console=console(stderr=True), transient=True) as progress:
-        if args.train_size is not None:
-            task = progress.add_task(f"fitting on {len(train)} rows", total=None)
+    holdout = args.train_size is not None
+    what = f"fitting on {len(train)} rows" if holdout else f"{args.folds}-fold CV on {n} rows"
+    with ProgressDisplay(console(stderr=True), "bfnas predictor fit", what,
+                         total=None if holdout else args.folds + 1, transient=True,
+                         columns=("description", "bar", "percent", "remaining")) as progress:
+        if holdout:
             model = LatencyPredictor(rows.scope, settings).fit(*rows.subset(train))
             test_cfgs, test_ms = rows.subset(test)
             metrics = accuracy(test_ms, model.predict(test_cfgs))
             evaluation = {"method": "holdout", "train_rows": len(train), "test_rows": len(test)}
         else:
-            task = progress.add_task(f"{args.folds}-fold CV on {n} rows", total=args.folds + 1)
             metrics = cross_validate(rows, settings, args.folds, args.seed,
-                                     on_fold=lambda k: progress.advance(task))
+                                     on_fold=lambda k: progress.update(advance=1))
             model = LatencyPredictor(rows.scope, settings).fit(rows.cfgs, rows.ms)
             # Each row is predicted once, by the fold model that did not see it.
             evaluation = {"method": f"{args.folds}-fold CV", "train_rows": n, "test_rows": n}
-        progress.update(task, completed=args.folds + 1)
+            progress.update(completed=args.folds + 1)  # the folds, then the final fit
     model.metrics = {**metrics, **evaluation, "label": rows.label}
     folder = model.save(args.out)
     out = {"metrics": {k: v for k, v in metrics.items() if k != "fold_std"}, **evaluation,

@@ -17,6 +17,7 @@ from bfnas.commands.common import (
     runner_for,
     space_and_supernet,
 )
+from bfnas.commands.progress import ProgressDisplay
 from bfnas.models.errors import InputError
 
 
@@ -56,8 +57,6 @@ def register(sub) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from bfnas.bench.profile import load_profile
     from bfnas.bench.store import LatencyStore
     from bfnas.search.evolution import Budget, EvolutionSettings
@@ -91,22 +90,21 @@ def cmd_search(args: argparse.Namespace) -> int:
         if args.verify:
             cache = artifact_cache(args.artifacts, seq_len=profile.workload.seq_len)
             verifier = DeviceVerifier(store, profile, space, supernet, cache, runner)
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[note]}"), console=out, transient=True)
-        task = progress.add_task("searching", total=args.generations + 1, note="")
+        progress = ProgressDisplay(out, "bfnas search", "searching", total=args.generations + 1,
+                                   columns=("description", "bar", "count", "note"), transient=True)
 
         def on_event(kind: str, data: dict) -> None:
             if kind == "fitted":
-                progress.update(task, description=f"round {data['round']}: searching", completed=0,
+                progress.update(description=f"round {data['round']}: searching", completed=0,
                                 total=args.generations + 1,
                                 note=f"predictor fitted on {data['rows']} rows")
             elif kind == "generation":
                 best = data["best_predicted_ms"]
-                progress.update(task, completed=data["generation"] + 1,
+                progress.update(completed=data["generation"] + 1,
                                 note="" if best is None else
                                 f"best {data['best_objective']:.4g} at {best:.3f} ms predicted")
             elif kind == "verifying":
-                progress.update(task, description=f"round {data['round']}: verifying "
+                progress.update(description=f"round {data['round']}: verifying "
                                 f"{data['index'] + 1}/{data['of']}", note=data["arch"])
 
         job = SearchJob(store, profile, space, objective, budget, settings, args.verify, args.rounds,
@@ -148,13 +146,12 @@ def _print(out, result: dict, folder: Path) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from rich.status import Status
-
     from bfnas.search.report import build_report, report_facts
 
     out = console(stderr=args.json)
-    with Status("building the report", console=out) as status:
-        page = build_report(args.db, args.out, on_step=lambda step: status.update(step))
+    with ProgressDisplay(out, "bfnas report", "building the report",
+                         columns=("spinner", "description"), transient=True) as status:
+        page = build_report(args.db, args.out, on_step=lambda step: status.update(description=step))
     if args.json:
         return print_json(report_facts(page))
     out.print(f"report written to {page}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from bfnas.commands.common import EXIT_OK, command, console, group, print_json
+from bfnas.commands.progress import ProgressDisplay
 from bfnas.models.errors import InputError
 
 
@@ -44,14 +45,6 @@ def register(sub) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
     from bfnas.models.checkpoint import load_supernet, read_config, resolve_checkpoint
     from bfnas.models.distill import SupernetTrainer, TrainSettings
     from bfnas.models.parallel import (
@@ -89,11 +82,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             trainer.train()
             return EXIT_OK
         out = console(stderr=args.json)
-        with Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      TextColumn("{task.fields[note]}"), console=out) as progress:
-            task = progress.add_task("train", total=settings.steps, completed=trainer.step, note="")
+        with ProgressDisplay(out, "bfnas supernet train", "training", total=settings.steps,
+                             completed=trainer.step) as progress:
             result = trainer.train(lambda row: progress.update(
-                task, completed=row["step"],
+                completed=row["step"],
                 note=f"loss largest {row['largest']:.4f} smallest {row['smallest']:.4f}"))
     finally:
         shutdown_distributed()

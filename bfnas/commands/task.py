@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bfnas.commands.common import EXIT_OK, command, console, group, parse_arch, print_json
+from bfnas.commands.progress import ProgressDisplay
 
 
 def register(sub) -> None:
@@ -33,14 +34,6 @@ def register(sub) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
     from bfnas.models.checkpoint import load_supernet, read_pooler, resolve_checkpoint
     from bfnas.models.errors import InputError
     from bfnas.models.finetune import FinetuneSettings, finetune_subnet, prepare_task, read_task
@@ -61,11 +54,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     supernet = load_supernet(folder)
     prepared = prepare_task(supernet, cfg, task, tokenizer, settings)
     out = console(stderr=args.json)
-    with Progress(TextColumn("[bold]fine-tuning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  TextColumn("{task.fields[note]}"), console=out) as progress:
-        bar = progress.add_task("finetune", total=None, note="")
-        result = finetune_subnet(supernet, cfg, prepared, settings, read_pooler(folder), lambda row: progress.update(
-            bar, total=row["total"], completed=row["step"], note=f"epoch {row['epoch']} loss {row['loss']:.4f}"))
+    with ProgressDisplay(out, "bfnas task eval", "fine-tuning") as progress:
+        result = finetune_subnet(
+            supernet, cfg, prepared, settings, read_pooler(folder),
+            lambda row: progress.update(total=row["total"], completed=row["step"],
+                                        note=f"epoch {row['epoch']} loss {row['loss']:.4f}"))
     if args.json:
         return print_json(result)
     extra = f", macro-F1 {result['macro_f1']:.4f}" + (
