@@ -26,6 +26,12 @@ from bfnas.models.subnet import SubnetConfig
 
 SCHEMA_VERSION = 2
 
+# Every latency a user sees says which it is (columns, JSON `unit` fields, report axes).
+LATENCY_UNITS = {
+    "median_ms": "raw median ms on the device",
+    "normalized_ms": "anchor-normalized ms",
+}
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS profiles (
@@ -318,6 +324,9 @@ class LatencyStore:
         for r in rows:
             base = baseline.get((r["profile_hash"], r["anchor_key"]))
             r["normalized_ms"] = r["ratio"] * base if r["ratio"] is not None and base else None
+            # What other processes used while it was measured: reported beside it, not a verdict.
+            cpu = json.loads(r["stats"]).get("cpu") if r["stats"] else None
+            r["other_cores"] = cpu.get("other_cores") if isinstance(cpu, dict) else None
         return rows
 
     def anchor_baselines(self) -> dict[tuple[str, str], float]:
@@ -356,7 +365,8 @@ class LatencyStore:
     def export_csv(self, path: Path) -> int:
         rows = self.measurements()
         fields = ["profile", "profile_hash", "subnet_key", "space", "layers", "hidden", "heads",
-                  "qkv", "ffn", "status", *STAT_COLUMNS, "normalized_ms", "reference_ms", "attempts", "reason",
+                  "qkv", "ffn", "status", *STAT_COLUMNS, "normalized_ms", "other_cores", "reference_ms",
+                  "attempts", "reason",
                   "created", "arch"]
         with path.open("w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")

@@ -18,17 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bfnas.bench.measure import measure_artifact
+from bfnas.bench.measure import measure_artifact, reason_label
 from bfnas.bench.profile import HardwareProfile
 from bfnas.bench.profiling import ProfileJob
 from bfnas.bench.runner import LocalRunner
-from bfnas.bench.store import LatencyStore
+from bfnas.bench.store import LATENCY_UNITS, LatencyStore
 from bfnas.models.artifact import ArtifactCache
 from bfnas.models.space import SearchSpace
 from bfnas.models.subnet import SubnetConfig
 from bfnas.models.supernet import SuperBert
 from bfnas.search.evolution import Budget, EvolutionSettings
-from bfnas.search.loop import DeviceVerifier, SearchJob
+from bfnas.search.loop import MIN_ROWS, DeviceVerifier, SearchJob
 from bfnas.search.objectives import load_objective
 from bfnas.search.predictor import PredictorSettings
 from bfnas.search.report import build_report
@@ -104,6 +104,35 @@ class DemoSettings:
     seed: int = 0
     population: int = 60
     generations: int = 20
+    # On a busy machine some measurements come out untrusted: the profiling job runs again
+    # (measuring only those) until this share of the subnets is trusted, at most this often.
+    trusted_share: float = 0.9
+    profile_rounds: int = 3
+
+
+def trust_census(store: LatencyStore, profile: HardwareProfile, space: str) -> dict[str, Any]:
+    """How many of a profile's measured subnets are trusted, why the rest are not, and what
+    other processes used meanwhile (the median over the measurements)."""
+    rows = [r for r in store.measurements(profile.hash(), statuses=("ok", "unstable", "failed"))
+            if r["space"] == space]
+    why: dict[str, int] = {}
+    for r in rows:
+        if r["status"] != "ok":
+            label = reason_label(r["reason"]) if r["status"] == "unstable" else "failed"
+            why[label] = why.get(label, 0) + 1
+    other = [r["other_cores"] for r in rows if r["other_cores"] is not None]
+    return {"measured": len(rows), "trusted": sum(r["status"] == "ok" for r in rows),
+            "unstable": sum(r["status"] == "unstable" for r in rows),
+            "failed": sum(r["status"] == "failed" for r in rows), "not_trusted_because": why,
+            "other_cores_median": statistics.median(other) if other else None}
+
+
+def _too_few_trusted(census: dict[str, Any], rounds: int) -> str:
+    why = ", ".join(f"{n} {label}" for label, n in census["not_trusted_because"].items())
+    return (f"only {census['trusted']} of {census['measured']} measurements could be trusted after "
+            f"{rounds} rounds ({why}); the latency predictor needs at least {MIN_ROWS}. This machine "
+            "is too noisy to measure right now: stop other heavy work and run the demo again "
+            "(it keeps what it measured and measures only the untrusted subnets again)")
 
 
 def run_demo(
@@ -116,71 +145,120 @@ def run_demo(
     settings: DemoSettings = DemoSettings(),
     on_step: Callable[[str, float], None] = lambda step, fraction: None,
     objective: tuple[str, Callable[[SubnetConfig], float]] | None = None,
+    on_message: Callable[[str], None] = lambda text: None,
 ) -> dict[str, Any]:
     """Stage 2 end to end into `out` (store `demo.db`, search results, `report/`). The search
-    maximizes `objective` (name, function); encoder params by default."""
+    maximizes `objective` (name, function); encoder params by default. Every latency in the
+    result says its unit: the search works in the predictor's (`unit`), the INT8 / FP32
+    comparison in raw medians of both."""
     out.mkdir(parents=True, exist_ok=True)
     runner = LocalRunner()
     result: dict[str, Any] = {"space": space.name, "supernet": supernet.source, "profile": int8_profile.name,
                               "store": str(out / "demo.db")}
+    best = None
     with LatencyStore(out / "demo.db") as store:
-        done = 0
-
-        def profiled(e) -> None:
-            nonlocal done
-            if e.kind == "measured":
-                done += 1
-                on_step(f"profiling {done}/{settings.samples}", 0.7 * done / settings.samples)
-
-        on_step("profiling", 0.0)
-        job = ProfileJob(store, int8_profile, space, supernet, cache, runner, settings.samples,
-                         "stratified", settings.seed, profiled, keep_artifacts=False)
-        summary = job.run()
-        result["profiled"] = {k: summary[k] for k in ("ok", "unstable", "failed", "skipped")}
-
-        on_step("fitting the latency predictor (cross-validated)", 0.72)
-        rows = load_rows(store, int8_profile.hash(), space.name)
-        folds = max(2, min(5, len(rows.cfgs) // 10))  # CV wants >= 10 rows per fold
-        cv = cross_validate(rows, PredictorSettings(seed=settings.seed), folds, settings.seed)
-        result["predictor"] = {"rows": len(rows.cfgs), "label": rows.label, "folds": folds,
-                               **{k: cv[k] for k in ("within_5pct", "within_10pct", "mape", "kendall_tau")}}
-
-        budget_ms = settings.max_latency_ms or float(statistics.median(rows.ms))
-        on_step(f"searching for the biggest subnet under {budget_ms:.3f} ms", 0.78)
-        verifier = DeviceVerifier(store, int8_profile, space, supernet, cache, runner)
-        name, fn = objective or ("params", load_objective("params"))
-        result["objective"] = name
-        search = SearchJob(store, int8_profile, space, fn, Budget(budget_ms),
-                           EvolutionSettings(population=settings.population,
-                                             parents=max(settings.population // 4, 2),
-                                             generations=settings.generations, seed=settings.seed),
-                           settings.verify, 1, verifier,
-                           on_event=lambda kind, d: on_step(f"verifying {d['index'] + 1}/{d['of']} on the device", 0.85)
-                           if kind == "verifying" else None)
-        found = search.run()
-        result["budget_ms"] = budget_ms
-        result["best"] = found["best"]
-        result["verified"] = found["rounds"][0]["verified"]
-
-        best = found["best"]
-        if best is not None and best["status"] not in ("failed", "not verified"):
-            on_step("timing the winner in FP32", 0.9)
-            result["fp32_vs_int8"] = _fp32_vs_int8(runner, cache, supernet, SubnetConfig.from_dict(best["arch"]),
-                                                   fp32_profile, best["median_ms"])
+        census = _profile_until_trusted(store, int8_profile, space, supernet, cache, runner,
+                                        settings, on_step, on_message)
+        result["profiled"] = census
+        if census["trusted"] < MIN_ROWS:
+            result["status"] = "too few trusted measurements"
+            result["message"] = _too_few_trusted(census, census["rounds"])
+        else:
+            best = _search(store, int8_profile, fp32_profile, space, supernet, cache, runner, settings,
+                           on_step, objective, result)
     runner.close()
     on_step("writing the report", 0.93)
     result["report"] = str(build_report(out / "demo.db", out / "report"))
-    result["status"] = "ok" if best is not None and best.get("within_budget") else "no winner within budget"
+    if "status" not in result:
+        result["status"] = ("ok" if best is not None and best.get("within_budget")
+                            else "no winner within budget")
     on_step("done", 1.0)
     return result
 
 
+def _profile_until_trusted(store: LatencyStore, profile: HardwareProfile, space: SearchSpace,
+                           supernet: SuperBert, cache: ArtifactCache, runner: LocalRunner,
+                           settings: DemoSettings, on_step: Callable[[str, float], None],
+                           on_message: Callable[[str], None]) -> dict[str, Any]:
+    """Profile `settings.samples` subnets; while fewer than `trusted_share` of them are
+    trusted, measure the untrusted ones again (bounded by `profile_rounds`). A rerun of the
+    demo measures a previous run's untrusted subnets again too."""
+    done = 0
+
+    def profiled(e) -> None:
+        nonlocal done
+        if e.kind == "measured":
+            done += 1
+            on_step(f"profiling {min(done, settings.samples)}/{settings.samples}",
+                    0.7 * min(done / settings.samples, 1.0))
+        elif e.kind in ("busy", "drift"):
+            on_message(e.message)
+
+    census: dict[str, Any] = {}
+    for round_ in range(1, settings.profile_rounds + 1):
+        if round_ > 1:
+            on_message(f"{census['unstable']} of {census['measured']} measurements were not "
+                       f"trusted; measuring them again (round {round_} of at most "
+                       f"{settings.profile_rounds})")
+        on_step("profiling", 0.7 * min(done / settings.samples, 1.0))
+        ProfileJob(store, profile, space, supernet, cache, runner, settings.samples, "stratified",
+                   settings.seed, profiled, retry=("unstable",), keep_artifacts=False).run()
+        census = {**trust_census(store, profile, space.name), "rounds": round_}
+        if census["trusted"] >= settings.trusted_share * settings.samples or not census["unstable"]:
+            break
+    return census
+
+
+def _search(store: LatencyStore, int8_profile: HardwareProfile, fp32_profile: HardwareProfile,
+            space: SearchSpace, supernet: SuperBert, cache: ArtifactCache, runner: LocalRunner,
+            settings: DemoSettings, on_step: Callable[[str, float], None],
+            objective: tuple[str, Callable[[SubnetConfig], float]] | None,
+            result: dict[str, Any]) -> dict[str, Any] | None:
+    """Fit and cross-validate the predictor, search, verify, compare the winner with FP32;
+    fills `result` and returns the best verified subnet."""
+    on_step("fitting the latency predictor (cross-validated)", 0.72)
+    rows = load_rows(store, int8_profile.hash(), space.name)
+    folds = max(2, min(5, len(rows.cfgs) // 10))  # CV wants >= 10 rows per fold
+    cv = cross_validate(rows, PredictorSettings(seed=settings.seed), folds, settings.seed)
+    result["unit"] = rows.label
+    result["unit_text"] = LATENCY_UNITS[rows.label]
+    result["predictor"] = {"rows": len(rows.cfgs), "label": rows.label, "folds": folds,
+                           **{k: cv[k] for k in ("within_5pct", "within_10pct", "mape", "kendall_tau")}}
+
+    budget_ms = settings.max_latency_ms or float(statistics.median(rows.ms))
+    name, fn = objective or ("params", load_objective("params"))
+    goal = "best one-shot fidelity" if name == "oneshot" else "biggest subnet"
+    on_step(f"searching for the {goal} under {budget_ms:.3f} ms ({LATENCY_UNITS[rows.label]})", 0.78)
+    verifier = DeviceVerifier(store, int8_profile, space, supernet, cache, runner)
+    result["objective"] = name
+    search = SearchJob(store, int8_profile, space, fn, Budget(budget_ms),
+                       EvolutionSettings(population=settings.population,
+                                         parents=max(settings.population // 4, 2),
+                                         generations=settings.generations, seed=settings.seed),
+                       settings.verify, 1, verifier,
+                       on_event=lambda kind, d: on_step(f"verifying {d['index'] + 1}/{d['of']} on the device", 0.85)
+                       if kind == "verifying" else None)
+    found = search.run()
+    result["budget_ms"] = budget_ms
+    result["best"] = found["best"]
+    result["verified"] = found["rounds"][0]["verified"]
+
+    best = found["best"]
+    if best is not None and best["status"] not in ("failed", "not verified"):
+        on_step("timing the winner in FP32", 0.9)
+        result["fp32_vs_int8"] = _fp32_vs_int8(runner, cache, supernet, SubnetConfig.from_dict(best["arch"]),
+                                               fp32_profile, best["median_ms"])
+    return best
+
+
 def _fp32_vs_int8(runner: LocalRunner, cache: ArtifactCache, supernet: SuperBert, cfg: SubnetConfig,
                   fp32_profile: HardwareProfile, int8_ms: float | None) -> dict[str, Any]:
+    """The winner in FP32 against its INT8 measurement, both as raw medians: the anchors of
+    the two profiles differ, so their normalized latencies are not comparable."""
     art = cache.build(supernet, cfg, "fp32")
     m = measure_artifact(runner, str(art.path), art.sha256, fp32_profile)
     out = {"fp32_profile": fp32_profile.name, "fp32_status": m["status"], "fp32_median_ms": m.get("median_ms"),
-           "int8_median_ms": int8_ms}
+           "int8_median_ms": int8_ms, "unit": "median_ms", "unit_text": LATENCY_UNITS["median_ms"]}
     if m["status"] != "failed" and int8_ms:
         out["speedup"] = m["median_ms"] / int8_ms
     return out

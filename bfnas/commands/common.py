@@ -103,7 +103,9 @@ def arch_where(text: str) -> str:
 def console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr)
+    # soft_wrap: a line is never cut at 80 columns when the output goes to a file or pipe
+    # (a terminal wraps long lines itself).
+    return Console(stderr=stderr, soft_wrap=True)
 
 
 def print_json(obj: Any) -> int:

@@ -42,6 +42,8 @@ def register(sub) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from bfnas.bench.profile import load_profile
     from bfnas.pipeline import DemoSettings, run_demo
 
@@ -83,7 +85,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         result = run_demo(space, supernet, cache, int8_profile, fp32_profile, Path(args.out), settings,
                           on_step=lambda step, f: progress.update(description=step,
                                                                   completed=(0.2 + 0.8 * f) if stage1 else f),
-                          objective=objective)
+                          objective=objective,
+                          on_message=lambda text: progress.message(f"[yellow]{escape(text)}[/]"))
         result["stage1"] = stage1
     if args.json:
         print_json(result)
@@ -92,35 +95,66 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if result["status"] == "ok" else EXIT_FAILED
 
 
+def arch_text(arch: dict) -> str:
+    from bfnas.models.subnet import SubnetConfig
+
+    return str(SubnetConfig.from_dict(arch))
+
+
+def _profiled_line(r: dict) -> str:
+    c = r["profiled"]
+    line = (f"profiled {c['measured']} subnets of {r['space']} on {r['profile']}: {c['trusted']} "
+            f"trusted")
+    if c["not_trusted_because"]:
+        line += " (not: " + ", ".join(f"{n} {label}" for label, n in c["not_trusted_because"].items()) + ")"
+    if c["rounds"] > 1:
+        line += f", in {c['rounds']} rounds"
+    if c["other_cores_median"] is not None:
+        line += f"; other processes used {c['other_cores_median']:.1f} cores meanwhile"
+    return line
+
+
 def _print(out, r: dict) -> None:
+    from rich.markup import escape
+
     s1 = r.get("stage1")
     if s1:
         before, after = s1["oneshot_before"], s1["oneshot_after"]
         out.print(f"stage 1: {s1['steps']} distillation steps ({s1['steps_per_s'] or 0:.2f} steps/s) into "
                   f"{s1['checkpoint']}; one-shot fidelity of {len(before)} subnets "
                   f"{sum(before) / len(before):.3f} -> {sum(after) / len(after):.3f}")
-    p = r["predictor"]
-    out.print(f"profiled {r['profiled']['ok']} subnets of {r['space']} on {r['profile']} "
-              f"({r['profiled']['unstable']} unstable, {r['profiled']['failed']} failed)")
+    out.print(escape(_profiled_line(r)))
+    if "predictor" not in r:
+        out.print(f"[red]{escape(r['message'])}[/]")
+        out.print(f"report of what was measured: {r['report']}")
+        return
+    p, unit = r["predictor"], r["unit_text"]
+    out.print(f"latencies below are {unit} unless marked raw: the median of the ratios to a fixed "
+              "anchor model timed beside each run, times the anchor's usual time here (steadier "
+              "than a raw median on a busy machine)")
     out.print(f"predictor ({p['folds']}-fold CV on {p['rows']} rows): {p['within_10pct']:.1%} within 10 %, "
               f"{p['within_5pct']:.1%} within 5 %, Kendall tau {p['kendall_tau']:.3f}")
     for v in r["verified"]:
         measured = "failed" if v["measured_ms"] is None else f"{v['measured_ms']:.3f} ms"
         flag = "" if v["within_budget"] else "  [red]over budget[/]"
         score = f"one-shot {v['objective']:.3f}" if r["objective"] == "oneshot" else f"{v['objective'] / 1e6:.2f} M params"
-        out.print(f"  verified {v['arch']}: {score}, predicted "
+        out.print(f"  verified {arch_text(v['arch'])}: {score}, predicted "
                   f"{v['predicted_ms']:.3f} ms, measured {measured}{flag}")
     best = r["best"]
     if best is None:
-        out.print(f"[red]no subnet predicted under {r['budget_ms']:.3f} ms[/]")
+        out.print(f"[red]no subnet predicted under {r['budget_ms']:.3f} ms ({unit})[/]")
     else:
         state = "within budget" if best["within_budget"] else "[red]OVER BUDGET[/]"
         score = (f"one-shot fidelity {best['objective']:.3f}" if r["objective"] == "oneshot"
                  else f"{best['objective'] / 1e6:.2f} M encoder params")
-        out.print(f"best under {r['budget_ms']:.3f} ms: {best['arch']} ({score}), "
-                  f"measured {best['measured_ms']:.3f} ms ({state})")
+        used = (f", {best['measured_ms'] / r['budget_ms']:.0%} of the budget"
+                if best["measured_ms"] is not None else "")
+        raw = f"; raw median {best['median_ms']:.3f} ms" if best.get("median_ms") else ""
+        out.print(f"best under {r['budget_ms']:.3f} ms ({unit}): {arch_text(best['arch'])} ({score}), "
+                  f"measured {best['measured_ms']:.3f} ms{used} ({state}){raw}")
     cmp = r.get("fp32_vs_int8")
     if cmp and cmp.get("speedup"):
-        out.print(f"the winner in FP32 ({cmp['fp32_profile']}): {cmp['fp32_median_ms']:.3f} ms; "
-                  f"INT8 is {cmp['speedup']:.2f}x faster")
+        out.print(f"INT8 against FP32 ({cmp['fp32_profile']}), both raw medians on this device: "
+                  f"{cmp['int8_median_ms']:.3f} ms against {cmp['fp32_median_ms']:.3f} ms; INT8 is "
+                  f"{cmp['speedup']:.2f}x faster")
     out.print(f"report: {r['report']}")
