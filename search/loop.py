@@ -15,7 +15,7 @@ from typing import Any
 from bfnas.bench.profile import HardwareProfile
 from bfnas.bench.profiling import SubnetMeasurer, artifact_record
 from bfnas.bench.runner import Runner
-from bfnas.bench.store import LatencyStore
+from bfnas.bench.store import LATENCY_UNITS, LatencyStore
 from bfnas.models.artifact import ArtifactCache
 from bfnas.models.errors import InputError
 from bfnas.models.space import SearchSpace
@@ -117,6 +117,10 @@ class SearchJob:
                       "profile": self.profile.name, "profile_hash": phash, "space": self.space.name,
                       "budget": {"max_ms": self.budget.max_ms, "min_ms": self.budget.min_ms},
                       "mode": self.settings.mode,
+                      # Budget, predictions and `measured_ms` are in the predictor's unit;
+                      # `median_ms` is always the raw median.
+                      "unit": label,
+                      "unit_text": LATENCY_UNITS.get(label or "", "ms (unit not recorded)"),
                       "evaluated": sum(r["evaluated"] for r in rounds),
                       "seconds": sum(r["seconds"] for r in rounds)}
         finally:

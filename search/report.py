@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bfnas.bench.store import LatencyStore
+from bfnas.bench.store import LATENCY_UNITS, LatencyStore
 from bfnas.models.errors import InputError
 from bfnas.search.plots import predicted_vs_measured
 from bfnas.search.predictor import PredictorSettings, accuracy
@@ -63,11 +63,11 @@ def coverage_plot(store: LatencyStore, profile: dict, folder: Path) -> Path | No
             macs = [SubnetConfig.from_json(r["arch"]).total_macs(seq, batch) / 1e9 for r in sel]
             a.scatter(macs, [r["median_ms"] for r in sel], s=4, alpha=0.6, color=colors[status],
                       label=f"{status} ({len(sel)})")
-    a.set(xlabel=f"GMACs (batch {batch}, seq {seq})", ylabel="median ms", title="latency vs size")
+    a.set(xlabel=f"GMACs (batch {batch}, seq {seq})", ylabel="raw median ms", title="latency vs size")
     a.legend(fontsize=8)
     ms = [r["median_ms"] for r in rows if r["median_ms"]]
     b.hist(ms, bins=40, color="tab:blue", alpha=0.8)
-    b.set(xlabel="median ms", ylabel="subnets", title=f"{len(ms)} latencies")
+    b.set(xlabel="raw median ms", ylabel="subnets", title=f"{len(ms)} latencies")
     fig.suptitle(f"{profile['name']} ({profile['hash']})")
     return _save(fig, folder, f"coverage-{profile['hash']}.png")
 
@@ -81,7 +81,8 @@ def accuracy_plot(rows: LatencyRows, folder: Path, seed: int = 0) -> tuple[Path,
     m = accuracy(rows.ms, predicted)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
-    predicted_vs_measured(ax, rows.ms, predicted, f"measured ({rows.label})", "predicted (out of fold) ms",
+    unit = LATENCY_UNITS[rows.label]
+    predicted_vs_measured(ax, rows.ms, predicted, f"measured ({unit})", f"predicted out of fold ({unit})",
                           f"{rows.profile} / {rows.space}: {len(rows.ms)} rows, 5-fold")
     return _save(fig, folder, f"accuracy-{rows.profile_hash}-{rows.space}.png"), {**m, "rows": len(rows.ms)}
 
@@ -111,7 +112,8 @@ def search_plots(run: dict, result: dict, folder: Path) -> list[Path]:
     ax.axvline(budget["max_ms"], color="black", ls="--", lw=1, label="budget")
     if budget.get("min_ms"):
         ax.axvline(budget["min_ms"], color="black", ls=":", lw=1)
-    ax.set(xlabel="latency ms", ylabel="objective", title=f"search run {run['id']}: {result['space']}")
+    ax.set(xlabel=f"latency ({LATENCY_UNITS.get(result.get('unit') or '', 'ms')})", ylabel="objective",
+           title=f"search run {run['id']}: {result['space']}")
     ax.legend(fontsize=7)
     front_png = _save(fig, folder, f"search-{run['id']}-front.png")
 
@@ -161,7 +163,8 @@ def build_report(db: str | Path, out: str | Path,
                 on_step(f"cross-validating a predictor on {p['name']} / {space}")
                 png, m = accuracy_plot(rows, folder)
                 sections.append(
-                    f"<p>{html.escape(p['name'])} / {html.escape(space)} ({m['rows']} rows, label {rows.label}): "
+                    f"<p>{html.escape(p['name'])} / {html.escape(space)} ({m['rows']} rows, "
+                    f"{LATENCY_UNITS[rows.label]}): "
                     f"{m['within_5pct']:.1%} within 5 %, {m['within_10pct']:.1%} within 10 %, "
                     f"MAPE {m['mape']:.2%}, Kendall tau {m['kendall_tau']:.3f}</p>" + _img(png))
         runs = [dict(r) for r in store.db.execute(
@@ -191,8 +194,10 @@ def _search_section(run: dict, result: dict) -> str:
     else:
         state = {True: "within budget", False: "OVER BUDGET", None: "not verified"}[best["within_budget"]]
         measured = "-" if best["measured_ms"] is None else f"{best['measured_ms']:.3f} ms"
+        used = ("" if best["measured_ms"] is None else
+                f", {best['measured_ms'] / b['max_ms']:.0%} of the budget")
         verdict = (f"best {html.escape(json.dumps(best['arch']))}: objective {best['objective']:.4g}, "
-                   f"predicted {best['predicted_ms']:.3f} ms, measured {measured} ({state})")
+                   f"predicted {best['predicted_ms']:.3f} ms, measured {measured}{used} ({state})")
     rows = "".join(
         f"<tr><td>{r['round']}</td><td>{html.escape(json.dumps(v['arch']))}</td><td>{v['objective']:.4g}</td>"
         f"<td>{v['predicted_ms']:.3f}</td><td>{_num(v['measured_ms'], '.3f')}</td>"
@@ -201,8 +206,9 @@ def _search_section(run: dict, result: dict) -> str:
     table = ("<table><tr><th>round</th><th>arch</th><th>objective</th><th>predicted ms</th><th>measured ms</th>"
              f"<th>error</th><th>within budget</th></tr>{rows}</table>") if rows else ""
     floor = f" (floor {b['min_ms']:.3f} ms)" if b.get("min_ms") else ""
+    unit = LATENCY_UNITS.get(result.get("unit") or "", "ms, unit not recorded")
     return (f"<h3>run {run['id']}: {html.escape(run['profile'])}, {html.escape(result['space'])}, "
-            f"budget {b['max_ms']:.3f} ms{floor}, "
+            f"budget {b['max_ms']:.3f} ms{floor} ({html.escape(unit)}), "
             f"{run['started']}</h3><p>{verdict}; {result['evaluated']} candidates scored in "
             f"{result['seconds']:.1f} s</p>{table}")
 

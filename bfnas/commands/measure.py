@@ -148,6 +148,8 @@ def cmd_hw_check(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from bfnas.bench.measure import measure_artifact
     from bfnas.bench.profile import load_profile
     from bfnas.bench.profiling import anchor_artifact, artifact_for, artifact_record
@@ -186,10 +188,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif result["status"] == "failed":
         console().print(f"[red]failed[/]: {result['reason']}")
     else:
-        console().print(
-            f"{cfg} on {profile.name}: median {result['median_ms']:.3f} ms "
+        paired = (f"; paired ratio to the anchor {result['ratio']:.4f} "
+                  f"±{result['ratio_rel_ci']:.1%} (95 % CI)" if result.get("ratio") else "")
+        cpu = result.get("cpu") or {}
+        load = (f"; other processes used {cpu['other_cores']:.1f} cores"
+                if cpu.get("other_cores") is not None else "")
+        reason = f" ({result['reason']})" if result.get("reason") else ""
+        console().print(escape(
+            f"{cfg} on {profile.name}: raw median {result['median_ms']:.3f} ms on this device "
             f"(p90 {result['p90_ms']:.3f}, CoV {result['cov']:.1%}, {result['runs']} runs, "
-            f"±{result['median_rel_ci']:.1%} CI) [{result['status']}]")
+            f"±{result['median_rel_ci']:.1%} CI){paired}{load} [{result['status']}]{reason}"))
     return EXIT_OK if result["status"] != "failed" else EXIT_FAILED
 
 
@@ -222,7 +230,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             progress.update(total=e.result["todo"])
         elif e.kind in ("measured", "skipped"):
             r = e.result
-            last = (f"last: {r['median_ms']:.2f} ms ({r['status']})" if r.get("median_ms") is not None
+            last = (f"last: raw {r['median_ms']:.2f} ms ({r['status']})" if r.get("median_ms") is not None
                     else f"last: {r.get('status', 'skipped')}")
             progress.update(advance=1, note=last)
         elif e.kind == "drift":
@@ -251,7 +259,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     else:
         out.print(f"{summary['ok']} ok, {summary['unstable']} unstable, {summary['failed']} failed, "
                   f"{summary['skipped']} already stored, {summary['taken_by_other']} taken by another "
-                  f"process; reference subnet: {', '.join(f'{x:.2f}' for x in summary['reference_ms'] if x)} ms")
+                  f"process; reference subnet (raw medians): "
+                  f"{', '.join(f'{x:.2f}' for x in summary['reference_ms'] if x)} ms")
     return EXIT_OK
 
 

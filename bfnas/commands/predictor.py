@@ -74,6 +74,7 @@ def _model_rows(model_dir: str, db: str):
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    from bfnas.bench.store import LATENCY_UNITS
     from bfnas.search.predictor import LatencyPredictor, PredictorSettings, accuracy
     from bfnas.search.training import check_folds, cross_validate, holdout_split, load_rows
 
@@ -108,29 +109,33 @@ def cmd_fit(args: argparse.Namespace) -> int:
     folder = model.save(args.out)
     out = {"metrics": {k: v for k, v in metrics.items() if k != "fold_std"}, **evaluation,
            "model": str(folder), "profile": rows.profile, "profile_hash": rows.profile_hash,
-           "space": rows.space, "label": rows.label, "target": settings.target}
+           "space": rows.space, "label": rows.label, "unit_text": LATENCY_UNITS[rows.label],
+           "target": settings.target}
     if "fold_std" in metrics:
         out["fold_std"] = metrics["fold_std"]
     if args.json:
         return print_json(out)
     sizes = (f"{n} rows" if evaluation["method"] != "holdout" else
              f"{evaluation['train_rows']} train / {evaluation['test_rows']} held-out rows")
-    _print_metrics(f"{rows.profile} / {rows.space}: {evaluation['method']}, {sizes}", metrics)
+    _print_metrics(f"{rows.profile} / {rows.space}: {evaluation['method']}, {sizes}, "
+                   f"learning {LATENCY_UNITS[rows.label]}", metrics)
     console().print(f"model written to {folder}")
     return EXIT_OK
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from bfnas.bench.store import LATENCY_UNITS
     from bfnas.search.predictor import accuracy
 
     model, rows = _model_rows(args.model, args.db)
     metrics = accuracy(rows.ms, model.predict(rows.cfgs))
     out = {"metrics": metrics, "rows": len(rows.cfgs), "profile": rows.profile,
            "profile_hash": rows.profile_hash, "space": rows.space, "label": rows.label,
-           "note": "rows the model was fitted on are included; see `fit` for held-out figures"}
+           "unit_text": LATENCY_UNITS[rows.label], "note": "rows the model was fitted on are included; see `fit` for held-out figures"}
     if args.json:
         return print_json(out)
-    _print_metrics(f"{rows.profile} / {rows.space}: {len(rows.cfgs)} rows", metrics)
+    _print_metrics(f"{rows.profile} / {rows.space}: {len(rows.cfgs)} rows, "
+                   f"{LATENCY_UNITS[rows.label]}", metrics)
     return EXIT_OK
 
 
@@ -147,12 +152,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if space is not None:
         space.check(cfg)
     lo, hi = model.predict_interval([cfg])
+    from bfnas.bench.store import LATENCY_UNITS
+
+    unit = model.metrics.get("label")
     out = {"arch": cfg.to_dict(), "latency_ms": float(model.predict([cfg])[0]),
-           "low_ms": float(lo[0]), "high_ms": float(hi[0]),
+           "low_ms": float(lo[0]), "high_ms": float(hi[0]), "unit": unit,
+           "unit_text": LATENCY_UNITS.get(unit, "ms, unit not recorded"),
            "profile_hash": model.scope.profile_hash, "space": model.scope.space}
     if args.json:
         return print_json(out)
-    console().print(f"{cfg}: {out['latency_ms']:.3f} ms (spread {out['low_ms']:.3f}-{out['high_ms']:.3f} ms)")
+    console().print(f"{cfg}: {out['latency_ms']:.3f} ms (spread {out['low_ms']:.3f}-{out['high_ms']:.3f} ms; "
+                    f"{out['unit_text']})")
     return EXIT_OK
 
 

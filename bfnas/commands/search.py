@@ -34,8 +34,10 @@ def register(sub) -> None:
     p.add_argument("--hw", default="local-cpu-int8", help="hardware profile (default local-cpu-int8)")
     add_model_args(p)
     p.add_argument("--db", required=True, help="SQLite latency store with the profile's measurements")
-    p.add_argument("--max-latency-ms", type=float, required=True, help="latency budget")
-    p.add_argument("--min-latency-ms", type=float, help="optional latency floor")
+    p.add_argument("--max-latency-ms", type=float, required=True,
+                   help="latency budget, in the predictor's unit: anchor-normalized ms where the "
+                        "store's rows have an anchor (bfnas's own), else raw median ms (imported)")
+    p.add_argument("--min-latency-ms", type=float, help="optional latency floor (same unit)")
     p.add_argument("--objective", default="params",
                    help="params (default) | neg-macs | oneshot | module:function")
     p.add_argument("--data", help="for --objective oneshot: `bfnas data build` output (its last shard is held out)")
@@ -131,8 +133,9 @@ def _print(out, result: dict, folder: Path) -> None:
     best = result["best"]
     if best is None:
         out.print(f"no subnet of {result['space']} is predicted under {result['budget']['max_ms']} ms "
-                  f"on {result['profile']}")
+                  f"({result['unit_text']}) on {result['profile']}")
         return
+    out.print(f"latencies in {result['unit_text']}; raw medians marked raw")
     for r in result["rounds"]:
         for v in r["verified"]:
             measured = "failed" if v["measured_ms"] is None else f"{v['measured_ms']:.3f} ms"
@@ -140,8 +143,11 @@ def _print(out, result: dict, folder: Path) -> None:
             out.print(f"round {r['round']}: {v['arch']} objective {v['objective']:.4g}: predicted "
                       f"{v['predicted_ms']:.3f} ms, measured {measured}{flag}")
     state = {True: "within budget", False: "[red]OVER BUDGET[/]", None: "not verified"}[best["within_budget"]]
+    measured = "-" if best["measured_ms"] is None else (
+        f"{best['measured_ms']:.3f} ms, {best['measured_ms'] / result['budget']['max_ms']:.0%} of the "
+        f"budget (raw median {best['median_ms']:.3f} ms)")
     out.print(f"best: {best['arch']} objective {best['objective']:.4g}, predicted {best['predicted_ms']:.3f} ms, "
-              f"measured {best['measured_ms'] if best['measured_ms'] is not None else '-'} ms ({state})")
+              f"measured {measured} ({state})")
     out.print(f"written to {folder}")
 
 
