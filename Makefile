@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench-export clean sshd
+.PHONY: demo test lint bench-export clean sshd wheel-check
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(BIN)/python:
@@ -33,6 +33,10 @@ test: $(VENV)/.dev-installed sshd
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
+
+# The wheel, installed (not editable) in a fresh venv, runs bfnas outside the repository.
+wheel-check:
+	PYTHON=$(PYTHON) .ci/wheel-check
 
 bench-export: $(VENV)/.demo-installed
 	$(BIN)/python benchmarks/export.py

@@ -1,7 +1,8 @@
 """`HardwareProfile`: one device, how to reach it, what it runs and how to measure on it.
 
-A profile is a TOML file in `hw_profiles/` (or anywhere, by path). It is validated with
-pydantic; a bad file fails with one line naming the file, the field and the reason.
+A profile is a TOML file in `hw_profiles/` (shipped as the package `bfnas.hw_profiles`) or
+anywhere, by path. It is validated with pydantic; a bad file fails with one line naming the
+file, the field and the reason.
 """
 
 from __future__ import annotations
@@ -238,17 +239,22 @@ def parse_profile(data: dict, source: str) -> HardwareProfile:
         raise _error_line(source, exc) from None
 
 
+PROFILES_PACKAGE = "bfnas.hw_profiles"
+
+
 def profile_dir() -> Path:
-    """`hw_profiles/` of the repository (or of the installed package's data)."""
-    here = Path(str(resources.files("bfnas.bench"))).resolve()
-    for candidate in (here.parent / "hw_profiles", here.parent.parent / "hw_profiles"):
-        if candidate.is_dir():
-            return candidate
-    return here.parent / "hw_profiles"
+    """Folder of the shipped profiles, the data package `bfnas.hw_profiles`: `hw_profiles/`
+    of the repository (checkout or editable install), `bfnas/hw_profiles/` of a wheel."""
+    # Wheels install unzipped, so the package is a real folder and a Path of it is safe.
+    return Path(str(resources.files(PROFILES_PACKAGE)))
 
 
 def shipped_profiles() -> dict[str, Path]:
-    folder = profile_dir()
+    """Shipped profile names (file stems) and their files."""
+    try:
+        folder = profile_dir()
+    except ModuleNotFoundError:  # an install without its data: no shipped names, no traceback
+        return {}
     return {p.stem: p for p in sorted(folder.glob("*.toml"))} if folder.is_dir() else {}
 
 

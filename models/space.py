@@ -350,6 +350,8 @@ def _parse_qkv(spec: Any, where: str) -> QkvRule:
 # -- shipped spaces and lookup ------------------------------------------------------------
 def shipped_spaces() -> dict[str, Path]:
     folder = resources.files("bfnas.models") / "spaces"
+    if not folder.is_dir():  # an install without its data: no shipped names, no traceback
+        return {}
     return {
         p.name.removesuffix(".toml"): Path(str(p))
         for p in sorted(folder.iterdir(), key=lambda p: p.name)
