@@ -165,7 +165,7 @@ def run_demo(
             result["message"] = _too_few_trusted(census, census["rounds"])
         else:
             best = _search(store, int8_profile, fp32_profile, space, supernet, cache, runner, settings,
-                           on_step, objective, result)
+                           on_step, objective, result, on_message)
     runner.close()
     on_step("writing the report", 0.93)
     result["report"] = str(build_report(out / "demo.db", out / "report"))
@@ -213,7 +213,7 @@ def _search(store: LatencyStore, int8_profile: HardwareProfile, fp32_profile: Ha
             space: SearchSpace, supernet: SuperBert, cache: ArtifactCache, runner: LocalRunner,
             settings: DemoSettings, on_step: Callable[[str, float], None],
             objective: tuple[str, Callable[[SubnetConfig], float]] | None,
-            result: dict[str, Any]) -> dict[str, Any] | None:
+            result: dict[str, Any], on_message: Callable[[str], None]) -> dict[str, Any] | None:
     """Fit and cross-validate the predictor, search, verify, compare the winner with FP32;
     fills `result` and returns the best verified subnet."""
     on_step("fitting the latency predictor (cross-validated)", 0.72)
@@ -229,7 +229,8 @@ def _search(store: LatencyStore, int8_profile: HardwareProfile, fp32_profile: Ha
     name, fn = objective or ("params", load_objective("params"))
     goal = "best one-shot fidelity" if name == "oneshot" else "biggest subnet"
     on_step(f"searching for the {goal} under {budget_ms:.3f} ms ({LATENCY_UNITS[rows.label]})", 0.78)
-    verifier = DeviceVerifier(store, int8_profile, space, supernet, cache, runner)
+    verifier = DeviceVerifier(store, int8_profile, space, supernet, cache, runner,
+                              on_wait=lambda w: on_message(w.message()))
     result["objective"] = name
     search = SearchJob(store, int8_profile, space, fn, Budget(budget_ms),
                        EvolutionSettings(population=settings.population,

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bfnas.bench.measure import BusyWait
 from bfnas.bench.profile import HardwareProfile
 from bfnas.bench.profiling import SubnetMeasurer, artifact_record
 from bfnas.bench.runner import Runner
@@ -38,12 +39,13 @@ class DeviceVerifier:
     supernet: SuperBert
     cache: ArtifactCache
     runner: Runner
+    on_wait: Callable[[BusyWait], None] = lambda w: None  # the machine has no core free
     _measure: SubnetMeasurer | None = field(default=None, init=False, repr=False)
 
     def __call__(self, cfg: SubnetConfig, run_id: int) -> dict:
         p = self.profile
         if self._measure is None:
-            self._measure = SubnetMeasurer(self.cache, self.supernet, p, self.runner)
+            self._measure = SubnetMeasurer(self.cache, self.supernet, p, self.runner, self.on_wait)
         phash = self.store.add_profile(p.name, p.resolved(), p.hash())
         result, art = self._measure(cfg)
         # A subnet measured for the first time joins the training rows; a repeat is kept

@@ -28,6 +28,17 @@ def test_hash_follows_conditions_not_labels():
     relabelled = parse_profile({"name": "a", "description": "other words"}, "<t>")
     threads = parse_profile({"name": "a", "runtime": {"intra_op_threads": 2}}, "<t>")
     assert base.hash() == relabelled.hash() != threads.hash()
+    # How a measurement is judged is not how it is taken: a store keeps its measurements.
+    judged = parse_profile({"name": "a", "measure": {"max_rel_ci": 0.05, "busy_wait_s": 5}}, "<t>")
+    assert judged.hash() == base.hash()
+
+
+def test_a_retired_trust_field_names_its_replacement(tmp_path, capsys):
+    path = tmp_path / "old.toml"
+    path.write_text('name = "old"\n[measure]\nmax_cov = 0.25\n')
+    assert main(["hw", "show", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "max_cov is no longer used" in err and "max_rel_ci" in err
 
 
 MALFORMED = [
@@ -49,6 +60,10 @@ MALFORMED = [
     ('name = "x"\n[measure]\nmin_seconds = 5\nmax_seconds = 1', "measure"),
     ('name = "x"\n[measure]\ntimeout_s = 1', "measure"),
     ('name = "x"\n[measure]\nwarmup_runs = -1', "measure.warmup_runs"),
+    ('name = "x"\n[measure]\nmax_other_cpu = 0.5', "measure"),  # retired: says what replaced it
+    ('name = "x"\n[measure]\nmax_rel_ci = 0', "measure.max_rel_ci"),
+    ('name = "x"\n[measure]\nmin_cpu_share = 1.5', "measure.min_cpu_share"),
+    ('name = "x"\n[measure]\nbusy_wait_s = -1', "measure.busy_wait_s"),
     ('name = "x"\nprecision = "fp16"', "<root>"),
     ('name = "x"\n[measure\n', None),
 ]
