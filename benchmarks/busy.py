@@ -4,8 +4,9 @@
 
 Measures the same subnets in fresh processes (interleaved rounds) three times: on a quiet
 machine, with one background process keeping one core busy (`python3 -c 'while 1: pass'`,
-what a newcomer's machine looks like), and with one such process per core (saturated: the
-job should wait and then refuse, not store numbers). Prints per phase the share of
+what a newcomer's machine looks like), with one such process per core (saturated) and with two
+per core (overloaded: the worker gets too little CPU to be trusted, so a job would wait and then
+refuse; here the wait is off, so each such measurement shows as refused). Prints per phase the share of
 measurements trusted, the CoV of the normalized latency across fresh processes, the CPU other
 processes and the worker used, and the median |difference| of each subnet's normalized
 latency between quiet and busy; and how the share trusted would move with the trust rule's
@@ -127,7 +128,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-saturated", action="store_true",
-                    help="skip the phase with one busy process per core")
+                    help="skip the saturated and overloaded phases")
     ap.add_argument("--saturating-loops", type=int, default=None,
                     help="busy processes in the saturated phase (default: one per core)")
     ap.add_argument("--out", default=str(RESULTS))
@@ -150,6 +151,8 @@ def main() -> int:
         if not args.no_saturated:
             phases["saturated"] = phase("saturated", args.saturating_loops or cores, arts, anchors,
                                         saturated_profile, args.repeats)
+            phases["overloaded"] = phase("overloaded", 2 * cores, arts, anchors, saturated_profile,
+                                         args.repeats)
     # One baseline per anchor for every phase (the quiet one, as a store would settle on):
     # so a difference of normalized latency is a difference of the paired ratio.
     by_anchor: dict[str, list[float]] = {}
