@@ -72,8 +72,10 @@ def run_stage1(teacher_dir: str, space: SearchSpace, out: Path, settings: Stage1
     from bfnas.models.checkpoint import load_supernet, read_config, resolve_checkpoint
     from bfnas.models.distill import SupernetTrainer, TrainSettings
     from bfnas.models.oneshot import OneShotScorer, held_out_batch
+    from bfnas.threads import fit_torch_threads
 
     data = stage1_data(teacher_dir, out, settings, on_step)
+    threads = fit_torch_threads()  # a busy core would slow every op of the training ~2.5x
     folder = resolve_checkpoint(teacher_dir)
     teacher = load_supernet(teacher_dir)
     _, _, raw = read_config(folder)
@@ -92,6 +94,7 @@ def run_stage1(teacher_dir: str, space: SearchSpace, out: Path, settings: Stage1
     return {"supernet": supernet, "scorer": scorer,
             "summary": {"checkpoint": str(out / "supernet"), "steps": trained["steps"],
                         "sequences": data.get("sequences"), "steps_per_s": trained["steps_per_s"],
+                        "torch_threads": threads,
                         # One-shot fidelity of a few subnets before and after training.
                         "oneshot_before": untrained.many(probe), "oneshot_after": scorer.many(probe)}}
 

@@ -123,6 +123,10 @@ def _print(out, r: dict) -> None:
         out.print(f"stage 1: {s1['steps']} distillation steps ({s1['steps_per_s'] or 0:.2f} steps/s) into "
                   f"{s1['checkpoint']}; one-shot fidelity of {len(before)} subnets "
                   f"{sum(before) / len(before):.3f} -> {sum(after) / len(after):.3f}")
+        t = s1.get("torch_threads") or {}
+        if t.get("default") and t["threads"] < t["default"]:
+            out.print(f"  (trained on {t['threads']} of {t['default']} threads: other processes kept "
+                      f"the rest busy, {t['free_cores']:.1f} cores were free)")
     out.print(escape(_profiled_line(r)))
     if "predictor" not in r:
         out.print(f"[red]{escape(r['message'])}[/]")

@@ -75,6 +75,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     Distributed(world=launched_world()).shard(settings.batch)
     # Every rank has run the same checks on the same input, so they all fail or all get here.
     dist = init_distributed(args.device)
+    if dist.world == 1:  # under torchrun the processes share the cores as launched
+        from bfnas.threads import fit_torch_threads
+
+        fit_torch_threads()
     try:
         trainer = SupernetTrainer(student, teacher, teacher_cfg, space, args.data, args.out, settings, raw,
                                   dist, data_tokenizer(args.data))
