@@ -185,3 +185,27 @@ def test_demo_distils_the_supernet_then_searches_for_one_shot_fidelity(capsys, t
     assert 0 < r["verified"][0]["objective"] <= 1
     assert r["supernet"]["path"].endswith("supernet")  # stage 2 measured the trained supernet's subnets
     assert code in (0, 1) and (tmp_path / "demo" / "report" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_a_machine_too_busy_to_measure_is_waited_for_then_refused_in_one_line(tmp_path):
+    # Two busy loops per core: the worker gets well under the CPU share a trusted timing needs.
+    profile = tmp_path / "busy.toml"
+    profile.write_text('name = "busy-int8"\n[measure]\nbusy_wait_s = 3\n')
+    cores = len(os.sched_getaffinity(0))
+    burners = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(2 * cores)]
+    try:
+        time.sleep(0.5)
+        proc = subprocess.run(
+            [sys.executable, "-m", "bfnas.cli", "bench", "--hw", str(profile), "--space", "bigger-faster",
+             "--arch", '{"layers": 1, "hidden": 120, "heads": 12, "qkv": 120, "ffn": 128}',
+             "--db", str(tmp_path / "b.db"), "--artifacts", str(tmp_path / "art")],
+            capture_output=True, text=True, timeout=300)
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("bfnas: error")]
+    assert proc.returncode == 1 and len(errors) == 1 and "too busy to measure" in errors[0], proc.stderr
+    assert "machine busy" in proc.stderr and "waiting for a free core" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "b.db").exists()
