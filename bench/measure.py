@@ -4,9 +4,9 @@ be trusted, measure again when not, and keep every number and the reason for its
 Trust follows from evidence in the measurement, not from the circumstances: a busy machine
 whose paired ratio is tight gives a trusted number (measured: one core kept busy by a loop
 moves the paired ratio by < 1 %, `benchmarks/busy.py`), a quiet one whose ratio is not tight
-does not. What other processes used is recorded with every measurement either way. Only a
-machine with no core free for the worker, whose measurements come out untrusted, is waited
-for (bounded, visibly) and then refused with `MachineBusy`.
+does not. What other processes used is recorded with every measurement either way. A worker
+that got too little of a core to be trusted (the machine had none free) is not a property of
+the subnet: the machine is waited for (bounded, visibly) and then refused with `MachineBusy`.
 """
 
 from __future__ import annotations
