@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from bfnas.models.errors import InputError
+from bfnas.models.errors import InputError, read_text_input
 from bfnas.models.space import SearchSpace
 from bfnas.models.subnet import SubnetConfig
 
@@ -35,12 +35,7 @@ class ImportedRow:
 
 
 def parse_autotinybert(path: Path, space: SearchSpace) -> list[ImportedRow]:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(str(path), None, f"cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise InputError(str(path), None, "not a text file") from None
+    text = read_text_input(path)
     rows = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bfnas.bench.provider_options import check_provider_options
-from bfnas.models.errors import InputError
+from bfnas.models.errors import InputError, read_text_input
 from bfnas.models.quantize import RECIPES
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -268,10 +268,7 @@ def load_profile(name_or_path: str | Path) -> HardwareProfile:
     else:
         raise InputError("--hw", None, f"no profile named {key!r} (shipped: {', '.join(shipped)}; "
                                        "or give a .toml path)")
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(str(path), None, f"cannot read ({exc.strerror})") from None
+    text = read_text_input(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

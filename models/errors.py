@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class InputError(ValueError):
     """Bad user input. The CLI prints it as one line and exits with code 2.
@@ -18,3 +20,15 @@ class InputError(ValueError):
     def line(self) -> str:
         parts = [self.where] + ([self.field] if self.field else []) + [self.reason]
         return ": ".join(parts)
+
+
+def read_text_input(path: str | Path, where: str | None = None) -> str:
+    """A file the user named, as text: a missing, unreadable or binary file is one line
+    naming it (never an OSError or UnicodeDecodeError traceback)."""
+    where = where or str(path)
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(where, None, f"cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise InputError(where, None, "not a text file (UTF-8)") from None

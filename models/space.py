@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bfnas.models.errors import InputError
+from bfnas.models.errors import InputError, read_text_input
 from bfnas.models.subnet import SubnetConfig
 
 SPACE_KEYS = ("name", "description", "uniform", "layers", "hidden", "heads", "qkv", "ffn")
@@ -157,10 +157,7 @@ class SearchSpace:
     @classmethod
     def from_toml(cls, path: str | Path) -> SearchSpace:
         where = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise InputError(where, None, f"cannot read ({exc.strerror})") from None
+        text = read_text_input(path, where)
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:

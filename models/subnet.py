@@ -89,6 +89,8 @@ class SubnetConfig:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(where, None, f"not valid JSON ({exc.msg} at char {exc.pos})") from None
+        except RecursionError:  # the parser recurses per level: a hostile file nests deeply
+            raise InputError(where, None, "JSON nested too deeply for an architecture") from None
         return cls.from_dict(data, where)
 
     @classmethod

@@ -209,3 +209,24 @@ def test_a_machine_too_busy_to_measure_is_waited_for_then_refused_in_one_line(tm
     assert proc.returncode == 1 and len(errors) == 1 and "too busy to measure" in errors[0], proc.stderr
     assert "machine busy" in proc.stderr and "waiting for a free core" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "b.db").exists()
+
+
+BINARY = bytes(range(256)) * 4
+
+
+@pytest.mark.parametrize("flag", ["--arch", "--hw", "--space"])
+def test_a_binary_file_where_text_is_expected_is_one_line(capsys, tmp_path, flag):
+    path = tmp_path / ("x.toml" if flag != "--arch" else "x.json")
+    path.write_bytes(BINARY)
+    args = {"--arch": str(path), "--hw": "local-cpu-int8", "--space": "bigger-faster"}
+    args[flag] = str(path)
+    code, out, err = run(capsys, "bench", *[x for kv in args.items() for x in kv],
+                         "--artifacts", str(tmp_path / "art"))
+    assert code == 2 and err.count("\n") == 1 and "not a text file" in err and str(path) in err
+    assert "Traceback" not in err and not (tmp_path / "art").exists()
+
+
+def test_deeply_nested_arch_json_is_one_line(capsys, tmp_path):
+    code, _, err = run(capsys, "bench", "--space", "bigger-faster", "--arch", "{" + '"a": [' * 100_000,
+                       "--artifacts", str(tmp_path / "art"))
+    assert code == 2 and err.count("\n") == 1 and "--arch" in err and "Traceback" not in err

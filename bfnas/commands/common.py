@@ -90,9 +90,11 @@ def parse_arch(text: str):
     if text.lstrip().startswith("{"):
         return SubnetConfig.from_json(text, where="--arch")
     try:
-        body = Path(text).read_text()
+        body = Path(text).read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(text, None, f"--arch is neither JSON nor a readable file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise InputError(text, None, "--arch: not a text file (UTF-8)") from None
     return SubnetConfig.from_json(body, where=text)
 
 
