@@ -32,3 +32,10 @@ def read_text_input(path: str | Path, where: str | None = None) -> str:
         raise InputError(where, None, f"cannot read ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise InputError(where, None, "not a text file (UTF-8)") from None
+
+
+def short(value: object, limit: int = 120) -> str:
+    """`repr(value)` cut to `limit` characters: a message echoes what it refused, not a
+    200,000-entry list."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"

@@ -24,8 +24,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bfnas.models.errors import InputError, read_text_input
-from bfnas.models.subnet import SubnetConfig
+from bfnas.models.errors import InputError, read_text_input, short
+from bfnas.models.subnet import MAX_LAYERS, MAX_WIDTH, SubnetConfig
 
 SPACE_KEYS = ("name", "description", "uniform", "layers", "hidden", "heads", "qkv", "ffn")
 
@@ -38,12 +38,16 @@ class Choices:
     step: int | None = None  # set when the values came from a range, for display
 
     @classmethod
-    def parse(cls, spec: Any, where: str, field: str) -> Choices:
+    def parse(cls, spec: Any, where: str, field: str, limit: int = MAX_WIDTH) -> Choices:
+        """Choices from a TOML value; every value must be at most `limit`, checked before a
+        range is expanded."""
         if isinstance(spec, int) and not isinstance(spec, bool):
             spec = [spec]
         if isinstance(spec, list):
             if not spec or not all(_pos_int(v) for v in spec):
-                raise InputError(where, field, f"choices must be positive integers, got {spec!r}")
+                raise InputError(where, field, f"choices must be positive integers, got {short(spec)}")
+            if max(spec) > limit:
+                raise InputError(where, field, f"must be at most {limit}, got {max(spec)}")
             return cls(tuple(sorted(set(spec))))
         if isinstance(spec, dict):
             extra = sorted(set(spec) - {"min", "max", "step"})
@@ -55,12 +59,14 @@ class Choices:
             lo, hi, step = spec["min"], spec["max"], spec.get("step", 1)
             for k, v in (("min", lo), ("max", hi), ("step", step)):
                 if not _pos_int(v):
-                    raise InputError(where, f"{field}.{k}", f"must be a positive integer, got {v!r}")
+                    raise InputError(where, f"{field}.{k}", f"must be a positive integer, got {short(v)}")
             if hi < lo:
                 raise InputError(where, f"{field}.max", f"{hi} is below min {lo}")
+            if hi > limit:
+                raise InputError(where, f"{field}.max", f"must be at most {limit}, got {hi}")
             return cls(tuple(range(lo, hi + 1, step)), step)
         raise InputError(
-            where, field, f"expected an integer, a list or {{min, max, step}}, got {spec!r}"
+            where, field, f"expected an integer, a list or {{min, max, step}}, got {short(spec)}"
         )
 
     def describe(self) -> str:
@@ -140,7 +146,7 @@ class SearchSpace:
             name=name,
             description=description,
             uniform=uniform,
-            layers=Choices.parse(data["layers"], where, "layers"),
+            layers=Choices.parse(data["layers"], where, "layers", MAX_LAYERS),
             hidden=Choices.parse(data["hidden"], where, "hidden"),
             heads=Choices.parse(data["heads"], where, "heads"),
             qkv=_parse_qkv(data["qkv"], where),

@@ -7,10 +7,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bfnas.models.errors import InputError
+from bfnas.models.errors import InputError, short
 
 KEYS = ("layers", "hidden", "heads", "qkv", "ffn")
 PER_LAYER = ("heads", "qkv", "ffn")
+# Bounds checked before anything is expanded or built: far beyond any BERT, far below what
+# would exhaust memory (a per-layer list of 10^9 entries, a 10^12-wide layer).
+MAX_LAYERS = 1024
+MAX_WIDTH = 1 << 16
 
 # BERT's vocabulary and embedding tables (bert-base-uncased and all-MiniLM-L6-v2 share them).
 BERT_VOCAB = 30522
@@ -69,7 +73,9 @@ class SubnetConfig:
             raise InputError(where, missing[0], "missing")
         layers = data["layers"]
         if not _is_int(layers) or layers < 1:
-            raise InputError(where, "layers", f"must be an integer >= 1, got {layers!r}")
+            raise InputError(where, "layers", f"must be an integer >= 1, got {short(layers)}")
+        if layers > MAX_LAYERS:
+            raise InputError(where, "layers", f"must be at most {MAX_LAYERS}, got {layers}")
         fields: dict[str, Any] = {"layers": layers, "hidden": data["hidden"]}
         for name in PER_LAYER:
             value = data[name]
@@ -154,16 +160,20 @@ def check_structure(data: dict[str, Any], where: str) -> None:
         raise InputError(where, "layers", f"must be an integer >= 1, got {layers!r}")
     hidden = data["hidden"]
     if not _is_int(hidden) or hidden < 1:
-        raise InputError(where, "hidden", f"must be a positive integer, got {hidden!r}")
+        raise InputError(where, "hidden", f"must be a positive integer, got {short(hidden)}")
+    if hidden > MAX_WIDTH:
+        raise InputError(where, "hidden", f"must be at most {MAX_WIDTH}, got {hidden}")
     for name in PER_LAYER:
         values = data[name]
         if not isinstance(values, list | tuple) or len(values) != layers:
             raise InputError(
-                where, name, f"must be a list of {layers} integers (one per layer), got {values!r}"
+                where, name, f"must be a list of {layers} integers (one per layer), got {short(values)}"
             )
         for i, v in enumerate(values):
             if not _is_int(v) or v < 1:
-                raise InputError(where, f"{name}[{i}]", f"must be a positive integer, got {v!r}")
+                raise InputError(where, f"{name}[{i}]", f"must be a positive integer, got {short(v)}")
+            if v > MAX_WIDTH:
+                raise InputError(where, f"{name}[{i}]", f"must be at most {MAX_WIDTH}, got {v}")
     for i, (q, a) in enumerate(zip(data["qkv"], data["heads"], strict=True)):
         if q % a:
             raise InputError(

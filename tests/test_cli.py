@@ -230,3 +230,24 @@ def test_deeply_nested_arch_json_is_one_line(capsys, tmp_path):
     code, _, err = run(capsys, "bench", "--space", "bigger-faster", "--arch", "{" + '"a": [' * 100_000,
                        "--artifacts", str(tmp_path / "art"))
     assert code == 2 and err.count("\n") == 1 and "--arch" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("arch", "field"), [
+    ('{"layers": 1000000000, "hidden": 64, "heads": 2, "qkv": 64, "ffn": 128}', "layers"),
+    ('{"layers": 1, "hidden": 1000000000000, "heads": 2, "qkv": 64, "ffn": 128}', "hidden"),
+    ('{"layers": 2, "hidden": 64, "heads": 2, "qkv": 64, "ffn": [' + "1, " * 200_000 + '1]}', "ffn"),
+])
+def test_huge_sizes_are_refused_before_anything_is_built(capsys, tmp_path, arch, field):
+    t = time.perf_counter()
+    code, _, err = run(capsys, "bench", "--space", "bigger-faster", "--arch", arch,
+                       "--artifacts", str(tmp_path / "art"))
+    assert code == 2 and err.count("\n") == 1 and f"{field}" in err
+    assert len(err) < 400 and time.perf_counter() - t < 5  # cut, and cheap
+
+
+def test_a_space_with_an_absurd_range_is_one_line(capsys, tmp_path):
+    space = tmp_path / "huge.toml"
+    space.write_text('name = "huge"\nlayers = 2\nhidden = {min = 1, max = 1000000000000}\n'
+                     'heads = 1\nqkv = 64\nffn = 128\n')
+    code, _, err = run(capsys, "space", "show", str(space))
+    assert code == 2 and err.count("\n") == 1 and "hidden.max" in err and "at most" in err
