@@ -79,8 +79,10 @@ def load_rows(store: LatencyStore, hw: str, space: str | None = None) -> Latency
 
 
 def holdout_split(n: int, train_size: int, test_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    if train_size < 10 or test_size < 1:
-        raise InputError("--train-size", None, "need at least 10 training rows and 1 test row")
+    if train_size < 10:
+        raise InputError("--train-size", None, f"must be at least 10 rows, got {train_size}")
+    if test_size < 1:
+        raise InputError("--test-size", None, f"must be at least 1 row, got {test_size}")
     if train_size + test_size > n:
         raise InputError("--train-size", None, f"{train_size} + {test_size} rows asked, the store has {n}")
     idx = np.random.default_rng(seed).permutation(n)
@@ -88,7 +90,9 @@ def holdout_split(n: int, train_size: int, test_size: int, seed: int) -> tuple[n
 
 
 def check_folds(n: int, folds: int) -> None:
-    if folds < 2 or n < folds * 10:
+    if folds < 2:
+        raise InputError("--folds", None, f"must be at least 2, got {folds}")
+    if n < folds * 10:
         raise InputError("--folds", None, f"{folds}-fold CV needs at least {folds * 10} rows, have {n}")
 
 

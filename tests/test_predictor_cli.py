@@ -69,3 +69,16 @@ def test_predict_refuses_an_arch_outside_the_models_space(seed_db, tmp_path, cap
     arch = '{"layers": 3, "hidden": 768, "heads": 12, "qkv": 768, "ffn": 1016}'
     assert main(["predictor", "predict", "--model", str(model), "--arch", arch]) == 2
     assert "hidden" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "flag", "needle"), [
+    (["--folds", "0"], "--folds", "at least 2, got 0"),
+    (["--train-size", "12", "--test-size", "-3"], "--test-size", "got -3"),
+    (["--train-size", "5", "--test-size", "3"], "--train-size", "got 5"),
+])
+def test_a_bad_evaluation_flag_is_blamed_by_name(seed_db, tmp_path, capsys, args, flag, needle):
+    code = main(["predictor", "fit", "--hw", "seed-cpu-fp32", "--db", str(seed_db),
+                 "--out", str(tmp_path / "m"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and flag in err and needle in err
+    assert not (tmp_path / "m").exists()
