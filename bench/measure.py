@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from bfnas.bench.profile import HardwareProfile
 from bfnas.bench.runner import Runner
+from bfnas.models.errors import OperationFailed
 
 # Why a measurement is not trusted: a fixed label per check, so a job can count them.
 WIDE_RATIO_CI = "paired-ratio CI too wide"
@@ -36,7 +37,7 @@ class AnchorRef:
     key: str  # the anchor architecture's key: baselines are kept per anchor
 
 
-class MachineBusy(RuntimeError):
+class MachineBusy(OperationFailed):
     """The machine had no core free for the measurement for longer than the profile waits:
     not a property of the subnet, so the job stops (finished work is stored) instead of
     storing untrusted numbers; a rerun resumes."""
@@ -151,7 +152,9 @@ def measure_artifact(runner: Runner, model: str, sha256: str, profile: HardwareP
                 raise MachineBusy(
                     f"this machine is too busy to measure: other processes kept "
                     f"{wait.other_cores:.1f} cores busy, so the timing loop got "
-                    f"{wait.own_cores:.2f} of the {wait.threads} it needs, for {waited:.0f} s")
+                    f"{wait.own_cores:.2f} of the {wait.threads} it needs, for {waited:.0f} s. "
+                    "What was finished is stored: stop the other work on this machine (or wait "
+                    "for it) and run the same command again")
             on_wait(wait)
             sleep(min(BUSY_POLL_S, max(m.busy_wait_s - waited, 0.0)))
             continue

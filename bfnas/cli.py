@@ -1,12 +1,15 @@
 """The `bfnas` command line. Handlers are thin: they parse, call the library, and print.
 
 Bad input (an `InputError`) is one line on stderr naming the file or flag and the field,
-exit code 2, and nothing written.
+exit code 2, and nothing written. Work that cannot go on (`OperationFailed`: a full disk, a busy
+machine) is one line and exit code 1. Anything else is a bug: one line, exit 1, and the
+traceback in a log file (`bfnas.internal_error`), never on the terminal.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from bfnas import __version__
@@ -23,7 +26,7 @@ from bfnas.commands import (
     task,
 )
 from bfnas.commands.common import EXIT_BAD_INPUT, EXIT_FAILED, Parser
-from bfnas.models.errors import InputError
+from bfnas.models.errors import InputError, OperationFailed, disk_full
 
 
 def build_parser() -> Parser:
@@ -41,24 +44,33 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
     except InputError as exc:
         sys.stderr.write(f"bfnas: error: {exc.line()}\n")
         return EXIT_BAD_INPUT
+    except OperationFailed as exc:
+        sys.stderr.write(f"bfnas: error: {exc}\n")
+        return EXIT_FAILED
     except KeyboardInterrupt:
         sys.stderr.write("bfnas: interrupted\n")
         return 130
-    except RuntimeError as exc:
-        # Imported here: only a command that measured can raise it, and it has the module.
-        from bfnas.bench.measure import MachineBusy
-
-        if not isinstance(exc, MachineBusy):
-            raise
-        sys.stderr.write(f"bfnas: error: {exc}. What was finished is stored: stop the other work "
-                         "on this machine (or wait for it) and run the same command again\n")
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return _internal(exc, argv)
+        sys.stderr.write(f"bfnas: error: {disk_full(exc.filename or 'a file')}\n")
         return EXIT_FAILED
+    except Exception as exc:  # the net: see bfnas/internal_error.py
+        return _internal(exc, argv)
+
+
+def _internal(exc: BaseException, argv: list[str]) -> int:
+    from bfnas.internal_error import report
+
+    sys.stderr.write(report(exc, argv) + "\n")
+    return EXIT_FAILED
 
 
 if __name__ == "__main__":

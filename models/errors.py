@@ -1,4 +1,6 @@
-"""The one error type for input a user can fix: a file, a field and a reason."""
+"""The two errors a user sees as one line: `InputError` (input they can fix: a file, a field
+and a reason; exit 2) and `OperationFailed` (the input was fine but the work could not go on:
+a full disk, a busy machine, an unreachable cluster; exit 1)."""
 
 from __future__ import annotations
 
@@ -39,3 +41,15 @@ def short(value: object, limit: int = 120) -> str:
     200,000-entry list."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+class OperationFailed(RuntimeError):
+    """The work could not go on for a reason outside the input (a full disk, a busy machine,
+    an unreachable cluster). The CLI prints it as one line and exits with code 1; what was
+    finished before it is kept."""
+
+
+def disk_full(path: str | Path) -> OperationFailed:
+    """The one message for a write that ran out of space."""
+    return OperationFailed(f"the disk is full writing {path}: nothing half-written was kept; "
+                           "free some space and run the same command again")
