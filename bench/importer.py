@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from bfnas.models.errors import InputError, read_text_input
+from bfnas.models.errors import InputError, read_text_input, short
 from bfnas.models.space import SearchSpace
 from bfnas.models.subnet import SubnetConfig
 
@@ -55,17 +55,20 @@ def parse_autotinybert(path: Path, space: SearchSpace) -> list[ImportedRow]:
                 raise InputError(where, key, "missing")
         layers = d["sample_layer_num"]
         if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
-            raise InputError(where, "sample_layer_num", f"must be a positive integer, got {layers!r}")
+            raise InputError(where, "sample_layer_num",
+                             f"must be a positive integer, got {short(layers)}")
         fields: dict = {"layers": layers, "hidden": d["sample_hidden_size"]}
         for key, name in SEED_KEYS.items():
             if name in ("layers", "hidden"):
                 continue
             value = d[key]
             if not isinstance(value, list) or not value:
-                raise InputError(where, key, f"must be a non-empty list, got {value!r}")
-            # The seed writes one entry per layer; a single entry means every layer.
+                raise InputError(where, key, f"must be a non-empty list, got {short(value)}")
+            # The seed writes one entry per layer; a single entry means every layer, passed
+            # on as one value so the layer count is range-checked before it is expanded.
             if len(value) == 1:
-                value = value * layers
+                fields[name] = value[0]
+                continue
             if len(value) < layers:
                 raise InputError(where, key, f"has {len(value)} entries for {layers} layers")
             fields[name] = value[:layers]

@@ -20,8 +20,19 @@ class InputError(ValueError):
         super().__init__(self.line())
 
     def line(self) -> str:
-        parts = [self.where] + ([self.field] if self.field else []) + [self.reason]
-        return ": ".join(parts)
+        field = [self.field if len(self.field) <= 80 else self.field[:80] + "..."] \
+            if self.field else []
+        parts = [self.where, *field, self.reason]
+        return ": ".join(_printable(p) for p in parts)
+
+
+def _printable(text: str) -> str:
+    """One line whatever a file held: a key named "\\n" or a reason quoting a message of
+    several lines is escaped, not printed as a line break."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def read_text_input(path: str | Path, where: str | None = None) -> str:
