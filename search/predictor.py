@@ -8,17 +8,24 @@ like the training rows.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
-from collections.abc import Sequence
+import os
+import re
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Annotated, Literal
 
 import lightgbm as lgb
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy.optimize import nnls
 
-from bfnas.models.errors import InputError
+from bfnas.models.errors import InputError, short
 from bfnas.models.subnet import SubnetConfig
 from bfnas.search.features import FEATURES, MONOTONE, feature_matrix
 
@@ -196,6 +203,9 @@ class LatencyPredictor:
         folder.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(folder / MODEL_FILE))
         meta = {
+            # What `load` checks model.txt against: LightGBM's parser trusts its file, and a
+            # damaged one can abort the process rather than raise.
+            "model_sha256": hashlib.sha256((folder / MODEL_FILE).read_bytes()).hexdigest(),
             "format": FORMAT, "scope": asdict(self.scope), "settings": asdict(self.settings),
             "features": list(FEATURES), "estimate_columns": list(ESTIMATE_COLUMNS),
             "estimate_coef": self.estimate_coef, "metrics": self.metrics, "rounds": self.rounds,
@@ -208,30 +218,252 @@ class LatencyPredictor:
     @classmethod
     def load(cls, folder: str | Path, profile_hash: str | None = None,
              space: str | None = None) -> LatencyPredictor:
+        """A folder written by `save`. Every field of predictor.json is checked against a
+        schema, and model.txt against it, before LightGBM reads anything: a damaged folder
+        is one line naming the file and the field."""
         folder = Path(folder)
+        if not folder.is_dir():
+            raise InputError(str(folder), None, "no such predictor folder (one holding predictor.json "
+                                                "and model.txt, written by `bfnas predictor fit --out`)")
         meta_path = folder / "predictor.json"
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(str(meta_path), None, f"not a bfnas predictor: {exc}") from None
-        if meta.get("format") != FORMAT:
-            raise InputError(str(meta_path), "format", f"{meta.get('format')!r}, this bfnas reads {FORMAT}")
-        if meta.get("features") != list(FEATURES):
-            raise InputError(str(meta_path), "features", "fitted on other features than this bfnas computes")
-        scope = PredictorScope(**meta["scope"])
+        meta = read_meta(meta_path)
+        scope = PredictorScope(**meta.scope.model_dump())
         if profile_hash and scope.profile_hash != profile_hash:
             raise InputError(str(meta_path), "scope.profile_hash",
                              f"fitted for profile {scope.profile_hash}, not {profile_hash}")
         if space and scope.space != space:
             raise InputError(str(meta_path), "scope.space", f"fitted for space {scope.space!r}, not {space!r}")
-        s = meta["settings"]
+        s = meta.settings.model_dump()
         settings = PredictorSettings(**{**s, "spread_quantiles": tuple(s["spread_quantiles"])})
-        path = folder / MODEL_FILE
-        if not path.is_file():
-            raise InputError(str(path), None, "missing model file")
-        spread = meta.get("spread")
-        return cls(scope, settings, meta.get("estimate_coef"), lgb.Booster(model_file=str(path)),
-                   meta.get("metrics", {}), meta.get("rounds"), tuple(spread) if spread else None)
+        booster = read_booster(folder / MODEL_FILE, meta, meta_path)
+        spread = meta.spread
+        return cls(scope, settings, meta.estimate_coef, booster, meta.metrics.model_dump(),
+                   meta.rounds, tuple(spread) if spread else None)
+
+
+# -- predictor.json and model.txt, as read back ---------------------------------------------
+_Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+_Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class _Part(BaseModel):
+    # strict: "0.5" is not a number and true is not a count; extra: a typo is not ignored.
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class _Scope(_Part):
+    profile_hash: str = Field(min_length=1)
+    space: str = Field(min_length=1)
+    seq_len: int = Field(ge=1)
+    batch: int = Field(ge=1)
+
+
+class _Settings(_Part):
+    target: Literal["ms", "log", "ratio"]
+    monotone: bool
+    n_estimators: int = Field(ge=1)
+    cv_rounds: bool
+    learning_rate: _Positive
+    num_leaves: int = Field(ge=2)
+    min_child_samples: int = Field(ge=1)
+    spread_quantiles: Annotated[list[_Fraction], Field(min_length=2, max_length=2)]
+    seed: int
+
+
+class _Metrics(BaseModel):
+    # The fit's figures, shown to the user and never computed on: only the unit matters.
+    model_config = ConfigDict(strict=True, extra="allow")
+    label: str | None = None
+
+
+class PredictorFile(BaseModel):
+    """predictor.json as `LatencyPredictor.save` writes it (format 2)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    format: int
+    scope: _Scope
+    settings: _Settings
+    features: list[str]
+    estimate_columns: list[str]
+    estimate_coef: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None
+    metrics: _Metrics = Field(default_factory=_Metrics)
+    rounds: int | None = Field(ge=1)
+    spread: Annotated[list[_Positive], Field(min_length=2, max_length=2)] | None
+    # Written since model.txt is checked by hash; a folder from before has none.
+    model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+def _schema_error(where: str, exc: ValidationError) -> InputError:
+    err = exc.errors()[0]
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+    msg = {"extra_forbidden": "unknown field", "missing": "missing"}.get(err["type"], err["msg"])
+    if err["type"] not in ("missing", "extra_forbidden") and not isinstance(err.get("input"), dict):
+        msg = f"{msg} (got {short(err.get('input'))})"
+    return InputError(where, field or None, msg)
+
+
+def read_meta(path: Path) -> PredictorFile:
+    """predictor.json, validated: the file and field of the first fault, as one line."""
+    from bfnas.models.errors import read_text_input
+
+    where = str(path)
+    text = read_text_input(path, where)
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(where, None, f"not a bfnas predictor: not valid JSON ({exc.msg} at char {exc.pos})"
+                         ) from None
+    except RecursionError:  # the parser recurses per level: a hostile file nests deeply
+        raise InputError(where, None, "not a bfnas predictor: JSON nested too deeply") from None
+    if not isinstance(raw, dict):
+        raise InputError(where, None, f"not a bfnas predictor: expected a JSON object, got {type(raw).__name__}")
+    # The format first: another format's fields would be blamed one by one otherwise.
+    if raw.get("format") != FORMAT:
+        raise InputError(where, "format", f"{short(raw.get('format'))}, this bfnas reads {FORMAT}")
+    try:
+        meta = PredictorFile.model_validate_json(text)
+    except ValidationError as exc:
+        raise _schema_error(where, exc) from None
+    if meta.features != list(FEATURES):
+        raise InputError(where, "features", "fitted on other features than this bfnas computes")
+    if meta.estimate_columns != list(ESTIMATE_COLUMNS):
+        raise InputError(where, "estimate_columns", "another analytic estimate than this bfnas computes")
+    coef = meta.estimate_coef
+    if meta.settings.target == "ratio" and (coef is None or len(coef) != len(ESTIMATE_COLUMNS) + 1):
+        raise InputError(where, "estimate_coef", f"the ratio target needs {len(ESTIMATE_COLUMNS) + 1} "
+                                                 f"coefficients, got {short(coef)}")
+    lo, hi = meta.settings.spread_quantiles
+    if lo >= hi:
+        raise InputError(where, "settings.spread_quantiles", f"low {lo} is not below high {hi}")
+    if meta.spread is not None and meta.spread[0] > meta.spread[1]:
+        raise InputError(where, "spread", f"low {meta.spread[0]} is above high {meta.spread[1]}")
+    return meta
+
+
+def read_booster(path: Path, meta: PredictorFile, meta_path: Path) -> lgb.Booster:
+    """model.txt as a LightGBM booster that agrees with predictor.json."""
+    where = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(where, None, f"cannot read ({exc.strerror or exc})") from None
+    if meta.model_sha256 is not None and hashlib.sha256(data).hexdigest() != meta.model_sha256:
+        raise InputError(where, None, f"changed or damaged since it was fitted (its sha256 is not "
+                                      f"{meta_path.name}'s model_sha256)")
+    check_model_text(data, where)
+    try:
+        with _native_stderr_silenced():
+            booster = lgb.Booster(model_str=data.decode())
+    except lgb.basic.LightGBMError as exc:
+        raise InputError(where, None, f"not a LightGBM model ({short(str(exc).strip(), 200)})") from None
+    if booster.num_feature() != len(FEATURES) or booster.feature_name() != list(FEATURES):
+        raise InputError(where, "feature_names", f"{booster.num_feature()} features, not the "
+                                                 f"{len(FEATURES)} of {meta_path.name}")
+    if meta.rounds is not None and booster.current_iteration() != meta.rounds:
+        raise InputError(where, "tree_sizes", f"{booster.current_iteration()} trees, but "
+                                              f"{meta_path.name} says rounds = {meta.rounds}")
+    return booster
+
+
+def check_model_text(data: bytes, where: str) -> None:
+    """What LightGBM's C++ parser takes on trust in model.txt: a header ending in
+    `tree_sizes`, exactly those trees, each with arrays as long as its leaves say and children
+    and features in range, then `end of trees`. A file cut short or edited there makes it read
+    past its end and kill the process (a segfault, an abort), not raise. predictor.json's
+    model_sha256 catches any change since the fit; this is for folders written before it."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise InputError(where, None, "not a LightGBM model (not a text file)") from None
+    if not text.startswith("tree\n"):
+        raise InputError(where, None, "not a LightGBM model (it does not start with 'tree')")
+    head, found, _ = text.partition("\nTree=")
+    header = _key_values(head)
+    for key, want in (("num_class", "1"), ("num_tree_per_iteration", "1")):
+        if key not in header:
+            raise InputError(where, key, "missing from the header (damaged?)")
+        if header[key] != want:
+            raise InputError(where, key, f"must be {want} (a bfnas regression model), "
+                                         f"got {short(header[key])}")
+    names = header.get("feature_names", "").split()
+    if header.get("max_feature_idx") != str(len(names) - 1) or not names:
+        raise InputError(where, "max_feature_idx", "does not match feature_names")
+    sizes = header.get("tree_sizes", "").split()
+    if not found or not sizes or not all(re.fullmatch(r"[1-9][0-9]{0,9}", n) for n in sizes):
+        raise InputError(where, "tree_sizes", "missing, or not the sizes of the trees that follow")
+    # LightGBM counts bytes from the first "Tree=" line; the text is ASCII when it is its own.
+    if len(text) != len(data):
+        raise InputError(where, None, "not a LightGBM model (not ASCII text)")
+    pos = len(head) + 1
+    for i, n in enumerate(map(int, sizes)):
+        block = text[pos:pos + n]
+        if len(block) < n or not block.startswith(f"Tree={i}\n"):
+            raise InputError(where, f"Tree={i}", "cut short or damaged (tree_sizes does not "
+                                                 "match the trees)")
+        _check_tree(_key_values(block), len(names), where, f"Tree={i}")
+        pos += n
+    tail = text[pos:].lstrip("\n")
+    if not tail.startswith("end of trees"):
+        raise InputError(where, None, "cut short or damaged: no 'end of trees' after the trees")
+    if "\nparameters:\n" in tail and "\nend of parameters" not in tail:
+        raise InputError(where, None, "cut short or damaged: no 'end of parameters'")
+
+
+def _key_values(block: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+
+
+def _check_tree(tree: dict[str, str], n_features: int, where: str, name: str) -> None:
+    def numbers(key: str, count: int, kind: type = float) -> list:
+        try:
+            values = [kind(v) for v in tree[key].split()]
+        except (KeyError, ValueError):
+            values = None
+        if values is None or len(values) != count:
+            what = "integer" if kind is int else "number"
+            raise InputError(where, f"{name}.{key}", f"expected {count} {what}{'s' * (count != 1)}")
+        return values
+
+    (leaves,) = numbers("num_leaves", 1, int)
+    if leaves < 1:
+        raise InputError(where, f"{name}.num_leaves", f"must be at least 1, got {leaves}")
+    # bfnas fits neither categorical splits nor linear trees: their extra arrays go unchecked.
+    if numbers("num_cat", 1, int) != [0]:
+        raise InputError(where, f"{name}.num_cat", "must be 0 in a bfnas model")
+    if "is_linear" in tree and numbers("is_linear", 1, int) != [0]:
+        raise InputError(where, f"{name}.is_linear", "must be 0 in a bfnas model")
+    numbers("leaf_value", leaves)
+    numbers("shrinkage", 1)
+    if leaves == 1:
+        return
+    for key in ("split_gain", "threshold", "internal_value", "internal_weight", "internal_count"):
+        numbers(key, leaves - 1)
+    for key in ("leaf_weight", "leaf_count"):
+        if key in tree:
+            numbers(key, leaves)
+    if not all(0 <= f < n_features for f in numbers("split_feature", leaves - 1, int)):
+        raise InputError(where, f"{name}.split_feature", f"a feature outside 0-{n_features - 1}")
+    if not all(0 <= d < 256 and not d & 1 for d in numbers("decision_type", leaves - 1, int)):
+        raise InputError(where, f"{name}.decision_type", "not a numerical split")
+    for key in ("left_child", "right_child"):
+        # A child >= 0 is an inner node, < 0 is leaf ~child.
+        if not all(c < leaves - 1 if c >= 0 else ~c < leaves for c in numbers(key, leaves - 1, int)):
+            raise InputError(where, f"{name}.{key}", "a child outside the tree")
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """LightGBM's C++ core writes its fatal errors to file descriptor 2 itself, then raises
+    them: the exception is reported, the raw second line is not."""
+    sys.stderr.flush()
+    with open(os.devnull, "wb") as sink:
+        saved = os.dup(2)
+        try:
+            os.dup2(sink.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def accuracy(measured_ms: Sequence[float], predicted_ms: Sequence[float]) -> dict[str, float]:

@@ -83,23 +83,45 @@ def artifact_cache(folder: str, threshold: float = 0.99, seq_len: int = 128):
     return ArtifactCache(Path(folder), fidelity=FidelitySettings(threshold=threshold, seq_len=seq_len))
 
 
+ARCH_HELP = "the architecture: JSON text, or a .json file holding it (its path, or @path)"
+
+
+def add_arch_arg(p: Any, required: bool = True) -> None:
+    """`--arch`, the same flag with the same help in every command that takes one."""
+    p.add_argument("--arch", required=required, help=ARCH_HELP)
+
+
+def _arch_file(text: str) -> str | None:
+    """The file an `--arch` value names, or None when it is JSON text itself."""
+    if text.lstrip().startswith(("{", "[")):
+        return None
+    return text[1:] if text.startswith("@") else text
+
+
 def parse_arch(text: str):
-    """`--arch` as JSON text, or as the path of a .json file holding it."""
+    """`--arch` as JSON text, or as a .json file holding it, named by its path or by @path
+    (the one reader of every command's --arch)."""
     from bfnas.models.subnet import SubnetConfig
 
-    if text.lstrip().startswith("{"):
+    path = _arch_file(text)
+    if path is None:
         return SubnetConfig.from_json(text, where="--arch")
+    if not path:
+        raise InputError("--arch", None, "names no file: give JSON text, a .json path or @path")
     try:
-        body = Path(text).read_text(encoding="utf-8")
+        body = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise InputError(text, None, f"--arch is neither JSON nor a readable file ({exc.strerror})") from None
+        what = "cannot read the --arch file" if text.startswith("@") else \
+            "--arch is neither JSON nor a readable file"
+        raise InputError(path, None, f"{what} ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
-        raise InputError(text, None, "--arch: not a text file (UTF-8)") from None
-    return SubnetConfig.from_json(body, where=text)
+        raise InputError(path, None, "--arch: not a text file (UTF-8)") from None
+    return SubnetConfig.from_json(body, where=path)
 
 
 def arch_where(text: str) -> str:
-    return "--arch" if text.lstrip().startswith("{") else text
+    """What an error about the parsed `--arch` names: the flag, or the file it came from."""
+    return _arch_file(text) or "--arch"
 
 
 def console(stderr: bool = False):

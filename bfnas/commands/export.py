@@ -9,6 +9,7 @@ import sys
 from bfnas.commands.common import (
     EXIT_FAILED,
     EXIT_OK,
+    add_arch_arg,
     add_model_args,
     arch_where,
     artifact_cache,
@@ -31,7 +32,7 @@ def register(sub) -> None:
     )
     add_model_args(p)
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--arch", help="architecture as JSON text or a .json file")
+    add_arch_arg(which, required=False)
     which.add_argument("--sample", action="store_true", help="sample one from the space")
     p.add_argument("--seed", type=int, default=0, help="seed for --sample (default 0)")
     p.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
@@ -51,9 +52,10 @@ def register(sub) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from bfnas.models.quantize import get_recipe
 
+    # The --arch text is read before the checkpoint's weights load (cheap checks first).
+    cfg = parse_arch(args.arch) if args.arch is not None else None
     space, supernet = space_and_supernet(args)
-    if args.arch is not None:
-        cfg = parse_arch(args.arch)
+    if cfg is not None:
         space.check(cfg, where=arch_where(args.arch))
     else:
         cfg = space.sample(random.Random(args.seed))

@@ -10,6 +10,7 @@ from bfnas.commands.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_OK,
+    add_arch_arg,
     add_artifacts_arg,
     add_model_args,
     arch_where,
@@ -51,7 +52,7 @@ def register(sub) -> None:
                 cmd_bench)
     p.add_argument("--hw", default="local-cpu-int8", help="hardware profile (default local-cpu-int8)")
     add_model_args(p)
-    p.add_argument("--arch", required=True, help="architecture as JSON text or a .json file")
+    add_arch_arg(p)
     p.add_argument("--db", default=None, help="also store the measurement in this SQLite file")
     add_artifacts_arg(p)
     p.add_argument("--ray", metavar="ADDRESS", help="measure on the devices of this Ray cluster (nodes "
@@ -157,8 +158,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from bfnas.bench.store import LatencyStore
 
     profile = on_ray(load_profile(args.hw), args.ray)
+    cfg = parse_arch(args.arch)  # before the checkpoint's weights load (cheap checks first)
     space, supernet = space_and_supernet(args)
-    cfg = parse_arch(args.arch)
     space.check(cfg, where=arch_where(args.arch))
     cache = artifact_cache(args.artifacts, seq_len=profile.workload.seq_len)
     art = artifact_for(cache, supernet, cfg, profile)

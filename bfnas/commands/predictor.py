@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bfnas.commands.common import EXIT_OK, command, console, group, parse_arch, print_json
+from bfnas.commands.common import (
+    EXIT_OK,
+    add_arch_arg,
+    arch_where,
+    command,
+    console,
+    group,
+    parse_arch,
+    print_json,
+)
 from bfnas.commands.progress import ProgressDisplay
 from bfnas.models.errors import InputError
 
@@ -43,7 +52,7 @@ def register(sub) -> None:
                 "'{\"layers\": 4, \"hidden\": 384, \"heads\": 12, \"qkv\": 384, \"ffn\": 1016}' --json",
                 cmd_predict)
     p.add_argument("--model", required=True, help="folder written by `predictor fit`")
-    p.add_argument("--arch", required=True, help="architecture JSON (or @file.json)")
+    add_arch_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = command(g, "plot", "predicted vs measured (with a +-10 %% band) and residuals vs features",
@@ -143,14 +152,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from bfnas.models.space import load_space
     from bfnas.search.predictor import LatencyPredictor
 
-    model = LatencyPredictor.load(args.model)
     cfg = parse_arch(args.arch)
+    model = LatencyPredictor.load(args.model)
     try:
         space = load_space(model.scope.space)
     except InputError:
         space = None  # fitted on a space file that is not here: shape checks only
     if space is not None:
-        space.check(cfg)
+        space.check(cfg, where=arch_where(args.arch))
     lo, hi = model.predict_interval([cfg])
     from bfnas.bench.store import LATENCY_UNITS
 

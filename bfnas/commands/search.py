@@ -61,6 +61,7 @@ def register(sub) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     from bfnas.bench.profile import load_profile
     from bfnas.bench.store import LatencyStore
+    from bfnas.models.space import load_space
     from bfnas.search.evolution import Budget, EvolutionSettings
     from bfnas.search.loop import DeviceVerifier, SearchJob
     from bfnas.search.objectives import load_objective
@@ -75,6 +76,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not Path(args.db).is_file():
         raise InputError(args.db, None, f"no such store: run `bfnas profile --hw {profile.name} "
                                         f"--space {args.space} --samples 300 --db {args.db}` first")
+    # The predictor folder is checked before the checkpoint's weights load (cheap checks first).
+    predictor = (LatencyPredictor.load(args.model, profile.hash(), load_space(args.space).name)
+                 if args.model else None)
     space, supernet = space_and_supernet(args)
     scorer = None
     if args.objective == "oneshot" and args.data:
@@ -84,7 +88,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         scorer = OneShotScorer(supernet, space.largest(), held_out_batch(args.data))
     objective = load_objective(args.objective, profile.workload.seq_len, profile.workload.batch,
                                oneshot=scorer)
-    predictor = (LatencyPredictor.load(args.model, profile.hash(), space.name) if args.model else None)
     runner = runner_for(profile) if args.verify else None
     out = console(stderr=args.json)
     with LatencyStore(Path(args.db)) as store:

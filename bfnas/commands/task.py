@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from bfnas.commands.common import EXIT_OK, command, console, group, parse_arch, print_json
+from bfnas.commands.common import (
+    EXIT_OK,
+    add_arch_arg,
+    arch_where,
+    command,
+    console,
+    group,
+    parse_arch,
+    print_json,
+)
 from bfnas.commands.progress import ProgressDisplay
 
 
@@ -21,7 +30,7 @@ def register(sub) -> None:
     p.add_argument("--task-dir", required=True,
                    help="folder with train.tsv and dev.tsv (or MNLI's dev_matched.tsv), header row, "
                         "a sentence or a sentence pair and a label column")
-    p.add_argument("--arch", required=True, help="the subnet: JSON text or a .json file")
+    add_arch_arg(p)
     p.add_argument("--space", default="minilm-l6", help="search space the arch must belong to (default minilm-l6)")
     p.add_argument("--tokenizer", help="tokenizer.json, vocab.txt or a folder with one "
                    "(default: the supernet folder's; 'minilm' for the packaged one)")
@@ -43,7 +52,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings = FinetuneSettings(epochs=args.epochs, lr=args.lr, batch=args.batch, max_len=args.max_len,
                                 seed=args.seed)
     cfg = parse_arch(args.arch)
-    load_space(args.space).check(cfg, where="--arch")
+    load_space(args.space).check(cfg, where=arch_where(args.arch))
     task = read_task(args.task_dir)
     folder = resolve_checkpoint(args.supernet)
     if not folder.is_dir():
