@@ -168,6 +168,13 @@ class ArtifactCache:
             assert recipe is not None
             fuse = recipe.fuse
         supernet.check_fits(cfg)
+        positions = supernet.dims.vocab.max_positions
+        if self.fidelity.seq_len > positions:
+            raise InputError("--checkpoint", "max_position_embeddings",
+                             f"{positions} positions, but exports are checked at sequence length "
+                             f"{self.fidelity.seq_len}")
+        if supernet.dims.vocab.vocab_size < 2:
+            raise InputError("--checkpoint", "vocab_size", "a vocabulary needs at least 2 tokens")
         export = self.export_for(precision, recipe, fuse)
         direct = export.exporter == "direct"
         seconds: dict[str, float] = {}

@@ -50,10 +50,13 @@ def generated_inputs(
     """Token batches for calibration and fidelity: random ids after a [CLS]-like token,
     and in batches of two or more a padded row, so masking is exercised."""
     rng = np.random.default_rng(seed)
+    # Word-piece ids above BERT's 1,000 reserved ones where the vocabulary has them; a small
+    # vocabulary (a tiny test checkpoint) draws from all but id 0, its padding.
+    low = 1000 if vocab_size > 2000 else 1
     out = []
     for _ in range(n):
-        ids = rng.integers(1000, vocab_size, size=(batch, seq_len), dtype=np.int64)
-        ids[:, 0] = 101
+        ids = rng.integers(low, vocab_size, size=(batch, seq_len), dtype=np.int64)
+        ids[:, 0] = min(101, vocab_size - 1)
         mask = np.ones((batch, seq_len), dtype=np.int64)
         if batch > 1:
             keep = int(rng.integers(seq_len // 2, seq_len))

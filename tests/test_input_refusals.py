@@ -8,8 +8,7 @@ is built); 14 messages that blame the wrong flag or echo an enormous value."""
 import time
 
 import pytest
-
-from tests.refusals import Refusal, check_refusal
+from refusals import Refusal, check_refusal
 
 BINARY = bytes(range(256)) * 4
 ARCH = '{"layers": 1, "hidden": 64, "heads": 2, "qkv": 64, "ffn": 128}'

@@ -3,8 +3,9 @@
 import errno
 from pathlib import Path
 
+from refusals import run_cli
+
 from bfnas.models import space
-from tests.refusals import run_cli
 
 
 def _raise(exc):

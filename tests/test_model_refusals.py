@@ -168,6 +168,33 @@ def test_the_undamaged_checkpoint_loads(tmp_path):
                        STATE["embeddings.LayerNorm.bias"])
 
 
+@pytest.mark.parametrize(("vocab_size", "positions", "refused"), [
+    (300, 128, None),  # a small vocabulary exports: its token ids are drawn within it
+    (1200, 16, "--checkpoint: max_position_embeddings: 16 positions"),
+])
+def test_a_small_checkpoint_exports_or_names_what_is_too_small(vocab_size, positions, refused,
+                                                               tmp_path, capsys, monkeypatch):
+    from refusals import lay_out
+
+    from bfnas.models.bert import Vocab
+    from bfnas.models.supernet import SuperBert, SupernetDims
+
+    vocab = Vocab(vocab_size, positions, CONFIG["type_vocab_size"])
+    dims = SupernetDims(CONFIG["num_hidden_layers"], 64, 64, CONFIG["intermediate_size"], vocab)
+    state = {k: v.contiguous() for k, v in SuperBert.random(dims, seed=0).state_dict().items()}
+    files = checkpoint(**{"config.json": config(vocab_size=vocab_size,
+                                                max_position_embeddings=positions),
+                          "model.safetensors": safetensors_bytes(state)})
+    files["tiny.toml"] = ('name = "small"\nlayers = {min = 1, max = 2}\nhidden = 64\n'
+                          'heads = [1, 2]\nqkv = 64\nffn = {min = 64, max = 128, step = 64}\n')
+    if refused:
+        check_refusal(Refusal("small", EXPORT, refused, files), tmp_path, capsys, monkeypatch)
+        return
+    lay_out(tmp_path, files)
+    code, _, err = run_cli(capsys, [a.replace("{tmp}", str(tmp_path)) for a in EXPORT])
+    assert code == 0, err
+
+
 # -- a predictor folder, fitted on the seed table ---------------------------------------------
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory) -> tuple[Path, Path]:
