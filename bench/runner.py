@@ -17,16 +17,20 @@ import time
 from typing import Protocol
 
 from bfnas.bench.profile import HardwareProfile
+from bfnas.models.errors import OperationFailed
 
 
-class DeviceUnreachable(RuntimeError):
+class DeviceUnreachable(OperationFailed):
     """The device cannot be reached (after retries): not a property of the subnet, so the
-    job stops instead of storing a failure; a rerun resumes."""
+    job stops instead of storing a failure; a rerun resumes. Wherever it is raised (starting
+    a runner, too) the CLI prints it as one line, exit 1."""
 
 
 class Runner(Protocol):
     """Runs measurement jobs somewhere. `lanes`: how many jobs it can run at once (one per
-    device); `run` may then be called from that many threads."""
+    device); `run` may then be called from that many threads. A runner that measures on a
+    real device also has `probe(profile) -> list[dict]`: the device's `hw check` rows, which
+    a job runs before it writes anything (`bench.probe.require_usable`)."""
 
     lanes: int
 
@@ -182,6 +186,12 @@ class LocalRunner:
         except subprocess.TimeoutExpired:
             return {"status": "failed", "reason": f"timeout after {timeout:.0f} s"}
         return parse_worker_output(proc.returncode, proc.stdout, proc.stderr)
+
+    def probe(self, profile: HardwareProfile) -> list[dict]:
+        """This machine's checks of `profile` (`bench.probe.require_usable`)."""
+        from bfnas.bench.probe import local_checks
+
+        return [c.to_dict() for c in local_checks(profile)]
 
     def close(self) -> None:
         """Stop the fork server (a new one starts on the next job)."""
