@@ -36,6 +36,22 @@ def gpu_device(node: Path = DEVICE_NODE) -> tuple[bool, str]:
     return False, f"no NVIDIA GPU: {node} missing"
 
 
+def gpu_count(dev: Path = DEVICE_NODE.parent) -> int:
+    """How many NVIDIA GPUs CUDA would number here: one /dev/nvidiaN node each, fewer when
+    CUDA_VISIBLE_DEVICES names fewer (0: none, or nothing tells)."""
+    import os
+    import re
+
+    try:
+        nodes = sum(1 for p in dev.iterdir() if re.fullmatch(r"nvidia\d+", p.name))
+    except OSError:
+        return 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        nodes = min(nodes, len([v for v in visible.split(",") if v.strip()]))
+    return nodes
+
+
 def driver_version(path: Path = DRIVER_VERSION_FILE) -> str | None:
     """The kernel driver's version ("NVRM version: ... 550.54.14 ..."), or None.
 

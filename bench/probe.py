@@ -1,4 +1,11 @@
-"""`bfnas hw check`: is a profile usable here? Each check names exactly what is missing."""
+"""`bfnas hw check`: is a profile usable here? Each check names exactly what is missing.
+
+The same checks guard every job that measures (`bfnas profile`, `bfnas bench`, a search's
+verification): `require_usable` runs them where the runner measures and refuses an unusable
+profile in one line naming its file and field, before anything is written. Without it an
+unknown provider or an unusable core is found by each worker in turn, stored as a failed
+measurement, and the job "succeeds" with nothing measured.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,10 @@ import os
 from dataclasses import asdict, dataclass
 
 from bfnas.bench.environment import cpu_model
-from bfnas.bench.gpu import gpu_checks
+from bfnas.bench.gpu import gpu_checks, gpu_count
 from bfnas.bench.profile import HardwareProfile
 from bfnas.bench.provider_options import GPU_PROVIDERS
+from bfnas.models.errors import InputError, OperationFailed
 
 
 @dataclass(frozen=True)
@@ -17,9 +25,18 @@ class Check:
     name: str
     ok: bool
     detail: str
+    # The profile field a failure blames (None: not the profile's fault, e.g. a connection).
+    field: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Check:
+        """A check as a device sent it (over SSH or from a Ray actor); a device running
+        another bfnas version may send fewer or more keys."""
+        return cls(str(data.get("name", "?")), bool(data.get("ok")), str(data.get("detail", "")),
+                   data.get("field"))
 
 
 def _has(module: str) -> bool:
@@ -35,7 +52,7 @@ def probe(profile: HardwareProfile) -> list[Check]:
 
         runner = SshRunner(profile.target, retries=0)
         try:
-            return [Check(**c) for c in remote_probe(runner, profile)]
+            return [Check.from_dict(c) for c in remote_probe(runner, profile)]
         finally:
             runner.close()
     if kind == "ray":
@@ -43,7 +60,7 @@ def probe(profile: HardwareProfile) -> list[Check]:
             return [Check("ray", False, "python package ray is not installed (pip install 'bfnas[ray]')")]
         from bfnas.bench.ray_runner import ray_probe
 
-        return [Check(**c) for c in ray_probe(profile)]
+        return [Check.from_dict(c) for c in ray_probe(profile)]
     return local_checks(profile)
 
 
@@ -59,14 +76,17 @@ def local_checks(profile: HardwareProfile) -> list[Check]:
         usable = set(os.sched_getaffinity(0))
         bad = [c for c in rt.cpu_affinity if c not in usable]
         checks.append(Check("affinity", not bad,
-                            f"cores {bad} are not usable here" if bad else f"cores {rt.cpu_affinity}"))
+                            f"cores {bad} are not among this machine's usable cores ({_cores(usable)})"
+                            if bad
+                            else f"cores {rt.cpu_affinity}", "runtime.cpu_affinity"))
         cores = len(rt.cpu_affinity)
     checks.append(Check("threads", threads <= (cores or 1),
                         f"{threads} intra-op threads on {cores} cores"
-                        + ("" if threads <= (cores or 1) else ": oversubscribed, timings would be wrong")))
+                        + ("" if threads <= (cores or 1) else ": oversubscribed, timings would be wrong"),
+                        "runtime.intra_op_threads"))
     if rt.backend == "onnxruntime":
         if not _has("onnxruntime"):
-            checks.append(Check("onnxruntime", False, "onnxruntime is not installed"))
+            checks.append(Check("onnxruntime", False, "onnxruntime is not installed", "runtime.backend"))
             return checks
         import onnxruntime as ort
 
@@ -76,12 +96,74 @@ def local_checks(profile: HardwareProfile) -> list[Check]:
         for p in rt.providers:
             checks.append(Check(f"provider {p}", p in available,
                                 "available" if p in available else
-                                f"not in this onnxruntime build (has {', '.join(available)})"))
-        if any(p in GPU_PROVIDERS for p in rt.providers):
-            checks.extend(Check(*row) for row in gpu_checks(need_modules=False))
+                                f"not in this onnxruntime build (has {', '.join(available)})",
+                                "runtime.providers"))
+        gpu = [i for i, p in enumerate(rt.providers) if p in GPU_PROVIDERS]
+        if gpu:
+            checks.extend(Check(*row, "runtime.providers") for row in gpu_checks(need_modules=False))
+            for i in gpu:
+                options = rt.provider_options[i] if rt.provider_options else {}
+                checks.extend(_device_id(int(options.get("device_id", 0)),
+                                         f"runtime.provider_options.{i}.device_id"))
     else:
-        checks.extend(Check(*row) for row in gpu_checks(need_modules=True))
+        checks.extend(Check(*row, "runtime.backend") for row in gpu_checks(need_modules=True))
+        checks.extend(_device_id(rt.tensorrt.device_id if rt.tensorrt else 0,
+                                 "runtime.tensorrt.device_id"))
     return checks
+
+
+def _device_id(device_id: int, field: str) -> list[Check]:
+    """A GPU index the machine has (CUDA numbers the visible GPUs 0, 1, ...); nothing to say
+    without a GPU (the GPU check fails already)."""
+    count = gpu_count()
+    if not count:
+        return []
+    ok = device_id < count
+    return [Check("gpu device_id", ok, f"device {device_id} of {count} visible GPU(s)"
+                  + ("" if ok else f": there is no GPU {device_id} here (0-{count - 1})"), field)]
+
+
+def _cores(cores: set[int]) -> str:
+    """{0, 1, 2, 5} -> "0-2, 5": a 128-core machine's list stays short."""
+    spans: list[str] = []
+    for c in sorted(cores):
+        if spans and spans[-1].split("-")[-1] == str(c - 1):
+            spans[-1] = f"{spans[-1].split('-')[0]}-{c}"
+        else:
+            spans.append(str(c))
+    return ", ".join(spans)
+
+
+def refusal(profile: HardwareProfile, checks: list[Check]) -> InputError | OperationFailed | None:
+    """Why the profile cannot be measured where `checks` ran, as the one error to raise (None:
+    usable). A failure blamed on a field is bad input (the file and the field, exit 2); one
+    that is not (a device that stopped answering mid-check) is work that cannot go on."""
+    failed = [c for c in checks if not c.ok]
+    if not failed:
+        return None
+    first = failed[0]
+    if first.field is None:
+        return OperationFailed(f"{profile.source}: profile {profile.name} cannot be checked: "
+                               f"{first.name}: {first.detail}")
+    if first.field == "runtime.backend" and profile.runtime.backend == "tensorrt":
+        # Everything TensorRT lacks here at once: a GPU, its driver, the Python modules.
+        missing = "; ".join(c.detail for c in failed if c.field == first.field)
+        return InputError(profile.source, first.field,
+                          f"not usable here: TensorRT is not available ({missing})")
+    return InputError(profile.source, first.field, f"not usable here: {first.name}: {first.detail}")
+
+
+def require_usable(profile: HardwareProfile, runner: object) -> None:
+    """Refuse `profile` unless the device `runner` measures on passes its checks: what
+    `bfnas hw check` reports, run where the measurements will run (here, over SSH, in a
+    Ray device's actor). Call it before anything is written. A runner without `probe`
+    (a scripted one in tests) measures nowhere real and is not checked."""
+    probe_ = getattr(runner, "probe", None)
+    if probe_ is None:
+        return
+    error = refusal(profile, [Check.from_dict(c) for c in probe_(profile)])
+    if error is not None:
+        raise error
 
 
 def main(argv: list[str] | None = None) -> int:

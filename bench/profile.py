@@ -14,7 +14,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bfnas.bench.provider_options import check_provider_options
 from bfnas.models.errors import InputError, read_text_input
@@ -26,6 +33,23 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_ray_address(text: str) -> tuple[str, int] | None:
+    """A Ray cluster's address as (host, GCS port), or None for `auto` (the cluster this
+    machine runs or RAY_ADDRESS names: Ray finds it). ValueError says what is wrong (the
+    caller echoes the text); only the form is checked, not whether anything answers."""
+    if text == "auto":
+        return None
+    rest = text.removeprefix("ray://")  # Ray Client: the same host:port form
+    host, sep, port = rest.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):  # [::1]:6379
+        host = host[1:-1]
+    if not sep or not host or any(c.isspace() or c in "/[]@" for c in host):
+        raise ValueError("not a Ray address: give HOST:PORT (e.g. 127.0.0.1:6379) or auto")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("not a Ray address: the port must be a number from 1 to 65535")
+    return host, int(port)
 
 
 class Target(_Strict):
@@ -45,6 +69,7 @@ class Target(_Strict):
     retry_backoff_s: PositiveFloat = 1.0
     python: str = "python3"
     workdir: str = "~/.cache/bfnas"
+    # SSH's ConnectTimeout; for Ray, how long the cluster's address may take to answer.
     connect_timeout_s: PositiveFloat = 10.0
     address: str | None = None
     resource: str | None = None
@@ -56,6 +81,13 @@ class Target(_Strict):
         if self.kind == "ray" and not self.resource:
             raise ValueError("a ray target needs resource (the custom resource its node advertises)")
         return self
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_ray_address(value)
+        return value
 
 
 # Target fields that say how to connect, not what is measured: left out of the hash.

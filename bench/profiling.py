@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bfnas.bench.measure import DRIFTED, AnchorRef, BusyWait, measure_artifact
+from bfnas.bench.probe import require_usable
 from bfnas.bench.profile import HardwareProfile
 from bfnas.bench.runner import Runner
 from bfnas.bench.store import LatencyStore
@@ -168,6 +169,9 @@ class ProfileJob:
     # A sampled subnet's file is deleted once measured (its record stays in the store):
     # thousands of INT8 BERTs with their embedding tables fill a disk (~10 MB each).
     keep_artifacts: bool = True
+    # Run the device's checks (`bench.probe.require_usable`) before anything is written;
+    # False only where the caller has just run them (the CLI does, before opening the store).
+    check_device: bool = True
     _measurer: SubnetMeasurer | None = field(default=None, init=False, repr=False)
     # The drift reference's first value this run (its paired ratio where it has an anchor),
     # and the trusted samples stored since its last measurement: what a drift puts in doubt.
@@ -176,8 +180,11 @@ class ProfileJob:
 
     def run(self) -> dict[str, Any]:
         p = self.profile
-        phash = self.store.add_profile(p.name, p.resolved(), p.hash())
+        # Everything that can refuse the job comes first: nothing is written before it.
         plan = plan_subnets(self.space, self.samples, self.strategy, self.seed, p.workload.seq_len)
+        if self.check_device:
+            require_usable(p, self.runner)
+        phash = self.store.add_profile(p.name, p.resolved(), p.hash())
         done = self.store.measured_keys(phash, exclude=self.retry)
         todo = [c for c in plan if c.key() not in done]
         args = {"space": self.space.name, "samples": self.samples, "strategy": self.strategy,

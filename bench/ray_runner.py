@@ -28,6 +28,7 @@ from typing import Any
 
 from bfnas.bench.profile import HardwareProfile
 from bfnas.bench.runner import DeviceUnreachable
+from bfnas.models.errors import OperationFailed
 
 AFFINITY_ENV = "BFNAS_CPU_AFFINITY"
 BLOB_DIR_ENV = "BFNAS_RAY_BLOBS"  # where a node keeps received models (default below)
@@ -127,12 +128,100 @@ def _actor_class():
     return ray.remote(num_cpus=0, max_restarts=0)(DeviceHost)
 
 
-def connect(address: str | None) -> None:
+def check_reachable(address: str, timeout_s: float) -> None:
+    """OperationFailed unless a Ray cluster answers at `address` (HOST:PORT) within about
+    `timeout_s`: a plain TCP connection first (refused or silent: said at once), then the
+    first question `ray.init` asks the cluster's GCS (its cluster id). Without this,
+    `ray.init` retries an unreachable or wrong address for many minutes, warning all along."""
+    import socket
+
+    from bfnas.bench.profile import parse_ray_address
+
+    host, port = parse_ray_address(address) or ("", 0)
+    where = f"the Ray cluster at {address}"
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except socket.gaierror as exc:
+        raise OperationFailed(f"cannot reach {where}: unknown host {host!r} ({exc.strerror})") from None
+    except TimeoutError:
+        raise OperationFailed(f"cannot reach {where}: no answer within {timeout_s:g} s "
+                              "(target.connect_timeout_s)") from None
+    except ConnectionRefusedError:
+        raise OperationFailed(f"cannot reach {where}: connection refused (is its head node "
+                              f"running? ray start --head --port {port})") from None
+    except OSError as exc:
+        raise OperationFailed(f"cannot reach {where}: {exc.strerror or exc}") from None
+    tls = os.environ.get("RAY_USE_TLS", "0") not in ("", "0")
+    if address.startswith("ray://") or tls:
+        return  # Ray Client's server, or TLS first: the TCP connection is what is checked
+    why = _ask_gcs(host, port, timeout_s)
+    if why:
+        raise OperationFailed(f"cannot reach {where}: something listens on port {port}, but it "
+                              f"does not answer as a Ray cluster's GCS ({why})")
+
+
+def _ask_gcs(host: str, port: int, timeout_s: float) -> str | None:
+    """Why the GCS at host:port did not tell its cluster id (None: it did, or this Ray has no
+    stubs to ask with, and `ray.init` is left to find out)."""
+    try:
+        import grpc
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except ImportError:
+        return None
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    # Direct, as Ray's own clients connect (an HTTP proxy in the environment is not theirs).
+    with grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)]) as channel:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        try:
+            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            details = (exc.details() or "").strip().splitlines()
+            return f"{exc.code().name}: {details[0][:200]}" if details else exc.code().name
+    return None
+
+
+def connect(address: str | None, timeout_s: float = 10.0) -> None:
+    """Connect this process to the Ray cluster at `address` (HOST:PORT, or None/"auto" for the
+    one Ray finds), or OperationFailed in one line within about `timeout_s`: the address is
+    checked first, and Ray's own logging stays off the terminal."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=address or "auto", logging_level="ERROR", log_to_driver=False,
+    if ray.is_initialized():
+        return
+    address = address or "auto"
+    target = _auto_address() if address == "auto" else address
+    if target is not None:
+        check_reachable(target, timeout_s)
+    try:
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False,
                  include_dashboard=False)
+    except Exception as exc:  # ConnectionError, RuntimeError, ...: Ray's, said in one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OperationFailed(f"cannot connect to the Ray cluster at {address}: {first[:300]}") from None
+
+
+def _auto_address() -> str | None:
+    """The HOST:PORT that `address="auto"` means here (RAY_ADDRESS, else the cluster this
+    machine started last), OperationFailed when there is none, or None when this Ray cannot
+    tell (its helper moved): then `ray.init` finds it itself."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:
+        return None
+    from bfnas.bench.profile import parse_ray_address
+
+    try:
+        found = canonicalize_bootstrap_address("auto")
+    except ConnectionError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "none found"
+        raise OperationFailed(f"no Ray cluster to connect to (address auto): {first[:300]}") from None
+    except Exception:
+        return None
+    try:
+        return found if found and parse_ray_address(found) else None
+    except ValueError:  # a form this check does not know: left to ray.init
+        return None
 
 
 class RayRunner:
@@ -143,7 +232,7 @@ class RayRunner:
                  blob_dir: str | None = None, wait_s: float = 60.0, shared_files: bool = True) -> None:
         import ray
 
-        connect(address or profile.target.address)
+        connect(address or profile.target.address, profile.target.connect_timeout_s)
         self.resource = resource_name(profile)
         available = int(ray.cluster_resources().get(self.resource, 0))
         if available < 1:
@@ -246,7 +335,7 @@ def ray_probe(profile: HardwareProfile) -> list[dict]:
 
     addr = profile.target.address
     try:
-        connect(addr)
+        connect(addr, profile.target.connect_timeout_s)
     except Exception as exc:
         return [{"name": "ray", "ok": False, "detail": f"cannot connect to {addr or 'auto'}: "
                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"}]

@@ -17,16 +17,20 @@ import time
 from typing import Protocol
 
 from bfnas.bench.profile import HardwareProfile
+from bfnas.models.errors import OperationFailed
 
 
-class DeviceUnreachable(RuntimeError):
+class DeviceUnreachable(OperationFailed):
     """The device cannot be reached (after retries): not a property of the subnet, so the
-    job stops instead of storing a failure; a rerun resumes."""
+    job stops instead of storing a failure; a rerun resumes. Wherever it is raised (starting
+    a runner, too) the CLI prints it as one line, exit 1."""
 
 
 class Runner(Protocol):
     """Runs measurement jobs somewhere. `lanes`: how many jobs it can run at once (one per
-    device); `run` may then be called from that many threads."""
+    device); `run` may then be called from that many threads. A runner that measures on a
+    real device also has `probe(profile) -> list[dict]`: the device's `hw check` rows, which
+    a job runs before it writes anything (`bench.probe.require_usable`)."""
 
     lanes: int
 
@@ -100,8 +104,15 @@ class ForkServerClient:
     def _start(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             return
+        # A process group of its own: the terminal's Ctrl-C (SIGINT to the foreground process
+        # group) reaches only the job, which decides (stops, stores nothing half-done, closes
+        # this server and its worker), instead of every worker printing a KeyboardInterrupt.
+        # The same session, not a new one: with the kernel's autogroup scheduling a session
+        # is a CPU share of its own, and the workers would no longer compete with the user's
+        # other processes as measured (a busy machine would look idle to them).
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.stderr, env=self.env, bufsize=0)
+                                     stderr=self.stderr, env=self.env, bufsize=0,
+                                     process_group=0)
         self._pending = b""
         if not self._answer(self.start_timeout).get("ready"):
             raise ValueError("the fork server did not say it was ready")
@@ -130,10 +141,12 @@ class ForkServerClient:
         return None if self.proc is None else self.proc.returncode
 
     def close(self) -> None:
-        """Stop the server (a new one starts on the next job)."""
+        """Stop the server and the worker it forked, if one is running (a new server starts
+        on the next job). They are one process group (`_start`): both go at once."""
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.kill()
+            if self.proc.poll() is None:  # not reaped: its pid, so its group's id, is still ours
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
 
@@ -182,6 +195,12 @@ class LocalRunner:
         except subprocess.TimeoutExpired:
             return {"status": "failed", "reason": f"timeout after {timeout:.0f} s"}
         return parse_worker_output(proc.returncode, proc.stdout, proc.stderr)
+
+    def probe(self, profile: HardwareProfile) -> list[dict]:
+        """This machine's checks of `profile` (`bench.probe.require_usable`)."""
+        from bfnas.bench.probe import local_checks
+
+        return [c.to_dict() for c in local_checks(profile)]
 
     def close(self) -> None:
         """Stop the fork server (a new one starts on the next job)."""

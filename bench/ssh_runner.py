@@ -225,6 +225,14 @@ class SshRunner:
         result["device"] = {"host": self.target.host, "port": self.target.port}
         return result
 
+    def probe(self, profile: HardwareProfile) -> list[dict]:
+        """The device's checks of `profile` (`bench.probe.require_usable`). Reaching the device
+        gets the runner's retries first: one that stays unreachable stops the job as
+        DeviceUnreachable, as a measurement would."""
+        t = self.target
+        self._with_retries("ssh", lambda: self._call("true", timeout=t.connect_timeout_s + 10))
+        return remote_probe(self, profile)
+
     def _server_error(self) -> str:
         if self._server_log is None:
             return ""
@@ -272,7 +280,8 @@ def remote_probe(runner: SshRunner, profile: HardwareProfile) -> list[dict]:
     except (ValueError, IndexError):
         err = _last_line(proc.stderr)
         hint = " (install bfnas for that Python on the device)" if "No module named" in err else ""
-        return [*checks, {"name": "device python", "ok": False, "detail": f"{t.python}: {err or 'no output'}{hint}"}]
+        return [*checks, {"name": "device python", "ok": False, "field": "target.python",
+                          "detail": f"{t.python}: {err or 'no output'}{hint}"}]
     checks.append({"name": "device python", "ok": True, "detail": f"{t.python}: bfnas {remote.get('bfnas', '?')}"})
     return checks + [{**c, "name": f"device {c['name']}"} for c in remote["checks"]]
 

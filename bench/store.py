@@ -178,11 +178,14 @@ class LatencyStore:
                    (cfg.key(), cfg.to_json(), space))
 
     # -- runs ---------------------------------------------------------------------------
-    def start_run(self, profile_hash: str, kind: str, args: dict) -> int:
+    def start_run(self, profile_hash: str, kind: str, args: dict, started: str | None = None) -> int:
+        """A run's row; `started` (a `now()` string) when the work began before the row
+        was written (a search writes it once it has something to record)."""
         with self.transaction() as db:
             cur = db.execute(
                 "INSERT INTO runs(profile_hash, kind, args, host, pid, started) VALUES (?,?,?,?,?,?)",
-                (profile_hash, kind, json.dumps(args, sort_keys=True), self.host, os.getpid(), now()),
+                (profile_hash, kind, json.dumps(args, sort_keys=True), self.host, os.getpid(),
+                 started or now()),
             )
         return int(cur.lastrowid)
 

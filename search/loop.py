@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bfnas.bench.measure import BusyWait
+from bfnas.bench.probe import require_usable
 from bfnas.bench.profile import HardwareProfile
 from bfnas.bench.profiling import SubnetMeasurer, artifact_record
 from bfnas.bench.runner import Runner
-from bfnas.bench.store import LATENCY_UNITS, LatencyStore
+from bfnas.bench.store import LATENCY_UNITS, LatencyStore, now
 from bfnas.models.artifact import ArtifactCache
 from bfnas.models.errors import InputError
 from bfnas.models.space import SearchSpace
@@ -41,6 +42,11 @@ class DeviceVerifier:
     runner: Runner
     on_wait: Callable[[BusyWait], None] = lambda w: None  # the machine has no core free
     _measure: SubnetMeasurer | None = field(default=None, init=False, repr=False)
+
+    def check_device(self) -> None:
+        """Refuse a profile the device cannot run (`bench.probe.require_usable`): called by
+        the search before it writes anything."""
+        require_usable(self.profile, self.runner)
 
     def __call__(self, cfg: SubnetConfig, run_id: int) -> dict:
         p = self.profile
@@ -84,11 +90,26 @@ class SearchJob:
         label = predictor.metrics.get("label") if predictor is not None else None
         if predictor is None:  # fitted before anything is written: a store too small is bad input
             predictor, label = self._fit(1)
-        phash = self.store.add_profile(self.profile.name, self.profile.resolved(), self.profile.hash())
-        run_id = self.store.start_run(phash, "search", {"space": self.space.name,
-                                                        "max_ms": self.budget.max_ms,
-                                                        "min_ms": self.budget.min_ms,
-                                                        "verify": self.verify, "rounds": self.rounds})
+        check = getattr(self.verifier, "check_device", None)
+        if self.verify and check is not None:
+            check()
+        phash = self.profile.hash()
+        # The run's row is written once there is something to record: the first verification
+        # (its measurements belong to the run) or the end. A search refused before that (an
+        # objective plugin that raised or returned no number, a Ctrl-C while evolving) leaves
+        # the store as it was, not an "interrupted" run that did nothing.
+        started = now()
+        run: list[int] = []
+
+        def run_id() -> int:
+            if not run:
+                self.store.add_profile(self.profile.name, self.profile.resolved(), phash)
+                run.append(self.store.start_run(phash, "search", {
+                    "space": self.space.name, "max_ms": self.budget.max_ms,
+                    "min_ms": self.budget.min_ms, "verify": self.verify, "rounds": self.rounds},
+                    started=started))
+            return run[0]
+
         rounds: list[dict] = []
         verified_all: list[dict] = []
         result: dict[str, Any] = {}
@@ -103,7 +124,7 @@ class SearchJob:
                 verified = []
                 for i, cand in enumerate(picks):
                     self.on_event("verifying", {"round": r, "index": i, "of": len(picks), "arch": str(cand.cfg)})
-                    m = self.verifier(cand.cfg, run_id)  # type: ignore[misc]
+                    m = self.verifier(cand.cfg, run_id())  # type: ignore[misc]
                     verified.append(self._verified(cand, m, label))
                 verified_all += verified
                 rounds.append({
@@ -115,7 +136,7 @@ class SearchJob:
                     "history": found.history, "verified": verified,
                 })
             status = "finished"
-            result = {"best": self._best(rounds, verified_all), "rounds": rounds, "run_id": run_id,
+            result = {"best": self._best(rounds, verified_all), "rounds": rounds, "run_id": run_id(),
                       "profile": self.profile.name, "profile_hash": phash, "space": self.space.name,
                       "budget": {"max_ms": self.budget.max_ms, "min_ms": self.budget.min_ms},
                       "mode": self.settings.mode,
@@ -127,8 +148,10 @@ class SearchJob:
                       "seconds": sum(r["seconds"] for r in rounds)}
         finally:
             # The whole result stays with the run: `bfnas report` draws it from the store.
-            self.store.finish_run(run_id, status, {"rounds": len(rounds), "verified": len(verified_all),
-                                                   "result": result or None})
+            if run:
+                self.store.finish_run(run[0], status, {"rounds": len(rounds),
+                                                       "verified": len(verified_all),
+                                                       "result": result or None})
         return result
 
     def _fit(self, round_: int) -> tuple[LatencyPredictor, str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from bfnas.models.errors import InputError
+from bfnas.models.errors import InputError, short
 from bfnas.models.subnet import SubnetConfig
 
 Objective = Callable[[SubnetConfig], float]
@@ -37,30 +37,62 @@ def load_objective(name: str, seq_len: int = 128, batch: int = 1, where: str = "
         raise InputError(where, None, f"unknown objective {name!r} (built in: {', '.join(BUILTIN)}; "
                                       "or a plugin as module:function)")
     module_name, _, attr = name.partition(":")
+    if not module_name or not attr:
+        raise InputError(where, None, f"{short(name)}: a plugin is module:function (both named)")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InputError(where, None, f"cannot import {module_name!r}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # ImportError, or whatever the module's code raised
+        hint = (" (a plugin's module must be importable: installed, or on PYTHONPATH)"
+                if isinstance(exc, ModuleNotFoundError) else "")
+        raise InputError(where, None, f"cannot import {module_name!r}: {_what(exc)}{hint}") from None
     fn = getattr(module, attr, None)
     if fn is None:
         raise InputError(where, None, f"module {module_name!r} has no {attr!r}")
     if not callable(fn):
-        raise InputError(where, None, f"{name} is not callable")
-    return checked(fn, name)
+        raise InputError(where, None, f"{name} is not callable: it is {short(fn, 60)}")
+    return checked(fn, name, where)
 
 
-def checked(fn: Callable, name: str) -> Objective:
-    """`fn` with its results checked: a plugin returning something else than a finite
-    number fails with its name and the architecture, not deep inside the search."""
+def _what(exc: BaseException) -> str:
+    """`Type: first line of the message`, cut: what a plugin did, in one line."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if len(first) > 200:
+        first = first[:200] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def checked(fn: Callable, name: str, where: str = "--objective") -> Objective:
+    """`fn` with its results checked: a plugin that raises, or returns something else than a
+    finite number, fails with its name, what it did and the architecture, not deep inside the
+    search. A string or None is refused even where float() would take it: "3.5" is a bug."""
     import math
 
     def call(cfg: SubnetConfig) -> float:
         try:
-            value = float(fn(cfg))
-        except (TypeError, ValueError) as exc:
-            raise InputError("--objective", None, f"{name} did not return a number for {cfg}: {exc}") from None
-        if not math.isfinite(value):
-            raise InputError("--objective", None, f"{name} returned {value} for {cfg}")
-        return value
+            value = fn(cfg)
+        except (Exception, SystemExit) as exc:  # the plugin's own code: named, not traced
+            raise InputError(where, None, f"{name} raised {_what(exc)} (for {cfg})") from None
+        number = None
+        if value is not None and not isinstance(value, (str, bytes, bool)):
+            try:
+                number = float(value)
+            except Exception:  # TypeError, OverflowError, a tensor's RuntimeError, ...
+                number = None
+        if number is None:
+            raise InputError(where, None, f"{name} did not return a number: it returned "
+                                          f"{_kind(value)} (for {cfg})")
+        if not math.isfinite(number):
+            raise InputError(where, None, f"{name} did not return a finite number: it returned "
+                                          f"{number} (for {cfg})")
+        return number
 
     return call
+
+
+def _kind(value: object) -> str:
+    """"None", "a str '3.5'", "an int 3": what came back, in a few words."""
+    if value is None:
+        return "None"
+    kind = type(value).__name__
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} {short(value, 60)}"

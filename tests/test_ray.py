@@ -5,6 +5,7 @@ core, as `ray start --resources` would on two devices."""
 import json
 import os
 import sqlite3
+import time
 import tomllib
 
 import pytest
@@ -139,6 +140,17 @@ def test_profile_with_ray_flag_uses_the_resource_named_after_the_profile(cluster
     assert target["kind"] == "ray" and target["resource"] == "test-cpu-int8"
     # Only the first node advertises test-cpu-int8: one device did all of it.
     assert len({s["device"]["pid"] for _, s in _samples(db)}) == 1
+
+
+def test_a_live_cluster_passes_the_reachability_check(cluster):
+    """What `connect` asks before `ray.init` (a TCP connection, then the GCS's cluster id)
+    is answered by a real cluster; tests/test_job_refusals.py has the addresses it refuses."""
+    from bfnas.bench.ray_runner import check_reachable
+
+    c, _, _ = cluster
+    t = time.monotonic()
+    check_reachable(c.address, 5.0)
+    assert time.monotonic() - t < 5
 
 
 def test_hw_check_on_ray_runs_the_check_on_a_device(cluster, fast_profile_file, capsys):

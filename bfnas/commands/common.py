@@ -161,9 +161,17 @@ def runner_for(profile):
 
 def on_ray(profile, address: str | None):
     """The profile as measured through a Ray cluster at `address` (its devices advertise a
-    resource named after the profile), or the profile itself without `--ray`."""
-    if not address:
+    resource named after the profile), or the profile itself without `--ray`. A malformed
+    address is refused here, before anything connects."""
+    from bfnas.bench.profile import parse_ray_address
+    from bfnas.models.errors import short
+
+    if address is None:
         return profile
+    try:
+        parse_ray_address(address)
+    except ValueError as exc:
+        raise InputError("--ray", None, f"{short(address)}: {exc}") from None
     target = profile.target.model_copy(update={"kind": "ray", "address": address,
                                                "resource": profile.target.resource or profile.name})
     return profile.model_copy(update={"target": target})

@@ -126,7 +126,7 @@ def cmd_hw_show(args: argparse.Namespace) -> int:
 
 
 def cmd_hw_check(args: argparse.Namespace) -> int:
-    from bfnas.bench.probe import probe
+    from bfnas.bench.probe import probe, refusal
     from bfnas.bench.profile import load_profile
 
     p = on_ray(load_profile(args.profile), args.ray)
@@ -140,10 +140,11 @@ def cmd_hw_check(args: argparse.Namespace) -> int:
         out = console()
         for c in checks:
             out.print(f"{'[green]ok  ' if c.ok else '[red]FAIL'}[/] {escape(c.name)}: {escape(c.detail)}")
-    if not usable:
-        first = next(c for c in checks if not c.ok)
-        sys.stderr.write(f"bfnas: error: {p.source}: profile {p.name} is not usable here: "
-                         f"{first.name}: {first.detail}\n")
+    error = refusal(p, checks)
+    if error is not None:
+        # The line a job refuses the profile with (`require_usable`); the check reports any
+        # unusable profile as exit 2, a device it could not reach included.
+        sys.stderr.write(f"bfnas: error: {error.line() if isinstance(error, InputError) else error}\n")
         return EXIT_BAD_INPUT
     return EXIT_OK
 
@@ -152,6 +153,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from bfnas.bench.measure import measure_artifact
+    from bfnas.bench.probe import require_usable
     from bfnas.bench.profile import load_profile
     from bfnas.bench.profiling import anchor_artifact, artifact_for, artifact_record
     from bfnas.bench.runner import DeviceUnreachable
@@ -162,9 +164,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     space, supernet = space_and_supernet(args)
     space.check(cfg, where=arch_where(args.arch))
     cache = artifact_cache(args.artifacts, seq_len=profile.workload.seq_len)
-    art = artifact_for(cache, supernet, cfg, profile)
     runner = runner_for(profile)
     try:
+        require_usable(profile, runner)  # before the export: nothing built for a device that
+        # cannot run it
+        art = artifact_for(cache, supernet, cfg, profile)
         result = measure_artifact(runner, str(art.path), art.sha256, profile,
                                   anchor_artifact(cache, profile, cfg),
                                   on_wait=lambda w: console(stderr=True).print(w.message()))
@@ -205,6 +209,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
+    from bfnas.bench.probe import require_usable
     from bfnas.bench.profile import load_profile
     from bfnas.bench.profiling import STRATEGIES, ProfileEvent, ProfileJob
     from bfnas.bench.runner import DeviceUnreachable
@@ -222,7 +227,19 @@ def cmd_profile(args: argparse.Namespace) -> int:
     cache = artifact_cache(args.artifacts, seq_len=profile.workload.seq_len)
     out = console(stderr=args.json)
     runner = runner_for(profile)
-    store = LatencyStore(Path(args.db))
+    try:
+        # The device's checks before the store is opened (opening creates it): a profile the
+        # device cannot run is refused with nothing written.
+        require_usable(profile, runner)
+        store = LatencyStore(Path(args.db))
+    except DeviceUnreachable as exc:
+        runner.close()
+        sys.stderr.write(f"bfnas: error: device unreachable: {exc}; nothing was written "
+                         "(rerun the same command once it answers)\n")
+        return EXIT_FAILED
+    except BaseException:
+        runner.close()
+        raise
     # The default columns: description, bar, count, time left, and the last measurement.
     progress = ProgressDisplay(out, "bfnas profile", f"profiling {profile.name}", total=args.samples)
 
@@ -240,7 +257,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
             progress.message(f"[yellow]{escape(e.message)}[/]")
 
     job = ProfileJob(store, profile, space, supernet, cache, runner, args.samples, args.strategy,
-                     args.seed, on_event, retry, keep_artifacts=not args.discard_artifacts)
+                     args.seed, on_event, retry, keep_artifacts=not args.discard_artifacts,
+                     check_device=False)
     try:
         with progress:
             summary = job.run()
