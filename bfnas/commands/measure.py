@@ -161,6 +161,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cfg = parse_arch(args.arch)
     space.check(cfg, where=arch_where(args.arch))
     cache = artifact_cache(args.artifacts, seq_len=profile.workload.seq_len)
+    if args.db:
+        # A --db the write after the measurement would refuse is refused before the export
+        # and the measurement, not after them with the result lost; nothing is made yet.
+        LatencyStore.check(args.db)
     art = artifact_for(cache, supernet, cfg, profile)
     runner = runner_for(profile)
     try:
@@ -221,7 +225,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
     cache = artifact_cache(args.artifacts, seq_len=profile.workload.seq_len)
     out = console(stderr=args.json)
     runner = runner_for(profile)
-    store = LatencyStore(Path(args.db))
+    try:
+        store = LatencyStore(Path(args.db))
+    except BaseException:
+        runner.close()  # a refused store: no device connection left behind
+        raise
     # The default columns: description, bar, count, time left, and the last measurement.
     progress = ProgressDisplay(out, "bfnas profile", f"profiling {profile.name}", total=args.samples)
 
