@@ -131,11 +131,9 @@ def search_plots(run: dict, result: dict, folder: Path) -> list[Path]:
 def build_report(db: str | Path, out: str | Path,
                  on_step: Callable[[str], None] = lambda s: None) -> Path:
     db = Path(db)
-    if not db.is_file():
-        raise InputError(str(db), None, "no such store")
     folder = Path(out)
     sections: list[str] = []
-    with LatencyStore(db) as store:
+    with LatencyStore(db, read_only=True) as store:  # a missing store: "no such store"
         summary = store.summary()
         if not summary["profiles"]:
             raise InputError(str(db), "profiles", "the store holds no measurements yet")
@@ -167,9 +165,7 @@ def build_report(db: str | Path, out: str | Path,
                     f"{LATENCY_UNITS[rows.label]}): "
                     f"{m['within_5pct']:.1%} within 5 %, {m['within_10pct']:.1%} within 10 %, "
                     f"MAPE {m['mape']:.2%}, Kendall tau {m['kendall_tau']:.3f}</p>" + _img(png))
-        runs = [dict(r) for r in store.db.execute(
-            "SELECT r.*, p.name AS profile FROM runs r JOIN profiles p ON p.hash = r.profile_hash "
-            "WHERE r.kind = 'search' ORDER BY r.id")]
+        runs = store.search_runs()
     sections.append("<h2>Searches</h2>")
     shown = 0
     for run in runs:

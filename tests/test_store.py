@@ -54,6 +54,77 @@ def test_claims_of_dead_processes_are_taken_over(tmp_path):
             alive.kill()
 
 
+def _runs(db):
+    con = sqlite3.connect(db)
+    rows = {r[0]: (r[1], r[2]) for r in con.execute("SELECT id, status, summary FROM runs")}
+    con.close()
+    return rows
+
+
+def test_runs_of_killed_jobs_are_marked_interrupted_by_the_next_writer(tmp_path):
+    db = tmp_path / "s.db"
+    with LatencyStore(db) as store:
+        store.add_profile("p", {"name": "p"}, "h1")
+        own = store.start_run("h1", "profile", {})  # this process: alive
+        host = store.host
+    # A job killed outright: its run says 'running' and nothing of it will say otherwise.
+    killed = subprocess.Popen(
+        [sys.executable, "-c", "import os, signal\nfrom bfnas.bench.store import LatencyStore\n"
+         f"s = LatencyStore({str(db)!r})\nprint(s.start_run('h1', 'profile', {{}}), flush=True)\n"
+         "os.kill(os.getpid(), signal.SIGKILL)"], stdout=subprocess.PIPE, text=True)
+    killed_run = int(killed.communicate()[0])
+    assert killed.returncode == -signal.SIGKILL
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        con = sqlite3.connect(db)
+        con.execute("INSERT INTO runs(profile_hash, kind, args, host, pid, started) "
+                    "VALUES ('h1', 'profile', '{}', ?, ?, 'now')", (host, alive.pid))
+        # Another host's pid says nothing about a process here: left alone.
+        con.execute("INSERT INTO runs(profile_hash, kind, args, host, pid, started) "
+                    "VALUES ('h1', 'profile', '{}', 'elsewhere', ?, 'then')", (killed.pid,))
+        con.commit()
+        con.close()
+        before = _runs(db)
+        assert {s for s, _ in before.values()} == {"running"}
+        with LatencyStore(db, read_only=True):  # a reader changes nothing
+            pass
+        assert _runs(db) == before
+        with LatencyStore(db) as store:
+            assert store.mark_interrupted() == 0  # done when it was opened
+        after = _runs(db)
+    finally:
+        alive.kill()
+        alive.wait()
+    assert after[killed_run][0] == "interrupted"
+    assert "process was gone" in json.loads(after[killed_run][1])["interrupted"]
+    assert [after[i][0] for i in sorted(after) if i != killed_run] == ["running"] * 3
+    assert own in after
+
+
+def test_a_run_left_by_a_dead_pid_is_finished_as_interrupted(tmp_path):
+    db = tmp_path / "s.db"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with LatencyStore(db) as store:
+        store.add_profile("p", {"name": "p"}, "h1")
+        store.db.execute("INSERT INTO runs(profile_hash, kind, args, host, pid, started) "
+                         "VALUES ('h1', 'search', '{}', ?, ?, 'then')", (store.host, dead.pid))
+        assert store.mark_interrupted() == 1
+        assert store.mark_interrupted() == 0  # once
+        (row,) = store.db.execute("SELECT status FROM runs").fetchall()
+        assert row["status"] == "interrupted"
+
+
+def test_nested_transactions_are_one(tmp_path):
+    with LatencyStore(tmp_path / "s.db") as store:
+        with pytest.raises(RuntimeError), store.transaction():
+            store.add_profile("p", {"name": "p"}, "h1")
+            store.start_run("h1", "import", {})
+            raise RuntimeError("halfway")
+        assert store.profiles() == [] and store.db.execute("SELECT * FROM runs").fetchall() == []
+        assert not store.db.in_transaction
+
+
 def test_import_the_seed_table(tmp_path, capsys):
     db = tmp_path / "seed.db"
     args = ["import", "--format", "autotinybert", str(SEED_FILE), "--hw", "seed-cpu-fp32",

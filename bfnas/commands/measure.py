@@ -164,6 +164,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     space, supernet = space_and_supernet(args)
     space.check(cfg, where=arch_where(args.arch))
     cache = artifact_cache(args.artifacts, seq_len=profile.workload.seq_len)
+    if args.db:
+        # A --db the write after the measurement would refuse is refused before the export
+        # and the measurement, not after them with the result lost; nothing is made yet.
+        LatencyStore.check(args.db)
     runner = runner_for(profile)
     try:
         require_usable(profile, runner)  # before the export: nothing built for a device that

@@ -66,9 +66,8 @@ def register(sub) -> None:
 def _store(path: str):
     from bfnas.bench.store import LatencyStore
 
-    if not Path(path).is_file():
-        raise InputError(path, None, "no such store")
-    return LatencyStore(path)
+    # Read-only: a missing, empty, foreign or damaged file is one line and stays as it was.
+    return LatencyStore(path, read_only=True)
 
 
 def _model_rows(model_dir: str, db: str):

@@ -90,7 +90,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                                oneshot=scorer)
     runner = runner_for(profile) if args.verify else None
     out = console(stderr=args.json)
-    with LatencyStore(Path(args.db)) as store:
+    with LatencyStore(Path(args.db), create=False) as store:  # it records its run
         verifier = None
         if args.verify:
             cache = artifact_cache(args.artifacts, seq_len=profile.workload.seq_len)

@@ -36,9 +36,8 @@ def register(sub) -> None:
 def _existing_db(path: str):
     from bfnas.bench.store import LatencyStore
 
-    if not Path(path).is_file():
-        raise InputError(path, None, "no such store")
-    return LatencyStore(path)
+    # Read-only: a missing, empty, foreign or damaged file is one line and stays as it was.
+    return LatencyStore(path, read_only=True)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -68,7 +67,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     for r in rows:
         data.append((r.cfg, {"status": "imported", "median_ms": r.ms, "mean_ms": r.ms,
                              "stats": {**source, "line": r.line}}))
-    with LatencyStore(args.db) as store:
+    # One transaction: a disk that fills up halfway leaves the store as it was (no profile,
+    # no run, no rows of it), and the same command run again does it all.
+    with LatencyStore(args.db) as store, store.transaction():
         store.add_profile(name, resolved, phash, imported=imported)
         run_id = store.start_run(phash, "import", {"file": str(path), "space": space.name})
         added, present = store.add_imported(phash, space.name, data)
