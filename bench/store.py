@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bfnas.models.errors import InputError
+from bfnas.models.outputs import atomic_path
 from bfnas.models.subnet import SubnetConfig
 
 SCHEMA_VERSION = 2
@@ -368,7 +369,7 @@ class LatencyStore:
                   "qkv", "ffn", "status", *STAT_COLUMNS, "normalized_ms", "other_cores", "reference_ms",
                   "attempts", "reason",
                   "created", "arch"]
-        with path.open("w", newline="") as fh:
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
             w.writeheader()
             for r in rows:

@@ -19,6 +19,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from bfnas.models.errors import InputError
+from bfnas.models.outputs import atomic_path, write_atomic
 from bfnas.models.subnet import SubnetConfig
 from bfnas.search.features import FEATURES, MONOTONE, feature_matrix
 
@@ -194,7 +195,8 @@ class LatencyPredictor:
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.booster.save_model(str(folder / MODEL_FILE))
+        with atomic_path(folder / MODEL_FILE) as tmp:
+            self.booster.save_model(str(tmp))
         meta = {
             "format": FORMAT, "scope": asdict(self.scope), "settings": asdict(self.settings),
             "features": list(FEATURES), "estimate_columns": list(ESTIMATE_COLUMNS),
@@ -202,7 +204,7 @@ class LatencyPredictor:
             "spread": list(self.spread) if self.spread else None,
             "versions": {p: metadata.version(p) for p in ("bfnas", "lightgbm", "numpy")},
         }
-        (folder / "predictor.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        write_atomic(folder / "predictor.json", json.dumps(meta, indent=2, sort_keys=True))
         return folder
 
     @classmethod

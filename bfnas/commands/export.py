@@ -20,6 +20,7 @@ from bfnas.commands.common import (
     space_and_supernet,
 )
 from bfnas.models.errors import InputError
+from bfnas.models.outputs import check_output_dir
 
 
 def register(sub) -> None:
@@ -51,6 +52,7 @@ def register(sub) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from bfnas.models.quantize import get_recipe
 
+    check_output_dir(args.out, "--out")
     space, supernet = space_and_supernet(args)
     if args.arch is not None:
         cfg = parse_arch(args.arch)
