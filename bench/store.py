@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bfnas.models.errors import InputError, OperationFailed, disk_full, short
+from bfnas.models.outputs import atomic_path
 from bfnas.models.subnet import SubnetConfig
 
 SCHEMA_VERSION = 2
@@ -660,13 +661,7 @@ class LatencyStore:
                   "qkv", "ffn", "status", *STAT_COLUMNS, "normalized_ms", "other_cores", "reference_ms",
                   "attempts", "reason",
                   "created", "arch"]
-        try:
-            fh = path.open("w", newline="")
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            raise InputError(str(path), None, f"cannot write ({exc.strerror or exc})") from None
-        with fh:
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
             w.writeheader()
             for r in rows:

@@ -24,6 +24,7 @@ from bfnas.bench.profiling import ProfileJob
 from bfnas.bench.runner import LocalRunner
 from bfnas.bench.store import LATENCY_UNITS, LatencyStore
 from bfnas.models.artifact import ArtifactCache
+from bfnas.models.outputs import write_atomic
 from bfnas.models.space import SearchSpace
 from bfnas.models.subnet import SubnetConfig
 from bfnas.models.supernet import SuperBert
@@ -59,7 +60,7 @@ def stage1_data(teacher_dir: str, out: Path, settings: Stage1Settings = Stage1Se
         on_step("stage 1: writing a corpus of stdlib docstrings", 0.0)
         stdlib_docstrings(out / "docstrings.txt")
         lines = (out / "docstrings.txt").read_text().splitlines()[: settings.corpus_lines]
-        corpus.write_text("\n".join(lines) + "\n")
+        write_atomic(corpus, "\n".join(lines) + "\n")
     on_step("stage 1: tokenizing, masking, sharding", 0.02)
     return build_data(corpus, resolve_checkpoint(teacher_dir), out / "data",
                       DataSettings(seq_len=settings.seq_len, shard_size=512, seed=settings.seed))

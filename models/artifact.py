@@ -3,7 +3,9 @@
 An artifact's key hashes everything that can change the file: the subnet, the hash of its
 weights, precision, recipe settings, exporter settings and tool versions. Each artifact lives
 in `ROOT/KEY/` as `model.onnx` + `artifact.json`; a folder appears only when complete
-(built in a temporary folder, then renamed), so a crash leaves no half artifact behind.
+(built in a temporary folder, then renamed), so a crash leaves no half artifact behind, and
+a folder that is not whole (its record unreadable, its model missing or of another size) is
+never taken from the cache: it is built again. A full disk is one line (`disk_full`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from bfnas.models.export import (
     torch_outputs,
 )
 from bfnas.models.onnx_writer import WRITER_VERSION, can_write, write_onnx
+from bfnas.models.outputs import disk_full_is_failure
 from bfnas.models.quantize import QUANTIZATION_OPS, Recipe, fuse_transformer, quantize
 from bfnas.models.subnet import SubnetConfig
 from bfnas.models.supernet import SuperBert, supernet_outputs, weights_sha256
@@ -91,6 +94,19 @@ class Artifact:
         data = json.loads((folder / META_FILE).read_text())
         data["path"] = folder / MODEL_FILE
         return cls(**data)
+
+    @classmethod
+    def complete(cls, folder: Path) -> Artifact | None:
+        """The cached artifact in `folder`, or None where there is none or it is not whole."""
+        try:
+            art = cls.read(folder)
+            whole = art.path.stat().st_size == art.bytes
+        except (OSError, ValueError, TypeError):
+            return None
+        if not whole:
+            return None
+        art.cached = True
+        return art
 
 
 def file_sha256(path: Path) -> str:
@@ -158,6 +174,11 @@ class ArtifactCache:
         fuse: bool = False,
     ) -> Artifact:
         """The artifact for (subnet, precision, recipe): from the cache, or made now."""
+        with disk_full_is_failure(self.root):
+            return self._build(supernet, cfg, precision, recipe, fuse)
+
+    def _build(self, supernet: SuperBert, cfg: SubnetConfig, precision: str,
+               recipe: Recipe | None, fuse: bool) -> Artifact:
         if precision not in PRECISIONS:
             raise InputError("--precision", None, f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
         if precision == "int8" and recipe is None:
@@ -185,10 +206,9 @@ class ArtifactCache:
 
         key = self.key(cfg, weights, precision, recipe, fuse, export)
         folder = self.root / key
-        if (folder / META_FILE).exists():
-            art = Artifact.read(folder)
-            art.cached = True
-            return art
+        cached = Artifact.complete(folder)
+        if cached is not None:
+            return cached
 
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=self.root))
@@ -262,13 +282,17 @@ class ArtifactCache:
             meta.pop("path")
             meta.pop("cached")
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+            if folder.exists() and Artifact.complete(folder) is None:
+                shutil.rmtree(folder)  # not whole (left by hand, or by an older bfnas)
             try:
                 os.rename(tmp, folder)
             except OSError:
                 # Another process finished the same artifact first; theirs is identical.
+                theirs = Artifact.complete(folder)
+                if theirs is None:
+                    raise
                 shutil.rmtree(tmp, ignore_errors=True)
-                art = Artifact.read(folder)
-                art.cached = True
+                return theirs
             return art
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bfnas.models.errors import InputError
+from bfnas.models.outputs import atomic_path, write_atomic
 from bfnas.models.parallel import (
     Distributed,
     all_equal,
@@ -223,20 +224,22 @@ class SupernetTrainer:
         d = self.supernet.dims
         config = {**self.base_config, "model_type": "bert", "hidden_size": d.hidden,
                   "num_hidden_layers": d.layers, "intermediate_size": d.ffn}
-        (self.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        tmp = self.out / "model.safetensors.tmp"
+        write_atomic(self.out / "config.json", json.dumps(config, indent=2) + "\n")
         tensors = dict(self.supernet.state_dict())
         if self.head is not None:
             tensors.update({k: v.detach() for k, v in self.head.hf_state().items()})
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-        tmp.replace(self.out / "model.safetensors")
-        torch.save(self.opt.state_dict(), self.out / "optimizer.pt")
+        with atomic_path(self.out / "model.safetensors") as tmp:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        with atomic_path(self.out / "optimizer.pt") as tmp:
+            torch.save(self.opt.state_dict(), tmp)
         if self.tokenizer is not None and not (self.out / self.tokenizer.name).exists():
-            shutil.copyfile(self.tokenizer, self.out / self.tokenizer.name)
+            with atomic_path(self.out / self.tokenizer.name) as tmp:
+                shutil.copyfile(self.tokenizer, tmp)
         state = {"step": self.step, "settings": asdict(self.s), "space": self.space.name,
                  "world_size": self.dist.world, "history": self.history,
                  "rng": _json_state(self.rng.getstate())}
-        (self.out / "trainer.json").write_text(json.dumps(state, indent=1) + "\n")
+        # Written last: a checkpoint is resumed from only once its step is recorded.
+        write_atomic(self.out / "trainer.json", json.dumps(state, indent=1) + "\n")
 
     # -- training ---------------------------------------------------------------------------
     def sandwich(self) -> list[SubnetConfig]:

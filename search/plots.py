@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bfnas.models.outputs import atomic_path
 from bfnas.search.features import FEATURES
 from bfnas.search.predictor import LatencyPredictor, accuracy
 from bfnas.search.training import LatencyRows
@@ -53,6 +54,7 @@ def plot_predictor(model: LatencyPredictor, rows: LatencyRows, out: Path) -> Pat
     fig.suptitle(f"{rows.profile} / {rows.space}: {len(rows.ms)} subnets")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return out

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy.optimize import nnls
 
 from bfnas.models.errors import InputError, short
+from bfnas.models.outputs import atomic_path, write_atomic
 from bfnas.models.subnet import SubnetConfig
 from bfnas.search.features import FEATURES, MONOTONE, feature_matrix
 
@@ -201,7 +202,8 @@ class LatencyPredictor:
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.booster.save_model(str(folder / MODEL_FILE))
+        with atomic_path(folder / MODEL_FILE) as tmp:
+            self.booster.save_model(str(tmp))
         meta = {
             # What `load` checks model.txt against: LightGBM's parser trusts its file, and a
             # damaged one can abort the process rather than raise.
@@ -212,7 +214,7 @@ class LatencyPredictor:
             "spread": list(self.spread) if self.spread else None,
             "versions": {p: metadata.version(p) for p in ("bfnas", "lightgbm", "numpy")},
         }
-        (folder / "predictor.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        write_atomic(folder / "predictor.json", json.dumps(meta, indent=2, sort_keys=True))
         return folder
 
     @classmethod

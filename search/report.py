@@ -20,6 +20,7 @@ import numpy as np
 
 from bfnas.bench.store import LATENCY_UNITS, LatencyStore
 from bfnas.models.errors import InputError
+from bfnas.models.outputs import atomic_path, write_atomic
 from bfnas.search.plots import predicted_vs_measured
 from bfnas.search.predictor import PredictorSettings, accuracy
 from bfnas.search.training import LatencyRows, load_rows, out_of_fold
@@ -41,7 +42,8 @@ def _plt():
 def _save(fig, folder: Path, name: str) -> Path:
     path = folder / name
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     _plt().close(fig)
     return path
 
@@ -178,7 +180,7 @@ def build_report(db: str | Path, out: str | Path,
     if not shown:
         sections.append("<p>No finished search in this store yet (<code>bfnas search</code>).</p>")
     page = folder / "report.html"
-    page.write_text(_page(f"bfnas report: {db.name}", sections))
+    write_atomic(page, _page(f"bfnas report: {db.name}", sections))
     return page
 
 

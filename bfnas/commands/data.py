@@ -6,6 +6,7 @@ import argparse
 
 from bfnas.commands.common import EXIT_OK, command, console, group, print_json
 from bfnas.commands.progress import ProgressDisplay
+from bfnas.models.outputs import check_output_dir, check_output_file
 
 
 def register(sub) -> None:
@@ -36,13 +37,23 @@ def register(sub) -> None:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from bfnas.models.checkpoint import minilm_dir
-    from bfnas.models.pretraining import DataSettings, build_data, corpus_files, load_tokenizer
+    from bfnas.models.pretraining import (
+        MANIFEST,
+        DataSettings,
+        build_data,
+        check_corpus,
+        corpus_files,
+        load_tokenizer,
+    )
 
     settings = DataSettings(seq_len=args.seq_len, shard_size=args.shard_size, mask_prob=args.mask_prob,
                             seed=args.seed, lowercase=not args.cased)
     tokenizer = minilm_dir() if args.tokenizer == "minilm" else args.tokenizer
-    corpus_files(args.corpus)  # bad input is refused before anything is written
-    load_tokenizer(tokenizer, settings.lowercase)
+    # Bad input is refused before anything is written.
+    files = corpus_files(args.corpus)
+    tok, _, _ = load_tokenizer(tokenizer, settings.lowercase)
+    check_output_dir(args.out, "--out", holds=(MANIFEST,))
+    check_corpus(args.corpus, files, tok)
     out = console(stderr=args.json)
     columns = ("spinner", "description", "note", "elapsed")
     with ProgressDisplay(out, "bfnas data build", "reading the corpus", columns=columns,
@@ -64,6 +75,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_corpus(args: argparse.Namespace) -> int:
     from bfnas.models.pretraining import stdlib_docstrings
 
+    check_output_file(args.out, "--out")
     counts = stdlib_docstrings(args.out, args.min_words)
     if args.json:
         return print_json({"out": args.out, **counts})

@@ -18,6 +18,7 @@ from bfnas.commands.common import (
 )
 from bfnas.commands.progress import ProgressDisplay
 from bfnas.models.errors import InputError
+from bfnas.models.outputs import check_output_dir
 
 
 def register(sub) -> None:
@@ -47,6 +48,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from bfnas.bench.profile import load_profile
     from bfnas.pipeline import DemoSettings, run_demo
 
+    check_output_dir(args.out, "--out", holds=("demo.db",))
+    check_output_dir(args.artifacts, "--artifacts")
     int8_profile, fp32_profile = load_profile(args.hw), load_profile(args.fp32_hw)
     for flag, prof, want in (("--hw", int8_profile, "int8"), ("--fp32-hw", fp32_profile, "fp32")):
         if prof.precision != want:

@@ -21,6 +21,7 @@ from bfnas.commands.common import (
     space_and_supernet,
 )
 from bfnas.models.errors import InputError
+from bfnas.models.outputs import check_output_dir
 
 
 def register(sub) -> None:
@@ -52,6 +53,7 @@ def register(sub) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from bfnas.models.quantize import get_recipe
 
+    check_output_dir(args.out, "--out")
     # The --arch text is read before the checkpoint's weights load (cheap checks first).
     cfg = parse_arch(args.arch) if args.arch is not None else None
     space, supernet = space_and_supernet(args)

@@ -26,6 +26,7 @@ from bfnas.commands.common import (
 )
 from bfnas.commands.progress import ProgressDisplay
 from bfnas.models.errors import InputError
+from bfnas.models.outputs import check_output_dir
 
 DEFAULT_DB = "bfnas.db"
 
@@ -159,6 +160,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from bfnas.bench.runner import DeviceUnreachable
     from bfnas.bench.store import LatencyStore
 
+    check_output_dir(args.artifacts, "--artifacts")
     profile = on_ray(load_profile(args.hw), args.ray)
     cfg = parse_arch(args.arch)  # before the checkpoint's weights load (cheap checks first)
     space, supernet = space_and_supernet(args)
@@ -219,6 +221,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from bfnas.bench.runner import DeviceUnreachable
     from bfnas.bench.store import LatencyStore
 
+    check_output_dir(args.artifacts, "--artifacts")
     profile = on_ray(load_profile(args.hw), args.ray)
     if args.samples < 1:
         raise InputError("--samples", None, "must be at least 1")

@@ -17,6 +17,7 @@ from bfnas.commands.common import (
 )
 from bfnas.commands.progress import ProgressDisplay
 from bfnas.models.errors import InputError
+from bfnas.models.outputs import check_output_dir, check_output_file
 
 
 def register(sub) -> None:
@@ -83,9 +84,10 @@ def _model_rows(model_dir: str, db: str):
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from bfnas.bench.store import LATENCY_UNITS
-    from bfnas.search.predictor import LatencyPredictor, PredictorSettings, accuracy
+    from bfnas.search.predictor import MODEL_FILE, LatencyPredictor, PredictorSettings, accuracy
     from bfnas.search.training import check_folds, cross_validate, holdout_split, load_rows
 
+    check_output_dir(args.out, "--out", holds=(MODEL_FILE, "predictor.json"))
     if (args.train_size is None) != (args.test_size is None):
         raise InputError("--train-size", None, "give --train-size and --test-size together")
     settings = PredictorSettings(target=args.target, monotone=args.monotone, seed=args.seed)
@@ -179,6 +181,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     if not args.out.lower().endswith(".png"):
         raise InputError("--out", None, "the plot is written as PNG: give a .png file")
+    check_output_file(args.out, "--out")
     model, rows = _model_rows(args.model, args.db)
     path = plot_predictor(model, rows, Path(args.out))
     if args.json:

@@ -19,6 +19,9 @@ from bfnas.commands.common import (
 )
 from bfnas.commands.progress import ProgressDisplay
 from bfnas.models.errors import InputError
+from bfnas.models.outputs import check_output_dir, write_atomic
+
+RESULT_FILES = ("best.json", "pareto.json", "history.json")
 
 
 def register(sub) -> None:
@@ -68,6 +71,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     from bfnas.search.predictor import LatencyPredictor
 
     # Everything a user can get wrong is checked before anything runs or is written.
+    check_output_dir(args.out, "--out", holds=RESULT_FILES)
+    if args.verify:
+        check_output_dir(args.artifacts, "--artifacts")
     profile = load_profile(args.hw)
     budget = Budget(args.max_latency_ms, args.min_latency_ms)
     settings = EvolutionSettings(population=args.population, parents=args.parents,
@@ -119,9 +125,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     result["objective_name"] = args.objective
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "best.json").write_text(json.dumps(result["best"], indent=2) + "\n")
-    (folder / "pareto.json").write_text(json.dumps(result["rounds"][-1]["front"], indent=2) + "\n")
-    (folder / "history.json").write_text(json.dumps(result, indent=2) + "\n")
+    for name, data in zip(RESULT_FILES, (result["best"], result["rounds"][-1]["front"], result),
+                          strict=True):
+        write_atomic(folder / name, json.dumps(data, indent=2) + "\n")
     if args.json:
         summary = {k: v for k, v in result.items() if k != "rounds"}
         summary["rounds"] = [{k: v for k, v in r.items() if k not in ("front", "history")}
@@ -157,6 +163,7 @@ def _print(out, result: dict, folder: Path) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from bfnas.search.report import build_report, report_facts
 
+    check_output_dir(args.out, "--out", holds=("report.html",))
     out = console(stderr=args.json)
     with ProgressDisplay(out, "bfnas report", "building the report",
                          columns=("spinner", "description"), transient=True) as status:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bfnas.commands.common import EXIT_OK, command, console, group, print_json
 from bfnas.models.errors import InputError
+from bfnas.models.outputs import check_output_file
 
 
 def register(sub) -> None:
@@ -102,6 +103,7 @@ def cmd_db_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_db_export(args: argparse.Namespace) -> int:
+    check_output_file(args.csv, "--csv")
     with _existing_db(args.db) as store:
         n = store.export_csv(Path(args.csv))
     if args.json:

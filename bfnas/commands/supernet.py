@@ -10,6 +10,7 @@ import argparse
 from bfnas.commands.common import EXIT_OK, command, console, group, print_json
 from bfnas.commands.progress import ProgressDisplay
 from bfnas.models.errors import InputError
+from bfnas.models.outputs import check_output_dir
 
 
 def register(sub) -> None:
@@ -61,6 +62,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                              checkpoint_every=args.checkpoint_every, loss=args.loss,
                              int8_aware=args.int8_aware, seed=args.seed)
     space = load_space(args.space)
+    check_output_dir(args.out, "--out",
+                     holds=("config.json", "model.safetensors", "optimizer.pt", "trainer.json"))
     shard_files(args.data, at_least=2)  # bad input is refused before the models load
     teacher = load_supernet(args.teacher)
     _, _, raw = read_config(resolve_checkpoint(args.teacher))
