@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import fcntl
 import functools
 import json
 import os
@@ -222,6 +223,13 @@ def _check_bytes(path: Path, read_only: bool, create: bool) -> bool:
     where = str(path)
     if path.is_dir():
         raise InputError(where, None, "a folder, not a store file")
+    # Looked at before the file's size: a writer closing now checkpoints its -wal into the file
+    # and then deletes it, and the file is whole only once the -wal is gone.
+    wal = Path(f"{path}-wal")
+    try:
+        wal_pages = wal.stat().st_size > 0
+    except OSError:
+        wal_pages = False
     try:
         size = path.stat().st_size
         if size:
@@ -247,11 +255,24 @@ def _check_bytes(path: Path, read_only: bool, create: bool) -> bool:
     # The page count in the header is valid when the change counter matches the
     # version-valid-for number; pages may still sit in a -wal file that is not checkpointed.
     pages = int.from_bytes(head[28:32], "big")
-    wal = Path(f"{path}-wal")
-    if (pages and head[24:28] == head[92:96] and size < pages * page
-            and not (wal.exists() and wal.stat().st_size)):
+    if pages and head[24:28] == head[92:96] and size < pages * page and not wal_pages:
         raise _damaged(path, f"truncated: {size:,} bytes, its header says {pages * page:,}")
     return False
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An advisory lock on the store's folder (flock on the folder itself: no file is made)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # nothing to lock on: open unserialized, as before
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
@@ -287,8 +308,14 @@ class LatencyStore:
         self.path = Path(path)
         self.read_only = read_only
         self.host = socket.gethostname()
-        fresh = _check_bytes(self.path, read_only, create)
-        if not read_only:
+        if read_only:
+            self._connect_and_open(_check_bytes(self.path, read_only, create))
+            return
+        # Writers open one at a time: a process that creates the store writes its header and
+        # switches it to WAL while another would read a half-made file ("truncated") or find
+        # the journal mode locked. The lock is on the nearest folder that exists already.
+        with _folder_lock(_existing_ancestor(self.path.parent)):
+            fresh = _check_bytes(self.path, read_only, create)
             why = _not_writable(self.path)
             if why:
                 raise InputError(str(self.path), None, why)
@@ -299,10 +326,13 @@ class LatencyStore:
                     raise disk_full(self.path) from None
                 raise InputError(str(self.path), None, f"cannot make its folder "
                                                        f"({exc.strerror or exc})") from None
+            self._connect_and_open(fresh)
+
+    def _connect_and_open(self, fresh: bool) -> None:
         try:
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE), so a claim
             # check and the claim itself happen under one write lock.
-            self.db = _connect(self.path, read_only)
+            self.db = _connect(self.path, self.read_only)
         except sqlite3.Error as exc:
             mapped = _store_error(self.path, exc)
             if mapped is None:
