@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bfnas.models.errors import InputError, OperationFailed, disk_full, short
-from bfnas.models.outputs import atomic_path
+from bfnas.models.outputs import atomic_path, nearest_existing
 from bfnas.models.subnet import SubnetConfig
 
 SCHEMA_VERSION = 2
@@ -132,23 +132,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _existing_ancestor(path: Path) -> Path:
-    path = path.absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def _read_only_fs(path: Path) -> bool:
     try:
-        return bool(os.statvfs(_existing_ancestor(path)).f_flag & os.ST_RDONLY)
+        return bool(os.statvfs(nearest_existing(path)).f_flag & os.ST_RDONLY)
     except OSError:
         return False
 
 
 def _free_bytes(path: Path) -> int | None:
     try:
-        st = os.statvfs(_existing_ancestor(path))
+        st = os.statvfs(nearest_existing(path))
     except OSError:
         return None
     return st.f_bavail * st.f_frsize
@@ -161,7 +154,7 @@ def _not_writable(path: Path) -> str | None:
         return "cannot write: read-only filesystem"
     if path.exists() and not os.access(path, os.W_OK):
         return "cannot write: read-only file"
-    folder = _existing_ancestor(path.parent)
+    folder = nearest_existing(path.parent)
     if not os.access(folder, os.W_OK):
         return (f"cannot write: read-only folder {folder} (the store's -wal and -shm files "
                 "are made beside it)")
@@ -187,7 +180,7 @@ def _store_error(path: Path, exc: sqlite3.Error) -> Exception | None:
                                f"{BUSY_TIMEOUT_S} s; run the same command again when it is done")
     if base == sqlite3.SQLITE_READONLY:
         return InputError(str(path), None, _not_writable(path) or f"cannot write ({exc})")
-    if base == sqlite3.SQLITE_CANTOPEN and not os.access(_existing_ancestor(path.parent),
+    if base == sqlite3.SQLITE_CANTOPEN and not os.access(nearest_existing(path.parent),
                                                         os.W_OK):
         return InputError(str(path), None, "cannot open: its folder is read-only and SQLite "
                                            "needs a -shm file beside a WAL store (copy it "
@@ -203,17 +196,24 @@ def _store_error(path: Path, exc: sqlite3.Error) -> Exception | None:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@contextmanager
+def _one_line(path: Path) -> Iterator[None]:
+    """An SQLite error inside the block as its one-line error (see `_store_error`)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        mapped = _store_error(path, exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
 def _guarded(method: F) -> F:
-    """Turn the SQLite errors a store method meets into one line (see `_store_error`)."""
+    """A store method whose SQLite errors are one line (see `_store_error`)."""
     @functools.wraps(method)
     def wrapper(self: LatencyStore, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with _one_line(self.path):
             return method(self, *args, **kwargs)
-        except sqlite3.Error as exc:
-            mapped = _store_error(self.path, exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
     return wrapper  # type: ignore[return-value]
 
 
@@ -284,7 +284,7 @@ def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
         shm = Path(f"{path}-shm").exists() and Path(f"{path}-wal").exists()
         uri = path.absolute().as_uri() + ("?mode=ro" if shm else "?mode=ro&immutable=1")
         return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    if not os.access(_existing_ancestor(path.parent), os.W_OK):
+    if not os.access(nearest_existing(path.parent), os.W_OK):
         uri = path.absolute().as_uri() + "?mode=ro"
         return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     # A writable folder: a plain connection that may not write. Unlike `mode=ro`, whose -wal
@@ -314,7 +314,7 @@ class LatencyStore:
         # Writers open one at a time: a process that creates the store writes its header and
         # switches it to WAL while another would read a half-made file ("truncated") or find
         # the journal mode locked. The lock is on the nearest folder that exists already.
-        with _folder_lock(_existing_ancestor(self.path.parent)):
+        with _folder_lock(nearest_existing(self.path.parent)):
             fresh = _check_bytes(self.path, read_only, create)
             why = _not_writable(self.path)
             if why:
@@ -329,21 +329,15 @@ class LatencyStore:
             self._connect_and_open(fresh)
 
     def _connect_and_open(self, fresh: bool) -> None:
-        try:
+        with _one_line(self.path):
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE), so a claim
             # check and the claim itself happen under one write lock.
             self.db = _connect(self.path, self.read_only)
-        except sqlite3.Error as exc:
-            mapped = _store_error(self.path, exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
         try:
-            self._open(fresh)
-        except BaseException as exc:
+            with _one_line(self.path):
+                self._open(fresh)
+        except BaseException:
             self.db.close()
-            if isinstance(exc, sqlite3.Error) and (mapped := _store_error(self.path, exc)):
-                raise mapped from exc
             raise
 
     @classmethod

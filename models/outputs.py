@@ -40,9 +40,9 @@ def _probe(folder: Path, flag: str, path: Path) -> None:
     os.unlink(probe)
 
 
-def _nearest_existing(path: Path) -> Path:
+def nearest_existing(path: Path) -> Path:
     """`path` or the closest folder above it that exists (what a `mkdir -p` would start from)."""
-    probe = path
+    probe = path.absolute()
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     return probe
@@ -51,7 +51,7 @@ def _nearest_existing(path: Path) -> Path:
 def _check_folder(folder: Path, flag: str, path: Path) -> None:
     """`folder` exists and is writable, or can be made (as `mkdir -p` would: from the
     closest folder above it that exists)."""
-    base = _nearest_existing(folder)
+    base = nearest_existing(folder)
     if not base.is_dir():
         raise InputError(flag, None, f"{path}: {base} is a file, not a folder")
     _probe(base, flag, path)
