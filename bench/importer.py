@@ -93,5 +93,3 @@ def imported_profile(label: str, source: Path) -> tuple[dict, str]:
     return resolved, "imported-" + hashlib.sha256(f"imported:{label}".encode()).hexdigest()[:16]
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -88,7 +88,7 @@ class DeviceHost:
         which saves sending it through the object store."""
         if sha256 in self.paths or (self.blobs / f"{sha256}.onnx").is_file():
             return True
-        from bfnas.bench.worker import file_sha256
+        from bfnas.models.digest import file_sha256
 
         if path and Path(path).is_file() and file_sha256(Path(path)) == sha256:
             self.paths[sha256] = path

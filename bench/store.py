@@ -469,12 +469,6 @@ class LatencyStore:
         rows = self.db.execute("SELECT hash, name, imported, json FROM profiles ORDER BY name")
         return [dict(r) for r in rows]
 
-    @_guarded
-    def profile_hashes(self, name_or_hash: str) -> list[str]:
-        rows = self.db.execute("SELECT hash FROM profiles WHERE name = ? OR hash = ?",
-                               (name_or_hash, name_or_hash))
-        return [r["hash"] for r in rows]
-
     def _add_subnet(self, db: sqlite3.Connection, cfg: SubnetConfig, space: str) -> None:
         db.execute("INSERT OR IGNORE INTO subnets(key, json, space) VALUES (?,?,?)",
                    (cfg.key(), cfg.to_json(), space))

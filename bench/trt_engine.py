@@ -41,7 +41,6 @@ SUPPORTED_OPS = frozenset({
     "Unsqueeze", "Where",
 })
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-GEMM_OPS = ("MatMul", "Gemm")
 
 
 # ---------------------------------------------------------------------------------------

@@ -198,7 +198,7 @@ def _fp16_baseline(trt, cuda, model, sha256: str, profile, device, cache_dir: Pa
     if not fp_path.is_file():
         fp_path.parent.mkdir(parents=True, exist_ok=True)
         onnx.save(strip_qdq(model), str(fp_path))
-    from bfnas.bench.worker import file_sha256
+    from bfnas.models.digest import file_sha256
 
     settings = build_settings(profile, "fp16", plan)
     built = build_engine(trt, fp_path, file_sha256(fp_path), settings, device, cache_dir)
@@ -215,7 +215,7 @@ def trt_runner(model_path: str, profile) -> tuple[Callable[[], DeviceTime], str,
     """(one inference returning its CUDA-event time, "TensorRT <version> on <GPU>", details)."""
     import onnx
 
-    from bfnas.bench.worker import file_sha256
+    from bfnas.models.digest import file_sha256
 
     trt, cuda = require_tensorrt()
     opts = profile.runtime.tensorrt

@@ -12,7 +12,6 @@ away from the next one's numbers. This is also what runs on a remote device.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -24,18 +23,13 @@ import numpy as np
 from bfnas.bench.environment import CpuWatch, environment
 from bfnas.bench.harness import StopRule, time_runs
 from bfnas.bench.stats import median_rel_ci, summarize
+from bfnas.models.digest import file_sha256
 
 
 class JobError(Exception):
     """The job cannot be measured (bad file, missing backend, wrong provider)."""
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _checked(path: str, sha256: str | None) -> Path:

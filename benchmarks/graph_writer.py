@@ -36,7 +36,7 @@ def main() -> int:
     ap.add_argument("--subnets", type=int, default=12)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args()
     profile, space = load_profile(args.hw), load_space(args.space)
     supernet = SuperBert.random(SupernetDims.for_space(space), seed=0)

@@ -105,7 +105,7 @@ def main() -> int:
     ap.add_argument("--population", type=int, default=60)
     ap.add_argument("--generations", type=int, default=30)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args()
     space = load_space(args.space)
     objective = load_objective("params")

@@ -22,6 +22,7 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from results_io import publish
@@ -143,7 +144,7 @@ def main() -> int:
     ap.add_argument("--sizes", default="100,300,1000")
     ap.add_argument("--test-size", type=int, default=2000)
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument("--name", default="predictor", help="results file name")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]

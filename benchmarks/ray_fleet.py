@@ -130,7 +130,7 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=30)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     a = p.parse_args()
 
     cores = sorted(os.sched_getaffinity(0))

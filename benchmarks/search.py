@@ -56,7 +56,7 @@ def main() -> int:
     ap.add_argument("--population", type=int, default=100)
     ap.add_argument("--generations", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args()
     profile, space = load_profile(args.hw), load_space(args.space)
     objective = load_objective("params")

@@ -34,7 +34,7 @@ def main() -> int:
     ap.add_argument("--subnets", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args()
     profile = load_profile(args.hw)
     space = load_space(args.space)

@@ -34,7 +34,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--subnets", type=int, default=10)
     ap.add_argument("--lines", type=int, default=20000)
-    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args()
     space = load_space("minilm-l6")
     _, _, raw = read_config(minilm_dir())

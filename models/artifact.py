@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bfnas.models.digest import file_sha256
 from bfnas.models.errors import InputError
 from bfnas.models.export import (
     ExportSettings,
@@ -109,12 +110,6 @@ class Artifact:
         return art
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ArtifactCache:

@@ -3,7 +3,6 @@ pytorch_model.bin) into a `SuperBert`, and finding the packaged all-MiniLM-L6-v2
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import pickle
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 
 from bfnas.models.bert import Vocab
+from bfnas.models.digest import file_sha256
 from bfnas.models.errors import InputError, read_text_input, short
 from bfnas.models.supernet import SuperBert, SupernetDims
 
@@ -215,7 +215,7 @@ def load_supernet(checkpoint: str | Path) -> SuperBert:
         source={
             "kind": "checkpoint",
             "path": str(folder),
-            "weights_sha256": _file_sha256(weights_path),
+            "weights_sha256": file_sha256(weights_path),
             "heads": heads,
         },
     )
@@ -246,9 +246,3 @@ def _check_tensors(dims: SupernetDims, tensors: dict[str, torch.Tensor], weights
             raise InputError(str(weights), name, f"{tensors[name].dtype} values, expected floating point")
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -13,7 +13,6 @@ from bfnas.models.bert import Bert
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "last_hidden_state"
-EXPORTERS = ("direct", "torchscript", "dynamo")
 
 
 @dataclass(frozen=True)

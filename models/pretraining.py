@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from bfnas.models.digest import file_sha256
 from bfnas.models.errors import InputError
 from bfnas.models.outputs import atomic_path, write_atomic
 
@@ -168,8 +169,6 @@ def _fingerprint(files: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def mask_whole_words(ids: np.ndarray, word_starts: list[list[int]], specials: Specials, prob: float,
@@ -252,7 +251,7 @@ def build_data(
     tok, specials, tok_path = load_tokenizer(tokenizer, settings.lowercase)
     out = Path(out)
     ident = {"format": FORMAT, "settings": asdict(settings),
-             "tokenizer": {"path": str(tok_path), "sha256": _file_sha256(tok_path),
+             "tokenizer": {"path": str(tok_path), "sha256": file_sha256(tok_path),
                            "vocab_size": specials.vocab_size, "specials": asdict(specials)},
              "corpus": {"path": str(Path(corpus)), "files": len(files), "fingerprint": _fingerprint(files)}}
     state = {"shards": [], "lines": 0, "carry": {}, "complete": False, "sequences": 0, "tokens": 0}
@@ -287,7 +286,7 @@ def build_data(
         with atomic_path(out / name) as tmp:
             np.savez(tmp, input_ids=inputs, attention_mask=(ids != specials.pad).astype(np.int8),
                      labels=labels)
-        state["shards"].append({"file": name, "sequences": len(batch), "sha256": _file_sha256(out / name)})
+        state["shards"].append({"file": name, "sequences": len(batch), "sha256": file_sha256(out / name)})
         state["sequences"] += len(batch)
         state["tokens"] += int((ids != specials.pad).sum())
         state["lines"] = lines

@@ -103,9 +103,6 @@ class SubnetConfig:
     def uniform(cls, layers: int, hidden: int, heads: int, qkv: int, ffn: int) -> SubnetConfig:
         return cls(layers, hidden, (heads,) * layers, (qkv,) * layers, (ffn,) * layers)
 
-    def head_sizes(self) -> tuple[int, ...]:
-        return tuple(q // h for q, h in zip(self.qkv, self.heads, strict=True))
-
     # -- analytic cost ----------------------------------------------------------
     def params(
         self,

@@ -63,7 +63,7 @@ def _artifact_hashes(db):
 
 def test_a_device_keeps_received_models_and_reads_shared_ones(tmp_path):
     from bfnas.bench.ray_runner import DeviceHost
-    from bfnas.bench.worker import file_sha256
+    from bfnas.models.digest import file_sha256
 
     host = DeviceHost(str(tmp_path / "blobs"))
     try:

@@ -44,9 +44,10 @@ def _existing_db(path: str):
 def cmd_import(args: argparse.Namespace) -> int:
     import re
 
-    from bfnas.bench.importer import FORMATS, file_sha256, imported_profile, parse_autotinybert
+    from bfnas.bench.importer import FORMATS, imported_profile, parse_autotinybert
     from bfnas.bench.profile import load_profile, shipped_profiles
     from bfnas.bench.store import LatencyStore
+    from bfnas.models.digest import file_sha256
     from bfnas.models.space import load_space
 
     if args.format not in FORMATS:

@@ -1,0 +1,17 @@
+"""`file_sha256`: the one content hash of a file (artifacts, checkpoints, shards, imports,
+and the worker's check that it times the file it was sent). Standard library only, so a
+device that only times files imports nothing heavy for it."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of the file's bytes, read in 1 MiB blocks (ONNX files run to hundreds of MB)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
