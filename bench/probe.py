@@ -43,27 +43,6 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def probe(profile: HardwareProfile) -> list[Check]:
-    """Is the profile usable? Local targets are checked here; SSH devices run this same
-    check on the device (through the device's Python); Ray devices in one of their actors."""
-    kind = profile.target.kind
-    if kind == "ssh":
-        from bfnas.bench.ssh_runner import SshRunner, remote_probe
-
-        runner = SshRunner(profile.target, retries=0)
-        try:
-            return [Check.from_dict(c) for c in remote_probe(runner, profile)]
-        finally:
-            runner.close()
-    if kind == "ray":
-        if not _has("ray"):
-            return [Check("ray", False, "python package ray is not installed (pip install 'bfnas[ray]')")]
-        from bfnas.bench.ray_runner import ray_probe
-
-        return [Check.from_dict(c) for c in ray_probe(profile)]
-    return local_checks(profile)
-
-
 def local_checks(profile: HardwareProfile) -> list[Check]:
     """The checks of a profile on this machine, whatever its target says."""
     checks: list[Check] = []
@@ -174,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
     from pathlib import Path
 
-    from bfnas import __version__
+    from bfnas.models.version import bfnas_version
 
     p = argparse.ArgumentParser(prog="python -m bfnas.bench.probe",
                                 description="Check a profile on this machine (what a device runs for "
@@ -188,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     text = sys.stdin.read() if a.profile == "-" else Path(a.profile).read_text()
     data = {k: v for k, v in json.loads(text).items() if k not in ("hash", "source")}
     profile = HardwareProfile.model_validate(data)
-    print(json.dumps({"bfnas": __version__, "checks": [c.to_dict() for c in local_checks(profile)]}))
+    print(json.dumps({"bfnas": bfnas_version(), "checks": [c.to_dict() for c in local_checks(profile)]}))
     return 0
 
 

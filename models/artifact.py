@@ -45,10 +45,10 @@ def tool_versions() -> dict[str, str]:
     import onnxruntime
     import torch
 
-    import bfnas
+    from bfnas.models.version import bfnas_version
 
     return {
-        "bfnas": bfnas.__version__,
+        "bfnas": bfnas_version(),
         "torch": torch.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,

@@ -70,3 +70,12 @@ def test_wheel_version_is_the_package_version(wheel: Path) -> None:
         meta = email.message_from_bytes(zf.read(meta_name))
     assert meta["Version"] == bfnas.__version__
     assert wheel.name.startswith(f"bfnas-{bfnas.__version__}-")
+
+
+def test_the_recorded_version_is_the_package_version():
+    """Artifacts and device probes record `bfnas_version()` (package metadata, so no lower
+    layer imports `bfnas`): the same version the package itself says."""
+    import bfnas
+    from bfnas.models.version import bfnas_version
+
+    assert bfnas_version() == bfnas.__version__

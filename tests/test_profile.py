@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from bfnas.bench.probe import probe
 from bfnas.bench.profile import load_profile, parse_profile, shipped_profiles
+from bfnas.bench.target_check import probe
 from bfnas.cli import main
 from bfnas.models.errors import InputError
 

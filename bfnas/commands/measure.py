@@ -127,8 +127,9 @@ def cmd_hw_show(args: argparse.Namespace) -> int:
 
 
 def cmd_hw_check(args: argparse.Namespace) -> int:
-    from bfnas.bench.probe import probe, refusal
+    from bfnas.bench.probe import refusal
     from bfnas.bench.profile import load_profile
+    from bfnas.bench.target_check import probe
 
     p = on_ray(load_profile(args.profile), args.ray)
     checks = probe(p)

@@ -1,0 +1,104 @@
+"""The one-way dependencies, read from the source: `bfnas` -> `search` -> `bench` -> `models`
+(a package imports only those after it), and no cycle between modules. Every import counts,
+the ones inside functions too: a lazy import is still a dependency."""
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# Folder in the checkout -> package name and rank (a package may import lower ranks only).
+LAYERS = {"models": ("bfnas.models", 0), "bench": ("bfnas.bench", 1),
+          "search": ("bfnas.search", 2), "bfnas": ("bfnas", 3)}
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(REPO)
+    package = LAYERS[rel.parts[0]][0]
+    parts = [package, *rel.parts[1:-1]] + ([] if rel.stem == "__init__" else [rel.stem])
+    return ".".join(parts)
+
+
+def rank(module: str) -> int | None:
+    """The layer of a bfnas module name (None for bfnas.hw_profiles, a data package)."""
+    for package, r in sorted(LAYERS.values(), key=lambda v: -len(v[0])):
+        if module == package or module.startswith(package + "."):
+            return None if module.startswith("bfnas.hw_profiles") else r
+    return None
+
+
+def imports(path: Path, name: str) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                base = name.split(".")[: -node.level if path.stem != "__init__" else None]
+                found.add(".".join(base + ([node.module] if node.module else [])))
+            elif node.module:
+                found.add(node.module)
+                # `from bfnas.bench import store` imports the module bfnas.bench.store
+                found |= {f"{node.module}.{a.name}" for a in node.names}
+    return {m for m in found if m == "bfnas" or m.startswith("bfnas.")}
+
+
+def graph() -> dict[str, set[str]]:
+    files = [p for folder in LAYERS for p in (REPO / folder).rglob("*.py")]
+    names = {module_name(p): p for p in files}
+    return {name: {m for m in imports(path, name) if m in names and m != name}
+            for name, path in names.items()}
+
+
+def test_imports_go_one_way_only():
+    upward = [f"{src} imports {dst}" for src, deps in graph().items() for dst in deps
+              if rank(dst) is not None and rank(src) is not None and rank(dst) > rank(src)]
+    assert not upward, upward
+
+
+def _cycles(g: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in g.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(g):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_cycle_between_modules():
+    # Package __init__ files re-export their modules: an edge into a package's __init__ from
+    # its own module is how Python loads it, not a design cycle.
+    g = {src: {d for d in deps if not src.startswith(d + ".")} for src, deps in graph().items()}
+    assert not _cycles(g), _cycles(g)
+
+
+def test_the_checks_catch_what_they_guard():
+    assert rank("bfnas.search.loop") == 2 and rank("bfnas.models") == 0
+    assert rank("bfnas.hw_profiles") is None
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+    g = graph()
+    assert "bfnas.models.subnet" in g["bfnas.bench.store"]  # a top-level import
+    assert "bfnas.bench.store" in g["bfnas.commands.measure"]  # one inside a function
