@@ -116,7 +116,7 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
             if not head.startswith(_TORCH_MAGIC):
                 raise InputError(where, None, "damaged or not a PyTorch weights file (it is neither "
                                               "torch.save's zip nor a pickle)")
-            tensors = _torch_load(path)
+            tensors = torch_load_data(path)
     except OSError as exc:
         raise InputError(where, None, f"cannot read ({exc.strerror or exc})") from None
     if not isinstance(tensors, dict):
@@ -129,7 +129,8 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _torch_load(path: Path) -> Any:
+def torch_load_data(path: Path) -> Any:
+    """A file torch.save wrote, as data only (never its code): one line when it is not."""
     where = str(path)
     try:
         with warnings.catch_warnings():

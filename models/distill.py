@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bfnas.models.errors import InputError
+from bfnas.models.errors import InputError, read_text_input
 from bfnas.models.outputs import atomic_path, write_atomic
 from bfnas.models.parallel import (
     Distributed,
@@ -197,22 +197,41 @@ class SupernetTrainer:
         meta = self.out / "trainer.json"
         if not meta.is_file():
             return
-        state = json.loads(meta.read_text())
+        # A folder a killed or damaged run left: every file is read with one-line errors.
+        from bfnas.models.checkpoint import load_tensors, torch_load_data
+
+        try:
+            state = json.loads(read_text_input(meta))
+        except json.JSONDecodeError as exc:
+            raise InputError(str(meta), None, f"damaged: not valid JSON ({exc.msg})") from None
+        if not isinstance(state, dict):
+            raise InputError(str(meta), None, "damaged: not a JSON object")
         old = state.get("settings", {})
+        old = old if isinstance(old, dict) else {}
         if (old.get("seed"), old.get("int8_aware", False), old.get("loss", "kd"), state.get("space")) != (
                 self.s.seed, self.s.int8_aware, self.s.loss, self.space.name):
             raise InputError(str(meta), "settings", "this folder holds another training run: use a new --out")
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(self.out / "model.safetensors"))
-        if self.head is not None:
-            self.head.load_hf_state(tensors)
-        self.supernet.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("cls.")})
-        self.opt.load_state_dict(torch.load(self.out / "optimizer.pt", map_location=self.dist.device,
-                                            weights_only=True))
-        self.step = int(state["step"])
-        self.history = state["history"]
-        self.rng.setstate(_tuple_state(state["rng"]))
+        tensors = load_tensors(self.out / "model.safetensors")
+        optimizer = torch_load_data(self.out / "optimizer.pt")
+        try:
+            if self.head is not None:
+                self.head.load_hf_state(tensors)
+            self.supernet.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("cls.")})
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise InputError(str(self.out / "model.safetensors"), None,
+                             f"does not fit this supernet ({str(exc).splitlines()[0][:160]})") from None
+        try:
+            self.opt.load_state_dict(optimizer)
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise InputError(str(self.out / "optimizer.pt"), None,
+                             f"damaged or of another run ({str(exc).splitlines()[0][:160]})") from None
+        try:
+            self.step = int(state["step"])
+            self.history = state["history"]
+            self.rng.setstate(_tuple_state(state["rng"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(str(meta), None, f"damaged: step, history or rng unreadable "
+                                              f"({type(exc).__name__}: {exc})") from None
 
     def save(self) -> None:
         """Write the checkpoint (rank 0 only: the replicas are identical)."""

@@ -158,3 +158,35 @@ def test_mlm_loss_falls_and_its_head_is_saved_and_resumed(data_dir, tmp_path):
     assert resumed.step == 6
     assert torch.equal(resumed.head.dense.weight, first.head.dense.weight)
     assert load_supernet(tmp_path / "m").dims.hidden == 384  # the encoder still loads as a checkpoint
+
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+    """A run stopped at step 4 with its checkpoint: what a resume reads."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    _trainer(data_dir, out, 4).train()
+    return out
+
+
+@pytest.mark.parametrize(("name", "damage", "says"), [
+    ("trainer.json", b"{not json", "not valid JSON"),
+    ("trainer.json", b"[1, 2]", "not a JSON object"),
+    ("optimizer.pt", b"PK\x03\x04 cut short", "damaged"),
+    ("optimizer.pt", b"\x00\x01 neither zip nor pickle", "damaged"),
+    ("model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}", "model.safetensors"),
+])
+def test_a_damaged_checkpoint_folder_is_refused_naming_the_file(data_dir, trained, tmp_path,
+                                                                 name, damage, says):
+    """Resuming reads what a killed or damaged run left: each file's fault is one line."""
+    import shutil
+
+    from bfnas.models.errors import InputError
+
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    (out / name).write_bytes(damage)
+    with pytest.raises(InputError) as err:
+        _trainer(data_dir, out, 8).train()
+    line = err.value.line()
+    assert name in line and says in line and "\n" not in line, line
