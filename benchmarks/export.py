@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 from results_io import publish
 
-from bfnas.bench.environment import cpu_model
-from bfnas.bench.profile import HardwareProfile, parse_profile
-from bfnas.bench.runner import LocalRunner
-from bfnas.models.artifact import ArtifactCache
-from bfnas.models.quantize import RECIPES, get_recipe
-from bfnas.models.subnet import SubnetConfig
-from bfnas.models.supernet import SuperBert, SupernetDims
+from bfnas.bench.device.environment import cpu_model
+from bfnas.bench.hardware_profile import HardwareProfile, parse_profile
+from bfnas.bench.runners.local import LocalRunner
+from bfnas.models.deploy.artifacts import ArtifactCache
+from bfnas.models.deploy.quantize import RECIPES, get_recipe
+from bfnas.models.nn.supernet import SuperBert, SupernetDims
+from bfnas.models.space.subnet import SubnetConfig
 
 SHAPES = [  # (layers, hidden, ffn); head size 64 as in BERT
     (2, 128, 512),

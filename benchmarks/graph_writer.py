@@ -2,7 +2,7 @@
 
     python benchmarks/graph_writer.py [--hw local-cpu-int8] [--space bigger-faster] [--subnets 12]
 
-For each random subnet, builds the `dynamic` INT8 artifact both ways (models/onnx_writer.py,
+For each random subnet, builds the `dynamic` INT8 artifact both ways (models/deploy/graph_writer.py,
 and TorchScript export + ONNX Runtime's quantize_dynamic), then measures the two files
 alternately, `--repeats` times each, in fresh worker processes under the profile. Reports
 the build time of each path and the ratio of their median latencies. Writes
@@ -19,14 +19,14 @@ from pathlib import Path
 
 from results_io import publish
 
-from bfnas.bench.profile import load_profile
-from bfnas.bench.profiling import plan_subnets
-from bfnas.bench.runner import LocalRunner
-from bfnas.models.artifact import ArtifactCache
-from bfnas.models.export import ExportSettings
-from bfnas.models.quantize import get_recipe
-from bfnas.models.space import load_space
-from bfnas.models.supernet import SuperBert, SupernetDims
+from bfnas.bench.hardware_profile import load_profile
+from bfnas.bench.jobs.profiling import plan_subnets
+from bfnas.bench.runners.local import LocalRunner
+from bfnas.models.deploy.artifacts import ArtifactCache
+from bfnas.models.deploy.onnx_export import ExportSettings
+from bfnas.models.deploy.quantize import get_recipe
+from bfnas.models.nn.supernet import SuperBert, SupernetDims
+from bfnas.models.space.search_space import load_space
 
 
 def main() -> int:

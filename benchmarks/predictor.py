@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from results_io import publish
 
-from bfnas.bench.store import LatencyStore
+from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.search.features import FEATURES
-from bfnas.search.predictor import LatencyPredictor, PredictorSettings, accuracy
+from bfnas.search.latency_predictor import LatencyPredictor, PredictorSettings, accuracy
 from bfnas.search.training import LatencyRows, load_rows
 
 LINEAR_COLUMNS = ("layers", "macs_qkv", "macs_attn", "macs_out", "macs_ffn", "params")
@@ -117,7 +117,7 @@ def predict_speed(rows: LatencyRows, n: int = 100_000) -> dict:
     """Seconds to score `n` random configs of the space (features + LightGBM), best of 3."""
     import random
 
-    from bfnas.models.space import load_space
+    from bfnas.models.space.search_space import load_space
 
     space = load_space(rows.space)
     rng = random.Random(0)

@@ -37,14 +37,14 @@ import ray
 from ray.cluster_utils import Cluster
 from results_io import publish
 
-from bfnas.bench.profile import load_profile
-from bfnas.bench.profiling import ProfileJob, anchor_artifact, artifact_for, plan_subnets
-from bfnas.bench.ray_runner import RayRunner
-from bfnas.bench.runner import LocalRunner
-from bfnas.bench.store import LatencyStore
-from bfnas.models.artifact import ArtifactCache
-from bfnas.models.space import load_space
-from bfnas.models.supernet import SuperBert, SupernetDims
+from bfnas.bench.hardware_profile import load_profile
+from bfnas.bench.jobs.profiling import ProfileJob, anchor_artifact, artifact_for, plan_subnets
+from bfnas.bench.runners.local import LocalRunner
+from bfnas.bench.runners.ray import RayRunner
+from bfnas.bench.store.latency_store import LatencyStore
+from bfnas.models.deploy.artifacts import ArtifactCache
+from bfnas.models.nn.supernet import SuperBert, SupernetDims
+from bfnas.models.space.search_space import load_space
 
 
 def fleet_profile(name: str):
@@ -67,7 +67,7 @@ def cpu_seconds() -> dict[str, float]:
             continue
         f = rest.split()
         pid = int(stat.parent.name)
-        server = "bfnas.bench.forkserver" in cmd
+        server = "bfnas.bench.device.forkserver" in cmd
         # A fork server's workers have exited by now: their time is in its children's fields.
         used = (int(f[11]) + int(f[12]) + (int(f[13]) + int(f[14]) if server else 0)) / tick
         kind = ("driver" if pid == os.getpid() else "measuring workers" if server

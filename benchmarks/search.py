@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 from results_io import publish
 
-from bfnas.bench.profile import load_profile
-from bfnas.bench.runner import LocalRunner
-from bfnas.bench.store import LatencyStore
-from bfnas.models.artifact import ArtifactCache
-from bfnas.models.space import load_space
-from bfnas.models.supernet import SuperBert, SupernetDims
+from bfnas.bench.hardware_profile import load_profile
+from bfnas.bench.runners.local import LocalRunner
+from bfnas.bench.store.latency_store import LatencyStore
+from bfnas.models.deploy.artifacts import ArtifactCache
+from bfnas.models.nn.supernet import SuperBert, SupernetDims
+from bfnas.models.space.search_space import load_space
 from bfnas.search.evolution import (
     Budget,
     EvolutionSettings,
@@ -41,9 +41,9 @@ from bfnas.search.evolution import (
     predictor_scorer,
     random_search,
 )
+from bfnas.search.latency_predictor import LatencyPredictor, PredictorSettings
 from bfnas.search.loop import DeviceVerifier
 from bfnas.search.objectives import load_objective
-from bfnas.search.predictor import LatencyPredictor, PredictorSettings
 from bfnas.search.training import load_rows
 
 

@@ -18,13 +18,13 @@ from pathlib import Path
 
 from results_io import cov, publish
 
-from bfnas.bench.measure import measure_artifact
-from bfnas.bench.profile import load_profile
-from bfnas.bench.profiling import anchor_artifact, artifact_for, plan_subnets
-from bfnas.bench.runner import LocalRunner
-from bfnas.models.artifact import ArtifactCache
-from bfnas.models.space import load_space
-from bfnas.models.supernet import SuperBert, SupernetDims
+from bfnas.bench.hardware_profile import load_profile
+from bfnas.bench.jobs.measurement import measure_artifact
+from bfnas.bench.jobs.profiling import anchor_artifact, artifact_for, plan_subnets
+from bfnas.bench.runners.local import LocalRunner
+from bfnas.models.deploy.artifacts import ArtifactCache
+from bfnas.models.nn.supernet import SuperBert, SupernetDims
+from bfnas.models.space.search_space import load_space
 
 
 def main() -> int:

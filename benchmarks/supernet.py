@@ -22,10 +22,10 @@ from pathlib import Path
 from results_io import publish
 from scipy.stats import kendalltau
 
-from bfnas.models.checkpoint import load_supernet, minilm_dir, read_config
-from bfnas.models.distill import SupernetTrainer, TrainSettings
-from bfnas.models.oneshot import OneShotScorer, held_out_batch
-from bfnas.models.space import load_space
+from bfnas.models.nn.checkpoint import load_supernet, minilm_dir, read_config
+from bfnas.models.space.search_space import load_space
+from bfnas.models.train.distill import SupernetTrainer, TrainSettings
+from bfnas.models.train.oneshot import OneShotScorer, held_out_batch
 from bfnas.pipeline import Stage1Settings, stage1_data
 
 

@@ -32,15 +32,15 @@ import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from results_io import cov, publish
 
-from bfnas.bench.profile import load_profile
-from bfnas.bench.profiling import ProfileJob, plan_subnets
-from bfnas.bench.runner import LocalRunner
-from bfnas.bench.store import LatencyStore
-from bfnas.models.artifact import ArtifactCache
-from bfnas.models.export import INPUT_NAMES, generated_inputs
-from bfnas.models.space import load_space
-from bfnas.models.subnet import SubnetConfig
-from bfnas.models.supernet import SuperBert, SupernetDims
+from bfnas.bench.hardware_profile import load_profile
+from bfnas.bench.jobs.profiling import ProfileJob, plan_subnets
+from bfnas.bench.runners.local import LocalRunner
+from bfnas.bench.store.latency_store import LatencyStore
+from bfnas.models.deploy.artifacts import ArtifactCache
+from bfnas.models.deploy.onnx_export import INPUT_NAMES, generated_inputs
+from bfnas.models.nn.supernet import SuperBert, SupernetDims
+from bfnas.models.space.search_space import load_space
+from bfnas.models.space.subnet import SubnetConfig
 
 
 class ElasticAtConfig(torch.nn.Module):

@@ -1,4 +1,6 @@
 """bfnas: find BERT architectures that are fast as deployed (INT8, on a named device)."""
 
-# The one place for the version: setup.cfg reads it (`version = attr: bfnas.__version__`).
-__version__ = "0.1.0"
+from bfnas.version import bfnas_version
+
+# Read from the package metadata: setup.cfg is the one place the version is written.
+__version__ = bfnas_version()

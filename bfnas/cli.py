@@ -26,7 +26,7 @@ from bfnas.commands import (
     task,
 )
 from bfnas.commands.common import EXIT_BAD_INPUT, EXIT_FAILED, Parser
-from bfnas.models.errors import InputError, OperationFailed, disk_full
+from bfnas.errors import InputError, OperationFailed, disk_full
 
 
 def build_parser() -> Parser:

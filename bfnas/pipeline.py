@@ -18,20 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bfnas.bench.measure import measure_artifact, reason_label
-from bfnas.bench.profile import HardwareProfile
-from bfnas.bench.profiling import ProfileJob
-from bfnas.bench.runner import LocalRunner
-from bfnas.bench.store import LATENCY_UNITS, LatencyStore
-from bfnas.models.artifact import ArtifactCache
+from bfnas.bench.hardware_profile import HardwareProfile
+from bfnas.bench.jobs.measurement import measure_artifact, reason_label
+from bfnas.bench.jobs.profiling import ProfileJob
+from bfnas.bench.runners.local import LocalRunner
+from bfnas.bench.store.latency_store import LATENCY_UNITS, LatencyStore
+from bfnas.models.deploy.artifacts import ArtifactCache
+from bfnas.models.nn.supernet import SuperBert
 from bfnas.models.outputs import write_atomic
-from bfnas.models.space import SearchSpace
-from bfnas.models.subnet import SubnetConfig
-from bfnas.models.supernet import SuperBert
+from bfnas.models.space.search_space import SearchSpace
+from bfnas.models.space.subnet import SubnetConfig
 from bfnas.search.evolution import Budget, EvolutionSettings
+from bfnas.search.latency_predictor import PredictorSettings
 from bfnas.search.loop import MIN_ROWS, DeviceVerifier, SearchJob
 from bfnas.search.objectives import load_objective
-from bfnas.search.predictor import PredictorSettings
 from bfnas.search.report import build_report
 from bfnas.search.training import cross_validate, load_rows
 
@@ -51,8 +51,8 @@ def stage1_data(teacher_dir: str, out: Path, settings: Stage1Settings = Stage1Se
     """Pretraining shards in `out/data` from the first `corpus_lines` stdlib docstrings,
     tokenized with the teacher's tokenizer (both steps resume from what `out` holds); the
     build's summary."""
-    from bfnas.models.checkpoint import resolve_checkpoint
-    from bfnas.models.pretraining import DataSettings, build_data, stdlib_docstrings
+    from bfnas.models.nn.checkpoint import resolve_checkpoint
+    from bfnas.models.train.pretraining_data import DataSettings, build_data, stdlib_docstrings
 
     out.mkdir(parents=True, exist_ok=True)
     corpus = out / "corpus.txt"
@@ -70,9 +70,9 @@ def run_stage1(teacher_dir: str, space: SearchSpace, out: Path, settings: Stage1
                on_step: Callable[[str, float], None] = lambda step, fraction: None) -> dict[str, Any]:
     """A briefly trained supernet in `out/supernet` and its one-shot scorer. Every step
     resumes from what `out` holds, so a rerun costs little."""
-    from bfnas.models.checkpoint import load_supernet, read_config, resolve_checkpoint
-    from bfnas.models.distill import SupernetTrainer, TrainSettings
-    from bfnas.models.oneshot import OneShotScorer, held_out_batch
+    from bfnas.models.nn.checkpoint import load_supernet, read_config, resolve_checkpoint
+    from bfnas.models.train.distill import SupernetTrainer, TrainSettings
+    from bfnas.models.train.oneshot import OneShotScorer, held_out_batch
     from bfnas.threads import fit_torch_threads
 
     data = stage1_data(teacher_dir, out, settings, on_step)

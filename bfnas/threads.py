@@ -17,7 +17,7 @@ SAMPLE_S = 0.5
 
 def free_cores(sample_s: float = SAMPLE_S) -> float:
     """Cores this process may use that other processes left idle over `sample_s` seconds."""
-    from bfnas.bench.environment import CpuWatch
+    from bfnas.bench.device.environment import CpuWatch
 
     watch = CpuWatch()
     time.sleep(sample_s)

@@ -1,11 +1,13 @@
-"""Search space, subnet configs, BERT and the elastic supernet, export and INT8 quantization.
+"""Everything about the networks, before any device: which subnets exist, the networks
+themselves, stage-1 training, and turning a subnet into a deployable ONNX / INT8 file.
 
-Knows nothing of devices or search. Heavy modules (torch, onnx) are imported by their
-submodules only, so `bfnas.models.space` stays cheap to import.
+- `space/`: the search-space vocabulary (`SearchSpace`, `SubnetConfig`, shipped presets).
+- `nn/`: BERT, the elastic `SuperBert`, checkpoint loading, fake quantization.
+- `train/`: pretraining data, supernet distillation, data parallelism, fine-tuning, one-shot
+  scoring.
+- `deploy/`: ONNX export, the direct graph writer, INT8 recipes, content-addressed artifacts.
+- `digest.py` (the one file hash) and `outputs.py` (output paths checked first, atomic files).
+
+Knows nothing of devices or search. Heavy modules (torch, onnx) are imported by the
+submodules that need them, so `bfnas.models.space` stays cheap to import.
 """
-
-from bfnas.models.errors import InputError
-from bfnas.models.space import SearchSpace, load_space, shipped_spaces
-from bfnas.models.subnet import SubnetConfig
-
-__all__ = ["InputError", "SearchSpace", "SubnetConfig", "load_space", "shipped_spaces"]

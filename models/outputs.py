@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bfnas.models.errors import InputError, disk_full
+from bfnas.errors import InputError, disk_full
 
 FULL = (errno.ENOSPC, errno.EDQUOT)
 

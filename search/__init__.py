@@ -1,7 +1,7 @@
-"""Hardware-aware search: features, the latency predictor, objectives, evolution.
+"""Hardware-aware search: subnet features (`features`), the LightGBM `LatencyPredictor`
+(`latency_predictor`) and its training rows from a store (`training`), objectives, the
+evolutionary search (`evolution`) and the search job with device verification (`loop`),
+reports and plots.
 
-Depends on `bfnas.bench` and `bfnas.models`. So far: `features` (subnet features, built
-column-wise), `predictor` (`LatencyPredictor`: LightGBM on a ratio to an analytic estimate,
-out-of-fold spread, text-file save), `training` (rows from a `LatencyStore`, CV) and
-`plots`.
+Depends on `bfnas.bench` and `bfnas.models`.
 """

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from bfnas.models.errors import InputError
-from bfnas.models.space import SearchSpace
-from bfnas.models.subnet import SubnetConfig
+from bfnas.errors import InputError
+from bfnas.models.space.search_space import SearchSpace
+from bfnas.models.space.subnet import SubnetConfig
 
 MODES = ("best", "pareto")
 # (predicted ms, low ms, high ms) for a batch of configs: one predictor call.

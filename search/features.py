@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bfnas.models.subnet import SubnetConfig
+from bfnas.models.space.subnet import SubnetConfig
 
 FEATURES = (
     "layers", "hidden",

@@ -12,19 +12,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bfnas.bench.measure import BusyWait
-from bfnas.bench.probe import require_usable
-from bfnas.bench.profile import HardwareProfile
-from bfnas.bench.profiling import SubnetMeasurer, artifact_record
-from bfnas.bench.runner import Runner
-from bfnas.bench.store import LATENCY_UNITS, LatencyStore, now
-from bfnas.models.artifact import ArtifactCache
-from bfnas.models.errors import InputError
-from bfnas.models.space import SearchSpace
-from bfnas.models.subnet import SubnetConfig
-from bfnas.models.supernet import SuperBert
+from bfnas.bench.hardware_profile import HardwareProfile
+from bfnas.bench.jobs.measurement import BusyWait
+from bfnas.bench.jobs.profiling import SubnetMeasurer, artifact_record
+from bfnas.bench.runners.base import Runner
+from bfnas.bench.runners.usable import require_usable
+from bfnas.bench.store.latency_store import LATENCY_UNITS, LatencyStore, now
+from bfnas.errors import InputError
+from bfnas.models.deploy.artifacts import ArtifactCache
+from bfnas.models.nn.supernet import SuperBert
+from bfnas.models.space.search_space import SearchSpace
+from bfnas.models.space.subnet import SubnetConfig
 from bfnas.search.evolution import Budget, Candidate, EvolutionSettings, evolve, predictor_scorer
-from bfnas.search.predictor import LatencyPredictor, PredictorSettings
+from bfnas.search.latency_predictor import LatencyPredictor, PredictorSettings
 from bfnas.search.training import LatencyRows, load_rows
 
 MIN_ROWS = 30
@@ -44,7 +44,7 @@ class DeviceVerifier:
     _measure: SubnetMeasurer | None = field(default=None, init=False, repr=False)
 
     def check_device(self) -> None:
-        """Refuse a profile the device cannot run (`bench.probe.require_usable`): called by
+        """Refuse a profile the device cannot run (`bench.device.probe.require_usable`): called by
         the search before it writes anything."""
         require_usable(self.profile, self.runner)
 

@@ -4,7 +4,7 @@ Built in: `params` (encoder parameters: the Bigger&Faster thesis that under a la
 the bigger model is the better one; embeddings are left out because their count follows
 `hidden` alone and would dominate small subnets), `neg-macs` (the cheapest architecture),
 and `oneshot` (the subnet's one-shot closeness to the teacher with inherited weights,
-`bfnas.models.oneshot`; it needs held-out pretraining data). A plugin is `module:function`,
+`bfnas.models.train.oneshot`; it needs held-out pretraining data). A plugin is `module:function`,
 imported by path: a callable taking a `SubnetConfig`, returning a float.
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from bfnas.models.errors import InputError, short
-from bfnas.models.subnet import SubnetConfig
+from bfnas.errors import InputError, short
+from bfnas.models.space.subnet import SubnetConfig
 
 Objective = Callable[[SubnetConfig], float]
 BUILTIN = ("params", "neg-macs", "oneshot")

@@ -9,7 +9,7 @@ import numpy as np
 
 from bfnas.models.outputs import atomic_path
 from bfnas.search.features import FEATURES
-from bfnas.search.predictor import LatencyPredictor, accuracy
+from bfnas.search.latency_predictor import LatencyPredictor, accuracy
 from bfnas.search.training import LatencyRows
 
 RESIDUAL_FEATURES = ("layers", "hidden", "heads_mean", "qkv_mean", "ffn_mean", "macs_total", "params")

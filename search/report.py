@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from bfnas.bench.store import LATENCY_UNITS, LatencyStore
-from bfnas.models.errors import InputError
+from bfnas.bench.store.latency_store import LATENCY_UNITS, LatencyStore
+from bfnas.errors import InputError
 from bfnas.models.outputs import atomic_path, write_atomic
+from bfnas.search.latency_predictor import PredictorSettings, accuracy
 from bfnas.search.plots import predicted_vs_measured
-from bfnas.search.predictor import PredictorSettings, accuracy
 from bfnas.search.training import LatencyRows, load_rows, out_of_fold
 
 # Cross-validating on more rows than this says nothing new and costs minutes.
@@ -52,7 +52,7 @@ def coverage_plot(store: LatencyStore, profile: dict, folder: Path) -> Path | No
     rows = store.measurements(profile["hash"], statuses=("ok", "unstable", "imported", "failed"))
     if not rows:
         return None
-    from bfnas.models.subnet import SubnetConfig
+    from bfnas.models.space.subnet import SubnetConfig
 
     workload = json.loads(profile["json"]).get("workload") or {}
     seq, batch = int(workload.get("seq_len", 128)), int(workload.get("batch", 1))

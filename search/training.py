@@ -9,10 +9,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bfnas.bench.store import LatencyStore
-from bfnas.models.errors import InputError
-from bfnas.models.subnet import SubnetConfig
-from bfnas.search.predictor import LatencyPredictor, PredictorScope, PredictorSettings, accuracy
+from bfnas.bench.store.latency_store import LatencyStore
+from bfnas.errors import InputError
+from bfnas.models.space.subnet import SubnetConfig
+from bfnas.search.latency_predictor import (
+    LatencyPredictor,
+    PredictorScope,
+    PredictorSettings,
+    accuracy,
+)
 
 # Only latencies that can be trusted train a predictor: `unstable` and `failed` stay out.
 TRUSTED = ("ok", "imported")

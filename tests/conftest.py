@@ -28,21 +28,21 @@ def tiny_space_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_space(tiny_space_file):
-    from bfnas.models.space import SearchSpace
+    from bfnas.models.space.search_space import SearchSpace
 
     return SearchSpace.from_toml(tiny_space_file)
 
 
 @pytest.fixture(scope="session")
 def tiny_supernet(tiny_space):
-    from bfnas.models.supernet import SuperBert, SupernetDims
+    from bfnas.models.nn.supernet import SuperBert, SupernetDims
 
     return SuperBert.random(SupernetDims.for_space(tiny_space), seed=0)
 
 
 @pytest.fixture(scope="session")
 def minilm_supernet():
-    from bfnas.models.checkpoint import load_supernet
+    from bfnas.models.nn.checkpoint import load_supernet
 
     return load_supernet("minilm")
 
@@ -92,7 +92,7 @@ SEED_FILE = REPO / "benchmarks" / "data" / "seed-latency-fp32.tsv"
 def stdlib_corpus(tmp_path_factory) -> tuple[Path, dict]:
     """The standard library's docstrings as a corpus (real prose, made here, offline), and
     the counts `stdlib_docstrings` reported."""
-    from bfnas.models.pretraining import stdlib_docstrings
+    from bfnas.models.train.pretraining_data import stdlib_docstrings
 
     path = tmp_path_factory.mktemp("corpus") / "stdlib.txt"
     return path, stdlib_docstrings(path)

@@ -5,9 +5,9 @@ import shutil
 import pytest
 import torch
 
-from bfnas.models.checkpoint import load_supernet, minilm_dir
-from bfnas.models.errors import InputError
-from bfnas.models.space import load_space
+from bfnas.errors import InputError
+from bfnas.models.nn.checkpoint import load_supernet, minilm_dir
+from bfnas.models.space.search_space import load_space
 
 
 def _prose() -> list[str]:

@@ -53,8 +53,8 @@ def test_space_show_and_sample(capsys):
     assert code == 0 and len(archs) == 5
     _, again, _ = run(capsys, "space", "sample", "minilm-l6", "-n", "5", "--seed", "0", "--json")
     assert json.loads(again) == archs
-    from bfnas.models.space import load_space
-    from bfnas.models.subnet import SubnetConfig
+    from bfnas.models.space.search_space import load_space
+    from bfnas.models.space.subnet import SubnetConfig
 
     space = load_space("minilm-l6")
     assert all(space.contains(SubnetConfig.from_dict(a)) for a in archs)

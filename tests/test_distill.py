@@ -7,12 +7,12 @@ import torch
 from conftest import corpus_head
 
 from bfnas.cli import main
-from bfnas.models.checkpoint import load_supernet, minilm_dir, read_config
-from bfnas.models.distill import SupernetTrainer, TrainSettings, kd_loss, layer_map
-from bfnas.models.oneshot import OneShotScorer, held_out_batch
-from bfnas.models.pretraining import DataSettings, build_data
-from bfnas.models.space import load_space
-from bfnas.models.subnet import SubnetConfig
+from bfnas.models.nn.checkpoint import load_supernet, minilm_dir, read_config
+from bfnas.models.space.search_space import load_space
+from bfnas.models.space.subnet import SubnetConfig
+from bfnas.models.train.distill import SupernetTrainer, TrainSettings, kd_loss, layer_map
+from bfnas.models.train.oneshot import OneShotScorer, held_out_batch
+from bfnas.models.train.pretraining_data import DataSettings, build_data
 
 SMALL = SubnetConfig(2, 192, (6, 3), (192, 96), (512, 256))
 
@@ -101,9 +101,9 @@ def test_int8_aware_forward_is_the_deployed_int8_graph(tmp_path):
     import numpy as np
     import onnxruntime as ort
 
-    from bfnas.models.artifact import ArtifactCache
-    from bfnas.models.export import generated_inputs
-    from bfnas.models.quantize import get_recipe
+    from bfnas.models.deploy.artifacts import ArtifactCache
+    from bfnas.models.deploy.onnx_export import generated_inputs
+    from bfnas.models.deploy.quantize import get_recipe
 
     sn = load_supernet("minilm")
     cfg = SubnetConfig(3, 256, (4, 8, 2), (128, 256, 64), (512, 1024, 256))
@@ -181,7 +181,7 @@ def test_a_damaged_checkpoint_folder_is_refused_naming_the_file(data_dir, traine
     """Resuming reads what a killed or damaged run left: each file's fault is one line."""
     import shutil
 
-    from bfnas.models.errors import InputError
+    from bfnas.errors import InputError
 
     out = tmp_path / "run"
     shutil.copytree(trained, out)

@@ -6,11 +6,11 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from bfnas.models.artifact import ArtifactCache, FidelitySettings
-from bfnas.models.errors import InputError
-from bfnas.models.export import ExportSettings, generated_inputs, torch_outputs
-from bfnas.models.quantize import RECIPES, get_recipe
-from bfnas.models.subnet import SubnetConfig
+from bfnas.errors import InputError
+from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
+from bfnas.models.deploy.onnx_export import ExportSettings, generated_inputs, torch_outputs
+from bfnas.models.deploy.quantize import RECIPES, get_recipe
+from bfnas.models.space.subnet import SubnetConfig
 
 CFG = SubnetConfig(2, 128, (4, 2), (128, 64), (256, 192))
 
@@ -54,7 +54,7 @@ def test_artifact_is_cached_by_content(cache, tiny_supernet):
 
 
 def test_changed_weights_change_the_key(cache, tiny_space):
-    from bfnas.models.supernet import SuperBert, SupernetDims
+    from bfnas.models.nn.supernet import SuperBert, SupernetDims
 
     other = SuperBert.random(SupernetDims.for_space(tiny_space), seed=5)
     a = cache.key(CFG, "w1", "fp32", None, False)

@@ -3,7 +3,7 @@ import random
 import numpy as np
 import pytest
 
-from bfnas.models.space import load_space
+from bfnas.models.space.search_space import load_space
 from bfnas.search.features import FEATURES, MONOTONE, feature_matrix
 
 
@@ -28,7 +28,7 @@ def test_features_agree_with_the_config_arithmetic(space_name):
 
 
 def test_minimum_ignores_the_padding_of_shallow_configs():
-    from bfnas.models.subnet import SubnetConfig
+    from bfnas.models.space.subnet import SubnetConfig
 
     deep = SubnetConfig(3, 64, (2, 2, 2), (64, 64, 64), (256, 512, 128))
     shallow = SubnetConfig(1, 64, (2,), (64,), (384,))

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from bfnas.bench.harness import StopRule, time_runs
-from bfnas.bench.stats import median_rel_ci, summarize
+from bfnas.bench.device.stats import median_rel_ci, summarize
+from bfnas.bench.device.timing import StopRule, time_runs
 
 
 class FakeDevice:

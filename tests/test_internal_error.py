@@ -5,7 +5,7 @@ from pathlib import Path
 
 from refusals import run_cli
 
-from bfnas.models import space
+from bfnas.models.space import search_space as space
 
 
 def _raise(exc):

@@ -26,15 +26,16 @@ import pytest
 from conftest import FAST_PROFILE, TINY_SPACE
 from refusals import Refusal, check_refusal
 
-from bfnas.bench.gpu import tensorrt_missing
-from bfnas.bench.probe import Check, refusal
-from bfnas.bench.profile import parse_profile
-from bfnas.bench.profiling import ProfileJob
-from bfnas.bench.runner import LocalRunner
-from bfnas.bench.store import LatencyStore
-from bfnas.models.artifact import ArtifactCache, FidelitySettings
-from bfnas.models.errors import InputError
-from bfnas.models.space import SearchSpace
+from bfnas.bench.device.gpu import tensorrt_missing
+from bfnas.bench.device.probe import Check
+from bfnas.bench.hardware_profile import parse_profile
+from bfnas.bench.jobs.profiling import ProfileJob
+from bfnas.bench.runners.local import LocalRunner
+from bfnas.bench.runners.usable import refusal
+from bfnas.bench.store.latency_store import LatencyStore
+from bfnas.errors import InputError
+from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
+from bfnas.models.space.search_space import SearchSpace
 
 REPO = Path(__file__).resolve().parents[1]
 CORES = len(os.sched_getaffinity(0))
@@ -416,7 +417,7 @@ def test_ctrl_c_to_the_process_group_is_one_line_and_exit_130(tmp_path):
 
 def test_a_gpu_index_the_machine_lacks_is_named(tmp_path, monkeypatch):
     """Counted from the device nodes (and CUDA_VISIBLE_DEVICES), not from a CUDA library."""
-    from bfnas.bench import gpu, probe
+    from bfnas.bench.device import gpu, probe
 
     for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"):
         (tmp_path / name).touch()

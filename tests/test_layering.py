@@ -18,8 +18,15 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+# The foundation every layer may import: the project's error types and its version. They live
+# at the package's root and import nothing of bfnas, so importing them pulls no layer in.
+FOUNDATION = {"bfnas.errors": -1, "bfnas.version": -1}
+
+
 def rank(module: str) -> int | None:
     """The layer of a bfnas module name (None for bfnas.hw_profiles, a data package)."""
+    if module in FOUNDATION:
+        return FOUNDATION[module]
     for package, r in sorted(LAYERS.values(), key=lambda v: -len(v[0])):
         if module == package or module.startswith(package + "."):
             return None if module.startswith("bfnas.hw_profiles") else r
@@ -38,7 +45,7 @@ def imports(path: Path, name: str) -> set[str]:
                 found.add(".".join(base + ([node.module] if node.module else [])))
             elif node.module:
                 found.add(node.module)
-                # `from bfnas.bench import store` imports the module bfnas.bench.store
+                # `from bfnas.bench import jobs` imports the module bfnas.bench.jobs
                 found |= {f"{node.module}.{a.name}" for a in node.names}
     return {m for m in found if m == "bfnas" or m.startswith("bfnas.")}
 
@@ -97,8 +104,14 @@ def test_no_cycle_between_modules():
 def test_the_checks_catch_what_they_guard():
     assert rank("bfnas.search.loop") == 2 and rank("bfnas.models") == 0
     assert rank("bfnas.hw_profiles") is None
+    assert rank("bfnas.errors") < rank("bfnas.models") < rank("bfnas.commands.measure")
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
     g = graph()
-    assert "bfnas.models.subnet" in g["bfnas.bench.store"]  # a top-level import
-    assert "bfnas.bench.store" in g["bfnas.commands.measure"]  # one inside a function
+    assert "bfnas.models.space.subnet" in g["bfnas.bench.store.latency_store"]  # a top-level import
+    assert "bfnas.bench.store.latency_store" in g["bfnas.commands.measure"]  # one inside a function
+
+
+def test_the_foundation_imports_nothing_of_bfnas():
+    g = graph()
+    assert {name: g[name] for name in FOUNDATION if g[name]} == {}

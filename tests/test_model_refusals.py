@@ -32,8 +32,8 @@ CONFIG = {"model_type": "bert", "hidden_size": 64, "num_attention_heads": 2, "nu
 
 
 def _state() -> dict[str, torch.Tensor]:
-    from bfnas.models.bert import Vocab
-    from bfnas.models.supernet import SuperBert, SupernetDims
+    from bfnas.models.nn.bert import Vocab
+    from bfnas.models.nn.supernet import SuperBert, SupernetDims
 
     vocab = Vocab(CONFIG["vocab_size"], CONFIG["max_position_embeddings"], CONFIG["type_vocab_size"])
     dims = SupernetDims(CONFIG["num_hidden_layers"], 64, 64, CONFIG["intermediate_size"], vocab)
@@ -156,7 +156,7 @@ def test_the_undamaged_checkpoint_loads(tmp_path):
     """The rows above damage a checkpoint that works: its weights come back exactly."""
     from refusals import lay_out
 
-    from bfnas.models.checkpoint import load_supernet
+    from bfnas.models.nn.checkpoint import load_supernet
 
     lay_out(tmp_path, checkpoint())
     for name, value in load_supernet(tmp_path / "ckpt").state_dict().items():
@@ -176,8 +176,8 @@ def test_a_small_checkpoint_exports_or_names_what_is_too_small(vocab_size, posit
                                                                tmp_path, capsys, monkeypatch):
     from refusals import lay_out
 
-    from bfnas.models.bert import Vocab
-    from bfnas.models.supernet import SuperBert, SupernetDims
+    from bfnas.models.nn.bert import Vocab
+    from bfnas.models.nn.supernet import SuperBert, SupernetDims
 
     vocab = Vocab(vocab_size, positions, CONFIG["type_vocab_size"])
     dims = SupernetDims(CONFIG["num_hidden_layers"], 64, 64, CONFIG["intermediate_size"], vocab)

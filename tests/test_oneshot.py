@@ -8,12 +8,12 @@ import torch
 from conftest import corpus_head
 
 from bfnas.cli import main
-from bfnas.models.checkpoint import minilm_dir
-from bfnas.models.errors import InputError
-from bfnas.models.oneshot import OneShotScorer, held_out_batch, linear_cka
-from bfnas.models.pretraining import DataSettings, build_data
-from bfnas.models.space import load_space
-from bfnas.models.subnet import SubnetConfig
+from bfnas.errors import InputError
+from bfnas.models.nn.checkpoint import minilm_dir
+from bfnas.models.space.search_space import load_space
+from bfnas.models.space.subnet import SubnetConfig
+from bfnas.models.train.oneshot import OneShotScorer, held_out_batch, linear_cka
+from bfnas.models.train.pretraining_data import DataSettings, build_data
 
 
 @pytest.fixture(scope="module")

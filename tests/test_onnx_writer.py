@@ -9,11 +9,11 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from bfnas.models.artifact import ArtifactCache, FidelitySettings
-from bfnas.models.export import ExportSettings, generated_inputs, torch_outputs
-from bfnas.models.onnx_writer import write_onnx
-from bfnas.models.quantize import get_recipe
-from bfnas.models.subnet import SubnetConfig
+from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
+from bfnas.models.deploy.graph_writer import write_onnx
+from bfnas.models.deploy.onnx_export import ExportSettings, generated_inputs, torch_outputs
+from bfnas.models.deploy.quantize import get_recipe
+from bfnas.models.space.subnet import SubnetConfig
 
 CFG = SubnetConfig(2, 128, (4, 2), (128, 64), (256, 192))
 

@@ -157,11 +157,11 @@ def tripwire(monkeypatch):
     def ran(*args, **kwargs):
         raise AssertionError("the work started before the output was checked")
 
-    for target in ("bfnas.search.loop.SearchJob.run", "bfnas.models.artifact.ArtifactCache.build",
-                   "bfnas.models.pretraining.build_data", "bfnas.search.predictor.LatencyPredictor.fit",
+    for target in ("bfnas.search.loop.SearchJob.run", "bfnas.models.deploy.artifacts.ArtifactCache.build",
+                   "bfnas.models.train.pretraining_data.build_data", "bfnas.search.latency_predictor.LatencyPredictor.fit",
                    "bfnas.search.report.build_report", "bfnas.pipeline.run_demo",
-                   "bfnas.models.pretraining.stdlib_docstrings", "bfnas.models.distill.SupernetTrainer",
-                   "bfnas.search.plots.plot_predictor", "bfnas.bench.profiling.ProfileJob"):
+                   "bfnas.models.train.pretraining_data.stdlib_docstrings", "bfnas.models.train.distill.SupernetTrainer",
+                   "bfnas.search.plots.plot_predictor", "bfnas.bench.jobs.profiling.ProfileJob"):
         monkeypatch.setattr(target, ran)
 
 
@@ -238,7 +238,7 @@ def test_a_device_or_a_pipe_is_never_replaced(tmp_path):
     device: a bug here must not cost the machine its /dev/null.)"""
     import os
 
-    from bfnas.models.errors import InputError
+    from bfnas.errors import InputError
     from bfnas.models.outputs import atomic_path, check_output_file
 
     fifo = tmp_path / "pipe"
@@ -266,8 +266,8 @@ def test_a_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
 
 
 def test_an_incomplete_cache_entry_is_built_again(tmp_path, tiny_supernet):
-    from bfnas.models.artifact import META_FILE, ArtifactCache, FidelitySettings
-    from bfnas.models.subnet import SubnetConfig
+    from bfnas.models.deploy.artifacts import META_FILE, ArtifactCache, FidelitySettings
+    from bfnas.models.space.subnet import SubnetConfig
 
     cache = ArtifactCache(tmp_path, fidelity=FidelitySettings(seq_len=32))
     cfg = SubnetConfig(1, 64, (1,), (32,), (64,))
@@ -286,8 +286,8 @@ def test_an_incomplete_cache_entry_is_built_again(tmp_path, tiny_supernet):
 
 
 def test_real_text_with_some_unknown_characters_is_a_corpus(tmp_path):
-    from bfnas.models.checkpoint import minilm_dir
-    from bfnas.models.pretraining import check_corpus, load_tokenizer
+    from bfnas.models.nn.checkpoint import minilm_dir
+    from bfnas.models.train.pretraining_data import check_corpus, load_tokenizer
 
     tok, _, _ = load_tokenizer(minilm_dir())
     text = Path(__file__).with_name("refusals.py").read_text()

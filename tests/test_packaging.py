@@ -49,7 +49,7 @@ def wheel_names(wheel: Path) -> set[str]:
 
 @pytest.mark.parametrize(("folder", "package"), [
     ("hw_profiles", "bfnas/hw_profiles"),
-    ("models/spaces", "bfnas/models/spaces"),
+    ("models/space/presets", "bfnas/models/space/presets"),
 ])
 def test_wheel_ships_every_toml(wheel: Path, folder: str, package: str) -> None:
     expected = sorted(p.name for p in (ROOT / folder).glob("*.toml"))
@@ -60,7 +60,7 @@ def test_wheel_ships_every_toml(wheel: Path, folder: str, package: str) -> None:
 
 
 def test_wheel_ships_the_profiles_package(wheel: Path) -> None:
-    # importlib.resources finds the profiles through this package (bench.profile).
+    # importlib.resources finds the profiles through this package (bench.hardware_profile).
     assert "bfnas/hw_profiles/__init__.py" in wheel_names(wheel)
 
 
@@ -73,9 +73,13 @@ def test_wheel_version_is_the_package_version(wheel: Path) -> None:
 
 
 def test_the_recorded_version_is_the_package_version():
-    """Artifacts and device probes record `bfnas_version()` (package metadata, so no lower
-    layer imports `bfnas`): the same version the package itself says."""
-    import bfnas
-    from bfnas.models.version import bfnas_version
+    """Artifacts and device probes record `bfnas_version()`, read from the installed package's
+    metadata: the version setup.cfg declares, the one place it is written."""
+    import configparser
 
-    assert bfnas_version() == bfnas.__version__
+    import bfnas
+    from bfnas.version import bfnas_version
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg", encoding="utf-8")
+    assert bfnas_version() == cfg["metadata"]["version"] == bfnas.__version__

@@ -9,10 +9,10 @@ import tomllib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bfnas.bench.profile import load_profile, parse_profile
-from bfnas.models.errors import InputError
-from bfnas.models.space import SearchSpace
-from bfnas.models.subnet import KEYS, SubnetConfig
+from bfnas.bench.hardware_profile import load_profile, parse_profile
+from bfnas.errors import InputError
+from bfnas.models.space.search_space import SearchSpace
+from bfnas.models.space.subnet import KEYS, SubnetConfig
 
 SPACE_KEYS = ("name", "description", "uniform", "layers", "hidden", "heads", "qkv", "ffn")
 PROFILE_KEYS = ("name", "description", "precision", "runtime", "quantization", "measure",

@@ -4,10 +4,15 @@ import numpy as np
 import pytest
 from conftest import SEED_FILE
 
-from bfnas.bench.importer import parse_autotinybert
-from bfnas.models.errors import InputError
-from bfnas.models.space import load_space
-from bfnas.search.predictor import LatencyPredictor, PredictorScope, PredictorSettings, accuracy
+from bfnas.bench.store.importer import parse_autotinybert
+from bfnas.errors import InputError
+from bfnas.models.space.search_space import load_space
+from bfnas.search.latency_predictor import (
+    LatencyPredictor,
+    PredictorScope,
+    PredictorSettings,
+    accuracy,
+)
 
 SCOPE = PredictorScope("abc123", "bigger-faster", 128)
 

@@ -9,9 +9,9 @@ import pytest
 from conftest import corpus_head
 
 from bfnas.cli import main
-from bfnas.models.checkpoint import minilm_dir
-from bfnas.models.errors import InputError
-from bfnas.models.pretraining import (
+from bfnas.errors import InputError
+from bfnas.models.nn.checkpoint import minilm_dir
+from bfnas.models.train.pretraining_data import (
     DataSettings,
     build_data,
     load_shard,

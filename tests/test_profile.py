@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from bfnas.bench.profile import load_profile, parse_profile, shipped_profiles
-from bfnas.bench.target_check import probe
+from bfnas.bench.hardware_profile import load_profile, parse_profile, shipped_profiles
+from bfnas.bench.runners.usable import probe
 from bfnas.cli import main
-from bfnas.models.errors import InputError
+from bfnas.errors import InputError
 
 REQUIRED = {"local-cpu-int8", "local-cpu-fp32", "local-cpu-int8-2t", "x86-cuda-ort-int8",
             "x86-trt-int8", "jetson-orin-trt-int8", "rpi4-ort-int8"}
@@ -118,8 +118,8 @@ def test_oversubscribed_threads_fail_the_check(tmp_path):
 
 
 def test_the_anchor_is_the_ladder_rung_nearest_in_size():
-    from bfnas.bench.profiling import ANCHOR_LADDER, anchor_arch
-    from bfnas.models.subnet import SubnetConfig
+    from bfnas.bench.jobs.profiling import ANCHOR_LADDER, anchor_arch
+    from bfnas.models.space.subnet import SubnetConfig
 
     tiny = SubnetConfig.uniform(1, 120, 12, 120, 128)
     huge = SubnetConfig.uniform(5, 564, 12, 564, 1016)

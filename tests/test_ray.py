@@ -12,13 +12,13 @@ import pytest
 import ray
 from conftest import FAST_PROFILE
 
-from bfnas.bench.profile import parse_profile
-from bfnas.bench.profiling import ProfileJob
-from bfnas.bench.ray_runner import RayRunner, parse_affinity
-from bfnas.bench.runner import DeviceUnreachable
-from bfnas.bench.store import LatencyStore
+from bfnas.bench.hardware_profile import parse_profile
+from bfnas.bench.jobs.profiling import ProfileJob
+from bfnas.bench.runners.base import DeviceUnreachable
+from bfnas.bench.runners.ray import RayRunner, parse_affinity
+from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.cli import main
-from bfnas.models.artifact import ArtifactCache, FidelitySettings
+from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
 
 pytestmark = pytest.mark.ray
 
@@ -62,7 +62,7 @@ def _artifact_hashes(db):
 
 
 def test_a_device_keeps_received_models_and_reads_shared_ones(tmp_path):
-    from bfnas.bench.ray_runner import DeviceHost
+    from bfnas.bench.runners.ray import DeviceHost
     from bfnas.models.digest import file_sha256
 
     host = DeviceHost(str(tmp_path / "blobs"))
@@ -145,7 +145,7 @@ def test_profile_with_ray_flag_uses_the_resource_named_after_the_profile(cluster
 def test_a_live_cluster_passes_the_reachability_check(cluster):
     """What `connect` asks before `ray.init` (a TCP connection, then the GCS's cluster id)
     is answered by a real cluster; tests/test_job_refusals.py has the addresses it refuses."""
-    from bfnas.bench.ray_runner import check_reachable
+    from bfnas.bench.runners.ray import check_reachable
 
     c, _, _ = cluster
     t = time.monotonic()

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import SEED_FILE
 
-from bfnas.bench.importer import parse_autotinybert
-from bfnas.models.errors import InputError
-from bfnas.models.space import load_space
+from bfnas.bench.store.importer import parse_autotinybert
+from bfnas.errors import InputError
+from bfnas.models.space.search_space import load_space
 from bfnas.search.evolution import (
     Budget,
     EvolutionSettings,
@@ -17,8 +17,8 @@ from bfnas.search.evolution import (
     predictor_scorer,
     random_search,
 )
+from bfnas.search.latency_predictor import LatencyPredictor, PredictorScope
 from bfnas.search.objectives import load_objective
-from bfnas.search.predictor import LatencyPredictor, PredictorScope
 
 SMALL = EvolutionSettings(population=40, parents=10, generations=8, seed=3)
 
@@ -102,7 +102,7 @@ def test_pareto_mode_returns_a_non_dominated_front(space, scorer, params):
 
 
 def test_pareto_front_of_known_points():
-    from bfnas.models.subnet import SubnetConfig
+    from bfnas.models.space.subnet import SubnetConfig
     from bfnas.search.evolution import Candidate
 
     cfg = SubnetConfig.uniform(1, 128, 1, 128, 128)

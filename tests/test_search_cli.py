@@ -98,7 +98,7 @@ def test_bad_input_is_one_line_and_writes_nothing(capsys, profiled, fast_profile
 
 def test_a_store_without_enough_rows_says_what_to_run(capsys, fast_profile_file, tiny_space_file, tmp_path):
     db = tmp_path / "empty.db"
-    from bfnas.bench.store import LatencyStore
+    from bfnas.bench.store.latency_store import LatencyStore
 
     LatencyStore(db).close()
     code, _, err = run(capsys, "search", "--hw", str(fast_profile_file), "--space", str(tiny_space_file),

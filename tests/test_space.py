@@ -6,9 +6,9 @@ from conftest import SEED_FILE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bfnas.models.errors import InputError
-from bfnas.models.space import SearchSpace, load_space, shipped_spaces
-from bfnas.models.subnet import SubnetConfig
+from bfnas.errors import InputError
+from bfnas.models.space.search_space import SearchSpace, load_space, shipped_spaces
+from bfnas.models.space.subnet import SubnetConfig
 
 SHIPPED = sorted(shipped_spaces())
 

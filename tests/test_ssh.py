@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 from conftest import FAST_PROFILE
 
-from bfnas.bench.measure import measure_artifact
-from bfnas.bench.profile import parse_profile
-from bfnas.bench.profiling import ProfileJob
-from bfnas.bench.runner import DeviceUnreachable
-from bfnas.bench.ssh_runner import SshRunner
-from bfnas.bench.store import LatencyStore
+from bfnas.bench.hardware_profile import parse_profile
+from bfnas.bench.jobs.measurement import measure_artifact
+from bfnas.bench.jobs.profiling import ProfileJob
+from bfnas.bench.runners.base import DeviceUnreachable
+from bfnas.bench.runners.ssh import SshRunner
+from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.cli import main
-from bfnas.models.artifact import ArtifactCache, FidelitySettings
-from bfnas.models.quantize import get_recipe
-from bfnas.models.subnet import SubnetConfig
+from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
+from bfnas.models.deploy.quantize import get_recipe
+from bfnas.models.space.subnet import SubnetConfig
 
 pytestmark = pytest.mark.ssh
 

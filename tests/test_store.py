@@ -10,9 +10,9 @@ import time
 import pytest
 from conftest import SEED_FILE
 
-from bfnas.bench.store import LatencyStore
+from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.cli import main
-from bfnas.models.subnet import SubnetConfig
+from bfnas.models.space.subnet import SubnetConfig
 
 CFG = SubnetConfig(1, 64, (2,), (64,), (128,))
 
@@ -69,7 +69,7 @@ def test_runs_of_killed_jobs_are_marked_interrupted_by_the_next_writer(tmp_path)
         host = store.host
     # A job killed outright: its run says 'running' and nothing of it will say otherwise.
     killed = subprocess.Popen(
-        [sys.executable, "-c", "import os, signal\nfrom bfnas.bench.store import LatencyStore\n"
+        [sys.executable, "-c", "import os, signal\nfrom bfnas.bench.store.latency_store import LatencyStore\n"
          f"s = LatencyStore({str(db)!r})\nprint(s.start_run('h1', 'profile', {{}}), flush=True)\n"
          "os.kill(os.getpid(), signal.SIGKILL)"], stdout=subprocess.PIPE, text=True)
     killed_run = int(killed.communicate()[0])
@@ -332,10 +332,10 @@ class ShiftingRunner:
 
 
 def test_a_drift_of_the_normalized_reference_marks_what_it_doubts(tmp_path, tiny_space, tiny_supernet):
-    from bfnas.bench.measure import DRIFTED
-    from bfnas.bench.profile import parse_profile
-    from bfnas.bench.profiling import ProfileJob
-    from bfnas.models.artifact import ArtifactCache, FidelitySettings
+    from bfnas.bench.hardware_profile import parse_profile
+    from bfnas.bench.jobs.measurement import DRIFTED
+    from bfnas.bench.jobs.profiling import ProfileJob
+    from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
 
     profile = parse_profile({"name": "drifty", "measure": {"drift_every": 3, "drift_threshold": 0.05}},
                             "<t>")

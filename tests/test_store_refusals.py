@@ -27,8 +27,8 @@ import pytest
 from conftest import SEED_FILE
 from refusals import Refusal, as_root, check_refusal, run_cli
 
-from bfnas.bench.store import LatencyStore
-from bfnas.models.subnet import SubnetConfig
+from bfnas.bench.store.latency_store import LatencyStore
+from bfnas.models.space.subnet import SubnetConfig
 
 SEED_LINES = "".join(SEED_FILE.read_text().splitlines(keepends=True)[:200])
 IMPORT = ["import", "{tmp}/seed.tsv", "--hw", "seed-cpu-fp32", "--space", "bigger-faster"]
@@ -348,7 +348,7 @@ def test_a_full_disk_with_no_store_yet_then_the_rerun_makes_it(tmp_path, capsys)
 
 def test_a_locked_store_is_one_line_after_the_timeout(tmp_path, capsys, monkeypatch):
     """Another process holds the write lock past the timeout: exit 1, one line, nothing lost."""
-    import bfnas.bench.store as store_module
+    import bfnas.bench.store.latency_store as store_module
 
     monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.2)
     db = tmp_path / "lat.db"

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bfnas.models.bert import Bert
-from bfnas.models.errors import InputError
-from bfnas.models.subnet import SubnetConfig
+from bfnas.errors import InputError
+from bfnas.models.nn.bert import Bert
+from bfnas.models.space.subnet import SubnetConfig
 
 EXAMPLE = (
     '{"layers": 4, "hidden": 384, "heads": [6, 6, 6, 6], "qkv": [384, 384, 384, 384], '

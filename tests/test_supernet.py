@@ -3,11 +3,11 @@ import random
 import pytest
 import torch
 
-from bfnas.models.bert import Bert
-from bfnas.models.errors import InputError
-from bfnas.models.space import load_space, shipped_spaces
-from bfnas.models.subnet import SubnetConfig
-from bfnas.models.supernet import SuperBert, SupernetDims, weights_sha256
+from bfnas.errors import InputError
+from bfnas.models.nn.bert import Bert
+from bfnas.models.nn.supernet import SuperBert, SupernetDims, weights_sha256
+from bfnas.models.space.search_space import load_space, shipped_spaces
+from bfnas.models.space.subnet import SubnetConfig
 
 
 def _tokens(batch=2, seq=24, seed=0):

@@ -12,11 +12,11 @@ from conftest import corpus_head
 from safetensors.torch import load_file, save_file
 
 from bfnas.cli import main
-from bfnas.models.checkpoint import minilm_dir
-from bfnas.models.distill import MlmHead, kd_loss, mlm_loss
-from bfnas.models.parallel import Distributed
-from bfnas.models.pretraining import DataSettings, build_data
-from bfnas.models.supernet import SuperBert, SupernetDims
+from bfnas.models.nn.checkpoint import minilm_dir
+from bfnas.models.nn.supernet import SuperBert, SupernetDims
+from bfnas.models.train.distill import MlmHead, kd_loss, mlm_loss
+from bfnas.models.train.parallel import Distributed
+from bfnas.models.train.pretraining_data import DataSettings, build_data
 
 CHECKPOINT_FILES = {"config.json", "model.safetensors", "optimizer.pt", "trainer.json", "tokenizer.json"}
 

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from bfnas.cli import main
-from bfnas.models.checkpoint import load_supernet, minilm_dir, read_pooler
-from bfnas.models.errors import InputError
-from bfnas.models.finetune import (
+from bfnas.errors import InputError
+from bfnas.models.nn.checkpoint import load_supernet, minilm_dir, read_pooler
+from bfnas.models.space.subnet import SubnetConfig
+from bfnas.models.train.finetune import (
     FinetuneSettings,
     build_classifier,
     classification_metrics,
@@ -24,8 +25,7 @@ from bfnas.models.finetune import (
     prepare_task,
     read_task,
 )
-from bfnas.models.pretraining import load_tokenizer
-from bfnas.models.subnet import SubnetConfig
+from bfnas.models.train.pretraining_data import load_tokenizer
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 TINY = SubnetConfig.uniform(2, 256, 4, 128, 512)

@@ -16,12 +16,9 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-from bfnas.bench.gpu import driver_version, gpu_device, module_status, tensorrt_missing
-from bfnas.bench.harness import DeviceTime, StopRule, time_runs
-from bfnas.bench.ort_harness import bound_runner, token_feed
-from bfnas.bench.profile import load_profile, parse_profile
-from bfnas.bench.provider_options import check_provider_options
-from bfnas.bench.trt_engine import (
+from bfnas.bench.device.backends.ort import bound_runner, token_feed
+from bfnas.bench.device.backends.ort_options import check_provider_options
+from bfnas.bench.device.backends.tensorrt.engine import (
     BuildError,
     BuildSettings,
     DeviceIdentity,
@@ -36,11 +33,14 @@ from bfnas.bench.trt_engine import (
     tensor_precision,
     timing_cache_key,
 )
+from bfnas.bench.device.gpu import driver_version, gpu_device, module_status, tensorrt_missing
+from bfnas.bench.device.timing import DeviceTime, StopRule, time_runs
+from bfnas.bench.hardware_profile import load_profile, parse_profile
 from bfnas.cli import main
-from bfnas.models.artifact import ArtifactCache, FidelitySettings
-from bfnas.models.errors import InputError
-from bfnas.models.quantize import get_recipe
-from bfnas.models.subnet import SubnetConfig
+from bfnas.errors import InputError
+from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
+from bfnas.models.deploy.quantize import get_recipe
+from bfnas.models.space.subnet import SubnetConfig
 
 CFG = SubnetConfig(2, 128, (4, 2), (128, 64), (256, 192))
 MISSING = tensorrt_missing()
@@ -416,8 +416,8 @@ def test_hw_check_of_a_gpu_provider_checks_the_gpu(capsys):
 
 
 def test_trt_runner_without_tensorrt_names_what_is_missing(qdq_art):
-    from bfnas.bench.trt_harness import TensorRTUnavailable, require_tensorrt
-    from bfnas.bench.worker import run_job_text
+    from bfnas.bench.device.backends.tensorrt.harness import TensorRTUnavailable, require_tensorrt
+    from bfnas.bench.device.worker import run_job_text
 
     if not MISSING:  # a complete GPU host: the GPU tests below cover it
         assert require_tensorrt()
@@ -460,7 +460,7 @@ def _gpu_profile(tmp_path, **tensorrt):
 @pytest.mark.gpu
 @needs_gpu
 def test_int8_engine_builds_times_and_is_cached(qdq_art, tmp_path):
-    from bfnas.bench.worker import run_job
+    from bfnas.bench.device.worker import run_job
 
     job = {"model": str(qdq_art.path), "sha256": qdq_art.sha256,
            "profile": _gpu_profile(tmp_path, fp16_baseline=True)}
@@ -481,7 +481,7 @@ def test_int8_engine_builds_times_and_is_cached(qdq_art, tmp_path):
 @pytest.mark.gpu
 @needs_gpu
 def test_copies_in_the_timed_region_are_recorded(qdq_art, tmp_path):
-    from bfnas.bench.worker import run_job
+    from bfnas.bench.device.worker import run_job
 
     profile = _gpu_profile(tmp_path)
     profile["runtime"]["include_copies"] = True
@@ -493,7 +493,7 @@ def test_copies_in_the_timed_region_are_recorded(qdq_art, tmp_path):
 @pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(),
                     reason="onnxruntime here has no CUDAExecutionProvider (CPU build)")
 def test_ort_cuda_provider_runs_the_qdq_graph(qdq_art):
-    from bfnas.bench.worker import run_job
+    from bfnas.bench.device.worker import run_job
 
     profile = load_profile("x86-cuda-ort-int8").resolved()
     profile["workload"]["seq_len"] = 32

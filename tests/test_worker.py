@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from bfnas.bench.measure import (
+from bfnas.bench.device.worker import run_job
+from bfnas.bench.hardware_profile import parse_profile
+from bfnas.bench.jobs.measurement import (
     NOISY_ANCHOR,
     STARVED,
     WIDE_MEDIAN_CI,
@@ -21,12 +23,11 @@ from bfnas.bench.measure import (
     reason_label,
     starved,
 )
-from bfnas.bench.profile import parse_profile
-from bfnas.bench.runner import LocalRunner, job_json
-from bfnas.bench.worker import run_job
-from bfnas.models.artifact import ArtifactCache, FidelitySettings
-from bfnas.models.quantize import get_recipe
-from bfnas.models.subnet import SubnetConfig
+from bfnas.bench.runners.base import job_json
+from bfnas.bench.runners.local import LocalRunner
+from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
+from bfnas.models.deploy.quantize import get_recipe
+from bfnas.models.space.subnet import SubnetConfig
 
 FAST = {"warmup_runs": 2, "warmup_seconds": 0.0, "min_runs": 10, "min_seconds": 0.02,
         "max_seconds": 0.5, "timeout_s": 60}
@@ -58,7 +59,7 @@ def test_worker_measures_a_real_session(model):
 
 def test_worker_refuses_a_changed_file(model, tmp_path):
     path, _ = model
-    proc = subprocess.run([sys.executable, "-m", "bfnas.bench.worker", "--job", "-"],
+    proc = subprocess.run([sys.executable, "-m", "bfnas.bench.device.worker", "--job", "-"],
                           input=job_json(path, "0" * 64, fast_profile(), None),
                           capture_output=True, text=True)
     out = json.loads(proc.stdout)
@@ -67,7 +68,7 @@ def test_worker_refuses_a_changed_file(model, tmp_path):
 
 def test_worker_refuses_a_provider_it_cannot_run(model):
     path, sha = model
-    from bfnas.bench.ort_harness import ProviderError
+    from bfnas.bench.device.backends.ort import ProviderError
 
     with pytest.raises(ProviderError, match="not available"):
         run_job({"model": path, "sha256": sha,

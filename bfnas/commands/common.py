@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bfnas.models.errors import InputError
+from bfnas.errors import InputError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -63,12 +63,12 @@ def add_artifacts_arg(p: argparse.ArgumentParser) -> None:
 
 
 def space_and_supernet(args: argparse.Namespace):
-    from bfnas.models.space import load_space
-    from bfnas.models.supernet import SuperBert, SupernetDims
+    from bfnas.models.nn.supernet import SuperBert, SupernetDims
+    from bfnas.models.space.search_space import load_space
 
     space = load_space(args.space)
     if args.checkpoint:
-        from bfnas.models.checkpoint import load_supernet
+        from bfnas.models.nn.checkpoint import load_supernet
 
         supernet = load_supernet(args.checkpoint)
         supernet.check_space(space)
@@ -78,7 +78,7 @@ def space_and_supernet(args: argparse.Namespace):
 
 
 def artifact_cache(folder: str, threshold: float = 0.99, seq_len: int = 128):
-    from bfnas.models.artifact import ArtifactCache, FidelitySettings
+    from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
 
     return ArtifactCache(Path(folder), fidelity=FidelitySettings(threshold=threshold, seq_len=seq_len))
 
@@ -101,7 +101,7 @@ def _arch_file(text: str) -> str | None:
 def parse_arch(text: str):
     """`--arch` as JSON text, or as a .json file holding it, named by its path or by @path
     (the one reader of every command's --arch)."""
-    from bfnas.models.subnet import SubnetConfig
+    from bfnas.models.space.subnet import SubnetConfig
 
     path = _arch_file(text)
     if path is None:
@@ -142,19 +142,19 @@ def runner_for(profile):
     Ray cluster (see `on_ray`)."""
     import importlib.util
 
-    from bfnas.bench.runner import LocalRunner
+    from bfnas.bench.runners.local import LocalRunner
 
     kind = profile.target.kind
     if kind == "local":
         return LocalRunner()
     if kind == "ssh":
-        from bfnas.bench.ssh_runner import SshRunner
+        from bfnas.bench.runners.ssh import SshRunner
 
         return SshRunner(profile.target)
     if importlib.util.find_spec("ray") is None:
         raise InputError(profile.source, "target.kind",
                          "ray targets need the ray package (pip install 'bfnas[ray]')")
-    from bfnas.bench.ray_runner import RayRunner
+    from bfnas.bench.runners.ray import RayRunner
 
     return RayRunner(profile)
 
@@ -163,8 +163,8 @@ def on_ray(profile, address: str | None):
     """The profile as measured through a Ray cluster at `address` (its devices advertise a
     resource named after the profile), or the profile itself without `--ray`. A malformed
     address is refused here, before anything connects."""
-    from bfnas.bench.profile import parse_ray_address
-    from bfnas.models.errors import short
+    from bfnas.bench.hardware_profile import parse_ray_address
+    from bfnas.errors import short
 
     if address is None:
         return profile

@@ -36,8 +36,8 @@ def register(sub) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from bfnas.models.checkpoint import minilm_dir
-    from bfnas.models.pretraining import (
+    from bfnas.models.nn.checkpoint import minilm_dir
+    from bfnas.models.train.pretraining_data import (
         MANIFEST,
         DataSettings,
         build_data,
@@ -73,7 +73,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_corpus(args: argparse.Namespace) -> int:
-    from bfnas.models.pretraining import stdlib_docstrings
+    from bfnas.models.train.pretraining_data import stdlib_docstrings
 
     check_output_file(args.out, "--out")
     counts = stdlib_docstrings(args.out, args.min_words)

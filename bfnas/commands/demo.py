@@ -17,7 +17,7 @@ from bfnas.commands.common import (
     space_and_supernet,
 )
 from bfnas.commands.progress import ProgressDisplay
-from bfnas.models.errors import InputError
+from bfnas.errors import InputError
 from bfnas.models.outputs import check_output_dir
 
 
@@ -45,7 +45,7 @@ def register(sub) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
-    from bfnas.bench.profile import load_profile
+    from bfnas.bench.hardware_profile import load_profile
     from bfnas.pipeline import DemoSettings, run_demo
 
     check_output_dir(args.out, "--out", holds=("demo.db",))
@@ -99,7 +99,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def arch_text(arch: dict) -> str:
-    from bfnas.models.subnet import SubnetConfig
+    from bfnas.models.space.subnet import SubnetConfig
 
     return str(SubnetConfig.from_dict(arch))
 

@@ -20,7 +20,7 @@ from bfnas.commands.common import (
     print_json,
     space_and_supernet,
 )
-from bfnas.models.errors import InputError
+from bfnas.errors import InputError
 from bfnas.models.outputs import check_output_dir
 
 
@@ -51,7 +51,7 @@ def register(sub) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from bfnas.models.quantize import get_recipe
+    from bfnas.models.deploy.quantize import get_recipe
 
     check_output_dir(args.out, "--out")
     # The --arch text is read before the checkpoint's weights load (cheap checks first).

@@ -25,7 +25,7 @@ from bfnas.commands.common import (
     space_and_supernet,
 )
 from bfnas.commands.progress import ProgressDisplay
-from bfnas.models.errors import InputError
+from bfnas.errors import InputError
 from bfnas.models.outputs import check_output_dir
 
 DEFAULT_DB = "bfnas.db"
@@ -87,7 +87,7 @@ def register(sub) -> None:
 
 
 def cmd_hw_list(args: argparse.Namespace) -> int:
-    from bfnas.bench.profile import load_profile, shipped_profiles
+    from bfnas.bench.hardware_profile import load_profile, shipped_profiles
 
     rows = []
     for name, path in shipped_profiles().items():
@@ -114,7 +114,7 @@ def cmd_hw_list(args: argparse.Namespace) -> int:
 
 
 def cmd_hw_show(args: argparse.Namespace) -> int:
-    from bfnas.bench.profile import load_profile
+    from bfnas.bench.hardware_profile import load_profile
 
     p = load_profile(args.profile)
     data = {**p.resolved(), "hash": p.hash(), "source": p.source}
@@ -127,9 +127,8 @@ def cmd_hw_show(args: argparse.Namespace) -> int:
 
 
 def cmd_hw_check(args: argparse.Namespace) -> int:
-    from bfnas.bench.probe import refusal
-    from bfnas.bench.profile import load_profile
-    from bfnas.bench.target_check import probe
+    from bfnas.bench.hardware_profile import load_profile
+    from bfnas.bench.runners.usable import probe, refusal
 
     p = on_ray(load_profile(args.profile), args.ray)
     checks = probe(p)
@@ -154,12 +153,12 @@ def cmd_hw_check(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
-    from bfnas.bench.measure import measure_artifact
-    from bfnas.bench.probe import require_usable
-    from bfnas.bench.profile import load_profile
-    from bfnas.bench.profiling import anchor_artifact, artifact_for, artifact_record
-    from bfnas.bench.runner import DeviceUnreachable
-    from bfnas.bench.store import LatencyStore
+    from bfnas.bench.hardware_profile import load_profile
+    from bfnas.bench.jobs.measurement import measure_artifact
+    from bfnas.bench.jobs.profiling import anchor_artifact, artifact_for, artifact_record
+    from bfnas.bench.runners.base import DeviceUnreachable
+    from bfnas.bench.runners.usable import require_usable
+    from bfnas.bench.store.latency_store import LatencyStore
 
     check_output_dir(args.artifacts, "--artifacts")
     profile = on_ray(load_profile(args.hw), args.ray)
@@ -216,11 +215,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
-    from bfnas.bench.probe import require_usable
-    from bfnas.bench.profile import load_profile
-    from bfnas.bench.profiling import STRATEGIES, ProfileEvent, ProfileJob
-    from bfnas.bench.runner import DeviceUnreachable
-    from bfnas.bench.store import LatencyStore
+    from bfnas.bench.hardware_profile import load_profile
+    from bfnas.bench.jobs.profiling import STRATEGIES, ProfileEvent, ProfileJob
+    from bfnas.bench.runners.base import DeviceUnreachable
+    from bfnas.bench.runners.usable import require_usable
+    from bfnas.bench.store.latency_store import LatencyStore
 
     check_output_dir(args.artifacts, "--artifacts")
     profile = on_ray(load_profile(args.hw), args.ray)
@@ -292,6 +291,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from bfnas.bench.worker import main as worker_main
+    from bfnas.bench.device.worker import main as worker_main
 
     return worker_main(["--job", args.job])

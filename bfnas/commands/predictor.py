@@ -16,7 +16,7 @@ from bfnas.commands.common import (
     print_json,
 )
 from bfnas.commands.progress import ProgressDisplay
-from bfnas.models.errors import InputError
+from bfnas.errors import InputError
 from bfnas.models.outputs import check_output_dir, check_output_file
 
 
@@ -65,7 +65,7 @@ def register(sub) -> None:
 
 
 def _store(path: str):
-    from bfnas.bench.store import LatencyStore
+    from bfnas.bench.store.latency_store import LatencyStore
 
     # Read-only: a missing, empty, foreign or damaged file is one line and stays as it was.
     return LatencyStore(path, read_only=True)
@@ -73,7 +73,7 @@ def _store(path: str):
 
 def _model_rows(model_dir: str, db: str):
     """A saved predictor and its profile's rows in the store (refused if it has none)."""
-    from bfnas.search.predictor import LatencyPredictor
+    from bfnas.search.latency_predictor import LatencyPredictor
     from bfnas.search.training import load_rows
 
     model = LatencyPredictor.load(model_dir)
@@ -83,8 +83,13 @@ def _model_rows(model_dir: str, db: str):
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from bfnas.bench.store import LATENCY_UNITS
-    from bfnas.search.predictor import MODEL_FILE, LatencyPredictor, PredictorSettings, accuracy
+    from bfnas.bench.store.latency_store import LATENCY_UNITS
+    from bfnas.search.latency_predictor import (
+        MODEL_FILE,
+        LatencyPredictor,
+        PredictorSettings,
+        accuracy,
+    )
     from bfnas.search.training import check_folds, cross_validate, holdout_split, load_rows
 
     check_output_dir(args.out, "--out", holds=(MODEL_FILE, "predictor.json"))
@@ -134,8 +139,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from bfnas.bench.store import LATENCY_UNITS
-    from bfnas.search.predictor import accuracy
+    from bfnas.bench.store.latency_store import LATENCY_UNITS
+    from bfnas.search.latency_predictor import accuracy
 
     model, rows = _model_rows(args.model, args.db)
     metrics = accuracy(rows.ms, model.predict(rows.cfgs))
@@ -150,8 +155,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from bfnas.models.space import load_space
-    from bfnas.search.predictor import LatencyPredictor
+    from bfnas.models.space.search_space import load_space
+    from bfnas.search.latency_predictor import LatencyPredictor
 
     cfg = parse_arch(args.arch)
     model = LatencyPredictor.load(args.model)
@@ -162,7 +167,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if space is not None:
         space.check(cfg, where=arch_where(args.arch))
     lo, hi = model.predict_interval([cfg])
-    from bfnas.bench.store import LATENCY_UNITS
+    from bfnas.bench.store.latency_store import LATENCY_UNITS
 
     unit = model.metrics.get("label")
     out = {"arch": cfg.to_dict(), "latency_ms": float(model.predict([cfg])[0]),

@@ -18,7 +18,7 @@ from bfnas.commands.common import (
     space_and_supernet,
 )
 from bfnas.commands.progress import ProgressDisplay
-from bfnas.models.errors import InputError
+from bfnas.errors import InputError
 from bfnas.models.outputs import check_output_dir, write_atomic
 
 RESULT_FILES = ("best.json", "pareto.json", "history.json")
@@ -62,13 +62,13 @@ def register(sub) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from bfnas.bench.profile import load_profile
-    from bfnas.bench.store import LatencyStore
-    from bfnas.models.space import load_space
+    from bfnas.bench.hardware_profile import load_profile
+    from bfnas.bench.store.latency_store import LatencyStore
+    from bfnas.models.space.search_space import load_space
     from bfnas.search.evolution import Budget, EvolutionSettings
+    from bfnas.search.latency_predictor import LatencyPredictor
     from bfnas.search.loop import DeviceVerifier, SearchJob
     from bfnas.search.objectives import load_objective
-    from bfnas.search.predictor import LatencyPredictor
 
     # Everything a user can get wrong is checked before anything runs or is written.
     check_output_dir(args.out, "--out", holds=RESULT_FILES)
@@ -88,7 +88,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     space, supernet = space_and_supernet(args)
     scorer = None
     if args.objective == "oneshot" and args.data:
-        from bfnas.models.oneshot import OneShotScorer, held_out_batch
+        from bfnas.models.train.oneshot import OneShotScorer, held_out_batch
 
         # The teacher is the supernet's largest member: the checkpoint it was loaded from.
         scorer = OneShotScorer(supernet, space.largest(), held_out_batch(args.data))

@@ -7,7 +7,7 @@ import random
 import sys
 
 from bfnas.commands.common import EXIT_OK, command, console, group, print_json
-from bfnas.models.errors import InputError
+from bfnas.errors import InputError
 
 
 def register(sub) -> None:
@@ -26,7 +26,7 @@ def register(sub) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bfnas.models.space import load_space, shipped_spaces
+    from bfnas.models.space.search_space import load_space, shipped_spaces
 
     rows = []
     for name in shipped_spaces():
@@ -45,7 +45,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from bfnas.models.space import load_space
+    from bfnas.models.space.search_space import load_space
 
     info = load_space(args.space).describe()
     if args.json:
@@ -61,7 +61,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from bfnas.models.space import load_space
+    from bfnas.models.space.search_space import load_space
 
     if args.n < 1:
         raise InputError("-n", None, f"must be at least 1, got {args.n}")

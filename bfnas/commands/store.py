@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from bfnas.commands.common import EXIT_OK, command, console, group, print_json
-from bfnas.models.errors import InputError
+from bfnas.errors import InputError
 from bfnas.models.outputs import check_output_file
 
 
@@ -35,7 +35,7 @@ def register(sub) -> None:
 
 
 def _existing_db(path: str):
-    from bfnas.bench.store import LatencyStore
+    from bfnas.bench.store.latency_store import LatencyStore
 
     # Read-only: a missing, empty, foreign or damaged file is one line and stays as it was.
     return LatencyStore(path, read_only=True)
@@ -44,11 +44,11 @@ def _existing_db(path: str):
 def cmd_import(args: argparse.Namespace) -> int:
     import re
 
-    from bfnas.bench.importer import FORMATS, imported_profile, parse_autotinybert
-    from bfnas.bench.profile import load_profile, shipped_profiles
-    from bfnas.bench.store import LatencyStore
+    from bfnas.bench.hardware_profile import load_profile, shipped_profiles
+    from bfnas.bench.store.importer import FORMATS, imported_profile, parse_autotinybert
+    from bfnas.bench.store.latency_store import LatencyStore
     from bfnas.models.digest import file_sha256
-    from bfnas.models.space import load_space
+    from bfnas.models.space.search_space import load_space
 
     if args.format not in FORMATS:
         raise InputError("--format", None, f"unknown format {args.format!r} (known: {', '.join(FORMATS)})")

@@ -1,7 +1,7 @@
 """`bfnas supernet train`: elastic training of the supernet by distillation (stage 1).
 
 On several processes: `torchrun --standalone --nproc_per_node=N -m bfnas.cli supernet train
-...` (data-parallel; `--batch` stays the global batch; see `bfnas.models.parallel`)."""
+...` (data-parallel; `--batch` stays the global batch; see `bfnas.models.train.parallel`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import argparse
 
 from bfnas.commands.common import EXIT_OK, command, console, group, print_json
 from bfnas.commands.progress import ProgressDisplay
-from bfnas.models.errors import InputError
+from bfnas.errors import InputError
 from bfnas.models.outputs import check_output_dir
 
 
@@ -46,17 +46,17 @@ def register(sub) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bfnas.models.checkpoint import load_supernet, read_config, resolve_checkpoint
-    from bfnas.models.distill import SupernetTrainer, TrainSettings
-    from bfnas.models.parallel import (
+    from bfnas.models.nn.checkpoint import load_supernet, read_config, resolve_checkpoint
+    from bfnas.models.space.search_space import load_space
+    from bfnas.models.train.distill import SupernetTrainer, TrainSettings
+    from bfnas.models.train.parallel import (
         Distributed,
         init_distributed,
         launched_world,
         pick_device,
         shutdown_distributed,
     )
-    from bfnas.models.pretraining import data_tokenizer, shard_files
-    from bfnas.models.space import load_space
+    from bfnas.models.train.pretraining_data import data_tokenizer, shard_files
 
     settings = TrainSettings(steps=args.steps, batch=args.batch, lr=args.lr, random_subnets=args.random_subnets,
                              checkpoint_every=args.checkpoint_every, loss=args.loss,

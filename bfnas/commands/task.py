@@ -43,10 +43,15 @@ def register(sub) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from bfnas.models.checkpoint import load_supernet, read_pooler, resolve_checkpoint
-    from bfnas.models.errors import InputError
-    from bfnas.models.finetune import FinetuneSettings, finetune_subnet, prepare_task, read_task
-    from bfnas.models.space import load_space
+    from bfnas.errors import InputError
+    from bfnas.models.nn.checkpoint import load_supernet, read_pooler, resolve_checkpoint
+    from bfnas.models.space.search_space import load_space
+    from bfnas.models.train.finetune import (
+        FinetuneSettings,
+        finetune_subnet,
+        prepare_task,
+        read_task,
+    )
 
     # Everything cheap is checked before the weights load.
     settings = FinetuneSettings(epochs=args.epochs, lr=args.lr, batch=args.batch, max_len=args.max_len,

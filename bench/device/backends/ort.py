@@ -1,0 +1,102 @@
+"""ONNX Runtime harness: a session that honours the profile's providers and threads, and
+refuses to run anywhere else."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class ProviderError(RuntimeError):
+    """The session would not run on the provider that was asked for."""
+
+
+def make_session(path: str, providers: list[str], provider_options: list[dict] | None,
+                 intra_op_threads: int, inter_op_threads: int):
+    """An InferenceSession on exactly the requested providers, or ProviderError.
+
+    ONNX Runtime silently falls back to the CPU when a provider cannot load; a latency
+    measured that way would be stored under the wrong device, so the fallback is an error.
+    """
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise ProviderError(
+            f"provider {missing[0]} is not available in this onnxruntime build "
+            f"(available: {', '.join(available)})"
+        )
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = inter_op_threads
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(
+        path, opts, providers=list(providers),
+        provider_options=[{k: str(v) for k, v in o.items()} for o in provider_options]
+        if provider_options else None,
+    )
+    active = session.get_providers()
+    if active[0] != providers[0]:
+        raise ProviderError(f"asked for {providers[0]}, session runs on {active[0]}")
+    return session
+
+
+def token_feed(batch: int, seq_len: int, vocab_size: int = 30522, seed: int = 0) -> dict[str, np.ndarray]:
+    """A full-length batch of ordinary token ids (no padding: latency at the workload's length)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000, min(vocab_size, 30000), size=(batch, seq_len), dtype=np.int64)
+    ids[:, 0] = 101
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
+
+def bound_runner(session, feed: dict[str, np.ndarray], output: str, device_type: str,
+                 device_id: int = 0) -> Callable[[], object]:
+    """One inference with inputs and output kept on the device (ONNX Runtime IO binding).
+
+    Without binding, `session.run` copies inputs to the GPU and the output back on every
+    call, so a GPU provider's time would always include the copies. Inputs are copied once
+    here; each run then leaves its output on the device."""
+    import onnxruntime as ort
+
+    binding = session.io_binding()
+    for name, value in feed.items():
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, device_type,
+                                                                           device_id))
+    binding.bind_output(output, device_type, device_id)
+
+    def run_once() -> object:
+        session.run_with_iobinding(binding)
+        return binding
+
+    return run_once
+
+
+def ort_runner(path: str, runtime, batch: int, seq_len: int) -> tuple[Callable[[], object], str, dict]:
+    """(one inference, the provider really running, details) for the timing loop."""
+    from bfnas.bench.device.backends.ort_options import GPU_PROVIDERS
+
+    session = make_session(path, runtime.providers, runtime.provider_options,
+                           runtime.intra_op_threads, runtime.inter_op_threads)
+    feed = token_feed(batch, seq_len)
+    names = {i.name for i in session.get_inputs()}
+    feed = {k: v for k, v in feed.items() if k in names}
+    output = [session.get_outputs()[0].name]
+    gpu = runtime.providers[0] in GPU_PROVIDERS
+    details: dict = {"inputs": sorted(feed)}
+    if gpu and not runtime.include_copies:
+        options = runtime.provider_options[0] if runtime.provider_options else {}
+        run_once = bound_runner(session, feed, output[0], "cuda", int(options.get("device_id", 0)))
+        details["timing"] = {"clock": "host", "includes_copies": False, "io_binding": "cuda"}
+        return run_once, session.get_providers()[0], details
+
+    def run_once() -> object:
+        return session.run(output, feed)
+
+    if gpu:
+        details["timing"] = {"clock": "host", "includes_copies": True}
+    return run_once, session.get_providers()[0], details

@@ -1,0 +1,120 @@
+"""The timing method shared by every backend (see DESIGN.md, "Measuring honestly").
+
+Warm up until both a run count and a duration are reached (the first run's time is kept
+apart); then time until both a minimum count and a minimum duration are reached, and go on
+until the median's 95 % confidence interval is within the target or the maximum duration is
+spent. Raw samples are kept.
+
+A run can time itself: when `run_once` returns a `DeviceTime` (milliseconds measured on the
+device, e.g. between two CUDA events around the kernel launches), that is the sample
+instead of the host clock's reading, which would include Python and launch overhead. The
+stop rules' durations stay on the host clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bfnas.bench.device.stats import median_rel_ci
+
+
+@dataclass(frozen=True)
+class DeviceTime:
+    """A run's own time in milliseconds, measured on the device (see the module docstring)."""
+
+    ms: float
+
+
+def _sample_ms(result: object, host_ms: float) -> float:
+    return result.ms if isinstance(result, DeviceTime) else host_ms
+
+
+@dataclass(frozen=True)
+class StopRule:
+    warmup_runs: int = 10
+    warmup_seconds: float = 0.3
+    min_runs: int = 50
+    min_seconds: float = 0.5
+    max_seconds: float = 10.0
+    target_rel_ci: float = 0.005
+
+    @classmethod
+    def from_measure(cls, m) -> StopRule:
+        return cls(m.warmup_runs, m.warmup_seconds, m.min_runs, m.min_seconds, m.max_seconds,
+                   m.target_rel_ci)
+
+
+@dataclass
+class Timing:
+    first_ms: float
+    warmup_runs: int
+    samples_ms: list[float]
+    stop_reason: str  # "ci" (target reached) | "max_seconds"
+    seconds: float
+    # With a paired anchor: the anchor's time in the same iteration as each sample.
+    anchor_ms: list[float] | None = None
+
+    def ratios(self) -> list[float] | None:
+        if self.anchor_ms is None:
+            return None
+        return [s / r for s, r in zip(self.samples_ms, self.anchor_ms, strict=True)]
+
+
+def time_runs(
+    run_once: Callable[[], object],
+    rule: StopRule,
+    anchor: Callable[[], object] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Timing:
+    """Time `run_once` under `rule`.
+
+    With `anchor`, every timed run is paired with a run of a fixed anchor model right
+    before it. On a shared or frequency-scaling machine the speed of the whole core moves
+    over seconds; both runs of a pair see the same speed, so the median of their ratios is
+    far steadier than either median (measured on this project's 2-core VM: the per-process
+    medians of a 5 ms model varied by ~5 %, their ratio to a paired anchor by ~1 %).
+    The stopping rule then applies to the ratio.
+    """
+    t = clock()
+    first_ms = _sample_ms(run_once(), (clock() - t) * 1e3)
+
+    start, warm = clock(), 0
+    while warm < rule.warmup_runs or clock() - start < rule.warmup_seconds:
+        if anchor is not None:
+            anchor()
+        run_once()
+        warm += 1
+
+    samples: list[float] = []
+    refs: list[float] | None = [] if anchor is not None else None
+    watched = samples
+    start = clock()
+    next_check = rule.min_runs
+    reason = "max_seconds"
+    while True:
+        if refs is not None:
+            t = clock()
+            result = anchor()  # type: ignore[misc]
+            refs.append(_sample_ms(result, (clock() - t) * 1e3))
+        t = clock()
+        result = run_once()
+        end = clock()
+        samples.append(_sample_ms(result, (end - t) * 1e3))
+        elapsed = end - start
+        # The minimums always hold; max_seconds only caps the extension past them.
+        if len(samples) < rule.min_runs or elapsed < rule.min_seconds:
+            continue
+        if elapsed >= rule.max_seconds:
+            break
+        if len(samples) >= next_check:
+            if refs is not None:
+                watched = [s / r for s, r in zip(samples, refs, strict=True)]
+            if median_rel_ci(watched) <= rule.target_rel_ci:
+                reason = "ci"
+                break
+            # Check again after ~10 % more runs: sorting every run would cost more than a
+            # small model's run.
+            next_check = len(samples) + max(5, len(samples) // 10)
+    return Timing(first_ms, warm, samples, reason, clock() - start, refs)

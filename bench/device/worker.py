@@ -1,0 +1,139 @@
+"""One measurement in a fresh process: `bfnas worker --job FILE|-`.
+
+The job is JSON: `{"model": PATH, "sha256": HEX, "profile": {resolved profile}}`, and
+optionally `"anchor": {"model": PATH, "sha256": HEX}`, a fixed model timed right before
+every run of the measured one (see `bench.device.timing.time_runs`). The worker
+checks the file's hash, applies the profile (affinity, providers, threads, workload), times
+the model with the shared stopping rules and prints one JSON object on stdout. Running each
+measurement in its own process keeps one subnet's allocator state, thread pools or crash
+away from the next one's numbers. This is also what runs on a remote device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bfnas.bench.device.environment import CpuWatch, environment
+from bfnas.bench.device.stats import median_rel_ci, summarize
+from bfnas.bench.device.timing import StopRule, time_runs
+from bfnas.models.digest import file_sha256
+
+
+class JobError(Exception):
+    """The job cannot be measured (bad file, missing backend, wrong provider)."""
+
+
+
+
+def _checked(path: str, sha256: str | None) -> Path:
+    model = Path(path).expanduser()
+    if not model.is_file():
+        raise JobError(f"model file not found: {model}")
+    if sha256 and file_sha256(model) != sha256:
+        raise JobError(f"sha256 of {model} does not match the job's")
+    return model
+
+
+def _runner(model: Path, profile) -> tuple:
+    """(one inference, the provider really running, details) for the profile's backend."""
+    rt, wl = profile.runtime, profile.workload
+    if rt.backend == "onnxruntime":
+        from bfnas.bench.device.backends.ort import ort_runner
+
+        return ort_runner(str(model), rt, wl.batch, wl.seq_len)
+    try:
+        from bfnas.bench.device.backends.tensorrt.harness import trt_runner
+    except ImportError as exc:
+        raise JobError(f"backend tensorrt is not usable here: {exc}") from None
+    return trt_runner(str(model), profile)
+
+
+def run_job(job: dict) -> dict:
+    from bfnas.bench.hardware_profile import HardwareProfile
+
+    profile = HardwareProfile.model_validate(job["profile"])
+    model = _checked(job["model"], job.get("sha256"))
+    rt = profile.runtime
+    if rt.cpu_affinity:
+        os.sched_setaffinity(0, rt.cpu_affinity)
+    rule = StopRule.from_measure(profile.measure)
+
+    t = time.perf_counter()
+    run_once, provider, details = _runner(model, profile)
+    session_ms = (time.perf_counter() - t) * 1e3
+    anchor = None
+    if job.get("anchor"):
+        anchor_path = _checked(job["anchor"]["model"], job["anchor"].get("sha256"))
+        anchor, _, _ = _runner(anchor_path, profile)
+
+    watch = CpuWatch()
+    timing = time_runs(run_once, rule, anchor)
+    cpu = watch.read()
+    paired = {}
+    if timing.anchor_ms is not None:
+        ratios = timing.ratios()
+        paired = {
+            "ratio": float(np.median(ratios)),
+            "ratio_rel_ci": median_rel_ci(ratios),
+            "ratio_cov": float(np.std(ratios) / np.mean(ratios)),
+            "anchor": summarize(timing.anchor_ms),
+            "anchor_samples_ms": timing.anchor_ms,
+        }
+    return {
+        "status": "ok",
+        **summarize(timing.samples_ms),
+        **paired,
+        "first_ms": timing.first_ms,
+        "session_ms": session_ms,
+        "warmup_runs": timing.warmup_runs,
+        "stop_reason": timing.stop_reason,
+        "timed_seconds": timing.seconds,
+        "samples_ms": timing.samples_ms,
+        "provider": provider,
+        "threads": rt.intra_op_threads,
+        "cpu": cpu,
+        "details": details,
+        "pid": os.getpid(),
+        "environment": environment(rt.intra_op_threads, provider),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="bfnas worker",
+        description="Measure one model as a job says and print one JSON object.",
+        epilog='example:\n  echo \'{"model": "m.onnx", "profile": {"name": "x"}}\' | bfnas worker --job -',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--job", required=True, help="job JSON file, or - for standard input")
+    a = p.parse_args(argv)
+    try:
+        text = sys.stdin.read() if a.job == "-" else Path(a.job).read_text()
+        code, out = run_job_text(text)
+    except OSError as exc:
+        code, out = 1, _failed(exc)
+    print(out)
+    return code
+
+
+def run_job_text(text: str) -> tuple[int, str]:
+    """(exit code, one JSON line) for a job given as JSON text: failures are data too."""
+    try:
+        return 0, json.dumps(run_job(json.loads(text)))
+    except Exception as exc:  # reported to the parent as data, never as a traceback
+        return 1, _failed(exc)
+
+
+def _failed(exc: Exception) -> str:
+    return json.dumps({"status": "failed", "reason": f"{type(exc).__name__}: {exc}"})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

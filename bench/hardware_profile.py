@@ -1,0 +1,308 @@
+"""`HardwareProfile`: one device, how to reach it, what it runs and how to measure on it.
+
+A profile is a TOML file in `hw_profiles/` (shipped as the package `bfnas.hw_profiles`) or
+anywhere, by path. It is validated with pydantic; a bad file fails with one line naming the
+file, the field and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bfnas.bench.device.backends.ort_options import check_provider_options
+from bfnas.errors import InputError, read_text_input
+from bfnas.models.deploy.quantize import RECIPES
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_ray_address(text: str) -> tuple[str, int] | None:
+    """A Ray cluster's address as (host, GCS port), or None for `auto` (the cluster this
+    machine runs or RAY_ADDRESS names: Ray finds it). ValueError says what is wrong (the
+    caller echoes the text); only the form is checked, not whether anything answers."""
+    if text == "auto":
+        return None
+    rest = text.removeprefix("ray://")  # Ray Client: the same host:port form
+    host, sep, port = rest.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):  # [::1]:6379
+        host = host[1:-1]
+    if not sep or not host or any(c.isspace() or c in "/[]@" for c in host):
+        raise ValueError("not a Ray address: give HOST:PORT (e.g. 127.0.0.1:6379) or auto")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("not a Ray address: the port must be a number from 1 to 65535")
+    return host, int(port)
+
+
+class Target(_Strict):
+    """Where the device is. `local`: this machine; `ssh`: a device running `bfnas worker`;
+    `ray`: a node of a Ray cluster advertising `resource`."""
+
+    kind: Literal["local", "ssh", "ray"] = "local"
+    host: str | None = None
+    user: str | None = None
+    port: Annotated[int, Field(gt=0, lt=65536)] = 22
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    # Host keys are checked against known_hosts; trusting a first-seen key is opt-in.
+    accept_new_host_key: bool = False
+    # A failed or dropped connection is tried again this often, waiting 1x, 2x, 4x... backoff.
+    retries: Annotated[int, Field(ge=0, le=20)] = 4
+    retry_backoff_s: PositiveFloat = 1.0
+    python: str = "python3"
+    workdir: str = "~/.cache/bfnas"
+    # SSH's ConnectTimeout; for Ray, how long the cluster's address may take to answer.
+    connect_timeout_s: PositiveFloat = 10.0
+    address: str | None = None
+    resource: str | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> Target:
+        if self.kind == "ssh" and not self.host:
+            raise ValueError("an ssh target needs host")
+        if self.kind == "ray" and not self.resource:
+            raise ValueError("a ray target needs resource (the custom resource its node advertises)")
+        return self
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_ray_address(value)
+        return value
+
+
+# Target fields that say how to connect, not what is measured: left out of the hash.
+CONNECTION_POLICY = ("accept_new_host_key", "retries", "retry_backoff_s")
+# Measure fields that judge a measurement or say how long to wait, not how it is taken:
+# changing them keeps a store's measurements (which keep every number the judgement used).
+JUDGEMENT_POLICY = ("max_rel_ci", "max_anchor_rel_ci", "min_cpu_share", "busy_wait_s")
+RETIRED_MEASURE_FIELDS = ("max_cov", "max_other_cpu")
+
+
+class TensorRTOptions(_Strict):
+    """`[runtime.tensorrt]`: settings of the TensorRT backend (bench.device.backends.tensorrt.harness)."""
+
+    device_id: Annotated[int, Field(ge=0)] = 0
+    # TensorRT's builder optimization level (0-5, its default 3): higher searches more tactics.
+    builder_optimization_level: Annotated[int, Field(ge=0, le=5)] = 3
+    # Also time an FP16 engine of the same network as a baseline in the details: one more
+    # engine build per subnet, so off unless asked for.
+    fp16_baseline: bool = False
+
+
+class Runtime(_Strict):
+    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1)
+    provider_options: list[dict[str, str | int | float | bool]] = Field(default_factory=list)
+    intra_op_threads: PositiveInt = 1
+    inter_op_threads: PositiveInt = 1
+    cpu_affinity: list[Annotated[int, Field(ge=0)]] | None = None
+    # TensorRT: include host<->device copies in the timed region (recorded either way).
+    include_copies: bool = False
+    workspace_mb: PositiveInt = 1024
+    tensorrt: TensorRTOptions | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tensorrt_defaults(cls, data: object) -> object:
+        # A tensorrt backend always records its settings; an onnxruntime one has none.
+        if isinstance(data, dict) and data.get("backend") == "tensorrt" and \
+                data.get("tensorrt") is None:
+            return {**data, "tensorrt": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _options_match(self) -> Runtime:
+        if self.provider_options and len(self.provider_options) != len(self.providers):
+            raise ValueError("provider_options needs one table per provider")
+        for provider, options in zip(self.providers, self.provider_options, strict=False):
+            problems = check_provider_options(provider, options)
+            if problems:
+                raise ValueError(problems[0])
+        if self.backend != "tensorrt" and self.tensorrt is not None:
+            raise ValueError("[runtime.tensorrt] is only for backend = \"tensorrt\"")
+        return self
+
+
+class Quantization(_Strict):
+    recipe: str = "dynamic"
+    fuse: bool = False
+    calibration_samples: PositiveInt = 16
+
+    @model_validator(mode="after")
+    def _known(self) -> Quantization:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r} (known: {', '.join(RECIPES)})")
+        return self
+
+
+class Workload(_Strict):
+    batch: PositiveInt = 1
+    seq_len: Annotated[int, Field(gt=0, le=512)] = 128
+
+
+class Measure(_Strict):
+    """The stopping rules and the trust rule (see docs/DESIGN.md, "Measuring honestly")."""
+
+    warmup_runs: Annotated[int, Field(ge=0)] = 10
+    warmup_seconds: Annotated[float, Field(ge=0)] = 0.2
+    min_runs: PositiveInt = 50
+    min_seconds: Annotated[float, Field(ge=0)] = 0.3
+    max_seconds: PositiveFloat = 10.0
+    target_rel_ci: PositiveFloat = 0.01
+    # Trust follows from what a measurement shows (bench.jobs.measurement.distrust): the 95 % CI of
+    # the paired ratio's median (of the raw median without an anchor) and the anchor's own.
+    # Chosen by measurement, quiet and beside a busy core (benchmarks/busy.py).
+    max_rel_ci: PositiveFloat = 0.02
+    max_anchor_rel_ci: PositiveFloat = 0.05
+    # A CPU timing loop that got less than this share of the cores it needs was off its core
+    # too long to be trusted (measured: below ~0.5 the paired ratio is biased, CI or not).
+    min_cpu_share: Annotated[float, Field(ge=0, le=1)] = 0.6
+    # A machine with no core free for the worker cannot be measured: wait this long for one,
+    # measuring again now and then, before the job stops and says so.
+    busy_wait_s: Annotated[float, Field(ge=0)] = 120.0
+    timeout_s: PositiveFloat = 300.0
+    # Time a fixed small "anchor" model right before every run and keep the ratio: it
+    # cancels the machine's own speed changes (see bench.device.timing.time_runs).
+    anchor: bool = True
+    drift_every: Annotated[int, Field(ge=0)] = 25
+    drift_threshold: PositiveFloat = 0.05
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data: object) -> object:
+        # Fields of earlier versions: named, so an old profile fails with a way forward.
+        if isinstance(data, dict):
+            for key in RETIRED_MEASURE_FIELDS:
+                if key in data:
+                    raise ValueError(f"{key} is no longer used: trust is judged from the "
+                                     "measurement itself (max_rel_ci, max_anchor_rel_ci)")
+        return data
+
+    @model_validator(mode="after")
+    def _order(self) -> Measure:
+        if self.max_seconds < self.min_seconds:
+            raise ValueError("max_seconds is below min_seconds")
+        if self.timeout_s <= self.max_seconds + self.warmup_seconds:
+            raise ValueError("timeout_s must exceed max_seconds + warmup_seconds")
+        return self
+
+
+class HardwareProfile(_Strict):
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    description: str = ""
+    target: Target = Field(default_factory=Target)
+    runtime: Runtime = Field(default_factory=Runtime)
+    precision: Literal["fp32", "fp16", "int8"] = "int8"
+    quantization: Quantization = Field(default_factory=Quantization)
+    workload: Workload = Field(default_factory=Workload)
+    measure: Measure = Field(default_factory=Measure)
+    source: str = Field(default="<memory>", exclude=True)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> HardwareProfile:
+        if self.precision == "fp16" and self.runtime.backend == "onnxruntime" and \
+                self.runtime.providers[0] == "CPUExecutionProvider":
+            raise ValueError("precision fp16 on ONNX Runtime's CPU provider is not supported")
+        if self.runtime.backend == "tensorrt" and self.precision == "int8" and \
+                self.quantization.recipe != "qdq-symmetric":
+            # TensorRT >= 10 takes INT8 only as explicit, symmetric Q/DQ (bench.device.backends.tensorrt.engine).
+            raise ValueError("backend tensorrt runs INT8 from explicit Q/DQ: quantization.recipe "
+                             "must be qdq-symmetric")
+        return self
+
+    def resolved(self) -> dict:
+        """Every setting, defaults filled in: what a measurement was taken under.
+
+        `runtime.tensorrt` is absent for other backends rather than null, so a profile
+        written before that table existed keeps its hash (and its stored measurements)."""
+        d = self.model_dump(mode="json")
+        if d["runtime"].get("tensorrt") is None:
+            d["runtime"].pop("tensorrt", None)
+        return d
+
+    def hash(self) -> str:
+        """Identity of the measurement conditions: anything that can change a number counts,
+        and so does the name (two devices with the same settings are still two devices);
+        the description does not."""
+        d = self.resolved()
+        d.pop("description")
+        for key in CONNECTION_POLICY:  # how a device is reached does not change its numbers
+            d["target"].pop(key)
+        for key in JUDGEMENT_POLICY:  # nor does how its numbers are judged
+            d["measure"].pop(key)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _error_line(source: str, exc: ValidationError) -> InputError:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or None
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
+        msg = f"{msg} (got {err['input']!r})"
+    return InputError(source, field, msg)
+
+
+def parse_profile(data: dict, source: str) -> HardwareProfile:
+    try:
+        return HardwareProfile.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise _error_line(source, exc) from None
+
+
+PROFILES_PACKAGE = "bfnas.hw_profiles"
+
+
+def profile_dir() -> Path:
+    """Folder of the shipped profiles, the data package `bfnas.hw_profiles`: `hw_profiles/`
+    of the repository (checkout or editable install), `bfnas/hw_profiles/` of a wheel."""
+    # Wheels install unzipped, so the package is a real folder and a Path of it is safe.
+    return Path(str(resources.files(PROFILES_PACKAGE)))
+
+
+def shipped_profiles() -> dict[str, Path]:
+    """Shipped profile names (file stems) and their files."""
+    try:
+        folder = profile_dir()
+    except ModuleNotFoundError:  # an install without its data: no shipped names, no traceback
+        return {}
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))} if folder.is_dir() else {}
+
+
+def load_profile(name_or_path: str | Path) -> HardwareProfile:
+    key = str(name_or_path)
+    shipped = shipped_profiles()
+    if key in shipped:
+        path = shipped[key]
+    elif key.endswith(".toml") or Path(key).is_file():
+        path = Path(key)
+    else:
+        raise InputError("--hw", None, f"no profile named {key!r} (shipped: {', '.join(shipped)}; "
+                                       "or give a .toml path)")
+    text = read_text_input(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(str(path), None, f"not valid TOML ({exc})") from None
+    return parse_profile(data, str(path))

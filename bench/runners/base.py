@@ -1,0 +1,55 @@
+"""What every runner is: where a measurement job executes, the job it is sent and the result
+it gives back (`Runner`), and the error when its device cannot be reached."""
+
+from __future__ import annotations
+
+import json
+import signal
+from typing import Protocol
+
+from bfnas.bench.hardware_profile import HardwareProfile
+from bfnas.errors import OperationFailed
+
+
+class DeviceUnreachable(OperationFailed):
+    """The device cannot be reached (after retries): not a property of the subnet, so the
+    job stops instead of storing a failure; a rerun resumes. Wherever it is raised (starting
+    a runner, too) the CLI prints it as one line, exit 1."""
+
+
+class Runner(Protocol):
+    """Runs measurement jobs somewhere. `lanes`: how many jobs it can run at once (one per
+    device); `run` may then be called from that many threads. A runner that measures on a
+    real device also has `probe(profile) -> list[dict]`: the device's `hw check` rows, which
+    a job runs before it writes anything (`bench.device.probe.require_usable`)."""
+
+    lanes: int
+
+    def run(self, model: str, sha256: str, profile: HardwareProfile,
+            anchor: tuple[str, str] | None = None) -> dict: ...
+
+
+def job_json(model: str, sha256: str, profile: HardwareProfile,
+             anchor: tuple[str, str] | None) -> str:
+    job: dict = {"model": model, "sha256": sha256, "profile": profile.resolved()}
+    if anchor:
+        job["anchor"] = {"model": anchor[0], "sha256": anchor[1]}
+    return json.dumps(job)
+
+
+def parse_worker_output(returncode: int, stdout: str, stderr: str) -> dict:
+    """The worker's JSON line, or a failed result that says why there is none."""
+    lines = stdout.strip().splitlines()
+    if lines:
+        try:
+            out = json.loads(lines[-1])
+            if isinstance(out, dict) and "status" in out:
+                return out
+        except json.JSONDecodeError:
+            pass
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return {"status": "failed", "reason": f"worker killed by {name}{hint}"}
+    tail = (stderr.strip().splitlines() or ["no output"])[-1]
+    return {"status": "failed", "reason": f"worker exited {returncode}: {tail[:300]}"}

@@ -1,0 +1,71 @@
+"""Is a profile usable where its runner measures? `bfnas hw check` of a profile's target,
+wherever it is: this machine, an SSH device (the device runs `bench.device.probe` itself,
+through its own Python), or the devices of a Ray cluster.
+
+The same checks guard every job that measures (`bfnas profile`, `bfnas bench`, a search's
+verification): `require_usable` runs them where the runner measures and refuses an unusable
+profile in one line naming its file and field, before anything is written. Without it an
+unknown provider or an unusable core is found by each worker in turn, stored as a failed
+measurement, and the job "succeeds" with nothing measured.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from bfnas.bench.device.probe import Check, local_checks
+from bfnas.bench.hardware_profile import HardwareProfile
+from bfnas.errors import InputError, OperationFailed
+
+
+def probe(profile: HardwareProfile) -> list[Check]:
+    """Is the profile usable? Local targets are checked here; SSH devices run this same
+    check on the device (through the device's Python); Ray devices in one of their actors."""
+    kind = profile.target.kind
+    if kind == "ssh":
+        from bfnas.bench.runners.ssh import SshRunner, remote_probe
+
+        runner = SshRunner(profile.target, retries=0)
+        try:
+            return [Check.from_dict(c) for c in remote_probe(runner, profile)]
+        finally:
+            runner.close()
+    if kind == "ray":
+        if importlib.util.find_spec("ray") is None:
+            return [Check("ray", False, "python package ray is not installed (pip install 'bfnas[ray]')")]
+        from bfnas.bench.runners.ray import ray_probe
+
+        return [Check.from_dict(c) for c in ray_probe(profile)]
+    return local_checks(profile)
+
+
+def refusal(profile: HardwareProfile, checks: list[Check]) -> InputError | OperationFailed | None:
+    """Why the profile cannot be measured where `checks` ran, as the one error to raise (None:
+    usable). A failure blamed on a field is bad input (the file and the field, exit 2); one
+    that is not (a device that stopped answering mid-check) is work that cannot go on."""
+    failed = [c for c in checks if not c.ok]
+    if not failed:
+        return None
+    first = failed[0]
+    if first.field is None:
+        return OperationFailed(f"{profile.source}: profile {profile.name} cannot be checked: "
+                               f"{first.name}: {first.detail}")
+    if first.field == "runtime.backend" and profile.runtime.backend == "tensorrt":
+        # Everything TensorRT lacks here at once: a GPU, its driver, the Python modules.
+        missing = "; ".join(c.detail for c in failed if c.field == first.field)
+        return InputError(profile.source, first.field,
+                          f"not usable here: TensorRT is not available ({missing})")
+    return InputError(profile.source, first.field, f"not usable here: {first.name}: {first.detail}")
+
+
+def require_usable(profile: HardwareProfile, runner: object) -> None:
+    """Refuse `profile` unless the device `runner` measures on passes its checks: what
+    `bfnas hw check` reports, run where the measurements will run (here, over SSH, in a
+    Ray device's actor). Call it before anything is written. A runner without `probe`
+    (a scripted one in tests) measures nowhere real and is not checked."""
+    probe_ = getattr(runner, "probe", None)
+    if probe_ is None:
+        return
+    error = refusal(profile, [Check.from_dict(c) for c in probe_(profile)])
+    if error is not None:
+        raise error

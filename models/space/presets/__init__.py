@@ -1,0 +1,2 @@
+"""The search spaces that ship with bfnas (TOML files, found with importlib.resources).
+"""
