@@ -10,7 +10,7 @@ copies when `runtime.include_copies` is set), so host-side Python overhead is no
 Engines are built on the device itself (the worker runs there) and cached under
 `target.workdir/tensorrt/` by `bench.device.backends.tensorrt.engine.engine_key`.
 
-Not run on a GPU in this repository's CI (CPU only); see README "TensorRT".
+Not run on a GPU in this repository's CI (CPU only); see docs/tensorrt.md.
 """
 
 from __future__ import annotations
