@@ -29,10 +29,12 @@ sshd:
 
 test: $(VENV)/.dev-installed sshd
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The wheel, installed (not editable) in a fresh venv, runs bfnas outside the repository.
 wheel-check:

@@ -79,7 +79,9 @@ class Target(_Strict):
         if self.kind == "ssh" and not self.host:
             raise ValueError("an ssh target needs host")
         if self.kind == "ray" and not self.resource:
-            raise ValueError("a ray target needs resource (the custom resource its node advertises)")
+            raise ValueError(
+                "a ray target needs resource (the custom resource its node advertises)"
+            )
         return self
 
     @field_validator("address")
@@ -99,7 +101,8 @@ RETIRED_MEASURE_FIELDS = ("max_cov", "max_other_cpu")
 
 
 class TensorRTOptions(_Strict):
-    """`[runtime.tensorrt]`: settings of the TensorRT backend (bench.device.backends.tensorrt.harness)."""
+    """`[runtime.tensorrt]`: settings of the TensorRT backend
+    (`bench.device.backends.tensorrt.harness`)."""
 
     device_id: Annotated[int, Field(ge=0)] = 0
     # TensorRT's builder optimization level (0-5, its default 3): higher searches more tactics.
@@ -125,8 +128,11 @@ class Runtime(_Strict):
     @classmethod
     def _tensorrt_defaults(cls, data: object) -> object:
         # A tensorrt backend always records its settings; an onnxruntime one has none.
-        if isinstance(data, dict) and data.get("backend") == "tensorrt" and \
-                data.get("tensorrt") is None:
+        if (
+            isinstance(data, dict)
+            and data.get("backend") == "tensorrt"
+            and data.get("tensorrt") is None
+        ):
             return {**data, "tensorrt": {}}
         return data
 
@@ -139,7 +145,7 @@ class Runtime(_Strict):
             if problems:
                 raise ValueError(problems[0])
         if self.backend != "tensorrt" and self.tensorrt is not None:
-            raise ValueError("[runtime.tensorrt] is only for backend = \"tensorrt\"")
+            raise ValueError('[runtime.tensorrt] is only for backend = "tensorrt"')
         return self
 
 
@@ -194,8 +200,10 @@ class Measure(_Strict):
         if isinstance(data, dict):
             for key in RETIRED_MEASURE_FIELDS:
                 if key in data:
-                    raise ValueError(f"{key} is no longer used: trust is judged from the "
-                                     "measurement itself (max_rel_ci, max_anchor_rel_ci)")
+                    raise ValueError(
+                        f"{key} is no longer used: trust is judged from the "
+                        "measurement itself (max_rel_ci, max_anchor_rel_ci)"
+                    )
         return data
 
     @model_validator(mode="after")
@@ -220,14 +228,23 @@ class HardwareProfile(_Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> HardwareProfile:
-        if self.precision == "fp16" and self.runtime.backend == "onnxruntime" and \
-                self.runtime.providers[0] == "CPUExecutionProvider":
+        if (
+            self.precision == "fp16"
+            and self.runtime.backend == "onnxruntime"
+            and self.runtime.providers[0] == "CPUExecutionProvider"
+        ):
             raise ValueError("precision fp16 on ONNX Runtime's CPU provider is not supported")
-        if self.runtime.backend == "tensorrt" and self.precision == "int8" and \
-                self.quantization.recipe != "qdq-symmetric":
-            # TensorRT >= 10 takes INT8 only as explicit, symmetric Q/DQ (bench.device.backends.tensorrt.engine).
-            raise ValueError("backend tensorrt runs INT8 from explicit Q/DQ: quantization.recipe "
-                             "must be qdq-symmetric")
+        if (
+            self.runtime.backend == "tensorrt"
+            and self.precision == "int8"
+            and self.quantization.recipe != "qdq-symmetric"
+        ):
+            # TensorRT >= 10 takes INT8 only as explicit, symmetric Q/DQ
+            # (bench.device.backends.tensorrt.engine).
+            raise ValueError(
+                "backend tensorrt runs INT8 from explicit Q/DQ: quantization.recipe "
+                "must be qdq-symmetric"
+            )
         return self
 
     def resolved(self) -> dict:
@@ -298,8 +315,11 @@ def load_profile(name_or_path: str | Path) -> HardwareProfile:
     elif key.endswith(".toml") or Path(key).is_file():
         path = Path(key)
     else:
-        raise InputError("--hw", None, f"no profile named {key!r} (shipped: {', '.join(shipped)}; "
-                                       "or give a .toml path)")
+        raise InputError(
+            "--hw",
+            None,
+            f"no profile named {key!r} (shipped: {', '.join(shipped)}; or give a .toml path)",
+        )
     text = read_text_input(path)
     try:
         data = tomllib.loads(text)

@@ -6,9 +6,9 @@ Measures the same subnets in fresh processes (interleaved rounds) three times: o
 machine, with one background process keeping one core busy (`python3 -c 'while 1: pass'`,
 what a newcomer's machine looks like), with one such process per core (saturated) and with two
 per core (overloaded: the worker gets too little CPU to be trusted, so a job would wait and then
-refuse; here the wait is off, so each such measurement shows as refused). Prints per phase the share of
-measurements trusted, the CoV of the normalized latency across fresh processes, the CPU other
-processes and the worker used, and the median |difference| of each subnet's normalized
+refuse; here the wait is off, so each such measurement shows as refused). Prints per phase the
+share of measurements trusted, the CoV of the normalized latency across fresh processes, the CPU
+other processes and the worker used, and the median |difference| of each subnet's normalized
 latency between quiet and busy; and how the share trusted would move with the trust rule's
 limits (what the defaults were chosen by). Writes benchmarks/results/busy.{md,json}.
 Goal (issue 14), one busy core: >= 90 % trusted, CoV <= 1.5 %, median difference <= 1.5 %.
@@ -65,11 +65,15 @@ def phase(name: str, loops: int, arts, anchors, profile, repeats: int) -> list[l
                     res = {"status": "refused", "reason": str(exc)}
                 results[i].append(res)
                 cpu = res.get("cpu", {})
-                print(f"{name} round {r + 1} subnet {i + 1}: {res['status']} "
-                      f"ratio {res.get('ratio', float('nan')):.4f} "
-                      f"±{res.get('ratio_rel_ci', float('nan')):.2%} "
-                      f"other {cpu.get('other_cores', float('nan')):.2f} "
-                      f"own {cpu.get('own_cores', float('nan')):.2f}", file=sys.stderr, flush=True)
+                print(
+                    f"{name} round {r + 1} subnet {i + 1}: {res['status']} "
+                    f"ratio {res.get('ratio', float('nan')):.4f} "
+                    f"±{res.get('ratio_rel_ci', float('nan')):.2%} "
+                    f"other {cpu.get('other_cores', float('nan')):.2f} "
+                    f"own {cpu.get('own_cores', float('nan')):.2f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         stop(procs)
         runner.close()
@@ -87,13 +91,17 @@ def summary(name: str, results: list[list[dict]], baselines: dict[str, float], p
         norm_means.append(statistics.mean(norm) if norm else None)
     sweep = {}
     for limit in SWEEP_RATIO_CI:
-        judged = profile.model_copy(update={"measure": profile.measure.model_copy(
-            update={"max_rel_ci": limit})})
-        sweep[f"{limit:.3f}"] = (sum(distrust(x, judged) is None for x in measured) / len(flat)
-                                 if flat else 0.0)
+        judged = profile.model_copy(
+            update={"measure": profile.measure.model_copy(update={"max_rel_ci": limit})}
+        )
+        sweep[f"{limit:.3f}"] = (
+            sum(distrust(x, judged) is None for x in measured) / len(flat) if flat else 0.0
+        )
     ok_covs = [c for c in covs if c is not None]
     return {
-        "phase": name, "measurements": len(flat), "trusted": len(trusted),
+        "phase": name,
+        "measurements": len(flat),
+        "trusted": len(trusted),
         "share_trusted": len(trusted) / len(flat) if flat else 0.0,
         "refused_busy": sum(x["status"] == "refused" for x in flat),
         "starved": sum(starved(x, profile) for x in measured),
@@ -103,13 +111,17 @@ def summary(name: str, results: list[list[dict]], baselines: dict[str, float], p
         "cov_normalized_worst": max(ok_covs) if ok_covs else None,
         "normalized_ms_per_subnet": norm_means,
         "other_cores_median": statistics.median(x["cpu"]["other_cores"] for x in measured)
-        if measured else None,
+        if measured
+        else None,
         "own_cores_median": statistics.median(x["cpu"]["own_cores"] for x in measured)
-        if measured else None,
+        if measured
+        else None,
         "ratio_rel_ci_median": statistics.median(x["ratio_rel_ci"] for x in measured)
-        if measured else None,
+        if measured
+        else None,
         "anchor_rel_ci_median": statistics.median(x["anchor"]["median_rel_ci"] for x in measured)
-        if measured else None,
+        if measured
+        else None,
         "share_trusted_if_max_rel_ci": sweep,
         "reasons": sorted({x.get("reason", "") for x in flat if x["status"] != "ok"}),
     }
@@ -120,23 +132,30 @@ def fmt(x: float | None, spec: str) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--hw", default="local-cpu-int8")
     ap.add_argument("--space", default="minilm-l6")
     ap.add_argument("--subnets", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--no-saturated", action="store_true",
-                    help="skip the saturated and overloaded phases")
-    ap.add_argument("--saturating-loops", type=int, default=None,
-                    help="busy processes in the saturated phase (default: one per core)")
+    ap.add_argument(
+        "--no-saturated", action="store_true", help="skip the saturated and overloaded phases"
+    )
+    ap.add_argument(
+        "--saturating-loops",
+        type=int,
+        default=None,
+        help="busy processes in the saturated phase (default: one per core)",
+    )
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     profile = load_profile(args.hw)
     # The saturated phase shows the refusal; it must not wait minutes per measurement.
-    saturated_profile = profile.model_copy(update={"measure": profile.measure.model_copy(
-        update={"busy_wait_s": 0.0})})
+    saturated_profile = profile.model_copy(
+        update={"measure": profile.measure.model_copy(update={"busy_wait_s": 0.0})}
+    )
     space = load_space(args.space)
     supernet = SuperBert.random(SupernetDims.for_space(space), seed=0)
     cfgs = plan_subnets(space, args.subnets, "stratified", args.seed)
@@ -146,13 +165,22 @@ def main() -> int:
         cache = ArtifactCache(Path(tmp))
         arts = [artifact_for(cache, supernet, c, profile) for c in cfgs]
         anchors = [anchor_artifact(cache, profile, c) for c in cfgs]
-        phases = {"quiet": phase("quiet", 0, arts, anchors, profile, args.repeats),
-                  "one busy core": phase("busy", 1, arts, anchors, profile, args.repeats)}
+        phases = {
+            "quiet": phase("quiet", 0, arts, anchors, profile, args.repeats),
+            "one busy core": phase("busy", 1, arts, anchors, profile, args.repeats),
+        }
         if not args.no_saturated:
-            phases["saturated"] = phase("saturated", args.saturating_loops or cores, arts, anchors,
-                                        saturated_profile, args.repeats)
-            phases["overloaded"] = phase("overloaded", 2 * cores, arts, anchors, saturated_profile,
-                                         args.repeats)
+            phases["saturated"] = phase(
+                "saturated",
+                args.saturating_loops or cores,
+                arts,
+                anchors,
+                saturated_profile,
+                args.repeats,
+            )
+            phases["overloaded"] = phase(
+                "overloaded", 2 * cores, arts, anchors, saturated_profile, args.repeats
+            )
     # One baseline per anchor for every phase (the quiet one, as a store would settle on):
     # so a difference of normalized latency is a difference of the paired ratio.
     by_anchor: dict[str, list[float]] = {}
@@ -164,17 +192,25 @@ def main() -> int:
     sums = {name: summary(name, rs, baselines, profile) for name, rs in phases.items()}
     quiet, busy = sums["quiet"], sums["one busy core"]
     for s in sums.values():
-        s["abs_diff_from_quiet"] = [abs(b / q - 1) for q, b in zip(
-            quiet["normalized_ms_per_subnet"], s["normalized_ms_per_subnet"], strict=True) if q and b]
-        s["median_abs_diff_from_quiet"] = (statistics.median(s["abs_diff_from_quiet"])
-                                           if s["abs_diff_from_quiet"] else None)
+        s["abs_diff_from_quiet"] = [
+            abs(b / q - 1)
+            for q, b in zip(
+                quiet["normalized_ms_per_subnet"], s["normalized_ms_per_subnet"], strict=True
+            )
+            if q and b
+        ]
+        s["median_abs_diff_from_quiet"] = (
+            statistics.median(s["abs_diff_from_quiet"]) if s["abs_diff_from_quiet"] else None
+        )
     median_diff = busy["median_abs_diff_from_quiet"]
     m = profile.measure
     lines = [
         f"profile {profile.name} ({profile.runtime.intra_op_threads} thread), space {space.name}, "
-        f"{len(cfgs)} subnets x {args.repeats} fresh-process measurements per phase, {cores} cores; "
+        f"{len(cfgs)} subnets x {args.repeats} fresh-process measurements per phase, {cores} "
+        "cores; "
         f"trust rule: paired-ratio CI <= ±{m.max_rel_ci:.1%}, anchor median CI <= "
-        f"±{m.max_anchor_rel_ci:.1%}, worker's CPU share >= {m.min_cpu_share:.0%}; normalized latency = ratio x the quiet phase's anchor median",
+        f"±{m.max_anchor_rel_ci:.1%}, worker's CPU share >= {m.min_cpu_share:.0%}; normalized "
+        "latency = ratio x the quiet phase's anchor median",
         "",
         "| phase | trusted | CoV of normalized (median / worst) | median diff from quiet "
         "| other cores | worker's cores | ratio CI | anchor CI | starved | refused as busy |",
@@ -187,23 +223,45 @@ def main() -> int:
             f"{fmt(s['median_abs_diff_from_quiet'], '.2%')} | "
             f"{fmt(s['other_cores_median'], '.2f')} | {fmt(s['own_cores_median'], '.2f')} | "
             f"±{fmt(s['ratio_rel_ci_median'], '.2%')} | ±{fmt(s['anchor_rel_ci_median'], '.2%')} | "
-            f"{s['starved']} | {s['refused_busy']} |")
-    lines += ["", "Share trusted if the paired-ratio CI limit were:", "",
-              "| phase | " + " | ".join(f"±{x:.1%}" for x in SWEEP_RATIO_CI) + " |",
-              "|---|" + "---|" * len(SWEEP_RATIO_CI)]
+            f"{s['starved']} | {s['refused_busy']} |"
+        )
+    lines += [
+        "",
+        "Share trusted if the paired-ratio CI limit were:",
+        "",
+        "| phase | " + " | ".join(f"±{x:.1%}" for x in SWEEP_RATIO_CI) + " |",
+        "|---|" + "---|" * len(SWEEP_RATIO_CI),
+    ]
     for s in sums.values():
-        lines.append(f"| {s['phase']} | " + " | ".join(
-            f"{v:.0%}" for v in s["share_trusted_if_max_rel_ci"].values()) + " |")
-    goal = (busy["share_trusted"] >= 0.9 and (busy["cov_normalized_worst"] or 1) <= 0.015
-            and (median_diff if median_diff is not None else 1) <= 0.015)
-    lines += ["", f"one busy core: {busy['share_trusted']:.0%} trusted (goal >= 90 %), worst CoV of "
-                  f"normalized latency {fmt(busy['cov_normalized_worst'], '.2%')} (goal <= 1.5 %), "
-                  f"median |difference| from quiet {fmt(median_diff, '.2%')} (goal <= 1.5 %): "
-                  f"{'met' if goal else 'NOT met'}; {time.time() - t0:.0f} s in all"]
-    publish(args.out, "busy", lines, {"phases": sums, "baselines_ms": baselines,
-                                      "median_abs_diff_quiet_busy": median_diff,
-                                      "goal_met": goal,
-                                      "subnets": [str(c) for c in cfgs]})
+        lines.append(
+            f"| {s['phase']} | "
+            + " | ".join(f"{v:.0%}" for v in s["share_trusted_if_max_rel_ci"].values())
+            + " |"
+        )
+    goal = (
+        busy["share_trusted"] >= 0.9
+        and (busy["cov_normalized_worst"] or 1) <= 0.015
+        and (median_diff if median_diff is not None else 1) <= 0.015
+    )
+    lines += [
+        "",
+        f"one busy core: {busy['share_trusted']:.0%} trusted (goal >= 90 %), worst CoV of "
+        f"normalized latency {fmt(busy['cov_normalized_worst'], '.2%')} (goal <= 1.5 %), "
+        f"median |difference| from quiet {fmt(median_diff, '.2%')} (goal <= 1.5 %): "
+        f"{'met' if goal else 'NOT met'}; {time.time() - t0:.0f} s in all",
+    ]
+    publish(
+        args.out,
+        "busy",
+        lines,
+        {
+            "phases": sums,
+            "baselines_ms": baselines,
+            "median_abs_diff_quiet_busy": median_diff,
+            "goal_met": goal,
+            "subnets": [str(c) for c in cfgs],
+        },
+    )
     return 0
 
 

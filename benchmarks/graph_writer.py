@@ -30,7 +30,9 @@ from bfnas.models.space.search_space import load_space
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--hw", default="local-cpu-int8")
     ap.add_argument("--space", default="bigger-faster")
     ap.add_argument("--subnets", type=int, default=12)
@@ -46,7 +48,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bfnas-writer-") as tmp:
         caches = {
             "direct": ArtifactCache(Path(tmp) / "direct"),
-            "torchscript": ArtifactCache(Path(tmp) / "ts", export=ExportSettings(exporter="torchscript")),
+            "torchscript": ArtifactCache(
+                Path(tmp) / "ts", export=ExportSettings(exporter="torchscript")
+            ),
         }
         for cfg in plan_subnets(space, args.subnets, "random", args.seed, profile.workload.seq_len):
             arts, build_s = {}, {}
@@ -59,8 +63,14 @@ def main() -> int:
                 for name, art in arts.items():
                     ms[name].append(runner.run(str(art.path), art.sha256, profile)["median_ms"])
             med = {name: statistics.median(v) for name, v in ms.items()}
-            rows.append({"arch": str(cfg), "build_s": build_s, "median_ms": med,
-                         "ratio": med["direct"] / med["torchscript"]})
+            rows.append(
+                {
+                    "arch": str(cfg),
+                    "build_s": build_s,
+                    "median_ms": med,
+                    "ratio": med["direct"] / med["torchscript"],
+                }
+            )
     runner.close()
     ratios = [r["ratio"] for r in rows]
     lines = [
@@ -69,17 +79,26 @@ def main() -> int:
         "",
         "| subnet | build direct s | build torchscript s | direct ms | torchscript ms | ratio |",
         "|---|---|---|---|---|---|",
-        *(f"| {r['arch']} | {r['build_s']['direct']:.2f} | {r['build_s']['torchscript']:.2f} | "
-          f"{r['median_ms']['direct']:.3f} | {r['median_ms']['torchscript']:.3f} | {r['ratio']:.3f} |"
-          for r in rows),
+        *(
+            f"| {r['arch']} | {r['build_s']['direct']:.2f} | {r['build_s']['torchscript']:.2f} | "
+            f"{r['median_ms']['direct']:.3f} | {r['median_ms']['torchscript']:.3f} | "
+            f"{r['ratio']:.3f} |"
+            for r in rows
+        ),
         "",
         f"latency ratio direct / torchscript: median {statistics.median(ratios):.3f}, "
         f"range {min(ratios):.3f}-{max(ratios):.3f}",
         f"build time: direct {statistics.mean(r['build_s']['direct'] for r in rows):.2f} s, "
-        f"torchscript + quantize_dynamic {statistics.mean(r['build_s']['torchscript'] for r in rows):.2f} s "
+        "torchscript + quantize_dynamic "
+        f"{statistics.mean(r['build_s']['torchscript'] for r in rows):.2f} s "
         "(mean; both include the fidelity check)",
     ]
-    publish(args.out, "graph_writer", lines, {"profile": profile.name, "space": space.name, "rows": rows})
+    publish(
+        args.out,
+        "graph_writer",
+        lines,
+        {"profile": profile.name, "space": space.name, "rows": rows},
+    )
     return 0
 
 

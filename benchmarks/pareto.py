@@ -86,8 +86,13 @@ def pymoo_front(space, score, objective, budget: Budget, pop: int, gens: int, se
     def key(v):
         return v if isinstance(v, str) else v.X[0].key()
 
-    algorithm = NSGA2(pop_size=pop, sampling=Sample(), crossover=Cross(), mutation=Mutate(),
-                      eliminate_duplicates=HashDuplicateElimination(func=key))
+    algorithm = NSGA2(
+        pop_size=pop,
+        sampling=Sample(),
+        crossover=Cross(),
+        mutation=Mutate(),
+        eliminate_duplicates=HashDuplicateElimination(func=key),
+    )
     res = minimize(Subnets(), algorithm, ("n_gen", gens), seed=seed, verbose=False)
     evaluated = res.algorithm.evaluator.n_eval
     pts = []
@@ -98,7 +103,9 @@ def pymoo_front(space, score, objective, budget: Budget, pop: int, gens: int, se
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--db", required=True)
     ap.add_argument("--hw", default="local-cpu-int8", help="profile name in the store")
     ap.add_argument("--space", default="bigger-faster")
@@ -123,31 +130,57 @@ def main() -> int:
         budget = Budget(float(b))
         for seed in range(args.seeds):
             t = time.perf_counter()
-            own = evolve(space, score, objective, budget,
-                         EvolutionSettings(population=args.population, parents=args.population // 2,
-                                           generations=args.generations, mode="pareto", seed=seed))
+            own = evolve(
+                space,
+                score,
+                objective,
+                budget,
+                EvolutionSettings(
+                    population=args.population,
+                    parents=args.population // 2,
+                    generations=args.generations,
+                    mode="pareto",
+                    seed=seed,
+                ),
+            )
             own_s = time.perf_counter() - t
             t = time.perf_counter()
-            pts, n_eval = pymoo_front(space, score, objective, budget, args.population, args.generations, seed)
+            pts, n_eval = pymoo_front(
+                space, score, objective, budget, args.population, args.generations, seed
+            )
             moo_s = time.perf_counter() - t
-            table.append({
-                "budget_ms": float(b), "seed": seed,
-                "own_hv": hypervolume([(c.predicted_ms, c.objective) for c in own.front], b),
-                "own_evaluated": own.evaluated, "own_s": own_s, "own_front": len(own.front),
-                "pymoo_hv": hypervolume(pts, b), "pymoo_evaluated": n_eval, "pymoo_s": moo_s,
-            })
+            table.append(
+                {
+                    "budget_ms": float(b),
+                    "seed": seed,
+                    "own_hv": hypervolume([(c.predicted_ms, c.objective) for c in own.front], b),
+                    "own_evaluated": own.evaluated,
+                    "own_s": own_s,
+                    "own_front": len(own.front),
+                    "pymoo_hv": hypervolume(pts, b),
+                    "pymoo_evaluated": n_eval,
+                    "pymoo_s": moo_s,
+                }
+            )
     rel = [r["own_hv"] / r["pymoo_hv"] for r in table if r["pymoo_hv"]]
     lines = [
-        f"{rows.profile} / {space.name}: predictor on {len(rows.cfgs)} rows; population {args.population}, "
+        f"{rows.profile} / {space.name}: predictor on {len(rows.cfgs)} rows; population "
+        f"{args.population}, "
         f"{args.generations} generations, {args.seeds} seeds per budget",
         "",
-        "| budget ms | seed | own HV | own scored | own s | pymoo HV | pymoo scored | pymoo s | own / pymoo HV |",
+        "| budget ms | seed | own HV | own scored | own s | pymoo HV | pymoo scored | pymoo s | "
+        "own / pymoo HV |",
         "|---|---|---|---|---|---|---|---|---|",
-        *(f"| {r['budget_ms']:.3f} | {r['seed']} | {r['own_hv']:.4g} | {r['own_evaluated']} | {r['own_s']:.2f} | "
-          f"{r['pymoo_hv']:.4g} | {r['pymoo_evaluated']} | {r['pymoo_s']:.2f} | "
-          f"{r['own_hv'] / r['pymoo_hv'] if r['pymoo_hv'] else float('nan'):.3f} |" for r in table),
+        *(
+            f"| {r['budget_ms']:.3f} | {r['seed']} | {r['own_hv']:.4g} | {r['own_evaluated']} | "
+            f"{r['own_s']:.2f} | "
+            f"{r['pymoo_hv']:.4g} | {r['pymoo_evaluated']} | {r['pymoo_s']:.2f} | "
+            f"{r['own_hv'] / r['pymoo_hv'] if r['pymoo_hv'] else float('nan'):.3f} |"
+            for r in table
+        ),
         "",
-        f"own / pymoo hypervolume: median {statistics.median(rel):.3f}, min {min(rel):.3f}, max {max(rel):.3f}",
+        f"own / pymoo hypervolume: median {statistics.median(rel):.3f}, min {min(rel):.3f}, max "
+        f"{max(rel):.3f}",
         f"time: own {statistics.mean(r['own_s'] for r in table):.2f} s, "
         f"pymoo {statistics.mean(r['pymoo_s'] for r in table):.2f} s per search (mean)",
     ]

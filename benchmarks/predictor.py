@@ -57,9 +57,12 @@ def fit_predict_seed_mlp(X_train, y_train, X_test, seed: int, steps: int = 3000)
     mu, sd = xtr.mean(0), xtr.std(0) + 1e-9
     ymu, ysd = y_train.mean(), y_train.std() + 1e-9
     net = torch.nn.Sequential(
-        torch.nn.Linear(len(cols), 128), torch.nn.ReLU(),
-        torch.nn.Linear(128, 128), torch.nn.ReLU(),
-        torch.nn.Linear(128, 128), torch.nn.ReLU(),
+        torch.nn.Linear(len(cols), 128),
+        torch.nn.ReLU(),
+        torch.nn.Linear(128, 128),
+        torch.nn.ReLU(),
+        torch.nn.Linear(128, 128),
+        torch.nn.ReLU(),
         torch.nn.Linear(128, 1),
     )
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -80,12 +83,15 @@ def run_profile(rows: LatencyRows, sizes: list[int], test_size: int, seeds: int)
     results = []
     for n in sizes:
         if n + 10 > len(rows.cfgs):
-            print(f"{rows.profile}: skipping n={n}, the store has {len(rows.cfgs)} rows", file=sys.stderr)
+            print(
+                f"{rows.profile}: skipping n={n}, the store has {len(rows.cfgs)} rows",
+                file=sys.stderr,
+            )
             continue
         per_method: dict[str, list[dict]] = {}
         for seed in range(seeds):
             idx = np.random.default_rng(seed).permutation(len(rows.cfgs))
-            train, test = idx[:n], idx[n:n + test_size]
+            train, test = idx[:n], idx[n : n + test_size]
             y_tr, y_te = rows.ms[train], rows.ms[test]
             preds = {}
             coverage = None
@@ -107,9 +113,17 @@ def run_profile(rows: LatencyRows, sizes: list[int], test_size: int, seeds: int)
             agg = {k: statistics.mean(m[k] for m in ms) for k in ms[0]}
             cov_note = agg.pop("spread_coverage", None)
             agg["within_10pct_min"] = min(m["within_10pct"] for m in ms)
-            results.append({"profile": rows.profile, "label": rows.label, "n": n,
-                            "test_rows": min(test_size, len(rows.cfgs) - n), "method": name, **agg,
-                            "spread_coverage": cov_note})
+            results.append(
+                {
+                    "profile": rows.profile,
+                    "label": rows.label,
+                    "n": n,
+                    "test_rows": min(test_size, len(rows.cfgs) - n),
+                    "method": name,
+                    **agg,
+                    "spread_coverage": cov_note,
+                }
+            )
     return results
 
 
@@ -138,9 +152,13 @@ def feature_matrix_of(rows: LatencyRows) -> np.ndarray:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--db", required=True)
-    ap.add_argument("--hw", action="append", required=True, help="profile in the store (repeatable)")
+    ap.add_argument(
+        "--hw", action="append", required=True, help="profile in the store (repeatable)"
+    )
     ap.add_argument("--sizes", default="100,300,1000")
     ap.add_argument("--test-size", type=int, default=2000)
     ap.add_argument("--seeds", type=int, default=5)
@@ -154,31 +172,52 @@ def main() -> int:
         all_rows = [load_rows(store, hw) for hw in args.hw]
     for rows in all_rows:
         results += run_profile(rows, sizes, args.test_size, args.seeds)
-    lines = [f"{args.seeds} seeds per cell; metrics are means over seeds on held-out rows "
-             f"(min over seeds for +-10 % in brackets)", "",
-             "| profile (label) | n train | held out | method | within 5 % | within 10 % | MAPE | Kendall tau |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{args.seeds} seeds per cell; metrics are means over seeds on held-out rows "
+        f"(min over seeds for +-10 % in brackets)",
+        "",
+        "| profile (label) | n train | held out | method | within 5 % | within 10 % | MAPE | "
+        "Kendall tau |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        lines.append(f"| {r['profile']} ({r['label']}) | {r['n']} | {r['test_rows']} | {r['method']} | "
-                     f"{r['within_5pct']:.1%} | {r['within_10pct']:.1%} ({r['within_10pct_min']:.1%}) | "
-                     f"{r['mape']:.2%} | {r['kendall_tau']:.3f} |")
-    lines += ["", "spread (10th-90th percentile models, nominal 80 %): share of held-out latencies inside"]
-    lines += [f"- {r['profile']} n={r['n']}: {r['spread_coverage']:.1%}" for r in results
-              if r["spread_coverage"] is not None]
+        lines.append(
+            f"| {r['profile']} ({r['label']}) | {r['n']} | {r['test_rows']} | {r['method']} | "
+            f"{r['within_5pct']:.1%} | {r['within_10pct']:.1%} ({r['within_10pct_min']:.1%}) | "
+            f"{r['mape']:.2%} | {r['kendall_tau']:.3f} |"
+        )
+    lines += [
+        "",
+        "spread (10th-90th percentile models, nominal 80 %): share of held-out latencies inside",
+    ]
+    lines += [
+        f"- {r['profile']} n={r['n']}: {r['spread_coverage']:.1%}"
+        for r in results
+        if r["spread_coverage"] is not None
+    ]
     verdicts = []
     for prof in {r["profile"] for r in results}:
         for n in sorted({r["n"] for r in results if r["profile"] == prof}):
             cell = {r["method"]: r for r in results if r["profile"] == prof and r["n"] == n}
             ours = cell["bfnas (ratio)"]
-            beats = all(ours[k] >= cell[m][k] for m in ("seed MLP", "linear")
-                        for k in ("within_10pct", "kendall_tau"))
-            verdicts.append(f"{prof} n={n}: bfnas >= seed MLP and linear on +-10 % and tau: "
-                            f"{'yes' if beats else 'NO'}")
+            beats = all(
+                ours[k] >= cell[m][k]
+                for m in ("seed MLP", "linear")
+                for k in ("within_10pct", "kendall_tau")
+            )
+            verdicts.append(
+                f"{prof} n={n}: bfnas >= seed MLP and linear on +-10 % and tau: "
+                f"{'yes' if beats else 'NO'}"
+            )
     speed = predict_speed(all_rows[0])
-    lines += ["", *sorted(verdicts), "",
-              f"batched predict: {speed['configs']:,} configs of {all_rows[0].space} in "
-              f"{speed['seconds']:.2f} s including features (goal < 1 s), 1 thread",
-              f"{time.time() - t0:.0f} s in all"]
+    lines += [
+        "",
+        *sorted(verdicts),
+        "",
+        f"batched predict: {speed['configs']:,} configs of {all_rows[0].space} in "
+        f"{speed['seconds']:.2f} s including features (goal < 1 s), 1 thread",
+        f"{time.time() - t0:.0f} s in all",
+    ]
     publish(args.out, args.name, lines, {"results": results, "predict_speed": speed})
     return 0
 

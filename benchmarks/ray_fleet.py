@@ -1,6 +1,7 @@
 """Fleet benchmark: subnets measured per minute by `bfnas profile` on two Ray devices vs one.
 
-    python benchmarks/ray_fleet.py [--hw local-cpu-int8] [--space bigger-faster] [--samples 30] [--repeats 2]
+    python benchmarks/ray_fleet.py [--hw local-cpu-int8] [--space bigger-faster] \
+        [--samples 30] [--repeats 2]
 
 A real local Ray cluster (`ray.cluster_utils.Cluster`): a head with no CPUs and two nodes,
 each advertising one unit of the profile's resource and pinned to its own core
@@ -62,7 +63,9 @@ def cpu_seconds() -> dict[str, float]:
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             head, _, rest = stat.read_text().rpartition(")")
-            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cmd = (
+                (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            )
         except OSError:
             continue
         f = rest.split()
@@ -70,10 +73,17 @@ def cpu_seconds() -> dict[str, float]:
         server = "bfnas.bench.device.forkserver" in cmd
         # A fork server's workers have exited by now: their time is in its children's fields.
         used = (int(f[11]) + int(f[12]) + (int(f[13]) + int(f[14]) if server else 0)) / tick
-        kind = ("driver" if pid == os.getpid() else "measuring workers" if server
-                else "ray actors" if "ray::" in head or "default_worker" in cmd
-                else "ray daemons" if any(k in cmd for k in ("raylet", "gcs_server", "ray/", "dashboard"))
-                else "other")
+        kind = (
+            "driver"
+            if pid == os.getpid()
+            else "measuring workers"
+            if server
+            else "ray actors"
+            if "ray::" in head or "default_worker" in cmd
+            else "ray daemons"
+            if any(k in cmd for k in ("raylet", "gcs_server", "ray/", "dashboard"))
+            else "other"
+        )
         out[kind] = out.get(kind, 0.0) + used
     return out
 
@@ -103,28 +113,51 @@ class PinnedLocalRunners:
             runner.close()
 
 
-def profile_once(profile, space, supernet, cache, devices: int, samples: int, seed: int, db: Path,
-                 local_cores: list[int] | None = None) -> dict:
-    runner = PinnedLocalRunners(local_cores) if local_cores else RayRunner(profile, max_devices=devices)
+def profile_once(
+    profile,
+    space,
+    supernet,
+    cache,
+    devices: int,
+    samples: int,
+    seed: int,
+    db: Path,
+    local_cores: list[int] | None = None,
+) -> dict:
+    runner = (
+        PinnedLocalRunners(local_cores) if local_cores else RayRunner(profile, max_devices=devices)
+    )
     try:
         with LatencyStore(db) as store:
             cpu0 = cpu_seconds()
             t = time.perf_counter()
-            out = ProfileJob(store, profile, space, supernet, cache, runner, samples, seed=seed).run()
+            out = ProfileJob(
+                store, profile, space, supernet, cache, runner, samples, seed=seed
+            ).run()
             seconds = time.perf_counter() - t
             cpu1 = cpu_seconds()
             rows = store.db.execute(
-                "SELECT subnet_key, ratio FROM measurements WHERE role = 'sample' AND status = 'ok'").fetchall()
+                "SELECT subnet_key, ratio FROM measurements WHERE role = 'sample' AND status = 'ok'"
+            ).fetchall()
     finally:
         runner.close()
     cpu = {k: round(cpu1.get(k, 0.0) - cpu0.get(k, 0.0), 1) for k in cpu1}
-    return {"devices": devices if not local_cores else f"local x{len(local_cores)}", "seconds": seconds, "per_min": 60 * samples / seconds, "cpu_seconds": cpu,
-            "ok": out["ok"], "unstable": out["unstable"], "failed": out["failed"],
-            "ratios": {k: r for k, r in rows if r is not None}}
+    return {
+        "devices": devices if not local_cores else f"local x{len(local_cores)}",
+        "seconds": seconds,
+        "per_min": 60 * samples / seconds,
+        "cpu_seconds": cpu,
+        "ok": out["ok"],
+        "unstable": out["unstable"],
+        "failed": out["failed"],
+        "ratios": {k: r for k, r in rows if r is not None},
+    }
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--hw", default="local-cpu-int8")
     p.add_argument("--space", default="bigger-faster")
     p.add_argument("--samples", type=int, default=30)
@@ -151,18 +184,39 @@ def main() -> int:
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     for i in range(2):
-        cluster.add_node(num_cpus=1, resources={profile.name: 1},
-                         env_vars={"BFNAS_CPU_AFFINITY": str(cores[i]), "BFNAS_RAY_BLOBS": str(work / f"node{i}")})
+        cluster.add_node(
+            num_cpus=1,
+            resources={profile.name: 1},
+            env_vars={
+                "BFNAS_CPU_AFFINITY": str(cores[i]),
+                "BFNAS_RAY_BLOBS": str(work / f"node{i}"),
+            },
+        )
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
     runs = []
     try:
         for r in range(a.repeats):
-            for devices in ((1, 2, 0) if r % 2 == 0 else (0, 2, 1)):
+            for devices in (1, 2, 0) if r % 2 == 0 else (0, 2, 1):
                 db = work / f"r{r}-d{devices}.db"
-                runs.append(profile_once(profile, space, supernet, cache, devices, a.samples, a.seed, db,
-                                         local_cores=cores[:2] if devices == 0 else None))
-                print(f"round {r}: {runs[-1]['devices']} device(s): {runs[-1]['per_min']:.1f} subnets/min; CPU s "
-                      f"{runs[-1]['cpu_seconds']}", flush=True)
+                runs.append(
+                    profile_once(
+                        profile,
+                        space,
+                        supernet,
+                        cache,
+                        devices,
+                        a.samples,
+                        a.seed,
+                        db,
+                        local_cores=cores[:2] if devices == 0 else None,
+                    )
+                )
+                print(
+                    f"round {r}: {runs[-1]['devices']} device(s): {runs[-1]['per_min']:.1f} "
+                    "subnets/min; CPU s "
+                    f"{runs[-1]['cpu_seconds']}",
+                    flush=True,
+                )
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -177,34 +231,56 @@ def main() -> int:
     lines = [
         "# Ray fleet: two devices vs one",
         "",
-        f"`python benchmarks/ray_fleet.py --hw {a.hw} --space {a.space} --samples {a.samples} --repeats {a.repeats}`",
+        f"`python benchmarks/ray_fleet.py --hw {a.hw} --space {a.space} --samples {a.samples} "
+        f"--repeats {a.repeats}`",
         "",
-        f"Host: {os.cpu_count()} cores; devices = two Ray nodes on this host, pinned to cores {cores[:2]}; "
-        f"ray {ray.__version__}. Artifacts built beforehand ({build_s:.1f} s for {len(plan)} subnets + anchors).",
+        f"Host: {os.cpu_count()} cores; devices = two Ray nodes on this host, pinned to cores "
+        f"{cores[:2]}; "
+        f"ray {ray.__version__}. Artifacts built beforehand ({build_s:.1f} s for {len(plan)} "
+        "subnets + anchors).",
         "",
         "| round | devices | seconds | subnets/min | ok | unstable | failed |",
         "|---|---|---|---|---|---|---|",
-        *[f"| {i // 3} | {x['devices']} | {x['seconds']:.1f} | {x['per_min']:.1f} | {x['ok']} | {x['unstable']} | "
-          f"{x['failed']} |" for i, x in enumerate(runs)],
+        *[
+            f"| {i // 3} | {x['devices']} | {x['seconds']:.1f} | {x['per_min']:.1f} | {x['ok']} | "
+            f"{x['unstable']} | "
+            f"{x['failed']} |"
+            for i, x in enumerate(runs)
+        ],
         "",
-        f"**Two devices: {two:.1f} subnets/min vs one: {one:.1f} → {two / one:.2f}x** (goal ≥ 1.8x).",
+        f"**Two devices: {two:.1f} subnets/min vs one: {one:.1f} → {two / one:.2f}x** (goal ≥ "
+        "1.8x).",
         "",
         f"Without Ray, two LocalRunners pinned to the two cores: {local:.1f} subnets/min → "
         f"{local / one:.2f}x the one Ray device.",
         "",
-        "CPU seconds per run, by process kind (from /proc; the measuring workers include their warm-up):",
+        "CPU seconds per run, by process kind (from /proc; the measuring workers include their "
+        "warm-up):",
         "",
-        *[f"- round {i // 3}, {x['devices']} device(s): " + ", ".join(f"{k} {v:.1f}" for k, v in
-                                                                   sorted(x["cpu_seconds"].items())) for i, x in enumerate(runs)],
+        *[
+            f"- round {i // 3}, {x['devices']} device(s): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in sorted(x["cpu_seconds"].items()))
+            for i, x in enumerate(runs)
+        ],
         "",
         f"Normalized latency, two-device run vs one-device run, same subnets (n={len(diffs)}): "
         f"median |difference| {statistics.median(diffs):.2%}, 90th percentile "
         f"{diffs[int(0.9 * (len(diffs) - 1))]:.2%}, max {diffs[-1]:.2%}.",
     ]
-    publish(a.out, "ray_fleet", lines, {"runs": [{k: v for k, v in x.items() if k != "ratios"} for x in runs],
-                                         "one_per_min": one, "two_per_min": two, "speedup": two / one,
-                                         "local_two_per_min": local,
-                                         "build_seconds": build_s, "ratio_abs_diff": diffs})
+    publish(
+        a.out,
+        "ray_fleet",
+        lines,
+        {
+            "runs": [{k: v for k, v in x.items() if k != "ratios"} for x in runs],
+            "one_per_min": one,
+            "two_per_min": two,
+            "speedup": two / one,
+            "local_two_per_min": local,
+            "build_seconds": build_s,
+            "ratio_abs_diff": diffs,
+        },
+    )
     return 0
 
 

@@ -1,6 +1,7 @@
 """Search benchmark: scoring speed, winners measured within budget, evolution vs random.
 
-    python benchmarks/search.py --db lat.db [--hw local-cpu-int8] [--space bigger-faster] [--searches 20]
+    python benchmarks/search.py --db lat.db [--hw local-cpu-int8] [--space bigger-faster] \
+        [--searches 20]
 
 1. Speed: 5,000 random candidates scored by the predictor (features + LightGBM), timed.
 2. Budgets: `--searches` budgets spread over the store's measured latencies (5th to 95th
@@ -48,8 +49,12 @@ from bfnas.search.training import load_rows
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--db", required=True, help="store with the profile's measurements (bfnas profile)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--db", required=True, help="store with the profile's measurements (bfnas profile)"
+    )
     ap.add_argument("--hw", default="local-cpu-int8")
     ap.add_argument("--space", default="bigger-faster")
     ap.add_argument("--searches", type=int, default=20)
@@ -67,7 +72,9 @@ def main() -> int:
     shutil.copy(args.db, work / "lat.db")
     with LatencyStore(work / "lat.db") as store:
         rows = load_rows(store, profile.hash(), space.name)
-        model = LatencyPredictor(rows.scope, PredictorSettings(seed=args.seed)).fit(rows.cfgs, rows.ms)
+        model = LatencyPredictor(rows.scope, PredictorSettings(seed=args.seed)).fit(
+            rows.cfgs, rows.ms
+        )
         score = predictor_scorer(model)
 
         rng = random.Random(args.seed)
@@ -84,30 +91,54 @@ def main() -> int:
         runner = LocalRunner()
         out_rows = []
         with tempfile.TemporaryDirectory(prefix="bfnas-search-") as tmp:
-            verifier = DeviceVerifier(store, profile, space, supernet, ArtifactCache(Path(tmp)), runner)
-            run_id = store.start_run(profile.hash(), "benchmark-search", {"searches": args.searches})
+            verifier = DeviceVerifier(
+                store, profile, space, supernet, ArtifactCache(Path(tmp)), runner
+            )
+            run_id = store.start_run(
+                profile.hash(), "benchmark-search", {"searches": args.searches}
+            )
             for i, b in enumerate(budgets):
                 budget = Budget(float(b))
-                settings = EvolutionSettings(population=args.population, parents=args.population // 4,
-                                             generations=args.generations, seed=args.seed + i)
+                settings = EvolutionSettings(
+                    population=args.population,
+                    parents=args.population // 4,
+                    generations=args.generations,
+                    seed=args.seed + i,
+                )
                 t = time.perf_counter()
                 res = evolve(space, score, objective, budget, settings)
                 search_s = time.perf_counter() - t
-                rand = random_search(space, score, objective, budget, res.evaluated, seed=args.seed + i)
-                row = {"budget_ms": float(b), "evaluated": res.evaluated, "search_s": search_s,
-                       "random_objective": rand.objective if rand else None}
+                rand = random_search(
+                    space, score, objective, budget, res.evaluated, seed=args.seed + i
+                )
+                row = {
+                    "budget_ms": float(b),
+                    "evaluated": res.evaluated,
+                    "search_s": search_s,
+                    "random_objective": rand.objective if rand else None,
+                }
                 if res.best is not None:
                     m = verifier(res.best.cfg, run_id)
                     measured = m.get("normalized_ms") or m.get("median_ms")
-                    row.update({"arch": str(res.best.cfg), "objective": res.best.objective,
-                                "predicted_ms": res.best.predicted_ms, "high_ms": res.best.high_ms,
-                                "status": m["status"], "measured_ms": measured,
-                                "raw_median_ms": m.get("median_ms"),
-                                "within": measured is not None and measured <= b})
+                    row.update(
+                        {
+                            "arch": str(res.best.cfg),
+                            "objective": res.best.objective,
+                            "predicted_ms": res.best.predicted_ms,
+                            "high_ms": res.best.high_ms,
+                            "status": m["status"],
+                            "measured_ms": measured,
+                            "raw_median_ms": m.get("median_ms"),
+                            "within": measured is not None and measured <= b,
+                        }
+                    )
                 out_rows.append(row)
-                print(f"[{i + 1}/{len(budgets)}] budget {b:.3f} ms: {row.get('arch')} predicted "
-                      f"{row.get('predicted_ms', float('nan')):.3f} measured {row.get('measured_ms') or float('nan'):.3f}",
-                      file=sys.stderr)
+                print(
+                    f"[{i + 1}/{len(budgets)}] budget {b:.3f} ms: {row.get('arch')} predicted "
+                    f"{row.get('predicted_ms', float('nan')):.3f} measured "
+                    f"{row.get('measured_ms') or float('nan'):.3f}",
+                    file=sys.stderr,
+                )
             store.finish_run(run_id, "finished", {"rows": len(out_rows)})
         runner.close()
     shutil.rmtree(work, ignore_errors=True)
@@ -117,24 +148,37 @@ def main() -> int:
     wins = sum(r["objective"] >= (r["random_objective"] or -1) for r in found)
     gain = [r["objective"] / r["random_objective"] - 1 for r in found if r["random_objective"]]
     lines = [
-        f"profile {profile.name}, space {space.name}, predictor fitted on {len(rows.cfgs)} stored rows "
+        f"profile {profile.name}, space {space.name}, predictor fitted on {len(rows.cfgs)} stored "
+        "rows "
         f"({rows.label}), spread {model.spread[0]:.3f}-{model.spread[1]:.3f}",
         "",
         f"scoring 5,000 candidates (features + LightGBM): {score_s:.3f} s (goal < 2 s)",
         "",
-        "| budget ms | winner | params | predicted ms | high ms | measured ms | within | random search params |",
+        "| budget ms | winner | params | predicted ms | high ms | measured ms | within | random "
+        "search params |",
         "|---|---|---|---|---|---|---|---|",
-        *(f"| {r['budget_ms']:.3f} | {r.get('arch', '-')} | {r.get('objective', 0) / 1e6:.2f} M | "
-          f"{r.get('predicted_ms', float('nan')):.3f} | {r.get('high_ms', float('nan')):.3f} | "
-          f"{r.get('measured_ms') or float('nan'):.3f} | {'yes' if r.get('within') else 'NO'} | "
-          f"{(r['random_objective'] or 0) / 1e6:.2f} M |" for r in out_rows),
+        *(
+            f"| {r['budget_ms']:.3f} | {r.get('arch', '-')} | {r.get('objective', 0) / 1e6:.2f} M "
+            "| "
+            f"{r.get('predicted_ms', float('nan')):.3f} | {r.get('high_ms', float('nan')):.3f} | "
+            f"{r.get('measured_ms') or float('nan'):.3f} | {'yes' if r.get('within') else 'NO'} | "
+            f"{(r['random_objective'] or 0) / 1e6:.2f} M |"
+            for r in out_rows
+        ),
         "",
-        f"winners within budget: {within}/{len(found)} = {within / max(len(found), 1):.0%} (goal >= 95 %)",
+        f"winners within budget: {within}/{len(found)} = {within / max(len(found), 1):.0%} (goal "
+        ">= 95 %)",
         f"evolution >= random search (same number of scored candidates): {wins}/{len(found)}; "
-        f"median gain {statistics.median(gain):+.1%}" if gain else "",
+        f"median gain {statistics.median(gain):+.1%}"
+        if gain
+        else "",
     ]
-    publish(args.out, "search", lines, {"score_5000_s": score_s, "rows": out_rows, "within": within,
-                                        "searches": len(found)})
+    publish(
+        args.out,
+        "search",
+        lines,
+        {"score_5000_s": score_s, "rows": out_rows, "within": within, "searches": len(found)},
+    )
     return 0
 
 

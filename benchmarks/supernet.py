@@ -30,7 +30,9 @@ from bfnas.pipeline import Stage1Settings, stage1_data
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--subnets", type=int, default=10)
     ap.add_argument("--lines", type=int, default=20000)
@@ -45,38 +47,65 @@ def main() -> int:
         data = stage1_data("minilm", tmp, Stage1Settings(corpus_lines=args.lines))
         batch = held_out_batch(tmp / "data", 16)
         teacher = load_supernet("minilm")
-        before = OneShotScorer(load_supernet("minilm"), space.largest(), batch, teacher=teacher).many(cfgs)
+        before = OneShotScorer(
+            load_supernet("minilm"), space.largest(), batch, teacher=teacher
+        ).many(cfgs)
         after, speed = {}, {}
         for seed in (0, 1):
-            trainer = SupernetTrainer(load_supernet("minilm"), load_supernet("minilm"), space.largest(), space,
-                                      tmp / "data", tmp / f"sn{seed}",
-                                      TrainSettings(steps=args.steps, batch=8, lr=1e-4, seed=seed,
-                                                    checkpoint_every=args.steps), raw)
+            trainer = SupernetTrainer(
+                load_supernet("minilm"),
+                load_supernet("minilm"),
+                space.largest(),
+                space,
+                tmp / "data",
+                tmp / f"sn{seed}",
+                TrainSettings(
+                    steps=args.steps, batch=8, lr=1e-4, seed=seed, checkpoint_every=args.steps
+                ),
+                raw,
+            )
             result = trainer.train()
             speed[seed] = result["steps_per_s"]
-            after[seed] = OneShotScorer(trainer.supernet, space.largest(), batch, teacher=teacher).many(cfgs)
+            after[seed] = OneShotScorer(
+                trainer.supernet, space.largest(), batch, teacher=teacher
+            ).many(cfgs)
     improved = sum(a > b for a, b in zip(after[0], before, strict=True))
     tau_seeds = kendalltau(after[0], after[1]).statistic
     tau_before = kendalltau(before, after[0]).statistic
     lines = [
-        f"minilm-l6 supernet from all-MiniLM-L6-v2, {args.steps} steps x (largest + smallest + 2 random), "
-        f"batch 8, seq 64; corpus: {data['sequences']} sequences of stdlib docstrings ({len(data['shards'])} shards, "
+        f"minilm-l6 supernet from all-MiniLM-L6-v2, {args.steps} steps x (largest + smallest + 2 "
+        "random), "
+        f"batch 8, seq 64; corpus: {data['sequences']} sequences of stdlib docstrings "
+        f"({len(data['shards'])} shards, "
         "the last held out)",
         "",
         "| subnet | one-shot CKA before | after (seed 0) | after (seed 1) |",
         "|---|---|---|---|",
-        *(f"| {c} | {b:.3f} | {a0:.3f} | {a1:.3f} |"
-          for c, b, a0, a1 in zip(cfgs, before, after[0], after[1], strict=True)),
+        *(
+            f"| {c} | {b:.3f} | {a0:.3f} | {a1:.3f} |"
+            for c, b, a0, a1 in zip(cfgs, before, after[0], after[1], strict=True)
+        ),
         "",
-        f"improved by training (seed 0): {improved}/{len(cfgs)}; mean CKA {statistics.mean(before):.3f} -> "
+        f"improved by training (seed 0): {improved}/{len(cfgs)}; mean CKA "
+        f"{statistics.mean(before):.3f} -> "
         f"{statistics.mean(after[0]):.3f} (seed 1: {statistics.mean(after[1]):.3f})",
         f"ranking agreement between the two training seeds: Kendall tau {tau_seeds:.3f} "
         f"(before vs after, seed 0: {tau_before:.3f})",
         f"training speed on this machine: {speed[0]:.2f} / {speed[1]:.2f} steps/s (2 cores)",
     ]
-    publish(args.out, "supernet", lines, {"before": before, "after": after, "steps_per_s": speed,
-                                          "tau_seeds": tau_seeds, "improved": improved,
-                                          "subnets": [c.to_dict() for c in cfgs]})
+    publish(
+        args.out,
+        "supernet",
+        lines,
+        {
+            "before": before,
+            "after": after,
+            "steps_per_s": speed,
+            "tau_seeds": tau_seeds,
+            "improved": improved,
+            "subnets": [c.to_dict() for c in cfgs],
+        },
+    )
     return 0
 
 

@@ -61,9 +61,16 @@ def seed_export(supernet: SuperBert, cfg: SubnetConfig, folder: Path) -> Path:
     axes = {n: {0: "batch", 1: "sequence"} for n in (*INPUT_NAMES, "out")}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(ElasticAtConfig(supernet, cfg).eval(), args, str(fp32), dynamo=False,
-                          opset_version=17, input_names=list(INPUT_NAMES), output_names=["out"],
-                          dynamic_axes=axes)
+        torch.onnx.export(
+            ElasticAtConfig(supernet, cfg).eval(),
+            args,
+            str(fp32),
+            dynamo=False,
+            opset_version=17,
+            input_names=list(INPUT_NAMES),
+            output_names=["out"],
+            dynamic_axes=axes,
+        )
     quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
     return int8
 
@@ -91,7 +98,9 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--hw", default="local-cpu-int8")
     ap.add_argument("--space", default="bigger-faster")
     ap.add_argument("--samples", type=int, default=30)
@@ -111,7 +120,10 @@ def main() -> int:
     w = profile.workload
     feed = generated_inputs(1, w.batch, w.seq_len, supernet.dims.vocab.vocab_size, seed=1)[0]
 
-    with tempfile.TemporaryDirectory(prefix="bfnas-throughput-") as tmp, Progress(console=console) as progress:
+    with (
+        tempfile.TemporaryDirectory(prefix="bfnas-throughput-") as tmp,
+        Progress(console=console) as progress,
+    ):
         tmp = Path(tmp)
         # bfnas, cold cache, new store.
         task = progress.add_task("bfnas profile", total=len(cfgs))
@@ -123,16 +135,29 @@ def main() -> int:
                 progress.advance(task)
 
         store = LatencyStore(tmp / "lat.db")
-        job = ProfileJob(store, profile, space, supernet, ArtifactCache(tmp / "cache"), LocalRunner(),
-                         args.samples, "random", args.seed, on_event)
+        job = ProfileJob(
+            store,
+            profile,
+            space,
+            supernet,
+            ArtifactCache(tmp / "cache"),
+            LocalRunner(),
+            args.samples,
+            "random",
+            args.seed,
+            on_event,
+        )
         t0 = time.perf_counter()
         summary = job.run()
         ours_s = time.perf_counter() - t0
         # Where bfnas's time went: building artifacts (extract, export, quantize, fidelity)
         # versus measuring (worker start, session, warm-up, timed runs, re-measures).
-        build_s = sum(sum(json.loads(r["artifact"])["seconds"].values())
-                      for role in ("sample", "reference") for r in store.measurements(role=role)
-                      if r["artifact"])
+        build_s = sum(
+            sum(json.loads(r["artifact"])["seconds"].values())
+            for role in ("sample", "reference")
+            for r in store.measurements(role=role)
+            if r["artifact"]
+        )
         store.close()
 
         # Seed-style, same subnets.
@@ -164,24 +189,39 @@ def main() -> int:
     stab = Path(args.out) / "stability.json"
     ours_cov = json.loads(stab.read_text()) if stab.exists() else None
     result = {
-        "profile": profile.name, "space": space.name, "samples": len(cfgs),
-        "bfnas": {"seconds": ours_s, "subnets_per_min": ours_rate, "build_seconds": build_s,
-                  "statuses": {s: summary[s] for s in ("ok", "unstable", "failed")},
-                  "mean_runs": statistics.mean(ours[k]["runs"] for k in keys),
-                  "reference_measurements": len(summary["reference_ms"])},
-        "seed": {"seconds": seed_s, "subnets_per_min": seed_rate, "runs": 5,
-                 "repeat_cov": seed_cov},
+        "profile": profile.name,
+        "space": space.name,
+        "samples": len(cfgs),
+        "bfnas": {
+            "seconds": ours_s,
+            "subnets_per_min": ours_rate,
+            "build_seconds": build_s,
+            "statuses": {s: summary[s] for s in ("ok", "unstable", "failed")},
+            "mean_runs": statistics.mean(ours[k]["runs"] for k in keys),
+            "reference_measurements": len(summary["reference_ms"]),
+        },
+        "seed": {
+            "seconds": seed_s,
+            "subnets_per_min": seed_rate,
+            "runs": 5,
+            "repeat_cov": seed_cov,
+        },
         "speedup": ours_rate / seed_rate,
         "kendall_tau_bfnas_vs_seed": kendall_tau(ours_ms, seed_list),
-        "median_seed_over_bfnas": statistics.median(s / o for s, o in zip(seed_list, ours_ms, strict=True)),
+        "median_seed_over_bfnas": statistics.median(
+            s / o for s, o in zip(seed_list, ours_ms, strict=True)
+        ),
     }
     lines = [
-        f"profile {profile.name}, space {space.name}, {len(cfgs)} random subnets (seed {args.seed})",
+        f"profile {profile.name}, space {space.name}, {len(cfgs)} random subnets (seed "
+        f"{args.seed})",
         "",
         "| method | seconds | subnets/min | per subnet |",
         "|---|---|---|---|",
-        f"| bfnas profile (fresh worker, anchor-paired, CI stop; {result['bfnas']['mean_runs']:.0f} runs "
-        f"mean; {result['bfnas']['reference_measurements']} drift-reference measurements) | {ours_s:.1f} | "
+        "| bfnas profile (fresh worker, anchor-paired, CI stop; "
+        f"{result['bfnas']['mean_runs']:.0f} runs "
+        f"mean; {result['bfnas']['reference_measurements']} drift-reference measurements) | "
+        f"{ours_s:.1f} | "
         f"{ours_rate:.1f} | {ours_s / len(cfgs):.2f} s |",
         f"| seed-style (whole elastic model exported, dynamic INT8, 5 runs, mean) | {seed_s:.1f} | "
         f"{seed_rate:.1f} | {seed_s / len(cfgs):.2f} s |",
@@ -190,15 +230,21 @@ def main() -> int:
         f"measuring and the rest {ours_s - build_s:.1f} s",
         f"speed-up: {result['speedup']:.2f}x (goal >= 3x)",
         f"seed-style stability: CoV of {args.repeats} repeated means per subnet: "
-        + ", ".join(f"{c:.1%}" for c in seed_cov) + f" (worst {max(seed_cov):.1%})",
+        + ", ".join(f"{c:.1%}" for c in seed_cov)
+        + f" (worst {max(seed_cov):.1%})",
     ]
     if ours_cov:
         rows = ours_cov["rows"]
-        lines.append("bfnas stability (benchmarks/results/stability.md): worst CoV of normalized latency "
-                     f"{max(r['cov_normalized'] or 0 for r in rows):.1%}, of raw medians "
-                     f"{max(r['cov_raw'] for r in rows):.1%}")
-    lines += [f"Kendall tau between the two methods' latencies: {result['kendall_tau_bfnas_vs_seed']:.3f}; "
-              f"seed-style / bfnas latency, median: {result['median_seed_over_bfnas']:.2f}"]
+        lines.append(
+            "bfnas stability (benchmarks/results/stability.md): worst CoV of normalized latency "
+            f"{max(r['cov_normalized'] or 0 for r in rows):.1%}, of raw medians "
+            f"{max(r['cov_raw'] for r in rows):.1%}"
+        )
+    lines += [
+        "Kendall tau between the two methods' latencies: "
+        f"{result['kendall_tau_bfnas_vs_seed']:.3f}; "
+        f"seed-style / bfnas latency, median: {result['median_seed_over_bfnas']:.2f}"
+    ]
     publish(args.out, "throughput", lines, result)
     return 0
 

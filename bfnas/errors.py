@@ -20,8 +20,9 @@ class InputError(ValueError):
         super().__init__(self.line())
 
     def line(self) -> str:
-        field = [self.field if len(self.field) <= 80 else self.field[:80] + "..."] \
-            if self.field else []
+        field = (
+            [self.field if len(self.field) <= 80 else self.field[:80] + "..."] if self.field else []
+        )
         parts = [self.where, *field, self.reason]
         return ": ".join(_printable(p) for p in parts)
 
@@ -62,5 +63,7 @@ class OperationFailed(RuntimeError):
 
 def disk_full(path: str | Path) -> OperationFailed:
     """The one message for a write that ran out of space."""
-    return OperationFailed(f"the disk is full writing {path}: nothing half-written was kept; "
-                           "free some space and run the same command again")
+    return OperationFailed(
+        f"the disk is full writing {path}: nothing half-written was kept; "
+        "free some space and run the same command again"
+    )

@@ -27,10 +27,11 @@ def log_dir() -> Path:
 def write_log(exc: BaseException, argv: list[str]) -> Path | None:
     """The traceback, the command line and versions in a fresh file; None if no folder
     could take it (the one line still says what went wrong)."""
-    text = (f"bfnas {__version__}, python {sys.version.split()[0]}, "
-            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
-            f"command: bfnas {' '.join(argv)}\n\n"
-            + "".join(traceback.format_exception(exc)))
+    text = (
+        f"bfnas {__version__}, python {sys.version.split()[0]}, "
+        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
+        f"command: bfnas {' '.join(argv)}\n\n" + "".join(traceback.format_exception(exc))
+    )
     for folder in (log_dir(), Path(tempfile.gettempdir())):
         try:
             folder.mkdir(parents=True, exist_ok=True)

@@ -46,8 +46,12 @@ class Stage1Settings:
     seed: int = 0
 
 
-def stage1_data(teacher_dir: str, out: Path, settings: Stage1Settings = Stage1Settings(),
-                on_step: Callable[[str, float], None] = lambda step, fraction: None) -> dict[str, Any]:
+def stage1_data(
+    teacher_dir: str,
+    out: Path,
+    settings: Stage1Settings = Stage1Settings(),
+    on_step: Callable[[str, float], None] = lambda step, fraction: None,
+) -> dict[str, Any]:
     """Pretraining shards in `out/data` from the first `corpus_lines` stdlib docstrings,
     tokenized with the teacher's tokenizer (both steps resume from what `out` holds); the
     build's summary."""
@@ -62,12 +66,21 @@ def stage1_data(teacher_dir: str, out: Path, settings: Stage1Settings = Stage1Se
         lines = (out / "docstrings.txt").read_text().splitlines()[: settings.corpus_lines]
         write_atomic(corpus, "\n".join(lines) + "\n")
     on_step("stage 1: tokenizing, masking, sharding", 0.02)
-    return build_data(corpus, resolve_checkpoint(teacher_dir), out / "data",
-                      DataSettings(seq_len=settings.seq_len, shard_size=512, seed=settings.seed))
+    return build_data(
+        corpus,
+        resolve_checkpoint(teacher_dir),
+        out / "data",
+        DataSettings(seq_len=settings.seq_len, shard_size=512, seed=settings.seed),
+    )
 
 
-def run_stage1(teacher_dir: str, space: SearchSpace, out: Path, settings: Stage1Settings = Stage1Settings(),
-               on_step: Callable[[str, float], None] = lambda step, fraction: None) -> dict[str, Any]:
+def run_stage1(
+    teacher_dir: str,
+    space: SearchSpace,
+    out: Path,
+    settings: Stage1Settings = Stage1Settings(),
+    on_step: Callable[[str, float], None] = lambda step, fraction: None,
+) -> dict[str, Any]:
     """A briefly trained supernet in `out/supernet` and its one-shot scorer. Every step
     resumes from what `out` holds, so a rerun costs little."""
     from bfnas.models.nn.checkpoint import load_supernet, read_config, resolve_checkpoint
@@ -80,24 +93,48 @@ def run_stage1(teacher_dir: str, space: SearchSpace, out: Path, settings: Stage1
     folder = resolve_checkpoint(teacher_dir)
     teacher = load_supernet(teacher_dir)
     _, _, raw = read_config(folder)
-    trainer = SupernetTrainer(load_supernet(teacher_dir), teacher, space.largest(), space, out / "data",
-                              out / "supernet", TrainSettings(steps=settings.steps, batch=settings.batch,
-                                                              lr=settings.lr, seed=settings.seed,
-                                                              checkpoint_every=settings.steps), raw)
-    trained = trainer.train(lambda row: on_step(f"stage 1: distilling the supernet, step {row['step']}/"
-                                                f"{settings.steps}", 0.03 + 0.17 * row["step"] / settings.steps))
+    trainer = SupernetTrainer(
+        load_supernet(teacher_dir),
+        teacher,
+        space.largest(),
+        space,
+        out / "data",
+        out / "supernet",
+        TrainSettings(
+            steps=settings.steps,
+            batch=settings.batch,
+            lr=settings.lr,
+            seed=settings.seed,
+            checkpoint_every=settings.steps,
+        ),
+        raw,
+    )
+    trained = trainer.train(
+        lambda row: on_step(
+            f"stage 1: distilling the supernet, step {row['step']}/{settings.steps}",
+            0.03 + 0.17 * row["step"] / settings.steps,
+        )
+    )
     # Loaded back from the checkpoint so artifacts name the trained supernet as their source.
     supernet = load_supernet(out / "supernet")
     batch = held_out_batch(out / "data", 16)
     scorer = OneShotScorer(supernet, space.largest(), batch, teacher=teacher)
     untrained = OneShotScorer(load_supernet(teacher_dir), space.largest(), batch, teacher=teacher)
     probe = [space.smallest(), *(space.sample(random.Random(settings.seed + i)) for i in range(4))]
-    return {"supernet": supernet, "scorer": scorer,
-            "summary": {"checkpoint": str(out / "supernet"), "steps": trained["steps"],
-                        "sequences": data.get("sequences"), "steps_per_s": trained["steps_per_s"],
-                        "torch_threads": threads,
-                        # One-shot fidelity of a few subnets before and after training.
-                        "oneshot_before": untrained.many(probe), "oneshot_after": scorer.many(probe)}}
+    return {
+        "supernet": supernet,
+        "scorer": scorer,
+        "summary": {
+            "checkpoint": str(out / "supernet"),
+            "steps": trained["steps"],
+            "sequences": data.get("sequences"),
+            "steps_per_s": trained["steps_per_s"],
+            "torch_threads": threads,
+            # One-shot fidelity of a few subnets before and after training.
+            "oneshot_before": untrained.many(probe),
+            "oneshot_after": scorer.many(probe),
+        },
+    }
 
 
 @dataclass(frozen=True)
@@ -117,26 +154,35 @@ class DemoSettings:
 def trust_census(store: LatencyStore, profile: HardwareProfile, space: str) -> dict[str, Any]:
     """How many of a profile's measured subnets are trusted, why the rest are not, and what
     other processes used meanwhile (the median over the measurements)."""
-    rows = [r for r in store.measurements(profile.hash(), statuses=("ok", "unstable", "failed"))
-            if r["space"] == space]
+    rows = [
+        r
+        for r in store.measurements(profile.hash(), statuses=("ok", "unstable", "failed"))
+        if r["space"] == space
+    ]
     why: dict[str, int] = {}
     for r in rows:
         if r["status"] != "ok":
             label = reason_label(r["reason"]) if r["status"] == "unstable" else "failed"
             why[label] = why.get(label, 0) + 1
     other = [r["other_cores"] for r in rows if r["other_cores"] is not None]
-    return {"measured": len(rows), "trusted": sum(r["status"] == "ok" for r in rows),
-            "unstable": sum(r["status"] == "unstable" for r in rows),
-            "failed": sum(r["status"] == "failed" for r in rows), "not_trusted_because": why,
-            "other_cores_median": statistics.median(other) if other else None}
+    return {
+        "measured": len(rows),
+        "trusted": sum(r["status"] == "ok" for r in rows),
+        "unstable": sum(r["status"] == "unstable" for r in rows),
+        "failed": sum(r["status"] == "failed" for r in rows),
+        "not_trusted_because": why,
+        "other_cores_median": statistics.median(other) if other else None,
+    }
 
 
 def _too_few_trusted(census: dict[str, Any], rounds: int) -> str:
     why = ", ".join(f"{n} {label}" for label, n in census["not_trusted_because"].items())
-    return (f"only {census['trusted']} of {census['measured']} measurements could be trusted after "
-            f"{rounds} rounds ({why}); the latency predictor needs at least {MIN_ROWS}. This machine "
-            "is too noisy to measure right now: stop other heavy work and run the demo again "
-            "(it keeps what it measured and measures only the untrusted subnets again)")
+    return (
+        f"only {census['trusted']} of {census['measured']} measurements could be trusted after "
+        f"{rounds} rounds ({why}); the latency predictor needs at least {MIN_ROWS}. This machine "
+        "is too noisy to measure right now: stop other heavy work and run the demo again "
+        "(it keeps what it measured and measures only the untrusted subnets again)"
+    )
 
 
 def run_demo(
@@ -157,33 +203,58 @@ def run_demo(
     comparison in raw medians of both."""
     out.mkdir(parents=True, exist_ok=True)
     runner = LocalRunner()
-    result: dict[str, Any] = {"space": space.name, "supernet": supernet.source, "profile": int8_profile.name,
-                              "store": str(out / "demo.db")}
+    result: dict[str, Any] = {
+        "space": space.name,
+        "supernet": supernet.source,
+        "profile": int8_profile.name,
+        "store": str(out / "demo.db"),
+    }
     best = None
     with LatencyStore(out / "demo.db") as store:
-        census = _profile_until_trusted(store, int8_profile, space, supernet, cache, runner,
-                                        settings, on_step, on_message)
+        census = _profile_until_trusted(
+            store, int8_profile, space, supernet, cache, runner, settings, on_step, on_message
+        )
         result["profiled"] = census
         if census["trusted"] < MIN_ROWS:
             result["status"] = "too few trusted measurements"
             result["message"] = _too_few_trusted(census, census["rounds"])
         else:
-            best = _search(store, int8_profile, fp32_profile, space, supernet, cache, runner, settings,
-                           on_step, objective, result, on_message)
+            best = _search(
+                store,
+                int8_profile,
+                fp32_profile,
+                space,
+                supernet,
+                cache,
+                runner,
+                settings,
+                on_step,
+                objective,
+                result,
+                on_message,
+            )
     runner.close()
     on_step("writing the report", 0.93)
     result["report"] = str(build_report(out / "demo.db", out / "report"))
     if "status" not in result:
-        result["status"] = ("ok" if best is not None and best.get("within_budget")
-                            else "no winner within budget")
+        result["status"] = (
+            "ok" if best is not None and best.get("within_budget") else "no winner within budget"
+        )
     on_step("done", 1.0)
     return result
 
 
-def _profile_until_trusted(store: LatencyStore, profile: HardwareProfile, space: SearchSpace,
-                           supernet: SuperBert, cache: ArtifactCache, runner: LocalRunner,
-                           settings: DemoSettings, on_step: Callable[[str, float], None],
-                           on_message: Callable[[str], None]) -> dict[str, Any]:
+def _profile_until_trusted(
+    store: LatencyStore,
+    profile: HardwareProfile,
+    space: SearchSpace,
+    supernet: SuperBert,
+    cache: ArtifactCache,
+    runner: LocalRunner,
+    settings: DemoSettings,
+    on_step: Callable[[str, float], None],
+    on_message: Callable[[str], None],
+) -> dict[str, Any]:
     """Profile `settings.samples` subnets; while fewer than `trusted_share` of them are
     trusted, measure the untrusted ones again (bounded by `profile_rounds`). A rerun of the
     demo measures a previous run's untrusted subnets again too."""
@@ -193,31 +264,56 @@ def _profile_until_trusted(store: LatencyStore, profile: HardwareProfile, space:
         nonlocal done
         if e.kind == "measured":
             done += 1
-            on_step(f"profiling {min(done, settings.samples)}/{settings.samples}",
-                    0.7 * min(done / settings.samples, 1.0))
+            on_step(
+                f"profiling {min(done, settings.samples)}/{settings.samples}",
+                0.7 * min(done / settings.samples, 1.0),
+            )
         elif e.kind in ("busy", "drift"):
             on_message(e.message)
 
     census: dict[str, Any] = {}
     for round_ in range(1, settings.profile_rounds + 1):
         if round_ > 1:
-            on_message(f"{census['unstable']} of {census['measured']} measurements were not "
-                       f"trusted; measuring them again (round {round_} of at most "
-                       f"{settings.profile_rounds})")
+            on_message(
+                f"{census['unstable']} of {census['measured']} measurements were not "
+                f"trusted; measuring them again (round {round_} of at most "
+                f"{settings.profile_rounds})"
+            )
         on_step("profiling", 0.7 * min(done / settings.samples, 1.0))
-        ProfileJob(store, profile, space, supernet, cache, runner, settings.samples, "stratified",
-                   settings.seed, profiled, retry=("unstable",), keep_artifacts=False).run()
+        ProfileJob(
+            store,
+            profile,
+            space,
+            supernet,
+            cache,
+            runner,
+            settings.samples,
+            "stratified",
+            settings.seed,
+            profiled,
+            retry=("unstable",),
+            keep_artifacts=False,
+        ).run()
         census = {**trust_census(store, profile, space.name), "rounds": round_}
         if census["trusted"] >= settings.trusted_share * settings.samples or not census["unstable"]:
             break
     return census
 
 
-def _search(store: LatencyStore, int8_profile: HardwareProfile, fp32_profile: HardwareProfile,
-            space: SearchSpace, supernet: SuperBert, cache: ArtifactCache, runner: LocalRunner,
-            settings: DemoSettings, on_step: Callable[[str, float], None],
-            objective: tuple[str, Callable[[SubnetConfig], float]] | None,
-            result: dict[str, Any], on_message: Callable[[str], None]) -> dict[str, Any] | None:
+def _search(
+    store: LatencyStore,
+    int8_profile: HardwareProfile,
+    fp32_profile: HardwareProfile,
+    space: SearchSpace,
+    supernet: SuperBert,
+    cache: ArtifactCache,
+    runner: LocalRunner,
+    settings: DemoSettings,
+    on_step: Callable[[str, float], None],
+    objective: tuple[str, Callable[[SubnetConfig], float]] | None,
+    result: dict[str, Any],
+    on_message: Callable[[str], None],
+) -> dict[str, Any] | None:
     """Fit and cross-validate the predictor, search, verify, compare the winner with FP32;
     fills `result` and returns the best verified subnet."""
     on_step("fitting the latency predictor (cross-validated)", 0.72)
@@ -226,23 +322,50 @@ def _search(store: LatencyStore, int8_profile: HardwareProfile, fp32_profile: Ha
     cv = cross_validate(rows, PredictorSettings(seed=settings.seed), folds, settings.seed)
     result["unit"] = rows.label
     result["unit_text"] = LATENCY_UNITS[rows.label]
-    result["predictor"] = {"rows": len(rows.cfgs), "label": rows.label, "folds": folds,
-                           **{k: cv[k] for k in ("within_5pct", "within_10pct", "mape", "kendall_tau")}}
+    result["predictor"] = {
+        "rows": len(rows.cfgs),
+        "label": rows.label,
+        "folds": folds,
+        **{k: cv[k] for k in ("within_5pct", "within_10pct", "mape", "kendall_tau")},
+    }
 
     budget_ms = settings.max_latency_ms or float(statistics.median(rows.ms))
     name, fn = objective or ("params", load_objective("params"))
     goal = "best one-shot fidelity" if name == "oneshot" else "biggest subnet"
-    on_step(f"searching for the {goal} under {budget_ms:.3f} ms ({LATENCY_UNITS[rows.label]})", 0.78)
-    verifier = DeviceVerifier(store, int8_profile, space, supernet, cache, runner,
-                              on_wait=lambda w: on_message(w.message()))
+    on_step(
+        f"searching for the {goal} under {budget_ms:.3f} ms ({LATENCY_UNITS[rows.label]})", 0.78
+    )
+    verifier = DeviceVerifier(
+        store,
+        int8_profile,
+        space,
+        supernet,
+        cache,
+        runner,
+        on_wait=lambda w: on_message(w.message()),
+    )
     result["objective"] = name
-    search = SearchJob(store, int8_profile, space, fn, Budget(budget_ms),
-                       EvolutionSettings(population=settings.population,
-                                         parents=max(settings.population // 4, 2),
-                                         generations=settings.generations, seed=settings.seed),
-                       settings.verify, 1, verifier,
-                       on_event=lambda kind, d: on_step(f"verifying {d['index'] + 1}/{d['of']} on the device", 0.85)
-                       if kind == "verifying" else None)
+    search = SearchJob(
+        store,
+        int8_profile,
+        space,
+        fn,
+        Budget(budget_ms),
+        EvolutionSettings(
+            population=settings.population,
+            parents=max(settings.population // 4, 2),
+            generations=settings.generations,
+            seed=settings.seed,
+        ),
+        settings.verify,
+        1,
+        verifier,
+        on_event=lambda kind, d: (
+            on_step(f"verifying {d['index'] + 1}/{d['of']} on the device", 0.85)
+            if kind == "verifying"
+            else None
+        ),
+    )
     found = search.run()
     result["budget_ms"] = budget_ms
     result["best"] = found["best"]
@@ -251,19 +374,37 @@ def _search(store: LatencyStore, int8_profile: HardwareProfile, fp32_profile: Ha
     best = found["best"]
     if best is not None and best["status"] not in ("failed", "not verified"):
         on_step("timing the winner in FP32", 0.9)
-        result["fp32_vs_int8"] = _fp32_vs_int8(runner, cache, supernet, SubnetConfig.from_dict(best["arch"]),
-                                               fp32_profile, best["median_ms"])
+        result["fp32_vs_int8"] = _fp32_vs_int8(
+            runner,
+            cache,
+            supernet,
+            SubnetConfig.from_dict(best["arch"]),
+            fp32_profile,
+            best["median_ms"],
+        )
     return best
 
 
-def _fp32_vs_int8(runner: LocalRunner, cache: ArtifactCache, supernet: SuperBert, cfg: SubnetConfig,
-                  fp32_profile: HardwareProfile, int8_ms: float | None) -> dict[str, Any]:
+def _fp32_vs_int8(
+    runner: LocalRunner,
+    cache: ArtifactCache,
+    supernet: SuperBert,
+    cfg: SubnetConfig,
+    fp32_profile: HardwareProfile,
+    int8_ms: float | None,
+) -> dict[str, Any]:
     """The winner in FP32 against its INT8 measurement, both as raw medians: the anchors of
     the two profiles differ, so their normalized latencies are not comparable."""
     art = cache.build(supernet, cfg, "fp32")
     m = measure_artifact(runner, str(art.path), art.sha256, fp32_profile)
-    out = {"fp32_profile": fp32_profile.name, "fp32_status": m["status"], "fp32_median_ms": m.get("median_ms"),
-           "int8_median_ms": int8_ms, "unit": "median_ms", "unit_text": LATENCY_UNITS["median_ms"]}
+    out = {
+        "fp32_profile": fp32_profile.name,
+        "fp32_status": m["status"],
+        "fp32_median_ms": m.get("median_ms"),
+        "int8_median_ms": int8_ms,
+        "unit": "median_ms",
+        "unit_text": LATENCY_UNITS["median_ms"],
+    }
     if m["status"] != "failed" and int8_ms:
         out["speedup"] = m["median_ms"] / int8_ms
     return out

@@ -34,8 +34,9 @@ def _probe(folder: Path, flag: str, path: Path) -> None:
     except OSError as exc:
         if exc.errno in FULL:
             raise disk_full(path) from None
-        raise InputError(flag, None, f"{path}: cannot write in {folder} "
-                                     f"({exc.strerror or exc})") from None
+        raise InputError(
+            flag, None, f"{path}: cannot write in {folder} ({exc.strerror or exc})"
+        ) from None
     os.close(fd)
     os.unlink(probe)
 
@@ -65,7 +66,9 @@ def check_output_dir(path: str | Path, flag: str, holds: Iterable[str] = ()) -> 
         raise InputError(flag, None, f"{path}: is a file, not a folder")
     for name in holds:
         if (path / name).is_dir():
-            raise InputError(flag, None, f"{path}: {path / name} is a folder, where bfnas writes a file")
+            raise InputError(
+                flag, None, f"{path}: {path / name} is a folder, where bfnas writes a file"
+            )
     _check_folder(path, flag, path)
     return path
 

@@ -43,12 +43,18 @@ class EvolutionSettings:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise InputError("--mode", None, f"unknown mode {self.mode!r} (known: {', '.join(MODES)})")
+            raise InputError(
+                "--mode", None, f"unknown mode {self.mode!r} (known: {', '.join(MODES)})"
+            )
         for name in ("population", "parents", "generations"):
             if getattr(self, name) < 1:
-                raise InputError(f"--{name}", None, f"must be at least 1, got {getattr(self, name)}")
+                raise InputError(
+                    f"--{name}", None, f"must be at least 1, got {getattr(self, name)}"
+                )
         if self.parents > self.population:
-            raise InputError("--parents", None, f"{self.parents} exceeds the population {self.population}")
+            raise InputError(
+                "--parents", None, f"{self.parents} exceeds the population {self.population}"
+            )
 
 
 @dataclass(frozen=True)
@@ -60,9 +66,13 @@ class Budget:
         if not self.max_ms > 0:
             raise InputError("--max-latency-ms", None, f"must be positive, got {self.max_ms}")
         if self.min_ms is not None and not 0 <= self.min_ms < self.max_ms:
-            raise InputError("--min-latency-ms", None, f"must be in [0, {self.max_ms}), got {self.min_ms}")
+            raise InputError(
+                "--min-latency-ms", None, f"must be in [0, {self.max_ms}), got {self.min_ms}"
+            )
 
-    def admits(self, mid: np.ndarray, lo: np.ndarray, hi: np.ndarray, margin: bool = True) -> np.ndarray:
+    def admits(
+        self, mid: np.ndarray, lo: np.ndarray, hi: np.ndarray, margin: bool = True
+    ) -> np.ndarray:
         """Which predictions fit: with the margin, the top of the band under the maximum and
         its bottom over the floor; without it, the point prediction."""
         upper, lower = (hi, lo) if margin else (mid, mid)
@@ -211,8 +221,11 @@ def evolve(
     # Initial population: random members, sampled in batches until enough are feasible.
     population: list[Candidate] = []
     for _ in range(20):
-        population += [c for c in evaluate([space.sample(rng) for _ in range(2 * settings.population)], 0)
-                       if c.feasible]
+        population += [
+            c
+            for c in evaluate([space.sample(rng) for _ in range(2 * settings.population)], 0)
+            if c.feasible
+        ]
         if len(population) >= settings.population:
             break
     population = select(population, settings.population)
@@ -225,8 +238,10 @@ def evolve(
         parents = select(population, settings.parents)
         n_children = settings.population - len(parents)
         n_cross = int(round(n_children * settings.crossover_share)) if len(parents) > 1 else 0
-        children = [space.mutate(rng.choice(parents).cfg, rng, settings.mutation_rate)
-                    for _ in range(n_children - n_cross)]
+        children = [
+            space.mutate(rng.choice(parents).cfg, rng, settings.mutation_rate)
+            for _ in range(n_children - n_cross)
+        ]
         for _ in range(n_cross):
             a, b = rng.sample(parents, 2)
             children.append(space.crossover(a.cfg, b.cfg, rng))
@@ -236,22 +251,47 @@ def evolve(
 
     feasible = [c for c in seen.values() if c.feasible]
     best = max(feasible, key=lambda c: c.objective) if feasible else None
-    return SearchResult(best, pareto_front(feasible), history, len(seen), calls,
-                        time.perf_counter() - t0, list(seen.values()))
+    return SearchResult(
+        best,
+        pareto_front(feasible),
+        history,
+        len(seen),
+        calls,
+        time.perf_counter() - t0,
+        list(seen.values()),
+    )
 
 
 def _row(gen: int, population: list[Candidate], evaluated: int) -> dict:
     if not population:
-        return {"generation": gen, "evaluated": evaluated, "population": 0, "best_objective": None,
-                "best_predicted_ms": None, "mean_objective": None}
+        return {
+            "generation": gen,
+            "evaluated": evaluated,
+            "population": 0,
+            "best_objective": None,
+            "best_predicted_ms": None,
+            "mean_objective": None,
+        }
     top = max(population, key=lambda c: c.objective)
-    return {"generation": gen, "evaluated": evaluated, "population": len(population),
-            "best_objective": top.objective, "best_predicted_ms": top.predicted_ms,
-            "mean_objective": float(np.mean([c.objective for c in population]))}
+    return {
+        "generation": gen,
+        "evaluated": evaluated,
+        "population": len(population),
+        "best_objective": top.objective,
+        "best_predicted_ms": top.predicted_ms,
+        "mean_objective": float(np.mean([c.objective for c in population])),
+    }
 
 
-def random_search(space: SearchSpace, score: Scorer, objective: Callable[[SubnetConfig], float],
-                  budget: Budget, n: int, seed: int = 0, margin: bool = True) -> Candidate | None:
+def random_search(
+    space: SearchSpace,
+    score: Scorer,
+    objective: Callable[[SubnetConfig], float],
+    budget: Budget,
+    n: int,
+    seed: int = 0,
+    margin: bool = True,
+) -> Candidate | None:
     """The baseline: `n` random members scored in one call; the best feasible one."""
     rng = random.Random(seed)
     cfgs = list({c.key(): c for c in (space.sample(rng) for _ in range(n))}.values())

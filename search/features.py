@@ -13,19 +13,34 @@ import numpy as np
 from bfnas.models.space.subnet import SubnetConfig
 
 FEATURES = (
-    "layers", "hidden",
-    "heads_mean", "heads_min", "heads_max",
-    "qkv_mean", "qkv_min", "qkv_max",
-    "ffn_mean", "ffn_min", "ffn_max",
-    "macs_qkv", "macs_attn", "macs_out", "macs_ffn", "macs_total",
-    "params", "seq_len", "batch",
+    "layers",
+    "hidden",
+    "heads_mean",
+    "heads_min",
+    "heads_max",
+    "qkv_mean",
+    "qkv_min",
+    "qkv_max",
+    "ffn_mean",
+    "ffn_min",
+    "ffn_max",
+    "macs_qkv",
+    "macs_attn",
+    "macs_out",
+    "macs_ffn",
+    "macs_total",
+    "params",
+    "seq_len",
+    "batch",
 )
 
 # +1 where latency cannot fall as the feature grows with the rest fixed: more layers, wider
 # matrices, more work. Head counts are left free: at a fixed qkv width, more heads mean
 # more, smaller matrix products, which can go either way.
-MONOTONE = {name: (0 if name.startswith("heads") or name in ("seq_len", "batch") else 1)
-            for name in FEATURES}
+MONOTONE = {
+    name: (0 if name.startswith("heads") or name in ("seq_len", "batch") else 1)
+    for name in FEATURES
+}
 
 
 def _padded(cfgs: Sequence[SubnetConfig], field: str, width: int) -> np.ndarray:
@@ -56,8 +71,9 @@ def feature_matrix(cfgs: Sequence[SubnetConfig], seq_len: int, batch: int = 1) -
     cols["macs_ffn"] = 2 * s * hidden * f_sum * batch
     cols["macs_total"] = cols["macs_qkv"] + cols["macs_attn"] + cols["macs_out"] + cols["macs_ffn"]
     # Encoder parameters (embeddings are lookups: they cost memory, not time).
-    cols["params"] = (4 * hidden * q_sum + 3 * q_sum + 2 * hidden * f_sum + f_sum
-                      + 6 * hidden * layers)
+    cols["params"] = (
+        4 * hidden * q_sum + 3 * q_sum + 2 * hidden * f_sum + f_sum + 6 * hidden * layers
+    )
     cols["seq_len"] = np.full(n, s)
     cols["batch"] = np.full(n, float(batch))
     return np.column_stack([cols[name] for name in FEATURES])

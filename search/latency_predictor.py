@@ -55,7 +55,11 @@ class PredictorSettings:
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
-            raise InputError("--target", "target", f"unknown target {self.target!r} (known: {', '.join(TARGETS)})")
+            raise InputError(
+                "--target",
+                "target",
+                f"unknown target {self.target!r} (known: {', '.join(TARGETS)})",
+            )
 
 
 @dataclass(frozen=True)
@@ -129,9 +133,14 @@ class LatencyPredictor:
     def _params(self, n: int) -> dict:
         s = self.settings
         params = {
-            "objective": "regression", "learning_rate": s.learning_rate, "num_leaves": s.num_leaves,
+            "objective": "regression",
+            "learning_rate": s.learning_rate,
+            "num_leaves": s.num_leaves,
             "min_data_in_leaf": min(s.min_child_samples, max(n // 10, 1)),
-            "min_data_in_bin": 1, "seed": s.seed, "deterministic": True, "num_threads": 1,
+            "min_data_in_bin": 1,
+            "seed": s.seed,
+            "deterministic": True,
+            "num_threads": 1,
             "verbose": -1,
         }
         if s.monotone and s.target != "ratio":
@@ -142,8 +151,12 @@ class LatencyPredictor:
     def _fit_one(self, X: np.ndarray, ms: np.ndarray, rounds: int) -> _Fitted:
         target = self.settings.target
         coef = fit_estimate(X, ms) if target == "ratio" else None
-        data = lgb.Dataset(X, _to_target(target, X, ms, coef), feature_name=list(FEATURES),
-                           params={"min_data_in_bin": 1, "verbose": -1})
+        data = lgb.Dataset(
+            X,
+            _to_target(target, X, ms, coef),
+            feature_name=list(FEATURES),
+            params={"min_data_in_bin": 1, "verbose": -1},
+        )
         return _Fitted(target, coef, lgb.train(self._params(len(X)), data, rounds))
 
     def fit(self, cfgs: Sequence[SubnetConfig], latency_ms: Sequence[float]) -> LatencyPredictor:
@@ -158,10 +171,21 @@ class LatencyPredictor:
             # How many rounds the data support: with 100 rows the correction on top of the
             # analytic estimate overfits after a few dozen; with thousands it keeps gaining.
             coef = fit_estimate(X, ms) if s.target == "ratio" else None
-            data = lgb.Dataset(X, _to_target(s.target, X, ms, coef), feature_name=list(FEATURES),
-                               params={"min_data_in_bin": 1, "verbose": -1})
-            cv = lgb.cv(self._params(len(X)), data, s.n_estimators, nfold=5, stratified=False,
-                        seed=s.seed, callbacks=[lgb.early_stopping(30, verbose=False)])
+            data = lgb.Dataset(
+                X,
+                _to_target(s.target, X, ms, coef),
+                feature_name=list(FEATURES),
+                params={"min_data_in_bin": 1, "verbose": -1},
+            )
+            cv = lgb.cv(
+                self._params(len(X)),
+                data,
+                s.n_estimators,
+                nfold=5,
+                stratified=False,
+                seed=s.seed,
+                callbacks=[lgb.early_stopping(30, verbose=False)],
+            )
             rounds = max(len(next(iter(cv.values()))), 1)
         fitted = self._fit_one(X, ms, rounds)
         self.rounds, self.estimate_coef, self.booster = rounds, fitted.coef, fitted.booster
@@ -173,7 +197,9 @@ class LatencyPredictor:
         folds, same settings), and the quantiles of measured / predicted. Calibrated by
         construction on data like the training rows; it says nothing of a new region."""
         n = len(X)
-        parts = np.array_split(np.random.default_rng(self.settings.seed).permutation(n), min(5, n // 2))
+        parts = np.array_split(
+            np.random.default_rng(self.settings.seed).permutation(n), min(5, n // 2)
+        )
         oof = np.empty(n)
         for test in parts:
             train = np.setdiff1d(np.arange(n), test)
@@ -188,7 +214,9 @@ class LatencyPredictor:
         X = cfgs if isinstance(cfgs, np.ndarray) else self.features(cfgs)
         return _Fitted(self.settings.target, self.estimate_coef, self.booster).predict(X)
 
-    def predict_interval(self, cfgs: Sequence[SubnetConfig] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict_interval(
+        self, cfgs: Sequence[SubnetConfig] | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """A (low, high) band in ms holding the measured latency with the spread quantiles'
         probability (10-90 %: 80 %); search can keep a candidate only if `high` fits."""
         return self.band(self.predict(cfgs))
@@ -208,9 +236,14 @@ class LatencyPredictor:
             # What `load` checks model.txt against: LightGBM's parser trusts its file, and a
             # damaged one can abort the process rather than raise.
             "model_sha256": hashlib.sha256((folder / MODEL_FILE).read_bytes()).hexdigest(),
-            "format": FORMAT, "scope": asdict(self.scope), "settings": asdict(self.settings),
-            "features": list(FEATURES), "estimate_columns": list(ESTIMATE_COLUMNS),
-            "estimate_coef": self.estimate_coef, "metrics": self.metrics, "rounds": self.rounds,
+            "format": FORMAT,
+            "scope": asdict(self.scope),
+            "settings": asdict(self.settings),
+            "features": list(FEATURES),
+            "estimate_columns": list(ESTIMATE_COLUMNS),
+            "estimate_coef": self.estimate_coef,
+            "metrics": self.metrics,
+            "rounds": self.rounds,
             "spread": list(self.spread) if self.spread else None,
             "versions": {p: metadata.version(p) for p in ("bfnas", "lightgbm", "numpy")},
         }
@@ -218,29 +251,46 @@ class LatencyPredictor:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, profile_hash: str | None = None,
-             space: str | None = None) -> LatencyPredictor:
+    def load(
+        cls, folder: str | Path, profile_hash: str | None = None, space: str | None = None
+    ) -> LatencyPredictor:
         """A folder written by `save`. Every field of predictor.json is checked against a
         schema, and model.txt against it, before LightGBM reads anything: a damaged folder
         is one line naming the file and the field."""
         folder = Path(folder)
         if not folder.is_dir():
-            raise InputError(str(folder), None, "no such predictor folder (one holding predictor.json "
-                                                "and model.txt, written by `bfnas predictor fit --out`)")
+            raise InputError(
+                str(folder),
+                None,
+                "no such predictor folder (one holding predictor.json "
+                "and model.txt, written by `bfnas predictor fit --out`)",
+            )
         meta_path = folder / "predictor.json"
         meta = read_meta(meta_path)
         scope = PredictorScope(**meta.scope.model_dump())
         if profile_hash and scope.profile_hash != profile_hash:
-            raise InputError(str(meta_path), "scope.profile_hash",
-                             f"fitted for profile {scope.profile_hash}, not {profile_hash}")
+            raise InputError(
+                str(meta_path),
+                "scope.profile_hash",
+                f"fitted for profile {scope.profile_hash}, not {profile_hash}",
+            )
         if space and scope.space != space:
-            raise InputError(str(meta_path), "scope.space", f"fitted for space {scope.space!r}, not {space!r}")
+            raise InputError(
+                str(meta_path), "scope.space", f"fitted for space {scope.space!r}, not {space!r}"
+            )
         s = meta.settings.model_dump()
         settings = PredictorSettings(**{**s, "spread_quantiles": tuple(s["spread_quantiles"])})
         booster = read_booster(folder / MODEL_FILE, meta, meta_path)
         spread = meta.spread
-        return cls(scope, settings, meta.estimate_coef, booster, meta.metrics.model_dump(),
-                   meta.rounds, tuple(spread) if spread else None)
+        return cls(
+            scope,
+            settings,
+            meta.estimate_coef,
+            booster,
+            meta.metrics.model_dump(),
+            meta.rounds,
+            tuple(spread) if spread else None,
+        )
 
 
 # -- predictor.json and model.txt, as read back ---------------------------------------------
@@ -313,12 +363,15 @@ def read_meta(path: Path) -> PredictorFile:
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(where, None, f"not a bfnas predictor: not valid JSON ({exc.msg} at char {exc.pos})"
-                         ) from None
+        raise InputError(
+            where, None, f"not a bfnas predictor: not valid JSON ({exc.msg} at char {exc.pos})"
+        ) from None
     except RecursionError:  # the parser recurses per level: a hostile file nests deeply
         raise InputError(where, None, "not a bfnas predictor: JSON nested too deeply") from None
     if not isinstance(raw, dict):
-        raise InputError(where, None, f"not a bfnas predictor: expected a JSON object, got {type(raw).__name__}")
+        raise InputError(
+            where, None, f"not a bfnas predictor: expected a JSON object, got {type(raw).__name__}"
+        )
     # The format first: another format's fields would be blamed one by one otherwise.
     if raw.get("format") != FORMAT:
         raise InputError(where, "format", f"{short(raw.get('format'))}, this bfnas reads {FORMAT}")
@@ -329,11 +382,16 @@ def read_meta(path: Path) -> PredictorFile:
     if meta.features != list(FEATURES):
         raise InputError(where, "features", "fitted on other features than this bfnas computes")
     if meta.estimate_columns != list(ESTIMATE_COLUMNS):
-        raise InputError(where, "estimate_columns", "another analytic estimate than this bfnas computes")
+        raise InputError(
+            where, "estimate_columns", "another analytic estimate than this bfnas computes"
+        )
     coef = meta.estimate_coef
     if meta.settings.target == "ratio" and (coef is None or len(coef) != len(ESTIMATE_COLUMNS) + 1):
-        raise InputError(where, "estimate_coef", f"the ratio target needs {len(ESTIMATE_COLUMNS) + 1} "
-                                                 f"coefficients, got {short(coef)}")
+        raise InputError(
+            where,
+            "estimate_coef",
+            f"the ratio target needs {len(ESTIMATE_COLUMNS) + 1} coefficients, got {short(coef)}",
+        )
     lo, hi = meta.settings.spread_quantiles
     if lo >= hi:
         raise InputError(where, "settings.spread_quantiles", f"low {lo} is not below high {hi}")
@@ -350,20 +408,33 @@ def read_booster(path: Path, meta: PredictorFile, meta_path: Path) -> lgb.Booste
     except OSError as exc:
         raise InputError(where, None, f"cannot read ({exc.strerror or exc})") from None
     if meta.model_sha256 is not None and hashlib.sha256(data).hexdigest() != meta.model_sha256:
-        raise InputError(where, None, f"changed or damaged since it was fitted (its sha256 is not "
-                                      f"{meta_path.name}'s model_sha256)")
+        raise InputError(
+            where,
+            None,
+            f"changed or damaged since it was fitted (its sha256 is not "
+            f"{meta_path.name}'s model_sha256)",
+        )
     check_model_text(data, where)
     try:
         with _native_stderr_silenced():
             booster = lgb.Booster(model_str=data.decode())
     except lgb.basic.LightGBMError as exc:
-        raise InputError(where, None, f"not a LightGBM model ({short(str(exc).strip(), 200)})") from None
+        raise InputError(
+            where, None, f"not a LightGBM model ({short(str(exc).strip(), 200)})"
+        ) from None
     if booster.num_feature() != len(FEATURES) or booster.feature_name() != list(FEATURES):
-        raise InputError(where, "feature_names", f"{booster.num_feature()} features, not the "
-                                                 f"{len(FEATURES)} of {meta_path.name}")
+        raise InputError(
+            where,
+            "feature_names",
+            f"{booster.num_feature()} features, not the {len(FEATURES)} of {meta_path.name}",
+        )
     if meta.rounds is not None and booster.current_iteration() != meta.rounds:
-        raise InputError(where, "tree_sizes", f"{booster.current_iteration()} trees, but "
-                                              f"{meta_path.name} says rounds = {meta.rounds}")
+        raise InputError(
+            where,
+            "tree_sizes",
+            f"{booster.current_iteration()} trees, but "
+            f"{meta_path.name} says rounds = {meta.rounds}",
+        )
     return booster
 
 
@@ -385,8 +456,9 @@ def check_model_text(data: bytes, where: str) -> None:
         if key not in header:
             raise InputError(where, key, "missing from the header (damaged?)")
         if header[key] != want:
-            raise InputError(where, key, f"must be {want} (a bfnas regression model), "
-                                         f"got {short(header[key])}")
+            raise InputError(
+                where, key, f"must be {want} (a bfnas regression model), got {short(header[key])}"
+            )
     names = header.get("feature_names", "").split()
     if header.get("max_feature_idx") != str(len(names) - 1) or not names:
         raise InputError(where, "max_feature_idx", "does not match feature_names")
@@ -398,10 +470,11 @@ def check_model_text(data: bytes, where: str) -> None:
         raise InputError(where, None, "not a LightGBM model (not ASCII text)")
     pos = len(head) + 1
     for i, n in enumerate(map(int, sizes)):
-        block = text[pos:pos + n]
+        block = text[pos : pos + n]
         if len(block) < n or not block.startswith(f"Tree={i}\n"):
-            raise InputError(where, f"Tree={i}", "cut short or damaged (tree_sizes does not "
-                                                 "match the trees)")
+            raise InputError(
+                where, f"Tree={i}", "cut short or damaged (tree_sizes does not match the trees)"
+            )
         _check_tree(_key_values(block), len(names), where, f"Tree={i}")
         pos += n
     tail = text[pos:].lstrip("\n")
@@ -449,7 +522,9 @@ def _check_tree(tree: dict[str, str], n_features: int, where: str, name: str) ->
         raise InputError(where, f"{name}.decision_type", "not a numerical split")
     for key in ("left_child", "right_child"):
         # A child >= 0 is an inner node, < 0 is leaf ~child.
-        if not all(c < leaves - 1 if c >= 0 else ~c < leaves for c in numbers(key, leaves - 1, int)):
+        if not all(
+            c < leaves - 1 if c >= 0 else ~c < leaves for c in numbers(key, leaves - 1, int)
+        ):
             raise InputError(where, f"{name}.{key}", "a child outside the tree")
 
 

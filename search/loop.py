@@ -57,8 +57,9 @@ class DeviceVerifier:
         # A subnet measured for the first time joins the training rows; a repeat is kept
         # apart as role "verify" so a subnet never counts twice.
         role = "verify" if cfg.key() in self.store.measured_keys(phash) else "sample"
-        self.store.add_measurement(phash, cfg, self.space.name, result, run_id, role,
-                                   artifact_record(art) if art else None)
+        self.store.add_measurement(
+            phash, cfg, self.space.name, result, run_id, role, artifact_record(art) if art else None
+        )
         if result["status"] != "failed" and result.get("ratio") is not None:
             base = self.store.anchor_baselines().get((phash, result.get("anchor_key")))
             result["normalized_ms"] = result["ratio"] * base if base else None
@@ -104,10 +105,20 @@ class SearchJob:
         def run_id() -> int:
             if not run:
                 self.store.add_profile(self.profile.name, self.profile.resolved(), phash)
-                run.append(self.store.start_run(phash, "search", {
-                    "space": self.space.name, "max_ms": self.budget.max_ms,
-                    "min_ms": self.budget.min_ms, "verify": self.verify, "rounds": self.rounds},
-                    started=started))
+                run.append(
+                    self.store.start_run(
+                        phash,
+                        "search",
+                        {
+                            "space": self.space.name,
+                            "max_ms": self.budget.max_ms,
+                            "min_ms": self.budget.min_ms,
+                            "verify": self.verify,
+                            "rounds": self.rounds,
+                        },
+                        started=started,
+                    )
+                )
             return run[0]
 
         rounds: list[dict] = []
@@ -118,45 +129,74 @@ class SearchJob:
             for r in range(1, self.rounds + 1):
                 if r > 1 and self.verify:  # the store has grown by the verified subnets
                     predictor, label = self._fit(r)
-                found = evolve(self.space, predictor_scorer(predictor), self.objective, self.budget,
-                               self.settings, lambda row, r=r: self.on_event("generation", {"round": r, **row}))
+                found = evolve(
+                    self.space,
+                    predictor_scorer(predictor),
+                    self.objective,
+                    self.budget,
+                    self.settings,
+                    lambda row, r=r: self.on_event("generation", {"round": r, **row}),
+                )
                 picks = self._picks(found.candidates, found.front)
                 verified = []
                 for i, cand in enumerate(picks):
-                    self.on_event("verifying", {"round": r, "index": i, "of": len(picks), "arch": str(cand.cfg)})
+                    self.on_event(
+                        "verifying",
+                        {"round": r, "index": i, "of": len(picks), "arch": str(cand.cfg)},
+                    )
                     m = self.verifier(cand.cfg, run_id())  # type: ignore[misc]
                     verified.append(self._verified(cand, m, label))
                 verified_all += verified
-                rounds.append({
-                    "round": r, "evaluated": found.evaluated, "seconds": found.seconds,
-                    "predictor_calls": found.predictor_calls, "label": label,
-                    "spread": list(predictor.spread) if predictor.spread else None,
-                    "best": found.best.to_dict() if found.best else None,
-                    "front": [c.to_dict() for c in found.front],
-                    "history": found.history, "verified": verified,
-                })
+                rounds.append(
+                    {
+                        "round": r,
+                        "evaluated": found.evaluated,
+                        "seconds": found.seconds,
+                        "predictor_calls": found.predictor_calls,
+                        "label": label,
+                        "spread": list(predictor.spread) if predictor.spread else None,
+                        "best": found.best.to_dict() if found.best else None,
+                        "front": [c.to_dict() for c in found.front],
+                        "history": found.history,
+                        "verified": verified,
+                    }
+                )
             status = "finished"
-            result = {"best": self._best(rounds, verified_all), "rounds": rounds, "run_id": run_id(),
-                      "profile": self.profile.name, "profile_hash": phash, "space": self.space.name,
-                      "budget": {"max_ms": self.budget.max_ms, "min_ms": self.budget.min_ms},
-                      "mode": self.settings.mode,
-                      # Budget, predictions and `measured_ms` are in the predictor's unit;
-                      # `median_ms` is always the raw median.
-                      "unit": label,
-                      "unit_text": LATENCY_UNITS.get(label or "", "ms (unit not recorded)"),
-                      "evaluated": sum(r["evaluated"] for r in rounds),
-                      "seconds": sum(r["seconds"] for r in rounds)}
+            result = {
+                "best": self._best(rounds, verified_all),
+                "rounds": rounds,
+                "run_id": run_id(),
+                "profile": self.profile.name,
+                "profile_hash": phash,
+                "space": self.space.name,
+                "budget": {"max_ms": self.budget.max_ms, "min_ms": self.budget.min_ms},
+                "mode": self.settings.mode,
+                # Budget, predictions and `measured_ms` are in the predictor's unit;
+                # `median_ms` is always the raw median.
+                "unit": label,
+                "unit_text": LATENCY_UNITS.get(label or "", "ms (unit not recorded)"),
+                "evaluated": sum(r["evaluated"] for r in rounds),
+                "seconds": sum(r["seconds"] for r in rounds),
+            }
         finally:
             # The whole result stays with the run: `bfnas report` draws it from the store.
             if run:
-                self.store.finish_run(run[0], status, {"rounds": len(rounds),
-                                                       "verified": len(verified_all),
-                                                       "result": result or None})
+                self.store.finish_run(
+                    run[0],
+                    status,
+                    {
+                        "rounds": len(rounds),
+                        "verified": len(verified_all),
+                        "result": result or None,
+                    },
+                )
         return result
 
     def _fit(self, round_: int) -> tuple[LatencyPredictor, str]:
         rows = self._rows()
-        predictor = LatencyPredictor(rows.scope, PredictorSettings(seed=self.settings.seed)).fit(rows.cfgs, rows.ms)
+        predictor = LatencyPredictor(rows.scope, PredictorSettings(seed=self.settings.seed)).fit(
+            rows.cfgs, rows.ms
+        )
         self.on_event("fitted", {"round": round_, "rows": len(rows.cfgs), "label": rows.label})
         return predictor, rows.label
 
@@ -168,10 +208,14 @@ class SearchJob:
             rows = None
         if rows is None or len(rows.cfgs) < MIN_ROWS:
             have = 0 if rows is None else len(rows.cfgs)
-            raise InputError(where, "measurements",
-                             f"{have} trusted measurements of {self.profile.name} in space {self.space.name}, "
-                             f"a predictor needs at least {MIN_ROWS}: run `bfnas profile --hw {self.profile.name} "
-                             f"--space {self.space.name} --samples 300 --db {where}` first")
+            raise InputError(
+                where,
+                "measurements",
+                f"{have} trusted measurements of {self.profile.name} in space {self.space.name}, "
+                f"a predictor needs at least {MIN_ROWS}: run `bfnas profile --hw "
+                f"{self.profile.name} "
+                f"--space {self.space.name} --samples 300 --db {where}` first",
+            )
         return rows
 
     def _picks(self, candidates: list[Candidate], front: list[Candidate]) -> list[Candidate]:
@@ -190,16 +234,36 @@ class SearchJob:
         if m["status"] != "failed":
             measured = m.get("normalized_ms") if label == "normalized_ms" else None
             measured = measured if measured is not None else m.get("median_ms")
-        within = None if measured is None else bool(
-            measured <= self.budget.max_ms and (self.budget.min_ms is None or measured >= self.budget.min_ms))
-        return {**cand.to_dict(), "status": m["status"], "reason": m.get("reason"),
-                "measured_ms": measured, "median_ms": m.get("median_ms"),
-                "error": None if measured is None else measured / cand.predicted_ms - 1,
-                "within_budget": within}
+        within = (
+            None
+            if measured is None
+            else bool(
+                measured <= self.budget.max_ms
+                and (self.budget.min_ms is None or measured >= self.budget.min_ms)
+            )
+        )
+        return {
+            **cand.to_dict(),
+            "status": m["status"],
+            "reason": m.get("reason"),
+            "measured_ms": measured,
+            "median_ms": m.get("median_ms"),
+            "error": None if measured is None else measured / cand.predicted_ms - 1,
+            "within_budget": within,
+        }
 
     def _best(self, rounds: list[dict], verified: list[dict]) -> dict | None:
-        keep = ("arch", "key", "objective", "predicted_ms", "high_ms", "measured_ms", "median_ms",
-                "within_budget", "status")
+        keep = (
+            "arch",
+            "key",
+            "objective",
+            "predicted_ms",
+            "high_ms",
+            "measured_ms",
+            "median_ms",
+            "within_budget",
+            "status",
+        )
         if verified:
             good = [v for v in verified if v["within_budget"]]
             pick = max(good or verified, key=lambda v: v["objective"])
@@ -207,5 +271,10 @@ class SearchJob:
         last = rounds[-1]["best"] if rounds else None
         if last is None:
             return None
-        return {**{k: last.get(k) for k in keep}, "measured_ms": None, "median_ms": None,
-                "within_budget": None, "status": "not verified"}
+        return {
+            **{k: last.get(k) for k in keep},
+            "measured_ms": None,
+            "median_ms": None,
+            "within_budget": None,
+            "status": "not verified",
+        }

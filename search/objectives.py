@@ -20,8 +20,13 @@ Objective = Callable[[SubnetConfig], float]
 BUILTIN = ("params", "neg-macs", "oneshot")
 
 
-def load_objective(name: str, seq_len: int = 128, batch: int = 1, where: str = "--objective",
-                   oneshot: Objective | None = None) -> Objective:
+def load_objective(
+    name: str,
+    seq_len: int = 128,
+    batch: int = 1,
+    where: str = "--objective",
+    oneshot: Objective | None = None,
+) -> Objective:
     """The objective called `name` (a built-in or `module:function`), or InputError.
     `oneshot` is the scorer behind the `oneshot` objective (it needs a supernet and data)."""
     if name == "params":
@@ -30,21 +35,34 @@ def load_objective(name: str, seq_len: int = 128, batch: int = 1, where: str = "
         return lambda cfg: -float(cfg.total_macs(seq_len, batch))
     if name == "oneshot":
         if oneshot is None:
-            raise InputError(where, None, "oneshot needs held-out pretraining data: pass --data DIR "
-                                          "(made by `bfnas data build`)")
+            raise InputError(
+                where,
+                None,
+                "oneshot needs held-out pretraining data: pass --data DIR "
+                "(made by `bfnas data build`)",
+            )
         return oneshot
     if ":" not in name:
-        raise InputError(where, None, f"unknown objective {name!r} (built in: {', '.join(BUILTIN)}; "
-                                      "or a plugin as module:function)")
+        raise InputError(
+            where,
+            None,
+            f"unknown objective {name!r} (built in: {', '.join(BUILTIN)}; "
+            "or a plugin as module:function)",
+        )
     module_name, _, attr = name.partition(":")
     if not module_name or not attr:
         raise InputError(where, None, f"{short(name)}: a plugin is module:function (both named)")
     try:
         module = importlib.import_module(module_name)
     except (Exception, SystemExit) as exc:  # ImportError, or whatever the module's code raised
-        hint = (" (a plugin's module must be importable: installed, or on PYTHONPATH)"
-                if isinstance(exc, ModuleNotFoundError) else "")
-        raise InputError(where, None, f"cannot import {module_name!r}: {_what(exc)}{hint}") from None
+        hint = (
+            " (a plugin's module must be importable: installed, or on PYTHONPATH)"
+            if isinstance(exc, ModuleNotFoundError)
+            else ""
+        )
+        raise InputError(
+            where, None, f"cannot import {module_name!r}: {_what(exc)}{hint}"
+        ) from None
     fn = getattr(module, attr, None)
     if fn is None:
         raise InputError(where, None, f"module {module_name!r} has no {attr!r}")
@@ -80,18 +98,24 @@ def checked(fn: Callable, name: str, where: str = "--objective") -> Objective:
             except Exception:  # TypeError, OverflowError, a tensor's RuntimeError, ...
                 number = None
         if number is None:
-            raise InputError(where, None, f"{name} did not return a number: it returned "
-                                          f"{_kind(value)} (for {cfg})")
+            raise InputError(
+                where,
+                None,
+                f"{name} did not return a number: it returned {_kind(value)} (for {cfg})",
+            )
         if not math.isfinite(number):
-            raise InputError(where, None, f"{name} did not return a finite number: it returned "
-                                          f"{number} (for {cfg})")
+            raise InputError(
+                where,
+                None,
+                f"{name} did not return a finite number: it returned {number} (for {cfg})",
+            )
         return number
 
     return call
 
 
 def _kind(value: object) -> str:
-    """"None", "a str '3.5'", "an int 3": what came back, in a few words."""
+    """ "None", "a str '3.5'", "an int 3": what came back, in a few words."""
     if value is None:
         return "None"
     kind = type(value).__name__

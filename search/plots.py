@@ -12,13 +12,25 @@ from bfnas.search.features import FEATURES
 from bfnas.search.latency_predictor import LatencyPredictor, accuracy
 from bfnas.search.training import LatencyRows
 
-RESIDUAL_FEATURES = ("layers", "hidden", "heads_mean", "qkv_mean", "ffn_mean", "macs_total", "params")
+RESIDUAL_FEATURES = (
+    "layers",
+    "hidden",
+    "heads_mean",
+    "qkv_mean",
+    "ffn_mean",
+    "macs_total",
+    "params",
+)
 
 
-def predicted_vs_measured(ax, measured: np.ndarray, predicted: np.ndarray, xlabel: str, ylabel: str,
-                          title: str) -> None:
+def predicted_vs_measured(
+    ax, measured: np.ndarray, predicted: np.ndarray, xlabel: str, ylabel: str, title: str
+) -> None:
     """Predicted against measured on equal axes, with the +-10 % band around the diagonal."""
-    lim = (float(min(measured.min(), predicted.min())) * 0.9, float(max(measured.max(), predicted.max())) * 1.1)
+    lim = (
+        float(min(measured.min(), predicted.min())) * 0.9,
+        float(max(measured.max(), predicted.max())) * 1.1,
+    )
     line = np.linspace(*lim, 50)
     ax.fill_between(line, line * 0.9, line * 1.1, color="tab:green", alpha=0.2, label="+-10 %")
     ax.plot(line, line, color="tab:green", lw=1)
@@ -39,10 +51,18 @@ def plot_predictor(model: LatencyPredictor, rows: LatencyRows, out: Path) -> Pat
     m = accuracy(rows.ms, pred)
     cols = 4
     panels = 1 + len(RESIDUAL_FEATURES)
-    fig, axes = plt.subplots((panels + cols - 1) // cols, cols, figsize=(4 * cols, 3.6 * ((panels + cols - 1) // cols)))
+    fig, axes = plt.subplots(
+        (panels + cols - 1) // cols, cols, figsize=(4 * cols, 3.6 * ((panels + cols - 1) // cols))
+    )
     axes = axes.ravel()
-    predicted_vs_measured(axes[0], rows.ms, pred, f"measured ({rows.label})", "predicted ms",
-                          f"{m['within_10pct']:.1%} within 10 %, tau {m['kendall_tau']:.3f}")
+    predicted_vs_measured(
+        axes[0],
+        rows.ms,
+        pred,
+        f"measured ({rows.label})",
+        "predicted ms",
+        f"{m['within_10pct']:.1%} within 10 %, tau {m['kendall_tau']:.3f}",
+    )
     for ax, name in zip(axes[1:], RESIDUAL_FEATURES, strict=False):
         ax.scatter(X[:, FEATURES.index(name)], rel * 100, s=4, alpha=0.6)
         ax.axhline(0, color="black", lw=0.8)

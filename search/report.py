@@ -58,14 +58,27 @@ def coverage_plot(store: LatencyStore, profile: dict, folder: Path) -> Path | No
     seq, batch = int(workload.get("seq_len", 128)), int(workload.get("batch", 1))
     plt = _plt()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    colors = {"ok": "tab:blue", "imported": "tab:blue", "unstable": "tab:orange", "failed": "tab:red"}
+    colors = {
+        "ok": "tab:blue",
+        "imported": "tab:blue",
+        "unstable": "tab:orange",
+        "failed": "tab:red",
+    }
     for status in ("ok", "imported", "unstable"):
         sel = [r for r in rows if r["status"] == status and r["median_ms"]]
         if sel:
             macs = [SubnetConfig.from_json(r["arch"]).total_macs(seq, batch) / 1e9 for r in sel]
-            a.scatter(macs, [r["median_ms"] for r in sel], s=4, alpha=0.6, color=colors[status],
-                      label=f"{status} ({len(sel)})")
-    a.set(xlabel=f"GMACs (batch {batch}, seq {seq})", ylabel="raw median ms", title="latency vs size")
+            a.scatter(
+                macs,
+                [r["median_ms"] for r in sel],
+                s=4,
+                alpha=0.6,
+                color=colors[status],
+                label=f"{status} ({len(sel)})",
+            )
+    a.set(
+        xlabel=f"GMACs (batch {batch}, seq {seq})", ylabel="raw median ms", title="latency vs size"
+    )
     a.legend(fontsize=8)
     ms = [r["median_ms"] for r in rows if r["median_ms"]]
     b.hist(ms, bins=40, color="tab:blue", alpha=0.8)
@@ -84,9 +97,18 @@ def accuracy_plot(rows: LatencyRows, folder: Path, seed: int = 0) -> tuple[Path,
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     unit = LATENCY_UNITS[rows.label]
-    predicted_vs_measured(ax, rows.ms, predicted, f"measured ({unit})", f"predicted out of fold ({unit})",
-                          f"{rows.profile} / {rows.space}: {len(rows.ms)} rows, 5-fold")
-    return _save(fig, folder, f"accuracy-{rows.profile_hash}-{rows.space}.png"), {**m, "rows": len(rows.ms)}
+    predicted_vs_measured(
+        ax,
+        rows.ms,
+        predicted,
+        f"measured ({unit})",
+        f"predicted out of fold ({unit})",
+        f"{rows.profile} / {rows.space}: {len(rows.ms)} rows, 5-fold",
+    )
+    return _save(fig, folder, f"accuracy-{rows.profile_hash}-{rows.space}.png"), {
+        **m,
+        "rows": len(rows.ms),
+    }
 
 
 def search_plots(run: dict, result: dict, folder: Path) -> list[Path]:
@@ -96,42 +118,75 @@ def search_plots(run: dict, result: dict, folder: Path) -> list[Path]:
     for r in result["rounds"]:
         front = r["front"]
         if front:
-            ax.plot([c["predicted_ms"] for c in front], [c["objective"] for c in front], marker=".",
-                    lw=1, alpha=0.7, label=f"round {r['round']} front (predicted)")
+            ax.plot(
+                [c["predicted_ms"] for c in front],
+                [c["objective"] for c in front],
+                marker=".",
+                lw=1,
+                alpha=0.7,
+                label=f"round {r['round']} front (predicted)",
+            )
         ver = [v for v in r["verified"] if v["measured_ms"] is not None]
         for v in ver:
-            ax.annotate("", (v["measured_ms"], v["objective"]), (v["predicted_ms"], v["objective"]),
-                        arrowprops={"arrowstyle": "->", "color": "gray", "lw": 0.8})
+            ax.annotate(
+                "",
+                (v["measured_ms"], v["objective"]),
+                (v["predicted_ms"], v["objective"]),
+                arrowprops={"arrowstyle": "->", "color": "gray", "lw": 0.8},
+            )
         if ver:
             ok = [v for v in ver if v["within_budget"]]
             over = [v for v in ver if not v["within_budget"]]
             if ok:
-                ax.scatter([v["measured_ms"] for v in ok], [v["objective"] for v in ok], color="tab:green",
-                           zorder=3, label=f"round {r['round']} measured, within budget")
+                ax.scatter(
+                    [v["measured_ms"] for v in ok],
+                    [v["objective"] for v in ok],
+                    color="tab:green",
+                    zorder=3,
+                    label=f"round {r['round']} measured, within budget",
+                )
             if over:
-                ax.scatter([v["measured_ms"] for v in over], [v["objective"] for v in over], color="tab:red",
-                           marker="x", zorder=3, label=f"round {r['round']} measured, over budget")
+                ax.scatter(
+                    [v["measured_ms"] for v in over],
+                    [v["objective"] for v in over],
+                    color="tab:red",
+                    marker="x",
+                    zorder=3,
+                    label=f"round {r['round']} measured, over budget",
+                )
     ax.axvline(budget["max_ms"], color="black", ls="--", lw=1, label="budget")
     if budget.get("min_ms"):
         ax.axvline(budget["min_ms"], color="black", ls=":", lw=1)
-    ax.set(xlabel=f"latency ({LATENCY_UNITS.get(result.get('unit') or '', 'ms')})", ylabel="objective",
-           title=f"search run {run['id']}: {result['space']}")
+    ax.set(
+        xlabel=f"latency ({LATENCY_UNITS.get(result.get('unit') or '', 'ms')})",
+        ylabel="objective",
+        title=f"search run {run['id']}: {result['space']}",
+    )
     ax.legend(fontsize=7)
     front_png = _save(fig, folder, f"search-{run['id']}-front.png")
 
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for r in result["rounds"]:
         hist = [h for h in r["history"] if h["best_objective"] is not None]
-        ax.plot([h["generation"] for h in hist], [h["best_objective"] for h in hist], label=f"round {r['round']} best")
-        ax.plot([h["generation"] for h in hist], [h["mean_objective"] for h in hist], ls="--",
-                label=f"round {r['round']} population mean")
+        ax.plot(
+            [h["generation"] for h in hist],
+            [h["best_objective"] for h in hist],
+            label=f"round {r['round']} best",
+        )
+        ax.plot(
+            [h["generation"] for h in hist],
+            [h["mean_objective"] for h in hist],
+            ls="--",
+            label=f"round {r['round']} population mean",
+        )
     ax.set(xlabel="generation", ylabel="objective", title="progress")
     ax.legend(fontsize=7)
     return [front_png, _save(fig, folder, f"search-{run['id']}-progress.png")]
 
 
-def build_report(db: str | Path, out: str | Path,
-                 on_step: Callable[[str], None] = lambda s: None) -> Path:
+def build_report(
+    db: str | Path, out: str | Path, on_step: Callable[[str], None] = lambda s: None
+) -> Path:
     db = Path(db)
     folder = Path(out)
     sections: list[str] = []
@@ -141,11 +196,15 @@ def build_report(db: str | Path, out: str | Path,
             raise InputError(str(db), "profiles", "the store holds no measurements yet")
         folder.mkdir(parents=True, exist_ok=True)
         table = "".join(
-            f"<tr><td>{html.escape(p['profile'])}</td><td>{p['hash']}</td><td>{'yes' if p['imported'] else ''}</td>"
+            f"<tr><td>{html.escape(p['profile'])}</td><td>{p['hash']}</td>"
+            f"<td>{'yes' if p['imported'] else ''}</td>"
             f"<td>{p['measurements']}</td><td>{html.escape(json.dumps(p['by_status']))}</td></tr>"
-            for p in summary["profiles"])
-        sections.append("<h2>Measurements</h2><table><tr><th>profile</th><th>hash</th><th>imported</th>"
-                        f"<th>subnets</th><th>by status</th></tr>{table}</table>")
+            for p in summary["profiles"]
+        )
+        sections.append(
+            "<h2>Measurements</h2><table><tr><th>profile</th><th>hash</th><th>imported</th>"
+            f"<th>subnets</th><th>by status</th></tr>{table}</table>"
+        )
         for p in store.profiles():
             on_step(f"coverage of {p['name']}")
             png = coverage_plot(store, p, folder)
@@ -153,12 +212,16 @@ def build_report(db: str | Path, out: str | Path,
                 sections.append(_img(png))
         sections.append("<h2>Predictor accuracy (out-of-fold)</h2>")
         for p in store.profiles():
-            spaces = sorted({r["space"] for r in store.measurements(p["hash"], statuses=("ok", "imported"))})
+            spaces = sorted(
+                {r["space"] for r in store.measurements(p["hash"], statuses=("ok", "imported"))}
+            )
             for space in spaces:
                 rows = load_rows(store, p["hash"], space)
                 if len(rows.cfgs) < MIN_CV_ROWS:
-                    sections.append(f"<p>{html.escape(p['name'])} / {html.escape(space)}: {len(rows.cfgs)} "
-                                    f"trusted rows, fewer than {MIN_CV_ROWS}: no accuracy estimate.</p>")
+                    sections.append(
+                        f"<p>{html.escape(p['name'])} / {html.escape(space)}: {len(rows.cfgs)} "
+                        f"trusted rows, fewer than {MIN_CV_ROWS}: no accuracy estimate.</p>"
+                    )
                     continue
                 on_step(f"cross-validating a predictor on {p['name']} / {space}")
                 png, m = accuracy_plot(rows, folder)
@@ -166,7 +229,8 @@ def build_report(db: str | Path, out: str | Path,
                     f"<p>{html.escape(p['name'])} / {html.escape(space)} ({m['rows']} rows, "
                     f"{LATENCY_UNITS[rows.label]}): "
                     f"{m['within_5pct']:.1%} within 5 %, {m['within_10pct']:.1%} within 10 %, "
-                    f"MAPE {m['mape']:.2%}, Kendall tau {m['kendall_tau']:.3f}</p>" + _img(png))
+                    f"MAPE {m['mape']:.2%}, Kendall tau {m['kendall_tau']:.3f}</p>" + _img(png)
+                )
         runs = store.search_runs()
     sections.append("<h2>Searches</h2>")
     shown = 0
@@ -176,7 +240,10 @@ def build_report(db: str | Path, out: str | Path,
             continue
         shown += 1
         on_step(f"search run {run['id']}")
-        sections.append(_search_section(run, result) + "".join(_img(p) for p in search_plots(run, result, folder)))
+        sections.append(
+            _search_section(run, result)
+            + "".join(_img(p) for p in search_plots(run, result, folder))
+        )
     if not shown:
         sections.append("<p>No finished search in this store yet (<code>bfnas search</code>).</p>")
     page = folder / "report.html"
@@ -190,25 +257,43 @@ def _search_section(run: dict, result: dict) -> str:
     if best is None:
         verdict = "no subnet predicted under the budget"
     else:
-        state = {True: "within budget", False: "OVER BUDGET", None: "not verified"}[best["within_budget"]]
+        state = {True: "within budget", False: "OVER BUDGET", None: "not verified"}[
+            best["within_budget"]
+        ]
         measured = "-" if best["measured_ms"] is None else f"{best['measured_ms']:.3f} ms"
-        used = ("" if best["measured_ms"] is None else
-                f", {best['measured_ms'] / b['max_ms']:.0%} of the budget")
-        verdict = (f"best {html.escape(json.dumps(best['arch']))}: objective {best['objective']:.4g}, "
-                   f"predicted {best['predicted_ms']:.3f} ms, measured {measured}{used} ({state})")
+        used = (
+            ""
+            if best["measured_ms"] is None
+            else f", {best['measured_ms'] / b['max_ms']:.0%} of the budget"
+        )
+        verdict = (
+            f"best {html.escape(json.dumps(best['arch']))}: objective {best['objective']:.4g}, "
+            f"predicted {best['predicted_ms']:.3f} ms, measured {measured}{used} ({state})"
+        )
     rows = "".join(
         f"<tr><td>{r['round']}</td><td>{html.escape(json.dumps(v['arch']))}</td><td>{v['objective']:.4g}</td>"
         f"<td>{v['predicted_ms']:.3f}</td><td>{_num(v['measured_ms'], '.3f')}</td>"
         f"<td>{_num(v['error'], '+.1%')}</td><td>{_YES[v['within_budget']]}</td></tr>"
-        for r in result["rounds"] for v in r["verified"])
-    table = ("<table><tr><th>round</th><th>arch</th><th>objective</th><th>predicted ms</th><th>measured ms</th>"
-             f"<th>error</th><th>within budget</th></tr>{rows}</table>") if rows else ""
+        for r in result["rounds"]
+        for v in r["verified"]
+    )
+    table = (
+        (
+            "<table><tr><th>round</th><th>arch</th><th>objective</th><th>predicted "
+            "ms</th><th>measured ms</th>"
+            f"<th>error</th><th>within budget</th></tr>{rows}</table>"
+        )
+        if rows
+        else ""
+    )
     floor = f" (floor {b['min_ms']:.3f} ms)" if b.get("min_ms") else ""
     unit = LATENCY_UNITS.get(result.get("unit") or "", "ms, unit not recorded")
-    return (f"<h3>run {run['id']}: {html.escape(run['profile'])}, {html.escape(result['space'])}, "
-            f"budget {b['max_ms']:.3f} ms{floor} ({html.escape(unit)}), "
-            f"{run['started']}</h3><p>{verdict}; {result['evaluated']} candidates scored in "
-            f"{result['seconds']:.1f} s</p>{table}")
+    return (
+        f"<h3>run {run['id']}: {html.escape(run['profile'])}, {html.escape(result['space'])}, "
+        f"budget {b['max_ms']:.3f} ms{floor} ({html.escape(unit)}), "
+        f"{run['started']}</h3><p>{verdict}; {result['evaluated']} candidates scored in "
+        f"{result['seconds']:.1f} s</p>{table}"
+    )
 
 
 _YES = {True: "yes", False: "NO", None: "-"}
@@ -224,12 +309,16 @@ def _img(path: Path) -> str:
 
 
 def _page(title: str, sections: list[str]) -> str:
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
-             "img{max-width:100%}")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+        "img{max-width:100%}"
+    )
     body = "\n".join(sections)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
+    )
 
 
 def report_facts(page: Path) -> dict[str, Any]:

@@ -46,11 +46,16 @@ def _resolve_profile(store: LatencyStore, name_or_hash: str, where: str) -> dict
     found = [p for p in store.profiles() if name_or_hash in (p["name"], p["hash"])]
     if not found:
         known = ", ".join(sorted({p["name"] for p in store.profiles()})) or "none"
-        raise InputError(where, "--hw", f"no profile {name_or_hash!r} in the store (stored: {known})")
+        raise InputError(
+            where, "--hw", f"no profile {name_or_hash!r} in the store (stored: {known})"
+        )
     if len(found) > 1:
         hashes = ", ".join(p["hash"] for p in found)
-        raise InputError(where, "--hw", f"{name_or_hash!r} names several profile versions "
-                                        f"({hashes}); pass the hash")
+        raise InputError(
+            where,
+            "--hw",
+            f"{name_or_hash!r} names several profile versions ({hashes}); pass the hash",
+        )
     return found[0]
 
 
@@ -66,43 +71,63 @@ def load_rows(store: LatencyStore, hw: str, space: str | None = None) -> Latency
     if space is not None:
         rows = [r for r in rows if r["space"] == space]
     elif len(spaces) > 1:
-        raise InputError(where, "--space", f"profile {prof['name']} has rows of several spaces "
-                                           f"({', '.join(spaces)}); pick one")
+        raise InputError(
+            where,
+            "--space",
+            f"profile {prof['name']} has rows of several spaces ({', '.join(spaces)}); pick one",
+        )
     if not rows:
-        raise InputError(where, "measurements", f"no trusted measurements of {prof['name']}"
-                                                + (f" in space {space}" if space else ""))
+        raise InputError(
+            where,
+            "measurements",
+            f"no trusted measurements of {prof['name']}" + (f" in space {space}" if space else ""),
+        )
     label = "normalized_ms" if all(r["normalized_ms"] for r in rows) else "median_ms"
     resolved = json.loads(prof["json"])
     workload = resolved.get("workload") or {}
     return LatencyRows(
-        profile=prof["name"], profile_hash=prof["hash"], space=rows[0]["space"],
-        seq_len=int(workload.get("seq_len", 128)), batch=int(workload.get("batch", 1)),
+        profile=prof["name"],
+        profile_hash=prof["hash"],
+        space=rows[0]["space"],
+        seq_len=int(workload.get("seq_len", 128)),
+        batch=int(workload.get("batch", 1)),
         label=label,
         cfgs=[SubnetConfig.from_json(r["arch"]) for r in rows],
         ms=np.array([r[label] for r in rows], dtype=np.float64),
     )
 
 
-def holdout_split(n: int, train_size: int, test_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def holdout_split(
+    n: int, train_size: int, test_size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     if train_size < 10:
         raise InputError("--train-size", None, f"must be at least 10 rows, got {train_size}")
     if test_size < 1:
         raise InputError("--test-size", None, f"must be at least 1 row, got {test_size}")
     if train_size + test_size > n:
-        raise InputError("--train-size", None, f"{train_size} + {test_size} rows asked, the store has {n}")
+        raise InputError(
+            "--train-size", None, f"{train_size} + {test_size} rows asked, the store has {n}"
+        )
     idx = np.random.default_rng(seed).permutation(n)
-    return idx[:train_size], idx[train_size:train_size + test_size]
+    return idx[:train_size], idx[train_size : train_size + test_size]
 
 
 def check_folds(n: int, folds: int) -> None:
     if folds < 2:
         raise InputError("--folds", None, f"must be at least 2, got {folds}")
     if n < folds * 10:
-        raise InputError("--folds", None, f"{folds}-fold CV needs at least {folds * 10} rows, have {n}")
+        raise InputError(
+            "--folds", None, f"{folds}-fold CV needs at least {folds * 10} rows, have {n}"
+        )
 
 
-def out_of_fold(rows: LatencyRows, settings: PredictorSettings, folds: int = 5, seed: int = 0,
-                on_fold: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[dict]]:
+def out_of_fold(
+    rows: LatencyRows,
+    settings: PredictorSettings,
+    folds: int = 5,
+    seed: int = 0,
+    on_fold: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, list[dict]]:
     """Each row's prediction by the fold model that did not see it, and each fold's metrics."""
     n = len(rows.cfgs)
     check_folds(n, folds)
@@ -119,8 +144,13 @@ def out_of_fold(rows: LatencyRows, settings: PredictorSettings, folds: int = 5, 
     return predicted, per_fold
 
 
-def cross_validate(rows: LatencyRows, settings: PredictorSettings, folds: int = 5,
-                   seed: int = 0, on_fold: Callable[[int], None] | None = None) -> dict:
+def cross_validate(
+    rows: LatencyRows,
+    settings: PredictorSettings,
+    folds: int = 5,
+    seed: int = 0,
+    on_fold: Callable[[int], None] | None = None,
+) -> dict:
     """K-fold CV: every row predicted once by a model that did not see it; metrics over all
     out-of-fold predictions, plus the spread of each metric across folds."""
     predicted, per_fold = out_of_fold(rows, settings, folds, seed, on_fold)

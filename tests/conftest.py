@@ -122,7 +122,10 @@ class SshServer:
         self.home = folder / "home"
         self.home.mkdir()
         for name in ("host_key", "user_key"):
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / name)], check=True)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / name)],
+                check=True,
+            )
         (folder / "authorized_keys").write_text((folder / "user_key.pub").read_text())
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -159,7 +162,9 @@ SetEnv HOME={self.home}
         import time
 
         with open(self.folder / "sshd.log", "ab") as log:
-            self.proc = subprocess.Popen([self.sshd, "-D", "-e", "-f", str(self.config)], stderr=log)
+            self.proc = subprocess.Popen(
+                [self.sshd, "-D", "-e", "-f", str(self.config)], stderr=log
+            )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -186,9 +191,16 @@ SetEnv HOME={self.home}
     def target(self, **extra) -> dict:
         import sys
 
-        return {"kind": "ssh", "host": "127.0.0.1", "port": self.port, "user": self.user,
-                "identity_file": str(self.identity), "known_hosts": str(self.known_hosts),
-                "python": sys.executable, **extra}
+        return {
+            "kind": "ssh",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": self.user,
+            "identity_file": str(self.identity),
+            "known_hosts": str(self.known_hosts),
+            "python": sys.executable,
+            **extra,
+        }
 
 
 def descendants(pid: int) -> list[int]:

@@ -61,13 +61,27 @@ def test_space_show_and_sample(capsys):
 
 
 def test_export_json_and_cache(capsys, tmp_path, tiny_space_file):
-    args = ["export", "--space", str(tiny_space_file), "--arch", ARCH, "--precision", "int8",
-            "--recipe", "dynamic", "--out", str(tmp_path), "--json"]
+    args = [
+        "export",
+        "--space",
+        str(tiny_space_file),
+        "--arch",
+        ARCH,
+        "--precision",
+        "int8",
+        "--recipe",
+        "dynamic",
+        "--out",
+        str(tmp_path),
+        "--json",
+    ]
     code, out, _ = run(capsys, *args)
     first = json.loads(out)
     assert code == 0 and not first["cached"]
     assert set(first) >= {"path", "sha256", "bytes", "precision", "recipe", "fidelity", "seconds"}
-    assert first["fidelity"]["cosine"] > 0.99 and {"extract", "export", "fidelity"} <= set(first["seconds"])
+    assert first["fidelity"]["cosine"] > 0.99 and {"extract", "export", "fidelity"} <= set(
+        first["seconds"]
+    )
     assert first["export"]["exporter"] == "direct"  # writes the INT8 graph itself: no quantize step
     code, out, _ = run(capsys, *args)
     assert code == 0 and json.loads(out)["cached"] and json.loads(out)["sha256"] == first["sha256"]
@@ -76,18 +90,51 @@ def test_export_json_and_cache(capsys, tmp_path, tiny_space_file):
 def test_export_arch_from_file_and_sample(capsys, tmp_path, tiny_space_file):
     arch_file = tmp_path / "arch.json"
     arch_file.write_text(ARCH)
-    code, out, _ = run(capsys, "export", "--space", str(tiny_space_file), "--arch", str(arch_file),
-                       "--out", str(tmp_path / "a"), "--json")
+    code, out, _ = run(
+        capsys,
+        "export",
+        "--space",
+        str(tiny_space_file),
+        "--arch",
+        str(arch_file),
+        "--out",
+        str(tmp_path / "a"),
+        "--json",
+    )
     assert code == 0 and json.loads(out)["arch"]["hidden"] == 64
-    code, out, _ = run(capsys, "export", "--space", str(tiny_space_file), "--sample", "--seed", "4",
-                       "--out", str(tmp_path / "a"), "--json")
+    code, out, _ = run(
+        capsys,
+        "export",
+        "--space",
+        str(tiny_space_file),
+        "--sample",
+        "--seed",
+        "4",
+        "--out",
+        str(tmp_path / "a"),
+        "--json",
+    )
     assert code == 0 and json.loads(out)["precision"] == "fp32"
 
 
 def test_failed_fidelity_exits_1(capsys, tmp_path, tiny_space_file):
-    code, out, err = run(capsys, "export", "--space", str(tiny_space_file), "--arch", ARCH,
-                         "--precision", "int8", "--recipe", "qdq-symmetric",
-                         "--fidelity-threshold", "0.9999999", "--out", str(tmp_path), "--json")
+    code, out, err = run(
+        capsys,
+        "export",
+        "--space",
+        str(tiny_space_file),
+        "--arch",
+        ARCH,
+        "--precision",
+        "int8",
+        "--recipe",
+        "qdq-symmetric",
+        "--fidelity-threshold",
+        "0.9999999",
+        "--out",
+        str(tmp_path),
+        "--json",
+    )
     assert code == 1 and not json.loads(out)["fidelity"]["passed"] and "fidelity" in err
 
 
@@ -107,11 +154,13 @@ BAD = [
 
 
 @pytest.mark.parametrize(("extra", "needle"), BAD)
-def test_bad_export_input_is_one_line_exit_2_nothing_written(capsys, tmp_path, tiny_space_file,
-                                                             extra, needle):
+def test_bad_export_input_is_one_line_exit_2_nothing_written(
+    capsys, tmp_path, tiny_space_file, extra, needle
+):
     out_dir = tmp_path / "out"
-    code, out, err = run(capsys, "export", "--space", str(tiny_space_file), *extra,
-                         "--out", str(out_dir), "--json")
+    code, out, err = run(
+        capsys, "export", "--space", str(tiny_space_file), *extra, "--out", str(out_dir), "--json"
+    )
     assert code == 2
     assert needle in err and err.count("\n") == 1 and out == ""
     assert not out_dir.exists()
@@ -119,7 +168,9 @@ def test_bad_export_input_is_one_line_exit_2_nothing_written(capsys, tmp_path, t
 
 def test_malformed_space_file_is_exit_2(capsys, tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text('name = "x"\nlayers = {min = 4, max = 2}\nhidden = 64\nheads = 1\nqkv = 64\nffn = 64\n')
+    bad.write_text(
+        'name = "x"\nlayers = {min = 4, max = 2}\nhidden = 64\nheads = 1\nqkv = 64\nffn = 64\n'
+    )
     code, out, err = run(capsys, "space", "show", str(bad))
     assert code == 2 and f"{bad}: layers.max:" in err and err.count("\n") == 1
     code, _, err = run(capsys, "space", "show", "no-such-space")
@@ -127,24 +178,52 @@ def test_malformed_space_file_is_exit_2(capsys, tmp_path):
 
 
 def test_checkpoint_that_does_not_fit_the_space(capsys, tmp_path):
-    code, _, err = run(capsys, "export", "--space", "autotinybert", "--sample", "--checkpoint",
-                       "minilm", "--out", str(tmp_path / "o"))
+    code, _, err = run(
+        capsys,
+        "export",
+        "--space",
+        "autotinybert",
+        "--sample",
+        "--checkpoint",
+        "minilm",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert code == 2 and "does not fit" in err and not (tmp_path / "o").exists()
 
 
 def test_demo_runs_the_whole_pipeline(capsys, tmp_path, tiny_space_file, fast_profile_file):
-    code, out, _ = run(capsys, "demo", "--space", str(tiny_space_file), "--hw", str(fast_profile_file),
-                       "--samples", "40", "--verify", "2", "--out", str(tmp_path / "demo"),
-                       "--artifacts", str(tmp_path / "art"), "--json")
+    code, out, _ = run(
+        capsys,
+        "demo",
+        "--space",
+        str(tiny_space_file),
+        "--hw",
+        str(fast_profile_file),
+        "--samples",
+        "40",
+        "--verify",
+        "2",
+        "--out",
+        str(tmp_path / "demo"),
+        "--artifacts",
+        str(tmp_path / "art"),
+        "--json",
+    )
     r = json.loads(out)
-    assert r["profiled"]["measured"] == 40 and r["profiled"]["trusted"] + r["profiled"]["unstable"] == 40
+    assert (
+        r["profiled"]["measured"] == 40
+        and r["profiled"]["trusted"] + r["profiled"]["unstable"] == 40
+    )
     assert r["unit"] == "normalized_ms" and r["fp32_vs_int8"]["unit"] == "median_ms"
     assert r["predictor"]["rows"] >= 30 and 0 < r["predictor"]["within_10pct"] <= 1
     assert len(r["verified"]) == 2
     assert all(v["within_budget"] == (v["measured_ms"] <= r["budget_ms"]) for v in r["verified"])
     assert code == (0 if r["best"]["within_budget"] else 1)
     assert r["fp32_vs_int8"]["fp32_median_ms"] > 0
-    assert (tmp_path / "demo" / "report" / "report.html").is_file() and r["report"].endswith("report.html")
+    assert (tmp_path / "demo" / "report" / "report.html").is_file() and r["report"].endswith(
+        "report.html"
+    )
 
 
 @pytest.mark.slow
@@ -155,10 +234,27 @@ def test_demo_finishes_beside_a_busy_core(tmp_path, tiny_space_file):
     try:
         time.sleep(0.5)
         proc = subprocess.run(
-            [sys.executable, "-m", "bfnas.cli", "demo", "--space", str(tiny_space_file),
-             "--samples", "30", "--verify", "3", "--out", str(tmp_path / "demo"),
-             "--artifacts", str(tmp_path / "art")],
-            capture_output=True, text=True, timeout=900, env={**os.environ, "BFNAS_PROGRESS_INTERVAL": "5"})
+            [
+                sys.executable,
+                "-m",
+                "bfnas.cli",
+                "demo",
+                "--space",
+                str(tiny_space_file),
+                "--samples",
+                "30",
+                "--verify",
+                "3",
+                "--out",
+                str(tmp_path / "demo"),
+                "--artifacts",
+                str(tmp_path / "art"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "BFNAS_PROGRESS_INTERVAL": "5"},
+        )
     finally:
         burner.kill()
         burner.wait()
@@ -176,10 +272,30 @@ def test_demo_finishes_beside_a_busy_core(tmp_path, tiny_space_file):
 
 
 @pytest.mark.slow
-def test_demo_distils_the_supernet_then_searches_for_one_shot_fidelity(capsys, tmp_path, fast_profile_file):
-    code, out, _ = run(capsys, "demo", "--checkpoint", "minilm", "--space", "minilm-l6", "--hw",
-                       str(fast_profile_file), "--train-steps", "4", "--samples", "30", "--verify", "1",
-                       "--out", str(tmp_path / "demo"), "--artifacts", str(tmp_path / "art"), "--json")
+def test_demo_distils_the_supernet_then_searches_for_one_shot_fidelity(
+    capsys, tmp_path, fast_profile_file
+):
+    code, out, _ = run(
+        capsys,
+        "demo",
+        "--checkpoint",
+        "minilm",
+        "--space",
+        "minilm-l6",
+        "--hw",
+        str(fast_profile_file),
+        "--train-steps",
+        "4",
+        "--samples",
+        "30",
+        "--verify",
+        "1",
+        "--out",
+        str(tmp_path / "demo"),
+        "--artifacts",
+        str(tmp_path / "art"),
+        "--json",
+    )
     r = json.loads(out)
     s1 = r["stage1"]
     assert r["objective"] == "oneshot" and s1["steps"] == 4
@@ -187,7 +303,9 @@ def test_demo_distils_the_supernet_then_searches_for_one_shot_fidelity(capsys, t
     # Fidelity to the teacher is a CKA: in (0, 1], and the search's winner is scored by it.
     assert all(0 < x <= 1 for x in s1["oneshot_before"] + s1["oneshot_after"])
     assert 0 < r["verified"][0]["objective"] <= 1
-    assert r["supernet"]["path"].endswith("supernet")  # stage 2 measured the trained supernet's subnets
+    assert r["supernet"]["path"].endswith(
+        "supernet"
+    )  # stage 2 measured the trained supernet's subnets
     assert code in (0, 1) and (tmp_path / "demo" / "report" / "report.html").is_file()
 
 
@@ -201,15 +319,33 @@ def test_a_machine_too_busy_to_measure_is_waited_for_then_refused_in_one_line(tm
     try:
         time.sleep(0.5)
         proc = subprocess.run(
-            [sys.executable, "-m", "bfnas.cli", "bench", "--hw", str(profile), "--space", "bigger-faster",
-             "--arch", '{"layers": 1, "hidden": 120, "heads": 12, "qkv": 120, "ffn": 128}',
-             "--db", str(tmp_path / "b.db"), "--artifacts", str(tmp_path / "art")],
-            capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "bfnas.cli",
+                "bench",
+                "--hw",
+                str(profile),
+                "--space",
+                "bigger-faster",
+                "--arch",
+                '{"layers": 1, "hidden": 120, "heads": 12, "qkv": 120, "ffn": 128}',
+                "--db",
+                str(tmp_path / "b.db"),
+                "--artifacts",
+                str(tmp_path / "art"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         for b in burners:
             b.kill()
             b.wait()
     errors = [line for line in proc.stderr.splitlines() if line.startswith("bfnas: error")]
-    assert proc.returncode == 1 and len(errors) == 1 and "too busy to measure" in errors[0], proc.stderr
+    assert proc.returncode == 1 and len(errors) == 1 and "too busy to measure" in errors[0], (
+        proc.stderr
+    )
     assert "machine busy" in proc.stderr and "waiting for a free core" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "b.db").exists()

@@ -28,8 +28,16 @@ def data_dir(stdlib_corpus, tmp_path_factory):
 def _trainer(data_dir, out, steps, student=None):
     space = load_space("minilm-l6")
     _, _, raw = read_config(minilm_dir())
-    return SupernetTrainer(student or load_supernet("minilm"), load_supernet("minilm"), space.largest(), space,
-                           data_dir, out, TrainSettings(steps=steps, batch=4, lr=2e-4, checkpoint_every=4), raw)
+    return SupernetTrainer(
+        student or load_supernet("minilm"),
+        load_supernet("minilm"),
+        space.largest(),
+        space,
+        data_dir,
+        out,
+        TrainSettings(steps=steps, batch=4, lr=2e-4, checkpoint_every=4),
+        raw,
+    )
 
 
 def test_layer_map_spreads_student_layers_over_the_teacher():
@@ -62,28 +70,47 @@ def test_training_improves_a_small_subnet_and_resumes_exactly(data_dir, tmp_path
     resumed = _trainer(data_dir, tmp_path / "b", 8)
     assert resumed.step == 4
     resumed.train()
-    assert [r["largest"] for r in resumed.history] == pytest.approx([r["largest"] for r in straight.history],
-                                                                   rel=1e-4)
+    assert [r["largest"] for r in resumed.history] == pytest.approx(
+        [r["largest"] for r in straight.history], rel=1e-4
+    )
     for name, tensor in straight.supernet.state_dict().items():
         assert torch.allclose(tensor, resumed.supernet.state_dict()[name], atol=1e-5), name
 
 
 def test_cli_train_writes_a_checkpoint_that_loads(capsys, data_dir, tmp_path):
     out = tmp_path / "sn"
-    code = main(["supernet", "train", "--data", str(data_dir), "--out", str(out), "--steps", "2",
-                 "--batch", "4", "--json"])
+    code = main(
+        [
+            "supernet",
+            "train",
+            "--data",
+            str(data_dir),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--batch",
+            "4",
+            "--json",
+        ]
+    )
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["steps"] == 2 and result["steps_per_s"] > 0
     trained = load_supernet(out)  # an HF BERT folder like any other
     assert trained.dims == load_supernet("minilm").dims and trained.source["path"] == str(out)
-    assert {"config.json", "model.safetensors", "optimizer.pt", "trainer.json"} <= {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "optimizer.pt", "trainer.json"} <= {
+        p.name for p in out.iterdir()
+    }
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--loss", "nope"], "--loss"),
-    (["--steps", "0"], "--steps"),
-    (["--space", "autotinybert"], "does not fit"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--loss", "nope"], "--loss"),
+        (["--steps", "0"], "--steps"),
+        (["--space", "autotinybert"], "does not fit"),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(capsys, data_dir, tmp_path, args, message):
     code = main(["supernet", "train", "--data", str(data_dir), "--out", str(tmp_path / "o"), *args])
     err = capsys.readouterr().err
@@ -109,7 +136,9 @@ def test_int8_aware_forward_is_the_deployed_int8_graph(tmp_path):
     cfg = SubnetConfig(3, 256, (4, 8, 2), (128, 256, 64), (512, 1024, 256))
     art = ArtifactCache(tmp_path).build(sn, cfg, "int8", get_recipe("dynamic"))
     feed = generated_inputs(1, 2, 32, 30522, seed=3)[0]
-    deployed = ort.InferenceSession(str(art.path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    deployed = ort.InferenceSession(str(art.path), providers=["CPUExecutionProvider"]).run(
+        None, feed
+    )[0]
     ids, mask = torch.from_numpy(feed["input_ids"]), torch.from_numpy(feed["attention_mask"])
     with torch.no_grad():
         fake = sn.states(ids, cfg, mask, int8=True)[0][-1].numpy()
@@ -127,13 +156,31 @@ def test_int8_aware_training_has_gradients_and_records_the_mode(data_dir, tmp_pa
     assert grad is not None and grad.abs().sum() > 0  # straight-through: rounding does not block it
     space = load_space("minilm-l6")
     _, _, raw = read_config(minilm_dir())
-    trainer = SupernetTrainer(load_supernet("minilm"), load_supernet("minilm"), space.largest(), space, data_dir,
-                              tmp_path / "q", TrainSettings(steps=2, batch=4, int8_aware=True), raw)
+    trainer = SupernetTrainer(
+        load_supernet("minilm"),
+        load_supernet("minilm"),
+        space.largest(),
+        space,
+        data_dir,
+        tmp_path / "q",
+        TrainSettings(steps=2, batch=4, int8_aware=True),
+        raw,
+    )
     trainer.train()
-    assert json.loads((tmp_path / "q" / "trainer.json").read_text())["settings"]["int8_aware"] is True
+    assert (
+        json.loads((tmp_path / "q" / "trainer.json").read_text())["settings"]["int8_aware"] is True
+    )
     with pytest.raises(Exception, match="another training run"):
-        SupernetTrainer(load_supernet("minilm"), load_supernet("minilm"), space.largest(), space, data_dir,
-                        tmp_path / "q", TrainSettings(steps=4, batch=4), raw)
+        SupernetTrainer(
+            load_supernet("minilm"),
+            load_supernet("minilm"),
+            space.largest(),
+            space,
+            data_dir,
+            tmp_path / "q",
+            TrainSettings(steps=4, batch=4),
+            raw,
+        )
 
 
 def test_mlm_loss_falls_and_its_head_is_saved_and_resumed(data_dir, tmp_path):
@@ -141,9 +188,16 @@ def test_mlm_loss_falls_and_its_head_is_saved_and_resumed(data_dir, tmp_path):
     _, _, raw = read_config(minilm_dir())
 
     def trainer(steps):
-        return SupernetTrainer(load_supernet("minilm"), load_supernet("minilm"), space.largest(), space, data_dir,
-                               tmp_path / "m", TrainSettings(steps=steps, batch=4, lr=5e-4, loss="mlm",
-                                                             checkpoint_every=3), raw)
+        return SupernetTrainer(
+            load_supernet("minilm"),
+            load_supernet("minilm"),
+            space.largest(),
+            space,
+            data_dir,
+            tmp_path / "m",
+            TrainSettings(steps=steps, batch=4, lr=5e-4, loss="mlm", checkpoint_every=3),
+            raw,
+        )
 
     first = trainer(6)
     first.train()
@@ -157,8 +211,9 @@ def test_mlm_loss_falls_and_its_head_is_saved_and_resumed(data_dir, tmp_path):
     resumed = trainer(7)
     assert resumed.step == 6
     assert torch.equal(resumed.head.dense.weight, first.head.dense.weight)
-    assert load_supernet(tmp_path / "m").dims.hidden == 384  # the encoder still loads as a checkpoint
-
+    assert (
+        load_supernet(tmp_path / "m").dims.hidden == 384
+    )  # the encoder still loads as a checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -169,15 +224,19 @@ def trained(data_dir, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize(("name", "damage", "says"), [
-    ("trainer.json", b"{not json", "not valid JSON"),
-    ("trainer.json", b"[1, 2]", "not a JSON object"),
-    ("optimizer.pt", b"PK\x03\x04 cut short", "damaged"),
-    ("optimizer.pt", b"\x00\x01 neither zip nor pickle", "damaged"),
-    ("model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}", "model.safetensors"),
-])
-def test_a_damaged_checkpoint_folder_is_refused_naming_the_file(data_dir, trained, tmp_path,
-                                                                 name, damage, says):
+@pytest.mark.parametrize(
+    ("name", "damage", "says"),
+    [
+        ("trainer.json", b"{not json", "not valid JSON"),
+        ("trainer.json", b"[1, 2]", "not a JSON object"),
+        ("optimizer.pt", b"PK\x03\x04 cut short", "damaged"),
+        ("optimizer.pt", b"\x00\x01 neither zip nor pickle", "damaged"),
+        ("model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}", "model.safetensors"),
+    ],
+)
+def test_a_damaged_checkpoint_folder_is_refused_naming_the_file(
+    data_dir, trained, tmp_path, name, damage, says
+):
     """Resuming reads what a killed or damaged run left: each file's fault is one line."""
     import shutil
 

@@ -95,8 +95,11 @@ def broken_links(page: Path, text: str, pending: frozenset[str] = PENDING_PAGES)
                 if resolved.relative_to(REPO).as_posix() not in pending:
                     found.append(f"{where} (no such file)")
                 continue
-            if anchor and resolved.suffix == ".md" and \
-                    anchor not in heading_anchors(resolved.read_text(encoding="utf-8")):
+            if (
+                anchor
+                and resolved.suffix == ".md"
+                and anchor not in heading_anchors(resolved.read_text(encoding="utf-8"))
+            ):
                 found.append(f"{where} (no heading #{anchor} in {resolved.name})")
     return found
 
@@ -104,7 +107,7 @@ def broken_links(page: Path, text: str, pending: frozenset[str] = PENDING_PAGES)
 @dataclass(frozen=True)
 class DocCommand:
     where: str  # page:line
-    text: str   # the logical line, continuations joined
+    text: str  # the logical line, continuations joined
     args: list[str]  # what follows `bfnas` (or `-m bfnas.cli`)
 
 
@@ -118,7 +121,7 @@ def bfnas_args(tokens: list[str]) -> list[str] | None:
         return words[1:]
     for i in range(len(words) - 1):
         if words[i] == "-m" and words[i + 1] == "bfnas.cli":
-            return words[i + 2:]
+            return words[i + 2 :]
     return None
 
 
@@ -175,16 +178,20 @@ def command_problems(args: list[str], parser: argparse.ArgumentParser) -> list[s
     while (choices := subparsers_of(node)) and rest and not rest[0].startswith("-"):
         name = rest.pop(0)
         if name not in choices:
-            return [f"`{' '.join(path)}` has no subcommand {name!r} "
-                    f"(it has: {', '.join(sorted(choices))})"]
+            return [
+                f"`{' '.join(path)}` has no subcommand {name!r} "
+                f"(it has: {', '.join(sorted(choices))})"
+            ]
         node = choices[name]
         path.append(name)
     if subparsers_of(node):
         return [f"`{' '.join(path)}` needs a subcommand"]
     known = {flag for action in node._actions for flag in action.option_strings}
-    problems = [f"`{' '.join(path)}` has no flag {flag}"
-                for flag in (token.split("=", 1)[0] for token in rest)
-                if (flag.startswith("--") or SHORT_FLAG.match(flag)) and flag not in known]
+    problems = [
+        f"`{' '.join(path)}` has no flag {flag}"
+        for flag in (token.split("=", 1)[0] for token in rest)
+        if (flag.startswith("--") or SHORT_FLAG.match(flag)) and flag not in known
+    ]
     if not problems:
         err = io.StringIO()
         try:
@@ -198,13 +205,17 @@ def command_problems(args: list[str], parser: argparse.ArgumentParser) -> list[s
 
 def test_readme_is_short():
     lines = README.read_text(encoding="utf-8").splitlines()
-    assert len(lines) <= README_MAX_LINES, \
+    assert len(lines) <= README_MAX_LINES, (
         f"README.md has {len(lines)} lines (at most {README_MAX_LINES}): move reference to docs/"
+    )
 
 
 def test_every_relative_link_points_at_a_file_that_exists():
-    found = [problem for page in pages()
-             for problem in broken_links(page, page.read_text(encoding="utf-8"))]
+    found = [
+        problem
+        for page in pages()
+        for problem in broken_links(page, page.read_text(encoding="utf-8"))
+    ]
     assert not found, "broken links:\n" + "\n".join(found)
 
 
@@ -219,8 +230,9 @@ def test_every_bfnas_command_in_a_code_block_parses():
             if cmd.text in UNPARSABLE_COMMANDS:
                 seen.add(cmd.text)
                 continue
-            problems.extend(f"{cmd.where}: {p}\n    {cmd.text}"
-                            for p in command_problems(cmd.args, parser))
+            problems.extend(
+                f"{cmd.where}: {p}\n    {cmd.text}" for p in command_problems(cmd.args, parser)
+            )
     # The walk must really see the examples: the README alone shows a dozen.
     assert len(found) >= 40, [c.text for c in found]
     assert any("-m bfnas.cli" in c.text for c in found)  # torchrun lines are checked too
@@ -230,6 +242,7 @@ def test_every_bfnas_command_in_a_code_block_parses():
 
 
 # The checks themselves must fail on what they are there to catch.
+
 
 def test_link_check_catches_a_missing_file_and_anchor():
     page = REPO / "docs" / "measuring.md"
@@ -266,21 +279,25 @@ def test_command_check_catches_unknown_subcommands_and_flags():
     assert command_problems([*ok, "--no-such-flag"], parser)
     assert command_problems([*ok, "--sampl", "4"], parser)  # an abbreviation argparse accepts
     assert command_problems(["search", "--hw", "local-cpu-int8"], parser)  # required flags
-    assert command_problems(["supernet", "train", "--data", "d/", "--out", "o/",
-                             "--device", "tpu"], parser)  # not one of the choices
+    assert command_problems(
+        ["supernet", "train", "--data", "d/", "--out", "o/", "--device", "tpu"], parser
+    )  # not one of the choices
 
 
 def test_commands_are_found_across_continuations_and_launchers():
-    text = ("```sh\n"
-            "bfnas profile --hw local-cpu-int8 --space bigger-faster \\\n"
-            "    --samples 3 --no-such-flag   # a comment --not-a-flag\n"
-            "BFNAS_X=1 torchrun --nproc_per_node=2 -m bfnas.cli supernet train --data d/\n"
-            "make demo\n"
-            "```\n"
-            "bfnas hw chek   (prose is not checked)\n")
+    text = (
+        "```sh\n"
+        "bfnas profile --hw local-cpu-int8 --space bigger-faster \\\n"
+        "    --samples 3 --no-such-flag   # a comment --not-a-flag\n"
+        "BFNAS_X=1 torchrun --nproc_per_node=2 -m bfnas.cli supernet train --data d/\n"
+        "make demo\n"
+        "```\n"
+        "bfnas hw chek   (prose is not checked)\n"
+    )
     commands, unsplittable = commands_in("x.md", text)
     assert not unsplittable
     assert [c.args[:2] for c in commands] == [["profile", "--hw"], ["supernet", "train"]]
     assert commands[0].where == "x.md:2" and "--not-a-flag" not in commands[0].args
-    assert command_problems(commands[0].args, build_parser()) == \
-        ["`bfnas profile` has no flag --no-such-flag"]
+    assert command_problems(commands[0].args, build_parser()) == [
+        "`bfnas profile` has no flag --no-such-flag"
+    ]

@@ -44,8 +44,9 @@ def test_artifact_is_cached_by_content(cache, tiny_supernet):
     again = cache.build(tiny_supernet, CFG, "int8", get_recipe("dynamic"))
     assert again.cached and again.key == first.key and again.sha256 == first.sha256
     assert again.path.stat().st_mtime_ns == mtime
-    other = cache.build(tiny_supernet, SubnetConfig(1, 64, (1,), (32,), (64,)), "int8",
-                        get_recipe("dynamic"))
+    other = cache.build(
+        tiny_supernet, SubnetConfig(1, 64, (1,), (32,), (64,)), "int8", get_recipe("dynamic")
+    )
     assert other.key != first.key
     meta = json.loads((first.path.parent / "artifact.json").read_text())
     assert meta["recipe"]["name"] == "dynamic" and meta["weights_sha256"] == first.weights_sha256
@@ -89,16 +90,22 @@ def test_every_recipe_quantizes_and_keeps_fidelity(cache, tiny_supernet, name):
     params = _quant_params(model)
     assert params, "no QDQ nodes: nothing was quantized"
     zps = [zp for _, _, zp in params if zp is not None]
-    weight_scales = [s for node, s, _ in params
-                     if node.op_type == "DequantizeLinear" and s is not None and s.size > 1]
+    weight_scales = [
+        s
+        for node, s, _ in params
+        if node.op_type == "DequantizeLinear" and s is not None and s.size > 1
+    ]
     assert weight_scales, "weights are not per-channel"
     if name == "qdq":
         assert any(zp.dtype == np.uint8 for zp in zps), "activations should be uint8"
         assert any(zp.dtype == np.int8 for zp in zps), "weights should be int8"
     else:  # TensorRT's explicit quantization: int8 everywhere, zero point 0
         assert all(zp.dtype == np.int8 and not zp.any() for zp in zps)
-        consumers = {n.op_type for n in model.graph.node
-                     if any(i.endswith("_DequantizeLinear_Output") for i in n.input)}
+        consumers = {
+            n.op_type
+            for n in model.graph.node
+            if any(i.endswith("_DequantizeLinear_Output") for i in n.input)
+        }
         assert consumers <= {"MatMul", "Gemm"}, consumers
 
 
@@ -117,8 +124,11 @@ def test_failed_fidelity_is_reported_not_hidden(tiny_supernet, tmp_path):
 
 
 def test_dynamo_exporter_also_matches(tiny_supernet, tmp_path):
-    cache = ArtifactCache(tmp_path, export=ExportSettings(exporter="dynamo", opset=18),
-                          fidelity=FidelitySettings(seq_len=32))
+    cache = ArtifactCache(
+        tmp_path,
+        export=ExportSettings(exporter="dynamo", opset=18),
+        fidelity=FidelitySettings(seq_len=32),
+    )
     art = cache.build(tiny_supernet, CFG, "fp32")
     assert art.fidelity["max_abs_diff"] < 1e-4 and art.export["exporter"] == "dynamo"
     assert not list(tmp_path.rglob("*.onnx.data"))  # weights inside the one file

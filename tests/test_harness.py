@@ -23,8 +23,14 @@ class FakeDevice:
 
 def test_warmup_needs_count_and_time():
     dev = FakeDevice([0.05] + [0.001] * 10_000)
-    rule = StopRule(warmup_runs=5, warmup_seconds=0.1, min_runs=10, min_seconds=0.0,
-                    max_seconds=1.0, target_rel_ci=1.0)
+    rule = StopRule(
+        warmup_runs=5,
+        warmup_seconds=0.1,
+        min_runs=10,
+        min_seconds=0.0,
+        max_seconds=1.0,
+        target_rel_ci=1.0,
+    )
     t = time_runs(dev.run, rule, clock=dev.clock)
     assert t.first_ms == pytest.approx(50)
     assert t.warmup_runs == 100  # 5 runs were not 0.1 s yet
@@ -35,8 +41,14 @@ def test_minimums_hold_then_extends_until_ci_or_max():
     rng = np.random.default_rng(0)
     noisy = list(0.001 * (1 + 0.5 * rng.random(100_000)))
     dev = FakeDevice(noisy)
-    rule = StopRule(warmup_runs=0, warmup_seconds=0, min_runs=20, min_seconds=0.05,
-                    max_seconds=5.0, target_rel_ci=0.01)
+    rule = StopRule(
+        warmup_runs=0,
+        warmup_seconds=0,
+        min_runs=20,
+        min_seconds=0.05,
+        max_seconds=5.0,
+        target_rel_ci=0.01,
+    )
     t = time_runs(dev.run, rule, clock=dev.clock)
     # Uniform noise of +-20 % needs ~1,500 runs for a 1 % CI: far past both minimums.
     assert len(t.samples_ms) > 1000 and t.seconds < 5.0
@@ -45,16 +57,28 @@ def test_minimums_hold_then_extends_until_ci_or_max():
     assert median_rel_ci(t.samples_ms[: int(len(t.samples_ms) / 1.25)]) > 0.01
 
     dev = FakeDevice(noisy)
-    strict = StopRule(warmup_runs=0, warmup_seconds=0, min_runs=20, min_seconds=0.05,
-                      max_seconds=0.2, target_rel_ci=1e-6)
+    strict = StopRule(
+        warmup_runs=0,
+        warmup_seconds=0,
+        min_runs=20,
+        min_seconds=0.05,
+        max_seconds=0.2,
+        target_rel_ci=1e-6,
+    )
     t = time_runs(dev.run, strict, clock=dev.clock)
     assert t.stop_reason == "max_seconds" and 0.2 <= t.seconds < 0.21
 
 
 def test_min_runs_beat_max_seconds_for_slow_models():
     dev = FakeDevice([1.0] * 100)
-    rule = StopRule(warmup_runs=0, warmup_seconds=0, min_runs=5, min_seconds=0,
-                    max_seconds=2.0, target_rel_ci=1e-9)
+    rule = StopRule(
+        warmup_runs=0,
+        warmup_seconds=0,
+        min_runs=5,
+        min_seconds=0,
+        max_seconds=2.0,
+        target_rel_ci=1e-9,
+    )
     t = time_runs(dev.run, rule, clock=dev.clock)
     assert len(t.samples_ms) == 5
 
@@ -71,10 +95,16 @@ def test_anchor_runs_before_every_timed_run():
         order.append("a")
         dev.run()
 
-    rule = StopRule(warmup_runs=2, warmup_seconds=0, min_runs=10, min_seconds=0,
-                    max_seconds=1, target_rel_ci=1.0)
+    rule = StopRule(
+        warmup_runs=2,
+        warmup_seconds=0,
+        min_runs=10,
+        min_seconds=0,
+        max_seconds=1,
+        target_rel_ci=1.0,
+    )
     t = time_runs(model, rule, anchor=anchor, clock=dev.clock)
-    timed = order[1 + 2 * 2:]  # after the first run and the paired warm-up
+    timed = order[1 + 2 * 2 :]  # after the first run and the paired warm-up
     assert timed[::2] == ["a"] * len(t.samples_ms) and timed[1::2] == ["m"] * len(t.samples_ms)
     assert len(t.anchor_ms) == len(t.samples_ms)
     assert t.ratios() == [s / a for s, a in zip(t.samples_ms, t.anchor_ms, strict=True)]

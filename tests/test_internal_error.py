@@ -11,6 +11,7 @@ from bfnas.models.space import search_space as space
 def _raise(exc):
     def handler(*args):
         raise exc
+
     return handler
 
 

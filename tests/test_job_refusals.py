@@ -52,7 +52,8 @@ NO_PROVIDER = profile_text('providers = ["NoSuchExecutionProvider"]')
 BAD_CORE = profile_text("cpu_affinity = [999]")
 TOO_MANY_THREADS = FAST_PROFILE.replace("intra_op_threads = 1", f"intra_op_threads = {CORES + 1}")
 TENSORRT = profile_text('backend = "tensorrt"').replace(
-    'recipe = "dynamic"', 'recipe = "qdq-symmetric"')
+    'recipe = "dynamic"', 'recipe = "qdq-symmetric"'
+)
 
 
 def has_tensorrt() -> str | None:
@@ -60,13 +61,36 @@ def has_tensorrt() -> str | None:
 
 
 def profile_argv(hw: str, *extra: str) -> list[str]:
-    return ["profile", "--hw", f"{{tmp}}/{hw}", "--space", "{tmp}/tiny.toml", "--samples", "2",
-            "--db", "{tmp}/lat.db", "--artifacts", "{tmp}/art", *extra]
+    return [
+        "profile",
+        "--hw",
+        f"{{tmp}}/{hw}",
+        "--space",
+        "{tmp}/tiny.toml",
+        "--samples",
+        "2",
+        "--db",
+        "{tmp}/lat.db",
+        "--artifacts",
+        "{tmp}/art",
+        *extra,
+    ]
 
 
 def bench_argv(hw: str) -> list[str]:
-    return ["bench", "--hw", f"{{tmp}}/{hw}", "--space", "{tmp}/tiny.toml", "--arch", ARCH,
-            "--db", "{tmp}/lat.db", "--artifacts", "{tmp}/art"]
+    return [
+        "bench",
+        "--hw",
+        f"{{tmp}}/{hw}",
+        "--space",
+        "{tmp}/tiny.toml",
+        "--arch",
+        ARCH,
+        "--db",
+        "{tmp}/lat.db",
+        "--artifacts",
+        "{tmp}/art",
+    ]
 
 
 def old_store(path: Path) -> None:
@@ -80,6 +104,7 @@ def old_store(path: Path) -> None:
 def trained_store(profile_toml: str, rows: int = 40):
     """A maker of a store with `rows` trusted measurements of the profile in the tiny space
     (latency follows MACs): what a search fits its predictor from, made in milliseconds."""
+
     def make(path: Path) -> None:
         import random
 
@@ -95,42 +120,102 @@ def trained_store(profile_toml: str, rows: int = 40):
                     continue
                 seen.add(cfg.key())
                 ms = cfg.total_macs(128) / 2e8
-                store.add_measurement(phash, cfg, space.name, {
-                    "status": "ok", "median_ms": ms, "mean_ms": ms, "runs": 10,
-                    "median_rel_ci": 0.01})
+                store.add_measurement(
+                    phash,
+                    cfg,
+                    space.name,
+                    {
+                        "status": "ok",
+                        "median_ms": ms,
+                        "mean_ms": ms,
+                        "runs": 10,
+                        "median_rel_ci": 0.01,
+                    },
+                )
+
     return make
 
 
 DEVICE = [
-    Refusal("profile-unknown-provider", profile_argv("npu.toml"), "{tmp}/npu.toml: runtime.providers",
-            {"tiny.toml": TINY_SPACE, "npu.toml": NO_PROVIDER}),
-    Refusal("profile-core-not-here", profile_argv("pinned.toml"),
-            "{tmp}/pinned.toml: runtime.cpu_affinity",
-            {"tiny.toml": TINY_SPACE, "pinned.toml": BAD_CORE}),
-    Refusal("profile-more-threads-than-cores", profile_argv("many.toml"),
-            "{tmp}/many.toml: runtime.intra_op_threads",
-            {"tiny.toml": TINY_SPACE, "many.toml": TOO_MANY_THREADS}),
-    Refusal("profile-tensorrt-missing", profile_argv("trt.toml"), "TensorRT is not available",
-            {"tiny.toml": TINY_SPACE, "trt.toml": TENSORRT}, needs=has_tensorrt),
+    Refusal(
+        "profile-unknown-provider",
+        profile_argv("npu.toml"),
+        "{tmp}/npu.toml: runtime.providers",
+        {"tiny.toml": TINY_SPACE, "npu.toml": NO_PROVIDER},
+    ),
+    Refusal(
+        "profile-core-not-here",
+        profile_argv("pinned.toml"),
+        "{tmp}/pinned.toml: runtime.cpu_affinity",
+        {"tiny.toml": TINY_SPACE, "pinned.toml": BAD_CORE},
+    ),
+    Refusal(
+        "profile-more-threads-than-cores",
+        profile_argv("many.toml"),
+        "{tmp}/many.toml: runtime.intra_op_threads",
+        {"tiny.toml": TINY_SPACE, "many.toml": TOO_MANY_THREADS},
+    ),
+    Refusal(
+        "profile-tensorrt-missing",
+        profile_argv("trt.toml"),
+        "TensorRT is not available",
+        {"tiny.toml": TINY_SPACE, "trt.toml": TENSORRT},
+        needs=has_tensorrt,
+    ),
     # An existing store stays byte-identical: no profile row, no run row.
-    Refusal("profile-into-an-existing-store", profile_argv("npu.toml"), "runtime.providers",
-            {"tiny.toml": TINY_SPACE, "npu.toml": NO_PROVIDER, "lat.db": old_store}),
-    Refusal("bench-unknown-provider", bench_argv("npu.toml"), "{tmp}/npu.toml: runtime.providers",
-            {"tiny.toml": TINY_SPACE, "npu.toml": NO_PROVIDER}),
-    Refusal("bench-core-not-here", bench_argv("pinned.toml"), "runtime.cpu_affinity",
-            {"tiny.toml": TINY_SPACE, "pinned.toml": BAD_CORE}),
-    Refusal("search-verify-unknown-provider",
-            ["search", "--hw", "{tmp}/npu.toml", "--space", "{tmp}/tiny.toml", "--db", "{tmp}/lat.db",
-             "--max-latency-ms", "100", "--verify", "1", "--population", "10", "--parents", "4",
-             "--generations", "1", "--artifacts", "{tmp}/art", "--out", "{tmp}/out"],
-            "{tmp}/npu.toml: runtime.providers",
-            {"tiny.toml": TINY_SPACE, "npu.toml": NO_PROVIDER, "lat.db": trained_store(NO_PROVIDER)}),
+    Refusal(
+        "profile-into-an-existing-store",
+        profile_argv("npu.toml"),
+        "runtime.providers",
+        {"tiny.toml": TINY_SPACE, "npu.toml": NO_PROVIDER, "lat.db": old_store},
+    ),
+    Refusal(
+        "bench-unknown-provider",
+        bench_argv("npu.toml"),
+        "{tmp}/npu.toml: runtime.providers",
+        {"tiny.toml": TINY_SPACE, "npu.toml": NO_PROVIDER},
+    ),
+    Refusal(
+        "bench-core-not-here",
+        bench_argv("pinned.toml"),
+        "runtime.cpu_affinity",
+        {"tiny.toml": TINY_SPACE, "pinned.toml": BAD_CORE},
+    ),
+    Refusal(
+        "search-verify-unknown-provider",
+        [
+            "search",
+            "--hw",
+            "{tmp}/npu.toml",
+            "--space",
+            "{tmp}/tiny.toml",
+            "--db",
+            "{tmp}/lat.db",
+            "--max-latency-ms",
+            "100",
+            "--verify",
+            "1",
+            "--population",
+            "10",
+            "--parents",
+            "4",
+            "--generations",
+            "1",
+            "--artifacts",
+            "{tmp}/art",
+            "--out",
+            "{tmp}/out",
+        ],
+        "{tmp}/npu.toml: runtime.providers",
+        {"tiny.toml": TINY_SPACE, "npu.toml": NO_PROVIDER, "lat.db": trained_store(NO_PROVIDER)},
+    ),
 ]
 
 
 @pytest.mark.parametrize("case", DEVICE, ids=lambda c: c.id)
-def test_a_profile_the_device_cannot_run_is_refused_before_anything_is_written(case, tmp_path, capsys,
-                                                                                monkeypatch):
+def test_a_profile_the_device_cannot_run_is_refused_before_anything_is_written(
+    case, tmp_path, capsys, monkeypatch
+):
     line = check_refusal(case, tmp_path, capsys, monkeypatch)
     assert "not usable here" in line
 
@@ -175,49 +260,121 @@ def test_a_device_over_ssh_is_checked_on_the_device(sshd, tmp_path, capsys, monk
     provider, named with the local profile's file and field."""
     import json
 
-    target = "\n".join(f"{k} = {json.dumps(v)}" for k, v in
-                       sshd.target(workdir=str(tmp_path / "device")).items())
+    target = "\n".join(
+        f"{k} = {json.dumps(v)}" for k, v in sshd.target(workdir=str(tmp_path / "device")).items()
+    )
     text = profile_text('providers = ["NoSuchExecutionProvider"]', name="test-ssh-int8")
-    case = Refusal("ssh-unknown-provider", profile_argv("ssh.toml"),
-                   "{tmp}/ssh.toml: runtime.providers: not usable here: device provider",
-                   {"tiny.toml": TINY_SPACE, "ssh.toml": text + f"\n[target]\n{target}\n"})
+    case = Refusal(
+        "ssh-unknown-provider",
+        profile_argv("ssh.toml"),
+        "{tmp}/ssh.toml: runtime.providers: not usable here: device provider",
+        {"tiny.toml": TINY_SPACE, "ssh.toml": text + f"\n[target]\n{target}\n"},
+    )
     check_refusal(case, tmp_path, capsys, monkeypatch)
 
 
 # -- objective plugins (cause 11) ---------------------------------------------------------------
 
+
 def search_argv(objective: str) -> list[str]:
-    return ["search", "--hw", "{tmp}/fast.toml", "--space", "{tmp}/tiny.toml", "--db", "{tmp}/lat.db",
-            "--max-latency-ms", "100", "--verify", "0", "--population", "10", "--parents", "4",
-            "--generations", "2", "--objective", objective, "--out", "{tmp}/out"]
+    return [
+        "search",
+        "--hw",
+        "{tmp}/fast.toml",
+        "--space",
+        "{tmp}/tiny.toml",
+        "--db",
+        "{tmp}/lat.db",
+        "--max-latency-ms",
+        "100",
+        "--verify",
+        "0",
+        "--population",
+        "10",
+        "--parents",
+        "4",
+        "--generations",
+        "2",
+        "--objective",
+        objective,
+        "--out",
+        "{tmp}/out",
+    ]
 
 
 def plugin(module: str, body: str, objective: str, names: str) -> Refusal:
     # Each row's module has its own name: an imported module stays in sys.modules.
     name = f"bfnas_test_{module.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
-    files = {"tiny.toml": TINY_SPACE, "fast.toml": FAST_PROFILE, "lat.db": trained_store(FAST_PROFILE),
-             f"plugins/{name}.py": body}
-    return Refusal(module, search_argv(objective.replace("MOD", name)), names.replace("MOD", name), files)
+    files = {
+        "tiny.toml": TINY_SPACE,
+        "fast.toml": FAST_PROFILE,
+        "lat.db": trained_store(FAST_PROFILE),
+        f"plugins/{name}.py": body,
+    }
+    return Refusal(
+        module, search_argv(objective.replace("MOD", name)), names.replace("MOD", name), files
+    )
 
 
 PLUGINS = [
-    plugin("raises", "def score(cfg):\n    return 1 / 0\n", "MOD:score",
-           "--objective: MOD:score raised ZeroDivisionError: division by zero"),
-    plugin("raises-later", "calls = []\ndef score(cfg):\n    calls.append(cfg)\n"
-           "    if len(calls) > 3:\n        raise KeyError('no table for ' + str(cfg.layers))\n"
-           "    return 1.0\n", "MOD:score", "MOD:score raised KeyError"),
-    plugin("nan", "def score(cfg):\n    return float('nan')\n", "MOD:score", "MOD:score did not return a finite number: it returned nan"),
-    plugin("none", "def score(cfg):\n    pass\n", "MOD:score", "MOD:score did not return a number: it returned None"),
-    plugin("str", "def score(cfg):\n    return '3.5'\n", "MOD:score",
-           "MOD:score did not return a number: it returned a str '3.5'"),
-    plugin("list", "def score(cfg):\n    return [1, 2]\n", "MOD:score", "it returned a list [1, 2]"),
+    plugin(
+        "raises",
+        "def score(cfg):\n    return 1 / 0\n",
+        "MOD:score",
+        "--objective: MOD:score raised ZeroDivisionError: division by zero",
+    ),
+    plugin(
+        "raises-later",
+        "calls = []\ndef score(cfg):\n    calls.append(cfg)\n"
+        "    if len(calls) > 3:\n        raise KeyError('no table for ' + str(cfg.layers))\n"
+        "    return 1.0\n",
+        "MOD:score",
+        "MOD:score raised KeyError",
+    ),
+    plugin(
+        "nan",
+        "def score(cfg):\n    return float('nan')\n",
+        "MOD:score",
+        "MOD:score did not return a finite number: it returned nan",
+    ),
+    plugin(
+        "none",
+        "def score(cfg):\n    pass\n",
+        "MOD:score",
+        "MOD:score did not return a number: it returned None",
+    ),
+    plugin(
+        "str",
+        "def score(cfg):\n    return '3.5'\n",
+        "MOD:score",
+        "MOD:score did not return a number: it returned a str '3.5'",
+    ),
+    plugin(
+        "list", "def score(cfg):\n    return [1, 2]\n", "MOD:score", "it returned a list [1, 2]"
+    ),
     plugin("not-callable", "score = 3\n", "MOD:score", "MOD:score is not callable: it is 3"),
     plugin("no-such-function", "def other(cfg):\n    return 1.0\n", "MOD:score", "has no 'score'"),
-    plugin("fails-on-import", "raise RuntimeError('needs a GPU table')\n", "MOD:score",
-           "cannot import 'MOD': RuntimeError: needs a GPU table"),
-    plugin("syntax-error", "def score(cfg)\n    return 1\n", "MOD:score", "cannot import 'MOD': SyntaxError"),
-    plugin("exits-on-import", "import sys\nsys.exit(3)\n", "MOD:score", "cannot import 'MOD': SystemExit"),
-    plugin("no-such-module", "", "bfnas_test_nowhere_at_all:score", "cannot import 'bfnas_test_nowhere"),
+    plugin(
+        "fails-on-import",
+        "raise RuntimeError('needs a GPU table')\n",
+        "MOD:score",
+        "cannot import 'MOD': RuntimeError: needs a GPU table",
+    ),
+    plugin(
+        "syntax-error",
+        "def score(cfg)\n    return 1\n",
+        "MOD:score",
+        "cannot import 'MOD': SyntaxError",
+    ),
+    plugin(
+        "exits-on-import",
+        "import sys\nsys.exit(3)\n",
+        "MOD:score",
+        "cannot import 'MOD': SystemExit",
+    ),
+    plugin(
+        "no-such-module", "", "bfnas_test_nowhere_at_all:score", "cannot import 'bfnas_test_nowhere"
+    ),
     plugin("no-function-named", "", "MOD:", "a plugin is module:function"),
 ]
 
@@ -238,8 +395,9 @@ def plugin_path(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("case", PLUGINS, ids=lambda c: c.id)
-def test_an_objective_plugin_that_fails_is_one_line_and_no_run(case, tmp_path, capsys, monkeypatch,
-                                                                plugin_path):
+def test_an_objective_plugin_that_fails_is_one_line_and_no_run(
+    case, tmp_path, capsys, monkeypatch, plugin_path
+):
     check_refusal(case, tmp_path, capsys, monkeypatch)
 
 
@@ -263,6 +421,7 @@ def test_a_plugin_that_answers_is_used(tmp_path, capsys, monkeypatch, plugin_pat
 
 # -- Ray addresses (cause 13) -------------------------------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -280,15 +439,23 @@ RAY_MALFORMED = [
 
 @pytest.mark.parametrize(("case_id", "address"), RAY_MALFORMED)
 def test_a_malformed_ray_address_is_bad_input(case_id, address, tmp_path, capsys, monkeypatch):
-    case = Refusal(case_id, profile_argv("fast.toml", "--ray", address), "--ray: ",
-                   {"tiny.toml": TINY_SPACE, "fast.toml": FAST_PROFILE})
+    case = Refusal(
+        case_id,
+        profile_argv("fast.toml", "--ray", address),
+        "--ray: ",
+        {"tiny.toml": TINY_SPACE, "fast.toml": FAST_PROFILE},
+    )
     assert "not a Ray address" in check_refusal(case, tmp_path, capsys, monkeypatch)
 
 
 def test_a_malformed_address_in_a_profile_names_its_field(tmp_path, capsys, monkeypatch):
     text = FAST_PROFILE + '[target]\nkind = "ray"\nresource = "x"\naddress = "head-node"\n'
-    case = Refusal("profile-address", profile_argv("ray.toml"), "{tmp}/ray.toml: target.address",
-                   {"tiny.toml": TINY_SPACE, "ray.toml": text})
+    case = Refusal(
+        "profile-address",
+        profile_argv("ray.toml"),
+        "{tmp}/ray.toml: target.address",
+        {"tiny.toml": TINY_SPACE, "ray.toml": text},
+    )
     check_refusal(case, tmp_path, capsys, monkeypatch)
 
 
@@ -319,16 +486,23 @@ def silent_listener():
     server.close()
 
 
-def test_a_ray_address_nobody_answers_at_is_one_line_within_seconds(tmp_path, capsys, monkeypatch,
-                                                                     silent_listener):
+def test_a_ray_address_nobody_answers_at_is_one_line_within_seconds(
+    tmp_path, capsys, monkeypatch, silent_listener
+):
     fast = FAST_PROFILE + "[target]\nconnect_timeout_s = 2\n"
-    for case_id, port, names in (("nobody-listens", free_port(), "connection refused"),
-                                 ("not-a-ray-cluster", silent_listener, "does not answer as a Ray")):
+    for case_id, port, names in (
+        ("nobody-listens", free_port(), "connection refused"),
+        ("not-a-ray-cluster", silent_listener, "does not answer as a Ray"),
+    ):
         folder = tmp_path / case_id
         folder.mkdir()
-        case = Refusal(case_id, profile_argv("fast.toml", "--ray", f"127.0.0.1:{port}"),
-                       f"the Ray cluster at 127.0.0.1:{port}",
-                       {"tiny.toml": TINY_SPACE, "fast.toml": fast}, code=1)
+        case = Refusal(
+            case_id,
+            profile_argv("fast.toml", "--ray", f"127.0.0.1:{port}"),
+            f"the Ray cluster at 127.0.0.1:{port}",
+            {"tiny.toml": TINY_SPACE, "fast.toml": fast},
+            code=1,
+        )
         t = time.monotonic()
         line = check_refusal(case, folder, capsys, monkeypatch)
         assert names in line and time.monotonic() - t < 30
@@ -341,11 +515,19 @@ def test_an_unreachable_ray_cluster_ends_the_process_quietly(tmp_path):
     over a minute on a loaded 2-core host; the test above bounds the connection itself."""
     (tmp_path / "tiny.toml").write_text(TINY_SPACE)
     (tmp_path / "fast.toml").write_text(FAST_PROFILE)
-    argv = [a.replace("{tmp}", str(tmp_path)) for a in
-            profile_argv("fast.toml", "--ray", f"127.0.0.1:{free_port()}")]
+    argv = [
+        a.replace("{tmp}", str(tmp_path))
+        for a in profile_argv("fast.toml", "--ray", f"127.0.0.1:{free_port()}")
+    ]
     t = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "bfnas.cli", *argv], cwd=REPO, capture_output=True,
-                          text=True, timeout=240, env={**os.environ, "BFNAS_LOG_DIR": str(tmp_path / "logs")})
+    proc = subprocess.run(
+        [sys.executable, "-m", "bfnas.cli", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "BFNAS_LOG_DIR": str(tmp_path / "logs")},
+    )
     assert time.monotonic() - t < 240
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
@@ -354,6 +536,7 @@ def test_an_unreachable_ray_cluster_ends_the_process_quietly(tmp_path):
 
 
 # -- Ctrl-C (the whole process group) -----------------------------------------------------------
+
 
 def _marked(marker: str) -> list[int]:
     """Processes whose environment carries `marker`: what the command started, wherever it is
@@ -386,10 +569,19 @@ def test_ctrl_c_to_the_process_group_is_one_line_and_exit_130(tmp_path):
     marker = f"BFNAS_TEST_CTRL_C={uuid.uuid4().hex}"
     argv = [a.replace("{tmp}", str(tmp_path)) for a in profile_argv("fast.toml")]
     argv[argv.index("--samples") + 1] = "40"
-    proc = subprocess.Popen([sys.executable, "-m", "bfnas.cli", *argv], cwd=REPO, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-                            env={**os.environ, marker.split("=")[0]: marker.split("=")[1],
-                                 "BFNAS_LOG_DIR": str(tmp_path / "logs")})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bfnas.cli", *argv],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env={
+            **os.environ,
+            marker.split("=")[0]: marker.split("=")[1],
+            "BFNAS_LOG_DIR": str(tmp_path / "logs"),
+        },
+    )
     try:
         deadline = time.monotonic() + 600  # export and measure one subnet, on a busy host
         while _count(db, "SELECT COUNT(*) FROM measurements WHERE role = 'sample'") < 1:
@@ -427,7 +619,9 @@ def test_a_gpu_index_the_machine_lacks_is_named(tmp_path, monkeypatch):
     assert gpu.gpu_count(tmp_path) == 1
     monkeypatch.setattr(probe, "gpu_count", lambda: 1)
     (bad,) = probe._device_id(1, "runtime.tensorrt.device_id")
-    assert not bad.ok and "no GPU 1 here" in bad.detail and bad.field == "runtime.tensorrt.device_id"
+    assert (
+        not bad.ok and "no GPU 1 here" in bad.detail and bad.field == "runtime.tensorrt.device_id"
+    )
     assert probe._device_id(0, "f")[0].ok
     monkeypatch.setattr(probe, "gpu_count", lambda: 0)
     assert probe._device_id(3, "f") == []  # no GPU at all: the GPU check says so already

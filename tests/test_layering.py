@@ -7,8 +7,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # Folder in the checkout -> package name and rank (a package may import lower ranks only).
-LAYERS = {"models": ("bfnas.models", 0), "bench": ("bfnas.bench", 1),
-          "search": ("bfnas.search", 2), "bfnas": ("bfnas", 3)}
+LAYERS = {
+    "models": ("bfnas.models", 0),
+    "bench": ("bfnas.bench", 1),
+    "search": ("bfnas.search", 2),
+    "bfnas": ("bfnas", 3),
+}
 
 
 def module_name(path: Path) -> str:
@@ -53,13 +57,19 @@ def imports(path: Path, name: str) -> set[str]:
 def graph() -> dict[str, set[str]]:
     files = [p for folder in LAYERS for p in (REPO / folder).rglob("*.py")]
     names = {module_name(p): p for p in files}
-    return {name: {m for m in imports(path, name) if m in names and m != name}
-            for name, path in names.items()}
+    return {
+        name: {m for m in imports(path, name) if m in names and m != name}
+        for name, path in names.items()
+    }
 
 
 def test_imports_go_one_way_only():
-    upward = [f"{src} imports {dst}" for src, deps in graph().items() for dst in deps
-              if rank(dst) is not None and rank(src) is not None and rank(dst) > rank(src)]
+    upward = [
+        f"{src} imports {dst}"
+        for src, deps in graph().items()
+        for dst in deps
+        if rank(dst) is not None and rank(src) is not None and rank(dst) > rank(src)
+    ]
     assert not upward, upward
 
 

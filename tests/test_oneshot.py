@@ -26,7 +26,9 @@ def data_dir(stdlib_corpus, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scorer(minilm_supernet, data_dir):
-    return OneShotScorer(minilm_supernet, load_space("minilm-l6").largest(), held_out_batch(data_dir, 8))
+    return OneShotScorer(
+        minilm_supernet, load_space("minilm-l6").largest(), held_out_batch(data_dir, 8)
+    )
 
 
 def _uniform(layers, hidden=384, ffn=1536):
@@ -65,20 +67,65 @@ def test_linear_cka_properties():
 
 def test_held_out_batch_restores_masked_tokens(data_dir):
     batch = held_out_batch(data_dir, 4)
-    assert batch["input_ids"].shape == (4, 64) and 103 not in np.unique(batch["input_ids"])  # no [MASK]
+    assert batch["input_ids"].shape == (4, 64) and 103 not in np.unique(
+        batch["input_ids"]
+    )  # no [MASK]
     with pytest.raises(InputError, match="manifest.json"):
         held_out_batch(data_dir.parent)
 
 
-def test_search_with_the_oneshot_objective(capsys, data_dir, tmp_path, fast_profile_file, tiny_space_file):
+def test_search_with_the_oneshot_objective(
+    capsys, data_dir, tmp_path, fast_profile_file, tiny_space_file
+):
     db = tmp_path / "lat.db"
-    assert main(["profile", "--hw", str(fast_profile_file), "--space", str(tiny_space_file), "--samples", "35",
-                 "--db", str(db), "--artifacts", str(tmp_path / "art"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "profile",
+                "--hw",
+                str(fast_profile_file),
+                "--space",
+                str(tiny_space_file),
+                "--samples",
+                "35",
+                "--db",
+                str(db),
+                "--artifacts",
+                str(tmp_path / "art"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    code = main(["search", "--hw", str(fast_profile_file), "--space", str(tiny_space_file), "--db", str(db),
-                 "--max-latency-ms", "100", "--objective", "oneshot", "--data", str(data_dir),
-                 "--population", "20", "--parents", "5", "--generations", "3", "--verify", "0",
-                 "--out", str(tmp_path / "s"), "--json"])
+    code = main(
+        [
+            "search",
+            "--hw",
+            str(fast_profile_file),
+            "--space",
+            str(tiny_space_file),
+            "--db",
+            str(db),
+            "--max-latency-ms",
+            "100",
+            "--objective",
+            "oneshot",
+            "--data",
+            str(data_dir),
+            "--population",
+            "20",
+            "--parents",
+            "5",
+            "--generations",
+            "3",
+            "--verify",
+            "0",
+            "--out",
+            str(tmp_path / "s"),
+            "--json",
+        ]
+    )
     best = json.loads(capsys.readouterr().out)["best"]
     # With no latency pressure the search climbs towards the teacher (CKA 1).
     assert code == 0 and 0.9 <= best["objective"] <= 1.0 + 1e-9

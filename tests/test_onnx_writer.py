@@ -23,9 +23,12 @@ def pair(tmp_path_factory, tiny_supernet):
     """The same INT8 subnet built both ways."""
     root = tmp_path_factory.mktemp("writer")
     fidelity = FidelitySettings(seq_len=32)
-    direct = ArtifactCache(root, fidelity=fidelity).build(tiny_supernet, CFG, "int8", get_recipe("dynamic"))
-    traced = ArtifactCache(root, export=ExportSettings(exporter="torchscript"), fidelity=fidelity).build(
-        tiny_supernet, CFG, "int8", get_recipe("dynamic"))
+    direct = ArtifactCache(root, fidelity=fidelity).build(
+        tiny_supernet, CFG, "int8", get_recipe("dynamic")
+    )
+    traced = ArtifactCache(
+        root, export=ExportSettings(exporter="torchscript"), fidelity=fidelity
+    ).build(tiny_supernet, CFG, "int8", get_recipe("dynamic"))
     return direct, traced
 
 
@@ -52,7 +55,9 @@ def test_quantized_weights_equal_onnx_runtime_quantizers(pair):
     def tensors(path):
         model = onnx.load(str(path))
         arrays = [numpy_helper.to_array(t) for t in model.graph.initializer]
-        quantized = sorted(a.tobytes() for a in arrays if a.dtype in (np.int8, np.uint8) and a.ndim == 2)
+        quantized = sorted(
+            a.tobytes() for a in arrays if a.dtype in (np.int8, np.uint8) and a.ndim == 2
+        )
         scales = sorted(float(a) for a in arrays if a.dtype == np.float32 and a.ndim == 0)
         return quantized, scales
 
@@ -61,8 +66,9 @@ def test_quantized_weights_equal_onnx_runtime_quantizers(pair):
     assert [s for s in s_traced if s in s_direct] == s_traced  # every quantizer scale is there
 
 
-@pytest.mark.parametrize("level", [ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-                                   ort.GraphOptimizationLevel.ORT_ENABLE_ALL])
+@pytest.mark.parametrize(
+    "level", [ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL]
+)
 def test_same_computation_as_the_quantized_export(pair, level):
     direct, traced = pair
     a, b = _session(direct.path, level), _session(traced.path, level)
@@ -86,7 +92,9 @@ def test_fp32_graph_matches_torch_at_any_shape(tiny_supernet, tmp_path):
     cfg = SubnetConfig(2, 96, (1, 4), (96, 32), (64, 256))
     state = {k: v.detach().numpy() for k, v in tiny_supernet.sliced_state(cfg).items()}
     ops = write_onnx(state, cfg, tmp_path / "m.onnx")
-    assert ops["MatMul"] == 8 * cfg.layers  # 6 projections + 2 attention matmuls and "MatMulInteger" not in ops
+    assert (
+        ops["MatMul"] == 8 * cfg.layers
+    )  # 6 projections + 2 attention matmuls and "MatMulInteger" not in ops
     sess = _session(tmp_path / "m.onnx")
     feeds = generated_inputs(2, 3, 40, 30522, seed=2)
     for feed, want in zip(feeds, torch_outputs(tiny_supernet.extract(cfg), feeds), strict=True):
@@ -97,7 +105,9 @@ def test_fp32_graph_matches_torch_at_any_shape(tiny_supernet, tmp_path):
 def test_recipes_the_writer_cannot_make_fall_back_to_torchscript(tmp_path, tiny_supernet):
     cache = ArtifactCache(tmp_path, fidelity=FidelitySettings(seq_len=32))
     assert cache.export_for("int8", get_recipe("qdq"), False).exporter == "torchscript"
-    assert cache.export_for("int8", get_recipe("dynamic", fuse=True), True).exporter == "torchscript"
+    assert (
+        cache.export_for("int8", get_recipe("dynamic", fuse=True), True).exporter == "torchscript"
+    )
     assert cache.export_for("fp32", None, False).exporter == "direct"
     art = cache.build(tiny_supernet, CFG, "int8", get_recipe("dynamic", fuse=True))
     assert art.export["exporter"] == "torchscript" and art.graph["fusion"]

@@ -38,8 +38,21 @@ def _seed_store_bytes() -> bytes:
         src.write_text("\n".join(SEED_FILE.read_text().splitlines()[:200]) + "\n")
         hw.write_text(FAST_PROFILE)
         with redirect_stdout(io.StringIO()):
-            assert main(["import", str(src), "--hw", str(hw), "--space", "bigger-faster",
-                         "--db", str(db)]) == 0
+            assert (
+                main(
+                    [
+                        "import",
+                        str(src),
+                        "--hw",
+                        str(hw),
+                        "--space",
+                        "bigger-faster",
+                        "--db",
+                        str(db),
+                    ]
+                )
+                == 0
+            )
         return db.read_bytes()
 
 
@@ -51,8 +64,21 @@ SPACE = {"tiny.toml": TINY_SPACE}
 A_FILE = {"afile": "not a folder\n"}
 A_FOLDER = {"adir/keep.txt": "a folder\n"}
 DB = {"lat.db": store, "hw.toml": FAST_PROFILE}
-SEARCH = ["search", "--hw", "{tmp}/hw.toml", "--space", "bigger-faster", "--db", "{tmp}/lat.db",
-          "--max-latency-ms", "50", "--verify", "0", "--generations", "2"]
+SEARCH = [
+    "search",
+    "--hw",
+    "{tmp}/hw.toml",
+    "--space",
+    "bigger-faster",
+    "--db",
+    "{tmp}/lat.db",
+    "--max-latency-ms",
+    "50",
+    "--verify",
+    "0",
+    "--generations",
+    "2",
+]
 FIT = ["predictor", "fit", "--hw", "test-cpu-int8", "--db", "{tmp}/lat.db", "--folds", "2"]
 EXPORT = ["export", "--space", "{tmp}/tiny.toml", "--arch", ARCH]
 BUILD = ["data", "build", "--corpus", "{tmp}/corpus.txt", "--tokenizer", "minilm"]
@@ -60,108 +86,285 @@ CORPUS = {"corpus.txt": "A corpus of plain English text.\n\nIt has two documents
 
 OUTPUT_ROWS = [
     # db export --csv: a file
-    Refusal("csv-in-a-folder-under-a-file", ["db", "export", "--db", "{tmp}/lat.db",
-            "--csv", "{tmp}/afile/no/lat.csv"], "--csv: {tmp}/afile/no/lat.csv", {**DB, **A_FILE}),
-    Refusal("csv-onto-a-folder", ["db", "export", "--db", "{tmp}/lat.db", "--csv", "{tmp}/adir"],
-            "--csv: {tmp}/adir: is a folder", {**DB, **A_FOLDER}),
-    Refusal("csv-under-a-file", ["db", "export", "--db", "{tmp}/lat.db", "--csv", "{tmp}/afile/x.csv"],
-            "--csv: {tmp}/afile/x.csv", {**DB, **A_FILE}),
+    Refusal(
+        "csv-in-a-folder-under-a-file",
+        ["db", "export", "--db", "{tmp}/lat.db", "--csv", "{tmp}/afile/no/lat.csv"],
+        "--csv: {tmp}/afile/no/lat.csv",
+        {**DB, **A_FILE},
+    ),
+    Refusal(
+        "csv-onto-a-folder",
+        ["db", "export", "--db", "{tmp}/lat.db", "--csv", "{tmp}/adir"],
+        "--csv: {tmp}/adir: is a folder",
+        {**DB, **A_FOLDER},
+    ),
+    Refusal(
+        "csv-under-a-file",
+        ["db", "export", "--db", "{tmp}/lat.db", "--csv", "{tmp}/afile/x.csv"],
+        "--csv: {tmp}/afile/x.csv",
+        {**DB, **A_FILE},
+    ),
     # export --out: the artifact cache folder
-    Refusal("export-out-is-a-file", [*EXPORT, "--out", "{tmp}/afile"], "--out: {tmp}/afile: is a file",
-            {**SPACE, **A_FILE}),
-    Refusal("export-out-under-a-file", [*EXPORT, "--out", "{tmp}/afile/cache"],
-            "--out: {tmp}/afile/cache", {**SPACE, **A_FILE}),
-    Refusal("bench-artifacts-is-a-file", ["bench", "--space", "{tmp}/tiny.toml", "--arch", ARCH,
-            "--artifacts", "{tmp}/afile"], "--artifacts: {tmp}/afile: is a file", {**SPACE, **A_FILE}),
-    Refusal("profile-artifacts-under-a-file", ["profile", "--space", "{tmp}/tiny.toml", "--samples", "1",
-            "--db", "{tmp}/lat.db", "--artifacts", "{tmp}/afile/a"], "--artifacts: {tmp}/afile/a",
-            {**SPACE, **A_FILE, **DB}),
+    Refusal(
+        "export-out-is-a-file",
+        [*EXPORT, "--out", "{tmp}/afile"],
+        "--out: {tmp}/afile: is a file",
+        {**SPACE, **A_FILE},
+    ),
+    Refusal(
+        "export-out-under-a-file",
+        [*EXPORT, "--out", "{tmp}/afile/cache"],
+        "--out: {tmp}/afile/cache",
+        {**SPACE, **A_FILE},
+    ),
+    Refusal(
+        "bench-artifacts-is-a-file",
+        ["bench", "--space", "{tmp}/tiny.toml", "--arch", ARCH, "--artifacts", "{tmp}/afile"],
+        "--artifacts: {tmp}/afile: is a file",
+        {**SPACE, **A_FILE},
+    ),
+    Refusal(
+        "profile-artifacts-under-a-file",
+        [
+            "profile",
+            "--space",
+            "{tmp}/tiny.toml",
+            "--samples",
+            "1",
+            "--db",
+            "{tmp}/lat.db",
+            "--artifacts",
+            "{tmp}/afile/a",
+        ],
+        "--artifacts: {tmp}/afile/a",
+        {**SPACE, **A_FILE, **DB},
+    ),
     # predictor fit --out: a folder; predictor plot --out: a file
-    Refusal("fit-out-is-a-file", [*FIT, "--out", "{tmp}/afile"], "--out: {tmp}/afile: is a file",
-            {**DB, **A_FILE}),
-    Refusal("fit-out-holds-a-folder-named-as-its-file", [*FIT, "--out", "{tmp}/m"],
-            "--out: {tmp}/m: {tmp}/m/predictor.json is a folder", {**DB, "m/predictor.json/x": "x"}),
+    Refusal(
+        "fit-out-is-a-file",
+        [*FIT, "--out", "{tmp}/afile"],
+        "--out: {tmp}/afile: is a file",
+        {**DB, **A_FILE},
+    ),
+    Refusal(
+        "fit-out-holds-a-folder-named-as-its-file",
+        [*FIT, "--out", "{tmp}/m"],
+        "--out: {tmp}/m: {tmp}/m/predictor.json is a folder",
+        {**DB, "m/predictor.json/x": "x"},
+    ),
     # (checked before the model is read: no model is needed to see the refusal)
-    Refusal("plot-out-is-a-folder", ["predictor", "plot", "--model", "{tmp}/m", "--db", "{tmp}/lat.db",
-            "--out", "{tmp}/p.png"], "--out: {tmp}/p.png: is a folder", {**DB, "p.png/keep": "x"}),
-    Refusal("plot-under-a-file", ["predictor", "plot", "--model", "{tmp}/m", "--db", "{tmp}/lat.db",
-            "--out", "{tmp}/afile/p.png"], "--out: {tmp}/afile/p.png: {tmp}/afile is a file",
-            {**DB, **A_FILE}),
+    Refusal(
+        "plot-out-is-a-folder",
+        ["predictor", "plot", "--model", "{tmp}/m", "--db", "{tmp}/lat.db", "--out", "{tmp}/p.png"],
+        "--out: {tmp}/p.png: is a folder",
+        {**DB, "p.png/keep": "x"},
+    ),
+    Refusal(
+        "plot-under-a-file",
+        [
+            "predictor",
+            "plot",
+            "--model",
+            "{tmp}/m",
+            "--db",
+            "{tmp}/lat.db",
+            "--out",
+            "{tmp}/afile/p.png",
+        ],
+        "--out: {tmp}/afile/p.png: {tmp}/afile is a file",
+        {**DB, **A_FILE},
+    ),
     # report --out: a folder
-    Refusal("report-out-is-a-file", ["report", "--db", "{tmp}/lat.db", "--out", "{tmp}/afile"],
-            "--out: {tmp}/afile: is a file", {**DB, **A_FILE}),
-    Refusal("report-page-is-a-folder", ["report", "--db", "{tmp}/lat.db", "--out", "{tmp}/r"],
-            "--out: {tmp}/r: {tmp}/r/report.html is a folder", {**DB, "r/report.html/x": "x"}),
+    Refusal(
+        "report-out-is-a-file",
+        ["report", "--db", "{tmp}/lat.db", "--out", "{tmp}/afile"],
+        "--out: {tmp}/afile: is a file",
+        {**DB, **A_FILE},
+    ),
+    Refusal(
+        "report-page-is-a-folder",
+        ["report", "--db", "{tmp}/lat.db", "--out", "{tmp}/r"],
+        "--out: {tmp}/r: {tmp}/r/report.html is a folder",
+        {**DB, "r/report.html/x": "x"},
+    ),
     # data build --out: a folder; data corpus --out: a file
-    Refusal("data-build-out-is-a-file", [*BUILD, "--out", "{tmp}/afile"], "--out: {tmp}/afile: is a file",
-            {**CORPUS, **A_FILE}),
-    Refusal("data-build-out-under-a-file", [*BUILD, "--out", "{tmp}/afile/d"], "--out: {tmp}/afile/d",
-            {**CORPUS, **A_FILE}),
-    Refusal("data-corpus-onto-a-folder", ["data", "corpus", "--stdlib", "--out", "{tmp}/adir"],
-            "--out: {tmp}/adir: is a folder", A_FOLDER),
-    Refusal("data-corpus-in-a-folder-under-a-file", ["data", "corpus", "--stdlib", "--out",
-            "{tmp}/afile/no/c.txt"], "--out: {tmp}/afile/no/c.txt", A_FILE),
+    Refusal(
+        "data-build-out-is-a-file",
+        [*BUILD, "--out", "{tmp}/afile"],
+        "--out: {tmp}/afile: is a file",
+        {**CORPUS, **A_FILE},
+    ),
+    Refusal(
+        "data-build-out-under-a-file",
+        [*BUILD, "--out", "{tmp}/afile/d"],
+        "--out: {tmp}/afile/d",
+        {**CORPUS, **A_FILE},
+    ),
+    Refusal(
+        "data-corpus-onto-a-folder",
+        ["data", "corpus", "--stdlib", "--out", "{tmp}/adir"],
+        "--out: {tmp}/adir: is a folder",
+        A_FOLDER,
+    ),
+    Refusal(
+        "data-corpus-in-a-folder-under-a-file",
+        ["data", "corpus", "--stdlib", "--out", "{tmp}/afile/no/c.txt"],
+        "--out: {tmp}/afile/no/c.txt",
+        A_FILE,
+    ),
     # search --out: a folder, refused before the search runs (the tripwire)
-    Refusal("search-out-is-a-file", [*SEARCH, "--out", "{tmp}/afile"], "--out: {tmp}/afile: is a file",
-            {**DB, **A_FILE}),
-    Refusal("search-result-is-a-folder", [*SEARCH, "--out", "{tmp}/s"],
-            "--out: {tmp}/s: {tmp}/s/best.json is a folder", {**DB, "s/best.json/x": "x"}),
-    Refusal("search-artifacts-is-a-file", [*SEARCH, "--verify", "1", "--out", "{tmp}/s",
-            "--artifacts", "{tmp}/afile"], "--artifacts: {tmp}/afile: is a file", {**DB, **A_FILE}),
+    Refusal(
+        "search-out-is-a-file",
+        [*SEARCH, "--out", "{tmp}/afile"],
+        "--out: {tmp}/afile: is a file",
+        {**DB, **A_FILE},
+    ),
+    Refusal(
+        "search-result-is-a-folder",
+        [*SEARCH, "--out", "{tmp}/s"],
+        "--out: {tmp}/s: {tmp}/s/best.json is a folder",
+        {**DB, "s/best.json/x": "x"},
+    ),
+    Refusal(
+        "search-artifacts-is-a-file",
+        [*SEARCH, "--verify", "1", "--out", "{tmp}/s", "--artifacts", "{tmp}/afile"],
+        "--artifacts: {tmp}/afile: is a file",
+        {**DB, **A_FILE},
+    ),
     # supernet train --out, demo --out: folders
-    Refusal("train-out-is-a-file", ["supernet", "train", "--data", "{tmp}/d", "--out", "{tmp}/afile"],
-            "--out: {tmp}/afile: is a file", A_FILE),
-    Refusal("train-checkpoint-file-is-a-folder", ["supernet", "train", "--data", "{tmp}/d", "--out",
-            "{tmp}/sn"], "--out: {tmp}/sn: {tmp}/sn/trainer.json is a folder", {"sn/trainer.json/x": "x"}),
-    Refusal("demo-out-is-a-file", ["demo", "--out", "{tmp}/afile"], "--out: {tmp}/afile: is a file", A_FILE),
-    Refusal("demo-artifacts-under-a-file", ["demo", "--out", "{tmp}/demo", "--artifacts", "{tmp}/afile/a"],
-            "--artifacts: {tmp}/afile/a", A_FILE),
+    Refusal(
+        "train-out-is-a-file",
+        ["supernet", "train", "--data", "{tmp}/d", "--out", "{tmp}/afile"],
+        "--out: {tmp}/afile: is a file",
+        A_FILE,
+    ),
+    Refusal(
+        "train-checkpoint-file-is-a-folder",
+        ["supernet", "train", "--data", "{tmp}/d", "--out", "{tmp}/sn"],
+        "--out: {tmp}/sn: {tmp}/sn/trainer.json is a folder",
+        {"sn/trainer.json/x": "x"},
+    ),
+    Refusal(
+        "demo-out-is-a-file",
+        ["demo", "--out", "{tmp}/afile"],
+        "--out: {tmp}/afile: is a file",
+        A_FILE,
+    ),
+    Refusal(
+        "demo-artifacts-under-a-file",
+        ["demo", "--out", "{tmp}/demo", "--artifacts", "{tmp}/afile/a"],
+        "--artifacts: {tmp}/afile/a",
+        A_FILE,
+    ),
 ]
 
 # The same commands onto a read-only filesystem mounted at {tmp}/mnt.
 READ_ONLY_ROWS = [
-    Refusal("csv-on-a-read-only-fs", ["db", "export", "--db", "{tmp}/lat.db", "--csv", "{tmp}/mnt/lat.csv"],
-            "--csv: {tmp}/mnt/lat.csv", DB, needs=as_root),
-    Refusal("export-on-a-read-only-fs", [*EXPORT, "--out", "{tmp}/mnt/cache"], "--out: {tmp}/mnt/cache",
-            SPACE, needs=as_root),
-    Refusal("fit-on-a-read-only-fs", [*FIT, "--out", "{tmp}/mnt"], "--out: {tmp}/mnt", DB, needs=as_root),
-    Refusal("report-on-a-read-only-fs", ["report", "--db", "{tmp}/lat.db", "--out", "{tmp}/mnt/r"],
-            "--out: {tmp}/mnt/r", DB, needs=as_root),
-    Refusal("data-build-on-a-read-only-fs", [*BUILD, "--out", "{tmp}/mnt/d"], "--out: {tmp}/mnt/d",
-            CORPUS, needs=as_root),
-    Refusal("search-on-a-read-only-fs", [*SEARCH, "--out", "{tmp}/mnt/s"], "--out: {tmp}/mnt/s", DB,
-            needs=as_root),
+    Refusal(
+        "csv-on-a-read-only-fs",
+        ["db", "export", "--db", "{tmp}/lat.db", "--csv", "{tmp}/mnt/lat.csv"],
+        "--csv: {tmp}/mnt/lat.csv",
+        DB,
+        needs=as_root,
+    ),
+    Refusal(
+        "export-on-a-read-only-fs",
+        [*EXPORT, "--out", "{tmp}/mnt/cache"],
+        "--out: {tmp}/mnt/cache",
+        SPACE,
+        needs=as_root,
+    ),
+    Refusal(
+        "fit-on-a-read-only-fs", [*FIT, "--out", "{tmp}/mnt"], "--out: {tmp}/mnt", DB, needs=as_root
+    ),
+    Refusal(
+        "report-on-a-read-only-fs",
+        ["report", "--db", "{tmp}/lat.db", "--out", "{tmp}/mnt/r"],
+        "--out: {tmp}/mnt/r",
+        DB,
+        needs=as_root,
+    ),
+    Refusal(
+        "data-build-on-a-read-only-fs",
+        [*BUILD, "--out", "{tmp}/mnt/d"],
+        "--out: {tmp}/mnt/d",
+        CORPUS,
+        needs=as_root,
+    ),
+    Refusal(
+        "search-on-a-read-only-fs",
+        [*SEARCH, "--out", "{tmp}/mnt/s"],
+        "--out: {tmp}/mnt/s",
+        DB,
+        needs=as_root,
+    ),
 ]
 
 CORPUS_ROWS = [
-    Refusal("empty-corpus", BUILD + ["--out", "{tmp}/d"], "{tmp}/corpus.txt: no text", {"corpus.txt": ""}),
-    Refusal("whitespace-corpus", BUILD + ["--out", "{tmp}/d"], "{tmp}/corpus.txt: no text",
-            {"corpus.txt": "  \n\n\t\n   \r\n\n"}),
-    Refusal("folder-of-blank-files", ["data", "build", "--corpus", "{tmp}/texts", "--tokenizer", "minilm",
-            "--out", "{tmp}/d"], "{tmp}/texts: no text", {"texts/a.txt": "", "texts/b.txt": "\n \n"}),
-    Refusal("random-bytes-corpus", BUILD + ["--out", "{tmp}/d"], "{tmp}/corpus.txt: ",
-            {"corpus.txt": random.Random(0).randbytes(100_000)}),
-    Refusal("binary-corpus-gzip", BUILD + ["--out", "{tmp}/d"], "{tmp}/corpus.txt: ",
-            {"corpus.txt": gzip.compress(SEED_FILE.read_bytes()[:300_000], mtime=0)}),
-    Refusal("nul-bytes-corpus", BUILD + ["--out", "{tmp}/d"], "{tmp}/corpus.txt: ",
-            {"corpus.txt": b"\0" * 5000}),
-    Refusal("one-noise-file-in-a-folder", ["data", "build", "--corpus", "{tmp}/texts", "--tokenizer",
-            "minilm", "--out", "{tmp}/d"], "{tmp}/texts/b.txt: ",
-            {"texts/a.txt": CORPUS["corpus.txt"], "texts/b.txt": random.Random(1).randbytes(20_000)}),
+    Refusal(
+        "empty-corpus",
+        BUILD + ["--out", "{tmp}/d"],
+        "{tmp}/corpus.txt: no text",
+        {"corpus.txt": ""},
+    ),
+    Refusal(
+        "whitespace-corpus",
+        BUILD + ["--out", "{tmp}/d"],
+        "{tmp}/corpus.txt: no text",
+        {"corpus.txt": "  \n\n\t\n   \r\n\n"},
+    ),
+    Refusal(
+        "folder-of-blank-files",
+        ["data", "build", "--corpus", "{tmp}/texts", "--tokenizer", "minilm", "--out", "{tmp}/d"],
+        "{tmp}/texts: no text",
+        {"texts/a.txt": "", "texts/b.txt": "\n \n"},
+    ),
+    Refusal(
+        "random-bytes-corpus",
+        BUILD + ["--out", "{tmp}/d"],
+        "{tmp}/corpus.txt: ",
+        {"corpus.txt": random.Random(0).randbytes(100_000)},
+    ),
+    Refusal(
+        "binary-corpus-gzip",
+        BUILD + ["--out", "{tmp}/d"],
+        "{tmp}/corpus.txt: ",
+        {"corpus.txt": gzip.compress(SEED_FILE.read_bytes()[:300_000], mtime=0)},
+    ),
+    Refusal(
+        "nul-bytes-corpus",
+        BUILD + ["--out", "{tmp}/d"],
+        "{tmp}/corpus.txt: ",
+        {"corpus.txt": b"\0" * 5000},
+    ),
+    Refusal(
+        "one-noise-file-in-a-folder",
+        ["data", "build", "--corpus", "{tmp}/texts", "--tokenizer", "minilm", "--out", "{tmp}/d"],
+        "{tmp}/texts/b.txt: ",
+        {"texts/a.txt": CORPUS["corpus.txt"], "texts/b.txt": random.Random(1).randbytes(20_000)},
+    ),
 ]
 
 
 @pytest.fixture
 def tripwire(monkeypatch):
     """The work each command does: reaching it means a refusal came too late."""
+
     def ran(*args, **kwargs):
         raise AssertionError("the work started before the output was checked")
 
-    for target in ("bfnas.search.loop.SearchJob.run", "bfnas.models.deploy.artifacts.ArtifactCache.build",
-                   "bfnas.models.train.pretraining_data.build_data", "bfnas.search.latency_predictor.LatencyPredictor.fit",
-                   "bfnas.search.report.build_report", "bfnas.pipeline.run_demo",
-                   "bfnas.models.train.pretraining_data.stdlib_docstrings", "bfnas.models.train.distill.SupernetTrainer",
-                   "bfnas.search.plots.plot_predictor", "bfnas.bench.jobs.profiling.ProfileJob"):
+    for target in (
+        "bfnas.search.loop.SearchJob.run",
+        "bfnas.models.deploy.artifacts.ArtifactCache.build",
+        "bfnas.models.train.pretraining_data.build_data",
+        "bfnas.search.latency_predictor.LatencyPredictor.fit",
+        "bfnas.search.report.build_report",
+        "bfnas.pipeline.run_demo",
+        "bfnas.models.train.pretraining_data.stdlib_docstrings",
+        "bfnas.models.train.distill.SupernetTrainer",
+        "bfnas.search.plots.plot_predictor",
+        "bfnas.bench.jobs.profiling.ProfileJob",
+    ):
         monkeypatch.setattr(target, ran)
 
 
@@ -188,7 +391,9 @@ def test_an_output_path_is_refused_before_the_work(case, tmp_path, capsys, monke
 
 
 @pytest.mark.parametrize("case", READ_ONLY_ROWS, ids=lambda c: c.id)
-def test_a_read_only_filesystem_is_refused_before_the_work(case, tmp_path, capsys, monkeypatch, tripwire):
+def test_a_read_only_filesystem_is_refused_before_the_work(
+    case, tmp_path, capsys, monkeypatch, tripwire
+):
     if why := as_root():
         pytest.skip(why)
     with tmpfs(tmp_path / "mnt", read_only=True):
@@ -204,16 +409,35 @@ def test_a_corpus_of_nothing_or_noise_is_refused(case, tmp_path, capsys, monkeyp
 
 FULL_DISK_ROWS = [
     # An FP32 subnet of the tiny space is over 7 MB (its embedding alone): it cannot fit.
-    (Refusal("export-onto-a-full-disk", [*EXPORT, "--out", "{tmp}/mnt"], "disk is full writing {tmp}/mnt",
-             SPACE, code=1, needs=as_root), False),
-    (Refusal("csv-onto-a-full-disk", ["db", "export", "--db", "{tmp}/lat.db", "--csv", "{tmp}/mnt/lat.csv"],
-             "disk is full writing {tmp}/mnt/lat.csv", DB, code=1, needs=as_root), True),
+    (
+        Refusal(
+            "export-onto-a-full-disk",
+            [*EXPORT, "--out", "{tmp}/mnt"],
+            "disk is full writing {tmp}/mnt",
+            SPACE,
+            code=1,
+            needs=as_root,
+        ),
+        False,
+    ),
+    (
+        Refusal(
+            "csv-onto-a-full-disk",
+            ["db", "export", "--db", "{tmp}/lat.db", "--csv", "{tmp}/mnt/lat.csv"],
+            "disk is full writing {tmp}/mnt/lat.csv",
+            DB,
+            code=1,
+            needs=as_root,
+        ),
+        True,
+    ),
 ]
 
 
 @pytest.mark.parametrize("case,fill", FULL_DISK_ROWS, ids=[c.id for c, _ in FULL_DISK_ROWS])
-def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(case, fill, tmp_path, capsys,
-                                                                  monkeypatch):
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(
+    case, fill, tmp_path, capsys, monkeypatch
+):
     if why := as_root():
         pytest.skip(why)
     with tmpfs(tmp_path / "mnt", size="2m", fill=fill) as mnt:

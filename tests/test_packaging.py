@@ -21,8 +21,20 @@ import bfnas
 ROOT = Path(__file__).resolve().parent.parent
 # Build outputs, caches and environments: never part of what a build should read.
 NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
-    ".ruff_cache", ".hypothesis", "artifacts", "runs", "bfnas-demo", "*.onnx", "*.onnx.data",
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    "artifacts",
+    "runs",
+    "bfnas-demo",
+    "*.onnx",
+    "*.onnx.data",
 )
 
 
@@ -32,9 +44,22 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp / "src"
     shutil.copytree(ROOT, src, ignore=NOT_SOURCE)
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "-q", "-w", str(tmp / "dist"), str(src)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "-q",
+            "-w",
+            str(tmp / "dist"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     wheels = list((tmp / "dist").glob("bfnas-*.whl"))
@@ -47,10 +72,13 @@ def wheel_names(wheel: Path) -> set[str]:
         return set(zf.namelist())
 
 
-@pytest.mark.parametrize(("folder", "package"), [
-    ("hw_profiles", "bfnas/hw_profiles"),
-    ("models/space/presets", "bfnas/models/space/presets"),
-])
+@pytest.mark.parametrize(
+    ("folder", "package"),
+    [
+        ("hw_profiles", "bfnas/hw_profiles"),
+        ("models/space/presets", "bfnas/models/space/presets"),
+    ],
+)
 def test_wheel_ships_every_toml(wheel: Path, folder: str, package: str) -> None:
     expected = sorted(p.name for p in (ROOT / folder).glob("*.toml"))
     assert expected, f"no TOML files in {folder}/"

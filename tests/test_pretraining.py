@@ -36,7 +36,9 @@ def built(corpus, tmp_path_factory):
 
 def test_rows_are_packed_bert_sequences(built):
     result, out = built
-    assert result["complete"] and result["sequences"] == sum(s["sequences"] for s in result["shards"])
+    assert result["complete"] and result["sequences"] == sum(
+        s["sequences"] for s in result["shards"]
+    )
     tok, sp, _ = load_tokenizer(minilm_dir())
     shard = load_shard(out / result["shards"][0]["file"])
     ids, mask, labels = shard["input_ids"], shard["attention_mask"], shard["labels"]
@@ -74,9 +76,13 @@ def test_deterministic_and_an_interrupted_build_resumes_to_the_same_bytes(corpus
     first = build_data(corpus, minilm_dir(), tmp_path, SETTINGS, max_shards=2)
     assert not first["complete"] and first["new_shards"] == 2
     again = build_data(corpus, minilm_dir(), tmp_path, SETTINGS)
-    assert again["complete"] and again["resumed"] and again["new_shards"] == len(result["shards"]) - 2
+    assert (
+        again["complete"] and again["resumed"] and again["new_shards"] == len(result["shards"]) - 2
+    )
     assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in result["shards"]]
-    assert all(filecmp.cmp(out / s["file"], tmp_path / s["file"], shallow=False) for s in result["shards"])
+    assert all(
+        filecmp.cmp(out / s["file"], tmp_path / s["file"], shallow=False) for s in result["shards"]
+    )
     done = build_data(corpus, minilm_dir(), tmp_path, SETTINGS)
     assert done["new_shards"] == 0
 
@@ -95,20 +101,38 @@ def test_a_folder_with_other_settings_is_refused(corpus, built):
 
 
 def test_cli_build_json(capsys, corpus, tmp_path):
-    code = main(["data", "build", "--corpus", str(corpus), "--tokenizer", "minilm", "--out", str(tmp_path / "d"),
-                 "--seq-len", "32", "--shard-size", "2000", "--json"])
+    code = main(
+        [
+            "data",
+            "build",
+            "--corpus",
+            str(corpus),
+            "--tokenizer",
+            "minilm",
+            "--out",
+            str(tmp_path / "d"),
+            "--seq-len",
+            "32",
+            "--shard-size",
+            "2000",
+            "--json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["complete"] and out["shards"] >= 2 and out["seq_len"] == 32
     manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
     assert manifest["settings"]["seq_len"] == 32 and manifest["tokenizer"]["sha256"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--corpus", "/no/such/corpus.txt", "--tokenizer", "minilm"], "no such file or folder"),
-    (["--tokenizer", "/no/such/tokenizer.json"], "no tokenizer.json or vocab.txt"),
-    (["--tokenizer", "minilm", "--seq-len", "4"], "--seq-len"),
-    (["--tokenizer", "minilm", "--mask-prob", "1.5"], "--mask-prob"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--corpus", "/no/such/corpus.txt", "--tokenizer", "minilm"], "no such file or folder"),
+        (["--tokenizer", "/no/such/tokenizer.json"], "no tokenizer.json or vocab.txt"),
+        (["--tokenizer", "minilm", "--seq-len", "4"], "--seq-len"),
+        (["--tokenizer", "minilm", "--mask-prob", "1.5"], "--mask-prob"),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(capsys, corpus, tmp_path, args, message):
     argv = ["data", "build", "--out", str(tmp_path / "o")]
     if "--corpus" not in args:
@@ -137,7 +161,9 @@ def test_memory_stays_flat_as_the_corpus_grows(corpus, tmp_path):
         text = tmp_path / f"x{copies}.txt"
         text.write_text("\n".join(lines * copies) + "\n")
         tracemalloc.start()
-        build_data(text, minilm_dir(), tmp_path / f"d{copies}", DataSettings(seq_len=64, shard_size=100))
+        build_data(
+            text, minilm_dir(), tmp_path / f"d{copies}", DataSettings(seq_len=64, shard_size=100)
+        )
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert peaks[1] < 1.5 * peaks[0]  # four times the text, not four times the memory

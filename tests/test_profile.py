@@ -8,8 +8,15 @@ from bfnas.bench.runners.usable import probe
 from bfnas.cli import main
 from bfnas.errors import InputError
 
-REQUIRED = {"local-cpu-int8", "local-cpu-fp32", "local-cpu-int8-2t", "x86-cuda-ort-int8",
-            "x86-trt-int8", "jetson-orin-trt-int8", "rpi4-ort-int8"}
+REQUIRED = {
+    "local-cpu-int8",
+    "local-cpu-fp32",
+    "local-cpu-int8-2t",
+    "x86-cuda-ort-int8",
+    "x86-trt-int8",
+    "jetson-orin-trt-int8",
+    "rpi4-ort-int8",
+}
 
 
 def test_shipped_profiles_validate():
@@ -112,7 +119,9 @@ def test_oversubscribed_threads_fail_the_check(tmp_path):
     import os
 
     path = tmp_path / "many.toml"
-    path.write_text(f'name = "many"\n[runtime]\nintra_op_threads = {len(os.sched_getaffinity(0)) + 1}\n')
+    path.write_text(
+        f'name = "many"\n[runtime]\nintra_op_threads = {len(os.sched_getaffinity(0)) + 1}\n'
+    )
     checks = {c.name: c for c in probe(load_profile(path))}
     assert not checks["threads"].ok and "oversubscribed" in checks["threads"].detail
 

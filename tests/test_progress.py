@@ -40,15 +40,20 @@ def lines(buf: io.StringIO) -> list[str]:
 def test_a_line_per_stage_with_the_command_name():
     buf, clock, make = plain()
     with make("bfnas demo", "starting", total=1.0, columns=("description", "bar")) as p:
-        for step, f in (("writing a corpus", 0.1), ("fitting the predictor", 0.5),
-                        ("writing the report", 0.9)):
+        for step, f in (
+            ("writing a corpus", 0.1),
+            ("fitting the predictor", 0.5),
+            ("writing the report", 0.9),
+        ):
             clock.now += 1
             p.update(description=step, completed=f)
     out = lines(buf)
-    assert out == ["[0:00] bfnas demo: starting, 0%",
-                   "[0:01] bfnas demo: writing a corpus, 10%",
-                   "[0:02] bfnas demo: fitting the predictor, 50%",
-                   "[0:03] bfnas demo: writing the report, 90%"]
+    assert out == [
+        "[0:00] bfnas demo: starting, 0%",
+        "[0:01] bfnas demo: writing a corpus, 10%",
+        "[0:02] bfnas demo: fitting the predictor, 50%",
+        "[0:03] bfnas demo: writing the report, 90%",
+    ]
 
 
 def test_counters_in_a_description_continue_its_stage_and_lines_are_bounded():
@@ -62,8 +67,11 @@ def test_counters_in_a_description_continue_its_stage_and_lines_are_bounded():
         p.update(description="fitting the latency predictor", completed=0.72)
     out = lines(buf)
     stages = [x for x in out if "bfnas demo:" in x]
-    assert stages == ["[0:00] bfnas demo: profiling, 0%", "[0:02] bfnas demo: profiling 1/60, 1%",
-                      "[2:01] bfnas demo: fitting the latency predictor, 72%"]
+    assert stages == [
+        "[0:00] bfnas demo: profiling, 0%",
+        "[0:02] bfnas demo: profiling 1/60, 1%",
+        "[2:01] bfnas demo: fitting the latency predictor, 72%",
+    ]
     periodic = [x for x in out if "bfnas demo:" not in x]
     # One every 10 s over 2 minutes, plus where profiling ended.
     assert 10 <= len(periodic) <= 13
@@ -73,7 +81,7 @@ def test_counters_in_a_description_continue_its_stage_and_lines_are_bounded():
 
 
 def _seconds(line: str) -> int:
-    minutes, seconds = line[1:line.index("]")].split(":")
+    minutes, seconds = line[1 : line.index("]")].split(":")
     return int(minutes) * 60 + int(seconds)
 
 
@@ -173,13 +181,20 @@ def test_a_terminal_gets_the_rich_bar():
 
 def test_unknown_columns_are_a_programming_error():
     with pytest.raises(ValueError, match="unknown progress columns"):
-        ProgressDisplay(Console(file=io.StringIO(), force_terminal=False), "bfnas x", "a", columns=("bar", "speed"))
+        ProgressDisplay(
+            Console(file=io.StringIO(), force_terminal=False),
+            "bfnas x",
+            "a",
+            columns=("bar", "speed"),
+        )
 
 
 # -- a real command, its output redirected to a pipe ------------------------------------------
 
-SENTENCE = ("the quick brown fox jumps over a lazy dog while seven wizards quietly "
-            "judge boxing matches near the old river bank")
+SENTENCE = (
+    "the quick brown fox jumps over a lazy dog while seven wizards quietly "
+    "judge boxing matches near the old river bank"
+)
 
 
 @pytest.fixture(scope="module")
@@ -202,20 +217,45 @@ def _bfnas(*argv: str) -> subprocess.CompletedProcess:
 
 
 def test_data_build_redirected_prints_progress_lines(tiny_corpus, tmp_path):
-    proc = _bfnas("data", "build", "--corpus", str(tiny_corpus), "--tokenizer", "minilm",
-                  "--out", str(tmp_path / "d"), "--seq-len", "16", "--shard-size", "8")
+    proc = _bfnas(
+        "data",
+        "build",
+        "--corpus",
+        str(tiny_corpus),
+        "--tokenizer",
+        "minilm",
+        "--out",
+        str(tmp_path / "d"),
+        "--seq-len",
+        "16",
+        "--shard-size",
+        "8",
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.splitlines()
     assert re.fullmatch(r"\[0:\d\d\] bfnas data build: reading the corpus", out[0]), out
     shards = [x for x in out if re.search(r"reading the corpus, \d+ shards, \d+ sequences", x)]
     assert len(shards) >= 2
-    assert "sequences of 16 tokens" in "".join(out[len(shards) + 1:])  # then the result
+    assert "sequences of 16 tokens" in "".join(out[len(shards) + 1 :])  # then the result
     assert not ANSI.search(proc.stdout) and "\r" not in proc.stdout
 
 
 def test_under_json_stdout_stays_json_and_progress_goes_to_stderr(tiny_corpus, tmp_path):
-    proc = _bfnas("data", "build", "--corpus", str(tiny_corpus), "--tokenizer", "minilm",
-                  "--out", str(tmp_path / "d"), "--seq-len", "16", "--shard-size", "8", "--json")
+    proc = _bfnas(
+        "data",
+        "build",
+        "--corpus",
+        str(tiny_corpus),
+        "--tokenizer",
+        "minilm",
+        "--out",
+        str(tmp_path / "d"),
+        "--seq-len",
+        "16",
+        "--shard-size",
+        "8",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["seq_len"] == 16
     assert "bfnas data build: reading the corpus" in proc.stderr
@@ -223,9 +263,19 @@ def test_under_json_stdout_stays_json_and_progress_goes_to_stderr(tiny_corpus, t
 
 
 def test_profile_redirected_prints_a_stage_line(tmp_path, tiny_space_file, fast_profile_file):
-    proc = _bfnas("profile", "--hw", str(fast_profile_file), "--space", str(tiny_space_file),
-                  "--samples", "2", "--db", str(tmp_path / "p.db"),
-                  "--artifacts", str(tmp_path / "arts"))
+    proc = _bfnas(
+        "profile",
+        "--hw",
+        str(fast_profile_file),
+        "--space",
+        str(tiny_space_file),
+        "--samples",
+        "2",
+        "--db",
+        str(tmp_path / "p.db"),
+        "--artifacts",
+        str(tmp_path / "arts"),
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.splitlines()
     assert re.fullmatch(r"\[0:\d\d\] bfnas profile: profiling test-cpu-int8, 0/2", out[0]), out
@@ -234,8 +284,9 @@ def test_profile_redirected_prints_a_stage_line(tmp_path, tiny_space_file, fast_
     assert not ANSI.search(proc.stdout) and "\r" not in proc.stdout
 
 
-def test_demo_wiring_gives_stage_lines_on_stderr_under_json(monkeypatch, capsys, tmp_path,
-                                                           tiny_space_file):
+def test_demo_wiring_gives_stage_lines_on_stderr_under_json(
+    monkeypatch, capsys, tmp_path, tiny_space_file
+):
     # The demo itself is minutes long; its steps are stood in for, its progress wiring is not.
     import bfnas.pipeline
     from bfnas.cli import main
@@ -248,13 +299,28 @@ def test_demo_wiring_gives_stage_lines_on_stderr_under_json(monkeypatch, capsys,
 
     monkeypatch.setattr(bfnas.pipeline, "run_demo", run_demo)
     monkeypatch.setenv(INTERVAL_ENV, "0")
-    code = main(["demo", "--space", str(tiny_space_file), "--samples", "30",
-                 "--out", str(tmp_path / "demo"), "--artifacts", str(tmp_path / "art"), "--json"])
+    code = main(
+        [
+            "demo",
+            "--space",
+            str(tiny_space_file),
+            "--samples",
+            "30",
+            "--out",
+            str(tmp_path / "demo"),
+            "--artifacts",
+            str(tmp_path / "art"),
+            "--json",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0 and json.loads(out) == {"status": "ok", "stage1": None}
     stages = [x.split("] ", 1)[1] for x in err.splitlines() if "bfnas demo:" in x]
-    assert stages == ["bfnas demo: starting, 0%", "bfnas demo: profiling 0/3, 0%",
-                      "bfnas demo: writing the report, 93%"]
+    assert stages == [
+        "bfnas demo: starting, 0%",
+        "bfnas demo: profiling 0/3, 0%",
+        "bfnas demo: writing the report, 93%",
+    ]
     assert "  profiling 3/3, 70%" in err
 
 

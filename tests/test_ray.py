@@ -36,8 +36,16 @@ def cluster(tmp_path_factory):
     for i in range(2):
         # The first node also advertises the fast test profile by its own name (`--ray`).
         resources = {DEVICE: 1, **({"test-cpu-int8": 1} if i == 0 else {})}
-        nodes.append(c.add_node(num_cpus=1, resources=resources, env_vars={
-            "BFNAS_CPU_AFFINITY": str(cores[i % len(cores)]), "BFNAS_RAY_BLOBS": str(blobs / f"node{i}")}))
+        nodes.append(
+            c.add_node(
+                num_cpus=1,
+                resources=resources,
+                env_vars={
+                    "BFNAS_CPU_AFFINITY": str(cores[i % len(cores)]),
+                    "BFNAS_RAY_BLOBS": str(blobs / f"node{i}"),
+                },
+            )
+        )
     ray.init(address=c.address, logging_level="ERROR", log_to_driver=False)
     yield c, nodes, blobs
     ray.shutdown()
@@ -55,8 +63,10 @@ def ray_profile(**measure):
 def _artifact_hashes(db):
     con = sqlite3.connect(db)
     try:
-        return {json.loads(r[0])["sha256"] for r in con.execute(
-            "SELECT artifact FROM measurements WHERE role = 'sample'")}
+        return {
+            json.loads(r[0])["sha256"]
+            for r in con.execute("SELECT artifact FROM measurements WHERE role = 'sample'")
+        }
     finally:
         con.close()
 
@@ -77,7 +87,9 @@ def test_a_device_keeps_received_models_and_reads_shared_ones(tmp_path):
         assert host.has(sha) and (tmp_path / "blobs" / f"{sha}.onnx").read_bytes() == b"model bytes"
         other = tmp_path / "n.onnx"
         other.write_bytes(b"another model")
-        assert host.has(file_sha256(other), str(other)) and host._model(file_sha256(other)) == str(other)
+        assert host.has(file_sha256(other), str(other)) and host._model(file_sha256(other)) == str(
+            other
+        )
     finally:
         host.runner.close()
 
@@ -89,21 +101,29 @@ def test_affinity_lists():
 def _samples(db):
     con = sqlite3.connect(db)
     try:
-        return [(r[0], json.loads(r[1])) for r in
-                con.execute("SELECT subnet_key, stats FROM measurements WHERE role = 'sample'")]
+        return [
+            (r[0], json.loads(r[1]))
+            for r in con.execute("SELECT subnet_key, stats FROM measurements WHERE role = 'sample'")
+        ]
     finally:
         con.close()
 
 
-def test_two_devices_share_a_job_one_measurement_each_at_a_time(cluster, tiny_space, tiny_supernet, tmp_path):
+def test_two_devices_share_a_job_one_measurement_each_at_a_time(
+    cluster, tiny_space, tiny_supernet, tmp_path
+):
     profile = ray_profile(min_seconds=0.3, max_seconds=0.5, drift_every=0)
     runner = RayRunner(profile, shared_files=False)  # models sent through Ray, as to a remote node
     try:
         assert runner.lanes == 2
-        assert len({tuple(d["affinity"]) for d in runner.devices}) == min(2, len(os.sched_getaffinity(0)))
+        assert len({tuple(d["affinity"]) for d in runner.devices}) == min(
+            2, len(os.sched_getaffinity(0))
+        )
         cache = ArtifactCache(tmp_path / "arts", fidelity=FidelitySettings(seq_len=32))
         with LatencyStore(tmp_path / "ray.db") as store:
-            out = ProfileJob(store, profile, tiny_space, tiny_supernet, cache, runner, samples=6, seed=2).run()
+            out = ProfileJob(
+                store, profile, tiny_space, tiny_supernet, cache, runner, samples=6, seed=2
+            ).run()
     finally:
         runner.close()
     assert out["status"] == "finished" and out["ok"] + out["unstable"] == 6
@@ -125,12 +145,27 @@ def test_two_devices_share_a_job_one_measurement_each_at_a_time(cluster, tiny_sp
     assert any(x[0] < y[1] and y[0] < x[1] for x in a for y in b)
 
 
-def test_profile_with_ray_flag_uses_the_resource_named_after_the_profile(cluster, tiny_space_file,
-                                                                          fast_profile_file, tmp_path, capsys):
+def test_profile_with_ray_flag_uses_the_resource_named_after_the_profile(
+    cluster, tiny_space_file, fast_profile_file, tmp_path, capsys
+):
     c, _, _ = cluster
     db = tmp_path / "p.db"
-    argv = ["profile", "--hw", str(fast_profile_file), "--space", str(tiny_space_file), "--samples", "2",
-            "--db", str(db), "--artifacts", str(tmp_path / "arts"), "--ray", c.address, "--json"]
+    argv = [
+        "profile",
+        "--hw",
+        str(fast_profile_file),
+        "--space",
+        str(tiny_space_file),
+        "--samples",
+        "2",
+        "--db",
+        str(db),
+        "--artifacts",
+        str(tmp_path / "arts"),
+        "--ray",
+        c.address,
+        "--json",
+    ]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] + out["unstable"] == 2
@@ -157,7 +192,10 @@ def test_hw_check_on_ray_runs_the_check_on_a_device(cluster, fast_profile_file, 
     c, _, _ = cluster
     assert main(["hw", "check", str(fast_profile_file), "--ray", c.address, "--json"]) == 0
     checks = {x["name"]: x for x in json.loads(capsys.readouterr().out)["checks"]}
-    assert checks["resource test-cpu-int8"]["ok"] and "1 device" in checks["resource test-cpu-int8"]["detail"]
+    assert (
+        checks["resource test-cpu-int8"]["ok"]
+        and "1 device" in checks["resource test-cpu-int8"]["detail"]
+    )
     assert checks["device provider CPUExecutionProvider"]["ok"]
 
 
@@ -172,7 +210,9 @@ def test_a_profile_no_node_advertises_is_refused(cluster, tmp_path, capsys):
         RayRunner(parse_profile(tomllib.loads(path.read_text()), str(path)))
 
 
-def test_a_lost_device_node_moves_its_work_to_the_other(cluster, tiny_space, tiny_supernet, tmp_path):
+def test_a_lost_device_node_moves_its_work_to_the_other(
+    cluster, tiny_space, tiny_supernet, tmp_path
+):
     """Runs last: removes a node from the module's cluster."""
     c, nodes, _ = cluster
     profile = ray_profile(min_seconds=0.3, max_seconds=0.5, drift_every=0)
@@ -187,8 +227,17 @@ def test_a_lost_device_node_moves_its_work_to_the_other(cluster, tiny_space, tin
 
     try:
         with LatencyStore(tmp_path / "lost.db") as store:
-            out = ProfileJob(store, profile, tiny_space, tiny_supernet, cache, runner, samples=5, seed=3,
-                             on_event=on_event).run()
+            out = ProfileJob(
+                store,
+                profile,
+                tiny_space,
+                tiny_supernet,
+                cache,
+                runner,
+                samples=5,
+                seed=3,
+                on_event=on_event,
+            ).run()
     finally:
         runner.close()
     assert removed and out["status"] == "finished" and runner.alive == 1

@@ -33,7 +33,8 @@ def scorer(space):
     rows = parse_autotinybert(SEED_FILE, space)
     pick = np.random.default_rng(1).permutation(len(rows))[:400]
     model = LatencyPredictor(PredictorScope("seed", "bigger-faster", 128)).fit(
-        [rows[i].cfg for i in pick], [rows[i].ms for i in pick])
+        [rows[i].cfg for i in pick], [rows[i].ms for i in pick]
+    )
     return predictor_scorer(model)
 
 
@@ -71,8 +72,16 @@ def test_same_seed_same_search(space, scorer, params):
 
 def test_without_margin_the_point_estimate_is_constrained(space, scorer, params):
     with_margin = evolve(space, scorer, params, Budget(12.0), SMALL)
-    without = evolve(space, scorer, params, Budget(12.0), EvolutionSettings(**{**SMALL.__dict__, "margin": False}))
-    assert without.best.predicted_ms <= 12.0 and without.best.objective >= with_margin.best.objective
+    without = evolve(
+        space,
+        scorer,
+        params,
+        Budget(12.0),
+        EvolutionSettings(**{**SMALL.__dict__, "margin": False}),
+    )
+    assert (
+        without.best.predicted_ms <= 12.0 and without.best.objective >= with_margin.best.objective
+    )
     assert all(c.high_ms <= 12.0 for c in with_margin.candidates if c.feasible)
 
 
@@ -88,13 +97,22 @@ def test_an_impossible_budget_finds_nothing(space, scorer, params):
 
 
 def test_pareto_mode_returns_a_non_dominated_front(space, scorer, params):
-    result = evolve(space, scorer, params, Budget(25.0),
-                    EvolutionSettings(population=40, parents=20, generations=8, mode="pareto", seed=1))
+    result = evolve(
+        space,
+        scorer,
+        params,
+        Budget(25.0),
+        EvolutionSettings(population=40, parents=20, generations=8, mode="pareto", seed=1),
+    )
     front = result.front
     assert len(front) >= 5
     for a in front:
         assert a.feasible
-        assert not any(b.predicted_ms <= a.predicted_ms and b.objective > a.objective for b in front if b is not a)
+        assert not any(
+            b.predicted_ms <= a.predicted_ms and b.objective > a.objective
+            for b in front
+            if b is not a
+        )
     assert [c.predicted_ms for c in front] == sorted(c.predicted_ms for c in front)
     assert [c.objective for c in front] == sorted(c.objective for c in front)
     # The front spans the budget, not one corner of it.
@@ -108,16 +126,23 @@ def test_pareto_front_of_known_points():
     cfg = SubnetConfig.uniform(1, 128, 1, 128, 128)
     pts = [(1.0, 1.0), (2.0, 3.0), (2.5, 2.0), (3.0, 3.0), (4.0, 5.0)]
     cands = [Candidate(cfg, o, ms, ms, ms, True, 0) for ms, o in pts]
-    assert [(c.predicted_ms, c.objective) for c in pareto_front(cands)] == [(1.0, 1.0), (2.0, 3.0), (4.0, 5.0)]
+    assert [(c.predicted_ms, c.objective) for c in pareto_front(cands)] == [
+        (1.0, 1.0),
+        (2.0, 3.0),
+        (4.0, 5.0),
+    ]
 
 
-@pytest.mark.parametrize("name, message", [
-    ("nope", "unknown objective"),
-    ("oneshot", "--data"),
-    ("no_such_module_x:f", "cannot import"),
-    ("math:no_such_function", "has no"),
-    ("math:pi", "not callable"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("nope", "unknown objective"),
+        ("oneshot", "--data"),
+        ("no_such_module_x:f", "cannot import"),
+        ("math:no_such_function", "has no"),
+        ("math:pi", "not callable"),
+    ],
+)
 def test_bad_objectives_are_one_line_errors(name, message):
     with pytest.raises(InputError, match=message):
         load_objective(name)
@@ -125,7 +150,8 @@ def test_bad_objectives_are_one_line_errors(name, message):
 
 def test_plugin_objective(tmp_path, monkeypatch, space, scorer):
     (tmp_path / "my_objectives.py").write_text(
-        "def wide(cfg):\n    return cfg.hidden * 1.0\n\ndef broken(cfg):\n    return 'large'\n")
+        "def wide(cfg):\n    return cfg.hidden * 1.0\n\ndef broken(cfg):\n    return 'large'\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("my_objectives", None)
     result = evolve(space, scorer, load_objective("my_objectives:wide"), Budget(8.0), SMALL)
@@ -135,11 +161,14 @@ def test_plugin_objective(tmp_path, monkeypatch, space, scorer):
         evolve(space, scorer, broken, Budget(8.0), SMALL)
 
 
-@pytest.mark.parametrize("kwargs, flag", [
-    ({"population": 0}, "--population"),
-    ({"parents": 50, "population": 10}, "--parents"),
-    ({"mode": "nsga3"}, "--mode"),
-])
+@pytest.mark.parametrize(
+    "kwargs, flag",
+    [
+        ({"population": 0}, "--population"),
+        ({"parents": 50, "population": 10}, "--parents"),
+        ({"mode": "nsga3"}, "--mode"),
+    ],
+)
 def test_bad_settings(kwargs, flag):
     with pytest.raises(InputError, match=flag):
         EvolutionSettings(**kwargs)

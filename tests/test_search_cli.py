@@ -20,28 +20,84 @@ def run(capsys, *argv):
 def profiled(tmp_path_factory, fast_profile_file, tiny_space_file):
     folder = tmp_path_factory.mktemp("search")
     db = folder / "lat.db"
-    assert main(["profile", "--hw", str(fast_profile_file), "--space", str(tiny_space_file),
-                 "--samples", "60", "--db", str(db), "--artifacts", str(folder / "art"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "profile",
+                "--hw",
+                str(fast_profile_file),
+                "--space",
+                str(tiny_space_file),
+                "--samples",
+                "60",
+                "--db",
+                str(db),
+                "--artifacts",
+                str(folder / "art"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     con = sqlite3.connect(db)
-    ms = [r[0] for r in con.execute("SELECT median_ms FROM measurements WHERE role = 'sample' AND status = 'ok'")]
+    ms = [
+        r[0]
+        for r in con.execute(
+            "SELECT median_ms FROM measurements WHERE role = 'sample' AND status = 'ok'"
+        )
+    ]
     con.close()
     return folder, db, float(np.median(ms))
 
 
 def _args(profiled, fast_profile_file, tiny_space_file, out, *extra):
     folder, db, _ = profiled
-    return ["search", "--hw", str(fast_profile_file), "--space", str(tiny_space_file), "--db", str(db),
-            "--artifacts", str(folder / "art"), "--population", "30", "--parents", "8",
-            "--generations", "5", "--out", str(out), *extra]
+    return [
+        "search",
+        "--hw",
+        str(fast_profile_file),
+        "--space",
+        str(tiny_space_file),
+        "--db",
+        str(db),
+        "--artifacts",
+        str(folder / "art"),
+        "--population",
+        "30",
+        "--parents",
+        "8",
+        "--generations",
+        "5",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
-def test_search_verifies_refits_and_reports(capsys, profiled, fast_profile_file, tiny_space_file, tmp_path):
+def test_search_verifies_refits_and_reports(
+    capsys, profiled, fast_profile_file, tiny_space_file, tmp_path
+):
     _, db, median = profiled
     con = sqlite3.connect(db)
-    before = con.execute("SELECT COUNT(*) FROM measurements WHERE role IN ('sample', 'verify')").fetchone()[0]
-    code, out, _ = run(capsys, *_args(profiled, fast_profile_file, tiny_space_file, tmp_path / "s",
-                                      "--max-latency-ms", f"{median:.4f}", "--verify", "2", "--rounds", "2",
-                                      "--json"))
+    before = con.execute(
+        "SELECT COUNT(*) FROM measurements WHERE role IN ('sample', 'verify')"
+    ).fetchone()[0]
+    code, out, _ = run(
+        capsys,
+        *_args(
+            profiled,
+            fast_profile_file,
+            tiny_space_file,
+            tmp_path / "s",
+            "--max-latency-ms",
+            f"{median:.4f}",
+            "--verify",
+            "2",
+            "--rounds",
+            "2",
+            "--json",
+        ),
+    )
     assert code == 0
     result = json.loads(out)
     best = result["best"]
@@ -55,9 +111,12 @@ def test_search_verifies_refits_and_reports(capsys, profiled, fast_profile_file,
         assert v["high_ms"] <= median  # chosen under the budget with the margin
     if any(v["within_budget"] for v in verified):
         assert best["within_budget"] and best["objective"] == max(
-            v["objective"] for v in verified if v["within_budget"])
+            v["objective"] for v in verified if v["within_budget"]
+        )
     # The verified subnets are in the store, and round 2 was fitted on them.
-    after = con.execute("SELECT COUNT(*) FROM measurements WHERE role IN ('sample', 'verify')").fetchone()[0]
+    after = con.execute(
+        "SELECT COUNT(*) FROM measurements WHERE role IN ('sample', 'verify')"
+    ).fetchone()[0]
     assert after == before + 4
     runs = con.execute("SELECT kind, status FROM runs WHERE kind = 'search'").fetchall()
     assert ("search", "finished") in runs
@@ -67,69 +126,142 @@ def test_search_verifies_refits_and_reports(capsys, profiled, fast_profile_file,
     assert json.loads((tmp_path / "s" / "best.json").read_text()) == best
 
 
-def test_pareto_mode_writes_the_front(capsys, profiled, fast_profile_file, tiny_space_file, tmp_path):
+def test_pareto_mode_writes_the_front(
+    capsys, profiled, fast_profile_file, tiny_space_file, tmp_path
+):
     _, _, median = profiled
-    code, out, _ = run(capsys, *_args(profiled, fast_profile_file, tiny_space_file, tmp_path / "p",
-                                      "--max-latency-ms", f"{2 * median:.4f}", "--mode", "pareto",
-                                      "--verify", "0", "--json"))
+    code, out, _ = run(
+        capsys,
+        *_args(
+            profiled,
+            fast_profile_file,
+            tiny_space_file,
+            tmp_path / "p",
+            "--max-latency-ms",
+            f"{2 * median:.4f}",
+            "--mode",
+            "pareto",
+            "--verify",
+            "0",
+            "--json",
+        ),
+    )
     assert code == 0
     front = json.loads((tmp_path / "p" / "pareto.json").read_text())
     assert len(front) >= 2
-    assert all(a["predicted_ms"] < b["predicted_ms"] and a["objective"] < b["objective"]
-               for a, b in zip(front, front[1:], strict=False))
+    assert all(
+        a["predicted_ms"] < b["predicted_ms"] and a["objective"] < b["objective"]
+        for a, b in zip(front, front[1:], strict=False)
+    )
     assert json.loads(out)["best"]["status"] == "not verified"
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--max-latency-ms", "-1"], "--max-latency-ms"),
-    (["--max-latency-ms", "5", "--objective", "nope"], "--objective"),
-    (["--max-latency-ms", "5", "--objective", "oneshot"], "--data"),
-    (["--max-latency-ms", "5", "--objective", "oneshot", "--data", "/no/such/data"], "manifest.json"),
-    (["--max-latency-ms", "5", "--population", "10", "--parents", "20"], "--parents"),
-    (["--max-latency-ms", "5", "--rounds", "0"], "--rounds"),
-    (["--max-latency-ms", "5", "--model", "/no/such/model"], "predictor.json"),
-])
-def test_bad_input_is_one_line_and_writes_nothing(capsys, profiled, fast_profile_file, tiny_space_file,
-                                                   tmp_path, extra, message):
-    code, out, err = run(capsys, *_args(profiled, fast_profile_file, tiny_space_file, tmp_path / "x", *extra))
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--max-latency-ms", "-1"], "--max-latency-ms"),
+        (["--max-latency-ms", "5", "--objective", "nope"], "--objective"),
+        (["--max-latency-ms", "5", "--objective", "oneshot"], "--data"),
+        (
+            ["--max-latency-ms", "5", "--objective", "oneshot", "--data", "/no/such/data"],
+            "manifest.json",
+        ),
+        (["--max-latency-ms", "5", "--population", "10", "--parents", "20"], "--parents"),
+        (["--max-latency-ms", "5", "--rounds", "0"], "--rounds"),
+        (["--max-latency-ms", "5", "--model", "/no/such/model"], "predictor.json"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    capsys, profiled, fast_profile_file, tiny_space_file, tmp_path, extra, message
+):
+    code, out, err = run(
+        capsys, *_args(profiled, fast_profile_file, tiny_space_file, tmp_path / "x", *extra)
+    )
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
 
 
-def test_a_store_without_enough_rows_says_what_to_run(capsys, fast_profile_file, tiny_space_file, tmp_path):
+def test_a_store_without_enough_rows_says_what_to_run(
+    capsys, fast_profile_file, tiny_space_file, tmp_path
+):
     db = tmp_path / "empty.db"
     from bfnas.bench.store.latency_store import LatencyStore
 
     LatencyStore(db).close()
-    code, _, err = run(capsys, "search", "--hw", str(fast_profile_file), "--space", str(tiny_space_file),
-                       "--db", str(db), "--max-latency-ms", "5", "--out", str(tmp_path / "o"))
+    code, _, err = run(
+        capsys,
+        "search",
+        "--hw",
+        str(fast_profile_file),
+        "--space",
+        str(tiny_space_file),
+        "--db",
+        str(db),
+        "--max-latency-ms",
+        "5",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert code == 2 and "bfnas profile" in err and not (tmp_path / "o").exists()
     con = sqlite3.connect(db)
     assert con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0  # nothing written
     assert con.execute("SELECT COUNT(*) FROM profiles").fetchone()[0] == 0
     con.close()
-    code, _, err = run(capsys, "search", "--hw", str(fast_profile_file), "--space", str(tiny_space_file),
-                       "--db", str(tmp_path / "missing.db"), "--max-latency-ms", "5", "--out", str(tmp_path / "o"))
+    code, _, err = run(
+        capsys,
+        "search",
+        "--hw",
+        str(fast_profile_file),
+        "--space",
+        str(tiny_space_file),
+        "--db",
+        str(tmp_path / "missing.db"),
+        "--max-latency-ms",
+        "5",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert code == 2 and "no such store" in err
 
 
-def test_report_shows_coverage_accuracy_and_searches(capsys, profiled, fast_profile_file, tiny_space_file,
-                                                      tmp_path):
+def test_report_shows_coverage_accuracy_and_searches(
+    capsys, profiled, fast_profile_file, tiny_space_file, tmp_path
+):
     _, db, median = profiled
-    assert run(capsys, *_args(profiled, fast_profile_file, tiny_space_file, tmp_path / "s",
-                              "--max-latency-ms", f"{median:.4f}", "--verify", "1"))[0] == 0
+    assert (
+        run(
+            capsys,
+            *_args(
+                profiled,
+                fast_profile_file,
+                tiny_space_file,
+                tmp_path / "s",
+                "--max-latency-ms",
+                f"{median:.4f}",
+                "--verify",
+                "1",
+            ),
+        )[0]
+        == 0
+    )
     code, out, _ = run(capsys, "report", "--db", str(db), "--out", str(tmp_path / "r"), "--json")
     assert code == 0
     facts = json.loads(out)
     page = (tmp_path / "r" / "report.html").read_text()
     assert facts["report"].endswith("report.html")
     names = {p.split("/")[-1] for p in facts["plots"]}
-    assert any(n.startswith("coverage-") for n in names) and any(n.startswith("accuracy-") for n in names)
-    assert any(n.endswith("-front.png") for n in names) and any(n.endswith("-progress.png") for n in names)
+    assert any(n.startswith("coverage-") for n in names) and any(
+        n.startswith("accuracy-") for n in names
+    )
+    assert any(n.endswith("-front.png") for n in names) and any(
+        n.endswith("-progress.png") for n in names
+    )
     assert page.count("data:image/png;base64,") == len(names)  # self-contained
     assert "within 10 %" in page and "measured ms" in page and "test-cpu-int8" in page
 
 
 def test_report_of_a_missing_store_is_one_line(capsys, tmp_path):
-    code, _, err = run(capsys, "report", "--db", str(tmp_path / "no.db"), "--out", str(tmp_path / "r"))
+    code, _, err = run(
+        capsys, "report", "--db", str(tmp_path / "no.db"), "--out", str(tmp_path / "r")
+    )
     assert code == 2 and "no such store" in err and not (tmp_path / "r").exists()

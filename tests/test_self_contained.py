@@ -16,17 +16,23 @@ PARENTS = re.compile(r"Path\(__file__\)(?:\.resolve\(\))?\.parents\[(\d+)\]")
 # The folder a developer's checkout may have beside it, spelled in parts so that this file
 # does not itself name it (repository checks grep for the whole word).
 BESIDE = "sha" + "red"
-NAMED_OUTSIDE = re.compile(rf"BFNAS_{BESIDE.upper()}|/work/{BESIDE}|\b{BESIDE}/data\b|\b{BESIDE}/DESIGN")
+NAMED_OUTSIDE = re.compile(
+    rf"BFNAS_{BESIDE.upper()}|/work/{BESIDE}|\b{BESIDE}/data\b|\b{BESIDE}/DESIGN"
+)
 
 
 def tracked_files() -> list[Path]:
     try:
-        out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
-                             check=True, timeout=30).stdout.decode()
+        out = subprocess.run(
+            ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True, timeout=30
+        ).stdout.decode()
         return [REPO / name for name in out.split("\0") if name]
     except (OSError, subprocess.CalledProcessError):  # not a git checkout (an unpacked sdist)
-        return [p for p in REPO.rglob("*")
-                if p.is_file() and not SKIP_DIRS.intersection(p.relative_to(REPO).parts)]
+        return [
+            p
+            for p in REPO.rglob("*")
+            if p.is_file() and not SKIP_DIRS.intersection(p.relative_to(REPO).parts)
+        ]
 
 
 def text_of(path: Path) -> str | None:

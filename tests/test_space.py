@@ -74,14 +74,27 @@ def test_check_names_the_offending_field():
 
 MALFORMED = [
     ("layers = {min = 1, max = 3}\n", "name"),
-    ('name = "x"\nlayers = {min = 3, max = 1}\nhidden = 64\nheads = 1\nqkv = 64\nffn = 64\n', "layers.max"),
-    ('name = "x"\nlayers = {min = 1, max = 2, stride = 1}\nhidden = 64\nheads = 1\nqkv = 64\nffn = 64\n', "layers.stride"),
+    (
+        'name = "x"\nlayers = {min = 3, max = 1}\nhidden = 64\nheads = 1\nqkv = 64\nffn = 64\n',
+        "layers.max",
+    ),
+    (
+        'name = "x"\nlayers = {min = 1, max = 2, stride = 1}\nhidden = 64\nheads = 1\nqkv = '
+        "64\nffn = 64\n",
+        "layers.stride",
+    ),
     ('name = "x"\nlayers = 2\nhidden = "wide"\nheads = 1\nqkv = 64\nffn = 64\n', "hidden"),
     ('name = "x"\nlayers = 2\nhidden = 64\nheads = [0]\nqkv = 64\nffn = 64\n', "heads"),
     ('name = "x"\nlayers = 2\nhidden = 64\nheads = 1\nqkv = "width"\nffn = 64\n', "qkv"),
     ('name = "x"\nlayers = 2\nhidden = 64\nheads = 7\nqkv = 64\nffn = 64\n', "qkv"),
-    ('name = "x"\nlayers = 2\nhidden = 64\nheads = 1\nqkv = {head_size = -2}\nffn = 64\n', "qkv.head_size"),
-    ('name = "x"\nlayers = 2\nhidden = 64\nheads = 1\nqkv = 64\nffn = 64\nuniform = "yes"\n', "uniform"),
+    (
+        'name = "x"\nlayers = 2\nhidden = 64\nheads = 1\nqkv = {head_size = -2}\nffn = 64\n',
+        "qkv.head_size",
+    ),
+    (
+        'name = "x"\nlayers = 2\nhidden = 64\nheads = 1\nqkv = 64\nffn = 64\nuniform = "yes"\n',
+        "uniform",
+    ),
     ('name = "x"\nlayers = 2\nhidden = 64\nheads = 1\nqkv = 64\nffn = 64\ncolour = 1\n', "colour"),
     ('name = "x"\nlayers = {max = 2}\nhidden = 64\nheads = 1\nqkv = 64\nffn = 64\n', "layers.min"),
     ('name = "x"\nlayers = [1, 2.5]\nhidden = 64\nheads = 1\nqkv = 64\nffn = 64\n', "layers"),
@@ -118,7 +131,11 @@ def spaces(draw):
         "name": "generated",
         "uniform": draw(st.booleans()),
         "layers": {"min": lo, "max": lo + draw(st.integers(0, 4))},
-        "hidden": {"min": 840, "max": 840 + hidden_step * draw(st.integers(0, 5)), "step": hidden_step},
+        "hidden": {
+            "min": 840,
+            "max": 840 + hidden_step * draw(st.integers(0, 5)),
+            "step": hidden_step,
+        },
         "heads": heads,
         "ffn": {"min": 16, "max": 16 + 16 * draw(st.integers(0, 6)), "step": 16},
     }

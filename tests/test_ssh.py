@@ -37,11 +37,15 @@ def ssh_profile(sshd, workdir: Path, measure: dict | None = None, **target):
 @pytest.fixture(scope="module")
 def model(artifact_root, tiny_supernet):
     cache = ArtifactCache(artifact_root, fidelity=FidelitySettings(seq_len=32))
-    art = cache.build(tiny_supernet, SubnetConfig(1, 64, (2,), (64,), (128,)), "int8", get_recipe("dynamic"))
+    art = cache.build(
+        tiny_supernet, SubnetConfig(1, 64, (2,), (64,), (128,)), "int8", get_recipe("dynamic")
+    )
     return str(art.path), art.sha256
 
 
-def test_a_measurement_over_ssh_uploads_once_and_runs_the_worker_on_the_device(sshd, model, tmp_path):
+def test_a_measurement_over_ssh_uploads_once_and_runs_the_worker_on_the_device(
+    sshd, model, tmp_path
+):
     profile = ssh_profile(sshd, tmp_path / "device")
     runner = SshRunner(profile.target)
     try:
@@ -53,7 +57,9 @@ def test_a_measurement_over_ssh_uploads_once_and_runs_the_worker_on_the_device(s
         # The worker ran in its own process on the "device", not in this one.
         assert first["pid"] != second["pid"] != os.getpid()
         assert runner.uploads == 1
-        assert (tmp_path / "device" / "blobs" / f"{model[1]}.onnx").read_bytes() == Path(model[0]).read_bytes()
+        assert (tmp_path / "device" / "blobs" / f"{model[1]}.onnx").read_bytes() == Path(
+            model[0]
+        ).read_bytes()
         control = runner._control
         assert _processes_mentioning(control)  # the shared master connection is up
     finally:
@@ -99,8 +105,12 @@ def test_a_wrong_host_key_is_refused_without_retrying(sshd, model, tmp_path):
     wrong = tmp_path / "known_hosts"
     import subprocess
 
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
-    wrong.write_text(f"[127.0.0.1]:{sshd.port} {' '.join((tmp_path / 'other.pub').read_text().split()[:2])}\n")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True
+    )
+    wrong.write_text(
+        f"[127.0.0.1]:{sshd.port} {' '.join((tmp_path / 'other.pub').read_text().split()[:2])}\n"
+    )
     profile = ssh_profile(sshd, tmp_path / "device", known_hosts=str(wrong))
     runner = SshRunner(profile.target, backoff_s=5)
     t = time.monotonic()
@@ -150,7 +160,9 @@ def test_a_worker_killed_on_the_device_is_a_failed_measurement(sshd, model, tmp_
         for _ in range(400):
             if runner.active_pid:
                 time.sleep(0.3)
-                os.kill(runner.active_pid, 9)  # the "device" is this machine: its pid is ours to see
+                os.kill(
+                    runner.active_pid, 9
+                )  # the "device" is this machine: its pid is ours to see
                 return
             time.sleep(0.05)
 
@@ -168,7 +180,9 @@ def test_a_device_python_without_bfnas_is_named(sshd, model, tmp_path):
     profile = ssh_profile(sshd, tmp_path / "device", python="/usr/bin/python3")
     runner = SshRunner(profile.target)
     try:
-        with pytest.raises(DeviceUnreachable, match="did not start.*bfnas installed.*No module named"):
+        with pytest.raises(
+            DeviceUnreachable, match="did not start.*bfnas installed.*No module named"
+        ):
             runner.run(*model, profile)
     finally:
         runner.close()
@@ -176,10 +190,14 @@ def test_a_device_python_without_bfnas_is_named(sshd, model, tmp_path):
 
 
 def _ssh_toml(sshd, tmp_path, workdir: Path, **extra) -> Path:
-    target = "\n".join(f"{k} = {json.dumps(v)}" for k, v in sshd.target(workdir=str(workdir), **extra).items())
+    target = "\n".join(
+        f"{k} = {json.dumps(v)}" for k, v in sshd.target(workdir=str(workdir), **extra).items()
+    )
     path = tmp_path / "test-ssh-int8.toml"
-    path.write_text(FAST_PROFILE.replace('name = "test-cpu-int8"', 'name = "test-ssh-int8"')
-                    + f"\n[target]\n{target}\n")
+    path.write_text(
+        FAST_PROFILE.replace('name = "test-cpu-int8"', 'name = "test-ssh-int8"')
+        + f"\n[target]\n{target}\n"
+    )
     return path
 
 
@@ -190,24 +208,37 @@ def test_hw_check_probes_the_device_over_ssh(sshd, tmp_path, capsys):
     assert checks["ssh"]["ok"] and checks["device python"]["ok"]
     assert checks["device provider CPUExecutionProvider"]["ok"]
     # The same device with a Python that lacks bfnas: named, exit 2.
-    path.write_text(path.read_text().replace(f'python = "{sshd.target()["python"]}"', 'python = "/usr/bin/python3"'))
+    path.write_text(
+        path.read_text().replace(
+            f'python = "{sshd.target()["python"]}"', 'python = "/usr/bin/python3"'
+        )
+    )
     assert main(["hw", "check", str(path)]) == 2
     err = capsys.readouterr().err
     assert "device python" in err and "bfnas" in err and err.count("\n") == 1
 
 
-def test_profile_over_ssh_survives_a_dropped_connection(sshd, tiny_space, tiny_supernet, model, tmp_path):
+def test_profile_over_ssh_survives_a_dropped_connection(
+    sshd, tiny_space, tiny_supernet, model, tmp_path
+):
     """sshd and every session are killed while a measurement runs, then sshd comes back:
     the job reconnects, measures that subnet again, and stores each subnet exactly once."""
-    profile = ssh_profile(sshd, tmp_path / "device", {"min_seconds": 1.0, "max_seconds": 1.5, "drift_every": 0})
+    profile = ssh_profile(
+        sshd, tmp_path / "device", {"min_seconds": 1.0, "max_seconds": 1.5, "drift_every": 0}
+    )
     runner = SshRunner(profile.target, retries=6, backoff_s=0.5)
     cache = ArtifactCache(tmp_path / "arts", fidelity=FidelitySettings(seq_len=32))
     outcome: dict = {}
 
     def profile_job() -> None:
-        with LatencyStore(tmp_path / "ssh.db") as store:  # SQLite: used in the thread that opened it
-            outcome.update(ProfileJob(store, profile, tiny_space, tiny_supernet, cache, runner,
-                                      samples=3, seed=1).run())
+        with LatencyStore(
+            tmp_path / "ssh.db"
+        ) as store:  # SQLite: used in the thread that opened it
+            outcome.update(
+                ProfileJob(
+                    store, profile, tiny_space, tiny_supernet, cache, runner, samples=3, seed=1
+                ).run()
+            )
 
     thread = threading.Thread(target=profile_job)
     thread.start()
@@ -227,15 +258,31 @@ def test_profile_over_ssh_survives_a_dropped_connection(sshd, tiny_space, tiny_s
     keys = [r[0] for r in con.execute("SELECT subnet_key FROM measurements WHERE role = 'sample'")]
     assert len(keys) == len(set(keys)) == 3
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    hosts = {json.loads(r[0])["device"]["host"] for r in con.execute("SELECT stats FROM measurements")}
+    hosts = {
+        json.loads(r[0])["device"]["host"] for r in con.execute("SELECT stats FROM measurements")
+    }
     assert hosts == {"127.0.0.1"}
 
 
-def test_an_unreachable_device_stops_the_job_and_a_rerun_resumes(sshd, tiny_space_file, tmp_path, capsys):
+def test_an_unreachable_device_stops_the_job_and_a_rerun_resumes(
+    sshd, tiny_space_file, tmp_path, capsys
+):
     path = _ssh_toml(sshd, tmp_path, tmp_path / "device", retries=2, retry_backoff_s=0.2)
     db = tmp_path / "p.db"
-    argv = ["profile", "--hw", str(path), "--space", str(tiny_space_file), "--samples", "2",
-            "--db", str(db), "--artifacts", str(tmp_path / "arts"), "--json"]
+    argv = [
+        "profile",
+        "--hw",
+        str(path),
+        "--space",
+        str(tiny_space_file),
+        "--samples",
+        "2",
+        "--db",
+        str(db),
+        "--artifacts",
+        str(tmp_path / "arts"),
+        "--json",
+    ]
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["ok"] == 2
     sshd.stop()

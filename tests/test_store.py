@@ -41,14 +41,17 @@ def test_claims_of_dead_processes_are_taken_over(tmp_path):
         store.add_profile("p", {"name": "p"}, "h1")
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
         dead.wait()
-        store.db.execute("INSERT INTO claims VALUES ('h1', ?, ?, ?, 'then')",
-                         (CFG.key(), store.host, dead.pid))
+        store.db.execute(
+            "INSERT INTO claims VALUES ('h1', ?, ?, ?, 'then')", (CFG.key(), store.host, dead.pid)
+        )
         assert store.claim("h1", CFG)
         alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
         try:
             other = SubnetConfig(1, 96, (2,), (64,), (128,))
-            store.db.execute("INSERT INTO claims VALUES ('h1', ?, ?, ?, 'now')",
-                             (other.key(), store.host, alive.pid))
+            store.db.execute(
+                "INSERT INTO claims VALUES ('h1', ?, ?, ?, 'now')",
+                (other.key(), store.host, alive.pid),
+            )
             assert not store.claim("h1", other)
         finally:
             alive.kill()
@@ -69,19 +72,33 @@ def test_runs_of_killed_jobs_are_marked_interrupted_by_the_next_writer(tmp_path)
         host = store.host
     # A job killed outright: its run says 'running' and nothing of it will say otherwise.
     killed = subprocess.Popen(
-        [sys.executable, "-c", "import os, signal\nfrom bfnas.bench.store.latency_store import LatencyStore\n"
-         f"s = LatencyStore({str(db)!r})\nprint(s.start_run('h1', 'profile', {{}}), flush=True)\n"
-         "os.kill(os.getpid(), signal.SIGKILL)"], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import os, signal\nfrom bfnas.bench.store.latency_store import LatencyStore\n"
+            f"s = LatencyStore({str(db)!r})\nprint(s.start_run('h1', 'profile', {{}}), "
+            "flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     killed_run = int(killed.communicate()[0])
     assert killed.returncode == -signal.SIGKILL
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         con = sqlite3.connect(db)
-        con.execute("INSERT INTO runs(profile_hash, kind, args, host, pid, started) "
-                    "VALUES ('h1', 'profile', '{}', ?, ?, 'now')", (host, alive.pid))
+        con.execute(
+            "INSERT INTO runs(profile_hash, kind, args, host, pid, started) "
+            "VALUES ('h1', 'profile', '{}', ?, ?, 'now')",
+            (host, alive.pid),
+        )
         # Another host's pid says nothing about a process here: left alone.
-        con.execute("INSERT INTO runs(profile_hash, kind, args, host, pid, started) "
-                    "VALUES ('h1', 'profile', '{}', 'elsewhere', ?, 'then')", (killed.pid,))
+        con.execute(
+            "INSERT INTO runs(profile_hash, kind, args, host, pid, started) "
+            "VALUES ('h1', 'profile', '{}', 'elsewhere', ?, 'then')",
+            (killed.pid,),
+        )
         con.commit()
         con.close()
         before = _runs(db)
@@ -107,8 +124,11 @@ def test_a_run_left_by_a_dead_pid_is_finished_as_interrupted(tmp_path):
     dead.wait()
     with LatencyStore(db) as store:
         store.add_profile("p", {"name": "p"}, "h1")
-        store.db.execute("INSERT INTO runs(profile_hash, kind, args, host, pid, started) "
-                         "VALUES ('h1', 'search', '{}', ?, ?, 'then')", (store.host, dead.pid))
+        store.db.execute(
+            "INSERT INTO runs(profile_hash, kind, args, host, pid, started) "
+            "VALUES ('h1', 'search', '{}', ?, ?, 'then')",
+            (store.host, dead.pid),
+        )
         assert store.mark_interrupted() == 1
         assert store.mark_interrupted() == 0  # once
         (row,) = store.db.execute("SELECT status FROM runs").fetchall()
@@ -127,8 +147,19 @@ def test_nested_transactions_are_one(tmp_path):
 
 def test_import_the_seed_table(tmp_path, capsys):
     db = tmp_path / "seed.db"
-    args = ["import", "--format", "autotinybert", str(SEED_FILE), "--hw", "seed-cpu-fp32",
-            "--space", "bigger-faster", "--db", str(db), "--json"]
+    args = [
+        "import",
+        "--format",
+        "autotinybert",
+        str(SEED_FILE),
+        "--hw",
+        "seed-cpu-fp32",
+        "--space",
+        "bigger-faster",
+        "--db",
+        str(db),
+        "--json",
+    ]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["rows"] == out["added"] == 14250
@@ -145,39 +176,73 @@ def test_import_the_seed_table(tmp_path, capsys):
     assert stats["line"] == 1 and stats["sha256"] and row["median_ms"] == pytest.approx(5.636870861)
 
 
-@pytest.mark.parametrize(("line", "needle"), [
-    ("{'sample_layer_num': 1}\t2.0", "sample_hidden_size"),
-    ("__import__('os').system('echo pwned')\t2.0", "not a Python dict literal"),
-    ("{'sample_layer_num': 1, 'sample_num_attention_heads': [12], 'sample_hidden_size': 120, "
-     "'sample_intermediate_sizes': [128], 'sample_qkv_sizes': [120]}\tfast", "latency"),
-    ("{'sample_layer_num': 1, 'sample_num_attention_heads': [12], 'sample_hidden_size': 576, "
-     "'sample_intermediate_sizes': [128], 'sample_qkv_sizes': [576]}\t2.0", "hidden"),
-    ("{'sample_layer_num': 1, 'sample_num_attention_heads': [12], 'sample_hidden_size': 121, "
-     "'sample_intermediate_sizes': [128], 'sample_qkv_sizes': [121]}\t2.0", "qkv[0]"),
-    ("just text", "expected"),
-])
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ("{'sample_layer_num': 1}\t2.0", "sample_hidden_size"),
+        ("__import__('os').system('echo pwned')\t2.0", "not a Python dict literal"),
+        (
+            "{'sample_layer_num': 1, 'sample_num_attention_heads': [12], "
+            "'sample_hidden_size': 120, "
+            "'sample_intermediate_sizes': [128], 'sample_qkv_sizes': [120]}\tfast",
+            "latency",
+        ),
+        (
+            "{'sample_layer_num': 1, 'sample_num_attention_heads': [12], "
+            "'sample_hidden_size': 576, "
+            "'sample_intermediate_sizes': [128], 'sample_qkv_sizes': [576]}\t2.0",
+            "hidden",
+        ),
+        (
+            "{'sample_layer_num': 1, 'sample_num_attention_heads': [12], "
+            "'sample_hidden_size': 121, "
+            "'sample_intermediate_sizes': [128], 'sample_qkv_sizes': [121]}\t2.0",
+            "qkv[0]",
+        ),
+        ("just text", "expected"),
+    ],
+)
 def test_a_bad_line_imports_nothing(tmp_path, capsys, line, needle):
     good = SEED_FILE.read_text().splitlines()[:5]
     src = tmp_path / "lat.tsv"
     src.write_text("\n".join(good[:3] + [line] + good[3:]) + "\n")
     db = tmp_path / "x.db"
-    code = main(["import", str(src), "--hw", "elsewhere", "--space", "bigger-faster",
-                 "--db", str(db)])
+    code = main(
+        ["import", str(src), "--hw", "elsewhere", "--space", "bigger-faster", "--db", str(db)]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "line 4" in err and needle in err and err.count("\n") == 1
     assert not db.exists()
 
 
 def profile_cmd(space_file, profile_file, db, artifacts, n, seed=0):
-    return [sys.executable, "-c", "from bfnas.cli import main; raise SystemExit(main())",
-            "profile", "--hw", str(profile_file), "--space", str(space_file), "--samples", str(n),
-            "--seed", str(seed), "--db", str(db), "--artifacts", str(artifacts), "--json"]
+    return [
+        sys.executable,
+        "-c",
+        "from bfnas.cli import main; raise SystemExit(main())",
+        "profile",
+        "--hw",
+        str(profile_file),
+        "--space",
+        str(space_file),
+        "--samples",
+        str(n),
+        "--seed",
+        str(seed),
+        "--db",
+        str(db),
+        "--artifacts",
+        str(artifacts),
+        "--json",
+    ]
 
 
 def _count(db, role="sample"):
     con = sqlite3.connect(db, timeout=30)
     try:
-        return con.execute("SELECT COUNT(*) FROM measurements WHERE role = ?", (role,)).fetchone()[0]
+        return con.execute("SELECT COUNT(*) FROM measurements WHERE role = ?", (role,)).fetchone()[
+            0
+        ]
     except sqlite3.OperationalError:
         return 0
     finally:
@@ -186,8 +251,20 @@ def _count(db, role="sample"):
 
 def test_profile_stores_and_resumes(tmp_path, tiny_space_file, fast_profile_file, capsys):
     db, arts = tmp_path / "p.db", tmp_path / "arts"
-    argv = ["profile", "--hw", str(fast_profile_file), "--space", str(tiny_space_file),
-            "--samples", "4", "--db", str(db), "--artifacts", str(arts), "--json"]
+    argv = [
+        "profile",
+        "--hw",
+        str(fast_profile_file),
+        "--space",
+        str(tiny_space_file),
+        "--samples",
+        "4",
+        "--db",
+        str(db),
+        "--artifacts",
+        str(arts),
+        "--json",
+    ]
     assert main(argv) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["ok"] + first["unstable"] == 4 and first["failed"] == 0
@@ -212,12 +289,14 @@ def test_profile_stores_and_resumes(tmp_path, tiny_space_file, fast_profile_file
 
 
 @pytest.mark.slow
-def test_kill_9_mid_run_keeps_every_committed_measurement(tmp_path, tiny_space_file,
-                                                          fast_profile_file):
+def test_kill_9_mid_run_keeps_every_committed_measurement(
+    tmp_path, tiny_space_file, fast_profile_file
+):
     db, arts = tmp_path / "k.db", tmp_path / "arts"
     cmd = profile_cmd(tiny_space_file, fast_profile_file, db, arts, 8)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 120
     while _count(db) < 2 and time.time() < deadline:
         time.sleep(0.2)
@@ -230,8 +309,9 @@ def test_kill_9_mid_run_keeps_every_committed_measurement(tmp_path, tiny_space_f
     assert done.returncode == 0 and summary["skipped"] == kept
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert con.execute("SELECT COUNT(*), COUNT(DISTINCT subnet_key) FROM measurements "
-                       "WHERE role = 'sample'").fetchone() == (8, 8)
+    assert con.execute(
+        "SELECT COUNT(*), COUNT(DISTINCT subnet_key) FROM measurements WHERE role = 'sample'"
+    ).fetchone() == (8, 8)
     assert con.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
 
 
@@ -239,28 +319,43 @@ def test_kill_9_mid_run_keeps_every_committed_measurement(tmp_path, tiny_space_f
 def test_two_processes_share_one_store(tmp_path, tiny_space_file, fast_profile_file):
     db, arts = tmp_path / "two.db", tmp_path / "arts"
     cmd = profile_cmd(tiny_space_file, fast_profile_file, db, arts, 6)
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for _ in range(2)
+    ]
     outs = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
     measured = sum(o["ok"] + o["unstable"] + o["failed"] for o in outs)
     assert measured == 6  # neither duplicated nor lost
     con = sqlite3.connect(db)
-    assert con.execute("SELECT COUNT(*), COUNT(DISTINCT subnet_key) FROM measurements "
-                       "WHERE role = 'sample'").fetchone() == (6, 6)
+    assert con.execute(
+        "SELECT COUNT(*), COUNT(DISTINCT subnet_key) FROM measurements WHERE role = 'sample'"
+    ).fetchone() == (6, 6)
 
 
 def test_normalized_latency_uses_the_baseline_of_its_own_anchor(tmp_path):
     def paired(ratio, anchor_ms, key):
-        return {**ok(ratio * anchor_ms), "ratio": ratio, "anchor": {"median_ms": anchor_ms},
-                "anchor_key": key}
+        return {
+            **ok(ratio * anchor_ms),
+            "ratio": ratio,
+            "anchor": {"median_ms": anchor_ms},
+            "anchor_key": key,
+        }
 
     cfgs = [SubnetConfig(1, 64, (2,), (64,), (f,)) for f in (64, 128, 192, 256)]
     with LatencyStore(tmp_path / "s.db") as store:
         store.add_profile("p", {"name": "p"}, "h1")
         # Small anchor typically 1 ms, large 10 ms; one of each ran on a slow moment.
-        for cfg, res in zip(cfgs, [paired(0.5, 1.0, "small"), paired(0.5, 1.2, "small"),
-                                   paired(0.5, 1.0, "small"), paired(2.0, 10.0, "large")], strict=True):
+        for cfg, res in zip(
+            cfgs,
+            [
+                paired(0.5, 1.0, "small"),
+                paired(0.5, 1.2, "small"),
+                paired(0.5, 1.0, "small"),
+                paired(2.0, 10.0, "large"),
+            ],
+            strict=True,
+        ):
             store.add_measurement("h1", cfg, "tiny", res)
         rows = {r["subnet_key"]: r for r in store.measurements("h1")}
         assert store.anchor_baselines() == {("h1", "small"): 1.0, ("h1", "large"): 10.0}
@@ -285,7 +380,9 @@ def test_a_store_of_another_schema_is_refused(tmp_path, capsys):
 def test_retrying_an_unstable_measurement_keeps_the_old_one_as_superseded(tmp_path):
     with LatencyStore(tmp_path / "s.db") as store:
         store.add_profile("p", {"name": "p"}, "h1")
-        store.add_measurement("h1", CFG, "tiny", {**ok(3.0), "status": "unstable", "reason": "noisy"})
+        store.add_measurement(
+            "h1", CFG, "tiny", {**ok(3.0), "status": "unstable", "reason": "noisy"}
+        )
         assert not store.claim("h1", CFG)  # a plain rerun leaves it alone
         assert store.measured_keys("h1", exclude=("unstable",)) == set()
         assert store.claim("h1", CFG, retry=("unstable",))
@@ -297,10 +394,25 @@ def test_retrying_an_unstable_measurement_keeps_the_old_one_as_superseded(tmp_pa
         assert not store.claim("h1", CFG, retry=("unstable",))  # now ok: nothing to retry
 
 
-def test_profile_can_discard_measured_artifacts(tmp_path, tiny_space_file, fast_profile_file, capsys):
+def test_profile_can_discard_measured_artifacts(
+    tmp_path, tiny_space_file, fast_profile_file, capsys
+):
     db, arts = tmp_path / "p.db", tmp_path / "arts"
-    argv = ["profile", "--hw", str(fast_profile_file), "--space", str(tiny_space_file),
-            "--samples", "4", "--db", str(db), "--artifacts", str(arts), "--discard-artifacts", "--json"]
+    argv = [
+        "profile",
+        "--hw",
+        str(fast_profile_file),
+        "--space",
+        str(tiny_space_file),
+        "--samples",
+        "4",
+        "--db",
+        str(db),
+        "--artifacts",
+        str(arts),
+        "--discard-artifacts",
+        "--json",
+    ]
     assert main(argv) == 0
     capsys.readouterr()
     with LatencyStore(db) as store:
@@ -326,26 +438,45 @@ class ShiftingRunner:
     def run(self, model, sha256, profile, anchor=None) -> dict:
         self.calls += 1
         ratio = 1.0 if self.calls <= self.shift_after else 1.1
-        return {"status": "ok", "median_ms": 2.0 * ratio, "median_rel_ci": 0.001, "ratio": ratio,
-                "ratio_rel_ci": 0.001, "anchor": {"median_ms": 2.0, "median_rel_ci": 0.001},
-                "threads": 1, "provider": "CPUExecutionProvider", "cpu": {"own_cores": 1.0}}
+        return {
+            "status": "ok",
+            "median_ms": 2.0 * ratio,
+            "median_rel_ci": 0.001,
+            "ratio": ratio,
+            "ratio_rel_ci": 0.001,
+            "anchor": {"median_ms": 2.0, "median_rel_ci": 0.001},
+            "threads": 1,
+            "provider": "CPUExecutionProvider",
+            "cpu": {"own_cores": 1.0},
+        }
 
 
-def test_a_drift_of_the_normalized_reference_marks_what_it_doubts(tmp_path, tiny_space, tiny_supernet):
+def test_a_drift_of_the_normalized_reference_marks_what_it_doubts(
+    tmp_path, tiny_space, tiny_supernet
+):
     from bfnas.bench.hardware_profile import parse_profile
     from bfnas.bench.jobs.measurement import DRIFTED
     from bfnas.bench.jobs.profiling import ProfileJob
     from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
 
-    profile = parse_profile({"name": "drifty", "measure": {"drift_every": 3, "drift_threshold": 0.05}},
-                            "<t>")
+    profile = parse_profile(
+        {"name": "drifty", "measure": {"drift_every": 3, "drift_threshold": 0.05}}, "<t>"
+    )
     cache = ArtifactCache(tmp_path / "arts", fidelity=FidelitySettings(seq_len=32))
     # Runs: reference, 3 samples, reference, 3 samples (the device drifts after run 5),
     # reference, ... The second batch is in doubt.
     events = []
     with LatencyStore(tmp_path / "d.db") as store:
-        job = ProfileJob(store, profile, tiny_space, tiny_supernet, cache, ShiftingRunner(5), 6,
-                         on_event=events.append)
+        job = ProfileJob(
+            store,
+            profile,
+            tiny_space,
+            tiny_supernet,
+            cache,
+            ShiftingRunner(5),
+            6,
+            on_event=events.append,
+        )
         out = job.run()
         rows = store.measurements(statuses=("ok", "unstable"))
     assert out["ok"] == 3 and out["unstable"] == 3
@@ -373,8 +504,9 @@ def test_processes_creating_one_store_at_once_all_open_it(tmp_path):
     outcomes = []
     for i in range(100):
         results = ctx.Queue()
-        procs = [ctx.Process(target=_open_store, args=(tmp_path / f"s{i}.db", results))
-                 for _ in range(4)]
+        procs = [
+            ctx.Process(target=_open_store, args=(tmp_path / f"s{i}.db", results)) for _ in range(4)
+        ]
         for p in procs:
             p.start()
         for p in procs:

@@ -35,8 +35,9 @@ def test_extracted_subnet_equals_supernet(name):
         assert (got - want).abs().max().item() < 1e-5, cfg
         # A plain module: its parameters are exactly the subnet's, not views of the supernet.
         assert sum(p.numel() for p in dense.parameters()) == cfg.params()
-        assert all(p.data_ptr() != q.data_ptr() for p in dense.parameters()
-                   for q in supernet.parameters())
+        assert all(
+            p.data_ptr() != q.data_ptr() for p in dense.parameters() for q in supernet.parameters()
+        )
 
 
 def test_different_configs_give_different_outputs(tiny_supernet, tiny_space):

@@ -18,7 +18,13 @@ from bfnas.models.train.distill import MlmHead, kd_loss, mlm_loss
 from bfnas.models.train.parallel import Distributed
 from bfnas.models.train.pretraining_data import DataSettings, build_data
 
-CHECKPOINT_FILES = {"config.json", "model.safetensors", "optimizer.pt", "trainer.json", "tokenizer.json"}
+CHECKPOINT_FILES = {
+    "config.json",
+    "model.safetensors",
+    "optimizer.pt",
+    "trainer.json",
+    "tokenizer.json",
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +36,39 @@ def setup(tiny_space, tiny_space_file, stdlib_corpus, tmp_path_factory):
     teacher = root / "teacher"
     teacher.mkdir()
     save_file(dict(SuperBert.random(dims, seed=0).state_dict()), str(teacher / "model.safetensors"))
-    (teacher / "config.json").write_text(json.dumps({
-        "model_type": "bert", "hidden_size": dims.hidden, "num_attention_heads": 4, "num_hidden_layers": dims.layers,
-        "intermediate_size": dims.ffn, "vocab_size": dims.vocab.vocab_size,
-        "max_position_embeddings": dims.vocab.max_positions, "type_vocab_size": dims.vocab.type_vocab}))
+    (teacher / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "bert",
+                "hidden_size": dims.hidden,
+                "num_attention_heads": 4,
+                "num_hidden_layers": dims.layers,
+                "intermediate_size": dims.ffn,
+                "vocab_size": dims.vocab.vocab_size,
+                "max_position_embeddings": dims.vocab.max_positions,
+                "type_vocab_size": dims.vocab.type_vocab,
+            }
+        )
+    )
     small = corpus_head(stdlib_corpus[0], 600, root / "small.txt")
     build_data(small, minilm_dir(), root / "data", DataSettings(seq_len=32, shard_size=64))
-    args = ["supernet", "train", "--teacher", str(teacher), "--data", str(root / "data"), "--space",
-            str(tiny_space_file), "--batch", "8", "--lr", "1e-3", "--checkpoint-every", "2", "--json"]
+    args = [
+        "supernet",
+        "train",
+        "--teacher",
+        str(teacher),
+        "--data",
+        str(root / "data"),
+        "--space",
+        str(tiny_space_file),
+        "--batch",
+        "8",
+        "--lr",
+        "1e-3",
+        "--checkpoint-every",
+        "2",
+        "--json",
+    ]
     return root, args
 
 
@@ -48,9 +79,26 @@ def test_two_processes_resume_and_equal_one_process(setup, capsys, tmp_path):
     assert main([*args, "--steps", "2", "--out", str(split)]) == 0  # steps 1-2 in one process
     capsys.readouterr()
     # Steps 3-4 resumed by two processes, each reading half of every batch.
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "bfnas.cli", *args, "--steps", "4", "--out", str(split)],
-                         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "bfnas.cli",
+            *args,
+            "--steps",
+            "4",
+            "--out",
+            str(split),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout)  # rank 0 alone prints
     assert result["world_size"] == 2 and result["replicas_identical"] is True
@@ -62,9 +110,14 @@ def test_two_processes_resume_and_equal_one_process(setup, capsys, tmp_path):
     # The same losses and weights as one process at the same batch. Measured: weights within
     # 1.4e-6 while training moved them by 4e-3.
     one = json.loads((straight / "trainer.json").read_text())["history"]
-    assert [r["largest"] for r in state["history"]] == pytest.approx([r["largest"] for r in one], rel=1e-5)
+    assert [r["largest"] for r in state["history"]] == pytest.approx(
+        [r["largest"] for r in one], rel=1e-5
+    )
     assert one[-1]["largest"] < one[1]["largest"]  # the loss moved
-    a, b = load_file(str(straight / "model.safetensors")), load_file(str(split / "model.safetensors"))
+    a, b = (
+        load_file(str(straight / "model.safetensors")),
+        load_file(str(split / "model.safetensors")),
+    )
     start = load_file(str(setup[0] / "teacher" / "model.safetensors"))
     moved = max(float((a[k] - start[k]).abs().max()) for k in a)
     assert moved > 1e-3
@@ -87,14 +140,24 @@ def test_ranks_losses_add_up_to_the_global_batchs(tiny_supernet, tiny_space):
     ranks = [Distributed(rank=r, world=2) for r in range(2)]
     with torch.no_grad():
         whole = mlm_loss(tiny_supernet, head, batch, cfg)
-        parts = [mlm_loss(tiny_supernet, head, {k: v[d.shard(4)] for k, v in batch.items()}, cfg, predicted=7)
-                 for d in ranks]
+        parts = [
+            mlm_loss(
+                tiny_supernet, head, {k: v[d.shard(4)] for k, v in batch.items()}, cfg, predicted=7
+            )
+            for d in ranks
+        ]
         assert float(sum(parts)) == pytest.approx(float(whole), rel=1e-5)
         target = tiny_supernet.states(ids, teacher, mask)
         whole = kd_loss(tiny_supernet.states(ids, cfg, mask), target, cfg.hidden)
-        parts = [0.5 * kd_loss(tiny_supernet.states(ids[d.shard(4)], cfg, mask[d.shard(4)]),
-                               tiny_supernet.states(ids[d.shard(4)], teacher, mask[d.shard(4)]), cfg.hidden)
-                 for d in ranks]
+        parts = [
+            0.5
+            * kd_loss(
+                tiny_supernet.states(ids[d.shard(4)], cfg, mask[d.shard(4)]),
+                tiny_supernet.states(ids[d.shard(4)], teacher, mask[d.shard(4)]),
+                cfg.hidden,
+            )
+            for d in ranks
+        ]
         assert float(sum(parts)) == pytest.approx(float(whole), rel=1e-5)
 
 
@@ -105,23 +168,44 @@ def test_a_trained_supernet_carries_its_tokenizer_to_task_eval(setup, capsys, tm
     assert (out / "tokenizer.json").is_file()
     task = tmp_path / "task"
     task.mkdir()
-    rows = [f"{w} {w} {w}\t{i % 2}\n" for i, w in enumerate(["alpha", "beta", "gamma", "delta"] * 3)]
+    rows = [
+        f"{w} {w} {w}\t{i % 2}\n" for i, w in enumerate(["alpha", "beta", "gamma", "delta"] * 3)
+    ]
     (task / "train.tsv").write_text("sentence\tlabel\n" + "".join(rows))
     (task / "dev.tsv").write_text("sentence\tlabel\n" + "".join(rows[:4]))
     capsys.readouterr()
-    code = main(["task", "eval", "--supernet", str(out), "--task-dir", str(task), "--space",
-                 args[args.index("--space") + 1], "--arch", '{"layers": 1, "hidden": 64, "heads": 2, "qkv": 64, '
-                 '"ffn": 64}', "--epochs", "1", "--json"])
+    code = main(
+        [
+            "task",
+            "eval",
+            "--supernet",
+            str(out),
+            "--task-dir",
+            str(task),
+            "--space",
+            args[args.index("--space") + 1],
+            "--arch",
+            '{"layers": 1, "hidden": 64, "heads": 2, "qkv": 64, "ffn": 64}',
+            "--epochs",
+            "1",
+            "--json",
+        ]
+    )
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["pooler"] == "fresh" and result["supernet"]["path"] == str(out)
     assert result["tokenizer"] == str(out / "tokenizer.json")
 
 
-@pytest.mark.parametrize("env, flags, message", [
-    ({"WORLD_SIZE": "3"}, [], "--batch: 8 does not split evenly over 3 processes"),
-    ({}, ["--device", "cuda"], "--device: cuda asked for"),
-])
-def test_refused_before_any_process_group_forms(setup, capsys, tmp_path, monkeypatch, env, flags, message):
+@pytest.mark.parametrize(
+    "env, flags, message",
+    [
+        ({"WORLD_SIZE": "3"}, [], "--batch: 8 does not split evenly over 3 processes"),
+        ({}, ["--device", "cuda"], "--device: cuda asked for"),
+    ],
+)
+def test_refused_before_any_process_group_forms(
+    setup, capsys, tmp_path, monkeypatch, env, flags, message
+):
     if "cuda" in flags and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     for k, v in env.items():

@@ -83,7 +83,14 @@ def pair_task(tmp_path_factory) -> Path:
     for d in docs:
         for a, b in zip(d, d[1:], strict=False):
             nxt = rng.random() < 0.5
-            rows.append([str(len(rows)), a, b if nxt else rng.choice(everything), "next" if nxt else "random"])
+            rows.append(
+                [
+                    str(len(rows)),
+                    a,
+                    b if nxt else rng.choice(everything),
+                    "next" if nxt else "random",
+                ]
+            )
     rng.shuffle(rows)
     folder = tmp_path_factory.mktemp("mnli")
     header = ["index", "premise", "hypothesis", "gold_label"]
@@ -93,8 +100,27 @@ def pair_task(tmp_path_factory) -> Path:
 
 
 def test_a_small_minilm_subnet_learns_a_single_sentence_task(capsys, single_task):
-    code = main(["task", "eval", "--supernet", "minilm", "--task-dir", str(single_task), "--arch", TINY_JSON,
-                 "--epochs", "3", "--lr", "2e-4", "--batch", "16", "--max-len", "64", "--json"])
+    code = main(
+        [
+            "task",
+            "eval",
+            "--supernet",
+            "minilm",
+            "--task-dir",
+            str(single_task),
+            "--arch",
+            TINY_JSON,
+            "--epochs",
+            "3",
+            "--lr",
+            "2e-4",
+            "--batch",
+            "16",
+            "--max-len",
+            "64",
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     r = json.loads(captured.out)  # the progress bar went to stderr
     assert code == 0
@@ -103,7 +129,9 @@ def test_a_small_minilm_subnet_learns_a_single_sentence_task(capsys, single_task
     assert r["accuracy"] >= 0.8 and r["majority_accuracy"] < 0.6
     assert r["mcc"] > 0.6 and r["macro_f1"] > 0.8
     assert r["dev_examples"] == 200 and r["train_examples"] == 400 and r["steps"] == 3 * 25
-    assert r["labels"] == ["decimal", "tkinter"] and r["pair"] is False and r["dev_file"] == "dev.tsv"
+    assert (
+        r["labels"] == ["decimal", "tkinter"] and r["pair"] is False and r["dev_file"] == "dev.tsv"
+    )
     assert r["arch"] == TINY.to_dict() and r["arch_key"] == TINY.key()
     assert 0 < r["train_seconds"] < 120 and r["pooler"] == "checkpoint"
     weights = minilm_dir() / "model.safetensors"
@@ -114,14 +142,21 @@ def test_a_small_minilm_subnet_learns_a_single_sentence_task(capsys, single_task
 
 def test_same_seed_same_result_on_a_pair_task(minilm_supernet, pair_task):
     task = read_task(pair_task)
-    assert task.pair and task.dev.path.name == "dev_matched.tsv" and task.label_column == "gold_label"
+    assert (
+        task.pair and task.dev.path.name == "dev_matched.tsv" and task.label_column == "gold_label"
+    )
     settings = FinetuneSettings(epochs=1, lr=1e-4, batch=16, max_len=64, seed=3)
     pooler = read_pooler("minilm")
     data = prepare_task(minilm_supernet, TINY, task, minilm_dir(), settings)
     first = finetune_subnet(minilm_supernet, TINY, data, settings, pooler)
     again = finetune_subnet(minilm_supernet, TINY, data, settings, pooler)
-    other = finetune_subnet(minilm_supernet, TINY, data,
-                            FinetuneSettings(epochs=1, lr=1e-4, batch=16, max_len=64, seed=4), pooler)
+    other = finetune_subnet(
+        minilm_supernet,
+        TINY,
+        data,
+        FinetuneSettings(epochs=1, lr=1e-4, batch=16, max_len=64, seed=4),
+        pooler,
+    )
     assert first["pair"] and first["dev_examples"] == 64
     assert (first["accuracy"], first["epoch_losses"]) == (again["accuracy"], again["epoch_losses"])
     assert first["epoch_losses"] != other["epoch_losses"]  # the seed is what fixes the run
@@ -163,7 +198,9 @@ def test_metrics_on_a_known_confusion():
 
 
 def test_integer_labels_sort_numerically_and_unseen_dev_labels_are_refused(tmp_path):
-    write_tsv(tmp_path / "train.tsv", ["sentence", "label"], [["x y", "10"], ["y z", "2"], ["z w", "2"]])
+    write_tsv(
+        tmp_path / "train.tsv", ["sentence", "label"], [["x y", "10"], ["y z", "2"], ["z w", "2"]]
+    )
     write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], [["x", "2"], ["y", "10"]])
     task = read_task(tmp_path)
     assert task.label_names == ("2", "10") and task.train.labels == (1, 0, 0)
@@ -194,33 +231,53 @@ def _bad(folder: Path, case: str) -> list[str]:
     elif case == "outside-space":
         return ["--arch", json.dumps({**TINY.to_dict(), "hidden": 250})]
     elif case == "outside-supernet":
-        return ["--space", "autotinybert", "--arch",
-                '{"layers": 2, "hidden": 768, "heads": 12, "qkv": 768, "ffn": 1024}']
+        return [
+            "--space",
+            "autotinybert",
+            "--arch",
+            '{"layers": 2, "hidden": 768, "heads": 12, "qkv": 768, "ffn": 1024}',
+        ]
     elif case == "bad-max-len":
         return ["--max-len", "1024"]
     return []
 
 
-@pytest.mark.parametrize("case, message", [
-    ("no-train", "train.tsv: missing"),
-    ("no-dev", "dev.tsv: missing"),
-    ("no-label-column", "train.tsv: header: no label column"),
-    ("no-text-column", "dev.tsv: header: no 'sentence' column"),
-    ("ragged", "train.tsv: line 4: 1 tab-separated fields, the header has 2"),
-    ("empty", "train.tsv: no examples"),
-    ("one-label", "only one label"),
-    ("outside-space", "--arch: hidden: 250 not in space minilm-l6"),
-    ("outside-supernet", "--arch: hidden: 768 exceeds the supernet's 384"),
-    ("bad-max-len", "--max-len: 1024 exceeds the supernet's 512 positions"),
-])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(capsys, tmp_path, monkeypatch, case, message):
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no-train", "train.tsv: missing"),
+        ("no-dev", "dev.tsv: missing"),
+        ("no-label-column", "train.tsv: header: no label column"),
+        ("no-text-column", "dev.tsv: header: no 'sentence' column"),
+        ("ragged", "train.tsv: line 4: 1 tab-separated fields, the header has 2"),
+        ("empty", "train.tsv: no examples"),
+        ("one-label", "only one label"),
+        ("outside-space", "--arch: hidden: 250 not in space minilm-l6"),
+        ("outside-supernet", "--arch: hidden: 768 exceeds the supernet's 384"),
+        ("bad-max-len", "--max-len: 1024 exceeds the supernet's 512 positions"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    capsys, tmp_path, monkeypatch, case, message
+):
     task_dir = tmp_path / "task"
     task_dir.mkdir()
     extra = _bad(task_dir, case)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     monkeypatch.chdir(tmp_path)
-    args = ["task", "eval", "--supernet", "minilm", "--task-dir", str(task_dir), "--arch", TINY_JSON,
-            "--epochs", "1", *extra]
+    args = [
+        "task",
+        "eval",
+        "--supernet",
+        "minilm",
+        "--task-dir",
+        str(task_dir),
+        "--arch",
+        TINY_JSON,
+        "--epochs",
+        "1",
+        *extra,
+    ]
     code = main(args)
     captured = capsys.readouterr()
     assert code == 2 and message in captured.err, captured.err
@@ -232,13 +289,29 @@ def test_a_supernet_folder_without_a_tokenizer_asks_for_one(capsys, tmp_path, si
     folder = tmp_path / "sn"
     folder.mkdir()
     (folder / "config.json").write_text((minilm_dir() / "config.json").read_text())
-    code = main(["task", "eval", "--supernet", str(folder), "--task-dir", str(single_task), "--arch", TINY_JSON])
+    code = main(
+        [
+            "task",
+            "eval",
+            "--supernet",
+            str(folder),
+            "--task-dir",
+            str(single_task),
+            "--arch",
+            TINY_JSON,
+        ]
+    )
     assert code == 2 and "pass --tokenizer" in capsys.readouterr().err
 
 
 def test_without_a_checkpoint_pooler_the_head_starts_fresh(single_task):
     """A supernet trained by `bfnas supernet train` has no pooler: the classifier still works."""
     sn = load_supernet("minilm")
-    cfg, settings = SubnetConfig.uniform(1, 128, 2, 64, 128), FinetuneSettings(epochs=1, batch=64, max_len=32)
-    r = finetune_subnet(sn, cfg, prepare_task(sn, cfg, read_task(single_task), minilm_dir(), settings), settings)
+    cfg, settings = (
+        SubnetConfig.uniform(1, 128, 2, 64, 128),
+        FinetuneSettings(epochs=1, batch=64, max_len=32),
+    )
+    r = finetune_subnet(
+        sn, cfg, prepare_task(sn, cfg, read_task(single_task), minilm_dir(), settings), settings
+    )
     assert r["pooler"] == "fresh" and r["steps"] == 7 and 0 <= r["accuracy"] <= 1

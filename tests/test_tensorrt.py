@@ -71,8 +71,12 @@ def _nodes(model, op_type, feeding=None):
     for n in model.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-    return [n for n in model.graph.node if n.op_type == op_type and
-            (feeding is None or any(c.op_type == feeding for c in consumers.get(n.output[0], [])))]
+    return [
+        n
+        for n in model.graph.node
+        if n.op_type == op_type
+        and (feeding is None or any(c.op_type == feeding for c in consumers.get(n.output[0], [])))
+    ]
 
 
 # --- the explicit-quantization checker -------------------------------------------------
@@ -82,8 +86,11 @@ def test_qdq_symmetric_graph_meets_explicit_quantization_rules(qdq_model):
     assert has_qdq(qdq_model)
     # Quantized: every GEMM of the 2 layers (Q, K, V, out, FFN in, FFN out + 2 attention
     # matmuls) reads dequantized inputs; the weights are int8 initializers.
-    weight_dqs = [n for n in _nodes(qdq_model, "DequantizeLinear")
-                  if n.input[0] in {t.name for t in qdq_model.graph.initializer}]
+    weight_dqs = [
+        n
+        for n in _nodes(qdq_model, "DequantizeLinear")
+        if n.input[0] in {t.name for t in qdq_model.graph.initializer}
+    ]
     assert len(weight_dqs) == 6 * CFG.layers
     assert check_trt_qdq(qdq_model) == []
 
@@ -125,8 +132,11 @@ def _unsupported_op(m):
 
 
 def _axis_along_reduction(m):
-    dq = next(n for n in _nodes(m, "DequantizeLinear", feeding="MatMul")
-              if n.input[0] in {t.name for t in m.graph.initializer})
+    dq = next(
+        n
+        for n in _nodes(m, "DequantizeLinear", feeding="MatMul")
+        if n.input[0] in {t.name for t in m.graph.initializer}
+    )
     w = numpy_helper.to_array(_init(m, dq.input[0]))
     dq.attribute[0].i = 0  # axis 0: the input-feature dimension MatMul sums over
     _set(m, dq.input[1], np.full(w.shape[0], 0.01, dtype=np.float32))
@@ -135,8 +145,11 @@ def _axis_along_reduction(m):
 
 
 def _weight_minus_128(m):
-    dq = next(n for n in _nodes(m, "DequantizeLinear")
-              if n.input[0] in {t.name for t in m.graph.initializer})
+    dq = next(
+        n
+        for n in _nodes(m, "DequantizeLinear")
+        if n.input[0] in {t.name for t in m.graph.initializer}
+    )
     w = numpy_helper.to_array(_init(m, dq.input[0])).copy()
     w.flat[0] = -128
     _set(m, dq.input[0], w)
@@ -150,8 +163,17 @@ def _q_feeds_add(m):
     return "not only DequantizeLinear"
 
 
-BROKEN = [_zero_point_3, _zero_point_uint8, _negative_scale, _scale_from_input, _contrib_op,
-          _unsupported_op, _axis_along_reduction, _weight_minus_128, _q_feeds_add]
+BROKEN = [
+    _zero_point_3,
+    _zero_point_uint8,
+    _negative_scale,
+    _scale_from_input,
+    _contrib_op,
+    _unsupported_op,
+    _axis_along_reduction,
+    _weight_minus_128,
+    _q_feeds_add,
+]
 
 
 @pytest.mark.parametrize("breaker", BROKEN, ids=[b.__name__.strip("_") for b in BROKEN])
@@ -168,8 +190,12 @@ def test_fp16_twin_is_the_same_network_without_quantization(qdq_model):
     assert not has_qdq(twin)
     assert {i.name for i in twin.graph.input} == {i.name for i in qdq_model.graph.input}
     feed = token_feed(2, 24)
-    run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-           .run(None, feed)[0].ravel() for m in (qdq_model, twin)]
+    run = [
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        .run(None, feed)[0]
+        .ravel()
+        for m in (qdq_model, twin)
+    ]
     cosine = float(run[0] @ run[1] / np.linalg.norm(run[0]) / np.linalg.norm(run[1]))
     # Only activation rounding differs (the weights keep their int8 values).
     assert cosine > 0.99, cosine
@@ -178,27 +204,34 @@ def test_fp16_twin_is_the_same_network_without_quantization(qdq_model):
 # --- plans, shapes, keys -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("version", "precision", "qdq", "mode", "flags"), [
-    ("10.3.0", "int8", True, "strongly-typed", ()),
-    ("11.0.0", "int8", True, "strongly-typed", ()),
-    ("8.6.1", "int8", True, "explicit-qdq", ("INT8", "FP16")),
-    ("8.6.1", "int8", False, "implicit-calibration", ("INT8", "FP16")),
-    ("10.3.0", "fp16", False, "fp16", ("FP16",)),
-    ("10.3.0", "fp32", False, "fp32", ()),
-])
+@pytest.mark.parametrize(
+    ("version", "precision", "qdq", "mode", "flags"),
+    [
+        ("10.3.0", "int8", True, "strongly-typed", ()),
+        ("11.0.0", "int8", True, "strongly-typed", ()),
+        ("8.6.1", "int8", True, "explicit-qdq", ("INT8", "FP16")),
+        ("8.6.1", "int8", False, "implicit-calibration", ("INT8", "FP16")),
+        ("10.3.0", "fp16", False, "fp16", ("FP16",)),
+        ("10.3.0", "fp32", False, "fp32", ()),
+    ],
+)
 def test_build_plan_per_tensorrt_version(version, precision, qdq, mode, flags):
     plan = plan_build(version, precision, qdq)
     assert plan.mode == mode and plan.flags == flags
-    assert plan.strongly_typed == (mode == "strongly-typed" or (mode == "fp32" and
-                                                                 version.startswith("1")))
+    assert plan.strongly_typed == (
+        mode == "strongly-typed" or (mode == "fp32" and version.startswith("1"))
+    )
     assert plan.calibrate == (mode == "implicit-calibration")
 
 
-@pytest.mark.parametrize(("version", "precision", "qdq", "words"), [
-    ("10.0.1", "int8", False, "qdq-symmetric"),  # implicit calibration is gone
-    ("11.1.0", "fp16", False, "strongly typed"),
-    ("10.0.1", "fp16", True, "Q/DQ"),
-])
+@pytest.mark.parametrize(
+    ("version", "precision", "qdq", "words"),
+    [
+        ("10.0.1", "int8", False, "qdq-symmetric"),  # implicit calibration is gone
+        ("11.1.0", "fp16", False, "strongly typed"),
+        ("10.0.1", "fp16", True, "Q/DQ"),
+    ],
+)
 def test_build_plan_refuses_what_a_version_cannot_do(version, precision, qdq, words):
     with pytest.raises(BuildError, match=words):
         plan_build(version, precision, qdq)
@@ -224,9 +257,16 @@ def _variants():
     out = [("onnx", "b" * 64, DEVICE, SETTINGS)]
     for name in DEVICE.to_dict():
         out.append((f"device.{name}", "a" * 64, replace(DEVICE, **{name: "other"}), SETTINGS))
-    changes = {"precision": "fp16", "plan": plan_build("10.3.0", "fp32", False), "batch": 8,
-               "seq_len": 64, "workspace_mb": 2048, "optimization_level": 5,
-               "calibration_samples": 32, "profiling_verbosity": "LAYER_NAMES_ONLY"}
+    changes = {
+        "precision": "fp16",
+        "plan": plan_build("10.3.0", "fp32", False),
+        "batch": 8,
+        "seq_len": 64,
+        "workspace_mb": 2048,
+        "optimization_level": 5,
+        "calibration_samples": 32,
+        "profiling_verbosity": "LAYER_NAMES_ONLY",
+    }
     assert set(changes) == set(SETTINGS.to_dict()), "a settings field is not tested"
     for name, value in changes.items():
         out.append((f"settings.{name}", "a" * 64, DEVICE, replace(SETTINGS, **{name: value})))
@@ -245,8 +285,10 @@ def test_timing_cache_is_per_device_and_tactic_settings_not_per_model():
     base = timing_cache_key(DEVICE, SETTINGS)
     for name, _sha, dev, st in _variants():
         key = timing_cache_key(dev, st)
-        tactic = name.startswith("device.") or name in ("settings.plan",
-                                                        "settings.optimization_level")
+        tactic = name.startswith("device.") or name in (
+            "settings.plan",
+            "settings.optimization_level",
+        )
         assert (key != base) == tactic, name
 
 
@@ -254,26 +296,56 @@ def test_timing_cache_is_per_device_and_tactic_settings_not_per_model():
 
 INSPECTOR_JSON = {
     "Layers": [
-        {"Name": "emb", "LayerType": "Gather",
-         "Inputs": [{"Name": "input_ids", "Format/Datatype": "Int64"},
-                    {"Name": "table", "Format/Datatype": "Row major linear FP32 format"}]},
-        {"Name": "q_proj", "LayerType": "CaskGemmMatrixMultiply",
-         "Inputs": [{"Name": "x", "Format/Datatype": "Row major linear Int8 format"}],
-         "Outputs": [{"Name": "y", "Format/Datatype": "Row major linear FP32 format"}]},
-        {"Name": "k_proj", "LayerType": "CaskGemmMatrixMultiply",
-         "Inputs": [{"Name": "x", "Format/Datatype": "Thirty-two wide channel vectorized row "
-                                                     "major Int8 format"}]},
-        {"Name": "ln", "LayerType": "Normalization",
-         "Inputs": [{"Name": "y", "Format/Datatype": "Row major linear FP16 format"}]},
-        {"Name": "softmax", "LayerType": "Softmax",
-         "Inputs": [{"Name": "s", "Format/Datatype": "Half"}]},
-        {"Name": "reformat", "LayerType": "Reformat",
-         "Inputs": [{"Name": "y", "Format/Datatype": "Row major linear Int8 format"}]},
+        {
+            "Name": "emb",
+            "LayerType": "Gather",
+            "Inputs": [
+                {"Name": "input_ids", "Format/Datatype": "Int64"},
+                {"Name": "table", "Format/Datatype": "Row major linear FP32 format"},
+            ],
+        },
+        {
+            "Name": "q_proj",
+            "LayerType": "CaskGemmMatrixMultiply",
+            "Inputs": [{"Name": "x", "Format/Datatype": "Row major linear Int8 format"}],
+            "Outputs": [{"Name": "y", "Format/Datatype": "Row major linear FP32 format"}],
+        },
+        {
+            "Name": "k_proj",
+            "LayerType": "CaskGemmMatrixMultiply",
+            "Inputs": [
+                {
+                    "Name": "x",
+                    "Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format",
+                }
+            ],
+        },
+        {
+            "Name": "ln",
+            "LayerType": "Normalization",
+            "Inputs": [{"Name": "y", "Format/Datatype": "Row major linear FP16 format"}],
+        },
+        {
+            "Name": "softmax",
+            "LayerType": "Softmax",
+            "Inputs": [{"Name": "s", "Format/Datatype": "Half"}],
+        },
+        {
+            "Name": "reformat",
+            "LayerType": "Reformat",
+            "Inputs": [{"Name": "y", "Format/Datatype": "Row major linear Int8 format"}],
+        },
         {"Name": "noop", "LayerType": "NoOp", "Inputs": []},
-        {"Name": "{ForeignNode[attn]}", "LayerType": "Myelin",
-         "Inputs": [{"Name": "h", "Format/Datatype": "Row major linear FP32 format"}]},
-        {"Name": "shape", "LayerType": "Shuffle",
-         "Inputs": [{"Name": "z", "Format/Datatype": "N/A due to dynamic shapes"}]},
+        {
+            "Name": "{ForeignNode[attn]}",
+            "LayerType": "Myelin",
+            "Inputs": [{"Name": "h", "Format/Datatype": "Row major linear FP32 format"}],
+        },
+        {
+            "Name": "shape",
+            "LayerType": "Shuffle",
+            "Inputs": [{"Name": "z", "Format/Datatype": "N/A due to dynamic shapes"}],
+        },
     ],
     "Bindings": ["input_ids", "logits"],
 }
@@ -288,14 +360,25 @@ def test_inspector_json_gives_per_layer_precision_shares():
 
 
 def test_inspector_without_detailed_verbosity_says_so():
-    assert layer_precisions({"Layers": ["a + b", "c"], "Bindings": []}) == \
-        {"detailed": False, "layers": 2}
+    assert layer_precisions({"Layers": ["a + b", "c"], "Bindings": []}) == {
+        "detailed": False,
+        "layers": 2,
+    }
 
 
-@pytest.mark.parametrize(("fmt", "want"), [
-    ("Row major linear Int8 format", "int8"), ("Half", "fp16"), ("Float", "fp32"),
-    ("Row major linear BF16 format", "bf16"), ("Int32", None), ("Bool", None),
-    ("N/A due to dynamic shapes", None), ("", None)])
+@pytest.mark.parametrize(
+    ("fmt", "want"),
+    [
+        ("Row major linear Int8 format", "int8"),
+        ("Half", "fp16"),
+        ("Float", "fp32"),
+        ("Row major linear BF16 format", "bf16"),
+        ("Int32", None),
+        ("Bool", None),
+        ("N/A due to dynamic shapes", None),
+        ("", None),
+    ],
+)
 def test_tensor_precision(fmt, want):
     assert tensor_precision(fmt) == want
 
@@ -309,10 +392,15 @@ def test_device_times_replace_the_host_clock():
     def clock():  # a host clock that says every run took 1 s
         return float(next(ticks))
 
-    rule = StopRule(warmup_runs=2, warmup_seconds=0, min_runs=5, min_seconds=0,
-                    max_seconds=1e9, target_rel_ci=1.0)
-    timing = time_runs(lambda: DeviceTime(2.5), rule, anchor=lambda: DeviceTime(0.5),
-                       clock=clock)
+    rule = StopRule(
+        warmup_runs=2,
+        warmup_seconds=0,
+        min_runs=5,
+        min_seconds=0,
+        max_seconds=1e9,
+        target_rel_ci=1.0,
+    )
+    timing = time_runs(lambda: DeviceTime(2.5), rule, anchor=lambda: DeviceTime(0.5), clock=clock)
     assert timing.first_ms == 2.5 and set(timing.samples_ms) == {2.5}
     assert set(timing.anchor_ms) == {0.5} and set(timing.ratios()) == {5.0}
     host = time_runs(lambda: None, rule, clock=clock)
@@ -333,22 +421,42 @@ def test_tensorrt_profiles_record_their_settings_and_others_keep_their_identity(
 
 
 BAD_GPU_PROFILES = [
-    ('[runtime]\nproviders = ["CUDAExecutionProvider"]\nprovider_options = [{ device = 0 }]',
-     "no option 'device'"),
-    ('[runtime]\nproviders = ["TensorrtExecutionProvider"]\n'
-     'provider_options = [{ trt_int8_enable = 1 }]', "must be a boolean"),
-    ('[runtime]\nproviders = ["TensorrtExecutionProvider"]\n'
-     'provider_options = [{ trt_engine_cache_path = true }]', "must be a string"),
-    ('[runtime]\nproviders = ["TensorrtExecutionProvider"]\n'
-     'provider_options = [{ trt_max_workspace_size = "2GB" }]', "must be a integer"),
-    ('[runtime]\nproviders = ["CUDAExecutionProvider"]\n'
-     'provider_options = [{ cudnn_conv_algo_search = "FAST" }]', "one of EXHAUSTIVE"),
-    ('[runtime]\nproviders = ["CUDAExecutionProvider"]\nprovider_options = [{ device_id = -1 }]',
-     "negative"),
-    ('[runtime]\nbackend = "onnxruntime"\n[runtime.tensorrt]\nfp16_baseline = true',
-     "only for backend"),
-    ('[runtime]\nbackend = "tensorrt"\n[runtime.tensorrt]\nbuilder_optimization_level = 9',
-     "less than or equal to 5"),
+    (
+        '[runtime]\nproviders = ["CUDAExecutionProvider"]\nprovider_options = [{ device = 0 }]',
+        "no option 'device'",
+    ),
+    (
+        '[runtime]\nproviders = ["TensorrtExecutionProvider"]\n'
+        "provider_options = [{ trt_int8_enable = 1 }]",
+        "must be a boolean",
+    ),
+    (
+        '[runtime]\nproviders = ["TensorrtExecutionProvider"]\n'
+        "provider_options = [{ trt_engine_cache_path = true }]",
+        "must be a string",
+    ),
+    (
+        '[runtime]\nproviders = ["TensorrtExecutionProvider"]\n'
+        'provider_options = [{ trt_max_workspace_size = "2GB" }]',
+        "must be a integer",
+    ),
+    (
+        '[runtime]\nproviders = ["CUDAExecutionProvider"]\n'
+        'provider_options = [{ cudnn_conv_algo_search = "FAST" }]',
+        "one of EXHAUSTIVE",
+    ),
+    (
+        '[runtime]\nproviders = ["CUDAExecutionProvider"]\nprovider_options = [{ device_id = -1 }]',
+        "negative",
+    ),
+    (
+        '[runtime]\nbackend = "onnxruntime"\n[runtime.tensorrt]\nfp16_baseline = true',
+        "only for backend",
+    ),
+    (
+        '[runtime]\nbackend = "tensorrt"\n[runtime.tensorrt]\nbuilder_optimization_level = 9',
+        "less than or equal to 5",
+    ),
     ('[runtime]\nbackend = "tensorrt"\n[runtime.tensorrt]\nfp16_basline = true', "unknown field"),
     ('[runtime]\nbackend = "tensorrt"\n[quantization]\nrecipe = "qdq"', "qdq-symmetric"),
 ]
@@ -370,22 +478,36 @@ def test_bad_gpu_settings_are_one_line_naming_file_and_field(tmp_path, capsys, t
 
 def test_provider_options_of_unknown_providers_pass_unchecked():
     assert check_provider_options("OpenVINOExecutionProvider", {"device_type": "CPU"}) == []
-    assert parse_profile({"name": "x", "runtime": {
-        "providers": ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
-        "provider_options": [{"trt_fp16_enable": True, "trt_builder_optimization_level": 4},
-                             {"device_id": 0, "use_tf32": False}]}}, "<t>")
+    assert parse_profile(
+        {
+            "name": "x",
+            "runtime": {
+                "providers": ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+                "provider_options": [
+                    {"trt_fp16_enable": True, "trt_builder_optimization_level": 4},
+                    {"device_id": 0, "use_tf32": False},
+                ],
+            },
+        },
+        "<t>",
+    )
 
 
 # --- what this machine lacks --------------------------------------------------------------
 
 
 def test_gpu_probes_read_the_machine(tmp_path):
-    assert gpu_device(tmp_path / "nvidia0") == (False, f"no NVIDIA GPU: {tmp_path / 'nvidia0'} missing")
+    assert gpu_device(tmp_path / "nvidia0") == (
+        False,
+        f"no NVIDIA GPU: {tmp_path / 'nvidia0'} missing",
+    )
     (tmp_path / "nvidia0").touch()
     assert gpu_device(tmp_path / "nvidia0")[0]
     version = tmp_path / "version"
-    version.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14  Thu Feb 22 "
-                       "01:44:30 UTC 2024\nGCC version: gcc 12\n")
+    version.write_text(
+        "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14  Thu Feb 22 "
+        "01:44:30 UTC 2024\nGCC version: gcc 12\n"
+    )
     assert driver_version(version) == "550.54.14"
     assert driver_version(tmp_path / "absent") is None
     assert module_status("numpy").ok and module_status("numpy").version == np.__version__
@@ -426,8 +548,11 @@ def test_trt_runner_without_tensorrt_names_what_is_missing(qdq_art):
         require_tensorrt()
     for line in MISSING:
         assert line in str(err.value)
-    job = {"model": str(qdq_art.path), "sha256": qdq_art.sha256,
-           "profile": load_profile("x86-trt-int8").resolved()}
+    job = {
+        "model": str(qdq_art.path),
+        "sha256": qdq_art.sha256,
+        "profile": load_profile("x86-trt-int8").resolved(),
+    }
     code, out = run_job_text(json.dumps(job))
     result = json.loads(out)
     assert code == 1 and result["status"] == "failed"
@@ -440,8 +565,9 @@ def test_io_binding_runner_matches_session_run(qdq_art):
     feed = token_feed(1, 32)
     out = session.get_outputs()[0].name
     binding = bound_runner(session, feed, out, "cpu")()
-    np.testing.assert_allclose(binding.copy_outputs_to_cpu()[0], session.run([out], feed)[0],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        binding.copy_outputs_to_cpu()[0], session.run([out], feed)[0], rtol=1e-5, atol=1e-5
+    )
 
 
 # --- on a GPU -------------------------------------------------------------------------------
@@ -452,8 +578,14 @@ def _gpu_profile(tmp_path, **tensorrt):
     p["runtime"]["tensorrt"].update(tensorrt)
     p["target"]["workdir"] = str(tmp_path)
     p["workload"]["seq_len"] = 32
-    p["measure"].update(warmup_runs=5, warmup_seconds=0.0, min_runs=20, min_seconds=0.05,
-                        max_seconds=1.0, anchor=False)
+    p["measure"].update(
+        warmup_runs=5,
+        warmup_seconds=0.0,
+        min_runs=20,
+        min_seconds=0.05,
+        max_seconds=1.0,
+        anchor=False,
+    )
     return p
 
 
@@ -462,8 +594,11 @@ def _gpu_profile(tmp_path, **tensorrt):
 def test_int8_engine_builds_times_and_is_cached(qdq_art, tmp_path):
     from bfnas.bench.device.worker import run_job
 
-    job = {"model": str(qdq_art.path), "sha256": qdq_art.sha256,
-           "profile": _gpu_profile(tmp_path, fp16_baseline=True)}
+    job = {
+        "model": str(qdq_art.path),
+        "sha256": qdq_art.sha256,
+        "profile": _gpu_profile(tmp_path, fp16_baseline=True),
+    }
     first = run_job(job)
     assert first["status"] == "ok" and first["provider"].startswith("TensorRT ")
     details = first["details"]
@@ -490,16 +625,22 @@ def test_copies_in_the_timed_region_are_recorded(qdq_art, tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(),
-                    reason="onnxruntime here has no CUDAExecutionProvider (CPU build)")
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" not in ort.get_available_providers(),
+    reason="onnxruntime here has no CUDAExecutionProvider (CPU build)",
+)
 def test_ort_cuda_provider_runs_the_qdq_graph(qdq_art):
     from bfnas.bench.device.worker import run_job
 
     profile = load_profile("x86-cuda-ort-int8").resolved()
     profile["workload"]["seq_len"] = 32
-    profile["measure"].update(warmup_runs=2, min_runs=10, min_seconds=0.02, max_seconds=0.5,
-                              anchor=False)
+    profile["measure"].update(
+        warmup_runs=2, min_runs=10, min_seconds=0.02, max_seconds=0.5, anchor=False
+    )
     result = run_job({"model": str(qdq_art.path), "profile": profile})
     assert result["provider"] == "CUDAExecutionProvider"
-    assert result["details"]["timing"] == {"clock": "host", "includes_copies": False,
-                                           "io_binding": "cuda"}
+    assert result["details"]["timing"] == {
+        "clock": "host",
+        "includes_copies": False,
+        "io_binding": "cuda",
+    }

@@ -29,8 +29,14 @@ from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
 from bfnas.models.deploy.quantize import get_recipe
 from bfnas.models.space.subnet import SubnetConfig
 
-FAST = {"warmup_runs": 2, "warmup_seconds": 0.0, "min_runs": 10, "min_seconds": 0.02,
-        "max_seconds": 0.5, "timeout_s": 60}
+FAST = {
+    "warmup_runs": 2,
+    "warmup_seconds": 0.0,
+    "min_runs": 10,
+    "min_seconds": 0.02,
+    "max_seconds": 0.5,
+    "timeout_s": 60,
+}
 
 
 def fast_profile(**runtime):
@@ -40,15 +46,22 @@ def fast_profile(**runtime):
 @pytest.fixture(scope="module")
 def model(artifact_root, tiny_supernet):
     cache = ArtifactCache(artifact_root, fidelity=FidelitySettings(seq_len=32))
-    art = cache.build(tiny_supernet, SubnetConfig(1, 64, (2,), (64,), (128,)), "int8",
-                      get_recipe("dynamic"))
+    art = cache.build(
+        tiny_supernet, SubnetConfig(1, 64, (2,), (64,), (128,)), "int8", get_recipe("dynamic")
+    )
     return str(art.path), art.sha256
 
 
 def test_worker_measures_a_real_session(model):
     path, sha = model
-    out = run_job({"model": path, "sha256": sha, "profile": fast_profile().resolved(),
-                   "anchor": {"model": path, "sha256": sha}})
+    out = run_job(
+        {
+            "model": path,
+            "sha256": sha,
+            "profile": fast_profile().resolved(),
+            "anchor": {"model": path, "sha256": sha},
+        }
+    )
     assert out["status"] == "ok" and out["provider"] == "CPUExecutionProvider"
     assert out["runs"] == len(out["samples_ms"]) == len(out["anchor_samples_ms"]) >= 10
     assert 0.5 < out["ratio"] < 2  # the anchor is the same model here
@@ -59,9 +72,12 @@ def test_worker_measures_a_real_session(model):
 
 def test_worker_refuses_a_changed_file(model, tmp_path):
     path, _ = model
-    proc = subprocess.run([sys.executable, "-m", "bfnas.bench.device.worker", "--job", "-"],
-                          input=job_json(path, "0" * 64, fast_profile(), None),
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bfnas.bench.device.worker", "--job", "-"],
+        input=job_json(path, "0" * 64, fast_profile(), None),
+        capture_output=True,
+        text=True,
+    )
     out = json.loads(proc.stdout)
     assert proc.returncode == 1 and out["status"] == "failed" and "sha256" in out["reason"]
 
@@ -71,8 +87,13 @@ def test_worker_refuses_a_provider_it_cannot_run(model):
     from bfnas.bench.device.backends.ort import ProviderError
 
     with pytest.raises(ProviderError, match="not available"):
-        run_job({"model": path, "sha256": sha,
-                 "profile": fast_profile(providers=["NoSuchExecutionProvider"]).resolved()})
+        run_job(
+            {
+                "model": path,
+                "sha256": sha,
+                "profile": fast_profile(providers=["NoSuchExecutionProvider"]).resolved(),
+            }
+        )
 
 
 def _fake_python(tmp_path, body: str) -> str:
@@ -92,8 +113,13 @@ def test_a_crashing_worker_is_a_failed_measurement(model, tmp_path):
 def test_a_hanging_worker_times_out(model, tmp_path):
     path, sha = model
     runner = LocalRunner(python=_fake_python(tmp_path, "sleep 30"), fork=False)
-    prof = parse_profile({"name": "t", "measure": {**FAST, "timeout_s": 1.0, "max_seconds": 0.4,
-                                                    "min_seconds": 0.01}}, "<t>")
+    prof = parse_profile(
+        {
+            "name": "t",
+            "measure": {**FAST, "timeout_s": 1.0, "max_seconds": 0.4, "min_seconds": 0.01},
+        },
+        "<t>",
+    )
     out = runner.run(path, sha, prof)
     assert out["status"] == "failed" and "timeout" in out["reason"]
 
@@ -111,8 +137,9 @@ def test_local_runner_uses_a_fresh_process_each_time(model, fork):
 
 def _slow_profile(timeout_s: float):
     """Times for minutes: the minimum run count holds whatever max_seconds says."""
-    return parse_profile({"name": "t", "measure": {**FAST, "min_runs": 10_000_000,
-                                                    "timeout_s": timeout_s}}, "<t>")
+    return parse_profile(
+        {"name": "t", "measure": {**FAST, "min_runs": 10_000_000, "timeout_s": timeout_s}}, "<t>"
+    )
 
 
 def test_a_forked_worker_killed_mid_run_is_a_failed_measurement(model):
@@ -166,8 +193,10 @@ def test_a_run_beside_one_busy_core_is_trusted_by_its_evidence(model):
     # The newcomer's machine: a loop keeps one of two cores busy. The paired ratio stays
     # tight, so the measurement is trusted; what the loop used is recorded beside it.
     path, sha = model
-    prof = parse_profile({"name": "t", "measure": {**FAST, "min_seconds": 0.3, "max_seconds": 2.0,
-                                                    "timeout_s": 60}}, "<t>")
+    prof = parse_profile(
+        {"name": "t", "measure": {**FAST, "min_seconds": 0.3, "max_seconds": 2.0, "timeout_s": 60}},
+        "<t>",
+    )
     anchor = AnchorRef(path, sha, "anchor")
     burner = _burner()
     try:
@@ -183,8 +212,10 @@ def test_a_run_beside_one_busy_core_is_trusted_by_its_evidence(model):
 
 def test_a_worker_sharing_its_only_core_is_seen_starved(model):
     path, sha = model
-    prof = parse_profile({"name": "t", "measure": {**FAST, "min_seconds": 0.5},
-                          "runtime": {"cpu_affinity": [0]}}, "<t>")
+    prof = parse_profile(
+        {"name": "t", "measure": {**FAST, "min_seconds": 0.5}, "runtime": {"cpu_affinity": [0]}},
+        "<t>",
+    )
     burner = _burner(core=0)
     try:
         time.sleep(0.3)
@@ -211,10 +242,17 @@ class ScriptedRunner:
 
 
 def _result(ci: float, anchor_ci: float = 0.01, own: float = 1.0, other: float = 0.0) -> dict:
-    return {"status": "ok", "median_ms": 1.0, "median_rel_ci": 0.3, "ratio": 1.5,
-            "ratio_rel_ci": ci, "anchor": {"median_rel_ci": anchor_ci}, "threads": 1,
-            "provider": "CPUExecutionProvider",
-            "cpu": {"own_cores": own, "other_cores": other}}
+    return {
+        "status": "ok",
+        "median_ms": 1.0,
+        "median_rel_ci": 0.3,
+        "ratio": 1.5,
+        "ratio_rel_ci": ci,
+        "anchor": {"median_rel_ci": anchor_ci},
+        "threads": 1,
+        "provider": "CPUExecutionProvider",
+        "cpu": {"own_cores": own, "other_cores": other},
+    }
 
 
 def test_trust_follows_the_ratio_and_the_anchor_not_the_load():
@@ -252,8 +290,9 @@ def test_a_machine_without_a_free_core_is_waited_for_then_refused():
 
     # Starved and untrusted twice, then a core comes free and the run is trusted.
     runner = ScriptedRunner([_result(0.004, own=0.4, other=1.6)] * 2 + [_result(0.004)])
-    out = measure_artifact(runner, "m", "s", prof, on_wait=waits.append, sleep=sleep,
-                           clock=lambda: now[0])
+    out = measure_artifact(
+        runner, "m", "s", prof, on_wait=waits.append, sleep=sleep, clock=lambda: now[0]
+    )
     assert out["status"] == "ok" and runner.calls == 3 and len(waits) == 2
     assert "machine busy" in waits[0].message() and waits[1].waited_s == 10
 
@@ -272,5 +311,7 @@ def test_a_job_that_fails_at_once_is_answered_at_once(model):
     out = runner.run(path, "0" * 64, fast_profile())
     assert out["status"] == "failed" and "sha256" in out["reason"]
     assert time.perf_counter() - t < 10
-    assert runner.run(path, "0" * 64, fast_profile())["status"] == "failed"  # and again, same server
+    assert (
+        runner.run(path, "0" * 64, fast_profile())["status"] == "failed"
+    )  # and again, same server
     runner.close()

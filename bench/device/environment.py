@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("bfnas", "onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "torch", "tensorrt", "pycuda")
+PACKAGES = (
+    "bfnas",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnx",
+    "numpy",
+    "torch",
+    "tensorrt",
+    "pycuda",
+)
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
 
 

@@ -39,7 +39,7 @@ def _child(job: str, write_fd: int) -> None:
         code, out = run_job_text(job)
         data = out.encode()
         while data:
-            data = data[os.write(write_fd, data):]
+            data = data[os.write(write_fd, data) :]
     finally:
         os._exit(code)
 

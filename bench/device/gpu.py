@@ -73,9 +73,13 @@ def module_status(name: str, import_name: str | None = None, pip_name: str | Non
     import_name = import_name or name
     pip_name = pip_name or name
     if importlib.util.find_spec(import_name.split(".")[0]) is None:
-        return Module(name, False, None,
-                      f"{name} not importable: python package {pip_name} is not installed "
-                      "(pip install 'bfnas[tensorrt]')")
+        return Module(
+            name,
+            False,
+            None,
+            f"{name} not importable: python package {pip_name} is not installed "
+            "(pip install 'bfnas[tensorrt]')",
+        )
     try:
         module = importlib.import_module(import_name)
     except Exception as exc:  # ImportError, OSError from a missing shared library, ...
@@ -85,8 +89,12 @@ def module_status(name: str, import_name: str | None = None, pip_name: str | Non
     if version is None:
         top = importlib.import_module(import_name.split(".")[0])
         version = getattr(top, "VERSION_TEXT", None) or getattr(top, "__version__", None)
-    return Module(name, True, str(version) if version else None,
-                  f"{name} {version}" if version else f"{name} importable")
+    return Module(
+        name,
+        True,
+        str(version) if version else None,
+        f"{name} {version}" if version else f"{name} importable",
+    )
 
 
 def tensorrt_missing() -> list[str]:
@@ -113,9 +121,16 @@ def gpu_checks(need_modules: bool) -> list[tuple[str, bool, str]]:
     rows.append(("nvidia gpu", ok, detail))
     if ok:
         version = driver_version()
-        rows.append(("cuda driver", version is not None,
-                     f"NVIDIA driver {version}" if version else
-                     f"GPU device present but no NVIDIA kernel driver ({DRIVER_VERSION_FILE} missing)"))
+        rows.append(
+            (
+                "cuda driver",
+                version is not None,
+                f"NVIDIA driver {version}"
+                if version
+                else "GPU device present but no NVIDIA kernel driver "
+                f"({DRIVER_VERSION_FILE} missing)",
+            )
+        )
     if need_modules:
         for name, import_name in (("tensorrt", "tensorrt"), ("pycuda", "pycuda.driver")):
             status = module_status(name, import_name)

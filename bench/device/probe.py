@@ -29,8 +29,12 @@ class Check:
     def from_dict(cls, data: dict) -> Check:
         """A check as a device sent it (over SSH or from a Ray actor); a device running
         another bfnas version may send fewer or more keys."""
-        return cls(str(data.get("name", "?")), bool(data.get("ok")), str(data.get("detail", "")),
-                   data.get("field"))
+        return cls(
+            str(data.get("name", "?")),
+            bool(data.get("ok")),
+            str(data.get("detail", "")),
+            data.get("field"),
+        )
 
 
 def _has(module: str) -> bool:
@@ -42,46 +46,78 @@ def local_checks(profile: HardwareProfile) -> list[Check]:
     checks: list[Check] = []
     model, isa = cpu_model()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    checks.append(Check("cpu", True, f"{model}; {cores} usable cores; ISA: {', '.join(isa) or 'n/a'}"))
+    checks.append(
+        Check("cpu", True, f"{model}; {cores} usable cores; ISA: {', '.join(isa) or 'n/a'}")
+    )
     rt = profile.runtime
     threads = rt.intra_op_threads
     if rt.cpu_affinity:
         usable = set(os.sched_getaffinity(0))
         bad = [c for c in rt.cpu_affinity if c not in usable]
-        checks.append(Check("affinity", not bad,
-                            f"cores {bad} are not among this machine's usable cores ({_cores(usable)})"
-                            if bad
-                            else f"cores {rt.cpu_affinity}", "runtime.cpu_affinity"))
+        checks.append(
+            Check(
+                "affinity",
+                not bad,
+                f"cores {bad} are not among this machine's usable cores ({_cores(usable)})"
+                if bad
+                else f"cores {rt.cpu_affinity}",
+                "runtime.cpu_affinity",
+            )
+        )
         cores = len(rt.cpu_affinity)
-    checks.append(Check("threads", threads <= (cores or 1),
-                        f"{threads} intra-op threads on {cores} cores"
-                        + ("" if threads <= (cores or 1) else ": oversubscribed, timings would be wrong"),
-                        "runtime.intra_op_threads"))
+    checks.append(
+        Check(
+            "threads",
+            threads <= (cores or 1),
+            f"{threads} intra-op threads on {cores} cores"
+            + ("" if threads <= (cores or 1) else ": oversubscribed, timings would be wrong"),
+            "runtime.intra_op_threads",
+        )
+    )
     if rt.backend == "onnxruntime":
         if not _has("onnxruntime"):
-            checks.append(Check("onnxruntime", False, "onnxruntime is not installed", "runtime.backend"))
+            checks.append(
+                Check("onnxruntime", False, "onnxruntime is not installed", "runtime.backend")
+            )
             return checks
         import onnxruntime as ort
 
         available = ort.get_available_providers()
-        checks.append(Check("onnxruntime", True, f"onnxruntime {ort.__version__}; providers: "
-                                                 f"{', '.join(available)}"))
+        checks.append(
+            Check(
+                "onnxruntime",
+                True,
+                f"onnxruntime {ort.__version__}; providers: {', '.join(available)}",
+            )
+        )
         for p in rt.providers:
-            checks.append(Check(f"provider {p}", p in available,
-                                "available" if p in available else
-                                f"not in this onnxruntime build (has {', '.join(available)})",
-                                "runtime.providers"))
+            checks.append(
+                Check(
+                    f"provider {p}",
+                    p in available,
+                    "available"
+                    if p in available
+                    else f"not in this onnxruntime build (has {', '.join(available)})",
+                    "runtime.providers",
+                )
+            )
         gpu = [i for i, p in enumerate(rt.providers) if p in GPU_PROVIDERS]
         if gpu:
-            checks.extend(Check(*row, "runtime.providers") for row in gpu_checks(need_modules=False))
+            checks.extend(
+                Check(*row, "runtime.providers") for row in gpu_checks(need_modules=False)
+            )
             for i in gpu:
                 options = rt.provider_options[i] if rt.provider_options else {}
-                checks.extend(_device_id(int(options.get("device_id", 0)),
-                                         f"runtime.provider_options.{i}.device_id"))
+                checks.extend(
+                    _device_id(
+                        int(options.get("device_id", 0)), f"runtime.provider_options.{i}.device_id"
+                    )
+                )
     else:
         checks.extend(Check(*row, "runtime.backend") for row in gpu_checks(need_modules=True))
-        checks.extend(_device_id(rt.tensorrt.device_id if rt.tensorrt else 0,
-                                 "runtime.tensorrt.device_id"))
+        checks.extend(
+            _device_id(rt.tensorrt.device_id if rt.tensorrt else 0, "runtime.tensorrt.device_id")
+        )
     return checks
 
 
@@ -92,8 +128,15 @@ def _device_id(device_id: int, field: str) -> list[Check]:
     if not count:
         return []
     ok = device_id < count
-    return [Check("gpu device_id", ok, f"device {device_id} of {count} visible GPU(s)"
-                  + ("" if ok else f": there is no GPU {device_id} here (0-{count - 1})"), field)]
+    return [
+        Check(
+            "gpu device_id",
+            ok,
+            f"device {device_id} of {count} visible GPU(s)"
+            + ("" if ok else f": there is no GPU {device_id} here (0-{count - 1})"),
+            field,
+        )
+    ]
 
 
 def _cores(cores: set[int]) -> str:
@@ -117,19 +160,24 @@ def main(argv: list[str] | None = None) -> int:
 
     from bfnas.version import bfnas_version
 
-    p = argparse.ArgumentParser(prog="python -m bfnas.bench.device.probe",
-                                description="Check a profile on this machine (what a device runs for "
-                                            "`bfnas hw check`).",
-                                epilog="example:\n  bfnas hw show local-cpu-int8 --json | "
-                                       "python -m bfnas.bench.device.probe --json -",
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bfnas.bench.device.probe",
+        description="Check a profile on this machine (what a device runs for `bfnas hw check`).",
+        epilog="example:\n  bfnas hw show local-cpu-int8 --json | "
+        "python -m bfnas.bench.device.probe --json -",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--json", action="store_true", required=True, help="print one JSON line")
     p.add_argument("profile", help="resolved profile JSON file, or - for standard input")
     a = p.parse_args(argv)
     text = sys.stdin.read() if a.profile == "-" else Path(a.profile).read_text()
     data = {k: v for k, v in json.loads(text).items() if k not in ("hash", "source")}
     profile = HardwareProfile.model_validate(data)
-    print(json.dumps({"bfnas": bfnas_version(), "checks": [c.to_dict() for c in local_checks(profile)]}))
+    print(
+        json.dumps(
+            {"bfnas": bfnas_version(), "checks": [c.to_dict() for c in local_checks(profile)]}
+        )
+    )
     return 0
 
 

@@ -38,7 +38,11 @@ def summarize(samples_ms: list[float] | np.ndarray) -> dict[str, float | int]:
 def median_rel_ci(samples, presorted: bool = False) -> float:
     """Half-width of a distribution-free 95 % confidence interval of the median, relative
     to the median: the order statistics n/2 -+ 0.98 sqrt(n) bound it."""
-    x = np.asarray(samples, dtype=np.float64) if presorted else np.sort(np.asarray(samples, dtype=np.float64))
+    x = (
+        np.asarray(samples, dtype=np.float64)
+        if presorted
+        else np.sort(np.asarray(samples, dtype=np.float64))
+    )
     n = len(x)
     if n < 3:
         return float("inf")

@@ -42,8 +42,14 @@ class StopRule:
 
     @classmethod
     def from_measure(cls, m) -> StopRule:
-        return cls(m.warmup_runs, m.warmup_seconds, m.min_runs, m.min_seconds, m.max_seconds,
-                   m.target_rel_ci)
+        return cls(
+            m.warmup_runs,
+            m.warmup_seconds,
+            m.min_runs,
+            m.min_seconds,
+            m.max_seconds,
+            m.target_rel_ci,
+        )
 
 
 @dataclass

@@ -30,8 +30,6 @@ class JobError(Exception):
     """The job cannot be measured (bad file, missing backend, wrong provider)."""
 
 
-
-
 def _checked(path: str, sha256: str | None) -> Path:
     model = Path(path).expanduser()
     if not model.is_file():
@@ -109,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="bfnas worker",
         description="Measure one model as a job says and print one JSON object.",
-        epilog='example:\n  echo \'{"model": "m.onnx", "profile": {"name": "x"}}\' | bfnas worker --job -',
+        epilog="example:\n"
+        '  echo \'{"model": "m.onnx", "profile": {"name": "x"}}\' | bfnas worker --job -',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--job", required=True, help="job JSON file, or - for standard input")

@@ -55,9 +55,11 @@ class BusyWait:
     reason: str
 
     def message(self) -> str:
-        return (f"machine busy: other processes use {self.other_cores:.1f} cores, the timing "
-                f"loop got {self.own_cores:.2f} of the {self.threads} it needs ({self.reason}); "
-                f"waiting for a free core, {self.waited_s:.0f} of at most {self.limit_s:.0f} s")
+        return (
+            f"machine busy: other processes use {self.other_cores:.1f} cores, the timing "
+            f"loop got {self.own_cores:.2f} of the {self.threads} it needs ({self.reason}); "
+            f"waiting for a free core, {self.waited_s:.0f} of at most {self.limit_s:.0f} s"
+        )
 
 
 def distrust(result: dict, profile: HardwareProfile) -> str | None:
@@ -74,16 +76,18 @@ def distrust(result: dict, profile: HardwareProfile) -> str | None:
     reasons = []
     share = cpu_share(result)
     if share is not None and share < m.min_cpu_share:
-        reasons.append(f"{STARVED}: got {share:.0%} of the cores its threads need "
-                       f"(< {m.min_cpu_share:.0%})")
+        reasons.append(
+            f"{STARVED}: got {share:.0%} of the cores its threads need (< {m.min_cpu_share:.0%})"
+        )
     if result.get("ratio") is not None:
         ci = result["ratio_rel_ci"]
         if ci > m.max_rel_ci:
             reasons.append(f"{WIDE_RATIO_CI}: ±{ci:.1%} > ±{m.max_rel_ci:.1%}")
         anchor_ci = result.get("anchor", {}).get("median_rel_ci", 0.0)
         if anchor_ci > m.max_anchor_rel_ci:
-            reasons.append(f"{NOISY_ANCHOR}: its median's CI ±{anchor_ci:.1%} > "
-                           f"±{m.max_anchor_rel_ci:.1%}")
+            reasons.append(
+                f"{NOISY_ANCHOR}: its median's CI ±{anchor_ci:.1%} > ±{m.max_anchor_rel_ci:.1%}"
+            )
     elif result["median_rel_ci"] > m.max_rel_ci:
         reasons.append(f"{WIDE_MEDIAN_CI}: ±{result['median_rel_ci']:.1%} > ±{m.max_rel_ci:.1%}")
     return "; ".join(reasons) or None
@@ -114,11 +118,16 @@ def reason_label(reason: str | None) -> str:
     return reason.split(":")[0] if reason else "unknown"
 
 
-def measure_artifact(runner: Runner, model: str, sha256: str, profile: HardwareProfile,
-                     anchor: AnchorRef | None = None,
-                     on_wait: Callable[[BusyWait], None] = lambda w: None,
-                     sleep: Callable[[float], None] = time.sleep,
-                     clock: Callable[[], float] = time.monotonic) -> dict:
+def measure_artifact(
+    runner: Runner,
+    model: str,
+    sha256: str,
+    profile: HardwareProfile,
+    anchor: AnchorRef | None = None,
+    on_wait: Callable[[BusyWait], None] = lambda w: None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict:
     """One measurement record: status ok | unstable | failed, with the attempts it took.
 
     An untrusted run is measured again once; the second result is kept if trusted,
@@ -146,15 +155,22 @@ def measure_artifact(runner: Runner, model: str, sha256: str, profile: HardwareP
             busy_since = clock() if busy_since is None else busy_since
             waited = clock() - busy_since
             cpu = result["cpu"]
-            wait = BusyWait(waited, m.busy_wait_s, cpu.get("other_cores", 0.0), cpu["own_cores"],
-                            result.get("threads") or 1, why)
+            wait = BusyWait(
+                waited,
+                m.busy_wait_s,
+                cpu.get("other_cores", 0.0),
+                cpu["own_cores"],
+                result.get("threads") or 1,
+                why,
+            )
             if waited >= m.busy_wait_s:
                 raise MachineBusy(
                     f"this machine is too busy to measure: other processes kept "
                     f"{wait.other_cores:.1f} cores busy, so the timing loop got "
                     f"{wait.own_cores:.2f} of the {wait.threads} it needs, for {waited:.0f} s. "
                     "What was finished is stored: stop the other work on this machine (or wait "
-                    "for it) and run the same command again")
+                    "for it) and run the same command again"
+                )
             on_wait(wait)
             sleep(min(BUSY_POLL_S, max(m.busy_wait_s - waited, 0.0)))
             continue

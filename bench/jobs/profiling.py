@@ -29,11 +29,15 @@ from bfnas.models.space.subnet import SubnetConfig
 STRATEGIES = ("random", "stratified")
 
 
-def plan_subnets(space: SearchSpace, n: int, strategy: str, seed: int, seq_len: int = 128) -> list[SubnetConfig]:
+def plan_subnets(
+    space: SearchSpace, n: int, strategy: str, seed: int, seq_len: int = 128
+) -> list[SubnetConfig]:
     """`n` distinct subnets. `stratified` spreads them evenly over log-MACs (what latency
     mostly follows), so small and large subnets are both well covered."""
     if strategy not in STRATEGIES:
-        raise InputError("--strategy", None, f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+        raise InputError(
+            "--strategy", None, f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})"
+        )
     rng = random.Random(seed)
     n = min(n, space.count())
     pool_size = n if strategy == "random" else min(space.count(), 30 * n)
@@ -63,6 +67,7 @@ def plan_subnets(space: SearchSpace, n: int, strategy: str, seed: int, seq_len: 
 
 def reference_subnet(space: SearchSpace) -> SubnetConfig:
     """A fixed mid-sized member of the space, measured again and again for drift."""
+
     def mid(values: tuple[int, ...]) -> int:
         return values[len(values) // 2]
 
@@ -72,7 +77,9 @@ def reference_subnet(space: SearchSpace) -> SubnetConfig:
     return SubnetConfig.uniform(mid(space.layers.values), hidden, heads, qkv, mid(space.ffn.values))
 
 
-def artifact_for(cache: ArtifactCache, supernet: SuperBert, cfg: SubnetConfig, profile: HardwareProfile) -> Artifact:
+def artifact_for(
+    cache: ArtifactCache, supernet: SuperBert, cfg: SubnetConfig, profile: HardwareProfile
+) -> Artifact:
     """The ONNX file a profile measures: FP32 for fp32/fp16 (TensorRT builds FP16 itself),
     otherwise quantized with the profile's recipe."""
     if profile.precision != "int8":
@@ -87,8 +94,8 @@ def artifact_for(cache: ArtifactCache, supernet: SuperBert, cfg: SubnetConfig, p
 # subnet's ratio to a 0.5 GMAC anchor varied 3-5 % across processes, to a 0.06 GMAC one
 # 1.1-1.6 %; a 5-10 ms subnet's was steadier with the larger anchor.
 ANCHOR_LADDER = (
-    SubnetConfig.uniform(1, 192, 12, 192, 768),   # 0.06 GMAC at seq 128
-    SubnetConfig.uniform(2, 256, 4, 256, 1024),   # 0.22 GMAC
+    SubnetConfig.uniform(1, 192, 12, 192, 768),  # 0.06 GMAC at seq 128
+    SubnetConfig.uniform(2, 256, 4, 256, 1024),  # 0.22 GMAC
     SubnetConfig.uniform(3, 384, 12, 384, 1024),  # 0.57 GMAC
 )
 ANCHOR_SEED = 20261123
@@ -100,7 +107,9 @@ def anchor_arch(cfg: SubnetConfig, seq_len: int = 128, batch: int = 1) -> Subnet
     return min(ANCHOR_LADDER, key=lambda a: abs(math.log(a.total_macs(seq_len, batch) / macs)))
 
 
-def anchor_artifact(cache: ArtifactCache, profile: HardwareProfile, cfg: SubnetConfig) -> AnchorRef | None:
+def anchor_artifact(
+    cache: ArtifactCache, profile: HardwareProfile, cfg: SubnetConfig
+) -> AnchorRef | None:
     """The anchor to time beside `cfg` under `profile` (content-addressed, so the same file
     for every job), or None when the profile measures without one."""
     if not profile.measure.anchor:
@@ -140,8 +149,14 @@ class SubnetMeasurer:
         rung = anchor_arch(cfg, w.seq_len, w.batch).key()
         if rung not in self._anchors:
             self._anchors[rung] = anchor_artifact(self.cache, self.profile, cfg)
-        result = measure_artifact(self.runner, str(art.path), art.sha256, self.profile,
-                                  self._anchors[rung], on_wait=self.on_wait)
+        result = measure_artifact(
+            self.runner,
+            str(art.path),
+            art.sha256,
+            self.profile,
+            self._anchors[rung],
+            on_wait=self.on_wait,
+        )
         return result, art
 
 
@@ -187,12 +202,23 @@ class ProfileJob:
         phash = self.store.add_profile(p.name, p.resolved(), p.hash())
         done = self.store.measured_keys(phash, exclude=self.retry)
         todo = [c for c in plan if c.key() not in done]
-        args = {"space": self.space.name, "samples": self.samples, "strategy": self.strategy,
-                "seed": self.seed, "supernet": self.supernet.source, "retry": list(self.retry)}
+        args = {
+            "space": self.space.name,
+            "samples": self.samples,
+            "strategy": self.strategy,
+            "seed": self.seed,
+            "supernet": self.supernet.source,
+            "retry": list(self.retry),
+        }
         run_id = self.store.start_run(phash, "profile", args)
         self.on_event(ProfileEvent("plan", None, {"planned": len(plan), "todo": len(todo)}))
-        counts = {"ok": 0, "unstable": 0, "failed": 0, "skipped": len(plan) - len(todo),
-                  "taken_by_other": 0}
+        counts = {
+            "ok": 0,
+            "unstable": 0,
+            "failed": 0,
+            "skipped": len(plan) - len(todo),
+            "taken_by_other": 0,
+        }
         ref_cfg, refs, drift = reference_subnet(self.space), [], []
         status = "interrupted"
         if self._measurer is None:  # made before any lane thread could race to make it
@@ -210,11 +236,24 @@ class ProfileJob:
             counts["unstable"] += doubted
             summary = {**counts, "planned": len(plan), "reference_ms": refs, "drift": drift}
             self.store.finish_run(run_id, status, summary)
-        return {"status": status, "run_id": run_id, "profile": p.name, "profile_hash": phash,
-                **summary}
+        return {
+            "status": status,
+            "run_id": run_id,
+            "profile": p.name,
+            "profile_hash": phash,
+            **summary,
+        }
 
-    def _run_serial(self, todo: list[SubnetConfig], ref_cfg: SubnetConfig, phash: str, run_id: int,
-                    counts: dict, refs: list, drift: list) -> None:
+    def _run_serial(
+        self,
+        todo: list[SubnetConfig],
+        ref_cfg: SubnetConfig,
+        phash: str,
+        run_id: int,
+        counts: dict,
+        refs: list,
+        drift: list,
+    ) -> None:
         every = self.profile.measure.drift_every
         measured_since_ref = every  # measure the reference first when there is work
         for cfg in todo:
@@ -232,8 +271,17 @@ class ProfileJob:
         if every and todo and measured_since_ref > 0:
             refs.append(self._reference(ref_cfg, phash, run_id, refs, drift))
 
-    def _run_parallel(self, todo: list[SubnetConfig], lanes: int, ref_cfg: SubnetConfig, phash: str,
-                      run_id: int, counts: dict, refs: list, drift: list) -> None:
+    def _run_parallel(
+        self,
+        todo: list[SubnetConfig],
+        lanes: int,
+        ref_cfg: SubnetConfig,
+        phash: str,
+        run_id: int,
+        counts: dict,
+        refs: list,
+        drift: list,
+    ) -> None:
         """Several devices at once (a fleet): one job in flight per device plus one whose
         artifact is being built. Results are stored by this thread alone, as they finish.
         The drift reference is measured before and after the subnets (on whichever device
@@ -279,12 +327,26 @@ class ProfileJob:
         self.on_event(ProfileEvent("skipped", cfg, message="measured or claimed elsewhere"))
         return False
 
-    def _store(self, cfg: SubnetConfig, result: dict, art: Artifact | None, phash: str, run_id: int,
-               refs: list, counts: dict) -> None:
+    def _store(
+        self,
+        cfg: SubnetConfig,
+        result: dict,
+        art: Artifact | None,
+        phash: str,
+        run_id: int,
+        refs: list,
+        counts: dict,
+    ) -> None:
         row = self.store.add_measurement(
-            phash, cfg, self.space.name, result, run_id, "sample",
+            phash,
+            cfg,
+            self.space.name,
+            result,
+            run_id,
+            "sample",
             artifact_record(art) if art else None,
-            reference_ms=refs[-1] if refs else None, supersede=bool(self.retry),
+            reference_ms=refs[-1] if refs else None,
+            supersede=bool(self.retry),
         )
         if result["status"] == "ok":
             self._since_ref.append(row)
@@ -304,8 +366,9 @@ class ProfileJob:
             self._measurer = self._make_measurer()
         return self._measurer(cfg)
 
-    def _reference(self, cfg: SubnetConfig, phash: str, run_id: int, refs: list[float],
-                   drift: list[dict]) -> float | None:
+    def _reference(
+        self, cfg: SubnetConfig, phash: str, run_id: int, refs: list[float], drift: list[dict]
+    ) -> float | None:
         """Measure the drift reference; returns its raw median (kept beside each sample).
 
         Drift is judged on what the predictor learns: the paired ratio where there is an
@@ -313,8 +376,15 @@ class ProfileJob:
         `drift_threshold` puts the trusted samples measured since the last reference in
         doubt: they are marked unstable, so a retry measures them again."""
         result, art = self._measure(cfg)
-        self.store.add_measurement(phash, cfg, self.space.name, result, run_id, "reference",
-                                   artifact_record(art) if art else None)
+        self.store.add_measurement(
+            phash,
+            cfg,
+            self.space.name,
+            result,
+            run_id,
+            "reference",
+            artifact_record(art) if art else None,
+        )
         if result["status"] == "failed":
             return refs[-1] if refs else None
         value = result.get("ratio") or result["median_ms"]
@@ -324,16 +394,32 @@ class ProfileJob:
         else:
             change = value / self._ref_first - 1
             if abs(change) > self.profile.measure.drift_threshold:
-                why = (f"{DRIFTED}: the drift reference's {unit} moved {change:+.1%} "
-                       f"(beyond ±{self.profile.measure.drift_threshold:.0%}) while this was measured")
+                why = (
+                    f"{DRIFTED}: the drift reference's {unit} moved {change:+.1%} "
+                    f"(beyond ±{self.profile.measure.drift_threshold:.0%}) while this was measured"
+                )
                 marked = self.store.mark_unstable(self._since_ref, why)
-                drift.append({"after": len(refs), "reference_ms": result["median_ms"],
-                              "value": value, "first": self._ref_first, "unit": unit,
-                              "change": change, "marked_unstable": marked})
-                self.on_event(ProfileEvent(
-                    "drift", cfg, result,
-                    f"reference subnet moved {change:+.1%} ({unit}) since the start of this run; "
-                    f"{marked} measurements since the last reference marked unstable"))
+                drift.append(
+                    {
+                        "after": len(refs),
+                        "reference_ms": result["median_ms"],
+                        "value": value,
+                        "first": self._ref_first,
+                        "unit": unit,
+                        "change": change,
+                        "marked_unstable": marked,
+                    }
+                )
+                self.on_event(
+                    ProfileEvent(
+                        "drift",
+                        cfg,
+                        result,
+                        f"reference subnet moved {change:+.1%} ({unit}) since the start of this "
+                        "run; "
+                        f"{marked} measurements since the last reference marked unstable",
+                    )
+                )
         self._since_ref = []
         self.on_event(ProfileEvent("reference", cfg, result))
         return result["median_ms"]

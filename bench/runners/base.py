@@ -25,12 +25,18 @@ class Runner(Protocol):
 
     lanes: int
 
-    def run(self, model: str, sha256: str, profile: HardwareProfile,
-            anchor: tuple[str, str] | None = None) -> dict: ...
+    def run(
+        self,
+        model: str,
+        sha256: str,
+        profile: HardwareProfile,
+        anchor: tuple[str, str] | None = None,
+    ) -> dict: ...
 
 
-def job_json(model: str, sha256: str, profile: HardwareProfile,
-             anchor: tuple[str, str] | None) -> str:
+def job_json(
+    model: str, sha256: str, profile: HardwareProfile, anchor: tuple[str, str] | None
+) -> str:
     job: dict = {"model": model, "sha256": sha256, "profile": profile.resolved()}
     if anchor:
         job["anchor"] = {"model": anchor[0], "sha256": anchor[1]}

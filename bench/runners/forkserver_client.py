@@ -27,8 +27,9 @@ class ForkServerClient:
     """The client of a `bench.device.forkserver` process reached through `argv`'s pipes: a local
     process, or `ssh DEVICE python -m bfnas.bench.device.forkserver`. Started on the first job."""
 
-    def __init__(self, argv: list[str], env: dict | None = None, start_timeout: float = 60.0,
-                 stderr=None) -> None:
+    def __init__(
+        self, argv: list[str], env: dict | None = None, start_timeout: float = 60.0, stderr=None
+    ) -> None:
         self.argv, self.env, self.start_timeout, self.stderr = argv, env, start_timeout, stderr
         self.proc: subprocess.Popen | None = None
         self.active_pid: int | None = None  # the worker running now, if any
@@ -60,9 +61,15 @@ class ForkServerClient:
         # The same session, not a new one: with the kernel's autogroup scheduling a session
         # is a CPU share of its own, and the workers would no longer compete with the user's
         # other processes as measured (a busy machine would look idle to them).
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.stderr, env=self.env, bufsize=0,
-                                     process_group=0)
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env=self.env,
+            bufsize=0,
+            process_group=0,
+        )
         self._pending = b""
         if not self._answer(self.start_timeout).get("ready"):
             raise ValueError("the fork server did not say it was ready")

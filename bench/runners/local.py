@@ -27,16 +27,23 @@ class LocalRunner:
         self.python = python
         self.fork = fork and hasattr(os, "fork")
         # One BLAS thread: a fork copies only the forking thread.
-        self.server = ForkServerClient([python, "-m", "bfnas.bench.device.forkserver"],
-                                       env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+        self.server = ForkServerClient(
+            [python, "-m", "bfnas.bench.device.forkserver"],
+            env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+        )
 
     @property
     def active_pid(self) -> int | None:
         """The forked worker running now, if any."""
         return self.server.active_pid
 
-    def run(self, model: str, sha256: str, profile: HardwareProfile,
-            anchor: tuple[str, str] | None = None) -> dict:
+    def run(
+        self,
+        model: str,
+        sha256: str,
+        profile: HardwareProfile,
+        anchor: tuple[str, str] | None = None,
+    ) -> dict:
         job = job_json(model, sha256, profile, anchor)
         timeout = profile.measure.timeout_s
         if self.fork:
@@ -48,7 +55,10 @@ class LocalRunner:
         try:
             proc = subprocess.run(
                 [self.python, "-m", "bfnas.bench.device.worker", "--job", "-"],
-                input=job, capture_output=True, text=True, timeout=timeout,
+                input=job,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
             )
         except subprocess.TimeoutExpired:
             return {"status": "failed", "reason": f"timeout after {timeout:.0f} s"}

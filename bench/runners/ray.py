@@ -40,7 +40,7 @@ def resource_name(profile: HardwareProfile) -> str:
 
 
 def parse_affinity(text: str) -> list[int]:
-    """"0,2-3" -> [0, 2, 3]."""
+    """ "0,2-3" -> [0, 2, 3]."""
     cores: list[int] = []
     for part in text.split(","):
         part = part.strip()
@@ -79,8 +79,13 @@ class DeviceHost:
     def info(self) -> dict[str, Any]:
         import socket
 
-        return {"host": socket.gethostname(), "pid": os.getpid(),
-                "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "affinity": sorted(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else None,
+        }
 
     def has(self, sha256: str, path: str | None = None) -> bool:
         """Whether this node holds the model: received earlier, or readable at the driver's
@@ -143,13 +148,18 @@ def check_reachable(address: str, timeout_s: float) -> None:
         with socket.create_connection((host, port), timeout=timeout_s):
             pass
     except socket.gaierror as exc:
-        raise OperationFailed(f"cannot reach {where}: unknown host {host!r} ({exc.strerror})") from None
+        raise OperationFailed(
+            f"cannot reach {where}: unknown host {host!r} ({exc.strerror})"
+        ) from None
     except TimeoutError:
-        raise OperationFailed(f"cannot reach {where}: no answer within {timeout_s:g} s "
-                              "(target.connect_timeout_s)") from None
+        raise OperationFailed(
+            f"cannot reach {where}: no answer within {timeout_s:g} s (target.connect_timeout_s)"
+        ) from None
     except ConnectionRefusedError:
-        raise OperationFailed(f"cannot reach {where}: connection refused (is its head node "
-                              f"running? ray start --head --port {port})") from None
+        raise OperationFailed(
+            f"cannot reach {where}: connection refused (is its head node "
+            f"running? ray start --head --port {port})"
+        ) from None
     except OSError as exc:
         raise OperationFailed(f"cannot reach {where}: {exc.strerror or exc}") from None
     tls = os.environ.get("RAY_USE_TLS", "0") not in ("", "0")
@@ -157,8 +167,10 @@ def check_reachable(address: str, timeout_s: float) -> None:
         return  # Ray Client's server, or TLS first: the TCP connection is what is checked
     why = _ask_gcs(host, port, timeout_s)
     if why:
-        raise OperationFailed(f"cannot reach {where}: something listens on port {port}, but it "
-                              f"does not answer as a Ray cluster's GCS ({why})")
+        raise OperationFailed(
+            f"cannot reach {where}: something listens on port {port}, but it "
+            f"does not answer as a Ray cluster's GCS ({why})"
+        )
 
 
 def _ask_gcs(host: str, port: int, timeout_s: float) -> str | None:
@@ -194,11 +206,14 @@ def connect(address: str | None, timeout_s: float = 10.0) -> None:
     if target is not None:
         check_reachable(target, timeout_s)
     try:
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False,
-                 include_dashboard=False)
+        ray.init(
+            address=address, logging_level="ERROR", log_to_driver=False, include_dashboard=False
+        )
     except Exception as exc:  # ConnectionError, RuntimeError, ...: Ray's, said in one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OperationFailed(f"cannot connect to the Ray cluster at {address}: {first[:300]}") from None
+        raise OperationFailed(
+            f"cannot connect to the Ray cluster at {address}: {first[:300]}"
+        ) from None
 
 
 def _auto_address() -> str | None:
@@ -215,7 +230,9 @@ def _auto_address() -> str | None:
         found = canonicalize_bootstrap_address("auto")
     except ConnectionError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "none found"
-        raise OperationFailed(f"no Ray cluster to connect to (address auto): {first[:300]}") from None
+        raise OperationFailed(
+            f"no Ray cluster to connect to (address auto): {first[:300]}"
+        ) from None
     except Exception:
         return None
     try:
@@ -228,17 +245,26 @@ class RayRunner:
     """Spreads jobs over every device advertising the profile's resource; `run` may be called
     from `lanes` threads at once (the profiling job does that)."""
 
-    def __init__(self, profile: HardwareProfile, address: str | None = None, max_devices: int | None = None,
-                 blob_dir: str | None = None, wait_s: float = 60.0, shared_files: bool = True) -> None:
+    def __init__(
+        self,
+        profile: HardwareProfile,
+        address: str | None = None,
+        max_devices: int | None = None,
+        blob_dir: str | None = None,
+        wait_s: float = 60.0,
+        shared_files: bool = True,
+    ) -> None:
         import ray
 
         connect(address or profile.target.address, profile.target.connect_timeout_s)
         self.resource = resource_name(profile)
         available = int(ray.cluster_resources().get(self.resource, 0))
         if available < 1:
-            raise DeviceUnreachable(f"no node of the Ray cluster advertises resource {self.resource!r} "
-                                    f"(start one with: ray start --address ... --resources "
-                                    f"'{{\"{self.resource}\": 1}}')")
+            raise DeviceUnreachable(
+                f"no node of the Ray cluster advertises resource {self.resource!r} "
+                f"(start one with: ray start --address ... --resources "
+                f"'{{\"{self.resource}\": 1}}')"
+            )
         n = min(available, max_devices) if max_devices else available
         cls = _actor_class()
         actors = [cls.options(resources={self.resource: 1}).remote(blob_dir) for _ in range(n)]
@@ -247,7 +273,9 @@ class RayRunner:
         except Exception as exc:
             for a in actors:
                 ray.kill(a)
-            raise DeviceUnreachable(f"device actors for {self.resource!r} did not start: {exc}") from None
+            raise DeviceUnreachable(
+                f"device actors for {self.resource!r} did not start: {exc}"
+            ) from None
         self.lanes = n
         self._idle: queue.Queue = queue.Queue()
         for a in actors:
@@ -258,8 +286,13 @@ class RayRunner:
         self._last_loss = ""
         self.shared_files = shared_files  # let nodes read the driver's files where they can
 
-    def run(self, model: str, sha256: str, profile: HardwareProfile,
-            anchor: tuple[str, str] | None = None) -> dict:
+    def run(
+        self,
+        model: str,
+        sha256: str,
+        profile: HardwareProfile,
+        anchor: tuple[str, str] | None = None,
+    ) -> dict:
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError
 
@@ -269,14 +302,18 @@ class RayRunner:
             except queue.Empty:
                 with self._lock:
                     if self._alive == 0:
-                        raise DeviceUnreachable(f"every device advertising {self.resource!r} was lost "
-                                                f"(last: {self._last_loss})") from None
+                        raise DeviceUnreachable(
+                            f"every device advertising {self.resource!r} was lost "
+                            f"(last: {self._last_loss})"
+                        ) from None
                 continue
             try:
                 self._ensure(actor, model, sha256)
                 if anchor:
                     self._ensure(actor, anchor[0], anchor[1])
-                ref = actor.measure.remote(sha256, profile.resolved(), anchor[1] if anchor else None)
+                ref = actor.measure.remote(
+                    sha256, profile.resolved(), anchor[1] if anchor else None
+                )
                 # The worker on the node has its own timeout; this one guards the node itself.
                 result = ray.get(ref, timeout=profile.measure.timeout_s + 120)
             except (RayActorError, GetTimeoutError) as exc:
@@ -337,17 +374,31 @@ def ray_probe(profile: HardwareProfile) -> list[dict]:
     try:
         connect(addr, profile.target.connect_timeout_s)
     except Exception as exc:
-        return [{"name": "ray", "ok": False, "detail": f"cannot connect to {addr or 'auto'}: "
-                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"}]
-    checks = [{"name": "ray", "ok": True, "detail": f"ray {ray.__version__}, cluster at {addr or 'auto'}"}]
+        return [
+            {
+                "name": "ray",
+                "ok": False,
+                "detail": f"cannot connect to {addr or 'auto'}: "
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            }
+        ]
+    checks = [
+        {"name": "ray", "ok": True, "detail": f"ray {ray.__version__}, cluster at {addr or 'auto'}"}
+    ]
     res = resource_name(profile)
     try:
         runner = RayRunner(profile, addr)
     except DeviceUnreachable as exc:
         return [*checks, {"name": f"resource {res}", "ok": False, "detail": str(exc)}]
     try:
-        checks.append({"name": f"resource {res}", "ok": True, "detail": f"{runner.lanes} device(s): "
-                       + ", ".join(f"{d['host']} cores {d['affinity']}" for d in runner.devices)})
+        checks.append(
+            {
+                "name": f"resource {res}",
+                "ok": True,
+                "detail": f"{runner.lanes} device(s): "
+                + ", ".join(f"{d['host']} cores {d['affinity']}" for d in runner.devices),
+            }
+        )
         remote = runner.probe(profile)
         return checks + [{**c, "name": f"device {c['name']}"} for c in remote]
     finally:

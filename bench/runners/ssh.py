@@ -39,7 +39,11 @@ class _ConnectionLost(Exception):
 
 
 # ssh failures that waiting will not cure: retrying them only delays the error.
-PERMANENT = ("Host key verification failed", "Permission denied", "REMOTE HOST IDENTIFICATION HAS CHANGED")
+PERMANENT = (
+    "Host key verification failed",
+    "Permission denied",
+    "REMOTE HOST IDENTIFICATION HAS CHANGED",
+)
 
 
 def remote_path(path: str) -> str:
@@ -56,8 +60,14 @@ class SshRunner:
 
     lanes = 1
 
-    def __init__(self, target: Target, retries: int | None = None, backoff_s: float | None = None,
-                 ssh: str = "ssh", sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        target: Target,
+        retries: int | None = None,
+        backoff_s: float | None = None,
+        ssh: str = "ssh",
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if target.kind != "ssh" or not target.host:
             raise ValueError("SshRunner needs an ssh target with a host")
         self.target = target
@@ -70,18 +80,33 @@ class SshRunner:
         self._server: ForkServerClient | None = None
         self._server_log = None
         # Control sockets need a short path (108 bytes on Linux): not under a deep tmp dir.
-        self._control = tempfile.mkdtemp(prefix="bfnas-ssh-", dir="/tmp" if Path("/tmp").is_dir() else None)
+        self._control = tempfile.mkdtemp(
+            prefix="bfnas-ssh-", dir="/tmp" if Path("/tmp").is_dir() else None
+        )
 
     # -- transport ---------------------------------------------------------------------------
     def ssh_argv(self, command: str) -> list[str]:
         t = self.target
         argv = [
-            self.ssh, "-p", str(t.port),
-            "-o", "BatchMode=yes",
-            "-o", f"StrictHostKeyChecking={'accept-new' if t.accept_new_host_key else 'yes'}",
-            "-o", f"ConnectTimeout={max(1, math.ceil(t.connect_timeout_s))}",
-            "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
-            "-o", "ControlMaster=auto", "-o", f"ControlPath={self._control}/%C", "-o", "ControlPersist=120",
+            self.ssh,
+            "-p",
+            str(t.port),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"StrictHostKeyChecking={'accept-new' if t.accept_new_host_key else 'yes'}",
+            "-o",
+            f"ConnectTimeout={max(1, math.ceil(t.connect_timeout_s))}",
+            "-o",
+            "ServerAliveInterval=5",
+            "-o",
+            "ServerAliveCountMax=3",
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            f"ControlPath={self._control}/%C",
+            "-o",
+            "ControlPersist=120",
         ]
         if t.known_hosts:
             argv += ["-o", f"UserKnownHostsFile={os.path.expanduser(t.known_hosts)}"]
@@ -91,20 +116,26 @@ class SshRunner:
             argv += ["-l", t.user]
         return [*argv, "--", t.host, command]
 
-    def _call(self, command: str, stdin: bytes | None = None, timeout: float | None = None
-              ) -> subprocess.CompletedProcess:
+    def _call(
+        self, command: str, stdin: bytes | None = None, timeout: float | None = None
+    ) -> subprocess.CompletedProcess:
         """Run `command` on the device once; `_ConnectionLost` when ssh itself failed (255)."""
         try:
-            proc = subprocess.run(self.ssh_argv(command), input=stdin if stdin is not None else b"",
-                                  capture_output=True, timeout=timeout)
+            proc = subprocess.run(
+                self.ssh_argv(command),
+                input=stdin if stdin is not None else b"",
+                capture_output=True,
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired:
             raise _ConnectionLost(f"no answer within {timeout:.0f} s") from None
         if proc.returncode == 255:
             err = proc.stderr.decode(errors="replace")
             why = next((p for p in PERMANENT if p in err), None)
             if why:
-                raise DeviceUnreachable(f"{self.target.host}:{self.target.port}: {why} "
-                                        f"({_last_line(proc.stderr)})")
+                raise DeviceUnreachable(
+                    f"{self.target.host}:{self.target.port}: {why} ({_last_line(proc.stderr)})"
+                )
             raise _ConnectionLost(_last_line(proc.stderr) or "ssh exited 255")
         return proc
 
@@ -121,8 +152,10 @@ class SshRunner:
                 self.sleep(delay)
                 delay *= 2
         t = self.target
-        raise DeviceUnreachable(f"{t.user + '@' if t.user else ''}{t.host}:{t.port}: {what} failed "
-                                f"{self.retries + 1} times; last: {last}")
+        raise DeviceUnreachable(
+            f"{t.user + '@' if t.user else ''}{t.host}:{t.port}: {what} failed "
+            f"{self.retries + 1} times; last: {last}"
+        )
 
     def call(self, command: str, timeout: float | None = None) -> subprocess.CompletedProcess:
         """`command` on the device, with the runner's retries."""
@@ -141,17 +174,22 @@ class SshRunner:
         part = f"{folder}/.part-{sha256}-{os.getpid()}"
         # Present already (by name = hash) or written to a part file and renamed, so an
         # interrupted upload never leaves a file that looks complete.
-        command = (f"mkdir -p {remote_path(folder)} && if [ -f {remote_path(remote)} ]; then echo present; "
-                   f"else cat > {remote_path(part)} && mv {remote_path(part)} {remote_path(remote)} "
-                   f"&& echo uploaded; fi")
+        command = (
+            f"mkdir -p {remote_path(folder)} && if [ -f {remote_path(remote)} ]; then echo "
+            "present; "
+            f"else cat > {remote_path(part)} && mv {remote_path(part)} {remote_path(remote)} "
+            f"&& echo uploaded; fi"
+        )
         data = Path(local).read_bytes()
 
         def send() -> str:
             proc = self._call(command, stdin=data, timeout=self.target.connect_timeout_s + 600)
             out = proc.stdout.decode(errors="replace").strip()
             if proc.returncode != 0 or out not in ("present", "uploaded"):
-                raise DeviceUnreachable(f"{self.target.host}: cannot store the model in "
-                                        f"{self.target.workdir}: {_last_line(proc.stderr) or out}")
+                raise DeviceUnreachable(
+                    f"{self.target.host}: cannot store the model in "
+                    f"{self.target.workdir}: {_last_line(proc.stderr) or out}"
+                )
             return out
 
         if self._with_retries("upload", send) == "uploaded":
@@ -162,18 +200,25 @@ class SshRunner:
     def forget(self, sha256: str) -> None:
         """Drop a file from the device (after its hash did not match there)."""
         self._present.discard(sha256)
-        self.call(f"rm -f {remote_path(self.blob_path(sha256))}", timeout=self.target.connect_timeout_s + 30)
+        self.call(
+            f"rm -f {remote_path(self.blob_path(sha256))}",
+            timeout=self.target.connect_timeout_s + 30,
+        )
 
     # -- jobs --------------------------------------------------------------------------------
     def _fork_server(self) -> ForkServerClient:
         if self._server is None:
             t = self.target
-            command = f"OPENBLAS_NUM_THREADS=1 exec {shlex.quote(t.python)} -m bfnas.bench.device.forkserver"
+            python = shlex.quote(t.python)
+            command = f"OPENBLAS_NUM_THREADS=1 exec {python} -m bfnas.bench.device.forkserver"
             # The device's stderr, for error lines; kept open as long as the server runs.
             self._server_log = tempfile.TemporaryFile()  # noqa: SIM115
             # Starting it imports numpy and ONNX Runtime on the device: slow on a small board.
-            self._server = ForkServerClient(self.ssh_argv(command), start_timeout=t.connect_timeout_s + 60,
-                                            stderr=self._server_log)
+            self._server = ForkServerClient(
+                self.ssh_argv(command),
+                start_timeout=t.connect_timeout_s + 60,
+                stderr=self._server_log,
+            )
         return self._server
 
     @property
@@ -181,8 +226,13 @@ class SshRunner:
         """The device-side pid of the worker measuring now, if any."""
         return self._server.active_pid if self._server else None
 
-    def run(self, model: str, sha256: str, profile: HardwareProfile,
-            anchor: tuple[str, str] | None = None) -> dict:
+    def run(
+        self,
+        model: str,
+        sha256: str,
+        profile: HardwareProfile,
+        anchor: tuple[str, str] | None = None,
+    ) -> dict:
         for attempt in (1, 2):
             remote_model = self.ensure(model, sha256)
             remote_anchor = (self.ensure(anchor[0], anchor[1]), anchor[1]) if anchor else None
@@ -196,8 +246,9 @@ class SshRunner:
                 self.forget(anchor[1])
         return result
 
-    def _measure(self, model: str, sha256: str, profile: HardwareProfile,
-                 anchor: tuple[str, str] | None) -> dict:
+    def _measure(
+        self, model: str, sha256: str, profile: HardwareProfile, anchor: tuple[str, str] | None
+    ) -> dict:
         timeout = profile.measure.timeout_s
         job = job_json(model, sha256, profile, anchor)
 
@@ -211,18 +262,27 @@ class SshRunner:
                 if exc.started:
                     # The device's server died under a job (the OOM killer, say): that job
                     # failed, and a new server starts with the next one.
-                    return {"status": "failed", "reason": f"device fork server died: {self._server_error() or exc}"}
-                hint = " (is bfnas installed for it?)" if "No module named" in self._server_error() else ""
-                raise DeviceUnreachable(f"{self.target.host}: {self.target.python} -m bfnas.bench.device.forkserver "
-                                        f"did not start{hint}: {self._server_error() or exc}") from None
+                    return {
+                        "status": "failed",
+                        "reason": f"device fork server died: {self._server_error() or exc}",
+                    }
+                hint = (
+                    " (is bfnas installed for it?)"
+                    if "No module named" in self._server_error()
+                    else ""
+                )
+                raise DeviceUnreachable(
+                    f"{self.target.host}: {self.target.python} -m bfnas.bench.device.forkserver "
+                    f"did not start{hint}: {self._server_error() or exc}"
+                ) from None
 
         result = self._with_retries("measurement", once)
         result["device"] = {"host": self.target.host, "port": self.target.port}
         return result
 
     def probe(self, profile: HardwareProfile) -> list[dict]:
-        """The device's checks of `profile` (`bench.device.probe.require_usable`). Reaching the device
-        gets the runner's retries first: one that stays unreachable stops the job as
+        """The device's checks of `profile` (`bench.runners.usable.require_usable`). Reaching
+        the device gets the runner's retries first: one that stays unreachable stops the job as
         DeviceUnreachable, as a measurement would."""
         t = self.target
         self._with_retries("ssh", lambda: self._call("true", timeout=t.connect_timeout_s + 10))
@@ -244,7 +304,7 @@ class SshRunner:
             self._server_log = None
         argv = self.ssh_argv("true")
         # The options, then the control command, then the host: `-O` must come before `--`.
-        control = [*argv[:argv.index("--")], "-O", "exit", "--", self.target.host]
+        control = [*argv[: argv.index("--")], "-O", "exit", "--", self.target.host]
         with contextlib.suppress(Exception):
             subprocess.run(control, capture_output=True, timeout=10)
         shutil.rmtree(self._control, ignore_errors=True)
@@ -263,11 +323,15 @@ def remote_probe(runner: SshRunner, profile: HardwareProfile) -> list[dict]:
         proc = runner._call("echo ok", timeout=t.connect_timeout_s + 10)
     except (_ConnectionLost, DeviceUnreachable) as exc:
         return [{"name": "ssh", "ok": False, "detail": f"{t.host}:{t.port}: {exc}"}]
-    checks.append({"name": "ssh", "ok": True, "detail": f"{t.host}:{t.port} reached, host key verified"})
+    checks.append(
+        {"name": "ssh", "ok": True, "detail": f"{t.host}:{t.port} reached, host key verified"}
+    )
     local = profile.model_copy(update={"target": Target()}).resolved()
     command = f"{shlex.quote(t.python)} -m bfnas.bench.device.probe --json -"
     try:
-        proc = runner._call(command, stdin=json.dumps(local).encode(), timeout=t.connect_timeout_s + 60)
+        proc = runner._call(
+            command, stdin=json.dumps(local).encode(), timeout=t.connect_timeout_s + 60
+        )
     except _ConnectionLost as exc:
         return [*checks, {"name": "device probe", "ok": False, "detail": str(exc)}]
     try:
@@ -275,9 +339,22 @@ def remote_probe(runner: SshRunner, profile: HardwareProfile) -> list[dict]:
     except (ValueError, IndexError):
         err = _last_line(proc.stderr)
         hint = " (install bfnas for that Python on the device)" if "No module named" in err else ""
-        return [*checks, {"name": "device python", "ok": False, "field": "target.python",
-                          "detail": f"{t.python}: {err or 'no output'}{hint}"}]
-    checks.append({"name": "device python", "ok": True, "detail": f"{t.python}: bfnas {remote.get('bfnas', '?')}"})
+        return [
+            *checks,
+            {
+                "name": "device python",
+                "ok": False,
+                "field": "target.python",
+                "detail": f"{t.python}: {err or 'no output'}{hint}",
+            },
+        ]
+    checks.append(
+        {
+            "name": "device python",
+            "ok": True,
+            "detail": f"{t.python}: bfnas {remote.get('bfnas', '?')}",
+        }
+    )
     return checks + [{**c, "name": f"device {c['name']}"} for c in remote["checks"]]
 
 

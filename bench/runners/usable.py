@@ -32,7 +32,11 @@ def probe(profile: HardwareProfile) -> list[Check]:
             runner.close()
     if kind == "ray":
         if importlib.util.find_spec("ray") is None:
-            return [Check("ray", False, "python package ray is not installed (pip install 'bfnas[ray]')")]
+            return [
+                Check(
+                    "ray", False, "python package ray is not installed (pip install 'bfnas[ray]')"
+                )
+            ]
         from bfnas.bench.runners.ray import ray_probe
 
         return [Check.from_dict(c) for c in ray_probe(profile)]
@@ -48,13 +52,16 @@ def refusal(profile: HardwareProfile, checks: list[Check]) -> InputError | Opera
         return None
     first = failed[0]
     if first.field is None:
-        return OperationFailed(f"{profile.source}: profile {profile.name} cannot be checked: "
-                               f"{first.name}: {first.detail}")
+        return OperationFailed(
+            f"{profile.source}: profile {profile.name} cannot be checked: "
+            f"{first.name}: {first.detail}"
+        )
     if first.field == "runtime.backend" and profile.runtime.backend == "tensorrt":
         # Everything TensorRT lacks here at once: a GPU, its driver, the Python modules.
         missing = "; ".join(c.detail for c in failed if c.field == first.field)
-        return InputError(profile.source, first.field,
-                          f"not usable here: TensorRT is not available ({missing})")
+        return InputError(
+            profile.source, first.field, f"not usable here: TensorRT is not available ({missing})"
+        )
     return InputError(profile.source, first.field, f"not usable here: {first.name}: {first.detail}")
 
 

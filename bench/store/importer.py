@@ -55,8 +55,9 @@ def parse_autotinybert(path: Path, space: SearchSpace) -> list[ImportedRow]:
                 raise InputError(where, key, "missing")
         layers = d["sample_layer_num"]
         if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
-            raise InputError(where, "sample_layer_num",
-                             f"must be a positive integer, got {short(layers)}")
+            raise InputError(
+                where, "sample_layer_num", f"must be a positive integer, got {short(layers)}"
+            )
         fields: dict = {"layers": layers, "hidden": d["sample_hidden_size"]}
         for key, name in SEED_KEYS.items():
             if name in ("layers", "hidden"):
@@ -88,8 +89,10 @@ def parse_autotinybert(path: Path, space: SearchSpace) -> list[ImportedRow]:
 
 def imported_profile(label: str, source: Path) -> tuple[dict, str]:
     """Resolved JSON and hash of a profile for data measured elsewhere (no runtime known)."""
-    resolved = {"name": label, "imported": True, "runtime": None,
-                "note": "measured elsewhere; conditions unknown beyond the source file"}
+    resolved = {
+        "name": label,
+        "imported": True,
+        "runtime": None,
+        "note": "measured elsewhere; conditions unknown beyond the source file",
+    }
     return resolved, "imported-" + hashlib.sha256(f"imported:{label}".encode()).hexdigest()[:16]
-
-

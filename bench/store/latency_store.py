@@ -105,9 +105,24 @@ CREATE TABLE IF NOT EXISTS claims (
 );
 """
 
-STAT_COLUMNS = ("median_ms", "mean_ms", "std_ms", "cov", "min_ms", "p90_ms", "p95_ms", "p99_ms",
-                "runs", "outliers", "median_rel_ci", "first_ms", "ratio", "ratio_rel_ci", "anchor_ms",
-                "anchor_key")
+STAT_COLUMNS = (
+    "median_ms",
+    "mean_ms",
+    "std_ms",
+    "cov",
+    "min_ms",
+    "p90_ms",
+    "p95_ms",
+    "p99_ms",
+    "runs",
+    "outliers",
+    "median_rel_ci",
+    "first_ms",
+    "ratio",
+    "ratio_rel_ci",
+    "anchor_ms",
+    "anchor_key",
+)
 
 
 TABLES = ("meta", "profiles", "subnets", "runs", "measurements", "claims")
@@ -156,14 +171,17 @@ def _not_writable(path: Path) -> str | None:
         return "cannot write: read-only file"
     folder = nearest_existing(path.parent)
     if not os.access(folder, os.W_OK):
-        return (f"cannot write: read-only folder {folder} (the store's -wal and -shm files "
-                "are made beside it)")
+        return (
+            f"cannot write: read-only folder {folder} (the store's -wal and -shm files "
+            "are made beside it)"
+        )
     return None
 
 
 def _damaged(path: Path, what: str) -> InputError:
-    return InputError(str(path), None, f"damaged ({what}); restore it from a copy or give "
-                                       "another --db")
+    return InputError(
+        str(path), None, f"damaged ({what}); restore it from a copy or give another --db"
+    )
 
 
 def _store_error(path: Path, exc: sqlite3.Error) -> Exception | None:
@@ -176,15 +194,20 @@ def _store_error(path: Path, exc: sqlite3.Error) -> Exception | None:
     if base in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
         return _damaged(path, f"integrity check: {exc}")
     if base in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        return OperationFailed(f"{path}: the store is locked: another process held it for over "
-                               f"{BUSY_TIMEOUT_S} s; run the same command again when it is done")
+        return OperationFailed(
+            f"{path}: the store is locked: another process held it for over "
+            f"{BUSY_TIMEOUT_S} s; run the same command again when it is done"
+        )
     if base == sqlite3.SQLITE_READONLY:
         return InputError(str(path), None, _not_writable(path) or f"cannot write ({exc})")
-    if base == sqlite3.SQLITE_CANTOPEN and not os.access(nearest_existing(path.parent),
-                                                        os.W_OK):
-        return InputError(str(path), None, "cannot open: its folder is read-only and SQLite "
-                                           "needs a -shm file beside a WAL store (copy it "
-                                           "somewhere writable)")
+    if base == sqlite3.SQLITE_CANTOPEN and not os.access(nearest_existing(path.parent), os.W_OK):
+        return InputError(
+            str(path),
+            None,
+            "cannot open: its folder is read-only and SQLite "
+            "needs a -shm file beside a WAL store (copy it "
+            "somewhere writable)",
+        )
     if base in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN):
         free = _free_bytes(path)
         if free is not None and free < FULL_MARGIN_BYTES:
@@ -210,10 +233,12 @@ def _one_line(path: Path) -> Iterator[None]:
 
 def _guarded(method: F) -> F:
     """A store method whose SQLite errors are one line (see `_store_error`)."""
+
     @functools.wraps(method)
     def wrapper(self: LatencyStore, *args: Any, **kwargs: Any) -> Any:
         with _one_line(self.path):
             return method(self, *args, **kwargs)
+
     return wrapper  # type: ignore[return-value]
 
 
@@ -243,8 +268,11 @@ def _check_bytes(path: Path, read_only: bool, create: bool) -> bool:
         raise InputError(where, None, f"cannot read ({exc.strerror or exc})") from None
     if size == 0:
         if read_only or not create:
-            raise InputError(where, None, "an empty file, not a bfnas latency store (profile "
-                                          "or import into it to make one)")
+            raise InputError(
+                where,
+                None,
+                "an empty file, not a bfnas latency store (profile or import into it to make one)",
+            )
         return True  # what SQLite itself does with a 0-byte file: make the database in it
     if len(head) < 100 or not head.startswith(SQLITE_MAGIC):
         raise InputError(where, None, "not a bfnas latency store (not an SQLite file)")
@@ -324,8 +352,9 @@ class LatencyStore:
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise disk_full(self.path) from None
-                raise InputError(str(self.path), None, f"cannot make its folder "
-                                                       f"({exc.strerror or exc})") from None
+                raise InputError(
+                    str(self.path), None, f"cannot make its folder ({exc.strerror or exc})"
+                ) from None
             self._connect_and_open(fresh)
 
     def _connect_and_open(self, fresh: bool) -> None:
@@ -366,7 +395,8 @@ class LatencyStore:
         # One transaction: a store is never left with its tables but without its version.
         self.db.executescript(
             f"BEGIN IMMEDIATE; {SCHEMA} INSERT OR IGNORE INTO meta VALUES "
-            f"('schema_version', '{SCHEMA_VERSION}'); COMMIT;")
+            f"('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
+        )
         self.mark_interrupted()
 
     def _check_schema(self) -> bool:
@@ -374,27 +404,41 @@ class LatencyStore:
         reading only. Returns True for an SQLite database without any table (a new store
         may be made in it)."""
         where = str(self.path)
-        tables = {r[0] for r in self.db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+        tables = {
+            r[0]
+            for r in self.db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        }
         if not tables:
             if self.read_only:
-                raise InputError(where, None, "an SQLite database without tables, not a bfnas "
-                                              "latency store yet")
+                raise InputError(
+                    where, None, "an SQLite database without tables, not a bfnas latency store yet"
+                )
             return True
         if "meta" not in tables:
-            raise InputError(where, None, "not a bfnas latency store (an SQLite database "
-                                          f"with tables {short(sorted(tables))} and no meta)")
+            raise InputError(
+                where,
+                None,
+                "not a bfnas latency store (an SQLite database "
+                f"with tables {short(sorted(tables))} and no meta)",
+            )
         try:
             found = self.db.execute(
-                "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()
         except sqlite3.OperationalError:  # a meta table of another shape: someone else's
             found = None
         if not found:
-            raise InputError(where, None, "not a bfnas latency store (its meta table has no "
-                                          "schema_version)")
+            raise InputError(
+                where, None, "not a bfnas latency store (its meta table has no schema_version)"
+            )
         if found[0] != str(SCHEMA_VERSION):
-            raise InputError(where, "schema_version", f"store has schema {short(found[0])}, "
-                                                      f"this bfnas reads {SCHEMA_VERSION}")
+            raise InputError(
+                where,
+                "schema_version",
+                f"store has schema {short(found[0])}, this bfnas reads {SCHEMA_VERSION}",
+            )
         missing = [t for t in TABLES if t not in tables]
         if missing:
             raise _damaged(self.path, f"tables missing: {', '.join(missing)}")
@@ -410,14 +454,18 @@ class LatencyStore:
     def mark_interrupted(self) -> int:
         """Mark the runs of this host still `running` whose process is gone `interrupted`
         (a killed job cannot say so itself); returns how many."""
-        rows = self.db.execute("SELECT id, pid FROM runs WHERE status = 'running' AND host = ?",
-                               (self.host,)).fetchall()
+        rows = self.db.execute(
+            "SELECT id, pid FROM runs WHERE status = 'running' AND host = ?", (self.host,)
+        ).fetchall()
         gone = [r["id"] for r in rows if r["pid"] != os.getpid() and not _pid_alive(r["pid"])]
         if gone:
             note = json.dumps({"interrupted": f"its process was gone at {now()}"})
             with self.transaction() as db:
-                db.executemany("UPDATE runs SET status = 'interrupted', summary = ? "
-                               "WHERE id = ? AND status = 'running'", [(note, i) for i in gone])
+                db.executemany(
+                    "UPDATE runs SET status = 'interrupted', summary = ? "
+                    "WHERE id = ? AND status = 'running'",
+                    [(note, i) for i in gone],
+                )
         return len(gone)
 
     def close(self) -> None:
@@ -456,10 +504,13 @@ class LatencyStore:
 
     # -- profiles and subnets -----------------------------------------------------------
     @_guarded
-    def add_profile(self, name: str, resolved: dict, profile_hash: str, imported: bool = False) -> str:
+    def add_profile(
+        self, name: str, resolved: dict, profile_hash: str, imported: bool = False
+    ) -> str:
         with self.transaction() as db:
             db.execute(
-                "INSERT OR IGNORE INTO profiles(hash, name, json, imported, created) VALUES (?,?,?,?,?)",
+                "INSERT OR IGNORE INTO profiles(hash, name, json, imported, created) VALUES "
+                "(?,?,?,?,?)",
                 (profile_hash, name, json.dumps(resolved, sort_keys=True), int(imported), now()),
             )
         return profile_hash
@@ -470,27 +521,40 @@ class LatencyStore:
         return [dict(r) for r in rows]
 
     def _add_subnet(self, db: sqlite3.Connection, cfg: SubnetConfig, space: str) -> None:
-        db.execute("INSERT OR IGNORE INTO subnets(key, json, space) VALUES (?,?,?)",
-                   (cfg.key(), cfg.to_json(), space))
+        db.execute(
+            "INSERT OR IGNORE INTO subnets(key, json, space) VALUES (?,?,?)",
+            (cfg.key(), cfg.to_json(), space),
+        )
 
     # -- runs ---------------------------------------------------------------------------
     @_guarded
-    def start_run(self, profile_hash: str, kind: str, args: dict, started: str | None = None) -> int:
+    def start_run(
+        self, profile_hash: str, kind: str, args: dict, started: str | None = None
+    ) -> int:
         """A run's row; `started` (a `now()` string) when the work began before the row
         was written (a search writes it once it has something to record)."""
         with self.transaction() as db:
             cur = db.execute(
-                "INSERT INTO runs(profile_hash, kind, args, host, pid, started) VALUES (?,?,?,?,?,?)",
-                (profile_hash, kind, json.dumps(args, sort_keys=True), self.host, os.getpid(),
-                 started or now()),
+                "INSERT INTO runs(profile_hash, kind, args, host, pid, started) VALUES "
+                "(?,?,?,?,?,?)",
+                (
+                    profile_hash,
+                    kind,
+                    json.dumps(args, sort_keys=True),
+                    self.host,
+                    os.getpid(),
+                    started or now(),
+                ),
             )
         return int(cur.lastrowid)
 
     @_guarded
     def finish_run(self, run_id: int, status: str, summary: dict) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE runs SET finished = ?, status = ?, summary = ? WHERE id = ?",
-                       (now(), status, json.dumps(summary, sort_keys=True), run_id))
+            db.execute(
+                "UPDATE runs SET finished = ?, status = ?, summary = ? WHERE id = ?",
+                (now(), status, json.dumps(summary, sort_keys=True), run_id),
+            )
 
     # -- claims -------------------------------------------------------------------------
     @_guarded
@@ -501,7 +565,8 @@ class LatencyStore:
         with self.transaction() as db:
             done = db.execute(
                 "SELECT status FROM measurements WHERE profile_hash = ? AND subnet_key = ? "
-                "AND role = 'sample'", (profile_hash, key),
+                "AND role = 'sample'",
+                (profile_hash, key),
             ).fetchone()
             if done and done["status"] not in retry:
                 return False
@@ -509,8 +574,10 @@ class LatencyStore:
                 "SELECT host, pid FROM claims WHERE profile_hash = ? AND subnet_key = ?",
                 (profile_hash, key),
             ).fetchone()
-            if held and not (held["host"] == self.host and
-                             (held["pid"] == os.getpid() or not _pid_alive(held["pid"]))):
+            if held and not (
+                held["host"] == self.host
+                and (held["pid"] == os.getpid() or not _pid_alive(held["pid"]))
+            ):
                 return False
             db.execute(
                 "INSERT OR REPLACE INTO claims(profile_hash, subnet_key, host, pid, created) "
@@ -522,8 +589,10 @@ class LatencyStore:
     @_guarded
     def release(self, profile_hash: str, cfg: SubnetConfig) -> None:
         with self.transaction() as db:
-            db.execute("DELETE FROM claims WHERE profile_hash = ? AND subnet_key = ? AND pid = ?",
-                       (profile_hash, cfg.key(), os.getpid()))
+            db.execute(
+                "DELETE FROM claims WHERE profile_hash = ? AND subnet_key = ? AND pid = ?",
+                (profile_hash, cfg.key(), os.getpid()),
+            )
 
     # -- measurements -------------------------------------------------------------------
     @_guarded
@@ -545,32 +614,48 @@ class LatencyStore:
         stats = {k: result.get(k) for k in STAT_COLUMNS}
         if isinstance(result.get("anchor"), dict):
             stats["anchor_ms"] = result["anchor"]["median_ms"]
-        extra = {k: v for k, v in result.items()
-                 if k not in STAT_COLUMNS and k not in ("samples_ms", "environment", "status",
-                                                        "reason", "attempts")}
+        extra = {
+            k: v
+            for k, v in result.items()
+            if k not in STAT_COLUMNS
+            and k not in ("samples_ms", "environment", "status", "reason", "attempts")
+        }
         with self.transaction() as db:
             self._add_subnet(db, cfg, space)
             if supersede and role == "sample":
-                db.execute("UPDATE measurements SET role = 'superseded' WHERE profile_hash = ? "
-                           "AND subnet_key = ? AND role = 'sample'", (profile_hash, cfg.key()))
+                db.execute(
+                    "UPDATE measurements SET role = 'superseded' WHERE profile_hash = ? "
+                    "AND subnet_key = ? AND role = 'sample'",
+                    (profile_hash, cfg.key()),
+                )
             cur = db.execute(
                 f"INSERT INTO measurements(run_id, profile_hash, subnet_key, role, status, "
                 f"{', '.join(STAT_COLUMNS)}, reference_ms, samples, stats, environment, artifact, "
                 f"reason, attempts, created) VALUES ({', '.join('?' * (len(STAT_COLUMNS) + 13))})",
                 (
-                    run_id, profile_hash, cfg.key(), role, result["status"],
-                    *stats.values(), reference_ms,
+                    run_id,
+                    profile_hash,
+                    cfg.key(),
+                    role,
+                    result["status"],
+                    *stats.values(),
+                    reference_ms,
                     json.dumps(result.get("samples_ms")) if "samples_ms" in result else None,
                     json.dumps(extra, sort_keys=True),
                     json.dumps(result.get("environment"), sort_keys=True)
-                    if result.get("environment") else None,
+                    if result.get("environment")
+                    else None,
                     json.dumps(artifact, sort_keys=True) if artifact else None,
-                    result.get("reason"), result.get("attempts", 1), now(),
+                    result.get("reason"),
+                    result.get("attempts", 1),
+                    now(),
                 ),
             )
             if role == "sample":
-                db.execute("DELETE FROM claims WHERE profile_hash = ? AND subnet_key = ?",
-                           (profile_hash, cfg.key()))
+                db.execute(
+                    "DELETE FROM claims WHERE profile_hash = ? AND subnet_key = ?",
+                    (profile_hash, cfg.key()),
+                )
         return int(cur.lastrowid)
 
     @_guarded
@@ -580,13 +665,17 @@ class LatencyStore:
         if not ids:
             return 0
         with self.transaction() as db:
-            cur = db.executemany("UPDATE measurements SET status = 'unstable', reason = ? "
-                                 "WHERE id = ? AND status = 'ok'", [(reason, i) for i in ids])
+            cur = db.executemany(
+                "UPDATE measurements SET status = 'unstable', reason = ? "
+                "WHERE id = ? AND status = 'ok'",
+                [(reason, i) for i in ids],
+            )
         return cur.rowcount
 
     @_guarded
-    def add_imported(self, profile_hash: str, space: str,
-                     rows: Iterable[tuple[SubnetConfig, dict]]) -> tuple[int, int]:
+    def add_imported(
+        self, profile_hash: str, space: str, rows: Iterable[tuple[SubnetConfig, dict]]
+    ) -> tuple[int, int]:
         """Insert many imported measurements in one transaction: all or nothing.
         Returns (added, already present)."""
         added = skipped = 0
@@ -595,10 +684,20 @@ class LatencyStore:
                 self._add_subnet(db, cfg, space)
                 cur = db.execute(
                     "INSERT OR IGNORE INTO measurements(profile_hash, subnet_key, role, status, "
-                    "median_ms, mean_ms, runs, stats, reason, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (profile_hash, cfg.key(), "sample", result["status"], result["median_ms"],
-                     result.get("mean_ms"), result.get("runs"),
-                     json.dumps(result.get("stats", {}), sort_keys=True), result.get("reason"), now()),
+                    "median_ms, mean_ms, runs, stats, reason, created) VALUES "
+                    "(?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        profile_hash,
+                        cfg.key(),
+                        "sample",
+                        result["status"],
+                        result["median_ms"],
+                        result.get("mean_ms"),
+                        result.get("runs"),
+                        json.dumps(result.get("stats", {}), sort_keys=True),
+                        result.get("reason"),
+                        now(),
+                    ),
                 )
                 if cur.rowcount:
                     added += 1
@@ -611,13 +710,19 @@ class LatencyStore:
         """Keys of the subnets measured for this profile, except those whose status is in
         `exclude` (what a job asked to measure again)."""
         rows = self.db.execute(
-            "SELECT subnet_key, status FROM measurements WHERE profile_hash = ? AND role = 'sample'",
-            (profile_hash,))
+            "SELECT subnet_key, status FROM measurements WHERE profile_hash = ? AND role = "
+            "'sample'",
+            (profile_hash,),
+        )
         return {r["subnet_key"] for r in rows if r["status"] not in exclude}
 
     @_guarded
-    def measurements(self, profile_hash: str | None = None, role: str = "sample",
-                     statuses: tuple[str, ...] = ("ok", "unstable", "imported", "failed")) -> list[dict]:
+    def measurements(
+        self,
+        profile_hash: str | None = None,
+        role: str = "sample",
+        statuses: tuple[str, ...] = ("ok", "unstable", "imported", "failed"),
+    ) -> list[dict]:
         sql = (
             "SELECT m.*, p.name AS profile, s.json AS arch, s.space AS space FROM measurements m "
             "JOIN profiles p ON p.hash = m.profile_hash JOIN subnets s ON s.key = m.subnet_key "
@@ -646,8 +751,10 @@ class LatencyStore:
         baseline: its latency at the device's typical speed, free of the speed swings that
         happened while it was measured. It moves only as the baseline gains data."""
         out: dict[tuple[str, str], list[float]] = {}
-        for r in self.db.execute("SELECT profile_hash, anchor_key, anchor_ms FROM measurements "
-                                 "WHERE anchor_ms IS NOT NULL AND status IN ('ok', 'unstable')"):
+        for r in self.db.execute(
+            "SELECT profile_hash, anchor_key, anchor_ms FROM measurements "
+            "WHERE anchor_ms IS NOT NULL AND status IN ('ok', 'unstable')"
+        ):
             out.setdefault((r["profile_hash"], r["anchor_key"]), []).append(r["anchor_ms"])
         return {k: float(statistics.median(v)) for k, v in out.items()}
 
@@ -660,14 +767,25 @@ class LatencyStore:
                 r["status"]: r["n"]
                 for r in self.db.execute(
                     "SELECT status, COUNT(*) AS n FROM measurements "
-                    "WHERE profile_hash = ? AND role = 'sample' GROUP BY status", (p["hash"],))
+                    "WHERE profile_hash = ? AND role = 'sample' GROUP BY status",
+                    (p["hash"],),
+                )
             }
             refs = self.db.execute(
-                "SELECT COUNT(*) AS n FROM measurements WHERE profile_hash = ? AND role = 'reference'",
-                (p["hash"],)).fetchone()["n"]
-            out.append({"profile": p["name"], "hash": p["hash"], "imported": bool(p["imported"]),
-                        "measurements": sum(counts.values()), "by_status": counts,
-                        "reference_measurements": refs})
+                "SELECT COUNT(*) AS n FROM measurements WHERE profile_hash = ? AND role = "
+                "'reference'",
+                (p["hash"],),
+            ).fetchone()["n"]
+            out.append(
+                {
+                    "profile": p["name"],
+                    "hash": p["hash"],
+                    "imported": bool(p["imported"]),
+                    "measurements": sum(counts.values()),
+                    "by_status": counts,
+                    "reference_measurements": refs,
+                }
+            )
         runs = self.db.execute("SELECT COUNT(*) AS n FROM runs").fetchone()["n"]
         subnets = self.db.execute("SELECT COUNT(*) AS n FROM subnets").fetchone()["n"]
         return {"db": str(self.path), "profiles": out, "subnets": subnets, "runs": runs}
@@ -675,27 +793,54 @@ class LatencyStore:
     @_guarded
     def export_csv(self, path: Path) -> int:
         rows = self.measurements()
-        fields = ["profile", "profile_hash", "subnet_key", "space", "layers", "hidden", "heads",
-                  "qkv", "ffn", "status", *STAT_COLUMNS, "normalized_ms", "other_cores", "reference_ms",
-                  "attempts", "reason",
-                  "created", "arch"]
+        fields = [
+            "profile",
+            "profile_hash",
+            "subnet_key",
+            "space",
+            "layers",
+            "hidden",
+            "heads",
+            "qkv",
+            "ffn",
+            "status",
+            *STAT_COLUMNS,
+            "normalized_ms",
+            "other_cores",
+            "reference_ms",
+            "attempts",
+            "reason",
+            "created",
+            "arch",
+        ]
         with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
             w.writeheader()
             for r in rows:
                 arch = json.loads(r["arch"])
-                w.writerow({**r, "layers": arch["layers"], "hidden": arch["hidden"],
-                            "heads": " ".join(map(str, arch["heads"])),
-                            "qkv": " ".join(map(str, arch["qkv"])),
-                            "ffn": " ".join(map(str, arch["ffn"]))})
+                w.writerow(
+                    {
+                        **r,
+                        "layers": arch["layers"],
+                        "hidden": arch["hidden"],
+                        "heads": " ".join(map(str, arch["heads"])),
+                        "qkv": " ".join(map(str, arch["qkv"])),
+                        "ffn": " ".join(map(str, arch["ffn"])),
+                    }
+                )
         return len(rows)
 
     @_guarded
     def search_runs(self) -> list[dict]:
         """Every `bfnas search` run, oldest first, with its profile's name."""
-        return [dict(r) for r in self.db.execute(
-            "SELECT r.*, p.name AS profile FROM runs r JOIN profiles p ON p.hash = r.profile_hash "
-            "WHERE r.kind = 'search' ORDER BY r.id")]
+        return [
+            dict(r)
+            for r in self.db.execute(
+                "SELECT r.*, p.name AS profile FROM runs r JOIN profiles p ON p.hash = "
+                "r.profile_hash "
+                "WHERE r.kind = 'search' ORDER BY r.id"
+            )
+        ]
 
     @_guarded
     def integrity(self) -> str:

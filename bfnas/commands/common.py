@@ -24,7 +24,9 @@ class Parser(argparse.ArgumentParser):
         sys.exit(EXIT_BAD_INPUT)
 
 
-def command(sub: Any, name: str, help: str, example: str, handler: Callable | None = None) -> Parser:
+def command(
+    sub: Any, name: str, help: str, example: str, handler: Callable | None = None
+) -> Parser:
     p = sub.add_parser(
         name,
         help=help,
@@ -48,18 +50,32 @@ def default_cache_dir() -> str:
 
 
 def add_model_args(p: argparse.ArgumentParser, default_space: str | None = None) -> None:
-    p.add_argument("--space", required=default_space is None, default=default_space,
-                   help="search space: a shipped name or a .toml file")
-    p.add_argument("--checkpoint", default=None,
-                   help="Hugging Face BERT folder, or 'minilm' for the packaged all-MiniLM-L6-v2; "
-                        "without it the supernet is randomly initialised")
-    p.add_argument("--supernet-seed", type=int, default=0,
-                   help="seed of the random supernet when no checkpoint is given (default 0)")
+    p.add_argument(
+        "--space",
+        required=default_space is None,
+        default=default_space,
+        help="search space: a shipped name or a .toml file",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="Hugging Face BERT folder, or 'minilm' for the packaged all-MiniLM-L6-v2; "
+        "without it the supernet is randomly initialised",
+    )
+    p.add_argument(
+        "--supernet-seed",
+        type=int,
+        default=0,
+        help="seed of the random supernet when no checkpoint is given (default 0)",
+    )
 
 
 def add_artifacts_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--artifacts", default=default_cache_dir(),
-                   help="artifact cache folder (default $BFNAS_CACHE or ~/.cache/bfnas/artifacts)")
+    p.add_argument(
+        "--artifacts",
+        default=default_cache_dir(),
+        help="artifact cache folder (default $BFNAS_CACHE or ~/.cache/bfnas/artifacts)",
+    )
 
 
 def space_and_supernet(args: argparse.Namespace):
@@ -80,7 +96,9 @@ def space_and_supernet(args: argparse.Namespace):
 def artifact_cache(folder: str, threshold: float = 0.99, seq_len: int = 128):
     from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
 
-    return ArtifactCache(Path(folder), fidelity=FidelitySettings(threshold=threshold, seq_len=seq_len))
+    return ArtifactCache(
+        Path(folder), fidelity=FidelitySettings(threshold=threshold, seq_len=seq_len)
+    )
 
 
 ARCH_HELP = "the architecture: JSON text, or a .json file holding it (its path, or @path)"
@@ -111,8 +129,11 @@ def parse_arch(text: str):
     try:
         body = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        what = "cannot read the --arch file" if text.startswith("@") else \
-            "--arch is neither JSON nor a readable file"
+        what = (
+            "cannot read the --arch file"
+            if text.startswith("@")
+            else "--arch is neither JSON nor a readable file"
+        )
         raise InputError(path, None, f"{what} ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise InputError(path, None, "--arch: not a text file (UTF-8)") from None
@@ -152,8 +173,11 @@ def runner_for(profile):
 
         return SshRunner(profile.target)
     if importlib.util.find_spec("ray") is None:
-        raise InputError(profile.source, "target.kind",
-                         "ray targets need the ray package (pip install 'bfnas[ray]')")
+        raise InputError(
+            profile.source,
+            "target.kind",
+            "ray targets need the ray package (pip install 'bfnas[ray]')",
+        )
     from bfnas.bench.runners.ray import RayRunner
 
     return RayRunner(profile)
@@ -172,6 +196,11 @@ def on_ray(profile, address: str | None):
         parse_ray_address(address)
     except ValueError as exc:
         raise InputError("--ray", None, f"{short(address)}: {exc}") from None
-    target = profile.target.model_copy(update={"kind": "ray", "address": address,
-                                               "resource": profile.target.resource or profile.name})
+    target = profile.target.model_copy(
+        update={
+            "kind": "ray",
+            "address": address,
+            "resource": profile.target.resource or profile.name,
+        }
+    )
     return profile.model_copy(update={"target": target})

@@ -10,26 +10,52 @@ from bfnas.models.outputs import check_output_dir, check_output_file
 
 
 def register(sub) -> None:
-    g = group(sub, "data", "stage-1 pretraining data: token shards with whole-word masking",
-              "bfnas data build --corpus corpus.txt --tokenizer minilm --out data/ --json")
-    p = command(g, "build", "tokenize, pack, mask and shard a corpus (streaming; a rerun resumes)",
-                "bfnas data build --corpus texts/ --tokenizer minilm --out data/ --seq-len 128 --json",
-                cmd_build)
-    p.add_argument("--corpus", required=True, help="a text file, or a folder of .txt files (blank line = new document)")
-    p.add_argument("--tokenizer", required=True,
-                   help="HF tokenizer.json, BERT vocab.txt, a folder with one, or 'minilm'")
+    g = group(
+        sub,
+        "data",
+        "stage-1 pretraining data: token shards with whole-word masking",
+        "bfnas data build --corpus corpus.txt --tokenizer minilm --out data/ --json",
+    )
+    p = command(
+        g,
+        "build",
+        "tokenize, pack, mask and shard a corpus (streaming; a rerun resumes)",
+        "bfnas data build --corpus texts/ --tokenizer minilm --out data/ --seq-len 128 --json",
+        cmd_build,
+    )
+    p.add_argument(
+        "--corpus",
+        required=True,
+        help="a text file, or a folder of .txt files (blank line = new document)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        required=True,
+        help="HF tokenizer.json, BERT vocab.txt, a folder with one, or 'minilm'",
+    )
     p.add_argument("--out", required=True, help="folder for the shards and manifest.json")
     p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--shard-size", type=int, default=4096, help="sequences per shard (default 4096)")
+    p.add_argument(
+        "--shard-size", type=int, default=4096, help="sequences per shard (default 4096)"
+    )
     p.add_argument("--mask-prob", type=float, default=0.15)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cased", action="store_true", help="with a bare vocab.txt: do not lowercase")
     p.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
 
-    p = command(g, "corpus", "write an offline corpus of real English prose",
-                "bfnas data corpus --stdlib --out corpus.txt --json", cmd_corpus)
-    p.add_argument("--stdlib", action="store_true", required=True,
-                   help="the docstrings of this Python's standard library (read, never imported)")
+    p = command(
+        g,
+        "corpus",
+        "write an offline corpus of real English prose",
+        "bfnas data corpus --stdlib --out corpus.txt --json",
+        cmd_corpus,
+    )
+    p.add_argument(
+        "--stdlib",
+        action="store_true",
+        required=True,
+        help="the docstrings of this Python's standard library (read, never imported)",
+    )
     p.add_argument("--out", required=True, help="text file to write")
     p.add_argument("--min-words", type=int, default=20, help="skip shorter docstrings (default 20)")
     p.add_argument("--json", action="store_true", help="print counts as JSON")
@@ -46,8 +72,13 @@ def cmd_build(args: argparse.Namespace) -> int:
         load_tokenizer,
     )
 
-    settings = DataSettings(seq_len=args.seq_len, shard_size=args.shard_size, mask_prob=args.mask_prob,
-                            seed=args.seed, lowercase=not args.cased)
+    settings = DataSettings(
+        seq_len=args.seq_len,
+        shard_size=args.shard_size,
+        mask_prob=args.mask_prob,
+        seed=args.seed,
+        lowercase=not args.cased,
+    )
     tokenizer = minilm_dir() if args.tokenizer == "minilm" else args.tokenizer
     # Bad input is refused before anything is written.
     files = corpus_files(args.corpus)
@@ -56,19 +87,32 @@ def cmd_build(args: argparse.Namespace) -> int:
     check_corpus(args.corpus, files, tok)
     out = console(stderr=args.json)
     columns = ("spinner", "description", "note", "elapsed")
-    with ProgressDisplay(out, "bfnas data build", "reading the corpus", columns=columns,
-                         transient=True) as progress:
-        result = build_data(args.corpus, tokenizer, args.out, settings, on_progress=lambda p: progress.update(
-            note=f"{p['shards']} shards, {p['sequences']} sequences, {p['lines']} lines read"))
-    summary = {k: result[k] for k in ("out", "sequences", "tokens", "complete", "resumed", "new_shards")}
+    with ProgressDisplay(
+        out, "bfnas data build", "reading the corpus", columns=columns, transient=True
+    ) as progress:
+        result = build_data(
+            args.corpus,
+            tokenizer,
+            args.out,
+            settings,
+            on_progress=lambda p: progress.update(
+                note=f"{p['shards']} shards, {p['sequences']} sequences, {p['lines']} lines read"
+            ),
+        )
+    summary = {
+        k: result[k] for k in ("out", "sequences", "tokens", "complete", "resumed", "new_shards")
+    }
     summary["shards"] = len(result["shards"])
     summary["seq_len"] = settings.seq_len
     summary["tokenizer"] = result["tokenizer"]["path"]
     if args.json:
         return print_json(summary)
-    out.print(f"{summary['sequences']} sequences of {settings.seq_len} tokens in {summary['shards']} shards "
-              f"({summary['tokens']} tokens) in {summary['out']}"
-              + (" (resumed)" if summary["resumed"] else ""))
+    out.print(
+        f"{summary['sequences']} sequences of {settings.seq_len} tokens in {summary['shards']} "
+        "shards "
+        f"({summary['tokens']} tokens) in {summary['out']}"
+        + (" (resumed)" if summary["resumed"] else "")
+    )
     return EXIT_OK
 
 
@@ -79,5 +123,7 @@ def cmd_corpus(args: argparse.Namespace) -> int:
     counts = stdlib_docstrings(args.out, args.min_words)
     if args.json:
         return print_json({"out": args.out, **counts})
-    console().print(f"{counts['documents']} docstrings, {counts['words']} words written to {args.out}")
+    console().print(
+        f"{counts['documents']} docstrings, {counts['words']} words written to {args.out}"
+    )
     return EXIT_OK

@@ -26,7 +26,9 @@ from bfnas.models.outputs import check_output_dir
 
 def register(sub) -> None:
     p = command(
-        sub, "export", "export a subnet to ONNX (FP32 or INT8), cached by content",
+        sub,
+        "export",
+        "export a subnet to ONNX (FP32 or INT8), cached by content",
         "bfnas export --space minilm-l6 --sample --seed 3 --precision int8 --recipe dynamic "
         "--checkpoint minilm --out artifacts --json",
         cmd_export,
@@ -37,16 +39,33 @@ def register(sub) -> None:
     which.add_argument("--sample", action="store_true", help="sample one from the space")
     p.add_argument("--seed", type=int, default=0, help="seed for --sample (default 0)")
     p.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
-    p.add_argument("--recipe", default=None,
-                   help="INT8 recipe: dynamic | qdq | qdq-symmetric (default dynamic)")
-    p.add_argument("--fuse", action="store_true",
-                   help="run ONNX Runtime's transformer fusion before quantizing")
-    p.add_argument("--calibration-samples", type=int, default=None,
-                   help="inputs for static calibration (qdq recipes; default 16)")
-    p.add_argument("--fidelity-threshold", type=float, default=0.99,
-                   help="minimum cosine vs torch FP32 (default 0.99)")
-    p.add_argument("--out", default=default_cache_dir(),
-                   help="artifact cache folder (default $BFNAS_CACHE or ~/.cache/bfnas/artifacts)")
+    p.add_argument(
+        "--recipe",
+        default=None,
+        help="INT8 recipe: dynamic | qdq | qdq-symmetric (default dynamic)",
+    )
+    p.add_argument(
+        "--fuse",
+        action="store_true",
+        help="run ONNX Runtime's transformer fusion before quantizing",
+    )
+    p.add_argument(
+        "--calibration-samples",
+        type=int,
+        default=None,
+        help="inputs for static calibration (qdq recipes; default 16)",
+    )
+    p.add_argument(
+        "--fidelity-threshold",
+        type=float,
+        default=0.99,
+        help="minimum cosine vs torch FP32 (default 0.99)",
+    )
+    p.add_argument(
+        "--out",
+        default=default_cache_dir(),
+        help="artifact cache folder (default $BFNAS_CACHE or ~/.cache/bfnas/artifacts)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -73,7 +92,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         else None
     )
     art = artifact_cache(args.out, args.fidelity_threshold).build(
-        supernet, cfg, args.precision, recipe, fuse=args.fuse)
+        supernet, cfg, args.precision, recipe, fuse=args.fuse
+    )
     result = {
         "path": str(art.path),
         "sha256": art.sha256,

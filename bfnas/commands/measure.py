@@ -33,55 +33,101 @@ DEFAULT_DB = "bfnas.db"
 
 def register(sub) -> None:
     hw = group(sub, "hw", "hardware profiles: list, show, check", "bfnas hw check local-cpu-int8")
-    p = command(hw, "list", "list the profiles in hw_profiles/", "bfnas hw list --json", cmd_hw_list)
+    p = command(
+        hw, "list", "list the profiles in hw_profiles/", "bfnas hw list --json", cmd_hw_list
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
-    p = command(hw, "show", "a profile with every default filled in",
-                "bfnas hw show local-cpu-int8 --json", cmd_hw_show)
+    p = command(
+        hw,
+        "show",
+        "a profile with every default filled in",
+        "bfnas hw show local-cpu-int8 --json",
+        cmd_hw_show,
+    )
     p.add_argument("profile", help="a profile name or a .toml path")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p = command(hw, "check", "validate a profile and probe its target (here, over SSH or on Ray devices); "
-                "exit 2 if unusable",
-                "bfnas hw check x86-trt-int8", cmd_hw_check)
+    p = command(
+        hw,
+        "check",
+        "validate a profile and probe its target (here, over SSH or on Ray devices); "
+        "exit 2 if unusable",
+        "bfnas hw check x86-trt-int8",
+        cmd_hw_check,
+    )
     p.add_argument("profile", help="a profile name or a .toml path")
-    p.add_argument("--ray", metavar="ADDRESS", help="probe the devices of this Ray cluster (nodes "
-                   "advertising a resource named after the profile); e.g. 127.0.0.1:6379 or auto")
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="probe the devices of this Ray cluster (nodes "
+        "advertising a resource named after the profile); e.g. 127.0.0.1:6379 or auto",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = command(sub, "bench", "export (cached) and measure one subnet on a device",
-                "bfnas bench --hw local-cpu-int8 --space bigger-faster "
-                "--arch '{\"layers\": 2, \"hidden\": 264, \"heads\": 12, \"qkv\": 264, \"ffn\": 512}' --json",
-                cmd_bench)
-    p.add_argument("--hw", default="local-cpu-int8", help="hardware profile (default local-cpu-int8)")
+    p = command(
+        sub,
+        "bench",
+        "export (cached) and measure one subnet on a device",
+        "bfnas bench --hw local-cpu-int8 --space bigger-faster "
+        '--arch \'{"layers": 2, "hidden": 264, "heads": 12, "qkv": 264, "ffn": 512}\' --json',
+        cmd_bench,
+    )
+    p.add_argument(
+        "--hw", default="local-cpu-int8", help="hardware profile (default local-cpu-int8)"
+    )
     add_model_args(p)
     add_arch_arg(p)
     p.add_argument("--db", default=None, help="also store the measurement in this SQLite file")
     add_artifacts_arg(p)
-    p.add_argument("--ray", metavar="ADDRESS", help="measure on the devices of this Ray cluster (nodes "
-                   "advertising a resource named after the profile); e.g. 127.0.0.1:6379 or auto")
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="measure on the devices of this Ray cluster (nodes "
+        "advertising a resource named after the profile); e.g. 127.0.0.1:6379 or auto",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = command(sub, "profile", "sample, export, measure and store many subnets (resumable)",
-                "bfnas profile --hw local-cpu-int8 --space bigger-faster --samples 100 --db lat.db",
-                cmd_profile)
-    p.add_argument("--hw", default="local-cpu-int8", help="hardware profile (default local-cpu-int8)")
+    p = command(
+        sub,
+        "profile",
+        "sample, export, measure and store many subnets (resumable)",
+        "bfnas profile --hw local-cpu-int8 --space bigger-faster --samples 100 --db lat.db",
+        cmd_profile,
+    )
+    p.add_argument(
+        "--hw", default="local-cpu-int8", help="hardware profile (default local-cpu-int8)"
+    )
     add_model_args(p)
     p.add_argument("--samples", type=int, required=True, help="how many subnets to measure")
     p.add_argument("--db", default=DEFAULT_DB, help=f"SQLite latency store (default {DEFAULT_DB})")
     p.add_argument("--strategy", default="random", help="random | stratified (even over log-MACs)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--retry", default="",
-                   help="stored statuses to measure again, e.g. unstable,failed (the earlier "
-                        "rows are kept as 'superseded')")
-    p.add_argument("--discard-artifacts", action="store_true",
-                   help="delete each subnet's ONNX file once measured (its record stays in the store); "
-                        "for long jobs: an INT8 BERT is ~10 MB")
+    p.add_argument(
+        "--retry",
+        default="",
+        help="stored statuses to measure again, e.g. unstable,failed (the earlier "
+        "rows are kept as 'superseded')",
+    )
+    p.add_argument(
+        "--discard-artifacts",
+        action="store_true",
+        help="delete each subnet's ONNX file once measured (its record stays in the store); "
+        "for long jobs: an INT8 BERT is ~10 MB",
+    )
     add_artifacts_arg(p)
-    p.add_argument("--ray", metavar="ADDRESS", help="measure on the devices of this Ray cluster (nodes "
-                   "advertising a resource named after the profile); e.g. 127.0.0.1:6379 or auto")
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="measure on the devices of this Ray cluster (nodes "
+        "advertising a resource named after the profile); e.g. 127.0.0.1:6379 or auto",
+    )
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
-    p = command(sub, "worker", "measure one job (what runs on a device); prints one JSON line",
-                "bfnas worker --job job.json")
+    p = command(
+        sub,
+        "worker",
+        "measure one job (what runs on a device); prints one JSON line",
+        "bfnas worker --job job.json",
+    )
     p.add_argument("--job", required=True, help="job JSON file, or - for standard input")
     p.set_defaults(handler=cmd_worker)
 
@@ -93,9 +139,17 @@ def cmd_hw_list(args: argparse.Namespace) -> int:
     for name, path in shipped_profiles().items():
         try:
             p = load_profile(name)
-            rows.append({"name": p.name, "target": p.target.kind, "backend": p.runtime.backend,
-                         "precision": p.precision, "threads": p.runtime.intra_op_threads,
-                         "description": p.description, "path": str(path)})
+            rows.append(
+                {
+                    "name": p.name,
+                    "target": p.target.kind,
+                    "backend": p.runtime.backend,
+                    "precision": p.precision,
+                    "threads": p.runtime.intra_op_threads,
+                    "description": p.description,
+                    "path": str(path),
+                }
+            )
         except InputError as exc:
             rows.append({"name": name, "error": exc.line(), "path": str(path)})
     if args.json:
@@ -140,12 +194,16 @@ def cmd_hw_check(args: argparse.Namespace) -> int:
 
         out = console()
         for c in checks:
-            out.print(f"{'[green]ok  ' if c.ok else '[red]FAIL'}[/] {escape(c.name)}: {escape(c.detail)}")
+            out.print(
+                f"{'[green]ok  ' if c.ok else '[red]FAIL'}[/] {escape(c.name)}: {escape(c.detail)}"
+            )
     error = refusal(p, checks)
     if error is not None:
         # The line a job refuses the profile with (`require_usable`); the check reports any
         # unusable profile as exit 2, a device it could not reach included.
-        sys.stderr.write(f"bfnas: error: {error.line() if isinstance(error, InputError) else error}\n")
+        sys.stderr.write(
+            f"bfnas: error: {error.line() if isinstance(error, InputError) else error}\n"
+        )
         return EXIT_BAD_INPUT
     return EXIT_OK
 
@@ -175,9 +233,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         require_usable(profile, runner)  # before the export: nothing built for a device that
         # cannot run it
         art = artifact_for(cache, supernet, cfg, profile)
-        result = measure_artifact(runner, str(art.path), art.sha256, profile,
-                                  anchor_artifact(cache, profile, cfg),
-                                  on_wait=lambda w: console(stderr=True).print(w.message()))
+        result = measure_artifact(
+            runner,
+            str(art.path),
+            art.sha256,
+            profile,
+            anchor_artifact(cache, profile, cfg),
+            on_wait=lambda w: console(stderr=True).print(w.message()),
+        )
     except DeviceUnreachable as exc:
         sys.stderr.write(f"bfnas: error: device unreachable: {exc}\n")
         return EXIT_FAILED
@@ -187,28 +250,50 @@ def cmd_bench(args: argparse.Namespace) -> int:
         with LatencyStore(args.db) as store:
             phash = store.add_profile(profile.name, profile.resolved(), profile.hash())
             run_id = store.start_run(phash, "bench", {"space": space.name, "arch": cfg.to_dict()})
-            store.add_measurement(phash, cfg, space.name, result, run_id, role="bench",
-                                  artifact=artifact_record(art))
+            store.add_measurement(
+                phash, cfg, space.name, result, run_id, role="bench", artifact=artifact_record(art)
+            )
             store.finish_run(run_id, "finished", {"status": result["status"]})
-    out = {k: v for k, v in result.items()
-           if k not in ("samples_ms", "anchor_samples_ms", "environment")}
-    out.update({"profile": profile.name, "profile_hash": profile.hash(), "arch": cfg.to_dict(),
-                "arch_key": cfg.key(), "artifact": str(art.path), "fidelity": art.fidelity})
+    out = {
+        k: v
+        for k, v in result.items()
+        if k not in ("samples_ms", "anchor_samples_ms", "environment")
+    }
+    out.update(
+        {
+            "profile": profile.name,
+            "profile_hash": profile.hash(),
+            "arch": cfg.to_dict(),
+            "arch_key": cfg.key(),
+            "artifact": str(art.path),
+            "fidelity": art.fidelity,
+        }
+    )
     if args.json:
         print_json(out)
     elif result["status"] == "failed":
         console().print(f"[red]failed[/]: {result['reason']}")
     else:
-        paired = (f"; paired ratio to the anchor {result['ratio']:.4f} "
-                  f"±{result['ratio_rel_ci']:.1%} (95 % CI)" if result.get("ratio") else "")
+        paired = (
+            f"; paired ratio to the anchor {result['ratio']:.4f} "
+            f"±{result['ratio_rel_ci']:.1%} (95 % CI)"
+            if result.get("ratio")
+            else ""
+        )
         cpu = result.get("cpu") or {}
-        load = (f"; other processes used {cpu['other_cores']:.1f} cores"
-                if cpu.get("other_cores") is not None else "")
+        load = (
+            f"; other processes used {cpu['other_cores']:.1f} cores"
+            if cpu.get("other_cores") is not None
+            else ""
+        )
         reason = f" ({result['reason']})" if result.get("reason") else ""
-        console().print(escape(
-            f"{cfg} on {profile.name}: raw median {result['median_ms']:.3f} ms on this device "
-            f"(p90 {result['p90_ms']:.3f}, CoV {result['cov']:.1%}, {result['runs']} runs, "
-            f"±{result['median_rel_ci']:.1%} CI){paired}{load} [{result['status']}]{reason}"))
+        console().print(
+            escape(
+                f"{cfg} on {profile.name}: raw median {result['median_ms']:.3f} ms on this device "
+                f"(p90 {result['p90_ms']:.3f}, CoV {result['cov']:.1%}, {result['runs']} runs, "
+                f"±{result['median_rel_ci']:.1%} CI){paired}{load} [{result['status']}]{reason}"
+            )
+        )
     return EXIT_OK if result["status"] != "failed" else EXIT_FAILED
 
 
@@ -226,10 +311,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.samples < 1:
         raise InputError("--samples", None, "must be at least 1")
     if args.strategy not in STRATEGIES:
-        raise InputError("--strategy", None, f"unknown {args.strategy!r} (known: {', '.join(STRATEGIES)})")
+        raise InputError(
+            "--strategy", None, f"unknown {args.strategy!r} (known: {', '.join(STRATEGIES)})"
+        )
     retry = tuple(s for s in args.retry.split(",") if s)
     if set(retry) - {"unstable", "failed"}:
-        raise InputError("--retry", None, f"{args.retry!r}: only unstable and failed can be retried")
+        raise InputError(
+            "--retry", None, f"{args.retry!r}: only unstable and failed can be retried"
+        )
     space, supernet = space_and_supernet(args)
     cache = artifact_cache(args.artifacts, seq_len=profile.workload.seq_len)
     out = console(stderr=args.json)
@@ -241,41 +330,64 @@ def cmd_profile(args: argparse.Namespace) -> int:
         store = LatencyStore(Path(args.db))
     except DeviceUnreachable as exc:
         runner.close()
-        sys.stderr.write(f"bfnas: error: device unreachable: {exc}; nothing was written "
-                         "(rerun the same command once it answers)\n")
+        sys.stderr.write(
+            f"bfnas: error: device unreachable: {exc}; nothing was written "
+            "(rerun the same command once it answers)\n"
+        )
         return EXIT_FAILED
     except BaseException:
         runner.close()
         raise
     # The default columns: description, bar, count, time left, and the last measurement.
-    progress = ProgressDisplay(out, "bfnas profile", f"profiling {profile.name}", total=args.samples)
+    progress = ProgressDisplay(
+        out, "bfnas profile", f"profiling {profile.name}", total=args.samples
+    )
 
     def on_event(e: ProfileEvent) -> None:
         if e.kind == "plan":
             progress.update(total=e.result["todo"])
         elif e.kind in ("measured", "skipped"):
             r = e.result
-            last = (f"last: raw {r['median_ms']:.2f} ms ({r['status']})" if r.get("median_ms") is not None
-                    else f"last: {r.get('status', 'skipped')}")
+            last = (
+                f"last: raw {r['median_ms']:.2f} ms ({r['status']})"
+                if r.get("median_ms") is not None
+                else f"last: {r.get('status', 'skipped')}"
+            )
             progress.update(advance=1, note=last)
         elif e.kind == "drift":
             progress.message(f"[yellow]drift:[/] {escape(e.message)}")
         elif e.kind == "busy":
             progress.message(f"[yellow]{escape(e.message)}[/]")
 
-    job = ProfileJob(store, profile, space, supernet, cache, runner, args.samples, args.strategy,
-                     args.seed, on_event, retry, keep_artifacts=not args.discard_artifacts,
-                     check_device=False)
+    job = ProfileJob(
+        store,
+        profile,
+        space,
+        supernet,
+        cache,
+        runner,
+        args.samples,
+        args.strategy,
+        args.seed,
+        on_event,
+        retry,
+        keep_artifacts=not args.discard_artifacts,
+        check_device=False,
+    )
     try:
         with progress:
             summary = job.run()
     except KeyboardInterrupt:
-        sys.stderr.write("bfnas: interrupted; every finished measurement is stored "
-                         "(rerun the same command to resume)\n")
+        sys.stderr.write(
+            "bfnas: interrupted; every finished measurement is stored "
+            "(rerun the same command to resume)\n"
+        )
         return 130
     except DeviceUnreachable as exc:
-        sys.stderr.write(f"bfnas: error: device unreachable: {exc}; every finished measurement "
-                         "is stored (rerun the same command to resume)\n")
+        sys.stderr.write(
+            f"bfnas: error: device unreachable: {exc}; every finished measurement "
+            "is stored (rerun the same command to resume)\n"
+        )
         return EXIT_FAILED
     finally:
         store.close()
@@ -283,10 +395,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
-        out.print(f"{summary['ok']} ok, {summary['unstable']} unstable, {summary['failed']} failed, "
-                  f"{summary['skipped']} already stored, {summary['taken_by_other']} taken by another "
-                  f"process; reference subnet (raw medians): "
-                  f"{', '.join(f'{x:.2f}' for x in summary['reference_ms'] if x)} ms")
+        out.print(
+            f"{summary['ok']} ok, {summary['unstable']} unstable, {summary['failed']} failed, "
+            f"{summary['skipped']} already stored, {summary['taken_by_other']} taken by another "
+            f"process; reference subnet (raw medians): "
+            f"{', '.join(f'{x:.2f}' for x in summary['reference_ms'] if x)} ms"
+        )
     return EXIT_OK
 
 

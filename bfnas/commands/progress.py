@@ -87,8 +87,9 @@ class ProgressDisplay:
         self._bar: Any = None
         if self.terminal:
             self._bar = self._make_bar(transient)
-            self._task = self._bar.add_task(self._safe(description), total=total,
-                                            completed=completed, note=self._safe(note))
+            self._task = self._bar.add_task(
+                self._safe(description), total=total, completed=completed, note=self._safe(note)
+            )
         self._start = self._last_line = self._stage_start = 0.0
         self._stage_completed = completed
         self._shown: tuple | None = None  # the state the last plain line showed
@@ -118,8 +119,9 @@ class ProgressDisplay:
             "remaining": TimeRemainingColumn,
             "note": lambda: TextColumn("{task.fields[note]}"),
         }
-        return Progress(*(make[c]() for c in self.columns), console=self.console,
-                        transient=transient)
+        return Progress(
+            *(make[c]() for c in self.columns), console=self.console, transient=transient
+        )
 
     @staticmethod
     def _safe(text: str) -> str:
@@ -139,8 +141,9 @@ class ProgressDisplay:
                 self._line(stage=True)
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self.terminal:
             self._bar.stop()
             return
@@ -151,9 +154,15 @@ class ProgressDisplay:
 
     # -- progress -------------------------------------------------------------------------
 
-    def update(self, *, description: str | None = None, completed: float | None = None,
-               advance: float | None = None, total: float | None = None,
-               note: str | None = None) -> None:
+    def update(
+        self,
+        *,
+        description: str | None = None,
+        completed: float | None = None,
+        advance: float | None = None,
+        total: float | None = None,
+        note: str | None = None,
+    ) -> None:
         """Set what changed (None leaves a field as it is; `advance` adds to completed)."""
         with self._lock:
             before, key = self._state(), self._stage_key()

@@ -25,36 +25,75 @@ RESULT_FILES = ("best.json", "pareto.json", "history.json")
 
 
 def register(sub) -> None:
-    p = command(sub, "report", "a self-contained HTML report of a store: coverage, predictor "
-                "accuracy, searches", "bfnas report --db lat.db --out report/", cmd_report)
+    p = command(
+        sub,
+        "report",
+        "a self-contained HTML report of a store: coverage, predictor accuracy, searches",
+        "bfnas report --db lat.db --out report/",
+        cmd_report,
+    )
     p.add_argument("--db", required=True, help="SQLite latency store")
     p.add_argument("--out", required=True, help="folder for report.html and its PNGs")
     p.add_argument("--json", action="store_true", help="print where the report is as JSON")
 
-    p = command(sub, "search", "latency-constrained evolutionary search, verified on the device",
-                "bfnas search --hw local-cpu-int8 --space bigger-faster --db lat.db "
-                "--max-latency-ms 5 --verify 3 --rounds 2 --out search/ --json", cmd_search)
-    p.add_argument("--hw", default="local-cpu-int8", help="hardware profile (default local-cpu-int8)")
+    p = command(
+        sub,
+        "search",
+        "latency-constrained evolutionary search, verified on the device",
+        "bfnas search --hw local-cpu-int8 --space bigger-faster --db lat.db "
+        "--max-latency-ms 5 --verify 3 --rounds 2 --out search/ --json",
+        cmd_search,
+    )
+    p.add_argument(
+        "--hw", default="local-cpu-int8", help="hardware profile (default local-cpu-int8)"
+    )
     add_model_args(p)
-    p.add_argument("--db", required=True, help="SQLite latency store with the profile's measurements")
-    p.add_argument("--max-latency-ms", type=float, required=True,
-                   help="latency budget, in the predictor's unit: anchor-normalized ms where the "
-                        "store's rows have an anchor (bfnas's own), else raw median ms (imported)")
+    p.add_argument(
+        "--db", required=True, help="SQLite latency store with the profile's measurements"
+    )
+    p.add_argument(
+        "--max-latency-ms",
+        type=float,
+        required=True,
+        help="latency budget, in the predictor's unit: anchor-normalized ms where the "
+        "store's rows have an anchor (bfnas's own), else raw median ms (imported)",
+    )
     p.add_argument("--min-latency-ms", type=float, help="optional latency floor (same unit)")
-    p.add_argument("--objective", default="params",
-                   help="params (default) | neg-macs | oneshot | module:function")
-    p.add_argument("--data", help="for --objective oneshot: `bfnas data build` output (its last shard is held out)")
-    p.add_argument("--mode", default="best", choices=("best", "pareto"),
-                   help="best: one winner; pareto: the latency/objective front (NSGA-II selection)")
+    p.add_argument(
+        "--objective",
+        default="params",
+        help="params (default) | neg-macs | oneshot | module:function",
+    )
+    p.add_argument(
+        "--data",
+        help="for --objective oneshot: `bfnas data build` output (its last shard is held out)",
+    )
+    p.add_argument(
+        "--mode",
+        default="best",
+        choices=("best", "pareto"),
+        help="best: one winner; pareto: the latency/objective front (NSGA-II selection)",
+    )
     p.add_argument("--population", type=int, default=100)
     p.add_argument("--parents", type=int, default=25)
     p.add_argument("--generations", type=int, default=30)
-    p.add_argument("--no-margin", action="store_true",
-                   help="constrain the predicted latency itself, not the top of its spread")
-    p.add_argument("--model", help="a saved predictor (`predictor fit`); default: fit one from the store")
-    p.add_argument("--verify", type=int, default=3, help="measure the top K on the device (default 3)")
-    p.add_argument("--rounds", type=int, default=1,
-                   help="search, verify, add to the store, refit, search again (default 1)")
+    p.add_argument(
+        "--no-margin",
+        action="store_true",
+        help="constrain the predicted latency itself, not the top of its spread",
+    )
+    p.add_argument(
+        "--model", help="a saved predictor (`predictor fit`); default: fit one from the store"
+    )
+    p.add_argument(
+        "--verify", type=int, default=3, help="measure the top K on the device (default 3)"
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="search, verify, add to the store, refit, search again (default 1)",
+    )
     p.add_argument("--seed", type=int, default=0)
     add_artifacts_arg(p)
     p.add_argument("--out", required=True, help="folder for best.json, pareto.json, history.json")
@@ -76,15 +115,27 @@ def cmd_search(args: argparse.Namespace) -> int:
         check_output_dir(args.artifacts, "--artifacts")
     profile = load_profile(args.hw)
     budget = Budget(args.max_latency_ms, args.min_latency_ms)
-    settings = EvolutionSettings(population=args.population, parents=args.parents,
-                                 generations=args.generations, margin=not args.no_margin,
-                                 mode=args.mode, seed=args.seed)
+    settings = EvolutionSettings(
+        population=args.population,
+        parents=args.parents,
+        generations=args.generations,
+        margin=not args.no_margin,
+        mode=args.mode,
+        seed=args.seed,
+    )
     if not Path(args.db).is_file():
-        raise InputError(args.db, None, f"no such store: run `bfnas profile --hw {profile.name} "
-                                        f"--space {args.space} --samples 300 --db {args.db}` first")
+        raise InputError(
+            args.db,
+            None,
+            f"no such store: run `bfnas profile --hw {profile.name} "
+            f"--space {args.space} --samples 300 --db {args.db}` first",
+        )
     # The predictor folder is checked before the checkpoint's weights load (cheap checks first).
-    predictor = (LatencyPredictor.load(args.model, profile.hash(), load_space(args.space).name)
-                 if args.model else None)
+    predictor = (
+        LatencyPredictor.load(args.model, profile.hash(), load_space(args.space).name)
+        if args.model
+        else None
+    )
     space, supernet = space_and_supernet(args)
     scorer = None
     if args.objective == "oneshot" and args.data:
@@ -92,8 +143,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
         # The teacher is the supernet's largest member: the checkpoint it was loaded from.
         scorer = OneShotScorer(supernet, space.largest(), held_out_batch(args.data))
-    objective = load_objective(args.objective, profile.workload.seq_len, profile.workload.batch,
-                               oneshot=scorer)
+    objective = load_objective(
+        args.objective, profile.workload.seq_len, profile.workload.batch, oneshot=scorer
+    )
     runner = runner_for(profile) if args.verify else None
     out = console(stderr=args.json)
     with LatencyStore(Path(args.db), create=False) as store:  # it records its run
@@ -101,37 +153,65 @@ def cmd_search(args: argparse.Namespace) -> int:
         if args.verify:
             cache = artifact_cache(args.artifacts, seq_len=profile.workload.seq_len)
             verifier = DeviceVerifier(store, profile, space, supernet, cache, runner)
-        progress = ProgressDisplay(out, "bfnas search", "searching", total=args.generations + 1,
-                                   columns=("description", "bar", "count", "note"), transient=True)
+        progress = ProgressDisplay(
+            out,
+            "bfnas search",
+            "searching",
+            total=args.generations + 1,
+            columns=("description", "bar", "count", "note"),
+            transient=True,
+        )
 
         def on_event(kind: str, data: dict) -> None:
             if kind == "fitted":
-                progress.update(description=f"round {data['round']}: searching", completed=0,
-                                total=args.generations + 1,
-                                note=f"predictor fitted on {data['rows']} rows")
+                progress.update(
+                    description=f"round {data['round']}: searching",
+                    completed=0,
+                    total=args.generations + 1,
+                    note=f"predictor fitted on {data['rows']} rows",
+                )
             elif kind == "generation":
                 best = data["best_predicted_ms"]
-                progress.update(completed=data["generation"] + 1,
-                                note="" if best is None else
-                                f"best {data['best_objective']:.4g} at {best:.3f} ms predicted")
+                progress.update(
+                    completed=data["generation"] + 1,
+                    note=""
+                    if best is None
+                    else f"best {data['best_objective']:.4g} at {best:.3f} ms predicted",
+                )
             elif kind == "verifying":
-                progress.update(description=f"round {data['round']}: verifying "
-                                f"{data['index'] + 1}/{data['of']}", note=data["arch"])
+                progress.update(
+                    description=f"round {data['round']}: verifying "
+                    f"{data['index'] + 1}/{data['of']}",
+                    note=data["arch"],
+                )
 
-        job = SearchJob(store, profile, space, objective, budget, settings, args.verify, args.rounds,
-                        verifier, predictor, on_event)
+        job = SearchJob(
+            store,
+            profile,
+            space,
+            objective,
+            budget,
+            settings,
+            args.verify,
+            args.rounds,
+            verifier,
+            predictor,
+            on_event,
+        )
         with progress:
             result = job.run()
     result["objective_name"] = args.objective
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
-    for name, data in zip(RESULT_FILES, (result["best"], result["rounds"][-1]["front"], result),
-                          strict=True):
+    for name, data in zip(
+        RESULT_FILES, (result["best"], result["rounds"][-1]["front"], result), strict=True
+    ):
         write_atomic(folder / name, json.dumps(data, indent=2) + "\n")
     if args.json:
         summary = {k: v for k, v in result.items() if k != "rounds"}
-        summary["rounds"] = [{k: v for k, v in r.items() if k not in ("front", "history")}
-                             for r in result["rounds"]]
+        summary["rounds"] = [
+            {k: v for k, v in r.items() if k not in ("front", "history")} for r in result["rounds"]
+        ]
         summary["out"] = str(folder)
         return print_json(summary)
     _print(out, result, folder)
@@ -141,22 +221,37 @@ def cmd_search(args: argparse.Namespace) -> int:
 def _print(out, result: dict, folder: Path) -> None:
     best = result["best"]
     if best is None:
-        out.print(f"no subnet of {result['space']} is predicted under {result['budget']['max_ms']} ms "
-                  f"({result['unit_text']}) on {result['profile']}")
+        out.print(
+            f"no subnet of {result['space']} is predicted under {result['budget']['max_ms']} ms "
+            f"({result['unit_text']}) on {result['profile']}"
+        )
         return
     out.print(f"latencies in {result['unit_text']}; raw medians marked raw")
     for r in result["rounds"]:
         for v in r["verified"]:
             measured = "failed" if v["measured_ms"] is None else f"{v['measured_ms']:.3f} ms"
             flag = "" if v["within_budget"] else "  [red]over budget[/]"
-            out.print(f"round {r['round']}: {v['arch']} objective {v['objective']:.4g}: predicted "
-                      f"{v['predicted_ms']:.3f} ms, measured {measured}{flag}")
-    state = {True: "within budget", False: "[red]OVER BUDGET[/]", None: "not verified"}[best["within_budget"]]
-    measured = "-" if best["measured_ms"] is None else (
-        f"{best['measured_ms']:.3f} ms, {best['measured_ms'] / result['budget']['max_ms']:.0%} of the "
-        f"budget (raw median {best['median_ms']:.3f} ms)")
-    out.print(f"best: {best['arch']} objective {best['objective']:.4g}, predicted {best['predicted_ms']:.3f} ms, "
-              f"measured {measured} ({state})")
+            out.print(
+                f"round {r['round']}: {v['arch']} objective {v['objective']:.4g}: predicted "
+                f"{v['predicted_ms']:.3f} ms, measured {measured}{flag}"
+            )
+    state = {True: "within budget", False: "[red]OVER BUDGET[/]", None: "not verified"}[
+        best["within_budget"]
+    ]
+    measured = (
+        "-"
+        if best["measured_ms"] is None
+        else (
+            f"{best['measured_ms']:.3f} ms, "
+            f"{best['measured_ms'] / result['budget']['max_ms']:.0%} of the "
+            f"budget (raw median {best['median_ms']:.3f} ms)"
+        )
+    )
+    out.print(
+        f"best: {best['arch']} objective {best['objective']:.4g}, predicted "
+        f"{best['predicted_ms']:.3f} ms, "
+        f"measured {measured} ({state})"
+    )
     out.print(f"written to {folder}")
 
 
@@ -165,8 +260,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out, "--out", holds=("report.html",))
     out = console(stderr=args.json)
-    with ProgressDisplay(out, "bfnas report", "building the report",
-                         columns=("spinner", "description"), transient=True) as status:
+    with ProgressDisplay(
+        out,
+        "bfnas report",
+        "building the report",
+        columns=("spinner", "description"),
+        transient=True,
+    ) as status:
         page = build_report(args.db, args.out, on_step=lambda step: status.update(description=step))
     if args.json:
         return print_json(report_facts(page))

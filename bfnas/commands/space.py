@@ -12,13 +12,22 @@ from bfnas.errors import InputError
 
 def register(sub) -> None:
     space = group(sub, "space", "search spaces: list, show, sample", "bfnas space show minilm-l6")
-    p = command(space, "list", "list the shipped search spaces", "bfnas space list --json", cmd_list)
+    p = command(
+        space, "list", "list the shipped search spaces", "bfnas space list --json", cmd_list
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
-    p = command(space, "show", "ranges and size of a space", "bfnas space show bigger-faster", cmd_show)
+    p = command(
+        space, "show", "ranges and size of a space", "bfnas space show bigger-faster", cmd_show
+    )
     p.add_argument("space", help="a shipped space name or a .toml file")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p = command(space, "sample", "sample architectures from a space",
-                "bfnas space sample minilm-l6 -n 5 --seed 0 --json", cmd_sample)
+    p = command(
+        space,
+        "sample",
+        "sample architectures from a space",
+        "bfnas space sample minilm-l6 -n 5 --seed 0 --json",
+        cmd_sample,
+    )
     p.add_argument("space", help="a shipped space name or a .toml file")
     p.add_argument("-n", type=int, default=5, help="how many (default 5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -31,8 +40,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for name in shipped_spaces():
         s = load_space(name)
-        rows.append({"name": name, "uniform": s.uniform, "architectures": s.count(),
-                     "description": s.description})
+        rows.append(
+            {
+                "name": name,
+                "uniform": s.uniform,
+                "architectures": s.count(),
+                "description": s.description,
+            }
+        )
     if args.json:
         return print_json(rows)
     from rich.table import Table

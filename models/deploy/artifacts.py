@@ -110,8 +110,6 @@ class Artifact:
         return art
 
 
-
-
 class ArtifactCache:
     """Builds and caches FP32 and INT8 ONNX files of subnets of one supernet."""
 
@@ -172,10 +170,20 @@ class ArtifactCache:
         with disk_full_is_failure(self.root):
             return self._build(supernet, cfg, precision, recipe, fuse)
 
-    def _build(self, supernet: SuperBert, cfg: SubnetConfig, precision: str,
-               recipe: Recipe | None, fuse: bool) -> Artifact:
+    def _build(
+        self,
+        supernet: SuperBert,
+        cfg: SubnetConfig,
+        precision: str,
+        recipe: Recipe | None,
+        fuse: bool,
+    ) -> Artifact:
         if precision not in PRECISIONS:
-            raise InputError("--precision", None, f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
+            raise InputError(
+                "--precision",
+                None,
+                f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})",
+            )
         if precision == "int8" and recipe is None:
             raise InputError("--recipe", None, "int8 needs a recipe")
         if precision == "fp32":
@@ -186,9 +194,12 @@ class ArtifactCache:
         supernet.check_fits(cfg)
         positions = supernet.dims.vocab.max_positions
         if self.fidelity.seq_len > positions:
-            raise InputError("--checkpoint", "max_position_embeddings",
-                             f"{positions} positions, but exports are checked at sequence length "
-                             f"{self.fidelity.seq_len}")
+            raise InputError(
+                "--checkpoint",
+                "max_position_embeddings",
+                f"{positions} positions, but exports are checked at sequence length "
+                f"{self.fidelity.seq_len}",
+            )
         if supernet.dims.vocab.vocab_size < 2:
             raise InputError("--checkpoint", "vocab_size", "a vocabulary needs at least 2 tokens")
         export = self.export_for(precision, recipe, fuse)
@@ -217,7 +228,9 @@ class ArtifactCache:
                 # The graph writer emits the INT8 graph itself: no export-then-quantize.
                 source = tmp / ("int8.onnx" if precision == "int8" else "fp32.onnx")
                 numpy_state = {k: v.detach().numpy() for k, v in state.items()}
-                ops = write_onnx(numpy_state, cfg, source, precision == "int8", vocab.layer_norm_eps)
+                ops = write_onnx(
+                    numpy_state, cfg, source, precision == "int8", vocab.layer_norm_eps
+                )
                 seconds["export"] = time.perf_counter() - t
                 if precision == "int8":
                     graph["quantization"] = {k: ops[k] for k in QUANTIZATION_OPS if ops.get(k)}

@@ -64,7 +64,9 @@ class _Graph:
         self._count[op] = n + 1
         return f"/{op}" if n == 0 else f"/{op}_{n}"
 
-    def op(self, op: str, inputs: list[str], outputs: int = 1, out: str | None = None, **attrs) -> list[str]:
+    def op(
+        self, op: str, inputs: list[str], outputs: int = 1, out: str | None = None, **attrs
+    ) -> list[str]:
         name = self.name(op)
         names = [out] if out else [f"{name}_output_{i}" for i in range(outputs)]
         self.nodes.append(helper.make_node(op, inputs, names, name=name, **attrs))
@@ -76,7 +78,9 @@ class _Graph:
             self._names.add(name)
             # np.ascontiguousarray would turn a 0-d scalar into shape [1].
             value = np.asarray(value)
-            self.inits.append(numpy_helper.from_array(value if value.flags.c_contiguous else value.copy(), name))
+            self.inits.append(
+                numpy_helper.from_array(value if value.flags.c_contiguous else value.copy(), name)
+            )
         return name
 
     def scalar(self, name: str, value: float | int, dtype=np.float32) -> str:
@@ -102,7 +106,9 @@ class _Graph:
         q, scale, zp = self.op("DynamicQuantizeLinear", [x], outputs=3)
         return q, scale, zp
 
-    def linear(self, x: str | tuple[str, str, str], weight: np.ndarray, bias: np.ndarray, prefix: str) -> str:
+    def linear(
+        self, x: str | tuple[str, str, str], weight: np.ndarray, bias: np.ndarray, prefix: str
+    ) -> str:
         """x @ weight.T + bias; `x` is an FP tensor, or its DynamicQuantizeLinear outputs."""
         w = weight.T
         if not self.int8:
@@ -117,7 +123,9 @@ class _Graph:
             zp, scale, wq = quantize_data(w, TensorProto.INT8, True)
             wq_name = self.const(f"{prefix}.weight_quantized", np.asarray(wq, dtype=np.int8))
             w_scale = self.scalar(f"{prefix}.weight_scale", float(np.asarray(scale).reshape(())))
-            w_zp = self.const(f"{prefix}.weight_zero_point", np.asarray(zp, dtype=np.int8).reshape(()))
+            w_zp = self.const(
+                f"{prefix}.weight_zero_point", np.asarray(zp, dtype=np.int8).reshape(())
+            )
             (scales,) = self.op("Mul", [x_scale, w_scale])
             (acc,) = self.op("MatMulInteger", [xq, wq_name, x_zp, w_zp])
             (acc_f,) = self.op("Cast", [acc], to=TensorProto.FLOAT)
@@ -133,18 +141,35 @@ class _Graph:
 
         # ONNX Runtime quantizes a gathered table as an activation: asymmetric uint8.
         zp, scale, tq = quantize_data(table, TensorProto.UINT8, False)
-        (q,) = self.op("Gather", [self.const(f"{name}.weight_quantized", np.asarray(tq, np.uint8)), indices])
-        (out,) = self.op("DequantizeLinear", [
-            q, self.scalar(f"{name}.weight_scale", float(np.asarray(scale).reshape(()))),
-            self.const(f"{name}.weight_zero_point", np.asarray(zp, dtype=np.uint8).reshape(())),
-        ])
+        (q,) = self.op(
+            "Gather", [self.const(f"{name}.weight_quantized", np.asarray(tq, np.uint8)), indices]
+        )
+        (out,) = self.op(
+            "DequantizeLinear",
+            [
+                q,
+                self.scalar(f"{name}.weight_scale", float(np.asarray(scale).reshape(()))),
+                self.const(f"{name}.weight_zero_point", np.asarray(zp, dtype=np.uint8).reshape(())),
+            ],
+        )
         return out
 
-    def layer_norm(self, x: str, weight: np.ndarray, bias: np.ndarray, prefix: str, eps: float,
-                   out: str | None = None) -> str:
-        (y,) = self.op("LayerNormalization", [x, self.const(f"{prefix}.weight", weight),
-                                              self.const(f"{prefix}.bias", bias)],
-                       out=out, axis=-1, epsilon=eps)
+    def layer_norm(
+        self,
+        x: str,
+        weight: np.ndarray,
+        bias: np.ndarray,
+        prefix: str,
+        eps: float,
+        out: str | None = None,
+    ) -> str:
+        (y,) = self.op(
+            "LayerNormalization",
+            [x, self.const(f"{prefix}.weight", weight), self.const(f"{prefix}.bias", bias)],
+            out=out,
+            axis=-1,
+            epsilon=eps,
+        )
         return y
 
 
@@ -165,17 +190,28 @@ def write_onnx(
     # Embeddings: word + token type + position, then LayerNorm.
     (shape,) = g.op("Shape", ["input_ids"])
     (seq,) = g.op("Gather", [shape, g.scalar("i64_1", 1, i64)], axis=0)
-    word = g.gather_table(state["embeddings.word_embeddings.weight"], "input_ids", "embeddings.word_embeddings")
-    types = g.gather_table(state["embeddings.token_type_embeddings.weight"], "token_type_ids",
-                           "embeddings.token_type_embeddings")
+    word = g.gather_table(
+        state["embeddings.word_embeddings.weight"], "input_ids", "embeddings.word_embeddings"
+    )
+    types = g.gather_table(
+        state["embeddings.token_type_embeddings.weight"],
+        "token_type_ids",
+        "embeddings.token_type_embeddings",
+    )
     (x,) = g.op("Add", [word, types])
     (positions,) = g.op("Range", [g.scalar("i64_0", 0, i64), seq, g.scalar("i64_1", 1, i64)])
     (positions,) = g.op("Unsqueeze", [positions, g.const("axes_0", np.array([0], i64))])
-    pos = g.gather_table(state["embeddings.position_embeddings.weight"], positions,
-                         "embeddings.position_embeddings")
+    pos = g.gather_table(
+        state["embeddings.position_embeddings.weight"], positions, "embeddings.position_embeddings"
+    )
     (x,) = g.op("Add", [x, pos])
-    x = g.layer_norm(x, state["embeddings.LayerNorm.weight"], state["embeddings.LayerNorm.bias"],
-                     "embeddings.LayerNorm", eps)
+    x = g.layer_norm(
+        x,
+        state["embeddings.LayerNorm.weight"],
+        state["embeddings.LayerNorm.bias"],
+        "embeddings.LayerNorm",
+        eps,
+    )
 
     # [batch, seq] of 1/0 -> [batch, 1, 1, seq] of 0/-10000, as models.nn.bert.additive_mask.
     (m,) = g.op("Unsqueeze", ["attention_mask", g.const("axes_1", np.array([1], i64))])
@@ -191,8 +227,12 @@ def write_onnx(
         xin = g.quantize_input(x) if int8 else x
         proj = {}
         for part in ("query", "key", "value"):
-            proj[part] = g.linear(xin, state[f"{p}.attention.self.{part}.weight"],
-                                  state[f"{p}.attention.self.{part}.bias"], f"{p}.attention.self.{part}")
+            proj[part] = g.linear(
+                xin,
+                state[f"{p}.attention.self.{part}.weight"],
+                state[f"{p}.attention.self.{part}.bias"],
+                f"{p}.attention.self.{part}",
+            )
         tail = g.const(f"{p}.head_dims", np.array([heads, head], i64))
         (q,) = g.op("Reshape", [proj["query"], g.batch_seq_shape(proj["query"], tail)])
         (q,) = g.op("Transpose", [q], perm=[0, 2, 1, 3])
@@ -206,36 +246,63 @@ def write_onnx(
         (s,) = g.op("Softmax", [s], axis=-1)
         (c,) = g.op("MatMul", [s, v])
         (c,) = g.op("Transpose", [c], perm=[0, 2, 1, 3])
-        (c,) = g.op("Reshape", [c, g.batch_seq_shape(c, g.const(f"{p}.qkv_dim", np.array([qkv], i64)))])
-        o = g.linear(g.quantize_input(c) if int8 else c, state[f"{p}.attention.output.dense.weight"],
-                     state[f"{p}.attention.output.dense.bias"], f"{p}.attention.output.dense")
+        (c,) = g.op(
+            "Reshape", [c, g.batch_seq_shape(c, g.const(f"{p}.qkv_dim", np.array([qkv], i64)))]
+        )
+        o = g.linear(
+            g.quantize_input(c) if int8 else c,
+            state[f"{p}.attention.output.dense.weight"],
+            state[f"{p}.attention.output.dense.bias"],
+            f"{p}.attention.output.dense",
+        )
         (o,) = g.op("Add", [o, x])
-        x = g.layer_norm(o, state[f"{p}.attention.output.LayerNorm.weight"],
-                         state[f"{p}.attention.output.LayerNorm.bias"], f"{p}.attention.output.LayerNorm", eps)
+        x = g.layer_norm(
+            o,
+            state[f"{p}.attention.output.LayerNorm.weight"],
+            state[f"{p}.attention.output.LayerNorm.bias"],
+            f"{p}.attention.output.LayerNorm",
+            eps,
+        )
 
-        h = g.linear(g.quantize_input(x) if int8 else x, state[f"{p}.intermediate.dense.weight"],
-                     state[f"{p}.intermediate.dense.bias"], f"{p}.intermediate.dense")
+        h = g.linear(
+            g.quantize_input(x) if int8 else x,
+            state[f"{p}.intermediate.dense.weight"],
+            state[f"{p}.intermediate.dense.bias"],
+            f"{p}.intermediate.dense",
+        )
         # Exact (erf) GELU, spelled as the exporter spells F.gelu.
         (e,) = g.op("Div", [h, g.scalar(f"{p}.sqrt2", math.sqrt(2.0))])
         (e,) = g.op("Erf", [e])
         (e,) = g.op("Add", [e, g.scalar(f"{p}.one", 1.0)])
         (h,) = g.op("Mul", [h, e])
         (h,) = g.op("Mul", [h, g.scalar(f"{p}.half", 0.5)])
-        o = g.linear(g.quantize_input(h) if int8 else h, state[f"{p}.output.dense.weight"],
-                     state[f"{p}.output.dense.bias"], f"{p}.output.dense")
+        o = g.linear(
+            g.quantize_input(h) if int8 else h,
+            state[f"{p}.output.dense.weight"],
+            state[f"{p}.output.dense.bias"],
+            f"{p}.output.dense",
+        )
         (o,) = g.op("Add", [o, x])
-        x = g.layer_norm(o, state[f"{p}.output.LayerNorm.weight"], state[f"{p}.output.LayerNorm.bias"],
-                         f"{p}.output.LayerNorm", eps, out=OUTPUT_NAME if i == cfg.layers - 1 else None)
+        x = g.layer_norm(
+            o,
+            state[f"{p}.output.LayerNorm.weight"],
+            state[f"{p}.output.LayerNorm.bias"],
+            f"{p}.output.LayerNorm",
+            eps,
+            out=OUTPUT_NAME if i == cfg.layers - 1 else None,
+        )
 
     dims = ("batch", "sequence")
     graph = helper.make_graph(
-        g.nodes, "bert",
+        g.nodes,
+        "bert",
         [helper.make_tensor_value_info(n, TensorProto.INT64, dims) for n in INPUT_NAMES],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, (*dims, cfg.hidden))],
         g.inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="bfnas.onnx_writer")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="bfnas.onnx_writer"
+    )
     model.ir_version = 8  # what the exporter writes; readable by every ORT this tool supports
     # Stored shapes are what ONNX Runtime's SkipLayerNormalization fusion keys on (the
     # quantizer leaves them in its output too); without them the session runs another graph.

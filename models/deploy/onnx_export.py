@@ -61,9 +61,7 @@ def generated_inputs(
             keep = int(rng.integers(seq_len // 2, seq_len))
             mask[-1, keep:] = 0
             ids[-1, keep:] = 0
-        out.append(
-            {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        )
+        out.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
     return out
 
 
@@ -105,7 +103,8 @@ def export_onnx(model: Bert, path: Path, settings: ExportSettings, seq_len: int 
 def torch_outputs(model: Bert, inputs: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
     with torch.no_grad():
         return [
-            model(*(torch.from_numpy(feed[name]) for name in INPUT_NAMES)).numpy() for feed in inputs
+            model(*(torch.from_numpy(feed[name]) for name in INPUT_NAMES)).numpy()
+            for feed in inputs
         ]
 
 

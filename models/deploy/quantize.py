@@ -94,8 +94,17 @@ def fuse_transformer(src: Path, dst: Path) -> dict[str, int]:
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
     optimized = optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0, opt_level=0)
     optimized.save_model_to_file(str(dst))
-    return _op_counts(onnx.load(str(dst)), ("Attention", "SkipLayerNormalization", "BiasGelu",
-                                            "EmbedLayerNormalization", "Gelu", "FastGelu"))
+    return _op_counts(
+        onnx.load(str(dst)),
+        (
+            "Attention",
+            "SkipLayerNormalization",
+            "BiasGelu",
+            "EmbedLayerNormalization",
+            "Gelu",
+            "FastGelu",
+        ),
+    )
 
 
 def quantize(
@@ -168,8 +177,15 @@ def quantize(
     return quantization_counts(dst)
 
 
-QUANTIZATION_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
-                    "QAttention", "DynamicQuantizeMatMul", "QGemm")
+QUANTIZATION_OPS = (
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "QAttention",
+    "DynamicQuantizeMatMul",
+    "QGemm",
+)
 
 
 def quantization_counts(path: Path) -> dict[str, int]:

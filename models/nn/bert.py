@@ -223,8 +223,14 @@ def run_layer(
     )
 
 
-def run_embeddings(emb: Embeddings, input_ids: Tensor, token_type_ids: Tensor, hidden: int, eps: float,
-                   table: Callable[[Tensor], Tensor] = lambda t: t) -> Tensor:
+def run_embeddings(
+    emb: Embeddings,
+    input_ids: Tensor,
+    token_type_ids: Tensor,
+    hidden: int,
+    eps: float,
+    table: Callable[[Tensor], Tensor] = lambda t: t,
+) -> Tensor:
     """`table` transforms each sliced embedding table first (int8-aware training quantizes
     them as the deployed graph stores them)."""
     return embed(

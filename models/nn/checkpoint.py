@@ -54,8 +54,11 @@ def read_config(folder: Path) -> tuple[SupernetDims, int, dict[str, Any]]:
         raise InputError(where, None, "JSON nested too deeply for a model config") from None
     if not isinstance(raw, dict):
         raise InputError(where, None, f"expected a JSON object, got {type(raw).__name__}")
-    for key, only in (("model_type", "bert"), ("hidden_act", "gelu"),
-                      ("position_embedding_type", "absolute")):
+    for key, only in (
+        ("model_type", "bert"),
+        ("hidden_act", "gelu"),
+        ("position_embedding_type", "absolute"),
+    ):
         if raw.get(key, only) != only:
             raise InputError(where, key, f"only {only!r} is supported, got {short(raw[key])}")
 
@@ -70,7 +73,9 @@ def read_config(folder: Path) -> tuple[SupernetDims, int, dict[str, Any]]:
     hidden = need_int("hidden_size")
     heads = need_int("num_attention_heads")
     if hidden % heads:
-        raise InputError(where, "num_attention_heads", f"{heads} does not divide hidden_size {hidden}")
+        raise InputError(
+            where, "num_attention_heads", f"{heads} does not divide hidden_size {hidden}"
+        )
     eps = raw.get("layer_norm_eps", 1e-12)
     # bool is an int to Python, not a number to a user; a non-positive eps divides by zero.
     if not isinstance(eps, int | float) or isinstance(eps, bool) or not 0 < eps < math.inf:
@@ -108,19 +113,26 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
             try:
                 tensors = load_file(str(path))
             except SafetensorError as exc:
-                raise InputError(where, None, f"damaged or not a safetensors file ({_first_line(exc)})"
-                                 ) from None
+                raise InputError(
+                    where, None, f"damaged or not a safetensors file ({_first_line(exc)})"
+                ) from None
         else:
             with path.open("rb") as fh:
                 head = fh.read(4)
             if not head.startswith(_TORCH_MAGIC):
-                raise InputError(where, None, "damaged or not a PyTorch weights file (it is neither "
-                                              "torch.save's zip nor a pickle)")
+                raise InputError(
+                    where,
+                    None,
+                    "damaged or not a PyTorch weights file (it is neither "
+                    "torch.save's zip nor a pickle)",
+                )
             tensors = torch_load_data(path)
     except OSError as exc:
         raise InputError(where, None, f"cannot read ({exc.strerror or exc})") from None
     if not isinstance(tensors, dict):
-        raise InputError(where, None, f"expected a state dict of named tensors, got {type(tensors).__name__}")
+        raise InputError(
+            where, None, f"expected a state dict of named tensors, got {type(tensors).__name__}"
+        )
     for key, value in tensors.items():
         if not isinstance(key, str):
             raise InputError(where, None, f"expected tensor names, got the key {short(key)}")
@@ -143,12 +155,16 @@ def torch_load_data(path: Path) -> Any:
         # bfnas never does that, so the advice is not passed on.
         called = re.search(r"GLOBAL (\S+)", str(exc))
         what = f" (it would call {short(called.group(1), 60)})" if called else ""
-        raise InputError(where, None, f"holds code or objects that are not plain tensors{what}; "
-                                      "bfnas does not load it: convert it to model.safetensors"
-                         ) from None
+        raise InputError(
+            where,
+            None,
+            f"holds code or objects that are not plain tensors{what}; "
+            "bfnas does not load it: convert it to model.safetensors",
+        ) from None
     except Exception as exc:  # a truncated zip, a wrong tensor record: report, never guess
-        raise InputError(where, None, f"damaged or truncated ({type(exc).__name__}: "
-                                      f"{_first_line(exc)})") from None
+        raise InputError(
+            where, None, f"damaged or truncated ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -166,7 +182,9 @@ def read_state_dict(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
     """The encoder's tensors, with any `bert.` prefix removed and heads/pooler dropped."""
     path = _weights_file(folder)
     if path is None:
-        raise InputError(str(folder), None, f"no weights found (expected one of {', '.join(WEIGHT_FILES)})")
+        raise InputError(
+            str(folder), None, f"no weights found (expected one of {', '.join(WEIGHT_FILES)})"
+        )
     out = {}
     for key, value in load_tensors(path).items():
         key = key.removeprefix("bert.")
@@ -193,13 +211,18 @@ def read_pooler(checkpoint: str | Path) -> dict[str, torch.Tensor] | None:
                 keys = {k.removeprefix("bert."): k for k in fh.keys()}  # noqa: SIM118 (not a dict)
                 found = {k: fh.get_tensor(keys[k]) for k in names if k in keys}
         except SafetensorError as exc:
-            raise InputError(str(path), None, f"damaged or not a safetensors file ({_first_line(exc)})"
-                             ) from None
+            raise InputError(
+                str(path), None, f"damaged or not a safetensors file ({_first_line(exc)})"
+            ) from None
         except OSError as exc:
             raise InputError(str(path), None, f"cannot read ({exc.strerror or exc})") from None
     else:
         tensors = load_tensors(path)
-        found = {k.removeprefix("bert."): v for k, v in tensors.items() if k.removeprefix("bert.") in names}
+        found = {
+            k.removeprefix("bert."): v
+            for k, v in tensors.items()
+            if k.removeprefix("bert.") in names
+        }
     return {k: v.float() for k, v in found.items()} if set(found) == names else None
 
 
@@ -224,14 +247,18 @@ def load_supernet(checkpoint: str | Path) -> SuperBert:
     return model.eval()
 
 
-def _check_tensors(dims: SupernetDims, tensors: dict[str, torch.Tensor], weights: Path,
-                   config: Path) -> None:
+def _check_tensors(
+    dims: SupernetDims, tensors: dict[str, torch.Tensor], weights: Path, config: Path
+) -> None:
     """The weights hold every tensor config.json describes, at its shape, before the model is
     built: a config asking for 10^9 layers or a 10^6-wide layer is refused, not allocated."""
     held = {int(m.group(1)) for k in tensors if (m := re.match(r"encoder\.layer\.(\d+)\.", k))}
     if dims.layers > len(held):
-        raise InputError(str(config), "num_hidden_layers",
-                         f"{dims.layers}, but {weights.name} holds {len(held)} layers")
+        raise InputError(
+            str(config),
+            "num_hidden_layers",
+            f"{dims.layers}, but {weights.name} holds {len(held)} layers",
+        )
     with torch.device("meta"):  # shapes only: nothing is allocated
         expected = SuperBert(dims).state_dict()
     for name, target in expected.items():
@@ -241,9 +268,10 @@ def _check_tensors(dims: SupernetDims, tensors: dict[str, torch.Tensor], weights
             raise InputError(
                 str(weights),
                 name,
-                f"shape {tuple(tensors[name].shape)} does not match config.json's {tuple(target.shape)}",
+                f"shape {tuple(tensors[name].shape)} does not match config.json's "
+                f"{tuple(target.shape)}",
             )
         if not tensors[name].is_floating_point():
-            raise InputError(str(weights), name, f"{tensors[name].dtype} values, expected floating point")
-
-
+            raise InputError(
+                str(weights), name, f"{tensors[name].dtype} values, expected floating point"
+            )

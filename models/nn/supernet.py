@@ -123,22 +123,44 @@ class SuperBert(nn.Module):
         output matches ONNX Runtime's INT8 graph of the same subnet to ~2e-6."""
         return self._run(input_ids, cfg, attention_mask, token_type_ids, int8, probs=[])
 
-    def _run(self, input_ids: Tensor, cfg: SubnetConfig, attention_mask: Tensor | None,
-             token_type_ids: Tensor | None, int8: bool = False,
-             probs: list[Tensor] | None = None) -> tuple[list[Tensor], list[Tensor]]:
+    def _run(
+        self,
+        input_ids: Tensor,
+        cfg: SubnetConfig,
+        attention_mask: Tensor | None,
+        token_type_ids: Tensor | None,
+        int8: bool = False,
+        probs: list[Tensor] | None = None,
+    ) -> tuple[list[Tensor], list[Tensor]]:
         self.check_fits(cfg)
         eps = self.dims.vocab.layer_norm_eps
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        x = run_embeddings(self.embeddings, input_ids, token_type_ids, cfg.hidden, eps,
-                           fake_quant_activation if int8 else lambda t: t)
+        x = run_embeddings(
+            self.embeddings,
+            input_ids,
+            token_type_ids,
+            cfg.hidden,
+            eps,
+            fake_quant_activation if int8 else lambda t: t,
+        )
         mask = additive_mask(attention_mask, x.dtype)
         hiddens = [x]
         for i in range(cfg.layers):
-            x = run_layer(self.encoder.layer[i], x, mask, cfg.heads[i], cfg.qkv[i], cfg.ffn[i],
-                          cfg.hidden, eps, probs, int8_linear if int8 else F.linear)
+            x = run_layer(
+                self.encoder.layer[i],
+                x,
+                mask,
+                cfg.heads[i],
+                cfg.qkv[i],
+                cfg.ffn[i],
+                cfg.hidden,
+                eps,
+                probs,
+                int8_linear if int8 else F.linear,
+            )
             hiddens.append(x)
         return hiddens, probs if probs is not None else []
 
@@ -203,7 +225,11 @@ def supernet_outputs(supernet: SuperBert, cfg: SubnetConfig, inputs: list[dict])
     reference an exported subnet must match, without building the dense copy."""
     with torch.no_grad():
         return [
-            supernet(torch.from_numpy(f["input_ids"]), cfg, torch.from_numpy(f["attention_mask"]),
-                     torch.from_numpy(f["token_type_ids"])).numpy()
+            supernet(
+                torch.from_numpy(f["input_ids"]),
+                cfg,
+                torch.from_numpy(f["attention_mask"]),
+                torch.from_numpy(f["token_type_ids"]),
+            ).numpy()
             for f in inputs
         ]

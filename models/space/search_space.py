@@ -45,21 +45,27 @@ class Choices:
             spec = [spec]
         if isinstance(spec, list):
             if not spec or not all(_pos_int(v) for v in spec):
-                raise InputError(where, field, f"choices must be positive integers, got {short(spec)}")
+                raise InputError(
+                    where, field, f"choices must be positive integers, got {short(spec)}"
+                )
             if max(spec) > limit:
                 raise InputError(where, field, f"must be at most {limit}, got {max(spec)}")
             return cls(tuple(sorted(set(spec))))
         if isinstance(spec, dict):
             extra = sorted(set(spec) - {"min", "max", "step"})
             if extra:
-                raise InputError(where, f"{field}.{extra[0]}", "unknown key (allowed: min, max, step)")
+                raise InputError(
+                    where, f"{field}.{extra[0]}", "unknown key (allowed: min, max, step)"
+                )
             for k in ("min", "max"):
                 if k not in spec:
                     raise InputError(where, f"{field}.{k}", "missing")
             lo, hi, step = spec["min"], spec["max"], spec.get("step", 1)
             for k, v in (("min", lo), ("max", hi), ("step", step)):
                 if not _pos_int(v):
-                    raise InputError(where, f"{field}.{k}", f"must be a positive integer, got {short(v)}")
+                    raise InputError(
+                        where, f"{field}.{k}", f"must be a positive integer, got {short(v)}"
+                    )
             if hi < lo:
                 raise InputError(where, f"{field}.max", f"{hi} is below min {lo}")
             if hi > limit:
@@ -155,9 +161,7 @@ class SearchSpace:
         )
         for h in space.hidden.values:
             if not space.layer_pairs(h):
-                raise InputError(
-                    where, "qkv", f"no (heads, qkv) pair is allowed when hidden = {h}"
-                )
+                raise InputError(where, "qkv", f"no (heads, qkv) pair is allowed when hidden = {h}")
         return space
 
     @classmethod
@@ -173,9 +177,7 @@ class SearchSpace:
     # -- shape of the space ---------------------------------------------------------
     def layer_pairs(self, hidden: int) -> tuple[tuple[int, int], ...]:
         """Every allowed (heads, qkv) of one layer in a subnet of width `hidden`."""
-        return tuple(
-            (a, q) for a in self.heads.values for q in self.qkv.options(a, hidden)
-        )
+        return tuple((a, q) for a in self.heads.values for q in self.qkv.options(a, hidden))
 
     def count(self) -> int:
         """Number of distinct architectures in the space."""
@@ -227,13 +229,17 @@ class SearchSpace:
                 )
             if cfg.ffn[i] not in self.ffn:
                 raise InputError(
-                    where, f"ffn[{i}]", f"{cfg.ffn[i]} not in space {self.name} ({self.ffn.describe()})"
+                    where,
+                    f"ffn[{i}]",
+                    f"{cfg.ffn[i]} not in space {self.name} ({self.ffn.describe()})",
                 )
         if self.uniform and (
             len(set(cfg.heads)) > 1 or len(set(cfg.qkv)) > 1 or len(set(cfg.ffn)) > 1
         ):
             raise InputError(
-                where, "heads/qkv/ffn", f"space {self.name} is uniform: every layer must be the same"
+                where,
+                "heads/qkv/ffn",
+                f"space {self.name} is uniform: every layer must be the same",
             )
 
     def contains(self, cfg: SubnetConfig) -> bool:
@@ -279,7 +285,9 @@ class SearchSpace:
         a, q = rng.choice(self.layer_pairs(hidden))
         return a, q, rng.choice(self.ffn.values)
 
-    def _repair(self, gene: tuple[int, int, int], hidden: int, rng: random.Random) -> tuple[int, int, int]:
+    def _repair(
+        self, gene: tuple[int, int, int], hidden: int, rng: random.Random
+    ) -> tuple[int, int, int]:
         """Keep a gene valid after its subnet's hidden size changed (qkv may be tied to it)."""
         a, q, f = gene
         if q in self.qkv.options(a, hidden):
@@ -371,5 +379,7 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     if key.endswith(".toml") or Path(key).exists():
         return SearchSpace.from_toml(key)
     raise InputError(
-        "--space", None, f"no space named {key!r} (shipped: {', '.join(shipped)}; or give a .toml path)"
+        "--space",
+        None,
+        f"no space named {key!r} (shipped: {', '.join(shipped)}; or give a .toml path)",
     )

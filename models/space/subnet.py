@@ -139,11 +139,10 @@ class SubnetConfig:
 
     def __str__(self) -> str:
         if len(set(self.heads)) == len(set(self.qkv)) == len(set(self.ffn)) == 1:
-            return (
-                f"L{self.layers} H{self.hidden} A{self.heads[0]} "
-                f"Q{self.qkv[0]} F{self.ffn[0]}"
-            )
-        return f"L{self.layers} H{self.hidden} A{list(self.heads)} Q{list(self.qkv)} F{list(self.ffn)}"
+            return f"L{self.layers} H{self.hidden} A{self.heads[0]} Q{self.qkv[0]} F{self.ffn[0]}"
+        return (
+            f"L{self.layers} H{self.hidden} A{list(self.heads)} Q{list(self.qkv)} F{list(self.ffn)}"
+        )
 
 
 def _is_int(value: Any) -> bool:
@@ -164,15 +163,17 @@ def check_structure(data: dict[str, Any], where: str) -> None:
         values = data[name]
         if not isinstance(values, list | tuple) or len(values) != layers:
             raise InputError(
-                where, name, f"must be a list of {layers} integers (one per layer), got {short(values)}"
+                where,
+                name,
+                f"must be a list of {layers} integers (one per layer), got {short(values)}",
             )
         for i, v in enumerate(values):
             if not _is_int(v) or v < 1:
-                raise InputError(where, f"{name}[{i}]", f"must be a positive integer, got {short(v)}")
+                raise InputError(
+                    where, f"{name}[{i}]", f"must be a positive integer, got {short(v)}"
+                )
             if v > MAX_WIDTH:
                 raise InputError(where, f"{name}[{i}]", f"must be at most {MAX_WIDTH}, got {v}")
     for i, (q, a) in enumerate(zip(data["qkv"], data["heads"], strict=True)):
         if q % a:
-            raise InputError(
-                where, f"qkv[{i}]", f"{q} is not divisible by heads[{i}]={a}"
-            )
+            raise InputError(where, f"qkv[{i}]", f"{q} is not divisible by heads[{i}]={a}")

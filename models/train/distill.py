@@ -67,23 +67,37 @@ class TrainSettings:
     attention_weight: float = 1.0
     checkpoint_every: int = 50
     loss: str = "kd"
-    int8_aware: bool = False  # the subnets run fake-quantized as the dynamic INT8 recipe deploys them
+    int8_aware: bool = (
+        False  # the subnets run fake-quantized as the dynamic INT8 recipe deploys them
+    )
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
-            raise InputError("--loss", None, f"unknown loss {self.loss!r} (known: {', '.join(LOSSES)})")
+            raise InputError(
+                "--loss", None, f"unknown loss {self.loss!r} (known: {', '.join(LOSSES)})"
+            )
         for name in ("steps", "batch", "checkpoint_every"):
             if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')}", None, f"must be at least 1, got {getattr(self, name)}")
+                raise InputError(
+                    f"--{name.replace('_', '-')}",
+                    None,
+                    f"must be at least 1, got {getattr(self, name)}",
+                )
 
 
 def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
-    return [max(round((i + 1) * teacher_layers / student_layers) - 1, 0) for i in range(student_layers)]
+    return [
+        max(round((i + 1) * teacher_layers / student_layers) - 1, 0) for i in range(student_layers)
+    ]
 
 
-def kd_loss(student: tuple[list[Tensor], list[Tensor]], teacher: tuple[list[Tensor], list[Tensor]],
-            hidden: int, attention_weight: float = 1.0) -> Tensor:
+def kd_loss(
+    student: tuple[list[Tensor], list[Tensor]],
+    teacher: tuple[list[Tensor], list[Tensor]],
+    hidden: int,
+    attention_weight: float = 1.0,
+) -> Tensor:
     (s_h, s_p), (t_h, t_p) = student, teacher
     pairs = list(enumerate(layer_map(len(s_p), len(t_p))))
     total = F.mse_loss(s_h[0], t_h[0][..., :hidden])  # the embeddings
@@ -114,9 +128,13 @@ class MlmHead(torch.nn.Module):
 
     def hf_state(self) -> dict[str, Tensor]:
         p = "cls.predictions."
-        return {p + "transform.dense.weight": self.dense.weight, p + "transform.dense.bias": self.dense.bias,
-                p + "transform.LayerNorm.weight": self.norm.weight, p + "transform.LayerNorm.bias": self.norm.bias,
-                p + "bias": self.bias}
+        return {
+            p + "transform.dense.weight": self.dense.weight,
+            p + "transform.dense.bias": self.dense.bias,
+            p + "transform.LayerNorm.weight": self.norm.weight,
+            p + "transform.LayerNorm.bias": self.norm.bias,
+            p + "bias": self.bias,
+        }
 
     def load_hf_state(self, tensors: dict[str, Tensor]) -> bool:
         state = self.hf_state()
@@ -128,15 +146,23 @@ class MlmHead(torch.nn.Module):
         return True
 
 
-def mlm_loss(supernet: SuperBert, head: MlmHead, batch: dict[str, Tensor], cfg: SubnetConfig,
-             int8: bool = False, predicted: int | None = None) -> Tensor:
+def mlm_loss(
+    supernet: SuperBert,
+    head: MlmHead,
+    batch: dict[str, Tensor],
+    cfg: SubnetConfig,
+    int8: bool = False,
+    predicted: int | None = None,
+) -> Tensor:
     """Cross-entropy summed over the predicted tokens of `batch`, divided by `predicted`
     (default: their number here, i.e. the mean; a rank of a data-parallel job passes the
     count of the whole global batch, so the ranks' losses add up to the global mean)."""
     hiddens, _ = supernet.states(batch["masked_ids"], cfg, batch["attention_mask"], int8=int8)
     logits = head(hiddens[-1], supernet.embeddings.word_embeddings.weight)
     labels = batch["labels"].reshape(-1)
-    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels, ignore_index=-100, reduction="sum")
+    total = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels, ignore_index=-100, reduction="sum"
+    )
     return total / max(predicted if predicted is not None else int((labels != -100).sum()), 1)
 
 
@@ -157,32 +183,57 @@ def training_batches(data_dir: str | Path, batch: int, seed: int) -> Iterator[di
             mask = shard["attention_mask"].astype(np.int64)
             order = rng.permutation(len(ids))
             for start in range(0, len(ids) - batch + 1, batch):
-                sel = order[start:start + batch]
-                yield {"input_ids": torch.from_numpy(ids[sel]), "attention_mask": torch.from_numpy(mask[sel]),
-                       "masked_ids": torch.from_numpy(masked[sel]), "labels": torch.from_numpy(labels[sel])}
+                sel = order[start : start + batch]
+                yield {
+                    "input_ids": torch.from_numpy(ids[sel]),
+                    "attention_mask": torch.from_numpy(mask[sel]),
+                    "masked_ids": torch.from_numpy(masked[sel]),
+                    "labels": torch.from_numpy(labels[sel]),
+                }
 
 
 class SupernetTrainer:
     """`dist` places this process in a torchrun job (default: one process on the CPU);
     `tokenizer`, when given, is copied into the checkpoint folder beside the weights."""
 
-    def __init__(self, supernet: SuperBert, teacher: SuperBert, teacher_cfg: SubnetConfig, space: SearchSpace,
-                 data_dir: str | Path, out: str | Path, settings: TrainSettings, base_config: dict,
-                 dist: Distributed | None = None, tokenizer: Path | None = None) -> None:
+    def __init__(
+        self,
+        supernet: SuperBert,
+        teacher: SuperBert,
+        teacher_cfg: SubnetConfig,
+        space: SearchSpace,
+        data_dir: str | Path,
+        out: str | Path,
+        settings: TrainSettings,
+        base_config: dict,
+        dist: Distributed | None = None,
+        tokenizer: Path | None = None,
+    ) -> None:
         space_big = space.largest()
         supernet.check_fits(space_big, where="--space")
         self.dist = dist or Distributed()
-        self.rows = self.dist.shard(settings.batch)  # refuses a batch that does not split over the ranks
+        self.rows = self.dist.shard(
+            settings.batch
+        )  # refuses a batch that does not split over the ranks
         device = self.dist.device
-        self.supernet, self.teacher, self.teacher_cfg = supernet.to(device), teacher.to(device).eval(), teacher_cfg
+        self.supernet, self.teacher, self.teacher_cfg = (
+            supernet.to(device),
+            teacher.to(device).eval(),
+            teacher_cfg,
+        )
         self.space, self.data_dir, self.out, self.s = space, Path(data_dir), Path(out), settings
         self.base_config, self.tokenizer = base_config, tokenizer
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         d = supernet.dims
-        self.head = (MlmHead(d.hidden, d.vocab.vocab_size, d.vocab.layer_norm_eps).to(device)
-                     if settings.loss == "mlm" else None)
-        self.params = list(self.supernet.parameters()) + (list(self.head.parameters()) if self.head else [])
+        self.head = (
+            MlmHead(d.hidden, d.vocab.vocab_size, d.vocab.layer_norm_eps).to(device)
+            if settings.loss == "mlm"
+            else None
+        )
+        self.params = list(self.supernet.parameters()) + (
+            list(self.head.parameters()) if self.head else []
+        )
         self.opt = torch.optim.AdamW(self.params, lr=settings.lr)
         self.step = 0
         self.history: list[dict] = []
@@ -208,30 +259,47 @@ class SupernetTrainer:
             raise InputError(str(meta), None, "damaged: not a JSON object")
         old = state.get("settings", {})
         old = old if isinstance(old, dict) else {}
-        if (old.get("seed"), old.get("int8_aware", False), old.get("loss", "kd"), state.get("space")) != (
-                self.s.seed, self.s.int8_aware, self.s.loss, self.space.name):
-            raise InputError(str(meta), "settings", "this folder holds another training run: use a new --out")
+        if (
+            old.get("seed"),
+            old.get("int8_aware", False),
+            old.get("loss", "kd"),
+            state.get("space"),
+        ) != (self.s.seed, self.s.int8_aware, self.s.loss, self.space.name):
+            raise InputError(
+                str(meta), "settings", "this folder holds another training run: use a new --out"
+            )
         tensors = load_tensors(self.out / "model.safetensors")
         optimizer = torch_load_data(self.out / "optimizer.pt")
         try:
             if self.head is not None:
                 self.head.load_hf_state(tensors)
-            self.supernet.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("cls.")})
+            self.supernet.load_state_dict(
+                {k: v for k, v in tensors.items() if not k.startswith("cls.")}
+            )
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise InputError(str(self.out / "model.safetensors"), None,
-                             f"does not fit this supernet ({str(exc).splitlines()[0][:160]})") from None
+            raise InputError(
+                str(self.out / "model.safetensors"),
+                None,
+                f"does not fit this supernet ({str(exc).splitlines()[0][:160]})",
+            ) from None
         try:
             self.opt.load_state_dict(optimizer)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise InputError(str(self.out / "optimizer.pt"), None,
-                             f"damaged or of another run ({str(exc).splitlines()[0][:160]})") from None
+            raise InputError(
+                str(self.out / "optimizer.pt"),
+                None,
+                f"damaged or of another run ({str(exc).splitlines()[0][:160]})",
+            ) from None
         try:
             self.step = int(state["step"])
             self.history = state["history"]
             self.rng.setstate(_tuple_state(state["rng"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(str(meta), None, f"damaged: step, history or rng unreadable "
-                                              f"({type(exc).__name__}: {exc})") from None
+            raise InputError(
+                str(meta),
+                None,
+                f"damaged: step, history or rng unreadable ({type(exc).__name__}: {exc})",
+            ) from None
 
     def save(self) -> None:
         """Write the checkpoint (rank 0 only: the replicas are identical)."""
@@ -241,8 +309,13 @@ class SupernetTrainer:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         d = self.supernet.dims
-        config = {**self.base_config, "model_type": "bert", "hidden_size": d.hidden,
-                  "num_hidden_layers": d.layers, "intermediate_size": d.ffn}
+        config = {
+            **self.base_config,
+            "model_type": "bert",
+            "hidden_size": d.hidden,
+            "num_hidden_layers": d.layers,
+            "intermediate_size": d.ffn,
+        }
         write_atomic(self.out / "config.json", json.dumps(config, indent=2) + "\n")
         tensors = dict(self.supernet.state_dict())
         if self.head is not None:
@@ -254,16 +327,24 @@ class SupernetTrainer:
         if self.tokenizer is not None and not (self.out / self.tokenizer.name).exists():
             with atomic_path(self.out / self.tokenizer.name) as tmp:
                 shutil.copyfile(self.tokenizer, tmp)
-        state = {"step": self.step, "settings": asdict(self.s), "space": self.space.name,
-                 "world_size": self.dist.world, "history": self.history,
-                 "rng": _json_state(self.rng.getstate())}
+        state = {
+            "step": self.step,
+            "settings": asdict(self.s),
+            "space": self.space.name,
+            "world_size": self.dist.world,
+            "history": self.history,
+            "rng": _json_state(self.rng.getstate()),
+        }
         # Written last: a checkpoint is resumed from only once its step is recorded.
         write_atomic(self.out / "trainer.json", json.dumps(state, indent=1) + "\n")
 
     # -- training ---------------------------------------------------------------------------
     def sandwich(self) -> list[SubnetConfig]:
-        return [self.space.largest(), self.space.smallest(),
-                *(self.space.sample(self.rng) for _ in range(self.s.random_subnets))]
+        return [
+            self.space.largest(),
+            self.space.smallest(),
+            *(self.space.sample(self.rng) for _ in range(self.s.random_subnets)),
+        ]
 
     def train(self, on_step: Callable[[dict], None] = lambda row: None) -> dict[str, Any]:
         batches = training_batches(self.data_dir, self.s.batch, self.s.seed)
@@ -280,15 +361,22 @@ class SupernetTrainer:
             b = {k: v[self.rows].to(self.dist.device) for k, v in whole.items()}
             if self.head is None:
                 with torch.no_grad():
-                    target = self.teacher.states(b["input_ids"], self.teacher_cfg, b["attention_mask"])
+                    target = self.teacher.states(
+                        b["input_ids"], self.teacher_cfg, b["attention_mask"]
+                    )
             self.opt.zero_grad()
             names, values = [], []
-            for name, cfg in zip(("largest", "smallest", *(f"random{i}" for i in range(self.s.random_subnets))),
-                                 self.sandwich(), strict=True):
+            for name, cfg in zip(
+                ("largest", "smallest", *(f"random{i}" for i in range(self.s.random_subnets))),
+                self.sandwich(),
+                strict=True,
+            ):
                 if self.head is not None:
                     loss = mlm_loss(self.supernet, self.head, b, cfg, self.s.int8_aware, predicted)
                 else:
-                    student = self.supernet.states(b["input_ids"], cfg, b["attention_mask"], int8=self.s.int8_aware)
+                    student = self.supernet.states(
+                        b["input_ids"], cfg, b["attention_mask"], int8=self.s.int8_aware
+                    )
                     loss = share * kd_loss(student, target, cfg.hidden, self.s.attention_weight)
                 loss.backward()
                 names.append(name)
@@ -296,7 +384,10 @@ class SupernetTrainer:
             all_reduce_grads(self.params, self.dist)
             self.opt.step()
             self.step += 1
-            row = {"step": self.step, **dict(zip(names, all_reduce_sum(values, self.dist), strict=True))}
+            row = {
+                "step": self.step,
+                **dict(zip(names, all_reduce_sum(values, self.dist), strict=True)),
+            }
             self.history.append(row)
             on_step(row)
             if self.step % self.s.checkpoint_every == 0 or self.step == self.s.steps:
@@ -307,10 +398,17 @@ class SupernetTrainer:
         # A cheap guard against replicas drifting apart (a rank that skipped a collective, a
         # nondeterministic kernel): every rank hashes its weights and compares.
         same = all_equal(weights_sha256(self.supernet), self.dist) if self.dist.world > 1 else True
-        return {"steps": self.step, "new_steps": done, "seconds": seconds,
-                "steps_per_s": done / seconds if done else None, "out": str(self.out),
-                "world_size": self.dist.world, "device": str(self.dist.device), "replicas_identical": same,
-                "last": self.history[-1] if self.history else None}
+        return {
+            "steps": self.step,
+            "new_steps": done,
+            "seconds": seconds,
+            "steps_per_s": done / seconds if done else None,
+            "out": str(self.out),
+            "world_size": self.dist.world,
+            "device": str(self.dist.device),
+            "replicas_identical": same,
+            "last": self.history[-1] if self.history else None,
+        }
 
 
 def _json_state(state: tuple) -> list:

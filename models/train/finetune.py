@@ -36,8 +36,13 @@ from bfnas.models.space.subnet import SubnetConfig
 
 DEV_FILES = ("dev.tsv", "dev_matched.tsv")
 LABEL_COLUMNS = ("label", "gold_label", "quality")
-PAIR_COLUMNS = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("question", "sentence"),
-                ("question1", "question2"), ("#1 string", "#2 string"))
+PAIR_COLUMNS = (
+    ("sentence1", "sentence2"),
+    ("premise", "hypothesis"),
+    ("question", "sentence"),
+    ("question1", "question2"),
+    ("#1 string", "#2 string"),
+)
 SINGLE_COLUMNS = ("sentence", "text")
 
 
@@ -55,7 +60,9 @@ class FinetuneSettings:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch"):
             if getattr(self, name) < 1:
-                raise InputError(f"--{name}", None, f"must be at least 1, got {getattr(self, name)}")
+                raise InputError(
+                    f"--{name}", None, f"must be at least 1, got {getattr(self, name)}"
+                )
         if not 4 <= self.max_len <= 4096:
             raise InputError("--max-len", None, f"must be in [4, 4096], got {self.max_len}")
         if not self.lr > 0:
@@ -105,8 +112,11 @@ def _read_tsv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
             continue
         fields = line.split("\t")
         if len(fields) != len(header):
-            raise InputError(str(path), f"line {number}",
-                             f"{len(fields)} tab-separated fields, the header has {len(header)}")
+            raise InputError(
+                str(path),
+                f"line {number}",
+                f"{len(fields)} tab-separated fields, the header has {len(header)}",
+            )
         rows.append((number, fields))
     return header, rows
 
@@ -115,24 +125,41 @@ def _columns(path: Path, header: list[str]) -> tuple[tuple[str, ...], str]:
     names = [h.strip().lower() for h in header]
     label = next((c for c in LABEL_COLUMNS if c in names), None)
     if label is None:
-        raise InputError(str(path), "header", f"no label column (expected one of {', '.join(LABEL_COLUMNS)}; "
-                                              f"found {', '.join(header)})")
+        raise InputError(
+            str(path),
+            "header",
+            f"no label column (expected one of {', '.join(LABEL_COLUMNS)}; "
+            f"found {', '.join(header)})",
+        )
     texts = next((p for p in PAIR_COLUMNS if all(c in names for c in p)), None)
     texts = texts or next(((c,) for c in SINGLE_COLUMNS if c in names), None)
     if texts is None:
         pairs = ", ".join("/".join(p) for p in PAIR_COLUMNS)
-        raise InputError(str(path), "header", f"no text column (expected {' or '.join(SINGLE_COLUMNS)}, or a pair: "
-                                              f"{pairs}; found {', '.join(header)})")
+        raise InputError(
+            str(path),
+            "header",
+            f"no text column (expected {' or '.join(SINGLE_COLUMNS)}, or a pair: "
+            f"{pairs}; found {', '.join(header)})",
+        )
     return texts, label
 
 
-def _split(path: Path, texts: tuple[str, ...], label: str, label_ids: dict[str, int] | None,
-           train_file: Path | None = None) -> tuple[TaskSplit, list[str]]:
+def _split(
+    path: Path,
+    texts: tuple[str, ...],
+    label: str,
+    label_ids: dict[str, int] | None,
+    train_file: Path | None = None,
+) -> tuple[TaskSplit, list[str]]:
     header, rows = _read_tsv(path)
     names = [h.strip().lower() for h in header]
     missing = [c for c in (*texts, label) if c not in names]
     if missing:
-        raise InputError(str(path), "header", f"no {missing[0]!r} column (as in {train_file}; found {', '.join(header)})")
+        raise InputError(
+            str(path),
+            "header",
+            f"no {missing[0]!r} column (as in {train_file}; found {', '.join(header)})",
+        )
     if not rows:
         raise InputError(str(path), None, "no examples (only a header)")
     cols = [names.index(c) for c in texts]
@@ -142,8 +169,11 @@ def _split(path: Path, texts: tuple[str, ...], label: str, label_ids: dict[str, 
         if not value:
             raise InputError(str(path), f"line {number}", f"empty {label}")
         if label_ids is not None and value not in label_ids:
-            raise InputError(str(path), f"line {number}", f"label {value!r} does not occur in {train_file} "
-                                                          f"(labels: {', '.join(label_ids)})")
+            raise InputError(
+                str(path),
+                f"line {number}",
+                f"label {value!r} does not occur in {train_file} (labels: {', '.join(label_ids)})",
+            )
     a = tuple(fields[cols[0]] for _, fields in rows)
     b = tuple(fields[cols[1]] for _, fields in rows) if len(cols) == 2 else None
     ids = tuple(label_ids[v] for v in raw_labels) if label_ids is not None else ()
@@ -162,15 +192,21 @@ def read_task(folder: str | Path) -> GlueTask:
     column, and the reason."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(str(folder), None, "not a directory (expected train.tsv and dev.tsv in it)")
+        raise InputError(
+            str(folder), None, "not a directory (expected train.tsv and dev.tsv in it)"
+        )
     train_path = folder / "train.tsv"
-    dev_path = next((folder / n for n in DEV_FILES if (folder / n).is_file()), folder / DEV_FILES[0])
+    dev_path = next(
+        (folder / n for n in DEV_FILES if (folder / n).is_file()), folder / DEV_FILES[0]
+    )
     header, _ = _read_tsv(train_path)
     texts, label = _columns(train_path, header)
     unlabelled, raw = _split(train_path, texts, label, None)
     names = _label_order(set(raw))
     if len(names) < 2:
-        raise InputError(str(train_path), label, f"only one label ({names[0]!r}): nothing to classify")
+        raise InputError(
+            str(train_path), label, f"only one label ({names[0]!r}): nothing to classify"
+        )
     ids = {n: i for i, n in enumerate(names)}
     train = TaskSplit(train_path, unlabelled.a, unlabelled.b, tuple(ids[v] for v in raw))
     dev, _ = _split(dev_path, texts, label, ids, train_path)
@@ -190,8 +226,11 @@ def encode(split: TaskSplit, tokenizer: Any, cls: int, sep: int, max_len: int) -
     """`[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]` (segment 0 then 1), cut to `max_len`
     tokens by trimming the longer text first, as BERT's GLUE scripts do."""
     enc_a = [e.ids for e in tokenizer.encode_batch(list(split.a), add_special_tokens=False)]
-    enc_b = ([e.ids for e in tokenizer.encode_batch(list(split.b), add_special_tokens=False)]
-             if split.b is not None else None)
+    enc_b = (
+        [e.ids for e in tokenizer.encode_batch(list(split.b), add_special_tokens=False)]
+        if split.b is not None
+        else None
+    )
     ids, types, truncated = [], [], 0
     for i, a in enumerate(enc_a):
         truncated += len(a) + (len(enc_b[i]) + 1 if enc_b is not None else 0) > max_len - 2
@@ -223,7 +262,12 @@ def collate(enc: Encoded, rows: Sequence[int], pad: int) -> dict[str, Tensor]:
         ids[i, :n] = torch.tensor(enc.ids[r])
         types[i, :n] = torch.tensor(enc.types[r])
         mask[i, :n] = 1
-    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": enc.labels[list(rows)]}
+    return {
+        "input_ids": ids,
+        "token_type_ids": types,
+        "attention_mask": mask,
+        "labels": enc.labels[list(rows)],
+    }
 
 
 # -- the model ----------------------------------------------------------------------------------
@@ -249,8 +293,13 @@ class SubnetClassifier(nn.Module):
         return self.classifier(self.dropout(pooled))
 
 
-def build_classifier(supernet: SuperBert, cfg: SubnetConfig, labels: int, dropout: float = 0.1,
-                     pooler: dict[str, Tensor] | None = None) -> SubnetClassifier:
+def build_classifier(
+    supernet: SuperBert,
+    cfg: SubnetConfig,
+    labels: int,
+    dropout: float = 0.1,
+    pooler: dict[str, Tensor] | None = None,
+) -> SubnetClassifier:
     """The subnet with the supernet's weights and a classifier head; `pooler` (the
     checkpoint's, full width) is sliced to the subnet's leading `hidden` channels like
     every other weight."""
@@ -271,8 +320,13 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
-def train_classifier(model: SubnetClassifier, data: Encoded, settings: FinetuneSettings, pad: int,
-                     on_step: Callable[[dict], None] = lambda row: None) -> list[float]:
+def train_classifier(
+    model: SubnetClassifier,
+    data: Encoded,
+    settings: FinetuneSettings,
+    pad: int,
+    on_step: Callable[[dict], None] = lambda row: None,
+) -> list[float]:
     """Fine-tune in place; the mean training loss of each epoch. Call inside a seeded RNG
     (as `finetune_subnet` does): dropout and the example order draw from it."""
     n = len(data.ids)
@@ -281,14 +335,15 @@ def train_classifier(model: SubnetClassifier, data: Encoded, settings: FinetuneS
     warm = max(1, round(settings.warmup * total))
     opt = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm))
+    )
     model.train()
     step, epoch_losses = 0, []
     for epoch in range(settings.epochs):
         order = torch.randperm(n).tolist()
         losses = []
         for start in range(0, n, settings.batch):
-            b = collate(data, order[start:start + settings.batch], pad)
+            b = collate(data, order[start : start + settings.batch], pad)
             logits = model(b["input_ids"], b["attention_mask"], b["token_type_ids"])
             loss = F.cross_entropy(logits, b["labels"])
             opt.zero_grad()
@@ -310,7 +365,7 @@ def predict(model: SubnetClassifier, data: Encoded, batch: int, pad: int) -> Ten
     out = torch.empty(len(order), dtype=torch.long)
     with torch.no_grad():
         for start in range(0, len(order), batch):
-            rows = order[start:start + batch]
+            rows = order[start : start + batch]
             b = collate(data, rows, pad)
             out[rows] = model(b["input_ids"], b["attention_mask"], b["token_type_ids"]).argmax(-1)
     return out
@@ -350,8 +405,13 @@ class PreparedTask:
     tokenizer: Path
 
 
-def prepare_task(supernet: SuperBert, cfg: SubnetConfig, task: GlueTask, tokenizer_path: str | Path,
-                 settings: FinetuneSettings = FinetuneSettings()) -> PreparedTask:
+def prepare_task(
+    supernet: SuperBert,
+    cfg: SubnetConfig,
+    task: GlueTask,
+    tokenizer_path: str | Path,
+    settings: FinetuneSettings = FinetuneSettings(),
+) -> PreparedTask:
     """Every check that needs the supernet (the arch fits, max_len, token types, the
     vocabulary), then the tokens: a caller can refuse bad input before any training starts."""
     from bfnas.models.train.pretraining_data import load_tokenizer
@@ -359,27 +419,44 @@ def prepare_task(supernet: SuperBert, cfg: SubnetConfig, task: GlueTask, tokeniz
     supernet.check_fits(cfg, where="--arch")
     vocab = supernet.dims.vocab
     if settings.max_len > vocab.max_positions:
-        raise InputError("--max-len", None, f"{settings.max_len} exceeds the supernet's "
-                                            f"{vocab.max_positions} positions")
+        raise InputError(
+            "--max-len",
+            None,
+            f"{settings.max_len} exceeds the supernet's {vocab.max_positions} positions",
+        )
     if task.pair and vocab.type_vocab < 2:
-        raise InputError(str(task.train.path), "header", "a sentence-pair task needs two token types; "
-                                                         f"the supernet has {vocab.type_vocab}")
+        raise InputError(
+            str(task.train.path),
+            "header",
+            f"a sentence-pair task needs two token types; the supernet has {vocab.type_vocab}",
+        )
     tok, specials, tok_file = load_tokenizer(tokenizer_path)
     if specials.vocab_size > vocab.vocab_size:
-        raise InputError(str(tok_file), None, f"{specials.vocab_size} tokens, more than the supernet's "
-                                              f"{vocab.vocab_size} word embeddings")
+        raise InputError(
+            str(tok_file),
+            None,
+            f"{specials.vocab_size} tokens, more than the supernet's "
+            f"{vocab.vocab_size} word embeddings",
+        )
     train = encode(task.train, tok, specials.cls, specials.sep, settings.max_len)
     dev = encode(task.dev, tok, specials.cls, specials.sep, settings.max_len)
     return PreparedTask(task, train, dev, specials.pad, settings.max_len, tok_file)
 
 
-def finetune_subnet(supernet: SuperBert, cfg: SubnetConfig, data: PreparedTask,
-                    settings: FinetuneSettings = FinetuneSettings(), pooler: dict[str, Tensor] | None = None,
-                    on_step: Callable[[dict], None] = lambda row: None) -> dict[str, Any]:
+def finetune_subnet(
+    supernet: SuperBert,
+    cfg: SubnetConfig,
+    data: PreparedTask,
+    settings: FinetuneSettings = FinetuneSettings(),
+    pooler: dict[str, Tensor] | None = None,
+    on_step: Callable[[dict], None] = lambda row: None,
+) -> dict[str, Any]:
     """Fine-tune `cfg` (weights from `supernet`) on the task's train split and score it on
     dev. Nothing is written; the result is a JSON-ready dict."""
     if data.max_len != settings.max_len:
-        raise ValueError(f"the task was tokenized for max_len {data.max_len}, not {settings.max_len}")
+        raise ValueError(
+            f"the task was tokenized for max_len {data.max_len}, not {settings.max_len}"
+        )
     supernet.check_fits(cfg, where="--arch")
     task, train, dev = data.task, data.train, data.dev
     with torch.random.fork_rng(devices=[]):
@@ -412,8 +489,11 @@ def finetune_subnet(supernet: SuperBert, cfg: SubnetConfig, data: PreparedTask,
         "arch_key": cfg.key(),
         "inherited_weights_sha256": inherited,
         "pooler": "checkpoint" if pooler is not None else "fresh",
-        "supernet": {"path": supernet.source.get("path"), "weights_sha256": supernet.source.get("weights_sha256"),
-                     "kind": supernet.source.get("kind")},
+        "supernet": {
+            "path": supernet.source.get("path"),
+            "weights_sha256": supernet.source.get("weights_sha256"),
+            "kind": supernet.source.get("kind"),
+        },
         "tokenizer": str(data.tokenizer),
         "settings": asdict(settings),
         "threads": torch.get_num_threads(),

@@ -36,8 +36,11 @@ def held_out_batch(data_dir: str | Path, sequences: int = 16) -> dict[str, np.nd
 
     shard = load_shard(shard_files(data_dir)[-1])
     original = original_tokens(shard)[:sequences]
-    return {"input_ids": original, "attention_mask": shard["attention_mask"][:sequences].astype(np.int64),
-            "token_type_ids": np.zeros_like(original)}
+    return {
+        "input_ids": original,
+        "attention_mask": shard["attention_mask"][:sequences].astype(np.int64),
+        "token_type_ids": np.zeros_like(original),
+    }
 
 
 class OneShotScorer:
@@ -47,8 +50,13 @@ class OneShotScorer:
     distilled from), else the supernet's own member at `teacher_cfg` (its largest member is
     the teacher when the supernet was loaded from the teacher's checkpoint)."""
 
-    def __init__(self, supernet: SuperBert, teacher_cfg: SubnetConfig, batch: dict[str, np.ndarray],
-                 teacher: SuperBert | None = None) -> None:
+    def __init__(
+        self,
+        supernet: SuperBert,
+        teacher_cfg: SubnetConfig,
+        batch: dict[str, np.ndarray],
+        teacher: SuperBert | None = None,
+    ) -> None:
         self.supernet = supernet.eval()
         self.ids = torch.from_numpy(batch["input_ids"])
         self.mask = torch.from_numpy(batch["attention_mask"])

@@ -46,7 +46,9 @@ class Distributed:
         """This rank's rows of a global batch: contiguous, disjoint, in rank order (so the
         ranks' rows together are the batch a single process would read)."""
         if rows % self.world:
-            raise InputError("--batch", None, f"{rows} does not split evenly over {self.world} processes")
+            raise InputError(
+                "--batch", None, f"{rows} does not split evenly over {self.world} processes"
+            )
         per = rows // self.world
         return slice(self.rank * per, (self.rank + 1) * per)
 
@@ -59,8 +61,12 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if not torch.cuda.is_available():
         raise InputError("--device", None, "cuda asked for, but torch sees no CUDA device here")
     if local_rank >= torch.cuda.device_count():
-        raise InputError("--device", None, f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} "
-                                           "CUDA devices: start at most that many processes per node")
+        raise InputError(
+            "--device",
+            None,
+            f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} "
+            "CUDA devices: start at most that many processes per node",
+        )
     return torch.device("cuda", local_rank)
 
 
@@ -120,7 +126,7 @@ def all_reduce_grads(params: list[nn.Parameter], ctx: Distributed) -> None:
     dist.all_reduce(flat)
     offset = 0
     for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
 
 

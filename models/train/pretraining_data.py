@@ -68,7 +68,10 @@ def load_tokenizer(path: str | Path, lowercase: bool = True):
 
     p = Path(path)
     if p.is_dir():
-        p = next((p / n for n in ("tokenizer.json", "vocab.txt") if (p / n).is_file()), p / "tokenizer.json")
+        p = next(
+            (p / n for n in ("tokenizer.json", "vocab.txt") if (p / n).is_file()),
+            p / "tokenizer.json",
+        )
     if not p.is_file():
         raise InputError(str(p), None, "no tokenizer.json or vocab.txt here")
     try:
@@ -86,8 +89,14 @@ def load_tokenizer(path: str | Path, lowercase: bool = True):
     missing = [k for k, v in ids.items() if v is None]
     if missing:
         raise InputError(str(p), None, f"no {', '.join(missing)} token: not a BERT vocabulary")
-    specials = Specials(ids["[CLS]"], ids["[SEP]"], ids["[PAD]"], ids["[MASK]"], tok.get_vocab_size(),
-                        first_normal=max(ids.values()) + 1)
+    specials = Specials(
+        ids["[CLS]"],
+        ids["[SEP]"],
+        ids["[PAD]"],
+        ids["[MASK]"],
+        tok.get_vocab_size(),
+        first_normal=max(ids.values()) + 1,
+    )
     return tok, specials, p
 
 
@@ -124,16 +133,18 @@ def _unknown_share(sample: str, tok) -> tuple[int, int]:
             continue
         enc = tok.encode(line, add_special_tokens=False)
         chars += sum(not c.isspace() for c in line)
-        known += sum(end - start for (start, end), i in zip(enc.offsets, enc.ids, strict=True)
-                     if i != unk)
+        known += sum(
+            end - start for (start, end), i in zip(enc.offsets, enc.ids, strict=True) if i != unk
+        )
     return chars, known
 
 
 def _yields_tokens(path: Path, tok) -> bool:
     """Whether any line of `path` tokenizes to something (read as `build_data` reads it)."""
     with path.open(encoding="utf-8", errors="replace") as fh:
-        return any(line.strip() and tok.encode(line.strip(), add_special_tokens=False).ids
-                   for line in fh)
+        return any(
+            line.strip() and tok.encode(line.strip(), add_special_tokens=False).ids for line in fh
+        )
 
 
 def check_corpus(corpus: str | Path, files: list[Path], tok) -> None:
@@ -152,9 +163,13 @@ def check_corpus(corpus: str | Path, files: list[Path], tok) -> None:
             head = head[: head.rindex(b"\n")]  # whole lines (and no character cut in two)
         chars, known = _unknown_share(head.decode("utf-8", errors="replace"), tok)
         if chars and 1 - known / chars > MAX_UNKNOWN_SHARE:
-            raise InputError(str(path), None, f"{1 - known / chars:.0%} of its text is unknown to "
-                             "the tokenizer ([UNK], bytes that are not UTF-8 text): not a corpus "
-                             f"(at most {MAX_UNKNOWN_SHARE:.0%})")
+            raise InputError(
+                str(path),
+                None,
+                f"{1 - known / chars:.0%} of its text is unknown to "
+                "the tokenizer ([UNK], bytes that are not UTF-8 text): not a corpus "
+                f"(at most {MAX_UNKNOWN_SHARE:.0%})",
+            )
         some_text = some_text or known > 0
     # Blank at the start of every file: only then is all of it read.
     if not some_text and not any(_yields_tokens(path, tok) for path in files):
@@ -169,10 +184,13 @@ def _fingerprint(files: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-
-
-def mask_whole_words(ids: np.ndarray, word_starts: list[list[int]], specials: Specials, prob: float,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def mask_whole_words(
+    ids: np.ndarray,
+    word_starts: list[list[int]],
+    specials: Specials,
+    prob: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     """BERT's masking by whole words: words are picked in random order until `prob` of the
     tokens are covered; each picked word's pieces are all [MASK] (80 %), all random (10 %)
     or all kept (10 %), and all predicted."""
@@ -191,7 +209,9 @@ def mask_whole_words(ids: np.ndarray, word_starts: list[list[int]], specials: Sp
             if roll < 0.8:
                 inputs[row, s:e] = specials.mask
             elif roll < 0.9:
-                inputs[row, s:e] = rng.integers(specials.first_normal, specials.vocab_size, size=e - s)
+                inputs[row, s:e] = rng.integers(
+                    specials.first_normal, specials.vocab_size, size=e - s
+                )
             covered += e - s
     return inputs, labels
 
@@ -250,17 +270,31 @@ def build_data(
     files = corpus_files(corpus)
     tok, specials, tok_path = load_tokenizer(tokenizer, settings.lowercase)
     out = Path(out)
-    ident = {"format": FORMAT, "settings": asdict(settings),
-             "tokenizer": {"path": str(tok_path), "sha256": file_sha256(tok_path),
-                           "vocab_size": specials.vocab_size, "specials": asdict(specials)},
-             "corpus": {"path": str(Path(corpus)), "files": len(files), "fingerprint": _fingerprint(files)}}
+    ident = {
+        "format": FORMAT,
+        "settings": asdict(settings),
+        "tokenizer": {
+            "path": str(tok_path),
+            "sha256": file_sha256(tok_path),
+            "vocab_size": specials.vocab_size,
+            "specials": asdict(specials),
+        },
+        "corpus": {
+            "path": str(Path(corpus)),
+            "files": len(files),
+            "fingerprint": _fingerprint(files),
+        },
+    }
     state = {"shards": [], "lines": 0, "carry": {}, "complete": False, "sequences": 0, "tokens": 0}
     manifest_path = out / MANIFEST
     if manifest_path.is_file():
         old = json.loads(manifest_path.read_text())
         if {k: old.get(k) for k in ident} != ident:
-            raise InputError(str(manifest_path), None, "made from another corpus, tokenizer or settings: "
-                                                       "use a new --out folder")
+            raise InputError(
+                str(manifest_path),
+                None,
+                "made from another corpus, tokenizer or settings: use a new --out folder",
+            )
         state = {k: old[k] for k in state}
         if state["complete"]:
             return {**ident, **state, "out": str(out), "resumed": True, "new_shards": 0}
@@ -281,19 +315,29 @@ def build_data(
         for i, (row, _) in enumerate(batch):
             ids[i, : len(row)] = row
         rng = np.random.default_rng([settings.seed, index])
-        inputs, labels = mask_whole_words(ids, [s for _, s in batch], specials, settings.mask_prob, rng)
+        inputs, labels = mask_whole_words(
+            ids, [s for _, s in batch], specials, settings.mask_prob, rng
+        )
         name = f"shard-{index:05d}.npz"
         with atomic_path(out / name) as tmp:
-            np.savez(tmp, input_ids=inputs, attention_mask=(ids != specials.pad).astype(np.int8),
-                     labels=labels)
-        state["shards"].append({"file": name, "sequences": len(batch), "sha256": file_sha256(out / name)})
+            np.savez(
+                tmp,
+                input_ids=inputs,
+                attention_mask=(ids != specials.pad).astype(np.int8),
+                labels=labels,
+            )
+        state["shards"].append(
+            {"file": name, "sequences": len(batch), "sha256": file_sha256(out / name)}
+        )
         state["sequences"] += len(batch)
         state["tokens"] += int((ids != specials.pad).sum())
         state["lines"] = lines
         state["carry"] = {**packer.carry(), "rows": [list(r) for r in pending]}
         new_shards += 1
         _write_manifest(manifest_path, {**ident, **state})
-        on_progress({"shards": len(state["shards"]), "sequences": state["sequences"], "lines": lines})
+        on_progress(
+            {"shards": len(state["shards"]), "sequences": state["sequences"], "lines": lines}
+        )
 
     def result() -> dict[str, Any]:
         return {**ident, **state, "out": str(out), "resumed": resumed, "new_shards": new_shards}
@@ -311,7 +355,7 @@ def build_data(
                     for pieces in _words(tok.encode(text, add_special_tokens=False)):
                         rows += packer.add_word(pieces)
                 while len(rows) >= settings.shard_size:
-                    batch, rows = rows[: settings.shard_size], rows[settings.shard_size:]
+                    batch, rows = rows[: settings.shard_size], rows[settings.shard_size :]
                     write_shard(batch, rows, line_no)
                     if max_shards is not None and new_shards >= max_shards:
                         return result()
@@ -322,7 +366,7 @@ def build_data(
     if last:
         rows.append(last)
     while rows:
-        batch, rows = rows[: settings.shard_size], rows[settings.shard_size:]
+        batch, rows = rows[: settings.shard_size], rows[settings.shard_size :]
         write_shard(batch, rows, line_no)
     state["complete"] = True
     state["carry"] = {}
@@ -366,8 +410,12 @@ def shard_files(data_dir: str | Path, at_least: int = 1) -> list[Path]:
         raise InputError(str(folder), None, "no manifest.json: not a `bfnas data build` folder")
     shards = [folder / s["file"] for s in json.loads(manifest.read_text()).get("shards", [])]
     if len(shards) < at_least:
-        raise InputError(str(manifest), "shards", f"{len(shards)} shards, need at least {at_least}"
-                                                  + (" (the last is held out)" if at_least > 1 else ""))
+        raise InputError(
+            str(manifest),
+            "shards",
+            f"{len(shards)} shards, need at least {at_least}"
+            + (" (the last is held out)" if at_least > 1 else ""),
+        )
     return shards
 
 
@@ -399,8 +447,14 @@ def stdlib_docstrings(out: str | Path, min_words: int = 20) -> dict[str, int]:
                 tree = ast.parse(src.read_text(encoding="utf-8"))
             except (SyntaxError, UnicodeDecodeError, ValueError):
                 continue
-            nodes = [tree, *(n for n in ast.walk(tree)
-                             if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef))]
+            nodes = [
+                tree,
+                *(
+                    n
+                    for n in ast.walk(tree)
+                    if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+                ),
+            ]
             for node in nodes:
                 doc = ast.get_docstring(node)
                 if not doc or len(doc.split()) < min_words:

@@ -14,8 +14,13 @@ class ProviderError(RuntimeError):
     """The session would not run on the provider that was asked for."""
 
 
-def make_session(path: str, providers: list[str], provider_options: list[dict] | None,
-                 intra_op_threads: int, inter_op_threads: int):
+def make_session(
+    path: str,
+    providers: list[str],
+    provider_options: list[dict] | None,
+    intra_op_threads: int,
+    inter_op_threads: int,
+):
     """An InferenceSession on exactly the requested providers, or ProviderError.
 
     ONNX Runtime silently falls back to the CPU when a provider cannot load; a latency
@@ -36,9 +41,12 @@ def make_session(path: str, providers: list[str], provider_options: list[dict] |
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
     session = ort.InferenceSession(
-        path, opts, providers=list(providers),
+        path,
+        opts,
+        providers=list(providers),
         provider_options=[{k: str(v) for k, v in o.items()} for o in provider_options]
-        if provider_options else None,
+        if provider_options
+        else None,
     )
     active = session.get_providers()
     if active[0] != providers[0]:
@@ -46,16 +54,23 @@ def make_session(path: str, providers: list[str], provider_options: list[dict] |
     return session
 
 
-def token_feed(batch: int, seq_len: int, vocab_size: int = 30522, seed: int = 0) -> dict[str, np.ndarray]:
+def token_feed(
+    batch: int, seq_len: int, vocab_size: int = 30522, seed: int = 0
+) -> dict[str, np.ndarray]:
     """A full-length batch of ordinary token ids (no padding: latency at the workload's length)."""
     rng = np.random.default_rng(seed)
     ids = rng.integers(1000, min(vocab_size, 30000), size=(batch, seq_len), dtype=np.int64)
     ids[:, 0] = 101
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    return {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "token_type_ids": np.zeros_like(ids),
+    }
 
 
-def bound_runner(session, feed: dict[str, np.ndarray], output: str, device_type: str,
-                 device_id: int = 0) -> Callable[[], object]:
+def bound_runner(
+    session, feed: dict[str, np.ndarray], output: str, device_type: str, device_id: int = 0
+) -> Callable[[], object]:
     """One inference with inputs and output kept on the device (ONNX Runtime IO binding).
 
     Without binding, `session.run` copies inputs to the GPU and the output back on every
@@ -65,8 +80,9 @@ def bound_runner(session, feed: dict[str, np.ndarray], output: str, device_type:
 
     binding = session.io_binding()
     for name, value in feed.items():
-        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, device_type,
-                                                                           device_id))
+        binding.bind_ortvalue_input(
+            name, ort.OrtValue.ortvalue_from_numpy(value, device_type, device_id)
+        )
     binding.bind_output(output, device_type, device_id)
 
     def run_once() -> object:
@@ -76,12 +92,19 @@ def bound_runner(session, feed: dict[str, np.ndarray], output: str, device_type:
     return run_once
 
 
-def ort_runner(path: str, runtime, batch: int, seq_len: int) -> tuple[Callable[[], object], str, dict]:
+def ort_runner(
+    path: str, runtime, batch: int, seq_len: int
+) -> tuple[Callable[[], object], str, dict]:
     """(one inference, the provider really running, details) for the timing loop."""
     from bfnas.bench.device.backends.ort_options import GPU_PROVIDERS
 
-    session = make_session(path, runtime.providers, runtime.provider_options,
-                           runtime.intra_op_threads, runtime.inter_op_threads)
+    session = make_session(
+        path,
+        runtime.providers,
+        runtime.provider_options,
+        runtime.intra_op_threads,
+        runtime.inter_op_threads,
+    )
     feed = token_feed(batch, seq_len)
     names = {i.name for i in session.get_inputs()}
     feed = {k: v for k, v in feed.items() if k in names}

@@ -111,8 +111,9 @@ def check_provider_options(provider: str, options: dict[str, object]) -> list[st
             problems.append(f"{provider} has no option {name!r}")
         elif isinstance(want, tuple):
             if value not in want:
-                problems.append(f"{provider} option {name} must be one of {', '.join(want)} "
-                                f"(got {value!r})")
+                problems.append(
+                    f"{provider} option {name} must be one of {', '.join(want)} (got {value!r})"
+                )
         elif _kind(value) != want:
             problems.append(f"{provider} option {name} must be a {want} (got {value!r})")
         elif want == INT and value < 0:  # type: ignore[operator]

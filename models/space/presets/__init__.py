@@ -1,2 +1,1 @@
-"""The search spaces that ship with bfnas (TOML files, found with importlib.resources).
-"""
+"""The search spaces that ship with bfnas (TOML files, found with importlib.resources)."""

@@ -33,13 +33,43 @@ from onnx import numpy_helper
 # quantizer), each of which TensorRT 10's ONNX parser imports (onnx-tensorrt's operator
 # matrix; LayerNormalization since TensorRT 8.6). Deliberately narrow: an op outside it is
 # reported so a new exporter's graph is looked at before an engine build fails on a GPU.
-SUPPORTED_OPS = frozenset({
-    "Add", "Cast", "Concat", "Constant", "ConstantOfShape", "DequantizeLinear", "Div",
-    "Equal", "Erf", "Expand", "Gather", "Gemm", "Identity", "LayerNormalization", "MatMul",
-    "Mul", "Neg", "Pow", "QuantizeLinear", "Range", "ReduceMean", "Reshape", "Shape",
-    "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose",
-    "Unsqueeze", "Where",
-})
+SUPPORTED_OPS = frozenset(
+    {
+        "Add",
+        "Cast",
+        "Concat",
+        "Constant",
+        "ConstantOfShape",
+        "DequantizeLinear",
+        "Div",
+        "Equal",
+        "Erf",
+        "Expand",
+        "Gather",
+        "Gemm",
+        "Identity",
+        "LayerNormalization",
+        "MatMul",
+        "Mul",
+        "Neg",
+        "Pow",
+        "QuantizeLinear",
+        "Range",
+        "ReduceMean",
+        "Reshape",
+        "Shape",
+        "Slice",
+        "Softmax",
+        "Split",
+        "Sqrt",
+        "Squeeze",
+        "Sub",
+        "Tanh",
+        "Transpose",
+        "Unsqueeze",
+        "Where",
+    }
+)
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
@@ -104,8 +134,10 @@ def check_trt_qdq(model: onnx.ModelProto) -> list[str]:
     for node in graph.node:
         where = f"node {node.name or node.output[0]!r}"
         if node.domain not in ("", "ai.onnx"):
-            problems.append(f"{where}: op {node.domain}.{node.op_type} is not a standard ONNX op "
-                            "(TensorRT's ONNX parser has no importer for it)")
+            problems.append(
+                f"{where}: op {node.domain}.{node.op_type} is not a standard ONNX op "
+                "(TensorRT's ONNX parser has no importer for it)"
+            )
             continue
         if node.op_type not in SUPPORTED_OPS:
             problems.append(f"{where}: op {node.op_type} is not in the ops checked for TensorRT")
@@ -115,16 +147,20 @@ def check_trt_qdq(model: onnx.ModelProto) -> list[str]:
 
         scale = consts.get(node.input[1]) if len(node.input) > 1 else None
         if scale is None:
-            problems.append(f"{where}: scale {node.input[1] if len(node.input) > 1 else '(none)'} "
-                            "is not a build-time constant")
+            problems.append(
+                f"{where}: scale {node.input[1] if len(node.input) > 1 else '(none)'} "
+                "is not a build-time constant"
+            )
             continue
         if scale.dtype.kind != "f":
             problems.append(f"{where}: scale has dtype {scale.dtype}, not floating point")
         elif not (np.isfinite(scale).all() and (scale > 0).all()):
             problems.append(f"{where}: scale must be finite and positive (min {scale.min():.3g})")
         if scale.ndim > 1:
-            problems.append(f"{where}: scale has rank {scale.ndim}; TensorRT takes a scalar "
-                            "(per tensor) or a 1-D scale (per channel)")
+            problems.append(
+                f"{where}: scale has rank {scale.ndim}; TensorRT takes a scalar "
+                "(per tensor) or a 1-D scale (per channel)"
+            )
         zero = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         if len(node.input) > 2 and node.input[2] and zero is None:
             problems.append(f"{where}: zero point is not a build-time constant")
@@ -134,8 +170,9 @@ def check_trt_qdq(model: onnx.ModelProto) -> list[str]:
             if zero.any():
                 problems.append(f"{where}: zero point is not 0 (TensorRT quantizes symmetrically)")
             if zero.shape != scale.shape:
-                problems.append(f"{where}: zero point shape {zero.shape} differs from scale "
-                                f"shape {scale.shape}")
+                problems.append(
+                    f"{where}: zero point shape {zero.shape} differs from scale shape {scale.shape}"
+                )
         per_channel = scale.ndim == 1 and scale.size > 1
         if per_channel and opset < 13:
             problems.append(f"{where}: per-channel scale needs opset >= 13 (model has {opset})")
@@ -144,9 +181,11 @@ def check_trt_qdq(model: onnx.ModelProto) -> list[str]:
             outs = consumers.get(node.output[0], [])
             others = sorted({c.op_type for c, _ in outs if c.op_type != "DequantizeLinear"})
             if others or node.output[0] in graph_outputs:
-                problems.append(f"{where}: QuantizeLinear output feeds "
-                                f"{', '.join(others) or 'a graph output'}, not only "
-                                "DequantizeLinear (TensorRT fuses Q into a following DQ)")
+                problems.append(
+                    f"{where}: QuantizeLinear output feeds "
+                    f"{', '.join(others) or 'a graph output'}, not only "
+                    "DequantizeLinear (TensorRT fuses Q into a following DQ)"
+                )
             continue
 
         # DequantizeLinear: what it reads, and what reads it.
@@ -154,14 +193,19 @@ def check_trt_qdq(model: onnx.ModelProto) -> list[str]:
         weight = consts.get(source)
         if weight is not None:
             if weight.dtype != np.int8:
-                problems.append(f"{where}: quantized weight {source} has dtype {weight.dtype}, "
-                                "not int8")
+                problems.append(
+                    f"{where}: quantized weight {source} has dtype {weight.dtype}, not int8"
+                )
             elif weight.size and int(weight.min()) < -127:
-                problems.append(f"{where}: int8 weight {source} uses -128; TensorRT's weights "
-                                "are symmetric in [-127, 127]")
+                problems.append(
+                    f"{where}: int8 weight {source} uses -128; TensorRT's weights "
+                    "are symmetric in [-127, 127]"
+                )
         elif source not in producers or producers[source].op_type != "QuantizeLinear":
-            problems.append(f"{where}: DequantizeLinear reads {source}, which is neither a "
-                            "QuantizeLinear output nor a constant int8 weight")
+            problems.append(
+                f"{where}: DequantizeLinear reads {source}, which is neither a "
+                "QuantizeLinear output nor a constant int8 weight"
+            )
         if not per_channel:
             continue
         shape = weight.shape if weight is not None else None
@@ -173,13 +217,16 @@ def check_trt_qdq(model: onnx.ModelProto) -> list[str]:
                 continue
             axis %= rank
             if shape[axis] != scale.size:
-                problems.append(f"{where}: {scale.size} scales for axis {axis} of length "
-                                f"{shape[axis]}")
+                problems.append(
+                    f"{where}: {scale.size} scales for axis {axis} of length {shape[axis]}"
+                )
             for consumer, index in consumers.get(node.output[0], []):
                 reduced = _gemm_reduced_dim(consumer, index, rank)
                 if reduced is not None and axis == reduced:
-                    problems.append(f"{where}: per-channel axis {axis} is the dimension "
-                                    f"{consumer.op_type} {consumer.name!r} sums over")
+                    problems.append(
+                        f"{where}: per-channel axis {axis} is the dimension "
+                        f"{consumer.op_type} {consumer.name!r} sums over"
+                    )
     return problems
 
 
@@ -239,14 +286,17 @@ def plan_build(trt_version: str, precision: str, qdq: bool) -> BuildPlan:
         if major >= 10:
             raise BuildError(
                 f"TensorRT {trt_version}: implicit INT8 calibration is deprecated in TensorRT 10 "
-                "and removed in 11; quantize with recipe qdq-symmetric (explicit Q/DQ) instead")
+                "and removed in 11; quantize with recipe qdq-symmetric (explicit Q/DQ) instead"
+            )
         return BuildPlan("implicit-calibration", False, ("INT8", "FP16"), True)
     if qdq:
         raise BuildError(f"precision {precision} needs an FP32 graph; this one has Q/DQ nodes")
     if precision == "fp16":
         if major >= 11:
-            raise BuildError(f"TensorRT {trt_version} builds only strongly typed networks: an "
-                             "FP16 engine needs an FP16 ONNX graph")
+            raise BuildError(
+                f"TensorRT {trt_version} builds only strongly typed networks: an "
+                "FP16 engine needs an FP16 ONNX graph"
+            )
         return BuildPlan("fp16", False, ("FP16",), False)
     if precision == "fp32":
         return BuildPlan("fp32", major >= 10, (), False)
@@ -265,8 +315,9 @@ def profile_shapes(inputs: dict[str, tuple], batch: int, seq_len: int) -> dict[s
         shape = (batch, seq_len)
         for got, want in zip(dims, shape, strict=True):
             if isinstance(got, int) and got > 0 and got != want:
-                raise BuildError(f"input {name} is fixed at {tuple(dims)}, the workload asks "
-                                 f"for {shape}")
+                raise BuildError(
+                    f"input {name} is fixed at {tuple(dims)}, the workload asks for {shape}"
+                )
         out[name] = (shape, shape, shape)
     return out
 
@@ -279,8 +330,9 @@ def onnx_input_dims(model: onnx.ModelProto) -> dict[str, tuple]:
         if value.name in inits:
             continue
         dims = value.type.tensor_type.shape.dim
-        out[value.name] = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or -1)
-                                for d in dims)
+        out[value.name] = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or -1) for d in dims
+        )
     return out
 
 
@@ -333,8 +385,9 @@ def _digest(data: dict) -> str:
 
 def engine_key(onnx_sha256: str, device: DeviceIdentity, settings: BuildSettings) -> str:
     """The engine cache key: the ONNX file, the device and stack, every builder setting."""
-    return _digest({"onnx_sha256": onnx_sha256, "device": device.to_dict(),
-                    "settings": settings.to_dict()})
+    return _digest(
+        {"onnx_sha256": onnx_sha256, "device": device.to_dict(), "settings": settings.to_dict()}
+    )
 
 
 def timing_cache_key(device: DeviceIdentity, settings: BuildSettings) -> str:
@@ -350,15 +403,21 @@ def timing_cache_key(device: DeviceIdentity, settings: BuildSettings) -> str:
 
 
 _PRECISIONS = (  # (substring of "Format/Datatype", precision); first match wins
-    ("int8", "int8"), ("fp8", "fp8"), ("int4", "int4"), ("bf16", "bf16"), ("half", "fp16"),
-    ("fp16", "fp16"), ("float", "fp32"), ("fp32", "fp32"),
+    ("int8", "int8"),
+    ("fp8", "fp8"),
+    ("int4", "int4"),
+    ("bf16", "bf16"),
+    ("half", "fp16"),
+    ("fp16", "fp16"),
+    ("float", "fp32"),
+    ("fp32", "fp32"),
 )
 _ORDER = ("int4", "int8", "fp8", "fp16", "bf16", "fp32")
 BOOKKEEPING_LAYERS = frozenset({"Reformat", "NoOp"})
 
 
 def tensor_precision(fmt: str) -> str | None:
-    """"Row major linear Int8 format" -> "int8"; None for index/bool tensors or "N/A"."""
+    """ "Row major linear Int8 format" -> "int8"; None for index/bool tensors or "N/A"."""
     low = fmt.lower()
     if not low or low.startswith("n/a") or any(t in low for t in ("int32", "int64", "bool")):
         return None
@@ -392,8 +451,11 @@ def layer_precisions(info: str | dict) -> dict[str, Any]:
         if kind == "Myelin":
             myelin += 1
             continue
-        found = {tensor_precision(str(t.get("Format/Datatype", "")))
-                 for t in layer.get("Inputs", []) if isinstance(t, dict)}
+        found = {
+            tensor_precision(str(t.get("Format/Datatype", "")))
+            for t in layer.get("Inputs", [])
+            if isinstance(t, dict)
+        }
         found.discard(None)
         counts[min(found, key=_ORDER.index) if found else "unknown"] += 1
     known = sum(v for k, v in counts.items() if k != "unknown")
@@ -470,11 +532,15 @@ class EngineBuild:
     qdq_problems: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "path": str(self.path), "cached": self.cached,
-                "build_s": round(self.seconds, 3), "plan": self.plan.to_dict(),
-                "timing_cache": str(self.timing_cache) if self.timing_cache else None,
-                "calibration_cache": str(self.calibration_cache) if self.calibration_cache
-                else None}
+        return {
+            "key": self.key,
+            "path": str(self.path),
+            "cached": self.cached,
+            "build_s": round(self.seconds, 3),
+            "plan": self.plan.to_dict(),
+            "timing_cache": str(self.timing_cache) if self.timing_cache else None,
+            "calibration_cache": str(self.calibration_cache) if self.calibration_cache else None,
+        }
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -553,11 +619,15 @@ def build_engine(
         return EngineBuild(key, path, True, 0.0, settings.plan, timing_path, calib_path)
 
     model = onnx.load(str(onnx_path), load_external_data=False)
-    problems = check_trt_qdq(model) if settings.plan.mode in ("strongly-typed", "explicit-qdq") \
-        else []
+    problems = (
+        check_trt_qdq(model) if settings.plan.mode in ("strongly-typed", "explicit-qdq") else []
+    )
     if problems:
-        raise BuildError(f"{onnx_path} does not meet TensorRT's explicit-quantization rules: "
-                         + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
+        raise BuildError(
+            f"{onnx_path} does not meet TensorRT's explicit-quantization rules: "
+            + "; ".join(problems[:5])
+            + (" ..." if len(problems) > 5 else "")
+        )
     shapes = profile_shapes(onnx_input_dims(model), settings.batch, settings.seq_len)
 
     t = time.perf_counter()
@@ -606,12 +676,15 @@ def build_engine(
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise BuildError(f"TensorRT could not build an engine from {onnx_path} "
-                         f"({settings.plan.mode}); see the TensorRT log above")
+        raise BuildError(
+            f"TensorRT could not build an engine from {onnx_path} "
+            f"({settings.plan.mode}); see the TensorRT log above"
+        )
     _atomic_write(path, bytes(serialized))
     _atomic_write(timing_path, bytes(config.get_timing_cache().serialize()))
-    return EngineBuild(key, path, False, time.perf_counter() - t, settings.plan, timing_path,
-                       calib_path)
+    return EngineBuild(
+        key, path, False, time.perf_counter() - t, settings.plan, timing_path, calib_path
+    )
 
 
 def _zeros_like(shapes: dict[str, tuple]) -> dict[str, np.ndarray]:

@@ -202,13 +202,18 @@ def _fp16_baseline(trt, cuda, model, sha256: str, profile, device, cache_dir: Pa
 
     settings = build_settings(profile, "fp16", plan)
     built = build_engine(trt, fp_path, file_sha256(fp_path), settings, device, cache_dir)
-    run_once, *_ = _runner(trt, cuda, built.path, profile.workload.batch,
-                           profile.workload.seq_len, profile.runtime.include_copies)
+    run_once, *_ = _runner(
+        trt,
+        cuda,
+        built.path,
+        profile.workload.batch,
+        profile.workload.seq_len,
+        profile.runtime.include_copies,
+    )
     for _ in range(10):
         run_once()
     samples = [run_once().ms for _ in range(FP16_BASELINE_RUNS)]
-    return {"ms": float(np.median(samples)), "runs": FP16_BASELINE_RUNS,
-            "engine": built.to_dict()}
+    return {"ms": float(np.median(samples)), "runs": FP16_BASELINE_RUNS, "engine": built.to_dict()}
 
 
 def trt_runner(model_path: str, profile) -> tuple[Callable[[], DeviceTime], str, dict]:
@@ -227,11 +232,13 @@ def trt_runner(model_path: str, profile) -> tuple[Callable[[], DeviceTime], str,
     plan = plan_build(device.tensorrt, profile.precision, has_qdq(model))
     settings = build_settings(profile, profile.precision, plan)
     cache_dir = Path(profile.target.workdir).expanduser() / "tensorrt"
-    built: EngineBuild = build_engine(trt, path, sha256, settings, device, cache_dir,
-                                      calibration=_calibration(profile), cuda=cuda)
+    built: EngineBuild = build_engine(
+        trt, path, sha256, settings, device, cache_dir, calibration=_calibration(profile), cuda=cuda
+    )
     rt = profile.runtime
-    run_once, engine, context, io = _runner(trt, cuda, built.path, profile.workload.batch,
-                                            profile.workload.seq_len, rt.include_copies)
+    run_once, engine, context, io = _runner(
+        trt, cuda, built.path, profile.workload.batch, profile.workload.seq_len, rt.include_copies
+    )
     details: dict[str, Any] = {
         "engine": built.to_dict(),
         "device": device.to_dict(),
@@ -240,6 +247,7 @@ def trt_runner(model_path: str, profile) -> tuple[Callable[[], DeviceTime], str,
         "precision": inspect_precisions(trt, engine, context),
     }
     if opts.fp16_baseline and profile.precision == "int8":
-        details["fp16_baseline"] = _fp16_baseline(trt, cuda, model, sha256, profile, device,
-                                                  cache_dir)
+        details["fp16_baseline"] = _fp16_baseline(
+            trt, cuda, model, sha256, profile, device, cache_dir
+        )
     return run_once, f"TensorRT {device.tensorrt} on {device.gpu_name}", details
