@@ -68,6 +68,7 @@ def feature_matrix(cfgs: Sequence[SubnetConfig], seq_len: int, batch: int = 1) -
     s = float(seq_len)
     macs = encoder_macs(hidden, q_sum, f_sum, s, batch)
     cols["macs_qkv"] = macs["qkv_proj"]
+    # x + x doubles exactly in float64: the same bits as the former 2 * s * s * q * batch.
     cols["macs_attn"] = macs["attn_scores"] + macs["attn_context"]
     cols["macs_out"] = macs["attn_out"]
     cols["macs_ffn"] = macs["ffn"]
