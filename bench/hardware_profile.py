@@ -25,7 +25,7 @@ from pydantic import (
 
 from bfnas.bench.device.backends.ort_options import check_provider_options
 from bfnas.errors import InputError, read_text_input
-from bfnas.models.deploy.quantize import RECIPES
+from bfnas.models.deploy.recipes import RECIPES
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]

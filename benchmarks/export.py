@@ -24,7 +24,7 @@ from bfnas.bench.device.environment import cpu_model
 from bfnas.bench.hardware_profile import HardwareProfile, parse_profile
 from bfnas.bench.runners.local import LocalRunner
 from bfnas.models.deploy.artifacts import ArtifactCache
-from bfnas.models.deploy.quantize import RECIPES, get_recipe
+from bfnas.models.deploy.recipes import RECIPES, get_recipe
 from bfnas.models.nn.supernet import SuperBert, SupernetDims
 from bfnas.models.space.subnet import SubnetConfig
 

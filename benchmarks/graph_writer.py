@@ -24,7 +24,7 @@ from bfnas.bench.jobs.profiling import plan_subnets
 from bfnas.bench.runners.local import LocalRunner
 from bfnas.models.deploy.artifacts import ArtifactCache
 from bfnas.models.deploy.onnx_export import ExportSettings
-from bfnas.models.deploy.quantize import get_recipe
+from bfnas.models.deploy.recipes import get_recipe
 from bfnas.models.nn.supernet import SuperBert, SupernetDims
 from bfnas.models.space.search_space import load_space
 

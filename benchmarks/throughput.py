@@ -37,7 +37,7 @@ from bfnas.bench.jobs.profiling import ProfileJob, plan_subnets
 from bfnas.bench.runners.local import LocalRunner
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.models.deploy.artifacts import ArtifactCache
-from bfnas.models.deploy.onnx_export import INPUT_NAMES, generated_inputs
+from bfnas.models.deploy.encoder_io import INPUT_NAMES, token_batches
 from bfnas.models.nn.supernet import SuperBert, SupernetDims
 from bfnas.models.space.search_space import load_space
 from bfnas.models.space.subnet import SubnetConfig
@@ -56,7 +56,7 @@ class ElasticAtConfig(torch.nn.Module):
 
 def seed_export(supernet: SuperBert, cfg: SubnetConfig, folder: Path) -> Path:
     fp32, int8 = folder / "fp32.onnx", folder / "int8.onnx"
-    example = generated_inputs(1, 1, 16, supernet.dims.vocab.vocab_size)[0]
+    example = token_batches(1, 1, 16, supernet.dims.vocab.vocab_size)[0]
     args = tuple(torch.from_numpy(example[n]) for n in INPUT_NAMES)
     axes = {n: {0: "batch", 1: "sequence"} for n in (*INPUT_NAMES, "out")}
     with warnings.catch_warnings(), torch.no_grad():
@@ -118,7 +118,7 @@ def main() -> int:
     supernet = SuperBert.random(SupernetDims.for_space(space), seed=0)
     cfgs = plan_subnets(space, args.samples, "random", args.seed, profile.workload.seq_len)
     w = profile.workload
-    feed = generated_inputs(1, w.batch, w.seq_len, supernet.dims.vocab.vocab_size, seed=1)[0]
+    feed = token_batches(1, w.batch, w.seq_len, supernet.dims.vocab.vocab_size, seed=1)[0]
 
     with (
         tempfile.TemporaryDirectory(prefix="bfnas-throughput-") as tmp,

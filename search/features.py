@@ -1,5 +1,6 @@
 """Features of a subnet for latency prediction: its dimensions, aggregated over layers, and
-the analytic work per op class at the profile's workload.
+the analytic work per op class at the profile's workload (`models.space.cost`, the cost model
+`SubnetConfig` uses too).
 
 Built column-wise with numpy, so a search can score 100k candidates at once.
 """
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from bfnas.models.space.cost import encoder_macs, encoder_params
 from bfnas.models.space.subnet import SubnetConfig
 
 FEATURES = (
@@ -64,16 +66,15 @@ def feature_matrix(cfgs: Sequence[SubnetConfig], seq_len: int, batch: int = 1) -
         cols[f"{f}_max"] = v.max(1)
     q_sum, f_sum = per_layer["qkv"].sum(1), per_layer["ffn"].sum(1)
     s = float(seq_len)
-    # Same arithmetic as SubnetConfig.macs (tested against it).
-    cols["macs_qkv"] = 3 * s * hidden * q_sum * batch
-    cols["macs_attn"] = 2 * s * s * q_sum * batch
-    cols["macs_out"] = s * q_sum * hidden * batch
-    cols["macs_ffn"] = 2 * s * hidden * f_sum * batch
+    macs = encoder_macs(hidden, q_sum, f_sum, s, batch)
+    cols["macs_qkv"] = macs["qkv_proj"]
+    # x + x doubles exactly in float64: the same bits as the former 2 * s * s * q * batch.
+    cols["macs_attn"] = macs["attn_scores"] + macs["attn_context"]
+    cols["macs_out"] = macs["attn_out"]
+    cols["macs_ffn"] = macs["ffn"]
     cols["macs_total"] = cols["macs_qkv"] + cols["macs_attn"] + cols["macs_out"] + cols["macs_ffn"]
     # Encoder parameters (embeddings are lookups: they cost memory, not time).
-    cols["params"] = (
-        4 * hidden * q_sum + 3 * q_sum + 2 * hidden * f_sum + f_sum + 6 * hidden * layers
-    )
+    cols["params"] = encoder_params(layers, hidden, q_sum, f_sum)
     cols["seq_len"] = np.full(n, s)
     cols["batch"] = np.full(n, float(batch))
     return np.column_stack([cols[name] for name in FEATURES])

@@ -29,6 +29,7 @@ from bfnas.errors import InputError, short
 from bfnas.models.outputs import atomic_path, write_atomic
 from bfnas.models.space.subnet import SubnetConfig
 from bfnas.search.features import FEATURES, MONOTONE, feature_matrix
+from bfnas.search.folds import out_of_fold_predictions
 
 TARGETS = ("ms", "log", "ratio")
 # Columns of the analytic estimate behind the "ratio" target: a fixed cost, a cost per
@@ -197,13 +198,14 @@ class LatencyPredictor:
         folds, same settings), and the quantiles of measured / predicted. Calibrated by
         construction on data like the training rows; it says nothing of a new region."""
         n = len(X)
-        parts = np.array_split(
-            np.random.default_rng(self.settings.seed).permutation(n), min(5, n // 2)
+
+        def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+            return self._fit_one(X[train], ms[train], rounds).predict(X[test])
+
+        folds = min(5, n // 2)
+        oof, _ = out_of_fold_predictions(
+            n, folds, self.settings.seed, fit_predict, train_in_row_order=True
         )
-        oof = np.empty(n)
-        for test in parts:
-            train = np.setdiff1d(np.arange(n), test)
-            oof[test] = self._fit_one(X[train], ms[train], rounds).predict(X[test])
         ratio = ms / np.maximum(oof, 1e-9)
         lo, hi = self.settings.spread_quantiles
         return float(np.quantile(ratio, lo)), float(np.quantile(ratio, hi))

@@ -12,6 +12,7 @@ import numpy as np
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.errors import InputError
 from bfnas.models.space.subnet import SubnetConfig
+from bfnas.search.folds import out_of_fold_predictions
 from bfnas.search.latency_predictor import (
     LatencyPredictor,
     PredictorScope,
@@ -131,17 +132,13 @@ def out_of_fold(
     """Each row's prediction by the fold model that did not see it, and each fold's metrics."""
     n = len(rows.cfgs)
     check_folds(n, folds)
-    parts = np.array_split(np.random.default_rng(seed).permutation(n), folds)
-    predicted = np.empty(n)
-    per_fold = []
-    for k, test in enumerate(parts):
-        train = np.concatenate([p for j, p in enumerate(parts) if j != k])
+
+    def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
         model = LatencyPredictor(rows.scope, settings).fit(*rows.subset(train))
-        predicted[test] = model.predict(rows.subset(test)[0])
-        per_fold.append(accuracy(rows.ms[test], predicted[test]))
-        if on_fold:
-            on_fold(k)
-    return predicted, per_fold
+        return model.predict(rows.subset(test)[0])
+
+    predicted, parts = out_of_fold_predictions(n, folds, seed, fit_predict, on_fold=on_fold)
+    return predicted, [accuracy(rows.ms[test], predicted[test]) for test in parts]
 
 
 def cross_validate(

@@ -129,13 +129,13 @@ def test_int8_aware_forward_is_the_deployed_int8_graph(tmp_path):
     import onnxruntime as ort
 
     from bfnas.models.deploy.artifacts import ArtifactCache
-    from bfnas.models.deploy.onnx_export import generated_inputs
-    from bfnas.models.deploy.quantize import get_recipe
+    from bfnas.models.deploy.encoder_io import token_batches
+    from bfnas.models.deploy.recipes import get_recipe
 
     sn = load_supernet("minilm")
     cfg = SubnetConfig(3, 256, (4, 8, 2), (128, 256, 64), (512, 1024, 256))
     art = ArtifactCache(tmp_path).build(sn, cfg, "int8", get_recipe("dynamic"))
-    feed = generated_inputs(1, 2, 32, 30522, seed=3)[0]
+    feed = token_batches(1, 2, 32, 30522, seed=3)[0]
     deployed = ort.InferenceSession(str(art.path), providers=["CPUExecutionProvider"]).run(
         None, feed
     )[0]

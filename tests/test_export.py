@@ -8,8 +8,9 @@ from onnx import numpy_helper
 
 from bfnas.errors import InputError
 from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
-from bfnas.models.deploy.onnx_export import ExportSettings, generated_inputs, torch_outputs
-from bfnas.models.deploy.quantize import RECIPES, get_recipe
+from bfnas.models.deploy.encoder_io import token_batches
+from bfnas.models.deploy.onnx_export import ExportSettings, torch_outputs
+from bfnas.models.deploy.recipes import RECIPES, get_recipe
 from bfnas.models.space.subnet import SubnetConfig
 
 CFG = SubnetConfig(2, 128, (4, 2), (128, 64), (256, 192))
@@ -32,7 +33,7 @@ def test_fp32_export_matches_torch_at_other_shapes(cache, tiny_supernet):
     dims = [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", "sequence"]
     dense = tiny_supernet.extract(CFG)
-    feeds = generated_inputs(2, 3, 40, 30522, seed=9)  # not the shapes it was exported with
+    feeds = token_batches(2, 3, 40, 30522, seed=9)  # not the shapes it was exported with
     for feed, want in zip(feeds, torch_outputs(dense, feeds), strict=True):
         assert np.abs(_run(art.path, feed) - want).max() < 1e-4
     assert art.fidelity["passed"] and art.fidelity["max_abs_diff"] < 1e-4

@@ -126,3 +126,35 @@ def test_median_ci_narrows_with_more_samples():
     small, large = rng.normal(10, 1, 50), rng.normal(10, 1, 5000)
     assert median_rel_ci(large) < median_rel_ci(small) / 5
     assert median_rel_ci([1.0, 2.0]) == float("inf")
+
+
+def test_stop_rule_is_read_from_the_profile_measure_table():
+    from dataclasses import MISSING, fields
+
+    from bfnas.bench.hardware_profile import Measure
+
+    # Each field set apart from its default and from every other field's value, so a field
+    # read from the wrong name, or a default of StopRule's own, would show.
+    measure = Measure(
+        warmup_runs=3,
+        warmup_seconds=0.7,
+        min_runs=17,
+        min_seconds=0.9,
+        max_seconds=4.5,
+        target_rel_ci=0.02,
+    )
+    rule = StopRule.from_measure(measure)
+    assert {f.name: getattr(rule, f.name) for f in fields(StopRule)} == {
+        "warmup_runs": 3,
+        "warmup_seconds": 0.7,
+        "min_runs": 17,
+        "min_seconds": 0.9,
+        "max_seconds": 4.5,
+        "target_rel_ci": 0.02,
+    }
+    # The defaults are written once, in Measure: StopRule has none to drift from them.
+    assert all(f.default is MISSING and f.default_factory is MISSING for f in fields(StopRule))
+    default = StopRule.from_measure(Measure())
+    assert all(
+        getattr(default, f.name) == Measure.model_fields[f.name].default for f in fields(StopRule)
+    )

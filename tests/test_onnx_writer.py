@@ -10,9 +10,10 @@ import pytest
 from onnx import numpy_helper
 
 from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
+from bfnas.models.deploy.encoder_io import token_batches
 from bfnas.models.deploy.graph_writer import write_onnx
-from bfnas.models.deploy.onnx_export import ExportSettings, generated_inputs, torch_outputs
-from bfnas.models.deploy.quantize import get_recipe
+from bfnas.models.deploy.onnx_export import ExportSettings, torch_outputs
+from bfnas.models.deploy.recipes import get_recipe
 from bfnas.models.space.subnet import SubnetConfig
 
 CFG = SubnetConfig(2, 128, (4, 2), (128, 64), (256, 192))
@@ -72,7 +73,7 @@ def test_quantized_weights_equal_onnx_runtime_quantizers(pair):
 def test_same_computation_as_the_quantized_export(pair, level):
     direct, traced = pair
     a, b = _session(direct.path, level), _session(traced.path, level)
-    for feed in generated_inputs(2, 2, 24, 30522, seed=4):
+    for feed in token_batches(2, 2, 24, 30522, seed=4):
         assert np.array_equal(a.run(None, feed)[0], b.run(None, feed)[0])
 
 
@@ -96,7 +97,7 @@ def test_fp32_graph_matches_torch_at_any_shape(tiny_supernet, tmp_path):
         ops["MatMul"] == 8 * cfg.layers
     )  # 6 projections + 2 attention matmuls and "MatMulInteger" not in ops
     sess = _session(tmp_path / "m.onnx")
-    feeds = generated_inputs(2, 3, 40, 30522, seed=2)
+    feeds = token_batches(2, 3, 40, 30522, seed=2)
     for feed, want in zip(feeds, torch_outputs(tiny_supernet.extract(cfg), feeds), strict=True):
         got = sess.run(None, feed)[0]
         assert got.shape == (3, 40, 96) and np.abs(got - want).max() < 1e-5

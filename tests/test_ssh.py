@@ -20,7 +20,7 @@ from bfnas.bench.runners.ssh import SshRunner
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.cli import main
 from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
-from bfnas.models.deploy.quantize import get_recipe
+from bfnas.models.deploy.recipes import get_recipe
 from bfnas.models.space.subnet import SubnetConfig
 
 pytestmark = pytest.mark.ssh

@@ -39,7 +39,7 @@ from bfnas.bench.hardware_profile import load_profile, parse_profile
 from bfnas.cli import main
 from bfnas.errors import InputError
 from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
-from bfnas.models.deploy.quantize import get_recipe
+from bfnas.models.deploy.recipes import get_recipe
 from bfnas.models.space.subnet import SubnetConfig
 
 CFG = SubnetConfig(2, 128, (4, 2), (128, 64), (256, 192))

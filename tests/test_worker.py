@@ -26,7 +26,7 @@ from bfnas.bench.jobs.measurement import (
 from bfnas.bench.runners.base import job_json
 from bfnas.bench.runners.local import LocalRunner
 from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
-from bfnas.models.deploy.quantize import get_recipe
+from bfnas.models.deploy.recipes import get_recipe
 from bfnas.models.space.subnet import SubnetConfig
 
 FAST = {

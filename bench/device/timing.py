@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 from bfnas.bench.device.stats import median_rel_ci
+
+if TYPE_CHECKING:  # only a type here: timing stays free of the profile's pydantic models
+    from bfnas.bench.hardware_profile import Measure
 
 
 @dataclass(frozen=True)
@@ -33,23 +37,20 @@ def _sample_ms(result: object, host_ms: float) -> float:
 
 @dataclass(frozen=True)
 class StopRule:
-    warmup_runs: int = 10
-    warmup_seconds: float = 0.3
-    min_runs: int = 50
-    min_seconds: float = 0.5
-    max_seconds: float = 10.0
-    target_rel_ci: float = 0.005
+    """When `time_runs` stops warming up and stops timing. No defaults of its own: the
+    profile's `[measure]` table (`bench.hardware_profile.Measure`) is the one place they are
+    written, and every field here is read from the field of the same name there."""
+
+    warmup_runs: int
+    warmup_seconds: float
+    min_runs: int
+    min_seconds: float
+    max_seconds: float
+    target_rel_ci: float
 
     @classmethod
-    def from_measure(cls, m) -> StopRule:
-        return cls(
-            m.warmup_runs,
-            m.warmup_seconds,
-            m.min_runs,
-            m.min_seconds,
-            m.max_seconds,
-            m.target_rel_ci,
-        )
+    def from_measure(cls, measure: Measure) -> StopRule:
+        return cls(**{f.name: getattr(measure, f.name) for f in fields(cls)})
 
 
 @dataclass

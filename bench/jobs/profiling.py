@@ -21,7 +21,7 @@ from bfnas.bench.runners.usable import require_usable
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.errors import InputError
 from bfnas.models.deploy.artifacts import Artifact, ArtifactCache
-from bfnas.models.deploy.quantize import get_recipe
+from bfnas.models.deploy.recipes import get_recipe
 from bfnas.models.nn.supernet import SuperBert
 from bfnas.models.space.search_space import SearchSpace
 from bfnas.models.space.subnet import SubnetConfig

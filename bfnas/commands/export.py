@@ -70,7 +70,7 @@ def register(sub) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from bfnas.models.deploy.quantize import get_recipe
+    from bfnas.models.deploy.recipes import get_recipe
 
     check_output_dir(args.out, "--out")
     # The --arch text is read before the checkpoint's weights load (cheap checks first).

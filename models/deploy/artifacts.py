@@ -16,20 +16,26 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bfnas.errors import InputError
+from bfnas.models.deploy.encoder_io import token_batches
 from bfnas.models.deploy.graph_writer import WRITER_VERSION, can_write, write_onnx
 from bfnas.models.deploy.onnx_export import (
     ExportSettings,
+    Fidelity,
     export_onnx,
-    generated_inputs,
     measure_fidelity,
     torch_outputs,
 )
-from bfnas.models.deploy.quantize import QUANTIZATION_OPS, Recipe, fuse_transformer, quantize
+from bfnas.models.deploy.quantize import QUANTIZATION_OPS, fuse_transformer, quantize
+from bfnas.models.deploy.recipes import Recipe
 from bfnas.models.digest import file_sha256
 from bfnas.models.nn.supernet import SuperBert, supernet_outputs, weights_sha256
 from bfnas.models.outputs import disk_full_is_failure
@@ -178,6 +184,58 @@ class ArtifactCache:
         recipe: Recipe | None,
         fuse: bool,
     ) -> Artifact:
+        request = self._checked_request(supernet, cfg, precision, recipe, fuse)
+        recipe, fuse = request.recipe, request.fuse
+        export = self.export_for(precision, recipe, fuse)
+        log = _BuildLog()
+        with log.timed("extract"):
+            state = supernet.sliced_state(cfg)
+            weights = weights_sha256(state)
+
+        key = self.key(cfg, weights, precision, recipe, fuse, export)
+        folder = self.root / key
+        cached = Artifact.complete(folder)
+        if cached is not None:
+            return cached
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=self.root))
+        try:
+            fidelity = self._make_model(tmp, supernet, cfg, state, request, export, log)
+            art = Artifact(
+                key=key,
+                path=folder / MODEL_FILE,
+                arch=cfg.to_dict(),
+                arch_key=cfg.key(),
+                precision=precision,
+                recipe=recipe.to_dict() if recipe else None,
+                fuse=fuse,
+                export=export.to_dict(),
+                weights_sha256=weights,
+                supernet_source=supernet.source,
+                versions=tool_versions(),
+                sha256=file_sha256(tmp / MODEL_FILE),
+                bytes=(tmp / MODEL_FILE).stat().st_size,
+                fidelity=fidelity.to_dict(),
+                seconds={k: round(v, 4) for k, v in log.seconds.items()},
+                graph=log.graph,
+                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            )
+            return _publish(tmp, folder, art)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _checked_request(
+        self,
+        supernet: SuperBert,
+        cfg: SubnetConfig,
+        precision: str,
+        recipe: Recipe | None,
+        fuse: bool,
+    ) -> _Request:
+        """What is really built, once the request is known to be buildable: FP32 has no
+        recipe, and an INT8 recipe says itself whether it fuses."""
         if precision not in PRECISIONS:
             raise InputError(
                 "--precision",
@@ -202,106 +260,126 @@ class ArtifactCache:
             )
         if supernet.dims.vocab.vocab_size < 2:
             raise InputError("--checkpoint", "vocab_size", "a vocabulary needs at least 2 tokens")
-        export = self.export_for(precision, recipe, fuse)
+        return _Request(precision, recipe, fuse)
+
+    def _make_model(
+        self,
+        tmp: Path,
+        supernet: SuperBert,
+        cfg: SubnetConfig,
+        state: dict[str, Any],
+        request: _Request,
+        export: ExportSettings,
+        log: _BuildLog,
+    ) -> Fidelity:
+        """Write `tmp/model.onnx` (written or exported, then fused and quantized as asked)
+        and check it against the FP32 subnet; the other files made on the way are removed."""
+        fs = self.fidelity
+        vocab_size = supernet.dims.vocab.vocab_size
+        feeds = token_batches(fs.inputs, fs.batch, fs.seq_len, vocab_size, fs.seed)
         direct = export.exporter == "direct"
-        seconds: dict[str, float] = {}
-        t = time.perf_counter()
-        state = supernet.sliced_state(cfg)
-        weights = weights_sha256(state)
-        seconds["extract"] = time.perf_counter() - t
-
-        key = self.key(cfg, weights, precision, recipe, fuse, export)
-        folder = self.root / key
-        cached = Artifact.complete(folder)
-        if cached is not None:
-            return cached
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=self.root))
-        try:
-            graph: dict[str, dict[str, int]] = {}
-            fs = self.fidelity
-            vocab = supernet.dims.vocab
-            feeds = generated_inputs(fs.inputs, fs.batch, fs.seq_len, vocab.vocab_size, fs.seed)
-            t = time.perf_counter()
-            if direct:
-                # The graph writer emits the INT8 graph itself: no export-then-quantize.
-                source = tmp / ("int8.onnx" if precision == "int8" else "fp32.onnx")
-                numpy_state = {k: v.detach().numpy() for k, v in state.items()}
-                ops = write_onnx(
-                    numpy_state, cfg, source, precision == "int8", vocab.layer_norm_eps
-                )
-                seconds["export"] = time.perf_counter() - t
-                if precision == "int8":
-                    graph["quantization"] = {k: ops[k] for k in QUANTIZATION_OPS if ops.get(k)}
-                reference = supernet_outputs(supernet, cfg, feeds)
-            else:
-                dense = supernet.extract(cfg)
-                source = tmp / "fp32.onnx"
-                export_onnx(dense, source, export, self.fidelity.seq_len)
-                seconds["export"] = time.perf_counter() - t
-                reference = torch_outputs(dense, feeds)
-            if fuse:
-                t = time.perf_counter()
-                graph["fusion"] = fuse_transformer(source, tmp / "fused.onnx")
-                source = tmp / "fused.onnx"
-                seconds["optimize"] = time.perf_counter() - t
-            if precision == "int8" and not direct:
-                assert recipe is not None
-                calib = None
-                if recipe.method == "static":
-                    # Calibration inputs are drawn apart from the fidelity inputs (other seed).
-                    calib = generated_inputs(
-                        recipe.calibration_samples, 1, fs.seq_len, vocab.vocab_size, fs.seed + 1
-                    )
-                t = time.perf_counter()
-                graph["quantization"] = quantize(source, tmp / "int8.onnx", recipe, calib)
-                source = tmp / "int8.onnx"
-                seconds["quantize"] = time.perf_counter() - t
-            t = time.perf_counter()
+        if direct:
+            source, reference = _write_direct(tmp, supernet, cfg, state, request.int8, feeds, log)
+        else:
+            dense = supernet.extract(cfg)
+            source = tmp / "fp32.onnx"
+            with log.timed("export"):
+                export_onnx(dense, source, export, fs.seq_len)
+            reference = torch_outputs(dense, feeds)
+        if request.fuse:
+            with log.timed("optimize"):
+                log.graph["fusion"] = fuse_transformer(source, tmp / "fused.onnx")
+            source = tmp / "fused.onnx"
+        if request.int8 and not direct:
+            assert request.recipe is not None
+            source = self._quantize(source, tmp, request.recipe, vocab_size, log)
+        with log.timed("fidelity"):
             fidelity = measure_fidelity(source, reference, feeds, fs.threshold)
-            seconds["fidelity"] = time.perf_counter() - t
+        os.replace(source, tmp / MODEL_FILE)
+        for leftover in tmp.glob("*.onnx*"):
+            if leftover.name != MODEL_FILE:
+                leftover.unlink()
+        return fidelity
 
-            os.replace(source, tmp / MODEL_FILE)
-            for leftover in tmp.glob("*.onnx*"):
-                if leftover.name != MODEL_FILE:
-                    leftover.unlink()
-            model = tmp / MODEL_FILE
-            art = Artifact(
-                key=key,
-                path=folder / MODEL_FILE,
-                arch=cfg.to_dict(),
-                arch_key=cfg.key(),
-                precision=precision,
-                recipe=recipe.to_dict() if recipe else None,
-                fuse=fuse,
-                export=export.to_dict(),
-                weights_sha256=weights,
-                supernet_source=supernet.source,
-                versions=tool_versions(),
-                sha256=file_sha256(model),
-                bytes=model.stat().st_size,
-                fidelity=fidelity.to_dict(),
-                seconds={k: round(v, 4) for k, v in seconds.items()},
-                graph=graph,
-                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    def _quantize(
+        self, source: Path, tmp: Path, recipe: Recipe, vocab_size: int, log: _BuildLog
+    ) -> Path:
+        """`source` quantized by ONNX Runtime's tools into `tmp/int8.onnx`."""
+        fs = self.fidelity
+        calib = None
+        if recipe.method == "static":
+            # Calibration inputs are drawn apart from the fidelity inputs (other seed).
+            calib = token_batches(
+                recipe.calibration_samples, 1, fs.seq_len, vocab_size, fs.seed + 1
             )
-            meta = art.to_dict()
-            meta.pop("path")
-            meta.pop("cached")
-            (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-            if folder.exists() and Artifact.complete(folder) is None:
-                shutil.rmtree(folder)  # not whole (left by hand, or by an older bfnas)
-            try:
-                os.rename(tmp, folder)
-            except OSError:
-                # Another process finished the same artifact first; theirs is identical.
-                theirs = Artifact.complete(folder)
-                if theirs is None:
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)
-                return theirs
-            return art
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with log.timed("quantize"):
+            log.graph["quantization"] = quantize(source, tmp / "int8.onnx", recipe, calib)
+        return tmp / "int8.onnx"
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What one build makes: the precision, and the recipe and fusion really applied."""
+
+    precision: str
+    recipe: Recipe | None
+    fuse: bool
+
+    @property
+    def int8(self) -> bool:
+        return self.precision == "int8"
+
+
+@dataclass
+class _BuildLog:
+    """What a build records as it goes: seconds per step, and op counts of its graphs."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    graph: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        t = time.perf_counter()
+        yield
+        self.seconds[step] = time.perf_counter() - t
+
+
+def _write_direct(
+    tmp: Path,
+    supernet: SuperBert,
+    cfg: SubnetConfig,
+    state: dict[str, Any],
+    int8: bool,
+    feeds: list[dict[str, np.ndarray]],
+    log: _BuildLog,
+) -> tuple[Path, list[np.ndarray]]:
+    """The graph writer's file, INT8 emitted by the writer itself (no export-then-quantize),
+    and the supernet's own FP32 outputs on `feeds` to check it against."""
+    source = tmp / ("int8.onnx" if int8 else "fp32.onnx")
+    numpy_state = {k: v.detach().numpy() for k, v in state.items()}
+    with log.timed("export"):
+        ops = write_onnx(numpy_state, cfg, source, int8, supernet.dims.vocab.layer_norm_eps)
+    if int8:
+        log.graph["quantization"] = {k: ops[k] for k in QUANTIZATION_OPS if ops.get(k)}
+    return source, supernet_outputs(supernet, cfg, feeds)
+
+
+def _publish(tmp: Path, folder: Path, art: Artifact) -> Artifact:
+    """Write `art`'s record into the finished build `tmp` and rename it to `folder`: a folder
+    appears whole or not at all. Where another process finished the same artifact first,
+    theirs (identical) is kept and ours dropped."""
+    meta = art.to_dict()
+    meta.pop("path")
+    meta.pop("cached")
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    if folder.exists() and Artifact.complete(folder) is None:
+        shutil.rmtree(folder)  # not whole (left by hand, or by an older bfnas)
+    try:
+        os.rename(tmp, folder)
+    except OSError:
+        theirs = Artifact.complete(folder)
+        if theirs is None:
             raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        return theirs
+    return art

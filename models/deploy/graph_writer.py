@@ -24,13 +24,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from bfnas.models.deploy.encoder_io import INPUT_NAMES, OUTPUT_NAME
 from bfnas.models.space.subnet import SubnetConfig
 
 OPSET = 17
 # Part of every direct artifact's cache key: bump it whenever the emitted graph changes.
 WRITER_VERSION = 3
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-OUTPUT_NAME = "last_hidden_state"
 
 
 def can_write(precision: str, recipe, fuse: bool = False) -> bool:
@@ -184,10 +183,21 @@ def write_onnx(
     already sliced to `cfg`'s shapes) to `path`: inputs input_ids, attention_mask,
     token_type_ids [batch, sequence] int64; output last_hidden_state. Returns the op counts."""
     g = _Graph(int8)
-    eps = layer_norm_eps
-    i64 = np.int64
+    # Node names are numbered in emission order, so the steps run in the exporter's order.
+    x = _embeddings(g, state, layer_norm_eps)
+    mask = _additive_mask(g)
+    for i in range(cfg.layers):
+        p = f"encoder.layer.{i}"
+        x = _attention(g, state, p, cfg.heads[i], cfg.qkv[i], x, mask, layer_norm_eps)
+        last = i == cfg.layers - 1
+        x = _feed_forward(g, state, p, x, layer_norm_eps, OUTPUT_NAME if last else None)
+    _save(g, cfg, path)
+    return dict(Counter(n.op_type for n in g.nodes))
 
-    # Embeddings: word + token type + position, then LayerNorm.
+
+def _embeddings(g: _Graph, state: Mapping[str, np.ndarray], eps: float) -> str:
+    """Word + token type + position embeddings, then LayerNorm."""
+    i64 = np.int64
     (shape,) = g.op("Shape", ["input_ids"])
     (seq,) = g.op("Gather", [shape, g.scalar("i64_1", 1, i64)], axis=0)
     word = g.gather_table(
@@ -205,7 +215,7 @@ def write_onnx(
         state["embeddings.position_embeddings.weight"], positions, "embeddings.position_embeddings"
     )
     (x,) = g.op("Add", [x, pos])
-    x = g.layer_norm(
+    return g.layer_norm(
         x,
         state["embeddings.LayerNorm.weight"],
         state["embeddings.LayerNorm.bias"],
@@ -213,85 +223,110 @@ def write_onnx(
         eps,
     )
 
-    # [batch, seq] of 1/0 -> [batch, 1, 1, seq] of 0/-10000, as models.nn.bert.additive_mask.
+
+def _additive_mask(g: _Graph) -> str:
+    """[batch, seq] of 1/0 -> [batch, 1, 1, seq] of 0/-10000, as models.nn.bert.additive_mask."""
+    i64 = np.int64
     (m,) = g.op("Unsqueeze", ["attention_mask", g.const("axes_1", np.array([1], i64))])
     (m,) = g.op("Unsqueeze", [m, g.const("axes_2", np.array([2], i64))])
     (m,) = g.op("Cast", [m], to=TensorProto.FLOAT)
     (m,) = g.op("Sub", [g.scalar("one_f", 1.0), m])
     (mask,) = g.op("Mul", [m, g.scalar("mask_value", -10000.0)])
+    return mask
 
-    for i in range(cfg.layers):
-        p = f"encoder.layer.{i}"
-        heads, qkv = cfg.heads[i], cfg.qkv[i]
-        head = qkv // heads
-        xin = g.quantize_input(x) if int8 else x
-        proj = {}
-        for part in ("query", "key", "value"):
-            proj[part] = g.linear(
-                xin,
-                state[f"{p}.attention.self.{part}.weight"],
-                state[f"{p}.attention.self.{part}.bias"],
-                f"{p}.attention.self.{part}",
-            )
-        tail = g.const(f"{p}.head_dims", np.array([heads, head], i64))
-        (q,) = g.op("Reshape", [proj["query"], g.batch_seq_shape(proj["query"], tail)])
-        (q,) = g.op("Transpose", [q], perm=[0, 2, 1, 3])
-        (k,) = g.op("Reshape", [proj["key"], g.batch_seq_shape(proj["key"], tail)])
-        (k,) = g.op("Transpose", [k], perm=[0, 2, 3, 1])
-        (v,) = g.op("Reshape", [proj["value"], g.batch_seq_shape(proj["value"], tail)])
-        (v,) = g.op("Transpose", [v], perm=[0, 2, 1, 3])
-        (s,) = g.op("MatMul", [q, k])
-        (s,) = g.op("Div", [s, g.scalar(f"{p}.sqrt_head", math.sqrt(head))])
-        (s,) = g.op("Add", [s, mask])
-        (s,) = g.op("Softmax", [s], axis=-1)
-        (c,) = g.op("MatMul", [s, v])
-        (c,) = g.op("Transpose", [c], perm=[0, 2, 1, 3])
-        (c,) = g.op(
-            "Reshape", [c, g.batch_seq_shape(c, g.const(f"{p}.qkv_dim", np.array([qkv], i64)))]
-        )
-        o = g.linear(
-            g.quantize_input(c) if int8 else c,
-            state[f"{p}.attention.output.dense.weight"],
-            state[f"{p}.attention.output.dense.bias"],
-            f"{p}.attention.output.dense",
-        )
-        (o,) = g.op("Add", [o, x])
-        x = g.layer_norm(
-            o,
-            state[f"{p}.attention.output.LayerNorm.weight"],
-            state[f"{p}.attention.output.LayerNorm.bias"],
-            f"{p}.attention.output.LayerNorm",
-            eps,
-        )
 
-        h = g.linear(
-            g.quantize_input(x) if int8 else x,
-            state[f"{p}.intermediate.dense.weight"],
-            state[f"{p}.intermediate.dense.bias"],
-            f"{p}.intermediate.dense",
+def _attention(
+    g: _Graph,
+    state: Mapping[str, np.ndarray],
+    p: str,
+    heads: int,
+    qkv: int,
+    x: str,
+    mask: str,
+    eps: float,
+) -> str:
+    """Layer `p`'s self-attention, its output projection, the residual and LayerNorm."""
+    i64 = np.int64
+    head = qkv // heads
+    xin = g.quantize_input(x) if g.int8 else x
+    proj = {}
+    for part in ("query", "key", "value"):
+        proj[part] = g.linear(
+            xin,
+            state[f"{p}.attention.self.{part}.weight"],
+            state[f"{p}.attention.self.{part}.bias"],
+            f"{p}.attention.self.{part}",
         )
-        # Exact (erf) GELU, spelled as the exporter spells F.gelu.
-        (e,) = g.op("Div", [h, g.scalar(f"{p}.sqrt2", math.sqrt(2.0))])
-        (e,) = g.op("Erf", [e])
-        (e,) = g.op("Add", [e, g.scalar(f"{p}.one", 1.0)])
-        (h,) = g.op("Mul", [h, e])
-        (h,) = g.op("Mul", [h, g.scalar(f"{p}.half", 0.5)])
-        o = g.linear(
-            g.quantize_input(h) if int8 else h,
-            state[f"{p}.output.dense.weight"],
-            state[f"{p}.output.dense.bias"],
-            f"{p}.output.dense",
-        )
-        (o,) = g.op("Add", [o, x])
-        x = g.layer_norm(
-            o,
-            state[f"{p}.output.LayerNorm.weight"],
-            state[f"{p}.output.LayerNorm.bias"],
-            f"{p}.output.LayerNorm",
-            eps,
-            out=OUTPUT_NAME if i == cfg.layers - 1 else None,
-        )
+    tail = g.const(f"{p}.head_dims", np.array([heads, head], i64))
+    (q,) = g.op("Reshape", [proj["query"], g.batch_seq_shape(proj["query"], tail)])
+    (q,) = g.op("Transpose", [q], perm=[0, 2, 1, 3])
+    (k,) = g.op("Reshape", [proj["key"], g.batch_seq_shape(proj["key"], tail)])
+    (k,) = g.op("Transpose", [k], perm=[0, 2, 3, 1])
+    (v,) = g.op("Reshape", [proj["value"], g.batch_seq_shape(proj["value"], tail)])
+    (v,) = g.op("Transpose", [v], perm=[0, 2, 1, 3])
+    (s,) = g.op("MatMul", [q, k])
+    (s,) = g.op("Div", [s, g.scalar(f"{p}.sqrt_head", math.sqrt(head))])
+    (s,) = g.op("Add", [s, mask])
+    (s,) = g.op("Softmax", [s], axis=-1)
+    (c,) = g.op("MatMul", [s, v])
+    (c,) = g.op("Transpose", [c], perm=[0, 2, 1, 3])
+    (c,) = g.op("Reshape", [c, g.batch_seq_shape(c, g.const(f"{p}.qkv_dim", np.array([qkv], i64)))])
+    o = g.linear(
+        g.quantize_input(c) if g.int8 else c,
+        state[f"{p}.attention.output.dense.weight"],
+        state[f"{p}.attention.output.dense.bias"],
+        f"{p}.attention.output.dense",
+    )
+    (o,) = g.op("Add", [o, x])
+    return g.layer_norm(
+        o,
+        state[f"{p}.attention.output.LayerNorm.weight"],
+        state[f"{p}.attention.output.LayerNorm.bias"],
+        f"{p}.attention.output.LayerNorm",
+        eps,
+    )
 
+
+def _feed_forward(
+    g: _Graph,
+    state: Mapping[str, np.ndarray],
+    p: str,
+    x: str,
+    eps: float,
+    out: str | None,
+) -> str:
+    """Layer `p`'s FFN (exact GELU), the residual and LayerNorm, written to `out` if named."""
+    h = g.linear(
+        g.quantize_input(x) if g.int8 else x,
+        state[f"{p}.intermediate.dense.weight"],
+        state[f"{p}.intermediate.dense.bias"],
+        f"{p}.intermediate.dense",
+    )
+    # Exact (erf) GELU, spelled as the exporter spells F.gelu.
+    (e,) = g.op("Div", [h, g.scalar(f"{p}.sqrt2", math.sqrt(2.0))])
+    (e,) = g.op("Erf", [e])
+    (e,) = g.op("Add", [e, g.scalar(f"{p}.one", 1.0)])
+    (h,) = g.op("Mul", [h, e])
+    (h,) = g.op("Mul", [h, g.scalar(f"{p}.half", 0.5)])
+    o = g.linear(
+        g.quantize_input(h) if g.int8 else h,
+        state[f"{p}.output.dense.weight"],
+        state[f"{p}.output.dense.bias"],
+        f"{p}.output.dense",
+    )
+    (o,) = g.op("Add", [o, x])
+    return g.layer_norm(
+        o,
+        state[f"{p}.output.LayerNorm.weight"],
+        state[f"{p}.output.LayerNorm.bias"],
+        f"{p}.output.LayerNorm",
+        eps,
+        out=out,
+    )
+
+
+def _save(g: _Graph, cfg: SubnetConfig, path: Path) -> None:
+    """The model around `g`'s nodes, shapes inferred, written to `path`."""
     dims = ("batch", "sequence")
     graph = helper.make_graph(
         g.nodes,
@@ -309,4 +344,3 @@ def write_onnx(
     # Strict inference also rejects a mistyped graph, so no separate checker pass is run.
     model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     onnx.save(model, str(path))
-    return dict(Counter(n.op_type for n in g.nodes))

@@ -1,4 +1,4 @@
-"""ONNX export of a dense subnet, generated inputs, and the fidelity check of an exported file."""
+"""ONNX export of a dense subnet through torch, and the fidelity check of an exported file."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bfnas.models.deploy.encoder_io import INPUT_NAMES, OUTPUT_NAME, token_batches
 from bfnas.models.nn.bert import Bert
-
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-OUTPUT_NAME = "last_hidden_state"
 
 
 @dataclass(frozen=True)
@@ -43,32 +41,10 @@ class Fidelity:
         return {**asdict(self), "passed": self.passed}
 
 
-def generated_inputs(
-    n: int, batch: int, seq_len: int, vocab_size: int, seed: int = 0
-) -> list[dict[str, np.ndarray]]:
-    """Token batches for calibration and fidelity: random ids after a [CLS]-like token,
-    and in batches of two or more a padded row, so masking is exercised."""
-    rng = np.random.default_rng(seed)
-    # Word-piece ids above BERT's 1,000 reserved ones where the vocabulary has them; a small
-    # vocabulary (a tiny test checkpoint) draws from all but id 0, its padding.
-    low = 1000 if vocab_size > 2000 else 1
-    out = []
-    for _ in range(n):
-        ids = rng.integers(low, vocab_size, size=(batch, seq_len), dtype=np.int64)
-        ids[:, 0] = min(101, vocab_size - 1)
-        mask = np.ones((batch, seq_len), dtype=np.int64)
-        if batch > 1:
-            keep = int(rng.integers(seq_len // 2, seq_len))
-            mask[-1, keep:] = 0
-            ids[-1, keep:] = 0
-        out.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
-    return out
-
-
 def export_onnx(model: Bert, path: Path, settings: ExportSettings, seq_len: int = 128) -> None:
     """Write `model` as ONNX with dynamic batch and sequence axes, weights inside the file."""
     model = model.eval()
-    example = generated_inputs(1, 1, min(seq_len, 16), model.vocab.vocab_size)[0]
+    example = token_batches(1, 1, min(seq_len, 16), model.vocab.vocab_size)[0]
     args = tuple(torch.from_numpy(example[name]) for name in INPUT_NAMES)
     axes = {name: {0: "batch", 1: "sequence"} for name in (*INPUT_NAMES, OUTPUT_NAME)}
     with warnings.catch_warnings(), torch.no_grad():

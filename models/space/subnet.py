@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bfnas.errors import InputError, short
+from bfnas.models.space.cost import embedding_params, encoder_macs, encoder_params
 
 KEYS = ("layers", "hidden", "heads", "qkv", "ffn")
 PER_LAYER = ("heads", "qkv", "ffn")
@@ -20,9 +21,6 @@ MAX_WIDTH = 1 << 16
 BERT_VOCAB = 30522
 BERT_MAX_POSITIONS = 512
 BERT_TYPE_VOCAB = 2
-
-# MAC classes, in the order features and reports list them.
-MAC_CLASSES = ("qkv_proj", "attn_scores", "attn_context", "attn_out", "ffn")
 
 
 @dataclass(frozen=True)
@@ -103,7 +101,7 @@ class SubnetConfig:
     def uniform(cls, layers: int, hidden: int, heads: int, qkv: int, ffn: int) -> SubnetConfig:
         return cls(layers, hidden, (heads,) * layers, (qkv,) * layers, (ffn,) * layers)
 
-    # -- analytic cost ----------------------------------------------------------
+    # -- analytic cost (models.space.cost) ----------------------------------------
     def params(
         self,
         embeddings: bool = True,
@@ -112,27 +110,14 @@ class SubnetConfig:
         type_vocab: int = BERT_TYPE_VOCAB,
     ) -> int:
         """Parameter count of the dense subnet (weights, biases, LayerNorms)."""
-        h = self.hidden
-        total = 0
+        total = encoder_params(self.layers, self.hidden, sum(self.qkv), sum(self.ffn))
         if embeddings:
-            total += (vocab_size + max_positions + type_vocab) * h + 2 * h
-        for q, f in zip(self.qkv, self.ffn, strict=True):
-            total += 3 * (h * q + q)  # Q, K, V
-            total += q * h + h + 2 * h  # attention output + LayerNorm
-            total += h * f + f + f * h + h + 2 * h  # FFN + LayerNorm
+            total += embedding_params(self.hidden, vocab_size, max_positions, type_vocab)
         return total
 
     def macs(self, seq_len: int = 128, batch: int = 1) -> dict[str, int]:
         """Multiply-accumulates of the encoder per op class (embedding lookups cost none)."""
-        s, h = seq_len, self.hidden
-        out = dict.fromkeys(MAC_CLASSES, 0)
-        for q, f in zip(self.qkv, self.ffn, strict=True):
-            out["qkv_proj"] += 3 * s * h * q
-            out["attn_scores"] += s * s * q
-            out["attn_context"] += s * s * q
-            out["attn_out"] += s * q * h
-            out["ffn"] += 2 * s * h * f
-        return {k: v * batch for k, v in out.items()}
+        return encoder_macs(self.hidden, sum(self.qkv), sum(self.ffn), seq_len, batch)
 
     def total_macs(self, seq_len: int = 128, batch: int = 1) -> int:
         return sum(self.macs(seq_len, batch).values())

@@ -7,7 +7,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+from bfnas.models.deploy.encoder_io import token_batches
+
+# The timing feed's ids stay below this (BERT's vocabulary has 30,522; see token_feed).
+ORDINARY_IDS_BELOW = 30000
 
 
 class ProviderError(RuntimeError):
@@ -54,18 +57,12 @@ def make_session(
     return session
 
 
-def token_feed(
-    batch: int, seq_len: int, vocab_size: int = 30522, seed: int = 0
-) -> dict[str, np.ndarray]:
-    """A full-length batch of ordinary token ids (no padding: latency at the workload's length)."""
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(1000, min(vocab_size, 30000), size=(batch, seq_len), dtype=np.int64)
-    ids[:, 0] = 101
-    return {
-        "input_ids": ids,
-        "attention_mask": np.ones_like(ids),
-        "token_type_ids": np.zeros_like(ids),
-    }
+def token_feed(batch: int, seq_len: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A full-length batch of ordinary token ids (no padding: latency at the workload's length).
+
+    Ids are drawn from [1000, 30000), BERT's ordinary word pieces, whatever the model's
+    vocabulary: the same draw every stored latency was measured with."""
+    return token_batches(1, batch, seq_len, ORDINARY_IDS_BELOW, seed, padded=False)[0]
 
 
 def bound_runner(

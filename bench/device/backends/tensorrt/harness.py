@@ -172,12 +172,12 @@ def build_settings(profile, precision: str, plan) -> BuildSettings:
 def _calibration(profile) -> Callable[[], list[dict[str, np.ndarray]]]:
     """Generated token batches for the legacy calibrator, as int32: TensorRT < 10 casts the
     ONNX int64 inputs to int32, so that is the network's input type."""
-    from bfnas.models.deploy.onnx_export import generated_inputs
+    from bfnas.models.deploy.encoder_io import token_batches
 
     w, q = profile.workload, profile.quantization
 
     def feeds() -> list[dict[str, np.ndarray]]:
-        batches = generated_inputs(q.calibration_samples, w.batch, w.seq_len, 30522, seed=1235)
+        batches = token_batches(q.calibration_samples, w.batch, w.seq_len, 30522, seed=1235)
         return [{k: v.astype(np.int32) for k, v in b.items()} for b in batches]
 
     return feeds
