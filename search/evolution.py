@@ -43,17 +43,15 @@ class EvolutionSettings:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise InputError(
-                "--mode", None, f"unknown mode {self.mode!r} (known: {', '.join(MODES)})"
+            raise InputError.bad_setting(
+                "mode", f"unknown mode {self.mode!r} (known: {', '.join(MODES)})"
             )
         for name in ("population", "parents", "generations"):
             if getattr(self, name) < 1:
-                raise InputError(
-                    f"--{name}", None, f"must be at least 1, got {getattr(self, name)}"
-                )
+                raise InputError.bad_setting(name, f"must be at least 1, got {getattr(self, name)}")
         if self.parents > self.population:
-            raise InputError(
-                "--parents", None, f"{self.parents} exceeds the population {self.population}"
+            raise InputError.bad_setting(
+                "parents", f"{self.parents} exceeds the population {self.population}"
             )
 
 
@@ -64,10 +62,10 @@ class Budget:
 
     def __post_init__(self) -> None:
         if not self.max_ms > 0:
-            raise InputError("--max-latency-ms", None, f"must be positive, got {self.max_ms}")
+            raise InputError.bad_setting("max_ms", f"must be positive, got {self.max_ms}")
         if self.min_ms is not None and not 0 <= self.min_ms < self.max_ms:
-            raise InputError(
-                "--min-latency-ms", None, f"must be in [0, {self.max_ms}), got {self.min_ms}"
+            raise InputError.bad_setting(
+                "min_ms", f"must be in [0, {self.max_ms}), got {self.min_ms}"
             )
 
     def admits(

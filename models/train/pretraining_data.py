@@ -44,11 +44,11 @@ class DataSettings:
 
     def __post_init__(self) -> None:
         if not 8 <= self.seq_len <= 512:
-            raise InputError("--seq-len", None, f"must be in [8, 512], got {self.seq_len}")
+            raise InputError.bad_setting("seq_len", f"must be in [8, 512], got {self.seq_len}")
         if self.shard_size < 1:
-            raise InputError("--shard-size", None, f"must be at least 1, got {self.shard_size}")
+            raise InputError.bad_setting("shard_size", f"must be at least 1, got {self.shard_size}")
         if not 0 < self.mask_prob < 1:
-            raise InputError("--mask-prob", None, f"must be in (0, 1), got {self.mask_prob}")
+            raise InputError.bad_setting("mask_prob", f"must be in (0, 1), got {self.mask_prob}")
 
 
 @dataclass(frozen=True)
