@@ -315,9 +315,8 @@ def load_profile(name_or_path: str | Path) -> HardwareProfile:
     elif key.endswith(".toml") or Path(key).is_file():
         path = Path(key)
     else:
-        raise InputError(
-            "--hw",
-            None,
+        raise InputError.bad_setting(
+            "hw",
             f"no profile named {key!r} (shipped: {', '.join(shipped)}; or give a .toml path)",
         )
     text = read_text_input(path)

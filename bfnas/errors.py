@@ -10,20 +10,36 @@ from pathlib import Path
 class InputError(ValueError):
     """Bad user input. The CLI prints it as one line and exits with code 2.
 
-    `where` is the file or flag the input came from, `field` the offending key inside it.
+    `where` is the file the input came from (None when it was not a file), `setting` the
+    library's name for the setting whose value was refused (a dataclass field or a function
+    parameter, such as `seq_len`; never a CLI flag: the library is also called from Python),
+    and `field` the offending key inside the file or inside the setting's value. The CLI prints
+    the setting as the flag that set it; from Python it reads `seq_len: must be ...`.
     """
 
-    def __init__(self, where: str, field: str | None, reason: str) -> None:
+    def __init__(
+        self, where: str | None, field: str | None, reason: str, *, setting: str | None = None
+    ) -> None:
         self.where = where
+        self.setting = setting
         self.field = field
         self.reason = reason
         super().__init__(self.line())
 
-    def line(self) -> str:
+    @classmethod
+    def bad_setting(cls, setting: str, reason: str, field: str | None = None) -> InputError:
+        """A refused setting value that came from no file (the CLI names its flag)."""
+        return cls(None, field, reason, setting=setting)
+
+    def line(self, setting_label: str | None = None) -> str:
+        """The error as one line; `setting_label` prints the setting under another name (the
+        CLI passes the flag the user typed)."""
         field = (
             [self.field if len(self.field) <= 80 else self.field[:80] + "..."] if self.field else []
         )
-        parts = [self.where, *field, self.reason]
+        setting = [setting_label or self.setting] if self.setting else []
+        where = [self.where] if self.where is not None else []
+        parts = [*where, *setting, *field, self.reason]
         return ": ".join(_printable(p) for p in parts)
 
 

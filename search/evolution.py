@@ -43,17 +43,15 @@ class EvolutionSettings:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise InputError(
-                "--mode", None, f"unknown mode {self.mode!r} (known: {', '.join(MODES)})"
+            raise InputError.bad_setting(
+                "mode", f"unknown mode {self.mode!r} (known: {', '.join(MODES)})"
             )
         for name in ("population", "parents", "generations"):
             if getattr(self, name) < 1:
-                raise InputError(
-                    f"--{name}", None, f"must be at least 1, got {getattr(self, name)}"
-                )
+                raise InputError.bad_setting(name, f"must be at least 1, got {getattr(self, name)}")
         if self.parents > self.population:
-            raise InputError(
-                "--parents", None, f"{self.parents} exceeds the population {self.population}"
+            raise InputError.bad_setting(
+                "parents", f"{self.parents} exceeds the population {self.population}"
             )
 
 
@@ -64,10 +62,10 @@ class Budget:
 
     def __post_init__(self) -> None:
         if not self.max_ms > 0:
-            raise InputError("--max-latency-ms", None, f"must be positive, got {self.max_ms}")
+            raise InputError.bad_setting("max_ms", f"must be positive, got {self.max_ms}")
         if self.min_ms is not None and not 0 <= self.min_ms < self.max_ms:
-            raise InputError(
-                "--min-latency-ms", None, f"must be in [0, {self.max_ms}), got {self.min_ms}"
+            raise InputError.bad_setting(
+                "min_ms", f"must be in [0, {self.max_ms}), got {self.min_ms}"
             )
 
     def admits(
@@ -171,36 +169,63 @@ def evolve(
 ) -> SearchResult:
     """Search `space` for the best `objective` whose predicted latency fits `budget`."""
     t0 = time.perf_counter()
-    rng = random.Random(settings.seed)
-    seen: dict[str, Candidate] = {}
-    calls = 0
+    run = _Evolution(space, score, objective, budget, settings)
+    population = run.select(run.initial_population(), settings.population)
+    history = [_row(0, population, len(run.seen))]
+    on_generation(history[-1])
+    for gen in range(1, settings.generations + 1):
+        if not population:
+            break
+        population = run.next_generation(population, gen)
+        history.append(_row(gen, population, len(run.seen)))
+        on_generation(history[-1])
+    return run.result(history, time.perf_counter() - t0)
 
-    def evaluate(cfgs: list[SubnetConfig], generation: int) -> list[Candidate]:
-        nonlocal calls
+
+@dataclass
+class _Evolution:
+    """One search's state: every architecture scored so far (by key) and the predictor calls
+    it took. One random generator drives it all, so a seed gives the same winners."""
+
+    space: SearchSpace
+    score: Scorer
+    objective: Callable[[SubnetConfig], float]
+    budget: Budget
+    settings: EvolutionSettings
+    seen: dict[str, Candidate] = field(default_factory=dict)
+    calls: int = 0
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.settings.seed)
+
+    def evaluate(self, cfgs: list[SubnetConfig], generation: int) -> list[Candidate]:
+        """The architectures not seen before, scored in one predictor call."""
         fresh, keys = [], set()
         for c in cfgs:
             k = c.key()
-            if k not in seen and k not in keys:
+            if k not in self.seen and k not in keys:
                 keys.add(k)
                 fresh.append(c)
         if not fresh:
             return []
-        mid, lo, hi = score(fresh)
-        calls += 1
-        fits = budget.admits(mid, lo, hi, settings.margin)
+        mid, lo, hi = self.score(fresh)
+        self.calls += 1
+        fits = self.budget.admits(mid, lo, hi, self.settings.margin)
         out = []
         for i, c in enumerate(fresh):
             ok = bool(fits[i])
             # Only feasible members are ranked: a costly plugin objective is not spent on the rest.
-            value = objective(c) if ok else float("nan")
+            value = self.objective(c) if ok else float("nan")
             cand = Candidate(c, value, float(mid[i]), float(lo[i]), float(hi[i]), ok, generation)
-            seen[c.key()] = cand
+            self.seen[c.key()] = cand
             out.append(cand)
         return out
 
-    def select(pool: list[Candidate], k: int) -> list[Candidate]:
+    def select(self, pool: list[Candidate], k: int) -> list[Candidate]:
+        """The `k` feasible members to keep: the best by objective, or (pareto) by front and
+        then crowding distance."""
         feasible = [c for c in pool if c.feasible]
-        if settings.mode == "best":
+        if self.settings.mode == "best":
             return sorted(feasible, key=lambda c: -c.objective)[:k]
         if len(feasible) <= k:
             return feasible
@@ -218,48 +243,44 @@ def evolve(
             break
         return [feasible[i] for i in chosen]
 
-    # Initial population: random members, sampled in batches until enough are feasible.
-    population: list[Candidate] = []
-    for _ in range(20):
-        population += [
-            c
-            for c in evaluate([space.sample(rng) for _ in range(2 * settings.population)], 0)
-            if c.feasible
-        ]
-        if len(population) >= settings.population:
-            break
-    population = select(population, settings.population)
-    history = [_row(0, population, len(seen))]
-    on_generation(history[-1])
+    def initial_population(self) -> list[Candidate]:
+        """Random members, sampled in batches until enough are feasible (20 batches at most)."""
+        n = self.settings.population
+        population: list[Candidate] = []
+        for _ in range(20):
+            batch = [self.space.sample(self.rng) for _ in range(2 * n)]
+            population += [c for c in self.evaluate(batch, 0) if c.feasible]
+            if len(population) >= n:
+                break
+        return population
 
-    for gen in range(1, settings.generations + 1):
-        if not population:
-            break
-        parents = select(population, settings.parents)
-        n_children = settings.population - len(parents)
-        n_cross = int(round(n_children * settings.crossover_share)) if len(parents) > 1 else 0
+    def next_generation(self, population: list[Candidate], gen: int) -> list[Candidate]:
+        """The parents, children of theirs by mutation and crossover, and the best of both."""
+        s, rng = self.settings, self.rng
+        parents = self.select(population, s.parents)
+        n_children = s.population - len(parents)
+        n_cross = int(round(n_children * s.crossover_share)) if len(parents) > 1 else 0
         children = [
-            space.mutate(rng.choice(parents).cfg, rng, settings.mutation_rate)
+            self.space.mutate(rng.choice(parents).cfg, rng, s.mutation_rate)
             for _ in range(n_children - n_cross)
         ]
         for _ in range(n_cross):
             a, b = rng.sample(parents, 2)
-            children.append(space.crossover(a.cfg, b.cfg, rng))
-        population = select(parents + evaluate(children, gen), settings.population)
-        history.append(_row(gen, population, len(seen)))
-        on_generation(history[-1])
+            children.append(self.space.crossover(a.cfg, b.cfg, rng))
+        return self.select(parents + self.evaluate(children, gen), s.population)
 
-    feasible = [c for c in seen.values() if c.feasible]
-    best = max(feasible, key=lambda c: c.objective) if feasible else None
-    return SearchResult(
-        best,
-        pareto_front(feasible),
-        history,
-        len(seen),
-        calls,
-        time.perf_counter() - t0,
-        list(seen.values()),
-    )
+    def result(self, history: list[dict], seconds: float) -> SearchResult:
+        feasible = [c for c in self.seen.values() if c.feasible]
+        best = max(feasible, key=lambda c: c.objective) if feasible else None
+        return SearchResult(
+            best,
+            pareto_front(feasible),
+            history,
+            len(self.seen),
+            self.calls,
+            seconds,
+            list(self.seen.values()),
+        )
 
 
 def _row(gen: int, population: list[Candidate], evaluated: int) -> dict:

@@ -56,8 +56,7 @@ class PredictorSettings:
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
-            raise InputError(
-                "--target",
+            raise InputError.bad_setting(
                 "target",
                 f"unknown target {self.target!r} (known: {', '.join(TARGETS)})",
             )

@@ -82,9 +82,9 @@ class SearchJob:
 
     def run(self) -> dict[str, Any]:
         if self.rounds < 1:
-            raise InputError("--rounds", None, "must be at least 1")
+            raise InputError.bad_setting("rounds", "must be at least 1")
         if self.verify < 0:
-            raise InputError("--verify", None, "must be 0 or more")
+            raise InputError.bad_setting("verify", "must be 0 or more")
         if self.verify and self.verifier is None:
             raise ValueError("verify > 0 needs a verifier")
         predictor = self.predictor

@@ -24,7 +24,7 @@ def load_objective(
     name: str,
     seq_len: int = 128,
     batch: int = 1,
-    where: str = "--objective",
+    setting: str = "objective",
     oneshot: Objective | None = None,
 ) -> Objective:
     """The objective called `name` (a built-in or `module:function`), or InputError.
@@ -35,23 +35,23 @@ def load_objective(
         return lambda cfg: -float(cfg.total_macs(seq_len, batch))
     if name == "oneshot":
         if oneshot is None:
-            raise InputError(
-                where,
-                None,
+            raise InputError.bad_setting(
+                setting,
                 "oneshot needs held-out pretraining data: pass --data DIR "
                 "(made by `bfnas data build`)",
             )
         return oneshot
     if ":" not in name:
-        raise InputError(
-            where,
-            None,
+        raise InputError.bad_setting(
+            setting,
             f"unknown objective {name!r} (built in: {', '.join(BUILTIN)}; "
             "or a plugin as module:function)",
         )
     module_name, _, attr = name.partition(":")
     if not module_name or not attr:
-        raise InputError(where, None, f"{short(name)}: a plugin is module:function (both named)")
+        raise InputError.bad_setting(
+            setting, f"{short(name)}: a plugin is module:function (both named)"
+        )
     try:
         module = importlib.import_module(module_name)
     except (Exception, SystemExit) as exc:  # ImportError, or whatever the module's code raised
@@ -60,15 +60,15 @@ def load_objective(
             if isinstance(exc, ModuleNotFoundError)
             else ""
         )
-        raise InputError(
-            where, None, f"cannot import {module_name!r}: {_what(exc)}{hint}"
+        raise InputError.bad_setting(
+            setting, f"cannot import {module_name!r}: {_what(exc)}{hint}"
         ) from None
     fn = getattr(module, attr, None)
     if fn is None:
-        raise InputError(where, None, f"module {module_name!r} has no {attr!r}")
+        raise InputError.bad_setting(setting, f"module {module_name!r} has no {attr!r}")
     if not callable(fn):
-        raise InputError(where, None, f"{name} is not callable: it is {short(fn, 60)}")
-    return checked(fn, name, where)
+        raise InputError.bad_setting(setting, f"{name} is not callable: it is {short(fn, 60)}")
+    return checked(fn, name, setting)
 
 
 def _what(exc: BaseException) -> str:
@@ -80,7 +80,7 @@ def _what(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def checked(fn: Callable, name: str, where: str = "--objective") -> Objective:
+def checked(fn: Callable, name: str, setting: str = "objective") -> Objective:
     """`fn` with its results checked: a plugin that raises, or returns something else than a
     finite number, fails with its name, what it did and the architecture, not deep inside the
     search. A string or None is refused even where float() would take it: "3.5" is a bug."""
@@ -90,7 +90,9 @@ def checked(fn: Callable, name: str, where: str = "--objective") -> Objective:
         try:
             value = fn(cfg)
         except (Exception, SystemExit) as exc:  # the plugin's own code: named, not traced
-            raise InputError(where, None, f"{name} raised {_what(exc)} (for {cfg})") from None
+            raise InputError.bad_setting(
+                setting, f"{name} raised {_what(exc)} (for {cfg})"
+            ) from None
         number = None
         if value is not None and not isinstance(value, (str, bytes, bool)):
             try:
@@ -98,15 +100,13 @@ def checked(fn: Callable, name: str, where: str = "--objective") -> Objective:
             except Exception:  # TypeError, OverflowError, a tensor's RuntimeError, ...
                 number = None
         if number is None:
-            raise InputError(
-                where,
-                None,
+            raise InputError.bad_setting(
+                setting,
                 f"{name} did not return a number: it returned {_kind(value)} (for {cfg})",
             )
         if not math.isfinite(number):
-            raise InputError(
-                where,
-                None,
+            raise InputError.bad_setting(
+                setting,
                 f"{name} did not return a finite number: it returned {number} (for {cfg})",
             )
         return number

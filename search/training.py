@@ -48,14 +48,15 @@ def _resolve_profile(store: LatencyStore, name_or_hash: str, where: str) -> dict
     if not found:
         known = ", ".join(sorted({p["name"] for p in store.profiles()})) or "none"
         raise InputError(
-            where, "--hw", f"no profile {name_or_hash!r} in the store (stored: {known})"
+            where, None, f"no profile {name_or_hash!r} in the store (stored: {known})", setting="hw"
         )
     if len(found) > 1:
         hashes = ", ".join(p["hash"] for p in found)
         raise InputError(
             where,
-            "--hw",
+            None,
             f"{name_or_hash!r} names several profile versions ({hashes}); pass the hash",
+            setting="hw",
         )
     return found[0]
 
@@ -74,8 +75,9 @@ def load_rows(store: LatencyStore, hw: str, space: str | None = None) -> Latency
     elif len(spaces) > 1:
         raise InputError(
             where,
-            "--space",
+            None,
             f"profile {prof['name']} has rows of several spaces ({', '.join(spaces)}); pick one",
+            setting="space",
         )
     if not rows:
         raise InputError(
@@ -102,12 +104,12 @@ def holdout_split(
     n: int, train_size: int, test_size: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     if train_size < 10:
-        raise InputError("--train-size", None, f"must be at least 10 rows, got {train_size}")
+        raise InputError.bad_setting("train_size", f"must be at least 10 rows, got {train_size}")
     if test_size < 1:
-        raise InputError("--test-size", None, f"must be at least 1 row, got {test_size}")
+        raise InputError.bad_setting("test_size", f"must be at least 1 row, got {test_size}")
     if train_size + test_size > n:
-        raise InputError(
-            "--train-size", None, f"{train_size} + {test_size} rows asked, the store has {n}"
+        raise InputError.bad_setting(
+            "train_size", f"{train_size} + {test_size} rows asked, the store has {n}"
         )
     idx = np.random.default_rng(seed).permutation(n)
     return idx[:train_size], idx[train_size : train_size + test_size]
@@ -115,10 +117,10 @@ def holdout_split(
 
 def check_folds(n: int, folds: int) -> None:
     if folds < 2:
-        raise InputError("--folds", None, f"must be at least 2, got {folds}")
+        raise InputError.bad_setting("folds", f"must be at least 2, got {folds}")
     if n < folds * 10:
-        raise InputError(
-            "--folds", None, f"{folds}-fold CV needs at least {folds * 10} rows, have {n}"
+        raise InputError.bad_setting(
+            "folds", f"{folds}-fold CV needs at least {folds * 10} rows, have {n}"
         )
 
 

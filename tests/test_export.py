@@ -138,4 +138,4 @@ def test_dynamo_exporter_also_matches(tiny_supernet, tmp_path):
 def test_unknown_recipe_and_precision():
     with pytest.raises(InputError) as err:
         get_recipe("int4")
-    assert err.value.where == "--recipe" and "dynamic" in err.value.reason
+    assert err.value.setting == "recipe" and "dynamic" in err.value.reason

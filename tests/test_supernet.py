@@ -72,4 +72,4 @@ def test_too_big_config_is_refused(tiny_supernet):
     assert err.value.field == "ffn[0]"
     with pytest.raises(InputError) as err:
         tiny_supernet.check_space(load_space("minilm-l6"))
-    assert err.value.where == "--space" and "does not fit" in err.value.reason
+    assert err.value.setting == "space" and "does not fit" in err.value.reason

@@ -35,8 +35,8 @@ def plan_subnets(
     """`n` distinct subnets. `stratified` spreads them evenly over log-MACs (what latency
     mostly follows), so small and large subnets are both well covered."""
     if strategy not in STRATEGIES:
-        raise InputError(
-            "--strategy", None, f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})"
+        raise InputError.bad_setting(
+            "strategy", f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})"
         )
     rng = random.Random(seed)
     n = min(n, space.count())

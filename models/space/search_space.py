@@ -378,8 +378,7 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
         return SearchSpace.from_toml(shipped[key])
     if key.endswith(".toml") or Path(key).exists():
         return SearchSpace.from_toml(key)
-    raise InputError(
-        "--space",
-        None,
+    raise InputError.bad_setting(
+        "space",
         f"no space named {key!r} (shipped: {', '.join(shipped)}; or give a .toml path)",
     )

@@ -74,16 +74,12 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
-            raise InputError(
-                "--loss", None, f"unknown loss {self.loss!r} (known: {', '.join(LOSSES)})"
+            raise InputError.bad_setting(
+                "loss", f"unknown loss {self.loss!r} (known: {', '.join(LOSSES)})"
             )
         for name in ("steps", "batch", "checkpoint_every"):
             if getattr(self, name) < 1:
-                raise InputError(
-                    f"--{name.replace('_', '-')}",
-                    None,
-                    f"must be at least 1, got {getattr(self, name)}",
-                )
+                raise InputError.bad_setting(name, f"must be at least 1, got {getattr(self, name)}")
 
 
 def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
@@ -210,7 +206,7 @@ class SupernetTrainer:
         tokenizer: Path | None = None,
     ) -> None:
         space_big = space.largest()
-        supernet.check_fits(space_big, where="--space")
+        supernet.check_fits(space_big, setting="space")
         self.dist = dist or Distributed()
         self.rows = self.dist.shard(
             settings.batch

@@ -60,13 +60,11 @@ class FinetuneSettings:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch"):
             if getattr(self, name) < 1:
-                raise InputError(
-                    f"--{name}", None, f"must be at least 1, got {getattr(self, name)}"
-                )
+                raise InputError.bad_setting(name, f"must be at least 1, got {getattr(self, name)}")
         if not 4 <= self.max_len <= 4096:
-            raise InputError("--max-len", None, f"must be in [4, 4096], got {self.max_len}")
+            raise InputError.bad_setting("max_len", f"must be in [4, 4096], got {self.max_len}")
         if not self.lr > 0:
-            raise InputError("--lr", None, f"must be positive, got {self.lr}")
+            raise InputError.bad_setting("lr", f"must be positive, got {self.lr}")
 
 
 # -- the task files ---------------------------------------------------------------------------
@@ -416,13 +414,11 @@ def prepare_task(
     vocabulary), then the tokens: a caller can refuse bad input before any training starts."""
     from bfnas.models.train.pretraining_data import load_tokenizer
 
-    supernet.check_fits(cfg, where="--arch")
+    supernet.check_fits(cfg, setting="arch")
     vocab = supernet.dims.vocab
     if settings.max_len > vocab.max_positions:
-        raise InputError(
-            "--max-len",
-            None,
-            f"{settings.max_len} exceeds the supernet's {vocab.max_positions} positions",
+        raise InputError.bad_setting(
+            "max_len", f"{settings.max_len} exceeds the supernet's {vocab.max_positions} positions"
         )
     if task.pair and vocab.type_vocab < 2:
         raise InputError(
@@ -457,7 +453,7 @@ def finetune_subnet(
         raise ValueError(
             f"the task was tokenized for max_len {data.max_len}, not {settings.max_len}"
         )
-    supernet.check_fits(cfg, where="--arch")
+    supernet.check_fits(cfg, setting="arch")
     task, train, dev = data.task, data.train, data.dev
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)

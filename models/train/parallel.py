@@ -46,8 +46,8 @@ class Distributed:
         """This rank's rows of a global batch: contiguous, disjoint, in rank order (so the
         ranks' rows together are the batch a single process would read)."""
         if rows % self.world:
-            raise InputError(
-                "--batch", None, f"{rows} does not split evenly over {self.world} processes"
+            raise InputError.bad_setting(
+                "batch", f"{rows} does not split evenly over {self.world} processes"
             )
         per = rows // self.world
         return slice(self.rank * per, (self.rank + 1) * per)
@@ -55,15 +55,16 @@ class Distributed:
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name not in DEVICES:
-        raise InputError("--device", None, f"unknown device {name!r} (known: {', '.join(DEVICES)})")
+        raise InputError.bad_setting(
+            "device", f"unknown device {name!r} (known: {', '.join(DEVICES)})"
+        )
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise InputError("--device", None, "cuda asked for, but torch sees no CUDA device here")
+        raise InputError.bad_setting("device", "cuda asked for, but torch sees no CUDA device here")
     if local_rank >= torch.cuda.device_count():
-        raise InputError(
-            "--device",
-            None,
+        raise InputError.bad_setting(
+            "device",
             f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} "
             "CUDA devices: start at most that many processes per node",
         )

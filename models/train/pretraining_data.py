@@ -44,11 +44,11 @@ class DataSettings:
 
     def __post_init__(self) -> None:
         if not 8 <= self.seq_len <= 512:
-            raise InputError("--seq-len", None, f"must be in [8, 512], got {self.seq_len}")
+            raise InputError.bad_setting("seq_len", f"must be in [8, 512], got {self.seq_len}")
         if self.shard_size < 1:
-            raise InputError("--shard-size", None, f"must be at least 1, got {self.shard_size}")
+            raise InputError.bad_setting("shard_size", f"must be at least 1, got {self.shard_size}")
         if not 0 < self.mask_prob < 1:
-            raise InputError("--mask-prob", None, f"must be in (0, 1), got {self.mask_prob}")
+            raise InputError.bad_setting("mask_prob", f"must be in (0, 1), got {self.mask_prob}")
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,26 @@ def build_data(
     files = corpus_files(corpus)
     tok, specials, tok_path = load_tokenizer(tokenizer, settings.lowercase)
     out = Path(out)
-    ident = {
+    ident = _data_identity(corpus, files, tok_path, specials, settings)
+    state = _state_to_resume(out / MANIFEST, ident)
+    if state["complete"]:
+        return {**ident, **state, "out": str(out), "resumed": True, "new_shards": 0}
+    check_corpus(corpus, files, tok)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = _ShardWriter(out, settings, specials, ident, state, on_progress)
+    writer.pack(files, tok, max_shards)
+    return writer.result()
+
+
+def _data_identity(
+    corpus: str | Path,
+    files: list[Path],
+    tok_path: Path,
+    specials: Specials,
+    settings: DataSettings,
+) -> dict[str, Any]:
+    """What the shards are made from: a manifest that says otherwise is another build's."""
+    return {
         "format": FORMAT,
         "settings": asdict(settings),
         "tokenizer": {
@@ -285,31 +304,100 @@ def build_data(
             "fingerprint": _fingerprint(files),
         },
     }
-    state = {"shards": [], "lines": 0, "carry": {}, "complete": False, "sequences": 0, "tokens": 0}
-    manifest_path = out / MANIFEST
-    if manifest_path.is_file():
-        old = json.loads(manifest_path.read_text())
-        if {k: old.get(k) for k in ident} != ident:
-            raise InputError(
-                str(manifest_path),
-                None,
-                "made from another corpus, tokenizer or settings: use a new --out folder",
-            )
-        state = {k: old[k] for k in state}
-        if state["complete"]:
-            return {**ident, **state, "out": str(out), "resumed": True, "new_shards": 0}
-    check_corpus(corpus, files, tok)
-    out.mkdir(parents=True, exist_ok=True)
-    resumed = state["lines"] > 0
-    packer = _Packer(settings.seq_len, specials, state["carry"])
-    # Finished rows not yet in a shard; with the packer's row in progress they are the
-    # "carry" a resume starts from.
-    rows: list[tuple[list[int], list[int]]] = [tuple(r) for r in state["carry"].get("rows", [])]
-    new_shards = 0
-    line_no = 0
 
-    def write_shard(batch: list[tuple[list[int], list[int]]], pending: list, lines: int) -> None:
-        nonlocal new_shards
+
+def _state_to_resume(manifest_path: Path, ident: dict[str, Any]) -> dict[str, Any]:
+    """The progress a manifest records (nothing done when there is none); a manifest of
+    another build is refused, not overwritten."""
+    state = {"shards": [], "lines": 0, "carry": {}, "complete": False, "sequences": 0, "tokens": 0}
+    if not manifest_path.is_file():
+        return state
+    old = json.loads(manifest_path.read_text())
+    if {k: old.get(k) for k in ident} != ident:
+        raise InputError(
+            str(manifest_path),
+            None,
+            "made from another corpus, tokenizer or settings: use a new --out folder",
+        )
+    return {k: old[k] for k in state}
+
+
+class _ShardWriter:
+    """Packs the corpus lines not done before into rows and writes each full shard; the
+    manifest is rewritten after every shard, so an interrupted build resumes from it."""
+
+    def __init__(
+        self,
+        out: Path,
+        settings: DataSettings,
+        specials: Specials,
+        ident: dict[str, Any],
+        state: dict[str, Any],
+        on_progress: Callable[[dict], None],
+    ) -> None:
+        self.out, self.settings, self.specials = out, settings, specials
+        self.ident, self.state, self.on_progress = ident, state, on_progress
+        self.manifest_path = out / MANIFEST
+        self.resumed = state["lines"] > 0
+        self.packer = _Packer(settings.seq_len, specials, state["carry"])
+        # Finished rows not yet in a shard; with the packer's row in progress they are the
+        # "carry" a resume starts from.
+        self.rows: list[tuple[list[int], list[int]]] = [
+            tuple(r) for r in state["carry"].get("rows", [])
+        ]
+        self.new_shards = 0
+
+    def pack(self, files: list[Path], tok, max_shards: int | None) -> None:
+        """Every line after those done before, then the last rows and the manifest marked
+        complete; or stop once `max_shards` new shards are written."""
+        line_no = 0
+        for path in files:
+            with path.open(encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    line_no += 1
+                    if line_no <= self.state["lines"]:
+                        continue  # done before the interruption
+                    self._add_line(line.strip(), tok)
+                    if self._write_full_shards(line_no, max_shards):
+                        return
+            line_no += 1  # the end of a file ends a document; it counts as a line
+            if line_no > self.state["lines"]:
+                self.rows += self.packer.end_document()
+        self._finish(line_no)
+
+    def _add_line(self, text: str, tok) -> None:
+        if not text:  # a blank line ends a document
+            self.rows += self.packer.end_document()
+            return
+        for pieces in _words(tok.encode(text, add_special_tokens=False)):
+            self.rows += self.packer.add_word(pieces)
+
+    def _write_full_shards(self, line_no: int, max_shards: int | None) -> bool:
+        """Write every full shard the rows hold; True once `max_shards` new ones are written."""
+        size = self.settings.shard_size
+        while len(self.rows) >= size:
+            batch, self.rows = self.rows[:size], self.rows[size:]
+            self._write_shard(batch, line_no)
+            if max_shards is not None and self.new_shards >= max_shards:
+                return True
+        return False
+
+    def _finish(self, line_no: int) -> None:
+        last = self.packer.flush()
+        if last:
+            self.rows.append(last)
+        size = self.settings.shard_size
+        while self.rows:
+            batch, self.rows = self.rows[:size], self.rows[size:]
+            self._write_shard(batch, line_no)
+        self.state["complete"] = True
+        self.state["carry"] = {}
+        _write_manifest(self.manifest_path, {**self.ident, **self.state})
+
+    def _write_shard(self, batch: list[tuple[list[int], list[int]]], lines: int) -> None:
+        """One masked shard, then the manifest that counts it (the rows still pending and the
+        packer's row in progress are its carry)."""
+        settings, specials, state = self.settings, self.specials, self.state
         index = len(state["shards"])
         ids = np.full((len(batch), settings.seq_len), specials.pad, dtype=np.int32)
         for i, (row, _) in enumerate(batch):
@@ -319,7 +407,7 @@ def build_data(
             ids, [s for _, s in batch], specials, settings.mask_prob, rng
         )
         name = f"shard-{index:05d}.npz"
-        with atomic_path(out / name) as tmp:
+        with atomic_path(self.out / name) as tmp:
             np.savez(
                 tmp,
                 input_ids=inputs,
@@ -327,51 +415,26 @@ def build_data(
                 labels=labels,
             )
         state["shards"].append(
-            {"file": name, "sequences": len(batch), "sha256": file_sha256(out / name)}
+            {"file": name, "sequences": len(batch), "sha256": file_sha256(self.out / name)}
         )
         state["sequences"] += len(batch)
         state["tokens"] += int((ids != specials.pad).sum())
         state["lines"] = lines
-        state["carry"] = {**packer.carry(), "rows": [list(r) for r in pending]}
-        new_shards += 1
-        _write_manifest(manifest_path, {**ident, **state})
-        on_progress(
+        state["carry"] = {**self.packer.carry(), "rows": [list(r) for r in self.rows]}
+        self.new_shards += 1
+        _write_manifest(self.manifest_path, {**self.ident, **state})
+        self.on_progress(
             {"shards": len(state["shards"]), "sequences": state["sequences"], "lines": lines}
         )
 
-    def result() -> dict[str, Any]:
-        return {**ident, **state, "out": str(out), "resumed": resumed, "new_shards": new_shards}
-
-    for path in files:
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                line_no += 1
-                if line_no <= state["lines"]:
-                    continue  # done before the interruption
-                text = line.strip()
-                if not text:
-                    rows += packer.end_document()
-                else:
-                    for pieces in _words(tok.encode(text, add_special_tokens=False)):
-                        rows += packer.add_word(pieces)
-                while len(rows) >= settings.shard_size:
-                    batch, rows = rows[: settings.shard_size], rows[settings.shard_size :]
-                    write_shard(batch, rows, line_no)
-                    if max_shards is not None and new_shards >= max_shards:
-                        return result()
-        line_no += 1  # the end of a file ends a document; it counts as a line
-        if line_no > state["lines"]:
-            rows += packer.end_document()
-    last = packer.flush()
-    if last:
-        rows.append(last)
-    while rows:
-        batch, rows = rows[: settings.shard_size], rows[settings.shard_size :]
-        write_shard(batch, rows, line_no)
-    state["complete"] = True
-    state["carry"] = {}
-    _write_manifest(manifest_path, {**ident, **state})
-    return result()
+    def result(self) -> dict[str, Any]:
+        return {
+            **self.ident,
+            **self.state,
+            "out": str(self.out),
+            "resumed": self.resumed,
+            "new_shards": self.new_shards,
+        }
 
 
 def _words(enc) -> Iterator[list[int]]:
