@@ -23,7 +23,9 @@ from pydantic import (
     model_validator,
 )
 
+from bfnas.bench.device.backends import BACKENDS, registered_backends
 from bfnas.bench.device.backends.ort_options import check_provider_options
+from bfnas.bench.runners.registry import RUNNER_KINDS, registered_kinds
 from bfnas.errors import InputError, read_text_input
 from bfnas.models.deploy.recipes import RECIPES
 
@@ -56,7 +58,8 @@ class Target(_Strict):
     """Where the device is. `local`: this machine; `ssh`: a device running `bfnas worker`;
     `ray`: a node of a Ray cluster advertising `resource`."""
 
-    kind: Literal["local", "ssh", "ray"] = "local"
+    # One of the runner kinds `bench.runners.registry` registers.
+    kind: str = "local"
     host: str | None = None
     user: str | None = None
     port: Annotated[int, Field(gt=0, lt=65536)] = 22
@@ -74,14 +77,19 @@ class Target(_Strict):
     address: str | None = None
     resource: str | None = None
 
+    @field_validator("kind")
+    @classmethod
+    def _registered_kind(cls, value: str) -> str:
+        if value not in RUNNER_KINDS:
+            raise ValueError(f"should be one of the registered runner kinds: {registered_kinds()}")
+        return value
+
     @model_validator(mode="after")
     def _needs(self) -> Target:
-        if self.kind == "ssh" and not self.host:
-            raise ValueError("an ssh target needs host")
-        if self.kind == "ray" and not self.resource:
-            raise ValueError(
-                "a ray target needs resource (the custom resource its node advertises)"
-            )
+        # What the kind's registration says a target of that kind must set (ssh: host).
+        for field_name, error in RUNNER_KINDS[self.kind].needs:
+            if not getattr(self, field_name):
+                raise ValueError(error)
         return self
 
     @field_validator("address")
@@ -113,7 +121,8 @@ class TensorRTOptions(_Strict):
 
 
 class Runtime(_Strict):
-    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    # One of the backends `bench.device.backends` registers.
+    backend: str = "onnxruntime"
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1)
     provider_options: list[dict[str, str | int | float | bool]] = Field(default_factory=list)
     intra_op_threads: PositiveInt = 1
@@ -123,6 +132,13 @@ class Runtime(_Strict):
     include_copies: bool = False
     workspace_mb: PositiveInt = 1024
     tensorrt: TensorRTOptions | None = None
+
+    @field_validator("backend")
+    @classmethod
+    def _registered_backend(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"should be one of the registered backends: {registered_backends()}")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -240,7 +256,7 @@ class HardwareProfile(_Strict):
             and self.quantization.recipe != "qdq-symmetric"
         ):
             # TensorRT >= 10 takes INT8 only as explicit, symmetric Q/DQ
-            # (bench.device.backends.tensorrt.engine).
+            # (bench.device.backends.tensorrt.build_plan).
             raise ValueError(
                 "backend tensorrt runs INT8 from explicit Q/DQ: quantization.recipe "
                 "must be qdq-symmetric"

@@ -1,23 +1,71 @@
 """Search objectives: a float per `SubnetConfig`, bigger is better.
 
-Built in: `params` (encoder parameters: the Bigger&Faster thesis that under a latency budget
-the bigger model is the better one; embeddings are left out because their count follows
-`hidden` alone and would dominate small subnets), `neg-macs` (the cheapest architecture),
-and `oneshot` (the subnet's one-shot closeness to the teacher with inherited weights,
-`bfnas.models.train.oneshot`; it needs held-out pretraining data). A plugin is `module:function`,
-imported by path: a callable taking a `SubnetConfig`, returning a float.
+Registered here (`@objective(name)`, the one place an objective is added): `params`
+(encoder parameters: the Bigger&Faster thesis that under a latency budget the bigger model
+is the better one; embeddings are left out because their count follows `hidden` alone and
+would dominate small subnets), `neg-macs` (the cheapest architecture), and `oneshot` (the
+subnet's one-shot closeness to the teacher with inherited weights,
+`bfnas.models.train.oneshot`; it needs held-out pretraining data). A plugin is
+`module:function`, imported by path: a callable taking a `SubnetConfig`, returning a float.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from bfnas.errors import InputError, short
 from bfnas.models.space.subnet import SubnetConfig
 
 Objective = Callable[[SubnetConfig], float]
-BUILTIN = ("params", "neg-macs", "oneshot")
+
+
+@dataclass(frozen=True)
+class ObjectiveSettings:
+    """What a registered objective may be made from: the workload's shape, the setting a
+    refusal names, and the one-shot scorer (made by the caller: it needs a supernet and
+    held-out data)."""
+
+    seq_len: int = 128
+    batch: int = 1
+    setting: str = "objective"
+    oneshot: Objective | None = None
+
+
+ObjectiveFactory = Callable[[ObjectiveSettings], Objective]
+OBJECTIVES: dict[str, ObjectiveFactory] = {}
+
+
+def objective(name: str) -> Callable[[ObjectiveFactory], ObjectiveFactory]:
+    """Register the decorated factory as the objective called `name` (`--objective NAME`)."""
+
+    def register(factory: ObjectiveFactory) -> ObjectiveFactory:
+        OBJECTIVES[name] = factory
+        return factory
+
+    return register
+
+
+@objective("params")
+def encoder_params(settings: ObjectiveSettings) -> Objective:
+    return lambda cfg: float(cfg.params(embeddings=False))
+
+
+@objective("neg-macs")
+def negative_macs(settings: ObjectiveSettings) -> Objective:
+    seq_len, batch = settings.seq_len, settings.batch
+    return lambda cfg: -float(cfg.total_macs(seq_len, batch))
+
+
+@objective("oneshot")
+def oneshot_fidelity(settings: ObjectiveSettings) -> Objective:
+    if settings.oneshot is None:
+        raise InputError.bad_setting(
+            settings.setting,
+            "oneshot needs held-out pretraining data: pass --data DIR (made by `bfnas data build`)",
+        )
+    return settings.oneshot
 
 
 def load_objective(
@@ -27,26 +75,24 @@ def load_objective(
     setting: str = "objective",
     oneshot: Objective | None = None,
 ) -> Objective:
-    """The objective called `name` (a built-in or `module:function`), or InputError.
+    """The objective called `name` (a registered one or `module:function`), or InputError.
     `oneshot` is the scorer behind the `oneshot` objective (it needs a supernet and data)."""
-    if name == "params":
-        return lambda cfg: float(cfg.params(embeddings=False))
-    if name == "neg-macs":
-        return lambda cfg: -float(cfg.total_macs(seq_len, batch))
-    if name == "oneshot":
-        if oneshot is None:
-            raise InputError.bad_setting(
-                setting,
-                "oneshot needs held-out pretraining data: pass --data DIR "
-                "(made by `bfnas data build`)",
-            )
-        return oneshot
+    factory = OBJECTIVES.get(name)
+    if factory is not None:
+        return factory(ObjectiveSettings(seq_len, batch, setting, oneshot))
     if ":" not in name:
         raise InputError.bad_setting(
             setting,
-            f"unknown objective {name!r} (built in: {', '.join(BUILTIN)}; "
+            f"unknown objective {name!r} (built in: {', '.join(OBJECTIVES)}; "
             "or a plugin as module:function)",
         )
+    return load_plugin(name, setting)
+
+
+def load_plugin(name: str, setting: str = "objective") -> Objective:
+    """The plugin objective `module:function`, its results checked (`checked`), or
+    InputError in one line: the module does not import, has no such name, or it is not
+    callable."""
     module_name, _, attr = name.partition(":")
     if not module_name or not attr:
         raise InputError.bad_setting(

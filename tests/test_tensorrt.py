@@ -2,9 +2,10 @@
 
 Everything that does not need a GPU runs here: the explicit-quantization checker on the
 real `qdq-symmetric` graph and on broken copies of it, the FP16 twin of a QDQ graph, the
-build plan per TensorRT version, shapes, cache keys, the inspector parser, device-timed
-samples in the timing loop, profile validation, and the error paths on a machine without
-TensorRT. Tests marked `gpu` build and time real engines; they skip where there is no GPU.
+build plan per TensorRT version, shapes, cache keys, the engine build's steps against a
+stand-in for TensorRT's builder API, the inspector parser, device-timed samples in the
+timing loop, profile validation, and the error paths on a machine without TensorRT. Tests
+marked `gpu` build and time real engines; they skip where there is no GPU.
 """
 
 import json
@@ -16,23 +17,23 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-from bfnas.bench.device.backends.ort import bound_runner, token_feed
+from bfnas.bench.device.backends.ort import bound_inference, token_feed
 from bfnas.bench.device.backends.ort_options import check_provider_options
-from bfnas.bench.device.backends.tensorrt.engine import (
+from bfnas.bench.device.backends.tensorrt.build_plan import (
     BuildError,
-    BuildSettings,
-    DeviceIdentity,
-    check_trt_qdq,
-    engine_key,
-    has_qdq,
-    layer_precisions,
     onnx_input_dims,
     plan_build,
     profile_shapes,
-    strip_qdq,
-    tensor_precision,
+)
+from bfnas.bench.device.backends.tensorrt.float_twin import strip_qdq
+from bfnas.bench.device.backends.tensorrt.inspector import layer_precisions, tensor_precision
+from bfnas.bench.device.backends.tensorrt.keys import (
+    BuildSettings,
+    DeviceIdentity,
+    engine_key,
     timing_cache_key,
 )
+from bfnas.bench.device.backends.tensorrt.qdq_check import check_trt_qdq, has_qdq
 from bfnas.bench.device.gpu import driver_version, gpu_device, module_status, tensorrt_missing
 from bfnas.bench.device.timing import DeviceTime, StopRule, time_runs
 from bfnas.bench.hardware_profile import load_profile, parse_profile
@@ -292,6 +293,164 @@ def test_timing_cache_is_per_device_and_tactic_settings_not_per_model():
         assert (key != base) == tactic, name
 
 
+# --- the build steps, against a stand-in for TensorRT's builder API ------------------------
+
+
+class FakeTensorRT:
+    """The part of TensorRT's Python API `build.build_engine` calls, recording each call, so
+    the order and the arguments of a build are checked on CPU (a real build needs a GPU).
+    The builder checks, when it serializes, that the ONNX parser is still alive: TensorRT's
+    network points into weights the parser owns."""
+
+    class Logger:
+        WARNING = "warning"
+
+        def __init__(self, level):
+            pass
+
+    class NetworkDefinitionCreationFlag:
+        EXPLICIT_BATCH = 0
+        STRONGLY_TYPED = 5
+
+    class MemoryPoolType:
+        WORKSPACE = "workspace"
+
+    class ProfilingVerbosity:
+        DETAILED = "detailed"
+
+    class BuilderFlag:
+        INT8 = "int8"
+        FP16 = "fp16"
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        self.parser = None
+
+    def Builder(self, logger):  # TensorRT's name
+        self.calls.append(("builder",))
+        return FakeBuilder(self)
+
+    def OnnxParser(self, network, logger):  # TensorRT's name
+        import weakref
+
+        parser = FakeParser()
+        self.parser = weakref.ref(parser)
+        return parser
+
+
+class FakeParser:
+    num_errors = 0
+
+    def parse_from_file(self, path):
+        return True
+
+
+class FakeConfig:
+    def __init__(self, trt):
+        self.trt = trt
+        self.builder_optimization_level = None
+        self.profiling_verbosity = None
+        self.timing = None
+
+    def set_memory_pool_limit(self, pool, size):
+        self.trt.calls.append(("pool", pool, size))
+
+    def set_flag(self, flag):
+        self.trt.calls.append(("flag", flag))
+
+    def add_optimization_profile(self, profile):
+        self.trt.calls.append(("profile", dict(profile.shapes)))
+
+    def create_timing_cache(self, blob):
+        self.trt.calls.append(("timing cache read", bytes(blob)))
+        return bytes(blob)
+
+    def set_timing_cache(self, cache, ignore_mismatch):
+        self.timing = cache
+        self.trt.calls.append(("timing cache set", ignore_mismatch))
+
+    def get_timing_cache(self):
+        class Cache:
+            def serialize(inner):
+                return self.timing + b"+tactics"
+
+        return Cache()
+
+
+class FakeProfile:
+    def __init__(self):
+        self.shapes = {}
+
+    def set_shape(self, name, lo, opt, hi):
+        self.shapes[name] = (lo, opt, hi)
+
+
+class FakeBuilder:
+    def __init__(self, trt):
+        self.trt = trt
+
+    def create_network(self, flags):
+        self.trt.calls.append(("network", flags))
+        return object()
+
+    def create_builder_config(self):
+        return FakeConfig(self.trt)
+
+    def create_optimization_profile(self):
+        return FakeProfile()
+
+    def build_serialized_network(self, network, config):
+        self.trt.calls.append(("serialize", self.trt.parser() is not None, config.timing))
+        return b"engine bytes"
+
+
+def test_build_engine_runs_its_steps_in_order_and_caches_the_result(qdq_art, tmp_path):
+    from bfnas.bench.device.backends.tensorrt.build import build_engine
+
+    trt = FakeTensorRT()
+    settings = replace(SETTINGS, seq_len=32)
+    (tmp_path / "timing").mkdir()
+    timing = tmp_path / "timing" / f"{timing_cache_key(DEVICE, settings)}.cache"
+    timing.write_bytes(b"earlier")
+    built = build_engine(trt, qdq_art.path, qdq_art.sha256, settings, DEVICE, tmp_path)
+    assert not built.cached and built.path.read_bytes() == b"engine bytes"
+    assert built.key == engine_key(qdq_art.sha256, DEVICE, settings)
+    shape = ((1, 32),) * 3
+    assert trt.calls == [
+        ("builder",),
+        ("network", 1 << 5),  # strongly typed: TensorRT >= 10 with Q/DQ, and no flags
+        ("pool", "workspace", 1024 << 20),
+        ("profile", {"input_ids": shape, "attention_mask": shape, "token_type_ids": shape}),
+        ("timing cache read", b"earlier"),
+        ("timing cache set", False),
+        ("serialize", True, b"earlier"),  # the parser still alive, the timing cache in use
+    ]
+    assert timing.read_bytes() == b"earlier+tactics"
+    assert not list(tmp_path.rglob(".tmp-*"))  # written whole: no part file left
+
+    trt.calls.clear()
+    again = build_engine(trt, qdq_art.path, qdq_art.sha256, settings, DEVICE, tmp_path)
+    assert again.cached and again.path == built.path and trt.calls == []
+
+
+def test_build_engine_refuses_before_building(qdq_model, tmp_path):
+    from bfnas.bench.device.backends.tensorrt.build import build_engine
+
+    broken = tmp_path / "broken.onnx"
+    qdq_model.graph.node[0].domain = "com.microsoft"
+    onnx.save(qdq_model, str(broken))
+    trt = FakeTensorRT()
+    with pytest.raises(BuildError, match="explicit-quantization rules: node"):
+        build_engine(trt, broken, "c" * 64, replace(SETTINGS, seq_len=32), DEVICE, tmp_path)
+    calibrating = BuildSettings("int8", plan_build("8.6.1", "int8", False), 1, 32, 1024)
+    with pytest.raises(BuildError, match="needs calibration batches"):
+        build_engine(
+            trt, broken, "c" * 64, calibrating, replace(DEVICE, tensorrt="8.6.1"), tmp_path
+        )
+    assert ("serialize",) not in [c[:1] for c in trt.calls]
+    assert not (tmp_path / "engines").exists()
+
+
 # --- the engine inspector ---------------------------------------------------------------
 
 INSPECTOR_JSON = {
@@ -537,7 +696,7 @@ def test_hw_check_of_a_gpu_provider_checks_the_gpu(capsys):
     assert (code == 0) == usable
 
 
-def test_trt_runner_without_tensorrt_names_what_is_missing(qdq_art):
+def test_trt_inference_without_tensorrt_names_what_is_missing(qdq_art):
     from bfnas.bench.device.backends.tensorrt.harness import TensorRTUnavailable, require_tensorrt
     from bfnas.bench.device.worker import run_job_text
 
@@ -559,12 +718,12 @@ def test_trt_runner_without_tensorrt_names_what_is_missing(qdq_art):
     assert "TensorRTUnavailable" in result["reason"] and MISSING[0] in result["reason"]
 
 
-def test_io_binding_runner_matches_session_run(qdq_art):
+def test_io_binding_inference_matches_session_run(qdq_art):
     # The GPU providers' no-copies path, run here on the CPU device of ONNX Runtime.
     session = ort.InferenceSession(str(qdq_art.path), providers=["CPUExecutionProvider"])
     feed = token_feed(1, 32)
     out = session.get_outputs()[0].name
-    binding = bound_runner(session, feed, out, "cpu")()
+    binding = bound_inference(session, feed, out, "cpu")()
     np.testing.assert_allclose(
         binding.copy_outputs_to_cpu()[0], session.run([out], feed)[0], rtol=1e-5, atol=1e-5
     )

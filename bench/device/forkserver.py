@@ -15,6 +15,7 @@ same server runs on SSH devices, over the ssh session's pipes (`bench.runners.ss
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import select
@@ -22,13 +23,22 @@ import signal
 import sys
 import time
 
-# What a worker needs, imported before any fork.
+# What every worker needs, imported before any fork; each backend's own modules are
+# imported by `_preload`, as the backend registry lists them.
 import numpy  # noqa: F401
-import onnxruntime  # noqa: F401
 
-import bfnas.bench.device.backends.ort  # noqa: F401
 import bfnas.bench.hardware_profile  # noqa: F401
+from bfnas.bench.device.backends import BACKENDS
 from bfnas.bench.device.worker import run_job_text
+
+
+def _preload() -> None:
+    """Import what the registered backends want loaded before a fork (ONNX Runtime and its
+    harness), so a forked worker starts with them. A missing one stops the server at once,
+    as a failed import always has."""
+    for backend in BACKENDS.values():
+        for module in backend.preload:
+            importlib.import_module(module)
 
 
 def _child(job: str, write_fd: int) -> None:
@@ -79,6 +89,7 @@ def _send(message: dict) -> None:
 
 
 def main() -> int:
+    _preload()
     _send({"ready": True})
     for line in sys.stdin:
         if line.strip():

@@ -8,6 +8,7 @@ import importlib.util
 import os
 from dataclasses import asdict, dataclass
 
+from bfnas.bench.device.backends import backend_named
 from bfnas.bench.device.backends.ort_options import GPU_PROVIDERS
 from bfnas.bench.device.environment import cpu_model
 from bfnas.bench.device.gpu import gpu_checks, gpu_count
@@ -42,7 +43,9 @@ def _has(module: str) -> bool:
 
 
 def local_checks(profile: HardwareProfile) -> list[Check]:
-    """The checks of a profile on this machine, whatever its target says."""
+    """The checks of a profile on this machine, whatever its target says: the CPU, the
+    cores and threads asked for, then the checks its backend registers
+    (`bench.device.backends`)."""
     checks: list[Check] = []
     model, isa = cpu_model()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -74,50 +77,58 @@ def local_checks(profile: HardwareProfile) -> list[Check]:
             "runtime.intra_op_threads",
         )
     )
-    if rt.backend == "onnxruntime":
-        if not _has("onnxruntime"):
-            checks.append(
-                Check("onnxruntime", False, "onnxruntime is not installed", "runtime.backend")
-            )
-            return checks
-        import onnxruntime as ort
+    checks.extend(backend_named(rt.backend).load_checks()(profile))
+    return checks
 
-        available = ort.get_available_providers()
+
+def onnxruntime_checks(profile: HardwareProfile) -> list[Check]:
+    """ONNX Runtime's part of the checks: installed, every provider in this build, and the
+    GPU (with the device ids asked for) when a provider runs on one."""
+    if not _has("onnxruntime"):
+        return [Check("onnxruntime", False, "onnxruntime is not installed", "runtime.backend")]
+    import onnxruntime as ort
+
+    rt = profile.runtime
+    available = ort.get_available_providers()
+    checks = [
+        Check(
+            "onnxruntime",
+            True,
+            f"onnxruntime {ort.__version__}; providers: {', '.join(available)}",
+        )
+    ]
+    for p in rt.providers:
         checks.append(
             Check(
-                "onnxruntime",
-                True,
-                f"onnxruntime {ort.__version__}; providers: {', '.join(available)}",
+                f"provider {p}",
+                p in available,
+                "available"
+                if p in available
+                else f"not in this onnxruntime build (has {', '.join(available)})",
+                "runtime.providers",
             )
         )
-        for p in rt.providers:
-            checks.append(
-                Check(
-                    f"provider {p}",
-                    p in available,
-                    "available"
-                    if p in available
-                    else f"not in this onnxruntime build (has {', '.join(available)})",
-                    "runtime.providers",
-                )
-            )
-        gpu = [i for i, p in enumerate(rt.providers) if p in GPU_PROVIDERS]
-        if gpu:
+    gpu = [i for i, p in enumerate(rt.providers) if p in GPU_PROVIDERS]
+    if gpu:
+        checks.extend(Check(*row, "runtime.providers") for row in gpu_checks(need_modules=False))
+        for i in gpu:
+            options = rt.provider_options[i] if rt.provider_options else {}
             checks.extend(
-                Check(*row, "runtime.providers") for row in gpu_checks(need_modules=False)
-            )
-            for i in gpu:
-                options = rt.provider_options[i] if rt.provider_options else {}
-                checks.extend(
-                    _device_id(
-                        int(options.get("device_id", 0)), f"runtime.provider_options.{i}.device_id"
-                    )
+                _device_id(
+                    int(options.get("device_id", 0)), f"runtime.provider_options.{i}.device_id"
                 )
-    else:
-        checks.extend(Check(*row, "runtime.backend") for row in gpu_checks(need_modules=True))
-        checks.extend(
-            _device_id(rt.tensorrt.device_id if rt.tensorrt else 0, "runtime.tensorrt.device_id")
-        )
+            )
+    return checks
+
+
+def tensorrt_checks(profile: HardwareProfile) -> list[Check]:
+    """TensorRT's part of the checks: a GPU with its driver, the tensorrt and pycuda modules,
+    and the device id asked for."""
+    rt = profile.runtime
+    checks = [Check(*row, "runtime.backend") for row in gpu_checks(need_modules=True)]
+    checks.extend(
+        _device_id(rt.tensorrt.device_id if rt.tensorrt else 0, "runtime.tensorrt.device_id")
+    )
     return checks
 
 

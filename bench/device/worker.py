@@ -20,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bfnas.bench.device.backends import Infer, backend_named
 from bfnas.bench.device.environment import CpuWatch, environment
 from bfnas.bench.device.stats import median_rel_ci, summarize
 from bfnas.bench.device.timing import StopRule, time_runs
+from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.models.digest import file_sha256
 
 
@@ -39,23 +41,18 @@ def _checked(path: str, sha256: str | None) -> Path:
     return model
 
 
-def _runner(model: Path, profile) -> tuple:
-    """(one inference, the provider really running, details) for the profile's backend."""
-    rt, wl = profile.runtime, profile.workload
-    if rt.backend == "onnxruntime":
-        from bfnas.bench.device.backends.ort import ort_runner
-
-        return ort_runner(str(model), rt, wl.batch, wl.seq_len)
+def _inference(model: Path, profile: HardwareProfile) -> tuple[Infer, str, dict]:
+    """(the inference function, what really runs it, details) from the profile's backend,
+    as the backend registry names it (`bench.device.backends`)."""
+    name = profile.runtime.backend
     try:
-        from bfnas.bench.device.backends.tensorrt.harness import trt_runner
+        make_infer = backend_named(name).load_make_infer()
     except ImportError as exc:
-        raise JobError(f"backend tensorrt is not usable here: {exc}") from None
-    return trt_runner(str(model), profile)
+        raise JobError(f"backend {name} is not usable here: {exc}") from None
+    return make_infer(str(model), profile)
 
 
 def run_job(job: dict) -> dict:
-    from bfnas.bench.hardware_profile import HardwareProfile
-
     profile = HardwareProfile.model_validate(job["profile"])
     model = _checked(job["model"], job.get("sha256"))
     rt = profile.runtime
@@ -64,15 +61,15 @@ def run_job(job: dict) -> dict:
     rule = StopRule.from_measure(profile.measure)
 
     t = time.perf_counter()
-    run_once, provider, details = _runner(model, profile)
+    infer, provider, details = _inference(model, profile)
     session_ms = (time.perf_counter() - t) * 1e3
     anchor = None
     if job.get("anchor"):
         anchor_path = _checked(job["anchor"]["model"], job["anchor"].get("sha256"))
-        anchor, _, _ = _runner(anchor_path, profile)
+        anchor, _, _ = _inference(anchor_path, profile)
 
     watch = CpuWatch()
-    timing = time_runs(run_once, rule, anchor)
+    timing = time_runs(infer, rule, anchor)
     cpu = watch.read()
     paired = {}
     if timing.anchor_ms is not None:

@@ -1,5 +1,6 @@
 """What every runner is: where a measurement job executes, the job it is sent and the result
-it gives back (`Runner`), and the error when its device cannot be reached."""
+it gives back (`Runner`), the error when its device cannot be reached, and the runner a
+profile gets (`runner_for`, by its `target.kind` in `registry`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 from typing import Protocol
 
 from bfnas.bench.hardware_profile import HardwareProfile
+from bfnas.bench.runners.registry import runner_kind
 from bfnas.errors import OperationFailed
 
 
@@ -32,6 +34,13 @@ class Runner(Protocol):
         profile: HardwareProfile,
         anchor: tuple[str, str] | None = None,
     ) -> dict: ...
+
+
+def runner_for(profile: HardwareProfile) -> Runner:
+    """Where `profile`'s measurements run: the runner its `target.kind` registers (this
+    machine, an SSH device, the devices of a Ray cluster). Bad input (the ray package
+    missing for a ray target, say) is an InputError naming the profile's file and field."""
+    return runner_kind(profile.target.kind).load_build()(profile)
 
 
 def job_json(

@@ -65,10 +65,8 @@ class LocalRunner:
         return parse_worker_output(proc.returncode, proc.stdout, proc.stderr)
 
     def probe(self, profile: HardwareProfile) -> list[dict]:
-        """This machine's checks of `profile` (`bench.device.probe.require_usable`)."""
-        from bfnas.bench.device.probe import local_checks
-
-        return [c.to_dict() for c in local_checks(profile)]
+        """This machine's checks of `profile` (`bench.runners.usable.require_usable`)."""
+        return local_probe(profile)
 
     def close(self) -> None:
         """Stop the fork server (a new one starts on the next job)."""
@@ -77,3 +75,15 @@ class LocalRunner:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+def local_runner(profile: HardwareProfile) -> LocalRunner:
+    """The runner of a `local` target (`registry.RUNNER_KINDS`): this machine."""
+    return LocalRunner()
+
+
+def local_probe(profile: HardwareProfile) -> list[dict]:
+    """This machine's checks of `profile`, as dicts (`registry.RUNNER_KINDS`)."""
+    from bfnas.bench.device.probe import local_checks
+
+    return [c.to_dict() for c in local_checks(profile)]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import os
 import queue
 import threading
@@ -28,7 +29,7 @@ from typing import Any
 
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.runners.base import DeviceUnreachable
-from bfnas.errors import OperationFailed
+from bfnas.errors import InputError, OperationFailed
 
 AFFINITY_ENV = "BFNAS_CPU_AFFINITY"
 BLOB_DIR_ENV = "BFNAS_RAY_BLOBS"  # where a node keeps received models (default below)
@@ -365,9 +366,34 @@ class RayRunner:
                 ray.kill(actor)
 
 
+def _ray_installed() -> bool:
+    return importlib.util.find_spec("ray") is not None
+
+
+def ray_runner(profile: HardwareProfile) -> RayRunner:
+    """The runner of a `ray` target (`registry.RUNNER_KINDS`), or InputError without the ray
+    package."""
+    if not _ray_installed():
+        raise InputError(
+            profile.source,
+            "target.kind",
+            "ray targets need the ray package (pip install 'bfnas[ray]')",
+        )
+    return RayRunner(profile)
+
+
 def ray_probe(profile: HardwareProfile) -> list[dict]:
-    """`hw check` of a Ray target: the cluster is reachable, devices advertise the resource,
-    and each device's own check (run in its actor)."""
+    """`hw check` of a Ray target (`registry.RUNNER_KINDS`): ray is installed, the cluster is
+    reachable, devices advertise the resource, and each device's own check (run in its
+    actor)."""
+    if not _ray_installed():
+        return [
+            {
+                "name": "ray",
+                "ok": False,
+                "detail": "python package ray is not installed (pip install 'bfnas[ray]')",
+            }
+        ]
     import ray
 
     addr = profile.target.address

@@ -314,6 +314,22 @@ class SshRunner:
             self.close()
 
 
+def ssh_runner(profile: HardwareProfile) -> SshRunner:
+    """The runner of an `ssh` target (`registry.RUNNER_KINDS`)."""
+    return SshRunner(profile.target)
+
+
+def ssh_probe(profile: HardwareProfile) -> list[dict]:
+    """`hw check` of an `ssh` target (`registry.RUNNER_KINDS`): the device runs the check
+    itself, through its own Python. Tried once: a check reports an unreachable device
+    rather than waiting through a job's retries."""
+    runner = SshRunner(profile.target, retries=0)
+    try:
+        return remote_probe(runner, profile)
+    finally:
+        runner.close()
+
+
 def remote_probe(runner: SshRunner, profile: HardwareProfile) -> list[dict]:
     """The device's own `hw check` for the profile (as a local target there), as dicts;
     the first entries say whether ssh and the device's Python work at all."""

@@ -11,36 +11,19 @@ measurement, and the job "succeeds" with nothing measured.
 
 from __future__ import annotations
 
-import importlib.util
-
-from bfnas.bench.device.probe import Check, local_checks
+from bfnas.bench.device.backends import backend_named
+from bfnas.bench.device.probe import Check
 from bfnas.bench.hardware_profile import HardwareProfile
+from bfnas.bench.runners.registry import runner_kind
 from bfnas.errors import InputError, OperationFailed
 
 
 def probe(profile: HardwareProfile) -> list[Check]:
-    """Is the profile usable? Local targets are checked here; SSH devices run this same
-    check on the device (through the device's Python); Ray devices in one of their actors."""
-    kind = profile.target.kind
-    if kind == "ssh":
-        from bfnas.bench.runners.ssh import SshRunner, remote_probe
-
-        runner = SshRunner(profile.target, retries=0)
-        try:
-            return [Check.from_dict(c) for c in remote_probe(runner, profile)]
-        finally:
-            runner.close()
-    if kind == "ray":
-        if importlib.util.find_spec("ray") is None:
-            return [
-                Check(
-                    "ray", False, "python package ray is not installed (pip install 'bfnas[ray]')"
-                )
-            ]
-        from bfnas.bench.runners.ray import ray_probe
-
-        return [Check.from_dict(c) for c in ray_probe(profile)]
-    return local_checks(profile)
+    """Is the profile usable? Checked where its runner measures, as its `target.kind`
+    registers (`registry`): local targets here; SSH devices run this same check on the device
+    (through the device's Python); Ray devices in one of their actors."""
+    checks = runner_kind(profile.target.kind).load_probe()(profile)
+    return [Check.from_dict(c) for c in checks]
 
 
 def refusal(profile: HardwareProfile, checks: list[Check]) -> InputError | OperationFailed | None:
@@ -56,11 +39,15 @@ def refusal(profile: HardwareProfile, checks: list[Check]) -> InputError | Opera
             f"{profile.source}: profile {profile.name} cannot be checked: "
             f"{first.name}: {first.detail}"
         )
-    if first.field == "runtime.backend" and profile.runtime.backend == "tensorrt":
-        # Everything TensorRT lacks here at once: a GPU, its driver, the Python modules.
+    unavailable_as = backend_named(profile.runtime.backend).unavailable_as
+    if first.field == "runtime.backend" and unavailable_as:
+        # Everything the backend lacks here at once (TensorRT: a GPU, its driver, the Python
+        # modules), as its registration asks.
         missing = "; ".join(c.detail for c in failed if c.field == first.field)
         return InputError(
-            profile.source, first.field, f"not usable here: TensorRT is not available ({missing})"
+            profile.source,
+            first.field,
+            f"not usable here: {unavailable_as} is not available ({missing})",
         )
     return InputError(profile.source, first.field, f"not usable here: {first.name}: {first.detail}")
 

@@ -159,28 +159,12 @@ def print_json(obj: Any) -> int:
 
 
 def runner_for(profile):
-    """Where a profile's measurements run: this machine, an SSH device, or the devices of a
-    Ray cluster (see `on_ray`)."""
-    import importlib.util
+    """Where a profile's measurements run, as its `target.kind` registers
+    (`bench.runners.registry`): this machine, an SSH device, or the devices of a Ray cluster
+    (see `on_ray`)."""
+    from bfnas.bench.runners.base import runner_for as registered_runner
 
-    from bfnas.bench.runners.local import LocalRunner
-
-    kind = profile.target.kind
-    if kind == "local":
-        return LocalRunner()
-    if kind == "ssh":
-        from bfnas.bench.runners.ssh import SshRunner
-
-        return SshRunner(profile.target)
-    if importlib.util.find_spec("ray") is None:
-        raise InputError(
-            profile.source,
-            "target.kind",
-            "ray targets need the ray package (pip install 'bfnas[ray]')",
-        )
-    from bfnas.bench.runners.ray import RayRunner
-
-    return RayRunner(profile)
+    return registered_runner(profile)
 
 
 def on_ray(profile, address: str | None):

@@ -1,3 +1,74 @@
-"""Inference backends a worker times a model with: ONNX Runtime (`ort`, with its provider
-options in `ort_options`) and TensorRT (`tensorrt/`).
+"""Inference backends a worker times a model with, by `runtime.backend`: ONNX Runtime (`ort`,
+with its provider options in `ort_options`) and TensorRT (`tensorrt/`).
+
+`BACKENDS` is the one place a backend is registered. Its code is named as "module:function"
+and imported when a profile uses it, so a device with only ONNX Runtime never imports
+tensorrt or pycuda. This module imports nothing of bfnas but that loader: the profile schema
+(`bench.hardware_profile`) reads the registered names from here to validate a profile.
+
+A backend's `make_infer(model_path, profile)` returns (its inference function, what really
+runs it, details). The inference function takes no argument and runs the model once on
+inputs it prepared; the timing loop (`bench.device.timing.time_runs`) times it, or takes the
+`DeviceTime` it returns when the backend clocks itself on the device.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bfnas.bench.lazy_import import load_entry
+
+Infer = Callable[[], object]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How a worker uses one backend. Both entries are "module:function"."""
+
+    # (model_path: str, profile) -> (Infer, what really runs it, details)
+    make_infer: str
+    # (profile) -> list of `bench.device.probe.Check`: can this machine run the profile?
+    checks: str
+    # Modules the fork server imports once, before it forks workers (`device.forkserver`).
+    # Only what is safe to hold across a fork: nothing that starts CUDA.
+    preload: tuple[str, ...] = ()
+    # With a name, the checks of `runtime.backend` that fail are refused together, as
+    # "<name> is not available (every missing piece)": one fix-it list, not the first gap.
+    unavailable_as: str | None = None
+
+    def load_make_infer(self) -> Callable[..., tuple[Infer, str, dict]]:
+        return load_entry(self.make_infer)
+
+    def load_checks(self) -> Callable[..., list[Any]]:
+        return load_entry(self.checks)
+
+
+BACKENDS: dict[str, Backend] = {
+    "onnxruntime": Backend(
+        make_infer="bfnas.bench.device.backends.ort:make_infer",
+        checks="bfnas.bench.device.probe:onnxruntime_checks",
+        preload=("onnxruntime", "bfnas.bench.device.backends.ort"),
+    ),
+    "tensorrt": Backend(
+        make_infer="bfnas.bench.device.backends.tensorrt.harness:make_infer",
+        checks="bfnas.bench.device.probe:tensorrt_checks",
+        unavailable_as="TensorRT",
+    ),
+}
+
+
+def registered_backends() -> str:
+    """The registered names, for the line that refuses an unknown one."""
+    return ", ".join(BACKENDS)
+
+
+def backend_named(name: str) -> Backend:
+    """The backend registered as `name`; ValueError naming the registered ones."""
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown backend {name!r} (registered: {registered_backends()})"
+        ) from None

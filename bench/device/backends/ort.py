@@ -1,13 +1,18 @@
 """ONNX Runtime harness: a session that honours the profile's providers and threads, and
-refuses to run anywhere else."""
+refuses to run anywhere else. `make_infer` is what the backend registry (`device.backends`)
+names for `runtime.backend = "onnxruntime"`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bfnas.bench.device.backends import Infer
 from bfnas.models.deploy.encoder_io import token_batches
+
+if TYPE_CHECKING:
+    from bfnas.bench.hardware_profile import HardwareProfile
 
 # The timing feed's ids stay below this (BERT's vocabulary has 30,522; see token_feed).
 ORDINARY_IDS_BELOW = 30000
@@ -65,10 +70,11 @@ def token_feed(batch: int, seq_len: int, seed: int = 0) -> dict[str, np.ndarray]
     return token_batches(1, batch, seq_len, ORDINARY_IDS_BELOW, seed, padded=False)[0]
 
 
-def bound_runner(
+def bound_inference(
     session, feed: dict[str, np.ndarray], output: str, device_type: str, device_id: int = 0
-) -> Callable[[], object]:
-    """One inference with inputs and output kept on the device (ONNX Runtime IO binding).
+) -> Infer:
+    """The inference function with inputs and output kept on the device (ONNX Runtime IO
+    binding).
 
     Without binding, `session.run` copies inputs to the GPU and the output back on every
     call, so a GPU provider's time would always include the copies. Inputs are copied once
@@ -82,19 +88,18 @@ def bound_runner(
         )
     binding.bind_output(output, device_type, device_id)
 
-    def run_once() -> object:
+    def infer() -> object:
         session.run_with_iobinding(binding)
         return binding
 
-    return run_once
+    return infer
 
 
-def ort_runner(
-    path: str, runtime, batch: int, seq_len: int
-) -> tuple[Callable[[], object], str, dict]:
-    """(one inference, the provider really running, details) for the timing loop."""
+def make_infer(path: str, profile: HardwareProfile) -> tuple[Infer, str, dict]:
+    """(the inference function, the provider really running, details) for the timing loop."""
     from bfnas.bench.device.backends.ort_options import GPU_PROVIDERS
 
+    runtime, workload = profile.runtime, profile.workload
     session = make_session(
         path,
         runtime.providers,
@@ -102,7 +107,7 @@ def ort_runner(
         runtime.intra_op_threads,
         runtime.inter_op_threads,
     )
-    feed = token_feed(batch, seq_len)
+    feed = token_feed(workload.batch, workload.seq_len)
     names = {i.name for i in session.get_inputs()}
     feed = {k: v for k, v in feed.items() if k in names}
     output = [session.get_outputs()[0].name]
@@ -110,13 +115,13 @@ def ort_runner(
     details: dict = {"inputs": sorted(feed)}
     if gpu and not runtime.include_copies:
         options = runtime.provider_options[0] if runtime.provider_options else {}
-        run_once = bound_runner(session, feed, output[0], "cuda", int(options.get("device_id", 0)))
+        infer = bound_inference(session, feed, output[0], "cuda", int(options.get("device_id", 0)))
         details["timing"] = {"clock": "host", "includes_copies": False, "io_binding": "cuda"}
-        return run_once, session.get_providers()[0], details
+        return infer, session.get_providers()[0], details
 
-    def run_once() -> object:
+    def infer() -> object:
         return session.run(output, feed)
 
     if gpu:
         details["timing"] = {"clock": "host", "includes_copies": True}
-    return run_once, session.get_providers()[0], details
+    return infer, session.get_providers()[0], details

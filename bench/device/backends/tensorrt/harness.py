@@ -1,14 +1,15 @@
 """TensorRT harness: build (or load) the engine on the device and time it with CUDA events.
 
-`trt_runner(model_path, profile)` is what `bench.device.worker` calls for `runtime.backend =
-"tensorrt"`; it returns (one inference, the backend really running, details) like the ONNX
-Runtime harness, and the shared timing loop (`bench.device.timing.time_runs`) applies the same
-statistics and stop rules. Each run returns a `DeviceTime`: the milliseconds between two
-CUDA events recorded on the stream around `execute_async_v3` (and around the host<->device
-copies when `runtime.include_copies` is set), so host-side Python overhead is not counted.
+`make_infer(model_path, profile)` is what the backend registry (`bench.device.backends`) names
+for `runtime.backend = "tensorrt"`; it returns (the inference function, the backend really
+running, details) like the ONNX Runtime harness, and the shared timing loop
+(`bench.device.timing.time_runs`) applies the same statistics and stop rules. Each run
+returns a `DeviceTime`: the milliseconds between two CUDA events recorded on the stream
+around `execute_async_v3` (and around the host<->device copies when
+`runtime.include_copies` is set), so host-side Python overhead is not counted.
 
 Engines are built on the device itself (the worker runs there) and cached under
-`target.workdir/tensorrt/` by `bench.device.backends.tensorrt.engine.engine_key`.
+`target.workdir/tensorrt/` by `bench.device.backends.tensorrt.keys.engine_key`.
 
 Not run on a GPU in this repository's CI (CPU only); see docs/tensorrt.md.
 """
@@ -18,24 +19,22 @@ from __future__ import annotations
 import atexit
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bfnas.bench.device.backends.ort import token_feed
-from bfnas.bench.device.backends.tensorrt.engine import (
-    BuildError,
-    BuildSettings,
-    DeviceIdentity,
-    EngineBuild,
-    build_engine,
-    has_qdq,
-    layer_precisions,
-    plan_build,
-    strip_qdq,
-)
+from bfnas.bench.device.backends.tensorrt.build import EngineBuild, build_engine
+from bfnas.bench.device.backends.tensorrt.build_plan import BuildError, plan_build
+from bfnas.bench.device.backends.tensorrt.float_twin import strip_qdq
+from bfnas.bench.device.backends.tensorrt.inspector import inspect_precisions
+from bfnas.bench.device.backends.tensorrt.keys import BuildSettings, DeviceIdentity
+from bfnas.bench.device.backends.tensorrt.qdq_check import has_qdq
 from bfnas.bench.device.gpu import tensorrt_missing
 from bfnas.bench.device.timing import DeviceTime
+
+if TYPE_CHECKING:
+    from bfnas.bench.hardware_profile import HardwareProfile
 
 FP16_BASELINE_RUNS = 50
 
@@ -112,8 +111,8 @@ class _Bindings:
             (self.inputs if name in inputs else self.outputs).append((host, device))
 
 
-def _runner(trt, cuda, engine_path: Path, batch: int, seq_len: int, include_copies: bool):
-    """(run_once returning DeviceTime, engine, context, bindings)."""
+def _engine_inference(trt, cuda, engine_path: Path, batch: int, seq_len: int, include_copies: bool):
+    """(the inference function returning its DeviceTime, engine, context, bindings)."""
     logger = trt.Logger(trt.Logger.WARNING)
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
@@ -126,7 +125,7 @@ def _runner(trt, cuda, engine_path: Path, batch: int, seq_len: int, include_copi
     for host, device in io.inputs:  # inputs in place once; copies are timed only if asked
         cuda.memcpy_htod(device, host)
 
-    def run_once() -> DeviceTime:
+    def infer() -> DeviceTime:
         start.record(stream)
         if include_copies:
             for host, device in io.inputs:
@@ -141,19 +140,8 @@ def _runner(trt, cuda, engine_path: Path, batch: int, seq_len: int, include_copi
         return DeviceTime(end.time_since(start))
 
     # Keep the runtime alive as long as the engine (TensorRT's lifetime rule).
-    run_once.keep = (runtime, engine, context, io, stream)  # type: ignore[attr-defined]
-    return run_once, engine, context, io
-
-
-def inspect_precisions(trt, engine, context) -> dict[str, Any]:
-    """Per-layer precision shares from the engine inspector. The context (with its input
-    shapes set) is attached so dynamic-shape formats are resolved, not "N/A"."""
-    inspector = engine.create_engine_inspector()
-    try:
-        inspector.execution_context = context  # TensorRT >= 10
-    except AttributeError:
-        inspector.context = context  # TensorRT 8.x
-    return layer_precisions(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    infer.keep = (runtime, engine, context, io, stream)  # type: ignore[attr-defined]
+    return infer, engine, context, io
 
 
 def build_settings(profile, precision: str, plan) -> BuildSettings:
@@ -202,7 +190,7 @@ def _fp16_baseline(trt, cuda, model, sha256: str, profile, device, cache_dir: Pa
 
     settings = build_settings(profile, "fp16", plan)
     built = build_engine(trt, fp_path, file_sha256(fp_path), settings, device, cache_dir)
-    run_once, *_ = _runner(
+    infer, *_ = _engine_inference(
         trt,
         cuda,
         built.path,
@@ -211,13 +199,16 @@ def _fp16_baseline(trt, cuda, model, sha256: str, profile, device, cache_dir: Pa
         profile.runtime.include_copies,
     )
     for _ in range(10):
-        run_once()
-    samples = [run_once().ms for _ in range(FP16_BASELINE_RUNS)]
+        infer()
+    samples = [infer().ms for _ in range(FP16_BASELINE_RUNS)]
     return {"ms": float(np.median(samples)), "runs": FP16_BASELINE_RUNS, "engine": built.to_dict()}
 
 
-def trt_runner(model_path: str, profile) -> tuple[Callable[[], DeviceTime], str, dict]:
-    """(one inference returning its CUDA-event time, "TensorRT <version> on <GPU>", details)."""
+def make_infer(
+    model_path: str, profile: HardwareProfile
+) -> tuple[Callable[[], DeviceTime], str, dict]:
+    """(the inference function returning its CUDA-event time, "TensorRT <version> on <GPU>",
+    details)."""
     import onnx
 
     from bfnas.models.digest import file_sha256
@@ -236,7 +227,7 @@ def trt_runner(model_path: str, profile) -> tuple[Callable[[], DeviceTime], str,
         trt, path, sha256, settings, device, cache_dir, calibration=_calibration(profile), cuda=cuda
     )
     rt = profile.runtime
-    run_once, engine, context, io = _runner(
+    infer, engine, context, io = _engine_inference(
         trt, cuda, built.path, profile.workload.batch, profile.workload.seq_len, rt.include_copies
     )
     details: dict[str, Any] = {
@@ -250,4 +241,4 @@ def trt_runner(model_path: str, profile) -> tuple[Callable[[], DeviceTime], str,
         details["fp16_baseline"] = _fp16_baseline(
             trt, cuda, model, sha256, profile, device, cache_dir
         )
-    return run_once, f"TensorRT {device.tensorrt} on {device.gpu_name}", details
+    return infer, f"TensorRT {device.tensorrt} on {device.gpu_name}", details

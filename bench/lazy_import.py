@@ -1,0 +1,24 @@
+"""`load_entry`: what a registry entry written as "module:function" names, imported only when
+it is used. The registries of backends (`device.backends`) and runner kinds
+(`runners.registry`) name their code this way, so a device imports only what its profile
+uses: ONNX Runtime without TensorRT or pycuda, a local job without the SSH or Ray code."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+
+def load_entry(entry: str) -> Callable[..., Any]:
+    """The callable `entry` ("package.module:function") names, its module imported now.
+
+    An ImportError is the caller's to explain (a backend whose library is missing here, say);
+    an entry that is not of that form, or names nothing callable, is a registration mistake."""
+    module_name, sep, attr = entry.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"registry entry {entry!r} is not module:function")
+    found = getattr(importlib.import_module(module_name), attr, None)
+    if not callable(found):
+        raise ValueError(f"registry entry {entry!r}: {module_name} has no function {attr}")
+    return found
