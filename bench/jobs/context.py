@@ -82,7 +82,7 @@ def artifact_cache(
     folder: str | Path, threshold: float = 0.99, seq_len: int = 128
 ) -> ArtifactCache:
     """An artifact cache in `folder` (nothing is created until the first export) whose
-    fidelity check runs at the profile's sequence length."""
+    fidelity check runs at `seq_len` (a job's: its profile's workload)."""
     return ArtifactCache(
         Path(folder), fidelity=FidelitySettings(threshold=threshold, seq_len=seq_len)
     )

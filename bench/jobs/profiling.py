@@ -165,11 +165,12 @@ def measure_subnet(
     """One subnet measured under the setup's profile, as a profiling job measures each of
     its subnets (the same `SubnetMeasurer`), without a store.
 
-    The device is checked first and `cfg` must belong to the setup's space (either refusal is
-    an InputError). The result is the measurement's record: `status` is the trust verdict
-    (ok, unstable or failed; `reason` says why not ok), `median_ms` the raw median and
-    `ratio` the paired ratio to the anchor where the profile times one; `arch`, `arch_key`
-    and `artifact` (the ONNX file measured, None when its export failed) are added."""
+    `cfg` must belong to the setup's space and the device must pass its checks, both before
+    anything is exported (either refusal is an InputError). The result is the measurement's
+    record: `status` is the trust verdict (ok, unstable or failed; `reason` says why not ok),
+    `median_ms` the raw median and `ratio` the paired ratio to the anchor where the profile
+    times one; `arch`, `arch_key` and `artifact` (the ONNX file measured, None when its
+    export failed) are added."""
     setup.space.check(cfg, where="cfg")
     setup.check_device()
     result, art = SubnetMeasurer(setup, on_wait)(cfg)
