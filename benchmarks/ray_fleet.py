@@ -39,6 +39,7 @@ from ray.cluster_utils import Cluster
 from results_io import publish
 
 from bfnas.bench.hardware_profile import load_profile
+from bfnas.bench.jobs.context import MeasurementSetup
 from bfnas.bench.jobs.profiling import ProfileJob, anchor_artifact, artifact_for, plan_subnets
 from bfnas.bench.runners.local import LocalRunner
 from bfnas.bench.runners.ray import RayRunner
@@ -131,9 +132,8 @@ def profile_once(
         with LatencyStore(db) as store:
             cpu0 = cpu_seconds()
             t = time.perf_counter()
-            out = ProfileJob(
-                store, profile, space, supernet, cache, runner, samples, seed=seed
-            ).run()
+            setup = MeasurementSetup(profile, space, supernet, cache, runner)
+            out = ProfileJob(setup=setup, store=store, samples=samples, seed=seed).run()
             seconds = time.perf_counter() - t
             cpu1 = cpu_seconds()
             rows = store.db.execute(

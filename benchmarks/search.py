@@ -30,6 +30,7 @@ import numpy as np
 from results_io import publish
 
 from bfnas.bench.hardware_profile import load_profile
+from bfnas.bench.jobs.context import MeasurementSetup
 from bfnas.bench.runners.local import LocalRunner
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.models.deploy.artifacts import ArtifactCache
@@ -91,9 +92,8 @@ def main() -> int:
         runner = LocalRunner()
         out_rows = []
         with tempfile.TemporaryDirectory(prefix="bfnas-search-") as tmp:
-            verifier = DeviceVerifier(
-                store, profile, space, supernet, ArtifactCache(Path(tmp)), runner
-            )
+            setup = MeasurementSetup(profile, space, supernet, ArtifactCache(Path(tmp)), runner)
+            verifier = DeviceVerifier(setup=setup, store=store)
             run_id = store.start_run(
                 profile.hash(), "benchmark-search", {"searches": args.searches}
             )

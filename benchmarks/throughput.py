@@ -33,6 +33,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from results_io import cov, publish
 
 from bfnas.bench.hardware_profile import load_profile
+from bfnas.bench.jobs.context import MeasurementSetup
 from bfnas.bench.jobs.profiling import ProfileJob, plan_subnets
 from bfnas.bench.runners.local import LocalRunner
 from bfnas.bench.store.latency_store import LatencyStore
@@ -136,16 +137,14 @@ def main() -> int:
 
         store = LatencyStore(tmp / "lat.db")
         job = ProfileJob(
-            store,
-            profile,
-            space,
-            supernet,
-            ArtifactCache(tmp / "cache"),
-            LocalRunner(),
-            args.samples,
-            "random",
-            args.seed,
-            on_event,
+            setup=MeasurementSetup(
+                profile, space, supernet, ArtifactCache(tmp / "cache"), LocalRunner()
+            ),
+            store=store,
+            samples=args.samples,
+            strategy="random",
+            seed=args.seed,
+            on_event=on_event,
         )
         t0 = time.perf_counter()
         summary = job.run()

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from bfnas.bench.hardware_profile import HardwareProfile
+from bfnas.bench.jobs.context import MeasurementSetup, open_setup
 from bfnas.bench.jobs.measurement import measure_artifact, reason_label
 from bfnas.bench.jobs.profiling import ProfileJob
-from bfnas.bench.runners.local import LocalRunner
 from bfnas.bench.store.latency_store import LATENCY_UNITS, LatencyStore
 from bfnas.models.deploy.artifacts import ArtifactCache
 from bfnas.models.nn.supernet import SuperBert
@@ -202,7 +202,8 @@ def run_demo(
     result says its unit: the search works in the predictor's (`unit`), the INT8 / FP32
     comparison in raw medians of both."""
     out.mkdir(parents=True, exist_ok=True)
-    runner = LocalRunner()
+    # The demo measures on this machine (the command refuses any other target).
+    setup = open_setup(int8_profile, space, artifacts=cache, supernet=supernet)
     result: dict[str, Any] = {
         "space": space.name,
         "supernet": supernet.source,
@@ -211,9 +212,7 @@ def run_demo(
     }
     best = None
     with LatencyStore(out / "demo.db") as store:
-        census = _profile_until_trusted(
-            store, int8_profile, space, supernet, cache, runner, settings, on_step, on_message
-        )
+        census = _profile_until_trusted(store, setup, settings, on_step, on_message)
         result["profiled"] = census
         if census["trusted"] < MIN_ROWS:
             result["status"] = "too few trusted measurements"
@@ -221,19 +220,15 @@ def run_demo(
         else:
             best = _search(
                 store,
-                int8_profile,
+                setup,
                 fp32_profile,
-                space,
-                supernet,
-                cache,
-                runner,
                 settings,
                 on_step,
                 objective,
                 result,
                 on_message,
             )
-    runner.close()
+    setup.close()
     on_step("writing the report", 0.93)
     result["report"] = str(build_report(out / "demo.db", out / "report"))
     if "status" not in result:
@@ -246,11 +241,7 @@ def run_demo(
 
 def _profile_until_trusted(
     store: LatencyStore,
-    profile: HardwareProfile,
-    space: SearchSpace,
-    supernet: SuperBert,
-    cache: ArtifactCache,
-    runner: LocalRunner,
+    setup: MeasurementSetup,
     settings: DemoSettings,
     on_step: Callable[[str, float], None],
     on_message: Callable[[str], None],
@@ -281,20 +272,16 @@ def _profile_until_trusted(
             )
         on_step("profiling", 0.7 * min(done / settings.samples, 1.0))
         ProfileJob(
-            store,
-            profile,
-            space,
-            supernet,
-            cache,
-            runner,
-            settings.samples,
-            "stratified",
-            settings.seed,
-            profiled,
+            setup=setup,
+            store=store,
+            samples=settings.samples,
+            strategy="stratified",
+            seed=settings.seed,
+            on_event=profiled,
             retry=("unstable",),
             keep_artifacts=False,
         ).run()
-        census = {**trust_census(store, profile, space.name), "rounds": round_}
+        census = {**trust_census(store, setup.profile, setup.space.name), "rounds": round_}
         if census["trusted"] >= settings.trusted_share * settings.samples or not census["unstable"]:
             break
     return census
@@ -302,12 +289,8 @@ def _profile_until_trusted(
 
 def _search(
     store: LatencyStore,
-    int8_profile: HardwareProfile,
+    setup: MeasurementSetup,
     fp32_profile: HardwareProfile,
-    space: SearchSpace,
-    supernet: SuperBert,
-    cache: ArtifactCache,
-    runner: LocalRunner,
     settings: DemoSettings,
     on_step: Callable[[str, float], None],
     objective: tuple[str, Callable[[SubnetConfig], float]] | None,
@@ -316,6 +299,7 @@ def _search(
 ) -> dict[str, Any] | None:
     """Fit and cross-validate the predictor, search, verify, compare the winner with FP32;
     fills `result` and returns the best verified subnet."""
+    int8_profile, space = setup.profile, setup.space
     on_step("fitting the latency predictor (cross-validated)", 0.72)
     rows = load_rows(store, int8_profile.hash(), space.name)
     folds = max(2, min(5, len(rows.cfgs) // 10))  # CV wants >= 10 rows per fold
@@ -335,31 +319,23 @@ def _search(
     on_step(
         f"searching for the {goal} under {budget_ms:.3f} ms ({LATENCY_UNITS[rows.label]})", 0.78
     )
-    verifier = DeviceVerifier(
-        store,
-        int8_profile,
-        space,
-        supernet,
-        cache,
-        runner,
-        on_wait=lambda w: on_message(w.message()),
-    )
+    verifier = DeviceVerifier(setup=setup, store=store, on_wait=lambda w: on_message(w.message()))
     result["objective"] = name
     search = SearchJob(
-        store,
-        int8_profile,
-        space,
-        fn,
-        Budget(budget_ms),
-        EvolutionSettings(
+        store=store,
+        profile=int8_profile,
+        space=space,
+        objective=fn,
+        budget=Budget(budget_ms),
+        settings=EvolutionSettings(
             population=settings.population,
             parents=max(settings.population // 4, 2),
             generations=settings.generations,
             seed=settings.seed,
         ),
-        settings.verify,
-        1,
-        verifier,
+        verify=settings.verify,
+        rounds=1,
+        verifier=verifier,
         on_event=lambda kind, d: (
             on_step(f"verifying {d['index'] + 1}/{d['of']} on the device", 0.85)
             if kind == "verifying"
@@ -375,28 +351,22 @@ def _search(
     if best is not None and best["status"] not in ("failed", "not verified"):
         on_step("timing the winner in FP32", 0.9)
         result["fp32_vs_int8"] = _fp32_vs_int8(
-            runner,
-            cache,
-            supernet,
-            SubnetConfig.from_dict(best["arch"]),
-            fp32_profile,
-            best["median_ms"],
+            setup, SubnetConfig.from_dict(best["arch"]), fp32_profile, best["median_ms"]
         )
     return best
 
 
 def _fp32_vs_int8(
-    runner: LocalRunner,
-    cache: ArtifactCache,
-    supernet: SuperBert,
+    setup: MeasurementSetup,
     cfg: SubnetConfig,
     fp32_profile: HardwareProfile,
     int8_ms: float | None,
 ) -> dict[str, Any]:
     """The winner in FP32 against its INT8 measurement, both as raw medians: the anchors of
     the two profiles differ, so their normalized latencies are not comparable."""
-    art = cache.build(supernet, cfg, "fp32")
-    m = measure_artifact(runner, str(art.path), art.sha256, fp32_profile)
+    # The same runner, cache and supernet as the INT8 job: only the profile differs.
+    art = setup.cache.build(setup.supernet, cfg, "fp32")
+    m = measure_artifact(setup.runner, str(art.path), art.sha256, fp32_profile)
     out = {
         "fp32_profile": fp32_profile.name,
         "fp32_status": m["status"],

@@ -13,14 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bfnas.bench.hardware_profile import HardwareProfile
+from bfnas.bench.jobs.context import MeasurementSetup
 from bfnas.bench.jobs.measurement import BusyWait
 from bfnas.bench.jobs.profiling import SubnetMeasurer, artifact_record
-from bfnas.bench.runners.base import Runner
-from bfnas.bench.runners.usable import require_usable
 from bfnas.bench.store.latency_store import LATENCY_UNITS, LatencyStore, now
 from bfnas.errors import InputError
-from bfnas.models.deploy.artifacts import ArtifactCache
-from bfnas.models.nn.supernet import SuperBert
 from bfnas.models.space.search_space import SearchSpace
 from bfnas.models.space.subnet import SubnetConfig
 from bfnas.search.evolution import Budget, Candidate, EvolutionSettings, evolve, predictor_scorer
@@ -30,35 +27,38 @@ from bfnas.search.training import LatencyRows, load_rows
 MIN_ROWS = 30
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DeviceVerifier:
-    """Builds and measures one subnet on the profile's device and stores the result."""
+    """Builds and measures one subnet on the setup's device and stores the result in `store`
+    (keyword arguments only)."""
 
+    setup: MeasurementSetup
     store: LatencyStore
-    profile: HardwareProfile
-    space: SearchSpace
-    supernet: SuperBert
-    cache: ArtifactCache
-    runner: Runner
     on_wait: Callable[[BusyWait], None] = lambda w: None  # the machine has no core free
     _measure: SubnetMeasurer | None = field(default=None, init=False, repr=False)
 
     def check_device(self) -> None:
-        """Refuse a profile the device cannot run (`bench.device.probe.require_usable`): called by
-        the search before it writes anything."""
-        require_usable(self.profile, self.runner)
+        """Refuse a profile the device cannot run (`bench.runners.usable.require_usable`):
+        called by the search before it writes anything."""
+        self.setup.check_device()
 
     def __call__(self, cfg: SubnetConfig, run_id: int) -> dict:
-        p = self.profile
+        p = self.setup.profile
         if self._measure is None:
-            self._measure = SubnetMeasurer(self.cache, self.supernet, p, self.runner, self.on_wait)
+            self._measure = SubnetMeasurer(self.setup, self.on_wait)
         phash = self.store.add_profile(p.name, p.resolved(), p.hash())
         result, art = self._measure(cfg)
         # A subnet measured for the first time joins the training rows; a repeat is kept
         # apart as role "verify" so a subnet never counts twice.
         role = "verify" if cfg.key() in self.store.measured_keys(phash) else "sample"
         self.store.add_measurement(
-            phash, cfg, self.space.name, result, run_id, role, artifact_record(art) if art else None
+            phash,
+            cfg,
+            self.setup.space.name,
+            result,
+            run_id,
+            role,
+            artifact_record(art) if art else None,
         )
         if result["status"] != "failed" and result.get("ratio") is not None:
             base = self.store.anchor_baselines().get((phash, result.get("anchor_key")))
@@ -66,8 +66,12 @@ class DeviceVerifier:
         return result
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SearchJob:
+    """Search `space` with a latency predictor for the best subnet under `budget` on
+    `profile`, verify the top `verify` on the device (through `verifier`), store them, refit
+    and search again for `rounds` rounds. Keyword arguments only."""
+
     store: LatencyStore
     profile: HardwareProfile
     space: SearchSpace

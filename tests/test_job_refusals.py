@@ -29,6 +29,7 @@ from refusals import Refusal, check_refusal
 from bfnas.bench.device.gpu import tensorrt_missing
 from bfnas.bench.device.probe import Check
 from bfnas.bench.hardware_profile import parse_profile
+from bfnas.bench.jobs.context import MeasurementSetup
 from bfnas.bench.jobs.profiling import ProfileJob
 from bfnas.bench.runners.local import LocalRunner
 from bfnas.bench.runners.usable import refusal
@@ -227,7 +228,8 @@ def test_the_job_itself_checks_before_its_first_row(tmp_path, tiny_space, tiny_s
     cache = ArtifactCache(tmp_path / "arts", fidelity=FidelitySettings(seq_len=32))
     with LatencyStore(tmp_path / "lib.db") as store:
         with pytest.raises(InputError) as err:
-            ProfileJob(store, profile, tiny_space, tiny_supernet, cache, runner, samples=2).run()
+            setup = MeasurementSetup(profile, tiny_space, tiny_supernet, cache, runner)
+            ProfileJob(setup=setup, store=store, samples=2).run()
         assert err.value.field == "runtime.providers"
         assert store.db.execute("SELECT COUNT(*) FROM profiles").fetchone()[0] == 0
         assert store.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0

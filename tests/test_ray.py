@@ -13,6 +13,7 @@ import ray
 from conftest import FAST_PROFILE
 
 from bfnas.bench.hardware_profile import parse_profile
+from bfnas.bench.jobs.context import MeasurementSetup
 from bfnas.bench.jobs.profiling import ProfileJob
 from bfnas.bench.runners.base import DeviceUnreachable
 from bfnas.bench.runners.ray import RayRunner, parse_affinity
@@ -122,7 +123,10 @@ def test_two_devices_share_a_job_one_measurement_each_at_a_time(
         cache = ArtifactCache(tmp_path / "arts", fidelity=FidelitySettings(seq_len=32))
         with LatencyStore(tmp_path / "ray.db") as store:
             out = ProfileJob(
-                store, profile, tiny_space, tiny_supernet, cache, runner, samples=6, seed=2
+                setup=MeasurementSetup(profile, tiny_space, tiny_supernet, cache, runner),
+                store=store,
+                samples=6,
+                seed=2,
             ).run()
     finally:
         runner.close()
@@ -228,12 +232,8 @@ def test_a_lost_device_node_moves_its_work_to_the_other(
     try:
         with LatencyStore(tmp_path / "lost.db") as store:
             out = ProfileJob(
-                store,
-                profile,
-                tiny_space,
-                tiny_supernet,
-                cache,
-                runner,
+                setup=MeasurementSetup(profile, tiny_space, tiny_supernet, cache, runner),
+                store=store,
                 samples=5,
                 seed=3,
                 on_event=on_event,

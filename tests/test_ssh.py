@@ -13,6 +13,7 @@ import pytest
 from conftest import FAST_PROFILE
 
 from bfnas.bench.hardware_profile import parse_profile
+from bfnas.bench.jobs.context import MeasurementSetup
 from bfnas.bench.jobs.measurement import measure_artifact
 from bfnas.bench.jobs.profiling import ProfileJob
 from bfnas.bench.runners.base import DeviceUnreachable
@@ -236,7 +237,10 @@ def test_profile_over_ssh_survives_a_dropped_connection(
         ) as store:  # SQLite: used in the thread that opened it
             outcome.update(
                 ProfileJob(
-                    store, profile, tiny_space, tiny_supernet, cache, runner, samples=3, seed=1
+                    setup=MeasurementSetup(profile, tiny_space, tiny_supernet, cache, runner),
+                    store=store,
+                    samples=3,
+                    seed=1,
                 ).run()
             )
 

@@ -455,6 +455,7 @@ def test_a_drift_of_the_normalized_reference_marks_what_it_doubts(
     tmp_path, tiny_space, tiny_supernet
 ):
     from bfnas.bench.hardware_profile import parse_profile
+    from bfnas.bench.jobs.context import MeasurementSetup
     from bfnas.bench.jobs.measurement import DRIFTED
     from bfnas.bench.jobs.profiling import ProfileJob
     from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
@@ -468,13 +469,9 @@ def test_a_drift_of_the_normalized_reference_marks_what_it_doubts(
     events = []
     with LatencyStore(tmp_path / "d.db") as store:
         job = ProfileJob(
-            store,
-            profile,
-            tiny_space,
-            tiny_supernet,
-            cache,
-            ShiftingRunner(5),
-            6,
+            setup=MeasurementSetup(profile, tiny_space, tiny_supernet, cache, ShiftingRunner(5)),
+            store=store,
+            samples=6,
             on_event=events.append,
         )
         out = job.run()

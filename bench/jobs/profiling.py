@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bfnas.bench.hardware_profile import HardwareProfile
+from bfnas.bench.jobs.context import MeasurementSetup
 from bfnas.bench.jobs.measurement import DRIFTED, AnchorRef, BusyWait, measure_artifact
-from bfnas.bench.runners.base import Runner
-from bfnas.bench.runners.usable import require_usable
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.errors import InputError
 from bfnas.models.deploy.artifacts import Artifact, ArtifactCache
@@ -132,32 +131,55 @@ class SubnetMeasurer:
     """Builds a subnet's artifact and measures it beside its anchor: what a profiling job and
     a search's verification both do with one subnet."""
 
-    cache: ArtifactCache
-    supernet: SuperBert
-    profile: HardwareProfile
-    runner: Runner
+    setup: MeasurementSetup
     on_wait: Callable[[BusyWait], None] = lambda w: None
     _anchors: dict[str, AnchorRef | None] = field(default_factory=dict, init=False, repr=False)
 
     def __call__(self, cfg: SubnetConfig) -> tuple[dict, Artifact | None]:
+        s = self.setup
         try:
-            art = artifact_for(self.cache, self.supernet, cfg, self.profile)
+            art = artifact_for(s.cache, s.supernet, cfg, s.profile)
         except Exception as exc:  # an export that fails is a stored failure, not a stop
             return {"status": "failed", "reason": f"export: {type(exc).__name__}: {exc}"}, None
         # Building an anchor's supernet and hashing its weights costs ~0.1 s: once per rung.
-        w = self.profile.workload
+        w = s.profile.workload
         rung = anchor_arch(cfg, w.seq_len, w.batch).key()
         if rung not in self._anchors:
-            self._anchors[rung] = anchor_artifact(self.cache, self.profile, cfg)
+            self._anchors[rung] = anchor_artifact(s.cache, s.profile, cfg)
         result = measure_artifact(
-            self.runner,
+            s.runner,
             str(art.path),
             art.sha256,
-            self.profile,
+            s.profile,
             self._anchors[rung],
             on_wait=self.on_wait,
         )
         return result, art
+
+
+def measure_subnet(
+    setup: MeasurementSetup,
+    cfg: SubnetConfig,
+    on_wait: Callable[[BusyWait], None] = lambda w: None,
+) -> dict[str, Any]:
+    """One subnet measured under the setup's profile, as a profiling job measures each of
+    its subnets (the same `SubnetMeasurer`), without a store.
+
+    `cfg` must belong to the setup's space and the device must pass its checks, both before
+    anything is exported (either refusal is an InputError). The result is the measurement's
+    record: `status` is the trust verdict (ok, unstable or failed; `reason` says why not ok),
+    `median_ms` the raw median and `ratio` the paired ratio to the anchor where the profile
+    times one; `arch`, `arch_key` and `artifact` (the ONNX file measured, None when its
+    export failed) are added."""
+    setup.space.check(cfg, where="cfg")
+    setup.check_device()
+    result, art = SubnetMeasurer(setup, on_wait)(cfg)
+    return {
+        **result,
+        "arch": cfg.to_dict(),
+        "arch_key": cfg.key(),
+        "artifact": str(art.path) if art is not None else None,
+    }
 
 
 @dataclass
@@ -168,14 +190,13 @@ class ProfileEvent:
     message: str = ""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ProfileJob:
+    """Measure `samples` subnets of the setup's space under its profile into `store`
+    (resumable: what the store holds already is skipped). Keyword arguments only."""
+
+    setup: MeasurementSetup
     store: LatencyStore
-    profile: HardwareProfile
-    space: SearchSpace
-    supernet: SuperBert
-    cache: ArtifactCache
-    runner: Runner
     samples: int
     strategy: str = "random"
     seed: int = 0
@@ -194,20 +215,22 @@ class ProfileJob:
     _since_ref: list[int] = field(default_factory=list, init=False, repr=False)
 
     def run(self) -> dict[str, Any]:
-        p = self.profile
+        p = self.setup.profile
         # Everything that can refuse the job comes first: nothing is written before it.
-        plan = plan_subnets(self.space, self.samples, self.strategy, self.seed, p.workload.seq_len)
+        plan = plan_subnets(
+            self.setup.space, self.samples, self.strategy, self.seed, p.workload.seq_len
+        )
         if self.check_device:
-            require_usable(p, self.runner)
+            self.setup.check_device()
         phash = self.store.add_profile(p.name, p.resolved(), p.hash())
         done = self.store.measured_keys(phash, exclude=self.retry)
         todo = [c for c in plan if c.key() not in done]
         args = {
-            "space": self.space.name,
+            "space": self.setup.space.name,
             "samples": self.samples,
             "strategy": self.strategy,
             "seed": self.seed,
-            "supernet": self.supernet.source,
+            "supernet": self.setup.supernet.source,
             "retry": list(self.retry),
         }
         run_id = self.store.start_run(phash, "profile", args)
@@ -219,12 +242,12 @@ class ProfileJob:
             "skipped": len(plan) - len(todo),
             "taken_by_other": 0,
         }
-        ref_cfg, refs, drift = reference_subnet(self.space), [], []
+        ref_cfg, refs, drift = reference_subnet(self.setup.space), [], []
         status = "interrupted"
         if self._measurer is None:  # made before any lane thread could race to make it
             self._measurer = self._make_measurer()
         try:
-            lanes = max(1, getattr(self.runner, "lanes", 1))
+            lanes = max(1, getattr(self.setup.runner, "lanes", 1))
             if lanes == 1:
                 self._run_serial(todo, ref_cfg, phash, run_id, counts, refs, drift)
             else:
@@ -254,7 +277,7 @@ class ProfileJob:
         refs: list,
         drift: list,
     ) -> None:
-        every = self.profile.measure.drift_every
+        every = self.setup.profile.measure.drift_every
         measured_since_ref = every  # measure the reference first when there is work
         for cfg in todo:
             if every and measured_since_ref >= every:
@@ -288,7 +311,7 @@ class ProfileJob:
         is free: with a fleet it tracks the fleet, not one device)."""
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-        every = self.profile.measure.drift_every
+        every = self.setup.profile.measure.drift_every
         if every and todo:
             refs.append(self._reference(ref_cfg, phash, run_id, refs, drift))
         pending: dict = {}
@@ -340,7 +363,7 @@ class ProfileJob:
         row = self.store.add_measurement(
             phash,
             cfg,
-            self.space.name,
+            self.setup.space.name,
             result,
             run_id,
             "sample",
@@ -351,7 +374,7 @@ class ProfileJob:
         if result["status"] == "ok":
             self._since_ref.append(row)
         if art is not None and not self.keep_artifacts:
-            self.cache.discard(art)
+            self.setup.cache.discard(art)
         counts[result["status"]] += 1
         self.on_event(ProfileEvent("measured", cfg, result))
 
@@ -359,7 +382,7 @@ class ProfileJob:
         def on_wait(w: BusyWait) -> None:
             self.on_event(ProfileEvent("busy", None, message=w.message()))
 
-        return SubnetMeasurer(self.cache, self.supernet, self.profile, self.runner, on_wait)
+        return SubnetMeasurer(self.setup, on_wait)
 
     def _measure(self, cfg: SubnetConfig) -> tuple[dict, Artifact | None]:
         if self._measurer is None:
@@ -379,7 +402,7 @@ class ProfileJob:
         self.store.add_measurement(
             phash,
             cfg,
-            self.space.name,
+            self.setup.space.name,
             result,
             run_id,
             "reference",
@@ -393,10 +416,11 @@ class ProfileJob:
             self._ref_first = value
         else:
             change = value / self._ref_first - 1
-            if abs(change) > self.profile.measure.drift_threshold:
+            threshold = self.setup.profile.measure.drift_threshold
+            if abs(change) > threshold:
                 why = (
                     f"{DRIFTED}: the drift reference's {unit} moved {change:+.1%} "
-                    f"(beyond ±{self.profile.measure.drift_threshold:.0%}) while this was measured"
+                    f"(beyond ±{threshold:.0%}) while this was measured"
                 )
                 marked = self.store.mark_unstable(self._since_ref, why)
                 drift.append(

@@ -79,26 +79,17 @@ def add_artifacts_arg(p: argparse.ArgumentParser) -> None:
 
 
 def space_and_supernet(args: argparse.Namespace):
-    from bfnas.models.nn.supernet import SuperBert, SupernetDims
-    from bfnas.models.space.search_space import load_space
+    """The `--space` and the supernet `--checkpoint` / `--supernet-seed` name (loaded the way
+    every measuring job's setup loads them: `bench.jobs.context`)."""
+    from bfnas.bench.jobs.context import space_and_supernet as load
 
-    space = load_space(args.space)
-    if args.checkpoint:
-        from bfnas.models.nn.checkpoint import load_supernet
-
-        supernet = load_supernet(args.checkpoint)
-        supernet.check_space(space)
-    else:
-        supernet = SuperBert.random(SupernetDims.for_space(space), seed=args.supernet_seed)
-    return space, supernet
+    return load(args.space, args.checkpoint, args.supernet_seed)
 
 
 def artifact_cache(folder: str, threshold: float = 0.99, seq_len: int = 128):
-    from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
+    from bfnas.bench.jobs.context import artifact_cache as cache
 
-    return ArtifactCache(
-        Path(folder), fidelity=FidelitySettings(threshold=threshold, seq_len=seq_len)
-    )
+    return cache(folder, threshold, seq_len)
 
 
 ARCH_HELP = "the architecture: JSON text, or a .json file holding it (its path, or @path)"

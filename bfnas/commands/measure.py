@@ -301,9 +301,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from bfnas.bench.hardware_profile import load_profile
+    from bfnas.bench.jobs.context import open_setup
     from bfnas.bench.jobs.profiling import STRATEGIES, ProfileEvent, ProfileJob
     from bfnas.bench.runners.base import DeviceUnreachable
-    from bfnas.bench.runners.usable import require_usable
     from bfnas.bench.store.latency_store import LatencyStore
 
     check_output_dir(args.artifacts, "--artifacts")
@@ -319,24 +319,29 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise InputError(
             "--retry", None, f"{args.retry!r}: only unstable and failed can be retried"
         )
-    space, supernet = space_and_supernet(args)
-    cache = artifact_cache(args.artifacts, seq_len=profile.workload.seq_len)
     out = console(stderr=args.json)
-    runner = runner_for(profile)
+    setup = open_setup(
+        profile,
+        args.space,
+        artifacts=args.artifacts,
+        supernet=args.checkpoint,
+        supernet_seed=args.supernet_seed,
+        make_runner=runner_for,
+    )
     try:
         # The device's checks before the store is opened (opening creates it): a profile the
         # device cannot run is refused with nothing written.
-        require_usable(profile, runner)
+        setup.check_device()
         store = LatencyStore(Path(args.db))
     except DeviceUnreachable as exc:
-        runner.close()
+        setup.close()
         sys.stderr.write(
             f"bfnas: error: device unreachable: {exc}; nothing was written "
             "(rerun the same command once it answers)\n"
         )
         return EXIT_FAILED
     except BaseException:
-        runner.close()
+        setup.close()
         raise
     # The default columns: description, bar, count, time left, and the last measurement.
     progress = ProgressDisplay(
@@ -360,17 +365,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
             progress.message(f"[yellow]{escape(e.message)}[/]")
 
     job = ProfileJob(
-        store,
-        profile,
-        space,
-        supernet,
-        cache,
-        runner,
-        args.samples,
-        args.strategy,
-        args.seed,
-        on_event,
-        retry,
+        setup=setup,
+        store=store,
+        samples=args.samples,
+        strategy=args.strategy,
+        seed=args.seed,
+        on_event=on_event,
+        retry=retry,
         keep_artifacts=not args.discard_artifacts,
         check_device=False,
     )
@@ -391,7 +392,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     finally:
         store.close()
-        runner.close()
+        setup.close()
     if args.json:
         print_json(summary)
     else:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 from bfnas.commands.common import (
     EXIT_OK,
     add_artifacts_arg,
     add_model_args,
-    artifact_cache,
     command,
     console,
     print_json,
@@ -102,6 +102,7 @@ def register(sub) -> None:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from bfnas.bench.hardware_profile import load_profile
+    from bfnas.bench.jobs.context import open_setup
     from bfnas.bench.store.latency_store import LatencyStore
     from bfnas.models.space.search_space import load_space
     from bfnas.search.evolution import Budget, EvolutionSettings
@@ -146,13 +147,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     objective = load_objective(
         args.objective, profile.workload.seq_len, profile.workload.batch, oneshot=scorer
     )
-    runner = runner_for(profile) if args.verify else None
+    # The space and supernet loaded above are the setup's: the objective needed them first.
+    setup = (
+        open_setup(
+            profile, space, artifacts=args.artifacts, supernet=supernet, make_runner=runner_for
+        )
+        if args.verify
+        else None
+    )
     out = console(stderr=args.json)
-    with LatencyStore(Path(args.db), create=False) as store:  # it records its run
-        verifier = None
-        if args.verify:
-            cache = artifact_cache(args.artifacts, seq_len=profile.workload.seq_len)
-            verifier = DeviceVerifier(store, profile, space, supernet, cache, runner)
+    # The store records its run; the setup, when verifying, closes its runner at the end.
+    with LatencyStore(Path(args.db), create=False) as store, setup or nullcontext():
+        verifier = None if setup is None else DeviceVerifier(setup=setup, store=store)
         progress = ProgressDisplay(
             out,
             "bfnas search",
@@ -186,17 +192,17 @@ def cmd_search(args: argparse.Namespace) -> int:
                 )
 
         job = SearchJob(
-            store,
-            profile,
-            space,
-            objective,
-            budget,
-            settings,
-            args.verify,
-            args.rounds,
-            verifier,
-            predictor,
-            on_event,
+            store=store,
+            profile=profile,
+            space=space,
+            objective=objective,
+            budget=budget,
+            settings=settings,
+            verify=args.verify,
+            rounds=args.rounds,
+            verifier=verifier,
+            predictor=predictor,
+            on_event=on_event,
         )
         with progress:
             result = job.run()
