@@ -69,13 +69,16 @@ def test_ready_objects_are_used_as_they_are(tmp_path, tiny_space, tiny_supernet)
     assert runner.closed  # leaving the block closed the runner
 
 
-def test_a_remote_target_needs_its_runner(tmp_path, tiny_space, tiny_supernet):
+def test_the_runner_is_the_one_the_target_kind_registers(tmp_path, tiny_space, tiny_supernet):
+    from bfnas.bench.runners.ssh import SshRunner
+
     ssh = parse_profile(
         {**tomllib.loads(FAST_PROFILE), "target": {"kind": "ssh", "host": "device"}}, "<ssh>"
     )
-    with pytest.raises(InputError) as err:
-        open_setup(ssh, tiny_space, artifacts=tmp_path / "art", supernet=tiny_supernet)
-    assert err.value.where == "<ssh>" and err.value.field == "target.kind"
+    # By default the registry's runner for the kind (an SSH runner connects on its first job).
+    setup = open_setup(ssh, tiny_space, artifacts=tmp_path / "art", supernet=tiny_supernet)
+    assert isinstance(setup.runner, SshRunner) and setup.runner.target.host == "device"
+    setup.close()
     asked = []
     setup = open_setup(
         ssh,

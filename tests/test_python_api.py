@@ -105,7 +105,7 @@ def test_every_example_on_the_page_runs_in_order(tmp_path):
         "import bfnas.models.space.search_space, bfnas.models.space.subnet",
         # Listing the public names and touching the light ones imports nothing heavy.
         "import bfnas\ndir(bfnas)\nbfnas.__all__\nbfnas.InputError\nbfnas.SubnetConfig\n"
-        "bfnas.load_space\nbfnas.LatencyStore",
+        "bfnas.load_space\nbfnas.LatencyStore\nbfnas.load_profile\nbfnas.HardwareProfile",
     ],
     ids=["bfnas", "bfnas.models", "space-modules", "light-names"],
 )

@@ -1,4 +1,4 @@
-"""The timing method shared by every backend (see DESIGN.md, "Measuring honestly").
+"""The timing method shared by every backend (see docs/DESIGN.md, "Measuring honestly").
 
 Warm up until both a run count and a duration are reached (the first run's time is kept
 apart); then time until both a minimum count and a minimum duration are reached, and go on

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bfnas.bench.hardware_profile import HardwareProfile, load_profile
-from bfnas.bench.runners.base import Runner
+from bfnas.bench.runners.base import Runner, runner_for
 from bfnas.bench.runners.usable import require_usable
-from bfnas.errors import InputError
 from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
 from bfnas.models.nn.supernet import SuperBert
 from bfnas.models.space.search_space import SearchSpace, load_space
@@ -88,22 +87,6 @@ def artifact_cache(
     )
 
 
-def this_machine(profile: HardwareProfile) -> Runner:
-    """The runner that measures on this machine: the default of `open_setup`, for a profile
-    whose target is this machine. Any other target needs its own runner (the CLI passes the
-    one it makes for the profile's target kind)."""
-    if profile.target.kind != "local":
-        raise InputError(
-            profile.source,
-            "target.kind",
-            f"{profile.target.kind} targets are not measured on this machine: "
-            "pass make_runner= to open_setup (a function of the profile giving its runner)",
-        )
-    from bfnas.bench.runners.local import LocalRunner
-
-    return LocalRunner()
-
-
 def open_setup(
     profile: HardwareProfile | str,
     space: SearchSpace | str,
@@ -111,14 +94,15 @@ def open_setup(
     artifacts: ArtifactCache | str | Path,
     supernet: SuperBert | str | None = None,
     supernet_seed: int = 0,
-    make_runner: Callable[[HardwareProfile], Runner] = this_machine,
+    make_runner: Callable[[HardwareProfile], Runner] = runner_for,
 ) -> MeasurementSetup:
     """Everything a measuring job needs, from names or ready objects.
 
     `profile`: a profile name or .toml path, or a loaded one. `space`: see
     `space_and_supernet`, as is `supernet` (an object, a checkpoint, or None for a random one
     seeded with `supernet_seed`). `artifacts`: a cache folder or a cache. The runner is made
-    last, once everything else loaded (a Ray runner connects to its cluster as it is made).
+    last, once everything else loaded (a Ray runner connects to its cluster as it is made);
+    by default the one the profile's `target.kind` registers (`bench.runners.base.runner_for`).
     Nothing is written and the device is not checked: a job checks it before its first row.
     """
     if not isinstance(profile, HardwareProfile):

@@ -20,6 +20,7 @@ from bfnas.commands.common import (
 from bfnas.commands.progress import ProgressDisplay
 from bfnas.errors import InputError
 from bfnas.models.outputs import check_output_dir, write_atomic
+from bfnas.search.objectives import OBJECTIVES
 
 RESULT_FILES = ("best.json", "pareto.json", "history.json")
 
@@ -62,7 +63,8 @@ def register(sub) -> None:
     p.add_argument(
         "--objective",
         default="params",
-        help="params (default) | neg-macs | oneshot | module:function",
+        # The registered objectives, read from the registry: a new one shows up here.
+        help=f"{' | '.join(OBJECTIVES)} | module:function (default: params)",
     )
     p.add_argument(
         "--data",

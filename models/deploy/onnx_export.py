@@ -18,7 +18,7 @@ class ExportSettings:
     # "direct" writes the graph from the weights (models.deploy.graph_writer) for FP32 and the
     # dynamic INT8 recipe; what it cannot write (fusion, static QDQ) goes through
     # TorchScript, the exporter whose graphs ONNX Runtime's transformer optimizer fuses
-    # (MEASURED.md). An artifact records the exporter that really made it.
+    # (docs/MEASURED.md). An artifact records the exporter that really made it.
     exporter: str = "direct"
     opset: int = 17
 

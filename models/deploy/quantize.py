@@ -19,7 +19,7 @@ def fuse_transformer(src: Path, dst: Path) -> dict[str, int]:
     """ONNX Runtime's BERT fusion (Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm).
 
     opt_level=0: the default level also rewrites MatMul+Add into Reshape-Gemm-Reshape, which
-    blocks later fusions and static quantization (MEASURED.md). Returns the fused op counts.
+    blocks later fusions and static quantization (docs/MEASURED.md). Returns the fused op counts.
     """
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -87,7 +87,7 @@ def quantize(
         with tempfile.TemporaryDirectory(prefix="bfnas-quant-") as tmp:
             prepped = Path(tmp) / "prepped.onnx"
             # Without pre-processing (shape inference), static QDQ on a fused model
-            # "succeeds" while quantizing no activations (MEASURED.md).
+            # "succeeds" while quantizing no activations (docs/MEASURED.md).
             quant_pre_process(str(src), str(prepped), skip_optimization=recipe.fuse)
             quantize_static(
                 prepped,
