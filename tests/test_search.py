@@ -162,22 +162,23 @@ def test_plugin_objective(tmp_path, monkeypatch, space, scorer):
 
 
 @pytest.mark.parametrize(
-    "kwargs, flag",
+    "kwargs, setting",
     [
-        ({"population": 0}, "--population"),
-        ({"parents": 50, "population": 10}, "--parents"),
-        ({"mode": "nsga3"}, "--mode"),
+        ({"population": 0}, "population"),
+        ({"parents": 50, "population": 10}, "parents"),
+        ({"mode": "nsga3"}, "mode"),
     ],
 )
-def test_bad_settings(kwargs, flag):
-    with pytest.raises(InputError, match=flag):
+def test_bad_settings(kwargs, setting):
+    with pytest.raises(InputError, match=f"^{setting}: ") as err:
         EvolutionSettings(**kwargs)
+    assert err.value.setting == setting
 
 
 def test_bad_budgets():
-    with pytest.raises(InputError, match="--max-latency-ms"):
+    with pytest.raises(InputError, match="^max_ms: must be positive"):
         Budget(0)
-    with pytest.raises(InputError, match="--min-latency-ms"):
+    with pytest.raises(InputError, match=r"^min_ms: must be in \[0, 5.0\)"):
         Budget(5.0, min_ms=6.0)
 
 
