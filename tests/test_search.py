@@ -170,16 +170,15 @@ def test_plugin_objective(tmp_path, monkeypatch, space, scorer):
     ],
 )
 def test_bad_settings(kwargs, setting):
-    # From Python the error names the setting; only the CLI turns it into its flag.
     with pytest.raises(InputError, match=f"^{setting}: ") as err:
         EvolutionSettings(**kwargs)
-    assert err.value.setting == setting and "--" not in str(err.value)
+    assert err.value.setting == setting
 
 
 def test_bad_budgets():
     with pytest.raises(InputError, match="^max_ms: must be positive"):
         Budget(0)
-    with pytest.raises(InputError, match="^min_ms: "):
+    with pytest.raises(InputError, match=r"^min_ms: must be in \[0, 5.0\)"):
         Budget(5.0, min_ms=6.0)
 
 
