@@ -17,7 +17,7 @@ from bfnas.bench.jobs.profiling import plan_subnets
 from bfnas.cli import build_parser, main, setting_flag
 from bfnas.errors import InputError
 from bfnas.models.deploy.artifacts import ArtifactCache
-from bfnas.models.deploy.quantize import get_recipe
+from bfnas.models.deploy.recipes import get_recipe
 from bfnas.models.space.search_space import load_space
 from bfnas.models.space.subnet import SubnetConfig
 from bfnas.models.train.distill import TrainSettings
@@ -37,7 +37,14 @@ ARCH = '{"layers": 1, "hidden": 64, "heads": 1, "qkv": 32, "ffn": 64}'
 def _search_job(**change) -> SearchJob:
     """A search job that fails its own checks before it touches the store or the device."""
     nothing = None  # the store, profile and space are never reached
-    return SearchJob(nothing, nothing, nothing, lambda cfg: 0.0, Budget(5.0), **change)
+    return SearchJob(
+        store=nothing,
+        profile=nothing,
+        space=nothing,
+        objective=lambda cfg: 0.0,
+        budget=Budget(5.0),
+        **change,
+    )
 
 
 # (what is refused, the call, the setting it names, where the library declares that name)
