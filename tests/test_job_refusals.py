@@ -570,7 +570,8 @@ def test_ctrl_c_to_the_process_group_is_one_line_and_exit_130(tmp_path):
     db = tmp_path / "lat.db"
     marker = f"BFNAS_TEST_CTRL_C={uuid.uuid4().hex}"
     argv = [a.replace("{tmp}", str(tmp_path)) for a in profile_argv("fast.toml")]
-    argv[argv.index("--samples") + 1] = "40"
+    # Far more than can finish before the interrupt, even when the store is read late.
+    argv[argv.index("--samples") + 1] = "400"
     proc = subprocess.Popen(
         [sys.executable, "-m", "bfnas.cli", *argv],
         cwd=REPO,
@@ -590,6 +591,7 @@ def test_ctrl_c_to_the_process_group_is_one_line_and_exit_130(tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, "nothing was measured"
             time.sleep(0.1)
         time.sleep(0.3)  # into the next subnet: its export or its worker
+        assert proc.poll() is None, "the job ended before it could be interrupted"
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         _, err = proc.communicate(timeout=120)
     finally:
