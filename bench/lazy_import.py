@@ -6,8 +6,10 @@ uses: ONNX Runtime without TensorRT or pycuda, a local job without the SSH or Ra
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def load_entry(entry: str) -> Callable[..., Any]:
@@ -22,3 +24,12 @@ def load_entry(entry: str) -> Callable[..., Any]:
     if not callable(found):
         raise ValueError(f"registry entry {entry!r}: {module_name} has no function {attr}")
     return found
+
+
+def registered(table: Mapping[str, T], name: str, what: str) -> T:
+    """The entry of a registry `table` registered as `name`; ValueError naming the registered
+    ones (`what`: "backend", "runner kind"), for the line that refuses an unknown name."""
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"unknown {what} {name!r} (registered: {', '.join(table)})") from None

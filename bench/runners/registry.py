@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bfnas.bench.lazy_import import load_entry
+from bfnas.bench.lazy_import import load_entry, registered
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,4 @@ def registered_kinds() -> str:
 
 def runner_kind(name: str) -> RunnerKind:
     """The kind registered as `name`; ValueError naming the registered ones."""
-    try:
-        return RUNNER_KINDS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown runner kind {name!r} (registered: {registered_kinds()})"
-        ) from None
+    return registered(RUNNER_KINDS, name, "runner kind")

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bfnas.bench.lazy_import import load_entry
+from bfnas.bench.lazy_import import load_entry, registered
 
 Infer = Callable[[], object]
 
@@ -66,9 +66,4 @@ def registered_backends() -> str:
 
 def backend_named(name: str) -> Backend:
     """The backend registered as `name`; ValueError naming the registered ones."""
-    try:
-        return BACKENDS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown backend {name!r} (registered: {registered_backends()})"
-        ) from None
+    return registered(BACKENDS, name, "backend")
