@@ -129,7 +129,9 @@ def main() -> int:
                             "status": m["status"],
                             "measured_ms": measured,
                             "raw_median_ms": m.get("median_ms"),
-                            "within": measured is not None and measured <= b,
+                            "within": bool(
+                                measured is not None and measured <= b
+                            ),  # numpy bool is not JSON
                         }
                     )
                 out_rows.append(row)
