@@ -326,7 +326,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
         artifacts=args.artifacts,
         supernet=args.checkpoint,
         supernet_seed=args.supernet_seed,
-        make_runner=runner_for,
     )
     try:
         # The device's checks before the store is opened (opening creates it): a profile the

@@ -14,7 +14,6 @@ from bfnas.commands.common import (
     command,
     console,
     print_json,
-    runner_for,
     space_and_supernet,
 )
 from bfnas.commands.progress import ProgressDisplay
@@ -151,9 +150,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     # The space and supernet loaded above are the setup's: the objective needed them first.
     setup = (
-        open_setup(
-            profile, space, artifacts=args.artifacts, supernet=supernet, make_runner=runner_for
-        )
+        open_setup(profile, space, artifacts=args.artifacts, supernet=supernet)
         if args.verify
         else None
     )
