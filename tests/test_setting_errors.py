@@ -140,6 +140,7 @@ def test_a_setting_refused_in_a_file_keeps_the_file_first():
 
 
 DATA = ["data", "build", "--corpus", "c.txt", "--tokenizer", "t", "--out", "o"]
+TASK_DATA = ["data", "task", "--out", "o"]
 TASK = ["task", "eval", "--supernet", "s", "--task-dir", "d", "--arch", ARCH, "--space", "x"]
 TRAIN = ["supernet", "train", "--teacher", "t", "--data", "d", "--space", "x", "--out", "o"]
 EXPORT = ["export", "--space", "x", "--arch", ARCH, "--out", "o"]
@@ -152,6 +153,11 @@ CLI_CASES = [
     (DATA, "seq_len", "--seq-len"),
     (DATA, "shard_size", "--shard-size"),
     (DATA, "mask_prob", "--mask-prob"),
+    (TASK_DATA, "classes", "--classes"),
+    (TASK_DATA, "max_per_class", "--max-per-class"),
+    (TASK_DATA, "dev_fraction", "--dev-fraction"),
+    (TASK_DATA, "min_words", "--min-words"),
+    (TASK_DATA, "near_duplicate", "--near-duplicate"),
     (TASK, "epochs", "--epochs"),
     (TASK, "batch", "--batch"),
     (TASK, "max_len", "--max-len"),

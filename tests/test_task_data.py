@@ -134,6 +134,8 @@ def test_cli_writes_the_task_and_reports_it_as_json(tmp_path, capsys):
         (["--classes", "1"], "--classes"),
         (["--dev-fraction", "0.9"], "--dev-fraction"),
         (["--max-per-class", "3"], "--max-per-class"),
+        (["--min-words", "70"], "--min-words"),
+        (["--near-duplicate", "0"], "--near-duplicate"),
     ],
 )
 def test_bad_settings_are_one_line_exit_2_and_nothing_written(tmp_path, capsys, argv, flag):

@@ -77,6 +77,14 @@ def register(sub) -> None:
         "--max-per-class", type=int, default=800, help="sentences kept per module (default 800)"
     )
     p.add_argument("--dev-fraction", type=float, default=0.22)
+    p.add_argument("--min-words", type=int, default=6, help="shortest sentence kept (words)")
+    p.add_argument("--max-words", type=int, default=60, help="longest sentence kept (words)")
+    p.add_argument(
+        "--near-duplicate",
+        type=float,
+        default=0.5,
+        help="drop a dev sentence when this share of its word trigrams is in train",
+    )
     p.add_argument("--seed", type=int, default=0, help="which groups go to dev")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
@@ -156,6 +164,9 @@ def cmd_task(args: argparse.Namespace) -> int:
         classes=args.classes,
         max_per_class=args.max_per_class,
         dev_fraction=args.dev_fraction,
+        min_words=args.min_words,
+        max_words=args.max_words,
+        near_duplicate=args.near_duplicate,
         seed=args.seed,
     )
     check_output_dir(args.out, "--out", holds=("train.tsv", "dev.tsv", MANIFEST))
