@@ -66,10 +66,8 @@ class FitnessSettings:
             raise InputError.bad_setting(
                 "train_examples", f"must be at least 1, got {self.train_examples}"
             )
-        if self.pool not in POOLS:
-            raise InputError.bad_setting(
-                "pool", f"unknown pool {self.pool!r} (known: {', '.join(POOLS)})"
-            )
+        if self.pool not in POOLS:  # set by the caller from the profile, never typed
+            raise ValueError(f"unknown pool {self.pool!r} (known: {', '.join(POOLS)})")
 
 
 # -- what a worker holds ------------------------------------------------------------------------
