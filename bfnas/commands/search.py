@@ -127,7 +127,7 @@ def add_task_objective_args(p: argparse.ArgumentParser) -> None:
         help="task-finetune: fine-tune on this many train examples (a fixed seeded subset; "
         "default all)",
     )
-    p.add_argument("--finetune-lr", type=float, default=1e-4, help="task-finetune (default 1e-4)")
+    p.add_argument("--finetune-lr", type=float, default=2e-4, help="task-finetune (default 2e-4)")
     p.add_argument("--finetune-batch", type=int, default=32, help="task-finetune (default 32)")
     p.add_argument(
         "--finetune-max-len",
