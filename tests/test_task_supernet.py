@@ -538,3 +538,26 @@ def test_two_processes_under_torchrun_continue_what_one_process_computes(
     moved = max(float((a[k] - start[k]).abs().max()) for k in start)
     assert moved > 1e-3
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < moved / 100
+
+
+@pytest.mark.ray
+def test_fine_tunes_on_a_ray_cluster_give_what_one_process_gives(tsn, task_dir, tiny_space):
+    """A local Ray (two CPUs): the workers are actors, through Ray's multiprocessing Pool."""
+    import ray
+
+    source = FitnessSource(str(tsn), str(tsn / "tokenizer.json"), str(task_dir))
+    rng = random.Random(7)
+    cfgs = [tiny_space.sample(rng) for _ in range(2)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = FinetuneFitness(source, FITNESS).many(cfgs)
+    finally:
+        torch.set_num_threads(threads)
+    ray.init(num_cpus=2, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    try:
+        on_ray = replace(FITNESS, workers=2, pool="ray")
+        with FinetuneFitness(source, on_ray, threads=2) as fitness:
+            assert fitness.many(cfgs) == alone and fitness.computed == 2
+    finally:
+        ray.shutdown()
