@@ -2,7 +2,9 @@
 
 Each generation keeps the best `parents` feasible members, makes children by mutation and
 crossover (both stay inside the space), drops every architecture already seen (by key),
-scores all new children with one batched predictor call, and keeps the best `population`.
+scores all new children with one batched predictor call and the feasible ones' objective in
+one call where the objective takes a batch (`many`: `task-finetune` fine-tunes them in
+parallel), and keeps the best `population`.
 Feasible means the predictor's *upper* band fits under `max_ms` (and its lower band over
 `min_ms` when a floor is set): the spread is the safety margin, so a winner that the model
 is unsure of has to be predicted further under the budget.

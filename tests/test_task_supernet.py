@@ -561,3 +561,31 @@ def test_fine_tunes_on_a_ray_cluster_give_what_one_process_gives(tsn, task_dir, 
             assert fitness.many(cfgs) == alone and fitness.computed == 2
     finally:
         ray.shutdown()
+
+
+def test_the_search_hands_a_batch_objective_each_generation_at_once(tiny_space):
+    import numpy as np
+
+    from bfnas.search.evolution import Budget, EvolutionSettings, evolve
+
+    class Batched:
+        def __init__(self):
+            self.batches: list[int] = []
+
+        def __call__(self, cfg):
+            raise AssertionError("scored one by one")
+
+        def many(self, cfgs):
+            self.batches.append(len(cfgs))
+            return [float(c.hidden) for c in cfgs]
+
+    def latency(cfgs):
+        ms = np.array([c.total_macs(32, 1) / 1e6 for c in cfgs])
+        return ms, ms, ms
+
+    objective = Batched()
+    settings = EvolutionSettings(population=8, parents=3, generations=3, seed=1)
+    result = evolve(tiny_space, latency, objective, Budget(1e9), settings)
+    assert len(objective.batches) <= 1 + settings.generations  # one call a generation at most
+    assert max(objective.batches) > 1 and sum(objective.batches) == result.evaluated
+    assert result.best.objective == result.best.cfg.hidden
