@@ -51,7 +51,7 @@ from bfnas.models.train.finetune import (
     decay_groups,
     read_task,
 )
-from bfnas.models.train.oneshot import TaskAccuracyScorer
+from bfnas.models.train.oneshot import SCORER_BATCH_TOKENS, TaskAccuracyScorer
 from bfnas.models.train.parallel import (
     Distributed,
     all_reduce_grads,
@@ -477,7 +477,7 @@ def task_folder(tsn: TaskSupernet, task_dir: str | Path | None) -> GlueTask:
 def task_scorer(
     tsn: TaskSupernet,
     task_dir: str | Path | None = None,
-    batch_tokens: int = 16384,
+    batch_tokens: int = SCORER_BATCH_TOKENS,
     int8: bool = False,
 ) -> TaskAccuracyScorer:
     """The `task` objective's scorer over a task supernet: its dev split tokenized with the
