@@ -210,10 +210,17 @@ def test_finetune_writes_a_task_supernet_that_learned_the_task(tsn, task_dir, ti
     assert sum(losses[-5:]) < 0.85 * sum(losses[:5])  # measured: 1.10 -> 0.79
 
 
-def _trainer(tiny_folder, task_dir, tiny_space, out, steps, kd="inplace"):
+def _trainer(tiny_folder, task_dir, tiny_space, out, steps, kd="inplace", int8_aware=False):
     supernet = load_supernet(tiny_folder)
     settings = TaskTrainSettings(
-        steps=steps, batch=16, lr=2e-3, max_len=48, warmup_steps=2, checkpoint_every=3, kd=kd
+        steps=steps,
+        batch=16,
+        lr=2e-3,
+        max_len=48,
+        warmup_steps=2,
+        checkpoint_every=3,
+        kd=kd,
+        int8_aware=int8_aware,
     )
     data = prepare_task(
         supernet,
@@ -589,3 +596,17 @@ def test_the_search_hands_a_batch_objective_each_generation_at_once(tiny_space):
     assert len(objective.batches) <= 1 + settings.generations  # one call a generation at most
     assert max(objective.batches) > 1 and sum(objective.batches) == result.evaluated
     assert result.best.objective == result.best.cfg.hidden
+
+
+def test_int8_aware_fine_tuning_trains_the_fake_quantized_members(
+    tiny_folder, task_dir, tiny_space, tmp_path
+):
+    quantized = _trainer(tiny_folder, task_dir, tiny_space, tmp_path / "q", 2, int8_aware=True)
+    plain = _trainer(tiny_folder, task_dir, tiny_space, tmp_path / "f", 2)
+    b = plain._batch(0)
+    with torch.no_grad():
+        q, f = quantized._logits(b, SMALL), plain._logits(b, SMALL)
+    assert not torch.allclose(q, f) and torch.allclose(q, f, atol=0.1)  # rounding, not noise
+    quantized.train()
+    assert quantized.step == 2
+    assert json.loads((tmp_path / "q" / "task.json").read_text())["settings"]["int8_aware"]
