@@ -3,7 +3,8 @@
     python benchmarks/task_ranking.py [--subnets 12] [--supernet-steps 150] [--kd none,inplace]
 
 Task: the offline task `bfnas data task` writes (`task_data.build_task`: standard-library
-docstrings labelled by the package they document), or `--task-dir` (any GLUE-format folder).
+docstring sentences labelled by the module they document), or `--task-dir` (any GLUE-format
+folder).
 Subnets: `--subnets` of the `minilm-l6` space, stratified by size (3,000 random members
 sorted by encoder parameters, cut into equal bins, one drawn from each).
 
@@ -27,12 +28,8 @@ subnet scored on dev about 1.2 s). Writes benchmarks/results/task_ranking.{md,js
 from __future__ import annotations
 
 import argparse
-import ast
-import hashlib
 import random
-import re
 import statistics
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -49,59 +46,15 @@ from bfnas.models.space.subnet import SubnetConfig
 from bfnas.models.train.finetune import FinetuneSettings, prepare_task, read_task
 from bfnas.models.train.finetune_fitness import FinetuneFitness, FitnessSettings, FitnessSource
 from bfnas.models.train.oneshot import OneShotScorer, TaskAccuracyScorer
+from bfnas.models.train.task_data import TaskDataSettings, build_task
 from bfnas.models.train.task_supernet import TaskSupernetTrainer, TaskTrainSettings
 
 MAX_LEN = 64
-# The fallback task's packages, until `task_data.build_task` is there to import.
-FALLBACK_PACKAGES = (
-    "asyncio",
-    "email",
-    "tkinter",
-    "_pydecimal",
-    "xml",
-    "multiprocessing",
-    "unittest",
-    "logging",
-)
-
-
-def fallback_task(out: Path, per_class: int = 625) -> Path:
-    """Sentences of stdlib docstrings labelled by package, 4/5 train and 1/5 dev, split by
-    docstring (a docstring's sentences, which repeat each other, stay on one side)."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    rows: dict[str, list[list[str]]] = {"train": [], "dev": []}
-    for package in FALLBACK_PACKAGES:
-        path = root / package
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
-        picked: list[tuple[str, str]] = []
-        for f in files:
-            for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
-                if not isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef):
-                    continue
-                doc = ast.get_docstring(node) or ""
-                side = "dev" if hashlib.sha256(doc.encode()).digest()[0] < 52 else "train"
-                for s in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
-                    if len(s.split()) >= 6:
-                        picked.append((side, s.replace("\t", " ")))
-        random.Random(package).shuffle(picked)
-        label = package.lstrip("_").removeprefix("py")
-        for side, want in (("train", per_class * 4 // 5), ("dev", per_class // 5)):
-            rows[side] += [[s, label] for sd, s in picked if sd == side][:want]
-    out.mkdir(parents=True, exist_ok=True)
-    for side, name in (("train", "train.tsv"), ("dev", "dev.tsv")):
-        random.Random(side).shuffle(rows[side])
-        lines = ["sentence\tlabel"] + [f"{s}\t{label}" for s, label in rows[side]]
-        (out / name).write_text("\n".join(lines) + "\n")
-    return out
 
 
 def offline_task(out: Path) -> tuple[Path, str]:
-    try:
-        from bfnas.models.train.task_data import TaskDataSettings, build_task
-    except ImportError:
-        return fallback_task(out), "stdlib docstrings by package (the benchmark's own fallback)"
     build_task(out, TaskDataSettings())
-    return out, "`bfnas data task` (task_data.build_task, default settings)"
+    return out, "the offline task (`bfnas data task`, default settings)"
 
 
 def stratified(space: SearchSpace, n: int, seed: int) -> list[SubnetConfig]:
