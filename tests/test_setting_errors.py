@@ -147,6 +147,7 @@ EXPORT = ["export", "--space", "x", "--arch", ARCH, "--out", "o"]
 PROFILE = ["profile", "--space", "x", "--samples", "3", "--db", "d"]
 SEARCH = ["search", "--space", "x", "--db", "d", "--out", "o", "--max-latency-ms", "5"]
 FIT = ["predictor", "fit", "--hw", "h", "--db", "d", "--out", "o"]
+FINETUNE = ["supernet", "finetune", "--supernet", "s", "--task-dir", "d", "--out", "o"]
 
 # (a command line that parses, the setting, the flag the CLI names it by)
 CLI_CASES = [
@@ -185,6 +186,22 @@ CLI_CASES = [
     (SEARCH, "rounds", "--rounds"),
     (SEARCH, "verify", "--verify"),
     (SEARCH, "objective", "--objective"),
+    (SEARCH, "task_supernet", "--task-supernet"),
+    (SEARCH, "task_dir", "--task-dir"),
+    # task-finetune's fine-tune settings, by their flags in the search command
+    (SEARCH, "epochs", "--finetune-epochs"),
+    (SEARCH, "batch", "--finetune-batch"),
+    (SEARCH, "lr", "--finetune-lr"),
+    (SEARCH, "max_len", "--finetune-max-len"),
+    (SEARCH, "workers", "--finetune-workers"),
+    (SEARCH, "train_examples", "--finetune-examples"),
+    (FINETUNE, "kd", "--kd"),
+    (FINETUNE, "kd_weight", "--kd-weight"),
+    (FINETUNE, "temperature", "--temperature"),
+    (FINETUNE, "random_subnets", "--random-subnets"),
+    (FINETUNE, "warmup_steps", "--warmup-steps"),
+    (FINETUNE, "batch", "--batch"),
+    (FINETUNE, "space", "--space"),
     (FIT, "train_size", "--train-size"),
     (FIT, "test_size", "--test-size"),
     (FIT, "folds", "--folds"),

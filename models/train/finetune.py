@@ -297,20 +297,25 @@ def build_classifier(
     labels: int,
     dropout: float = 0.1,
     pooler: dict[str, Tensor] | None = None,
+    classifier: dict[str, Tensor] | None = None,
 ) -> SubnetClassifier:
     """The subnet with the supernet's weights and a classifier head; `pooler` (the
     checkpoint's, full width) is sliced to the subnet's leading `hidden` channels like
-    every other weight."""
+    every other weight, and so is `classifier` ("weight" [labels, H], "bias": a task
+    supernet's, `checkpoint.read_task_head`) when given, else the classifier is new."""
     model = SubnetClassifier(supernet.extract(cfg), labels, dropout)
-    if pooler is not None:
-        h = cfg.hidden
-        with torch.no_grad():
+    h = cfg.hidden
+    with torch.no_grad():
+        if pooler is not None:
             model.pooler.dense.weight.copy_(pooler["pooler.dense.weight"][:h, :h])
             model.pooler.dense.bias.copy_(pooler["pooler.dense.bias"][:h])
+        if classifier is not None:
+            model.classifier.weight.copy_(classifier["weight"][:, :h])
+            model.classifier.bias.copy_(classifier["bias"])
     return model
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     # BERT's recipe: no decay on biases and LayerNorm weights.
     decay, plain = [], []
     for name, p in model.named_parameters():
@@ -331,7 +336,7 @@ def train_classifier(
     per_epoch = math.ceil(n / settings.batch)
     total = per_epoch * settings.epochs
     warm = max(1, round(settings.warmup * total))
-    opt = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr)
+    opt = torch.optim.AdamW(decay_groups(model, settings.weight_decay), lr=settings.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm))
     )
@@ -446,9 +451,11 @@ def finetune_subnet(
     settings: FinetuneSettings = FinetuneSettings(),
     pooler: dict[str, Tensor] | None = None,
     on_step: Callable[[dict], None] = lambda row: None,
+    classifier: dict[str, Tensor] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune `cfg` (weights from `supernet`) on the task's train split and score it on
-    dev. Nothing is written; the result is a JSON-ready dict."""
+    dev. Nothing is written; the result is a JSON-ready dict. `classifier`: a task
+    supernet's head to start from (see `build_classifier`)."""
     if data.max_len != settings.max_len:
         raise ValueError(
             f"the task was tokenized for max_len {data.max_len}, not {settings.max_len}"
@@ -457,7 +464,9 @@ def finetune_subnet(
     task, train, dev = data.task, data.train, data.dev
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        model = build_classifier(supernet, cfg, len(task.label_names), settings.dropout, pooler)
+        model = build_classifier(
+            supernet, cfg, len(task.label_names), settings.dropout, pooler, classifier
+        )
         inherited = weights_sha256(model.bert)
         t0 = time.perf_counter()
         epoch_losses = train_classifier(model, train, settings, data.pad, on_step)
@@ -485,6 +494,7 @@ def finetune_subnet(
         "arch_key": cfg.key(),
         "inherited_weights_sha256": inherited,
         "pooler": "checkpoint" if pooler is not None else "fresh",
+        "classifier": "checkpoint" if classifier is not None else "fresh",
         "supernet": {
             "path": supernet.source.get("path"),
             "weights_sha256": supernet.source.get("weights_sha256"),
