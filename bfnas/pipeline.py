@@ -138,6 +138,71 @@ def run_stage1(
 
 
 @dataclass(frozen=True)
+class TaskStageSettings:
+    """The demo's task stage: the offline task, and the stage-1 supernet fine-tuned on it
+    by the sandwich rule for the `task` objective (brief: a demo, not a result)."""
+
+    steps: int = 80
+    batch: int = 16
+    max_len: int = 64
+    seed: int = 0
+
+
+def run_task_stage(
+    supernet_dir: Path,
+    space: SearchSpace,
+    out: Path,
+    settings: TaskStageSettings = TaskStageSettings(),
+    on_step: Callable[[str, float], None] = lambda step, fraction: None,
+) -> dict[str, Any]:
+    """The offline task in `out/task` (`bfnas data task`), the task supernet in
+    `out/task-supernet` (`bfnas supernet finetune`) and the `task` objective's scorer over
+    it. A rerun resumes the fine-tune from what `out` holds."""
+    from bfnas.models.train.finetune import read_task
+    from bfnas.models.train.task_data import build_task
+    from bfnas.models.train.task_supernet import (
+        TaskSupernetTrainer,
+        TaskTrainSettings,
+        load_task_supernet,
+        task_scorer,
+        task_supernet_start,
+    )
+
+    on_step("making the offline task (stdlib docstrings)", 0.0)
+    manifest = build_task(out / "task")
+    train = TaskTrainSettings(
+        steps=settings.steps,
+        batch=settings.batch,
+        max_len=settings.max_len,
+        checkpoint_every=settings.steps,
+        seed=settings.seed,
+    )
+    task = read_task(out / "task")
+    supernet, head, data, raw = task_supernet_start(supernet_dir, task, supernet_dir, space, train)
+    trainer = TaskSupernetTrainer(supernet, head, space, data, out / "task-supernet", train, raw)
+    trained = trainer.train(
+        lambda row: on_step(
+            f"fine-tuning the supernet on the task, step {row['step']}/{settings.steps}",
+            row["step"] / settings.steps,
+        )
+    )
+    tsn = load_task_supernet(out / "task-supernet")
+    return {
+        "scorer": task_scorer(tsn, out / "task"),
+        "summary": {
+            "task": str(out / "task"),
+            "labels": manifest["labels"],
+            "train_examples": manifest["train_examples"],
+            "dev_examples": manifest["dev_examples"],
+            "task_supernet": str(out / "task-supernet"),
+            "steps": trained["steps"],
+            "steps_per_s": trained["steps_per_s"],
+            "dev_accuracy": trainer.dev_accuracy(),
+        },
+    }
+
+
+@dataclass(frozen=True)
 class DemoSettings:
     samples: int = 60
     max_latency_ms: float | None = None  # default: the median measured latency
@@ -287,6 +352,14 @@ def _profile_until_trusted(
     return census
 
 
+# What the demo's search is after, by objective, for its progress line.
+SEARCH_GOALS = {
+    "params": "biggest subnet",
+    "oneshot": "best one-shot fidelity",
+    "task": "most accurate subnet (one-shot task accuracy)",
+}
+
+
 def _search(
     store: LatencyStore,
     setup: MeasurementSetup,
@@ -315,7 +388,7 @@ def _search(
 
     budget_ms = settings.max_latency_ms or float(statistics.median(rows.ms))
     name, fn = objective or ("params", load_objective("params"))
-    goal = "best one-shot fidelity" if name == "oneshot" else "biggest subnet"
+    goal = SEARCH_GOALS.get(name, f"best {name}")
     on_step(
         f"searching for the {goal} under {budget_ms:.3f} ms ({LATENCY_UNITS[rows.label]})", 0.78
     )

@@ -288,14 +288,10 @@ def register_finetune(g) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from bfnas.models.nn.checkpoint import (
-        load_supernet,
-        read_config,
-        read_pooler,
         resolve_checkpoint,
     )
-    from bfnas.models.nn.task_head import ElasticClassifier
     from bfnas.models.space.search_space import load_space
-    from bfnas.models.train.finetune import FinetuneSettings, prepare_task, read_task
+    from bfnas.models.train.finetune import read_task
     from bfnas.models.train.parallel import (
         Distributed,
         init_distributed,
@@ -307,6 +303,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         TASK_FILE,
         TaskSupernetTrainer,
         TaskTrainSettings,
+        task_supernet_start,
     )
     from bfnas.models.train.trainer_checkpoint import CHECKPOINT_FILES
 
@@ -341,20 +338,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         )
     pick_device(args.device)
     Distributed(world=launched_world()).shard(settings.batch)
-    supernet = load_supernet(folder)
-    _, _, raw = read_config(folder)
-    try:
-        supernet.check_fits(space.largest())
-    except InputError as exc:
-        raise InputError(
-            "--space", exc.field, f"space {space.name} does not fit the supernet: {exc.reason}"
-        ) from None
-    data = prepare_task(
-        supernet, space.largest(), task, tokenizer, FinetuneSettings(max_len=settings.max_len)
-    )
-    head = ElasticClassifier.fresh(
-        supernet.dims.hidden, len(task.label_names), settings.seed, read_pooler(folder)
-    )
+    supernet, head, data, raw = task_supernet_start(folder, task, tokenizer, space, settings)
     dist = init_distributed(args.device)
     if dist.world == 1:  # under torchrun the processes share the cores as launched
         from bfnas.threads import fit_torch_threads

@@ -417,6 +417,36 @@ class TaskSupernetTrainer:
         return {name: scorer(members[name]) for name in which}
 
 
+def task_supernet_start(
+    folder: Path,
+    task: GlueTask,
+    tokenizer: str | Path,
+    space: SearchSpace,
+    settings: TaskTrainSettings,
+) -> tuple[SuperBert, ElasticClassifier, PreparedTask, dict]:
+    """What a `TaskSupernetTrainer` starts from, for the CLI and the demo alike: the
+    supernet checkpoint at `folder` (its weights and config.json), the task tokenized at
+    `settings.max_len`, and a fresh head (the checkpoint's pooler when it has one)."""
+    from bfnas.models.nn.checkpoint import load_supernet, read_config, read_pooler
+    from bfnas.models.train.finetune import FinetuneSettings, prepare_task
+
+    supernet = load_supernet(folder)
+    _, _, raw = read_config(folder)
+    try:
+        supernet.check_fits(space.largest())
+    except InputError as exc:
+        raise InputError.bad_setting(
+            "space", f"space {space.name} does not fit the supernet: {exc.reason}", exc.field
+        ) from None
+    data = prepare_task(
+        supernet, space.largest(), task, tokenizer, FinetuneSettings(max_len=settings.max_len)
+    )
+    head = ElasticClassifier.fresh(
+        supernet.dims.hidden, len(task.label_names), settings.seed, read_pooler(folder)
+    )
+    return supernet, head, data, raw
+
+
 # -- reading a task supernet back ----------------------------------------------------------------
 @dataclass(frozen=True)
 class TaskSupernet:
