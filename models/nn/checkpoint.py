@@ -8,6 +8,7 @@ import math
 import pickle
 import re
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +224,89 @@ def read_pooler(checkpoint: str | Path) -> dict[str, torch.Tensor] | None:
             if k.removeprefix("bert.") in names
         }
     return {k: v.float() for k, v in found.items()} if set(found) == names else None
+
+
+TASK_FILE = "task.json"  # beside a task supernet's weights: the task its head was trained on
+HEAD_NAMES = ("pooler.dense.weight", "pooler.dense.bias", "classifier.weight", "classifier.bias")
+
+
+@dataclass(frozen=True)
+class TaskHead:
+    """A task supernet's elastic classification head at full width, and its label names in
+    class-id order. A subnet of hidden h uses `pooler["pooler.dense.weight"][:h, :h]`,
+    `pooler["pooler.dense.bias"][:h]`, `classifier["weight"][:, :h]` and `classifier["bias"]`
+    (`models.train.finetune.build_classifier` slices it so)."""
+
+    labels: tuple[str, ...]
+    pooler: dict[str, torch.Tensor]  # "pooler.dense.weight" [H, H], "pooler.dense.bias" [H]
+    classifier: dict[str, torch.Tensor]  # "weight" [labels, H], "bias" [labels]
+    # task.json as written: the task folder, its hashes, max_len, ...
+    task: dict[str, Any] = field(default_factory=dict)
+
+
+def read_task_head(checkpoint: str | Path) -> TaskHead | None:
+    """The classification head of a task supernet (`bfnas supernet finetune --out`), or None
+    for a folder without task.json (a plain supernet or checkpoint: its head is not trained
+    for a task). A task.json that is damaged, or weights without the head it describes, is
+    one line naming the file and the field."""
+    folder = resolve_checkpoint(checkpoint)
+    path = folder / TASK_FILE
+    if not path.is_file():
+        return None
+    where = str(path)
+    try:
+        raw = json.loads(read_text_input(path))
+    except json.JSONDecodeError as exc:
+        raise InputError(where, None, f"not valid JSON ({exc.msg} at char {exc.pos})") from None
+    except RecursionError:
+        raise InputError(where, None, "JSON nested too deeply for a task record") from None
+    if not isinstance(raw, dict):
+        raise InputError(where, None, f"expected a JSON object, got {type(raw).__name__}")
+    labels = raw.get("labels")
+    if (
+        not isinstance(labels, list)
+        or len(labels) < 2
+        or not all(isinstance(x, str) and x for x in labels)
+    ):
+        raise InputError(where, "labels", f"expected two or more label names, got {short(labels)}")
+    if len(set(labels)) != len(labels):
+        raise InputError(where, "labels", f"a label is named twice: {short(labels)}")
+    weights = _weights_file(folder)
+    if weights is None:
+        raise InputError(
+            str(folder), None, f"no weights found (expected one of {', '.join(WEIGHT_FILES)})"
+        )
+    tensors = {k.removeprefix("bert."): v for k, v in load_tensors(weights).items()}
+    for name in HEAD_NAMES:
+        if name not in tensors:
+            raise InputError(
+                str(weights), name, f"missing, where {TASK_FILE} makes this a task supernet"
+            )
+    pw, pb = tensors["pooler.dense.weight"], tensors["pooler.dense.bias"]
+    cw, cb = tensors["classifier.weight"], tensors["classifier.bias"]
+    hidden = pw.shape[0] if pw.dim() == 2 else -1
+    expected = {
+        "pooler.dense.weight": (pw, (hidden, hidden)),
+        "pooler.dense.bias": (pb, (hidden,)),
+        "classifier.weight": (cw, (len(labels), hidden)),
+        "classifier.bias": (cb, (len(labels),)),
+    }
+    for name, (tensor, shape) in expected.items():
+        if tuple(tensor.shape) != shape:
+            raise InputError(
+                str(weights),
+                name,
+                f"shape {tuple(tensor.shape)}, expected {shape} "
+                f"({len(labels)} labels in {TASK_FILE}, hidden {hidden})",
+            )
+        if not tensor.is_floating_point():
+            raise InputError(str(weights), name, f"{tensor.dtype} values, expected floating point")
+    return TaskHead(
+        labels=tuple(labels),
+        pooler={"pooler.dense.weight": pw.float(), "pooler.dense.bias": pb.float()},
+        classifier={"weight": cw.float(), "bias": cb.float()},
+        task=raw,
+    )
 
 
 def load_supernet(checkpoint: str | Path) -> SuperBert:
