@@ -301,6 +301,43 @@ def test_a_layer_of_another_shape_is_written_as_not_loadable_by_transformers():
     assert "num_attention_heads" not in hf_config(narrow, Vocab(), LABELS, 32, ("s",), 0.1)
 
 
+def test_a_static_recipe_calibrates_on_task_examples_and_a_ragged_arch_exports(
+    tiny_supernet, folders, tmp_path
+):
+    """The profile's recipe makes model.int8.onnx whatever it is: static QDQ here, on a
+    subnet whose layers differ (no training: the package of a fresh classifier)."""
+    from bfnas.models.deploy.classifier_package import (
+        PackageSpec,
+        calibration_feeds,
+        onnx_logits,
+        write_model_files,
+    )
+    from bfnas.models.deploy.recipes import get_recipe
+    from bfnas.models.train.finetune import encode
+
+    torch.manual_seed(0)
+    model = build_classifier(tiny_supernet, RAGGED, 3).eval()
+    tok, sp, tok_file = load_tokenizer(minilm_dir())
+    dev = encode(read_task(folders["task"]).dev, tok, sp.cls, sp.sep, 32)
+    recipe = get_recipe("qdq", calibration_samples=8)
+    spec = PackageSpec(
+        model, LABELS, ("sentence",), 32, tok_file, recipe, calibration=calibration_feeds(dev, 8)
+    )
+    made = write_model_files(tmp_path, spec)
+    assert made["graph"]["quantization"]["QuantizeLinear"] > 0
+    assert len(spec.calibration) == 8 and spec.calibration[0]["input_ids"][0, 0] == sp.cls
+    fp32 = onnx_logits(tmp_path / "model.onnx", dev, sp.pad)
+    int8 = onnx_logits(tmp_path / "model.int8.onnx", dev, sp.pad)
+    with torch.no_grad():
+        from bfnas.models.train.finetune import predict_logits
+
+        want = predict_logits(model, dev, 16, sp.pad).numpy()
+    assert np.abs(fp32 - want).max() < 1e-4
+    assert float((fp32 * int8).sum() / np.linalg.norm(fp32) / np.linalg.norm(int8)) > 0.999
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert "num_attention_heads" not in config and not config["bfnas"]["hf_transformers_loadable"]
+
+
 def test_onnx_fp32_logits_match_torch_over_dynamic_batch_and_sequence(trained, folders):
     out, _ = trained
     model = torch_classifier(out, ARCH, 3)
