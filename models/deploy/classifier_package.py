@@ -295,9 +295,10 @@ def card_markdown(card: dict[str, Any]) -> str:
     rows = []
     for precision, file in (("INT8", INT8_FILE), ("FP32", FP32_FILE)):
         m = lat[precision.lower()]
+        ratio = f"{m['ratio']:.4f}" if m.get("ratio") is not None else "n/a"
         rows.append(
             f"| `{file}` | {precision} | {_ms(m.get('median_ms'))} | {_ms(m.get('p90_ms'))} | "
-            f"{m.get('runs', 'n/a')} | {m['status']} | {m.get('reason') or ''} |"
+            f"{ratio} | {m.get('runs', 'n/a')} | {m['status']} | {m.get('reason') or ''} |"
         )
     versions = ", ".join(f"{k} {v}" for k, v in sorted(lat.get("versions", {}).items()))
     gap = a["int8_minus_fp32_points"]
@@ -342,10 +343,17 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"Measured on profile `{prof['name']}` (hash `{prof['hash']}`), raw milliseconds per "
         f"call at batch {lat['workload']['batch']}, sequence {lat['workload']['seq_len']}, "
         f"{lat['threads']} intra-op thread(s), provider {lat['provider']}; INT8 recipe "
-        f"`{lat['recipe']['name']}`.",
+        f"`{lat['recipe']['name']}`."
+        + (
+            f" The ratio is to the profile's anchor model (`{lat['anchor']}`), timed in "
+            "alternation with each file: it varies less from one process to the next than "
+            "the raw median does."
+            if lat.get("anchor")
+            else " The profile times no anchor."
+        ),
         "",
-        "| file | precision | median | p90 | samples | trust | reason |",
-        "|---|---|---|---|---|---|---|",
+        "| file | precision | median | p90 | ratio to anchor | samples | trust | reason |",
+        "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         f"Host {lat.get('host', 'n/a')}, CPU {lat.get('cpu_model', 'n/a')}; {versions}.",
