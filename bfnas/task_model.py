@@ -15,11 +15,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bfnas.errors import InputError
 from bfnas.models.space.subnet import SubnetConfig
 from bfnas.models.train.finetune import FinetuneSettings
+
+if TYPE_CHECKING:
+    from bfnas.bench.hardware_profile import HardwareProfile
 
 # What a measurement record of a package file keeps (the samples stay out of the card).
 MEASUREMENT_KEYS = (
@@ -46,7 +49,7 @@ def train_task_model(
     supernet: str | Path,
     cfg: SubnetConfig,
     task_dir: str | Path,
-    profile: Any,
+    profile: HardwareProfile | str | Path,
     out: str | Path,
     *,
     settings: FinetuneSettings | None = None,

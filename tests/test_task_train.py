@@ -397,6 +397,19 @@ def test_the_task_supernets_head_was_inherited(trained, folders):
     assert torch.equal(head.classifier["weight"], folders["head"].classifier["weight"])
 
 
+def test_task_eval_inherits_the_head_too(folders, capsys):
+    argv = train_argv(folders, "tsn", folders["root"] / "unused", "--json")
+    argv[1] = "eval"
+    for flag in ("--hw", "--out", "--artifacts"):
+        del argv[argv.index(flag) : argv.index(flag) + 2]
+    argv[argv.index("--epochs") + 1] = "1"
+    code, out, err = run_cli(capsys, argv)
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["pooler"] == "task-supernet" and r["classifier"] == "task-supernet"
+    assert not (folders["root"] / "unused").exists()
+
+
 def test_build_classifier_slices_a_task_head_to_the_subnet(tiny_supernet, folders):
     head = folders["head"]
     cfg = SubnetConfig.uniform(1, 64, 2, 64, 128)
@@ -498,6 +511,26 @@ def test_the_python_classifier_is_the_public_one(trained):
     assert p.label in LABELS and 0 < p.score <= 1 and model.precision == "int8"
     with pytest.raises(TypeError):
         model.predict("one string, not a list")
+
+
+def test_predicting_imports_neither_torch_nor_onnx(trained, tmp_path):
+    """What the docs promise an application: numpy, tokenizers and onnxruntime only."""
+    import subprocess
+    import sys
+
+    out, _ = trained
+    code = (
+        "import sys\n"
+        "from bfnas import load_classifier\n"
+        f"print(load_classifier({str(out)!r}).predict(['a widget in a window'])[0].label)\n"
+        "print(sorted(m for m in ('torch', 'onnx') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    label, loaded = done.stdout.splitlines()[-2:]
+    assert label in LABELS and loaded == "[]"
 
 
 def test_a_pair_models_text_is_two_parts_separated_by_a_tab(trained, tmp_path, capsys):

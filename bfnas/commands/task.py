@@ -137,10 +137,16 @@ def register(sub) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from bfnas.errors import InputError
-    from bfnas.models.nn.checkpoint import load_supernet, read_pooler, resolve_checkpoint
+    from bfnas.models.nn.checkpoint import (
+        load_supernet,
+        read_pooler,
+        read_task_head,
+        resolve_checkpoint,
+    )
     from bfnas.models.space.search_space import load_space
     from bfnas.models.train.finetune import (
         FinetuneSettings,
+        check_head,
         finetune_subnet,
         prepare_task,
         read_task,
@@ -163,7 +169,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise InputError(
             "--supernet", None, f"{folder} holds no tokenizer.json or vocab.txt: pass --tokenizer"
         )
+    head = read_task_head(folder)  # a task supernet's head is inherited, as task train does
     supernet = load_supernet(folder)
+    if head is not None:
+        check_head(head, task, supernet, folder)
     prepared = prepare_task(supernet, cfg, task, tokenizer, settings)
     out = console(stderr=args.json)
     with ProgressDisplay(out, "bfnas task eval", "fine-tuning") as progress:
@@ -172,12 +181,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             cfg,
             prepared,
             settings,
-            read_pooler(folder),
+            None if head is not None else read_pooler(folder),
             lambda row: progress.update(
                 total=row["total"],
                 completed=row["step"],
                 note=f"epoch {row['epoch']} loss {row['loss']:.4f}",
             ),
+            head,
         )
     if args.json:
         return print_json(result)
