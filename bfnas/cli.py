@@ -76,6 +76,13 @@ SETTING_DESTS: dict[str, tuple[str, ...]] = {
     "min_ms": ("min_latency_ms",),
     "hw": ("profile",),  # `hw show PROFILE` and `hw check PROFILE` take it as a positional
     "checkpoint": ("supernet",),  # `task eval --supernet` is the checkpoint folder
+    # `search --objective task-finetune`: the candidates' fine-tune, by its --finetune-* flags
+    "epochs": ("finetune_epochs",),
+    "batch": ("finetune_batch",),
+    "lr": ("finetune_lr",),
+    "max_len": ("finetune_max_len",),
+    "workers": ("finetune_workers",),
+    "train_examples": ("finetune_examples",),
 }
 
 

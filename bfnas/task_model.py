@@ -76,13 +76,16 @@ def train_task_model(
     from bfnas.models.deploy.classifier_package import build_in_stage, check_package_dir
     from bfnas.models.deploy.recipes import get_recipe
     from bfnas.models.nn.checkpoint import (
+        TASK_FILE,
         load_supernet,
         read_pooler,
         read_task_head,
+        read_task_manifest,
         resolve_checkpoint,
     )
     from bfnas.models.space.search_space import load_space
-    from bfnas.models.train.finetune import check_head, finetune_classifier, prepare_task, read_task
+    from bfnas.models.train.finetune import finetune_classifier, prepare_task, read_task
+    from bfnas.models.train.task_supernet import check_task_labels
 
     settings = settings or FinetuneSettings()
     # The cheap checks first: nothing loads or trains for input that is refused anyway.
@@ -101,18 +104,20 @@ def train_task_model(
         raise InputError.bad_setting(
             "checkpoint", f"{folder} holds no tokenizer.json or vocab.txt: give a tokenizer"
         )
-    head = read_task_head(folder)
+    head = read_task_head(folder)  # None unless a task supernet: then its labels must fit
+    manifest = read_task_manifest(folder) if head is not None else None
+    if manifest is not None:
+        check_task_labels(manifest, folder / TASK_FILE, task)
     runner = (make_runner or runner_for)(profile)
     try:
         require_usable(profile, runner)  # a device that cannot measure is refused up front
         net = load_supernet(folder)
-        if head is not None:
-            check_head(head, task, net, folder)
-        pooler = None if head is not None else read_pooler(folder)
+        pooler = head.pooler if head is not None else read_pooler(folder)
+        classifier = head.classifier if head is not None else None
         data = prepare_task(net, cfg, task, tokenizer_path, settings)
 
         on_stage("fine-tuning")
-        model, result = finetune_classifier(net, cfg, data, settings, pooler, on_step, head)
+        model, result = finetune_classifier(net, cfg, data, settings, pooler, on_step, classifier)
 
         def make(stage: Path) -> dict[str, Any]:
             return _package(
@@ -121,7 +126,7 @@ def train_task_model(
                 model,
                 result,
                 data,
-                head,
+                manifest,
                 recipe,
                 profile,
                 runner,
@@ -143,7 +148,7 @@ def _package(
     model: Any,
     result: dict[str, Any],
     data: Any,
-    head: Any,
+    manifest: dict[str, Any] | None,
     recipe: Any,
     profile: Any,
     runner: Any,
@@ -232,7 +237,7 @@ def _package(
         },
         "training": {
             "supernet": result["supernet"],
-            "task_supernet": _head_record(head, task) if head is not None else None,
+            "task_supernet": _head_record(manifest, task) if manifest is not None else None,
             "pooler": result["pooler"],
             "classifier": result["classifier"],
             "int8_aware": settings.int8_aware,
@@ -263,14 +268,14 @@ def _package(
     return card
 
 
-def _head_record(head: Any, task: Any) -> dict[str, Any]:
-    """Where an inherited head was trained, and whether that was this very task file."""
+def _head_record(manifest: dict[str, Any], task: Any) -> dict[str, Any]:
+    """Where an inherited head was trained (its task.json), and whether on this very file."""
     from bfnas.models.digest import file_sha256
 
-    trained_on = head.task.get("task") if isinstance(head.task.get("task"), dict) else {}
+    trained_on = manifest["task"]
     return {
         "task": trained_on,
-        "same_train_file": trained_on.get("train_sha256") == file_sha256(task.train.path),
+        "same_train_file": trained_on["train_sha256"] == file_sha256(task.train.path),
     }
 
 

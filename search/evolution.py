@@ -2,7 +2,9 @@
 
 Each generation keeps the best `parents` feasible members, makes children by mutation and
 crossover (both stay inside the space), drops every architecture already seen (by key),
-scores all new children with one batched predictor call, and keeps the best `population`.
+scores all new children with one batched predictor call and the feasible ones' objective in
+one call where the objective takes a batch (`many`: `task-finetune` fine-tunes them in
+parallel), and keeps the best `population`.
 Feasible means the predictor's *upper* band fits under `max_ms` (and its lower band over
 `min_ms` when a floor is set): the spread is the safety margin, so a winner that the model
 is unsure of has to be predicted further under the budget.
@@ -105,6 +107,17 @@ class SearchResult:
     predictor_calls: int
     seconds: float
     candidates: list[Candidate] = field(default_factory=list, repr=False)
+
+
+def objective_values(
+    objective: Callable[[SubnetConfig], float], cfgs: Sequence[SubnetConfig]
+) -> list[float]:
+    """The objective of every config: in one call where the objective takes a batch
+    (`many`), else one call each."""
+    if not cfgs:
+        return []
+    many = getattr(objective, "many", None)
+    return [float(v) for v in many(cfgs)] if many is not None else [objective(c) for c in cfgs]
 
 
 def predictor_scorer(predictor) -> Scorer:
@@ -211,11 +224,15 @@ class _Evolution:
         mid, lo, hi = self.score(fresh)
         self.calls += 1
         fits = self.budget.admits(mid, lo, hi, self.settings.margin)
+        # Only feasible members are ranked: a costly objective is not spent on the rest, and
+        # they are scored together (an objective with `many` fine-tunes them in parallel).
+        feasible = [c for i, c in enumerate(fresh) if fits[i]]
+        scores = objective_values(self.objective, feasible)
+        values = dict(zip([c.key() for c in feasible], scores, strict=True))
         out = []
         for i, c in enumerate(fresh):
             ok = bool(fits[i])
-            # Only feasible members are ranked: a costly plugin objective is not spent on the rest.
-            value = self.objective(c) if ok else float("nan")
+            value = values[c.key()] if ok else float("nan")
             cand = Candidate(c, value, float(mid[i]), float(lo[i]), float(hi[i]), ok, generation)
             self.seen[c.key()] = cand
             out.append(cand)
@@ -318,10 +335,13 @@ def random_search(
     cfgs = list({c.key(): c for c in (space.sample(rng) for _ in range(n))}.values())
     mid, lo, hi = score(cfgs)
     fits = budget.admits(mid, lo, hi, margin)
+    feasible = [c for i, c in enumerate(cfgs) if fits[i]]
+    scores = objective_values(objective, feasible)
+    values = dict(zip([c.key() for c in feasible], scores, strict=True))
     best = None
     for i, c in enumerate(cfgs):
         if fits[i]:
-            value = objective(c)
+            value = values[c.key()]
             if best is None or value > best.objective:
                 best = Candidate(c, value, float(mid[i]), float(lo[i]), float(hi[i]), True, 0)
     return best

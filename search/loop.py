@@ -83,6 +83,8 @@ class SearchJob:
     verifier: Callable[[SubnetConfig, int], dict] | None = None
     predictor: LatencyPredictor | None = None  # fitted from the store when None
     on_event: Callable[[str, dict], None] = lambda kind, data: None
+    objective_name: str | None = None  # recorded with the result, for reports
+    objective_unit: str | None = None
 
     def run(self) -> dict[str, Any]:
         if self.rounds < 1:
@@ -175,6 +177,8 @@ class SearchJob:
                 "space": self.space.name,
                 "budget": {"max_ms": self.budget.max_ms, "min_ms": self.budget.min_ms},
                 "mode": self.settings.mode,
+                "objective_name": self.objective_name,
+                "objective_unit": self.objective_unit,
                 # Budget, predictions and `measured_ms` are in the predictor's unit;
                 # `median_ms` is always the raw median.
                 "unit": label,

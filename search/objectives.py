@@ -1,12 +1,21 @@
-"""Search objectives: a float per `SubnetConfig`, bigger is better.
+"""Search objectives: a float per `SubnetConfig`, bigger is better, in a named unit.
 
-Registered here (`@objective(name)`, the one place an objective is added): `params`
+Registered here (`@objective(name, unit)`, the one place an objective is added): `params`
 (encoder parameters: the Bigger&Faster thesis that under a latency budget the bigger model
 is the better one; embeddings are left out because their count follows `hidden` alone and
-would dominate small subnets), `neg-macs` (the cheapest architecture), and `oneshot` (the
+would dominate small subnets), `neg-macs` (the cheapest architecture), `oneshot` (the
 subnet's one-shot closeness to the teacher with inherited weights,
-`bfnas.models.train.oneshot`; it needs held-out pretraining data). A plugin is
-`module:function`, imported by path: a callable taking a `SubnetConfig`, returning a float.
+`bfnas.models.train.oneshot`; it needs held-out pretraining data), `task` (the subnet's dev
+accuracy on a task with the inherited weights and head of a task supernet, made by `bfnas
+supernet finetune`: one-shot, about a second a subnet) and `task-finetune` (the original
+Bigger&Faster fitness: dev accuracy after a short fine-tune of each candidate from inherited
+weights, cached on disk, several candidates at once: `models.train.finetune_fitness`). A
+plugin is `module:function`, imported by path: a callable taking a `SubnetConfig`,
+returning a float.
+
+An objective may also score a batch: `many(cfgs) -> list[float]` (the search calls it with
+every new feasible candidate of a generation at once; `task-finetune` runs those fine-tunes
+in parallel). One holding processes or files has `close()`, called when the search ends.
 """
 
 from __future__ import annotations
@@ -14,9 +23,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bfnas.errors import InputError, short
 from bfnas.models.space.subnet import SubnetConfig
+
+if TYPE_CHECKING:
+    from bfnas.models.space.search_space import SearchSpace
+    from bfnas.models.train.finetune_fitness import FitnessSettings
 
 Objective = Callable[[SubnetConfig], float]
 
@@ -24,41 +38,58 @@ Objective = Callable[[SubnetConfig], float]
 @dataclass(frozen=True)
 class ObjectiveSettings:
     """What a registered objective may be made from: the workload's shape, the setting a
-    refusal names, and the one-shot scorer (made by the caller: it needs a supernet and
-    held-out data)."""
+    refusal names, the one-shot scorer (made by the caller: it needs a supernet and
+    held-out data), and for the task objectives the task supernet folder, the task folder,
+    the stage-1 supernet (`checkpoint`: what `task-finetune` inherits from without a task
+    supernet), the search space (checked to fit) and the fine-tune settings."""
 
     seq_len: int = 128
     batch: int = 1
     setting: str = "objective"
     oneshot: Objective | None = None
+    task_supernet: str | None = None
+    task_dir: str | None = None
+    checkpoint: str | None = None
+    space: SearchSpace | None = None
+    fitness: FitnessSettings | None = None
 
 
 ObjectiveFactory = Callable[[ObjectiveSettings], Objective]
 OBJECTIVES: dict[str, ObjectiveFactory] = {}
+# What each registered objective's numbers are, for reports and JSON.
+OBJECTIVE_UNITS: dict[str, str] = {}
+PLUGIN_UNIT = "objective (plugin: unit not declared)"
 
 
-def objective(name: str) -> Callable[[ObjectiveFactory], ObjectiveFactory]:
-    """Register the decorated factory as the objective called `name` (`--objective NAME`)."""
+def objective(name: str, unit: str = "objective") -> Callable[[ObjectiveFactory], ObjectiveFactory]:
+    """Register the decorated factory as the objective called `name` (`--objective NAME`),
+    whose values are in `unit`."""
 
     def register(factory: ObjectiveFactory) -> ObjectiveFactory:
         OBJECTIVES[name] = factory
+        OBJECTIVE_UNITS[name] = unit
         return factory
 
     return register
 
 
-@objective("params")
+def objective_unit(name: str) -> str:
+    """The unit of the objective called `name` (a plugin's is not known)."""
+    return OBJECTIVE_UNITS.get(name, PLUGIN_UNIT)
+
+
+@objective("params", "encoder parameters")
 def encoder_params(settings: ObjectiveSettings) -> Objective:
     return lambda cfg: float(cfg.params(embeddings=False))
 
 
-@objective("neg-macs")
+@objective("neg-macs", "negative MACs")
 def negative_macs(settings: ObjectiveSettings) -> Objective:
     seq_len, batch = settings.seq_len, settings.batch
     return lambda cfg: -float(cfg.total_macs(seq_len, batch))
 
 
-@objective("oneshot")
+@objective("oneshot", "linear CKA to the teacher")
 def oneshot_fidelity(settings: ObjectiveSettings) -> Objective:
     if settings.oneshot is None:
         raise InputError.bad_setting(
@@ -68,18 +99,83 @@ def oneshot_fidelity(settings: ObjectiveSettings) -> Objective:
     return settings.oneshot
 
 
+@objective("task", "dev accuracy (one-shot, inherited weights)")
+def task_accuracy(settings: ObjectiveSettings) -> Objective:
+    from bfnas.models.train.task_supernet import load_task_supernet, task_scorer
+
+    if settings.task_supernet is None:
+        raise InputError.bad_setting(
+            "task_supernet",
+            "the task objective needs a task supernet: pass --task-supernet DIR "
+            "(made by `bfnas supernet finetune`)",
+        )
+    tsn = load_task_supernet(settings.task_supernet)
+    if settings.space is not None:
+        tsn.supernet.check_space(settings.space, setting="task_supernet")
+    return task_scorer(tsn, settings.task_dir)
+
+
+@objective("task-finetune", "dev accuracy (after a short fine-tune)")
+def task_finetune_accuracy(settings: ObjectiveSettings) -> Objective:
+    from pathlib import Path
+
+    from bfnas.models.nn.checkpoint import read_task_manifest, resolve_checkpoint
+    from bfnas.models.train.finetune_fitness import FinetuneFitness, FitnessSettings, FitnessSource
+
+    source = settings.task_supernet or settings.checkpoint
+    if source is None:
+        raise InputError.bad_setting(
+            "task_supernet",
+            "task-finetune fine-tunes candidates from a supernet's weights: pass "
+            "--task-supernet DIR (`bfnas supernet finetune`) or --checkpoint DIR",
+        )
+    folder = resolve_checkpoint(source)
+    if not folder.is_dir():
+        raise InputError.bad_setting(
+            "task_supernet" if settings.task_supernet else "checkpoint",
+            f"{source}: not a directory",
+        )
+    manifest = read_task_manifest(folder)  # refuses a damaged task.json
+    if settings.task_supernet is not None and manifest is None:
+        raise InputError(
+            str(folder / "task.json"),
+            None,
+            "missing: not a task supernet (make one with `bfnas supernet finetune`)",
+        )
+    task_dir = settings.task_dir or (manifest["task"]["folder"] if manifest else None)
+    if task_dir is None:
+        raise InputError.bad_setting(
+            "task_dir", "task-finetune needs the task: pass --task-dir DIR"
+        )
+    tokenizer = next(
+        (folder / n for n in ("tokenizer.json", "vocab.txt") if (folder / n).is_file()), None
+    )
+    if tokenizer is None:
+        raise InputError(str(folder), None, "holds no tokenizer.json or vocab.txt")
+    fitness = FinetuneFitness(
+        FitnessSource(str(folder), str(tokenizer), str(Path(task_dir))),
+        settings.fitness or FitnessSettings(),
+    )
+    if settings.space is not None:
+        fitness.loaded.supernet.check_space(settings.space, setting="task_supernet")
+    return fitness
+
+
 def load_objective(
     name: str,
     seq_len: int = 128,
     batch: int = 1,
     setting: str = "objective",
     oneshot: Objective | None = None,
+    **task: object,
 ) -> Objective:
     """The objective called `name` (a registered one or `module:function`), or InputError.
-    `oneshot` is the scorer behind the `oneshot` objective (it needs a supernet and data)."""
+    `oneshot` is the scorer behind the `oneshot` objective (it needs a supernet and data);
+    `task` holds the task objectives' fields of `ObjectiveSettings` (task_supernet,
+    task_dir, checkpoint, space, fitness)."""
     factory = OBJECTIVES.get(name)
     if factory is not None:
-        return factory(ObjectiveSettings(seq_len, batch, setting, oneshot))
+        return factory(ObjectiveSettings(seq_len, batch, setting, oneshot, **task))  # type: ignore[arg-type]
     if ":" not in name:
         raise InputError.bad_setting(
             setting,

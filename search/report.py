@@ -159,7 +159,7 @@ def search_plots(run: dict, result: dict, folder: Path) -> list[Path]:
         ax.axvline(budget["min_ms"], color="black", ls=":", lw=1)
     ax.set(
         xlabel=f"latency ({LATENCY_UNITS.get(result.get('unit') or '', 'ms')})",
-        ylabel="objective",
+        ylabel=result.get("objective_unit") or "objective",
         title=f"search run {run['id']}: {result['space']}",
     )
     ax.legend(fontsize=7)
@@ -179,7 +179,9 @@ def search_plots(run: dict, result: dict, folder: Path) -> list[Path]:
             ls="--",
             label=f"round {r['round']} population mean",
         )
-    ax.set(xlabel="generation", ylabel="objective", title="progress")
+    ax.set(
+        xlabel="generation", ylabel=result.get("objective_unit") or "objective", title="progress"
+    )
     ax.legend(fontsize=7)
     return [front_png, _save(fig, folder, f"search-{run['id']}-progress.png")]
 

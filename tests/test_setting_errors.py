@@ -140,18 +140,25 @@ def test_a_setting_refused_in_a_file_keeps_the_file_first():
 
 
 DATA = ["data", "build", "--corpus", "c.txt", "--tokenizer", "t", "--out", "o"]
+TASK_DATA = ["data", "task", "--out", "o"]
 TASK = ["task", "eval", "--supernet", "s", "--task-dir", "d", "--arch", ARCH, "--space", "x"]
 TRAIN = ["supernet", "train", "--teacher", "t", "--data", "d", "--space", "x", "--out", "o"]
 EXPORT = ["export", "--space", "x", "--arch", ARCH, "--out", "o"]
 PROFILE = ["profile", "--space", "x", "--samples", "3", "--db", "d"]
 SEARCH = ["search", "--space", "x", "--db", "d", "--out", "o", "--max-latency-ms", "5"]
 FIT = ["predictor", "fit", "--hw", "h", "--db", "d", "--out", "o"]
+FINETUNE = ["supernet", "finetune", "--supernet", "s", "--task-dir", "d", "--out", "o"]
 
 # (a command line that parses, the setting, the flag the CLI names it by)
 CLI_CASES = [
     (DATA, "seq_len", "--seq-len"),
     (DATA, "shard_size", "--shard-size"),
     (DATA, "mask_prob", "--mask-prob"),
+    (TASK_DATA, "classes", "--classes"),
+    (TASK_DATA, "max_per_class", "--max-per-class"),
+    (TASK_DATA, "dev_fraction", "--dev-fraction"),
+    (TASK_DATA, "min_words", "--min-words"),
+    (TASK_DATA, "near_duplicate", "--near-duplicate"),
     (TASK, "epochs", "--epochs"),
     (TASK, "batch", "--batch"),
     (TASK, "max_len", "--max-len"),
@@ -179,6 +186,22 @@ CLI_CASES = [
     (SEARCH, "rounds", "--rounds"),
     (SEARCH, "verify", "--verify"),
     (SEARCH, "objective", "--objective"),
+    (SEARCH, "task_supernet", "--task-supernet"),
+    (SEARCH, "task_dir", "--task-dir"),
+    # task-finetune's fine-tune settings, by their flags in the search command
+    (SEARCH, "epochs", "--finetune-epochs"),
+    (SEARCH, "batch", "--finetune-batch"),
+    (SEARCH, "lr", "--finetune-lr"),
+    (SEARCH, "max_len", "--finetune-max-len"),
+    (SEARCH, "workers", "--finetune-workers"),
+    (SEARCH, "train_examples", "--finetune-examples"),
+    (FINETUNE, "kd", "--kd"),
+    (FINETUNE, "kd_weight", "--kd-weight"),
+    (FINETUNE, "temperature", "--temperature"),
+    (FINETUNE, "random_subnets", "--random-subnets"),
+    (FINETUNE, "warmup_steps", "--warmup-steps"),
+    (FINETUNE, "batch", "--batch"),
+    (FINETUNE, "space", "--space"),
     (FIT, "train_size", "--train-size"),
     (FIT, "test_size", "--test-size"),
     (FIT, "folds", "--folds"),

@@ -1,4 +1,5 @@
-"""`bfnas data build|corpus`: stage-1 pretraining data from raw text."""
+"""`bfnas data build|corpus|task`: stage-1 pretraining data from raw text, and the offline
+classification task."""
 
 from __future__ import annotations
 
@@ -59,6 +60,33 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="text file to write")
     p.add_argument("--min-words", type=int, default=20, help="skip shorter docstrings (default 20)")
     p.add_argument("--json", action="store_true", help="print counts as JSON")
+
+    p = command(
+        g,
+        "task",
+        "write an offline GLUE-format classification task (SST-2 layout) from the standard "
+        "library's docstrings: which module does a sentence document?",
+        "bfnas data task --out task/ --json",
+        cmd_task,
+    )
+    p.add_argument("--out", required=True, help="folder for train.tsv, dev.tsv and task.json")
+    p.add_argument(
+        "--classes", type=int, default=12, help="modules to tell apart, most documented first"
+    )
+    p.add_argument(
+        "--max-per-class", type=int, default=800, help="sentences kept per module (default 800)"
+    )
+    p.add_argument("--dev-fraction", type=float, default=0.22)
+    p.add_argument("--min-words", type=int, default=6, help="shortest sentence kept (words)")
+    p.add_argument("--max-words", type=int, default=60, help="longest sentence kept (words)")
+    p.add_argument(
+        "--near-duplicate",
+        type=float,
+        default=0.5,
+        help="drop a dev sentence when this share of its word trigrams is in train",
+    )
+    p.add_argument("--seed", type=int, default=0, help="which groups go to dev")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -125,5 +153,28 @@ def cmd_corpus(args: argparse.Namespace) -> int:
         return print_json({"out": args.out, **counts})
     console().print(
         f"{counts['documents']} docstrings, {counts['words']} words written to {args.out}"
+    )
+    return EXIT_OK
+
+
+def cmd_task(args: argparse.Namespace) -> int:
+    from bfnas.models.train.task_data import MANIFEST, TaskDataSettings, build_task
+
+    settings = TaskDataSettings(
+        classes=args.classes,
+        max_per_class=args.max_per_class,
+        dev_fraction=args.dev_fraction,
+        min_words=args.min_words,
+        max_words=args.max_words,
+        near_duplicate=args.near_duplicate,
+        seed=args.seed,
+    )
+    check_output_dir(args.out, "--out", holds=("train.tsv", "dev.tsv", MANIFEST))
+    manifest = build_task(args.out, settings)
+    if args.json:
+        return print_json({"out": args.out, **manifest})
+    console().print(
+        f"{manifest['train_examples']} train and {manifest['dev_examples']} dev sentences of "
+        f"{len(manifest['labels'])} modules ({', '.join(manifest['labels'])}) in {args.out}"
     )
     return EXIT_OK

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from bfnas.commands.common import (
@@ -18,7 +19,7 @@ from bfnas.commands.common import (
 )
 from bfnas.commands.progress import ProgressDisplay
 from bfnas.errors import InputError
-from bfnas.models.outputs import check_output_dir, write_atomic
+from bfnas.models.outputs import check_output_dir, check_output_file, write_atomic
 from bfnas.search.objectives import OBJECTIVES
 
 RESULT_FILES = ("best.json", "pareto.json", "history.json")
@@ -69,6 +70,7 @@ def register(sub) -> None:
         "--data",
         help="for --objective oneshot: `bfnas data build` output (its last shard is held out)",
     )
+    add_task_objective_args(p)
     p.add_argument(
         "--mode",
         default="best",
@@ -101,14 +103,86 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+def add_task_objective_args(p: argparse.ArgumentParser) -> None:
+    """The flags of the `task` and `task-finetune` objectives."""
+    p.add_argument(
+        "--task-supernet",
+        help="for --objective task (needed) and task-finetune (its weights and head are "
+        "inherited): a folder made by `bfnas supernet finetune`",
+    )
+    p.add_argument(
+        "--task-dir",
+        help="for the task objectives: the task folder (default: the one the task "
+        "supernet's task.json names)",
+    )
+    p.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=1,
+        help="task-finetune: epochs of each candidate's fine-tune (default 1)",
+    )
+    p.add_argument(
+        "--finetune-examples",
+        type=int,
+        help="task-finetune: fine-tune on this many train examples (a fixed seeded subset; "
+        "default all)",
+    )
+    p.add_argument("--finetune-lr", type=float, default=2e-4, help="task-finetune (default 2e-4)")
+    p.add_argument("--finetune-batch", type=int, default=32, help="task-finetune (default 32)")
+    p.add_argument(
+        "--finetune-max-len",
+        type=int,
+        default=64,
+        help="task-finetune: tokens per example (default 64)",
+    )
+    p.add_argument(
+        "--finetune-workers",
+        type=int,
+        default=2,
+        help="task-finetune: candidates fine-tuned at once, each in its own process with "
+        "its share of torch's threads; on a Ray profile, actors on its cluster (default 2)",
+    )
+    p.add_argument(
+        "--task-cache",
+        help="task-finetune: JSON file of finished fine-tunes, by arch key and settings "
+        "(default task-finetune.json beside the artifact cache)",
+    )
+
+
+def task_objective_fields(args: argparse.Namespace, profile, space) -> dict:
+    """What the task objectives are made from (`ObjectiveSettings`), from the flags."""
+    from bfnas.models.train.finetune import FinetuneSettings
+    from bfnas.models.train.finetune_fitness import FitnessSettings, default_cache_file
+
+    fields: dict = {
+        "task_supernet": args.task_supernet,
+        "task_dir": args.task_dir,
+        "checkpoint": args.checkpoint,
+        "space": space,
+    }
+    if args.objective == "task-finetune":
+        ray = profile.target.kind == "ray"  # the search's device fleet runs the fine-tunes too
+        fields["fitness"] = FitnessSettings(
+            finetune=FinetuneSettings(
+                epochs=args.finetune_epochs,
+                lr=args.finetune_lr,
+                batch=args.finetune_batch,
+                max_len=args.finetune_max_len,
+            ),
+            train_examples=args.finetune_examples,
+            workers=args.finetune_workers,
+            pool="ray" if ray else "local",
+            ray_address=profile.target.address if ray else None,
+            cache_file=args.task_cache or default_cache_file(),
+        )
+    return fields
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from bfnas.bench.hardware_profile import load_profile
-    from bfnas.bench.jobs.context import open_setup
-    from bfnas.bench.store.latency_store import LatencyStore
     from bfnas.models.space.search_space import load_space
     from bfnas.search.evolution import Budget, EvolutionSettings
     from bfnas.search.latency_predictor import LatencyPredictor
-    from bfnas.search.loop import DeviceVerifier, SearchJob
     from bfnas.search.objectives import load_objective
 
     # Everything a user can get wrong is checked before anything runs or is written.
@@ -145,9 +219,36 @@ def cmd_search(args: argparse.Namespace) -> int:
 
         # The teacher is the supernet's largest member: the checkpoint it was loaded from.
         scorer = OneShotScorer(supernet, space.largest(), held_out_batch(args.data))
+    if args.task_cache:
+        check_output_file(args.task_cache, "--task-cache")
     objective = load_objective(
-        args.objective, profile.workload.seq_len, profile.workload.batch, oneshot=scorer
+        args.objective,
+        profile.workload.seq_len,
+        profile.workload.batch,
+        oneshot=scorer,
+        **task_objective_fields(args, profile, space),
     )
+    with closing_objective(objective):
+        return _search(args, profile, space, supernet, budget, settings, predictor, objective)
+
+
+@contextmanager
+def closing_objective(objective) -> Iterator[None]:
+    """An objective that holds processes (task-finetune's workers) is closed at the end."""
+    try:
+        yield
+    finally:
+        close = getattr(objective, "close", None)
+        if close is not None:
+            close()
+
+
+def _search(args, profile, space, supernet, budget, settings, predictor, objective) -> int:
+    from bfnas.bench.jobs.context import open_setup
+    from bfnas.bench.store.latency_store import LatencyStore
+    from bfnas.search.loop import DeviceVerifier, SearchJob
+    from bfnas.search.objectives import objective_unit
+
     # The space and supernet loaded above are the setup's: the objective needed them first.
     setup = (
         open_setup(profile, space, artifacts=args.artifacts, supernet=supernet)
@@ -202,10 +303,11 @@ def cmd_search(args: argparse.Namespace) -> int:
             verifier=verifier,
             predictor=predictor,
             on_event=on_event,
+            objective_name=args.objective,
+            objective_unit=objective_unit(args.objective),
         )
         with progress:
             result = job.run()
-    result["objective_name"] = args.objective
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in zip(
@@ -231,7 +333,10 @@ def _print(out, result: dict, folder: Path) -> None:
             f"({result['unit_text']}) on {result['profile']}"
         )
         return
-    out.print(f"latencies in {result['unit_text']}; raw medians marked raw")
+    out.print(
+        f"latencies in {result['unit_text']}; raw medians marked raw; objective "
+        f"{result['objective_name']}: {result['objective_unit']}"
+    )
     for r in result["rounds"]:
         for v in r["verified"]:
             measured = "failed" if v["measured_ms"] is None else f"{v['measured_ms']:.3f} ms"

@@ -138,19 +138,21 @@ def register(sub) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from bfnas.errors import InputError
     from bfnas.models.nn.checkpoint import (
+        TASK_FILE,
         load_supernet,
         read_pooler,
         read_task_head,
+        read_task_manifest,
         resolve_checkpoint,
     )
     from bfnas.models.space.search_space import load_space
     from bfnas.models.train.finetune import (
         FinetuneSettings,
-        check_head,
         finetune_subnet,
         prepare_task,
         read_task,
     )
+    from bfnas.models.train.task_supernet import check_task_labels
 
     # Everything cheap is checked before the weights load.
     settings = FinetuneSettings(
@@ -170,9 +172,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "--supernet", None, f"{folder} holds no tokenizer.json or vocab.txt: pass --tokenizer"
         )
     head = read_task_head(folder)  # a task supernet's head is inherited, as task train does
-    supernet = load_supernet(folder)
     if head is not None:
-        check_head(head, task, supernet, folder)
+        check_task_labels(read_task_manifest(folder) or {}, folder / TASK_FILE, task)
+    supernet = load_supernet(folder)
     prepared = prepare_task(supernet, cfg, task, tokenizer, settings)
     out = console(stderr=args.json)
     with ProgressDisplay(out, "bfnas task eval", "fine-tuning") as progress:
@@ -181,13 +183,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             cfg,
             prepared,
             settings,
-            None if head is not None else read_pooler(folder),
+            head.pooler if head is not None else read_pooler(folder),
             lambda row: progress.update(
                 total=row["total"],
                 completed=row["step"],
                 note=f"epoch {row['epoch']} loss {row['loss']:.4f}",
             ),
-            head,
+            head.classifier if head is not None else None,
         )
     if args.json:
         return print_json(result)

@@ -1,5 +1,6 @@
 """Loading Hugging Face BERT checkpoints (config.json + model.safetensors or
-pytorch_model.bin) into a `SuperBert`, and finding the packaged all-MiniLM-L6-v2."""
+pytorch_model.bin) into a `SuperBert`, finding the packaged all-MiniLM-L6-v2, and reading the
+classification head and task.json of a task supernet (`bfnas supernet finetune --out`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 import pickle
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from bfnas.models.nn.supernet import SuperBert, SupernetDims
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # Parts of HF checkpoints that an encoder supernet does not use.
-IGNORED_PREFIXES = ("pooler.", "cls.", "embeddings.position_ids")
+IGNORED_PREFIXES = ("pooler.", "cls.", "classifier.", "embeddings.position_ids")
 MINILM = "minilm"  # accepted wherever a checkpoint directory is, meaning the packaged MiniLM
 
 
@@ -226,89 +227,6 @@ def read_pooler(checkpoint: str | Path) -> dict[str, torch.Tensor] | None:
     return {k: v.float() for k, v in found.items()} if set(found) == names else None
 
 
-TASK_FILE = "task.json"  # beside a task supernet's weights: the task its head was trained on
-HEAD_NAMES = ("pooler.dense.weight", "pooler.dense.bias", "classifier.weight", "classifier.bias")
-
-
-@dataclass(frozen=True)
-class TaskHead:
-    """A task supernet's elastic classification head at full width, and its label names in
-    class-id order. A subnet of hidden h uses `pooler["pooler.dense.weight"][:h, :h]`,
-    `pooler["pooler.dense.bias"][:h]`, `classifier["weight"][:, :h]` and `classifier["bias"]`
-    (`models.train.finetune.build_classifier` slices it so)."""
-
-    labels: tuple[str, ...]
-    pooler: dict[str, torch.Tensor]  # "pooler.dense.weight" [H, H], "pooler.dense.bias" [H]
-    classifier: dict[str, torch.Tensor]  # "weight" [labels, H], "bias" [labels]
-    # task.json as written: the task folder, its hashes, max_len, ...
-    task: dict[str, Any] = field(default_factory=dict)
-
-
-def read_task_head(checkpoint: str | Path) -> TaskHead | None:
-    """The classification head of a task supernet (`bfnas supernet finetune --out`), or None
-    for a folder without task.json (a plain supernet or checkpoint: its head is not trained
-    for a task). A task.json that is damaged, or weights without the head it describes, is
-    one line naming the file and the field."""
-    folder = resolve_checkpoint(checkpoint)
-    path = folder / TASK_FILE
-    if not path.is_file():
-        return None
-    where = str(path)
-    try:
-        raw = json.loads(read_text_input(path))
-    except json.JSONDecodeError as exc:
-        raise InputError(where, None, f"not valid JSON ({exc.msg} at char {exc.pos})") from None
-    except RecursionError:
-        raise InputError(where, None, "JSON nested too deeply for a task record") from None
-    if not isinstance(raw, dict):
-        raise InputError(where, None, f"expected a JSON object, got {type(raw).__name__}")
-    labels = raw.get("labels")
-    if (
-        not isinstance(labels, list)
-        or len(labels) < 2
-        or not all(isinstance(x, str) and x for x in labels)
-    ):
-        raise InputError(where, "labels", f"expected two or more label names, got {short(labels)}")
-    if len(set(labels)) != len(labels):
-        raise InputError(where, "labels", f"a label is named twice: {short(labels)}")
-    weights = _weights_file(folder)
-    if weights is None:
-        raise InputError(
-            str(folder), None, f"no weights found (expected one of {', '.join(WEIGHT_FILES)})"
-        )
-    tensors = {k.removeprefix("bert."): v for k, v in load_tensors(weights).items()}
-    for name in HEAD_NAMES:
-        if name not in tensors:
-            raise InputError(
-                str(weights), name, f"missing, where {TASK_FILE} makes this a task supernet"
-            )
-    pw, pb = tensors["pooler.dense.weight"], tensors["pooler.dense.bias"]
-    cw, cb = tensors["classifier.weight"], tensors["classifier.bias"]
-    hidden = pw.shape[0] if pw.dim() == 2 else -1
-    expected = {
-        "pooler.dense.weight": (pw, (hidden, hidden)),
-        "pooler.dense.bias": (pb, (hidden,)),
-        "classifier.weight": (cw, (len(labels), hidden)),
-        "classifier.bias": (cb, (len(labels),)),
-    }
-    for name, (tensor, shape) in expected.items():
-        if tuple(tensor.shape) != shape:
-            raise InputError(
-                str(weights),
-                name,
-                f"shape {tuple(tensor.shape)}, expected {shape} "
-                f"({len(labels)} labels in {TASK_FILE}, hidden {hidden})",
-            )
-        if not tensor.is_floating_point():
-            raise InputError(str(weights), name, f"{tensor.dtype} values, expected floating point")
-    return TaskHead(
-        labels=tuple(labels),
-        pooler={"pooler.dense.weight": pw.float(), "pooler.dense.bias": pb.float()},
-        classifier={"weight": cw.float(), "bias": cb.float()},
-        task=raw,
-    )
-
-
 def load_supernet(checkpoint: str | Path) -> SuperBert:
     """A `SuperBert` holding a Hugging Face BERT checkpoint's weights at its full size."""
     folder = resolve_checkpoint(checkpoint)
@@ -358,3 +276,101 @@ def _check_tensors(
             raise InputError(
                 str(weights), name, f"{tensors[name].dtype} values, expected floating point"
             )
+
+
+# -- task supernets ----------------------------------------------------------------------------
+TASK_FILE = "task.json"
+HEAD_TENSORS = ("pooler.dense.weight", "pooler.dense.bias", "classifier.weight", "classifier.bias")
+
+
+@dataclass(frozen=True)
+class TaskHead:
+    """A task supernet's elastic classification head at full width, and its class names in
+    class-id order. `pooler` holds `pooler.dense.weight` [H, H] and `pooler.dense.bias` [H]
+    (the names `read_pooler` returns and `finetune.build_classifier` takes), `classifier`
+    holds "weight" [labels, H] and "bias" [labels]. A subnet of hidden h uses
+    `pooler.dense.weight[:h, :h]`, `pooler.dense.bias[:h]`, `classifier["weight"][:, :h]`
+    and `classifier["bias"]`."""
+
+    labels: tuple[str, ...]
+    pooler: dict[str, torch.Tensor]
+    classifier: dict[str, torch.Tensor]
+
+
+def read_task_manifest(folder: str | Path) -> dict[str, Any] | None:
+    """The task.json of a task supernet, checked (labels, task folder and its hashes,
+    max_len), or None when the folder has none (a plain supernet)."""
+    path = Path(folder) / TASK_FILE
+    if not path.exists():
+        return None
+    where = str(path)
+    try:
+        data = json.loads(read_text_input(path, where))
+    except json.JSONDecodeError as exc:
+        raise InputError(where, None, f"damaged: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise InputError(where, None, "damaged: JSON nested too deeply") from None
+    if not isinstance(data, dict):
+        raise InputError(where, None, f"damaged: expected a JSON object, got {type(data).__name__}")
+    labels = data.get("labels")
+    if (
+        not isinstance(labels, list)
+        or len(labels) < 2
+        or not all(isinstance(x, str) and x for x in labels)
+        or len(set(labels)) != len(labels)
+    ):
+        raise InputError(
+            where, "labels", f"must list two or more distinct label names, got {short(labels)}"
+        )
+    task = data.get("task")
+    if not isinstance(task, dict):
+        raise InputError(where, "task", f"must be an object, got {short(task)}")
+    for key in ("folder", "train_sha256", "dev_sha256"):
+        if not isinstance(task.get(key), str) or not task[key]:
+            raise InputError(where, f"task.{key}", f"must be a string, got {short(task.get(key))}")
+    max_len = data.get("max_len")
+    if not isinstance(max_len, int) or isinstance(max_len, bool) or not 4 <= max_len <= 4096:
+        raise InputError(where, "max_len", f"must be an integer in [4, 4096], got {short(max_len)}")
+    return data
+
+
+def read_task_head(folder: str | Path) -> TaskHead | None:
+    """The classification head of a task supernet folder (task.json beside the weights), or
+    None for a folder without task.json. A task.json whose weights lack the head, or hold
+    it at other shapes than config.json and the labels say, is one line naming the tensor."""
+    folder = resolve_checkpoint(folder)
+    manifest = read_task_manifest(folder)
+    if manifest is None:
+        return None
+    dims, _, _ = read_config(folder)
+    path = _weights_file(folder)
+    if path is None:
+        raise InputError(
+            str(folder), None, f"no weights found (expected one of {', '.join(WEIGHT_FILES)})"
+        )
+    tensors = {k.removeprefix("bert."): v for k, v in load_tensors(path).items()}
+    labels = tuple(manifest["labels"])
+    h = dims.hidden
+    shapes = {
+        "pooler.dense.weight": (h, h),
+        "pooler.dense.bias": (h,),
+        "classifier.weight": (len(labels), h),
+        "classifier.bias": (len(labels),),
+    }
+    for name, shape in shapes.items():
+        if name not in tensors:
+            raise InputError(
+                str(path), name, f"missing: {TASK_FILE} is beside it, so the head must be too"
+            )
+        if tuple(tensors[name].shape) != shape:
+            raise InputError(
+                str(path),
+                name,
+                f"shape {tuple(tensors[name].shape)}, expected {shape} "
+                f"(hidden {h}, {len(labels)} labels in {TASK_FILE})",
+            )
+    return TaskHead(
+        labels,
+        {k: tensors[k].float() for k in HEAD_TENSORS[:2]},
+        {k.removeprefix("classifier."): tensors[k].float() for k in HEAD_TENSORS[2:]},
+    )

@@ -111,9 +111,11 @@ class SuperBert(nn.Module):
         cfg: SubnetConfig,
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
+        int8: bool = False,
     ) -> Tensor:
-        """The supernet run at `cfg`: the last hidden state, [batch, seq, cfg.hidden]."""
-        return self._run(input_ids, cfg, attention_mask, token_type_ids)[0][-1]
+        """The supernet run at `cfg`: the last hidden state, [batch, seq, cfg.hidden]
+        (with `int8`, fake-quantized as in `states`)."""
+        return self._run(input_ids, cfg, attention_mask, token_type_ids, int8)[0][-1]
 
     def states(
         self,

@@ -15,7 +15,8 @@ Checkpoints are Hugging Face BERT folders (config.json + model.safetensors), so 
 supernet loads wherever `--checkpoint DIR` is accepted; the optimizer state and the
 trainer's progress sit beside them (optimizer.pt, read back with weights_only=True;
 trainer.json), and the tokenizer the data was made with (so `bfnas task eval --supernet`
-finds it). A rerun resumes from the folder.
+finds it). A rerun resumes from the folder (`models.train.trainer_checkpoint`, shared with
+the task supernet's trainer).
 
 Under `torchrun` (see `models.train.parallel`) the same trainer runs data-parallel: `batch` is the
 global batch, each rank reads its own contiguous slice of every batch, all ranks draw the
@@ -28,9 +29,7 @@ processes.
 
 from __future__ import annotations
 
-import json
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -42,17 +41,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bfnas.errors import InputError, read_text_input
-from bfnas.models.nn.supernet import SuperBert, weights_sha256
-from bfnas.models.outputs import atomic_path, write_atomic
+from bfnas.errors import InputError
+from bfnas.models.nn.supernet import SuperBert
 from bfnas.models.space.search_space import SearchSpace
 from bfnas.models.space.subnet import SubnetConfig
 from bfnas.models.train.parallel import (
     Distributed,
-    all_equal,
     all_reduce_grads,
     all_reduce_sum,
     broadcast_parameters,
+)
+from bfnas.models.train.trainer_checkpoint import (
+    hf_config,
+    load_checkpoint,
+    read_trainer_state,
+    refuse_another_run,
+    replicas_identical,
+    restore_progress,
+    rng_to_json,
+    sandwich,
+    save_checkpoint,
 )
 
 LOSSES = ("kd", "mlm")
@@ -241,107 +249,57 @@ class SupernetTrainer:
 
     # -- checkpoints ------------------------------------------------------------------------
     def _resume(self) -> None:
-        meta = self.out / "trainer.json"
-        if not meta.is_file():
+        state = read_trainer_state(self.out)
+        if state is None:
             return
-        # A folder a killed or damaged run left: every file is read with one-line errors.
-        from bfnas.models.nn.checkpoint import load_tensors, torch_load_data
-
-        try:
-            state = json.loads(read_text_input(meta))
-        except json.JSONDecodeError as exc:
-            raise InputError(str(meta), None, f"damaged: not valid JSON ({exc.msg})") from None
-        if not isinstance(state, dict):
-            raise InputError(str(meta), None, "damaged: not a JSON object")
         old = state.get("settings", {})
         old = old if isinstance(old, dict) else {}
-        if (
-            old.get("seed"),
-            old.get("int8_aware", False),
-            old.get("loss", "kd"),
-            state.get("space"),
-        ) != (self.s.seed, self.s.int8_aware, self.s.loss, self.space.name):
-            raise InputError(
-                str(meta), "settings", "this folder holds another training run: use a new --out"
-            )
-        tensors = load_tensors(self.out / "model.safetensors")
-        optimizer = torch_load_data(self.out / "optimizer.pt")
-        try:
+        refuse_another_run(
+            self.out,
+            (self.s.seed, self.s.int8_aware, self.s.loss, self.space.name),
+            (
+                old.get("seed"),
+                old.get("int8_aware", False),
+                old.get("loss", "kd"),
+                state.get("space"),
+            ),
+        )
+
+        def load_weights(tensors: dict[str, Tensor]) -> None:
             if self.head is not None:
                 self.head.load_hf_state(tensors)
             self.supernet.load_state_dict(
                 {k: v for k, v in tensors.items() if not k.startswith("cls.")}
             )
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise InputError(
-                str(self.out / "model.safetensors"),
-                None,
-                f"does not fit this supernet ({str(exc).splitlines()[0][:160]})",
-            ) from None
-        try:
-            self.opt.load_state_dict(optimizer)
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise InputError(
-                str(self.out / "optimizer.pt"),
-                None,
-                f"damaged or of another run ({str(exc).splitlines()[0][:160]})",
-            ) from None
-        try:
-            self.step = int(state["step"])
-            self.history = state["history"]
-            self.rng.setstate(_tuple_state(state["rng"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(
-                str(meta),
-                None,
-                f"damaged: step, history or rng unreadable ({type(exc).__name__}: {exc})",
-            ) from None
+
+        load_checkpoint(self.out, load_weights, self.opt)
+        self.step, self.history = restore_progress(self.out, state, self.rng)
 
     def save(self) -> None:
         """Write the checkpoint (rank 0 only: the replicas are identical)."""
-        from safetensors.torch import save_file
-
         if not self.dist.main:
             return
-        self.out.mkdir(parents=True, exist_ok=True)
-        d = self.supernet.dims
-        config = {
-            **self.base_config,
-            "model_type": "bert",
-            "hidden_size": d.hidden,
-            "num_hidden_layers": d.layers,
-            "intermediate_size": d.ffn,
-        }
-        write_atomic(self.out / "config.json", json.dumps(config, indent=2) + "\n")
         tensors = dict(self.supernet.state_dict())
         if self.head is not None:
             tensors.update({k: v.detach() for k, v in self.head.hf_state().items()})
-        with atomic_path(self.out / "model.safetensors") as tmp:
-            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-        with atomic_path(self.out / "optimizer.pt") as tmp:
-            torch.save(self.opt.state_dict(), tmp)
-        if self.tokenizer is not None and not (self.out / self.tokenizer.name).exists():
-            with atomic_path(self.out / self.tokenizer.name) as tmp:
-                shutil.copyfile(self.tokenizer, tmp)
         state = {
             "step": self.step,
             "settings": asdict(self.s),
             "space": self.space.name,
             "world_size": self.dist.world,
             "history": self.history,
-            "rng": _json_state(self.rng.getstate()),
+            "rng": rng_to_json(self.rng.getstate()),
         }
-        # Written last: a checkpoint is resumed from only once its step is recorded.
-        write_atomic(self.out / "trainer.json", json.dumps(state, indent=1) + "\n")
+        save_checkpoint(
+            self.out,
+            hf_config(self.base_config, self.supernet),
+            tensors,
+            self.opt,
+            self.tokenizer,
+            state,
+        )
 
     # -- training ---------------------------------------------------------------------------
-    def sandwich(self) -> list[SubnetConfig]:
-        return [
-            self.space.largest(),
-            self.space.smallest(),
-            *(self.space.sample(self.rng) for _ in range(self.s.random_subnets)),
-        ]
-
     def train(self, on_step: Callable[[dict], None] = lambda row: None) -> dict[str, Any]:
         batches = training_batches(self.data_dir, self.s.batch, self.s.seed)
         for _ in range(self.step):  # the same batches as an uninterrupted run
@@ -362,11 +320,7 @@ class SupernetTrainer:
                     )
             self.opt.zero_grad()
             names, values = [], []
-            for name, cfg in zip(
-                ("largest", "smallest", *(f"random{i}" for i in range(self.s.random_subnets))),
-                self.sandwich(),
-                strict=True,
-            ):
+            for name, cfg in sandwich(self.space, self.rng, self.s.random_subnets):
                 if self.head is not None:
                     loss = mlm_loss(self.supernet, self.head, b, cfg, self.s.int8_aware, predicted)
                 else:
@@ -391,9 +345,7 @@ class SupernetTrainer:
         self.supernet.eval()
         seconds = time.perf_counter() - t0
         done = self.step - start
-        # A cheap guard against replicas drifting apart (a rank that skipped a collective, a
-        # nondeterministic kernel): every rank hashes its weights and compares.
-        same = all_equal(weights_sha256(self.supernet), self.dist) if self.dist.world > 1 else True
+        same = replicas_identical(self.supernet, self.dist)
         return {
             "steps": self.step,
             "new_steps": done,
@@ -405,13 +357,3 @@ class SupernetTrainer:
             "replicas_identical": same,
             "last": self.history[-1] if self.history else None,
         }
-
-
-def _json_state(state: tuple) -> list:
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def _tuple_state(data: list) -> tuple:
-    version, internal, gauss = data
-    return version, tuple(internal), gauss

@@ -34,7 +34,6 @@ from torch import Tensor, nn
 from bfnas.errors import InputError
 from bfnas.models.deploy.encoder_io import pack_example
 from bfnas.models.nn.bert import Bert
-from bfnas.models.nn.checkpoint import TASK_FILE, TaskHead
 from bfnas.models.nn.fake_quant import int8_linear
 from bfnas.models.nn.supernet import SuperBert, weights_sha256
 from bfnas.models.space.subnet import SubnetConfig
@@ -303,50 +302,27 @@ def build_classifier(
     labels: int,
     dropout: float = 0.1,
     pooler: dict[str, Tensor] | None = None,
-    head: TaskHead | None = None,
+    classifier: dict[str, Tensor] | None = None,
     int8_aware: bool = False,
 ) -> SubnetClassifier:
-    """The subnet with the supernet's weights and a classifier head. A task supernet's
-    `head` gives both the pooler and the linear layer; otherwise `pooler` (a checkpoint's)
-    or a fresh one, and a fresh linear layer. Full-width weights are sliced to the subnet's
-    leading `hidden` channels like every other weight."""
-    if head is not None and len(head.labels) != labels:
-        raise ValueError(f"the head classifies {len(head.labels)} labels, not {labels}")
+    """The subnet with the supernet's weights and a classifier head; `pooler` (the
+    checkpoint's, full width) is sliced to the subnet's leading `hidden` channels like
+    every other weight, and so is `classifier` ("weight" [labels, H], "bias": a task
+    supernet's, `checkpoint.read_task_head`) when given, else the classifier is new. With
+    `int8_aware` the model runs fake-quantized as the dynamic INT8 recipe deploys it."""
     model = SubnetClassifier(supernet.extract(cfg), labels, dropout, int8_aware)
-    pooler = head.pooler if head is not None else pooler
     h = cfg.hidden
     with torch.no_grad():
         if pooler is not None:
             model.pooler.dense.weight.copy_(pooler["pooler.dense.weight"][:h, :h])
             model.pooler.dense.bias.copy_(pooler["pooler.dense.bias"][:h])
-        if head is not None:
-            model.classifier.weight.copy_(head.classifier["weight"][:, :h])
-            model.classifier.bias.copy_(head.classifier["bias"])
+        if classifier is not None:
+            model.classifier.weight.copy_(classifier["weight"][:, :h])
+            model.classifier.bias.copy_(classifier["bias"])
     return model
 
 
-def check_head(head: TaskHead, task: GlueTask, supernet: SuperBert, folder: str | Path) -> None:
-    """A task supernet's head fits this task and supernet: the same labels in the same
-    order (class ids are positions), at the supernet's width."""
-    where = str(Path(folder) / TASK_FILE)
-    if head.labels != task.label_names:
-        raise InputError(
-            where,
-            "labels",
-            f"the head was trained on {', '.join(head.labels)}; {task.train.path} has "
-            f"{', '.join(task.label_names)} (fine-tune a task supernet on this task, or "
-            "start from a plain supernet)",
-        )
-    width = head.pooler["pooler.dense.weight"].shape[0]
-    if width != supernet.dims.hidden:
-        raise InputError(
-            where,
-            "pooler.dense.weight",
-            f"the head is {width} wide, the supernet's hidden size is {supernet.dims.hidden}",
-        )
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     # BERT's recipe: no decay on biases and LayerNorm weights.
     decay, plain = [], []
     for name, p in model.named_parameters():
@@ -367,7 +343,7 @@ def train_classifier(
     per_epoch = math.ceil(n / settings.batch)
     total = per_epoch * settings.epochs
     warm = max(1, round(settings.warmup * total))
-    opt = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr)
+    opt = torch.optim.AdamW(decay_groups(model, settings.weight_decay), lr=settings.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm))
     )
@@ -493,11 +469,12 @@ def finetune_subnet(
     settings: FinetuneSettings = FinetuneSettings(),
     pooler: dict[str, Tensor] | None = None,
     on_step: Callable[[dict], None] = lambda row: None,
-    head: TaskHead | None = None,
+    classifier: dict[str, Tensor] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune `cfg` (weights from `supernet`) on the task's train split and score it on
-    dev. Nothing is written; the result is a JSON-ready dict."""
-    return finetune_classifier(supernet, cfg, data, settings, pooler, on_step, head)[1]
+    dev. Nothing is written; the result is a JSON-ready dict. `classifier`: a task
+    supernet's head to start from (see `build_classifier`)."""
+    return finetune_classifier(supernet, cfg, data, settings, pooler, on_step, classifier)[1]
 
 
 def finetune_classifier(
@@ -507,7 +484,7 @@ def finetune_classifier(
     settings: FinetuneSettings = FinetuneSettings(),
     pooler: dict[str, Tensor] | None = None,
     on_step: Callable[[dict], None] = lambda row: None,
-    head: TaskHead | None = None,
+    classifier: dict[str, Tensor] | None = None,
 ) -> tuple[SubnetClassifier, dict[str, Any]]:
     """`finetune_subnet`, also returning the fine-tuned model (in eval mode, running FP32
     whether or not it trained int8-aware): what a deployable package is written from."""
@@ -525,7 +502,7 @@ def finetune_classifier(
             len(task.label_names),
             settings.dropout,
             pooler,
-            head,
+            classifier,
             settings.int8_aware,
         )
         inherited = weights_sha256(model.bert)
@@ -557,10 +534,8 @@ def finetune_classifier(
         "arch": cfg.to_dict(),
         "arch_key": cfg.key(),
         "inherited_weights_sha256": inherited,
-        "pooler": "task-supernet"
-        if head is not None
-        else ("checkpoint" if pooler is not None else "fresh"),
-        "classifier": "task-supernet" if head is not None else "fresh",
+        "pooler": "checkpoint" if pooler is not None else "fresh",
+        "classifier": "checkpoint" if classifier is not None else "fresh",
         "supernet": {
             "path": supernet.source.get("path"),
             "weights_sha256": supernet.source.get("weights_sha256"),

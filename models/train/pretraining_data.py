@@ -14,10 +14,8 @@ int8 [N, L], `labels` int32 [N, L] (-100 where nothing is predicted).
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
-import sysconfig
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -494,36 +492,20 @@ def data_tokenizer(data_dir: str | Path) -> Path | None:
 
 
 def stdlib_docstrings(out: str | Path, min_words: int = 20) -> dict[str, int]:
-    """Write the docstrings of the Python standard library (read with `ast`, never
-    imported) as a corpus: one docstring per document, paragraphs on their own lines.
-    Real English prose, available on any machine with Python, for tests and demos."""
-    root = Path(sysconfig.get_paths()["stdlib"])
+    """Write the docstrings of the Python standard library (`stdlib_text`) as a corpus: one
+    docstring per document, paragraphs on their own lines. Real English prose, available on
+    any machine with Python, for tests and demos."""
+    from bfnas.models.train.stdlib_text import stdlib_docstrings_iter
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     docs = words = 0
     with atomic_path(out) as tmp, tmp.open("w", encoding="utf-8") as fh:
-        for src in sorted(root.rglob("*.py")):
-            rel = src.relative_to(root).parts
-            if any(p in ("site-packages", "test", "tests", "idlelib", "lib2to3") for p in rel):
+        for doc in stdlib_docstrings_iter():
+            if len(doc.text.split()) < min_words:
                 continue
-            try:
-                tree = ast.parse(src.read_text(encoding="utf-8"))
-            except (SyntaxError, UnicodeDecodeError, ValueError):
-                continue
-            nodes = [
-                tree,
-                *(
-                    n
-                    for n in ast.walk(tree)
-                    if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
-                ),
-            ]
-            for node in nodes:
-                doc = ast.get_docstring(node)
-                if not doc or len(doc.split()) < min_words:
-                    continue
-                paragraphs = [" ".join(p.split()) for p in doc.split("\n\n")]
-                fh.write("\n".join(p for p in paragraphs if p) + "\n\n")
-                docs += 1
-                words += len(doc.split())
+            paragraphs = [" ".join(p.split()) for p in doc.text.split("\n\n")]
+            fh.write("\n".join(p for p in paragraphs if p) + "\n\n")
+            docs += 1
+            words += len(doc.text.split())
     return {"documents": docs, "words": words}
