@@ -1,15 +1,12 @@
-"""`bfnas task train` and `bfnas task predict`: a tiny real supernet fine-tuned on a task made
-here from standard-library docstrings, written as a model folder, read back by Hugging Face,
-ONNX Runtime and `task predict`, and every input a user can get wrong refused in one line."""
+"""`bfnas task train` and `bfnas task predict`: a tiny real supernet fine-tuned on a small
+offline task (`build_task`: which stdlib module does a docstring sentence document?), written
+as a model folder, read back by Hugging Face, ONNX Runtime and `task predict`, and every
+input a user can get wrong refused in one line."""
 
 from __future__ import annotations
 
-import ast
 import json
-import random
-import re
 import shutil
-import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -35,33 +32,17 @@ from bfnas.models.train.finetune import (
     read_task,
 )
 from bfnas.models.train.pretraining_data import load_tokenizer
+from bfnas.models.train.task_data import TaskDataSettings, build_task
 
-STDLIB = Path(sysconfig.get_paths()["stdlib"])
 ARCH = SubnetConfig.uniform(2, 128, 4, 128, 256)  # uniform, Q/K/V = hidden: HF can load it
 ARCH_JSON = json.dumps(ARCH.to_dict())
 # A layer of its own shape: what stock transformers cannot build.
 RAGGED = SubnetConfig(2, 96, (2, 1), (64, 32), (128, 64))
-LABELS = ("decimal", "email", "tkinter")
-MODULES = {"decimal": "_pydecimal", "email": "email", "tkinter": "tkinter"}
+LABELS = ("asyncio", "email", "tkinter")  # the offline task's three largest modules
 # The shared brief profile, told not to wait for a free core: these tests check what is
 # written and measured, and other work on a 2-core host must not turn them into a refusal.
 PROFILE = FAST_PROFILE + "min_cpu_share = 0.0\n"
 TRAIN_ARGS = ["--epochs", "2", "--lr", "1e-3", "--batch", "16", "--max-len", "32"]
-
-
-def sentences(module: str) -> list[str]:
-    """Docstring sentences of six words or more from a stdlib module or package."""
-    path = STDLIB / module
-    files = sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
-    found = []
-    for f in files:
-        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef):
-                doc = ast.get_docstring(node)
-                if doc:
-                    parts = re.split(r"(?<=[.!?])\s+", " ".join(doc.replace("\t", " ").split()))
-                    found += [s for s in parts if len(s.split()) >= 6]
-    return found
 
 
 def write_task(folder: Path, rows: list[tuple[str, str]], train: int) -> Path:
@@ -121,19 +102,15 @@ def random_head(hidden: int, labels: tuple[str, ...], seed: int) -> TaskHead:
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory, tiny_supernet):
     root = tmp_path_factory.mktemp("task-train")
-    rng = random.Random(0)
-    rows = []
-    for label in LABELS:
-        found = sentences(MODULES[label])
-        rng.shuffle(found)
-        rows += [(s, label) for s in found[:60]]
-    rng.shuffle(rows)
+    # 140 train and 39 dev sentences.
+    manifest = build_task(root / "task", TaskDataSettings(classes=3, max_per_class=60))
+    assert tuple(manifest["labels"]) == LABELS
     head = random_head(tiny_supernet.dims.hidden, LABELS, seed=1)
     (root / "tiny.toml").write_text(TINY_SPACE)
     (root / "fast.toml").write_text(PROFILE)
     return {
         "root": root,
-        "task": write_task(root / "task", rows, train=130),
+        "task": root / "task",
         "sn": write_supernet(root / "sn", tiny_supernet),
         "tsn": write_supernet(root / "tsn", tiny_supernet, head),
         "head": head,
@@ -270,8 +247,8 @@ def test_safetensors_carry_hugging_face_names_and_shapes(trained):
         if not k.startswith(("bert.embeddings.", "bert.encoder.", "bert.pooler.", "classifier."))
     ]
     config = json.loads((out / "config.json").read_text())
-    assert config["id2label"] == {"0": "decimal", "1": "email", "2": "tkinter"}
-    assert config["label2id"] == {"decimal": 0, "email": 1, "tkinter": 2}
+    assert config["id2label"] == {"0": "asyncio", "1": "email", "2": "tkinter"}
+    assert config["label2id"] == {"asyncio": 0, "email": 1, "tkinter": 2}
     assert config["bfnas"]["arch"] == ARCH.to_dict() and config["bfnas"]["max_len"] == 32
     assert config["num_attention_heads"] == 4 and config["intermediate_size"] == 256
     assert card["hf_transformers"]["loadable"] is True
@@ -287,7 +264,7 @@ def test_stock_transformers_loads_a_uniform_package_and_agrees_with_onnx(trained
             [model(**{k: torch.from_numpy(v) for k, v in f.items()}).logits.numpy() for f in feeds]
         )
     assert np.abs(hf - ort_logits(out / "model.onnx", feeds)).max() < 1e-4
-    assert model.config.id2label == {0: "decimal", 1: "email", 2: "tkinter"}
+    assert model.config.id2label == {0: "asyncio", 1: "email", 2: "tkinter"}
 
 
 def test_a_layer_of_another_shape_is_written_as_not_loadable_by_transformers():
@@ -405,6 +382,7 @@ def test_task_eval_inherits_the_head_too(folders, capsys):
     for flag in ("--hw", "--out", "--artifacts"):
         del argv[argv.index(flag) : argv.index(flag) + 2]
     argv[argv.index("--epochs") + 1] = "1"
+    argv[argv.index("--batch") + 1] = "64"  # three steps: the head is what is checked
     code, out, err = run_cli(capsys, argv)
     assert code == 0, err
     r = json.loads(out)
@@ -558,6 +536,7 @@ def test_int8_aware_training_from_a_plain_supernet(folders, capsys_module):
     out = folders["root"] / "model-int8-aware"
     argv = train_argv(folders, "sn", out, "--int8-aware", "--json")
     argv[argv.index("--epochs") + 1] = "1"
+    argv[argv.index("--batch") + 1] = "32"
     code, stdout, err = capsys_module(argv)
     assert code == 0, err
     card = json.loads(stdout)
@@ -700,7 +679,7 @@ REFUSALS = [
     ),
     task_row(
         "head-of-another-task",
-        "{tmp}/tsn/task.json: labels: decimal, email, tkinter, but {tmp}/task/train.tsv has",
+        "{tmp}/tsn/task.json: labels: asyncio, email, tkinter, but {tmp}/task/train.tsv has",
         {"task/train.tsv": TSV_OK, "task/dev.tsv": TSV_OK, "tsn": _copy("tsn")},
     ),
     task_row(
