@@ -61,15 +61,16 @@ def train_task_model(
     on_stage: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Fine-tune `cfg` on the task in `task_dir` from `supernet` (a checkpoint folder, a task
-        supernet whose head it inherits, or 'minilm'), write the model folder `out` and return its
-        card (what `out/model.json` holds).
+    supernet whose head it inherits, or 'minilm'), write the model folder `out` and return its
+    card (what `out/model.json` holds).
 
-        `profile` is a hardware profile (a name, a .toml path or a loaded one): its recipe makes
-        model.int8.onnx and its harness measures both ONNX files. `space` is the search space
-        `cfg` must belong to; `tokenizer` defaults to the supernet folder's; `artifacts` is the
-        artifact cache the profile's anchor models go to (default: bfnas's cache);
-        `make_runner` makes the runner from the profile (default: its target kind's); `settings`
-    are the fine-tune's (`FinetuneSettings`, int8-aware training among them)."""
+    `profile` is a hardware profile (a name, a .toml path or a loaded one): its recipe makes
+    model.int8.onnx and its harness measures both ONNX files. `settings` are the fine-tune's
+    (`FinetuneSettings`, int8-aware training among them). `space` is the search space `cfg`
+    must belong to; `tokenizer` defaults to the supernet folder's; `artifacts` is the
+    artifact cache the profile's anchor models go to (default: bfnas's cache); `make_runner`
+    makes the runner from the profile (default: its target kind's). `on_step` sees every
+    training step, `on_stage` each stage as it begins."""
     from bfnas.bench.hardware_profile import HardwareProfile, load_profile
     from bfnas.bench.runners.base import runner_for
     from bfnas.bench.runners.usable import require_usable
