@@ -42,6 +42,10 @@ _PUBLIC = {
     "load_objective": "bfnas.search.objectives:load_objective",
     "DeviceVerifier": "bfnas.search.loop:DeviceVerifier",
     "SearchJob": "bfnas.search.loop:SearchJob",
+    # a model to ship: fine-tuned, written with its card, and run as an application runs it
+    "train_task_model": "bfnas.task_model:train_task_model",
+    "FinetuneSettings": "bfnas.models.train.finetune:FinetuneSettings",
+    "load_classifier": "bfnas.models.deploy.text_classifier:load_classifier",
 }
 
 __all__ = ["__version__", *_PUBLIC]

@@ -745,6 +745,22 @@ ARCH_ROWS = [
         "{tmp}/x.json: --arch: not a text file",
         {"x.json": b"\xff\xfe\xfd"},
     ),
+    Refusal(
+        "task-train-at-file-missing",
+        [
+            "task",
+            "train",
+            "--supernet",
+            "{tmp}/ckpt",
+            "--task-dir",
+            "{tmp}/task",
+            "--out",
+            "{tmp}/model",
+            "--arch",
+            "@{tmp}/x.json",
+        ],
+        "{tmp}/x.json: cannot read the --arch file",
+    ),
 ]
 
 
@@ -774,7 +790,13 @@ def test_every_arch_flag_promises_what_the_parser_reads(capsys):
     """Each command's --arch help says the same thing, and it names all three forms."""
     from bfnas.commands.common import ARCH_HELP
 
-    for cmd in (["predictor", "predict"], ["export"], ["bench"], ["task", "eval"]):
+    for cmd in (
+        ["predictor", "predict"],
+        ["export"],
+        ["bench"],
+        ["task", "eval"],
+        ["task", "train"],
+    ):
         code, out, _ = run_cli(capsys, [*cmd, "--help"])
         text = " ".join(out.split())
         assert code == 0 and " ".join(ARCH_HELP.split()) in text, cmd

@@ -60,7 +60,7 @@ def test_the_page_has_an_example_for_each_task():
     # Each task the page promises: a profile, one subnet, many into a store, a predictor
     # fitted, saved, loaded and used, a search.
     tasks = ("load_profile(", "measure_subnet(", "ProfileJob(", ".fit(", ".save(", ".load(")
-    for call in (*tasks, ".predict(", "SearchJob("):
+    for call in (*tasks, ".predict(", "SearchJob(", "train_task_model(", "load_classifier("):
         assert call in code, call
 
 
@@ -90,11 +90,14 @@ def test_every_example_on_the_page_runs_in_order(tmp_path):
     assert re.search(r"^(ok|unstable) ", out, re.M)  # the one subnet's trust verdict
     assert re.search(r"^12 already stored$", out, re.M)  # the rerun measured nothing again
     assert re.search(r"^within budget: (True|False)$", out, re.M)
+    assert re.search(r"^INT8 raw median \d+\.\d{3} ms \[(ok|unstable)\]$", out, re.M)
+    assert len(re.findall(r"^(weather|cooking) 0\.\d+$|^(weather|cooking) 1\.0$", out, re.M)) == 2
     # The example wrote its files under its own temporary folder, here.
     made = [p for p in tmp_path.iterdir() if p.name.startswith("bfnas-example-")]
     assert len(made) == 1
     work = made[0]
     assert (work / "lat.db").is_file() and (work / "predictor" / "predictor.json").is_file()
+    assert all((work / "model" / f).is_file() for f in ("model.int8.onnx", "README.md"))
 
 
 @pytest.mark.parametrize(

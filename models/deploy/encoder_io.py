@@ -1,5 +1,5 @@
-"""What an exported encoder reads and writes: its input and output names, and the generated
-token batches fed to it (fidelity check, calibration, timing).
+"""What an exported encoder (or classifier) reads and writes: its input and output names,
+and the generated token batches fed to it (fidelity check, calibration, timing).
 
 numpy only, and nothing else of bfnas: a device that only times a file imports this without
 torch or onnx.
@@ -12,11 +12,34 @@ import numpy as np
 # The order is the positional order of the encoder's forward (ids, mask, token types).
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "last_hidden_state"
+# A classifier's output instead (a model package's files: encoder, pooler and classifier),
+# [batch, labels].
+LOGITS_NAME = "logits"
 
 # BERT's [CLS] id, the first token of every generated row.
 CLS_ID = 101
 # Word-piece ids below this are BERT's reserved ones ([PAD], [unusedN], [CLS], ...).
 FIRST_WORD_PIECE = 1000
+
+
+def pack_example(
+    a: list[int], b: list[int] | None, cls: int, sep: int, max_len: int
+) -> tuple[list[int], list[int], bool]:
+    """One example as a BERT classifier reads it: `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`
+    (token types 0, then 1 for b), cut to `max_len` tokens by trimming the longer text first
+    as BERT's GLUE scripts do. Returns the ids, the token types and whether anything was cut.
+    Fine-tuning and a deployed classifier both tokenize through this, so they agree."""
+    cut = len(a) + (len(b) + 1 if b is not None else 0) > max_len - 2
+    if b is None:
+        a = a[: max_len - 2]
+        return [cls, *a, sep], [0] * (len(a) + 2), cut
+    room = max_len - 3
+    while len(a) + len(b) > room:
+        if len(a) > len(b):
+            a = a[:-1]
+        else:
+            b = b[:-1]
+    return [cls, *a, sep, *b, sep], [0] * (len(a) + 2) + [1] * (len(b) + 1), cut
 
 
 def token_batches(

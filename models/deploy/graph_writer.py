@@ -11,6 +11,10 @@ Gather. Tests compare it with the exporter + quantizer path tensor for tensor.
 
 Recipes it does not write (static QDQ, fused graphs, per-channel weights) go through the
 exporter and ONNX Runtime's tools as before.
+
+With a classification head (a model package, `models.deploy.classifier_package`) the graph
+goes on from the last hidden state: the [CLS] row, BERT's pooler (dense, tanh) and the
+linear classifier, output `logits`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from bfnas.models.deploy.encoder_io import INPUT_NAMES, OUTPUT_NAME
+from bfnas.models.deploy.encoder_io import INPUT_NAMES, LOGITS_NAME, OUTPUT_NAME
 from bfnas.models.space.subnet import SubnetConfig
 
 OPSET = 17
@@ -106,7 +110,12 @@ class _Graph:
         return q, scale, zp
 
     def linear(
-        self, x: str | tuple[str, str, str], weight: np.ndarray, bias: np.ndarray, prefix: str
+        self,
+        x: str | tuple[str, str, str],
+        weight: np.ndarray,
+        bias: np.ndarray,
+        prefix: str,
+        out: str | None = None,
     ) -> str:
         """x @ weight.T + bias; `x` is an FP tensor, or its DynamicQuantizeLinear outputs."""
         w = weight.T
@@ -129,8 +138,8 @@ class _Graph:
             (acc,) = self.op("MatMulInteger", [xq, wq_name, x_zp, w_zp])
             (acc_f,) = self.op("Cast", [acc], to=TensorProto.FLOAT)
             (y,) = self.op("Mul", [acc_f, scales])
-        (out,) = self.op("Add", [self.const(f"{prefix}.bias", bias), y])
-        return out
+        (added,) = self.op("Add", [self.const(f"{prefix}.bias", bias), y], out=out)
+        return added
 
     def gather_table(self, table: np.ndarray, indices: str, name: str) -> str:
         if not self.int8:
@@ -178,10 +187,13 @@ def write_onnx(
     path: Path,
     int8: bool = False,
     layer_norm_eps: float = 1e-12,
+    head: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, int]:
     """Write the dense BERT encoder at `cfg` with weights `state` (Hugging Face names,
     already sliced to `cfg`'s shapes) to `path`: inputs input_ids, attention_mask,
-    token_type_ids [batch, sequence] int64; output last_hidden_state. Returns the op counts."""
+    token_type_ids [batch, sequence] int64; output last_hidden_state. With `head`
+    (`pooler.dense.weight` / `.bias`, `classifier.weight` / `.bias` at `cfg.hidden`) the
+    output is the classifier's `logits` [batch, labels] instead. Returns the op counts."""
     g = _Graph(int8)
     # Node names are numbered in emission order, so the steps run in the exporter's order.
     x = _embeddings(g, state, layer_norm_eps)
@@ -189,10 +201,34 @@ def write_onnx(
     for i in range(cfg.layers):
         p = f"encoder.layer.{i}"
         x = _attention(g, state, p, cfg.heads[i], cfg.qkv[i], x, mask, layer_norm_eps)
-        last = i == cfg.layers - 1
+        last = i == cfg.layers - 1 and head is None
         x = _feed_forward(g, state, p, x, layer_norm_eps, OUTPUT_NAME if last else None)
-    _save(g, cfg, path)
+    output = (OUTPUT_NAME, ("batch", "sequence", cfg.hidden))
+    if head is not None:
+        _classifier(g, head, x)
+        output = (LOGITS_NAME, ("batch", head["classifier.weight"].shape[0]))
+    _save(g, output, path)
     return dict(Counter(n.op_type for n in g.nodes))
+
+
+def _classifier(g: _Graph, head: Mapping[str, np.ndarray], x: str) -> None:
+    """BERT's sequence-classification head on the last hidden state `x`: the [CLS] row, the
+    pooler (dense, tanh), the linear classifier into `logits`."""
+    (cls,) = g.op("Gather", [x, g.scalar("i64_0", 0, np.int64)], axis=1)
+    pooled = g.linear(
+        g.quantize_input(cls) if g.int8 else cls,
+        head["pooler.dense.weight"],
+        head["pooler.dense.bias"],
+        "pooler.dense",
+    )
+    (pooled,) = g.op("Tanh", [pooled])
+    g.linear(
+        g.quantize_input(pooled) if g.int8 else pooled,
+        head["classifier.weight"],
+        head["classifier.bias"],
+        "classifier",
+        out=LOGITS_NAME,
+    )
 
 
 def _embeddings(g: _Graph, state: Mapping[str, np.ndarray], eps: float) -> str:
@@ -325,14 +361,16 @@ def _feed_forward(
     )
 
 
-def _save(g: _Graph, cfg: SubnetConfig, path: Path) -> None:
-    """The model around `g`'s nodes, shapes inferred, written to `path`."""
+def _save(g: _Graph, output: tuple[str, tuple], path: Path) -> None:
+    """The model around `g`'s nodes, shapes inferred, written to `path`; `output` is the
+    graph output's name and shape."""
     dims = ("batch", "sequence")
+    name, shape = output
     graph = helper.make_graph(
         g.nodes,
         "bert",
         [helper.make_tensor_value_info(n, TensorProto.INT64, dims) for n in INPUT_NAMES],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, (*dims, cfg.hidden))],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)],
         g.inits,
     )
     model = helper.make_model(

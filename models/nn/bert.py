@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bfnas.models.nn.fake_quant import fake_quant_activation, int8_linear
 from bfnas.models.space.subnet import BERT_MAX_POSITIONS, BERT_TYPE_VOCAB, BERT_VOCAB, SubnetConfig
 
 
@@ -263,16 +264,22 @@ class Bert(nn.Module):
         input_ids: Tensor,
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
+        int8: bool = False,
     ) -> Tensor:
+        """With `int8`, the encoder runs as the `dynamic` INT8 recipe deploys it (fake-quantized
+        projections and embedding tables, straight-through gradients), as
+        `SuperBert.states(int8=True)` runs a subnet: what int8-aware fine-tuning trains."""
         cfg, eps = self.cfg, self.vocab.layer_norm_eps
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        x = run_embeddings(self.embeddings, input_ids, token_type_ids, cfg.hidden, eps)
+        table = fake_quant_activation if int8 else (lambda t: t)
+        linear = int8_linear if int8 else F.linear
+        x = run_embeddings(self.embeddings, input_ids, token_type_ids, cfg.hidden, eps, table)
         mask = additive_mask(attention_mask, x.dtype)
         for layer, a, q, f in zip(self.encoder.layer, cfg.heads, cfg.qkv, cfg.ffn, strict=True):
-            x = run_layer(layer, x, mask, a, q, f, cfg.hidden, eps)
+            x = run_layer(layer, x, mask, a, q, f, cfg.hidden, eps, linear=linear)
         return x
 
 

@@ -3,8 +3,10 @@ stage-1 supernet (the seed's MNLI step, for any GLUE-style TSV task).
 
 The subnet starts from the supernet's weights (`SuperBert.extract`), gets BERT's classifier
 on top (the pooler -- a tanh dense on [CLS] -- taken from the checkpoint when it has one,
-sliced to the subnet's width, else fresh; dropout; a fresh linear layer) and is fine-tuned
-end to end with AdamW under a linear warm-up/decay schedule, then scored on the dev split.
+sliced to the subnet's width, else fresh; dropout; a fresh linear layer; from a task
+supernet, its trained pooler and linear layer, both sliced) and is fine-tuned end to end with
+AdamW under a linear warm-up/decay schedule, then scored on the dev split. With `int8_aware`
+the subnet and its head train fake-quantized as the `dynamic` INT8 recipe deploys them.
 Everything random (the head's initialisation, dropout, the order of the examples) comes from
 `seed`, inside a forked RNG so the caller's global state is untouched: on one machine the
 same inputs give the same accuracy.
@@ -30,7 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bfnas.errors import InputError
+from bfnas.models.deploy.encoder_io import pack_example
 from bfnas.models.nn.bert import Bert
+from bfnas.models.nn.fake_quant import int8_linear
 from bfnas.models.nn.supernet import SuperBert, weights_sha256
 from bfnas.models.space.subnet import SubnetConfig
 
@@ -56,6 +60,9 @@ class FinetuneSettings:
     warmup: float = 0.1  # fraction of the steps with a rising learning rate, as BERT fine-tunes
     weight_decay: float = 0.01
     dropout: float = 0.1  # on the pooled [CLS], as BERT's classifier
+    # Train as the dynamic INT8 recipe runs the model (fake quantization, straight-through
+    # gradients), so the INT8 file keeps the accuracy the FP32 one has.
+    int8_aware: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch"):
@@ -221,8 +228,9 @@ class Encoded:
 
 
 def encode(split: TaskSplit, tokenizer: Any, cls: int, sep: int, max_len: int) -> Encoded:
-    """`[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]` (segment 0 then 1), cut to `max_len`
-    tokens by trimming the longer text first, as BERT's GLUE scripts do."""
+    """Every example of `split` as `encoder_io.pack_example` lays it out: `[CLS] a [SEP]`
+    or `[CLS] a [SEP] b [SEP]` (segment 0 then 1), cut to `max_len` tokens by trimming the
+    longer text first, as BERT's GLUE scripts do."""
     enc_a = [e.ids for e in tokenizer.encode_batch(list(split.a), add_special_tokens=False)]
     enc_b = (
         [e.ids for e in tokenizer.encode_batch(list(split.b), add_special_tokens=False)]
@@ -231,21 +239,12 @@ def encode(split: TaskSplit, tokenizer: Any, cls: int, sep: int, max_len: int) -
     )
     ids, types, truncated = [], [], 0
     for i, a in enumerate(enc_a):
-        truncated += len(a) + (len(enc_b[i]) + 1 if enc_b is not None else 0) > max_len - 2
-        if enc_b is None:
-            a = a[: max_len - 2]
-            ids.append([cls, *a, sep])
-            types.append([0] * (len(a) + 2))
-            continue
-        b = enc_b[i]
-        room = max_len - 3
-        while len(a) + len(b) > room:
-            if len(a) > len(b):
-                a = a[:-1]
-            else:
-                b = b[:-1]
-        ids.append([cls, *a, sep, *b, sep])
-        types.append([0] * (len(a) + 2) + [1] * (len(b) + 1))
+        row, row_types, cut = pack_example(
+            a, enc_b[i] if enc_b is not None else None, cls, sep, max_len
+        )
+        ids.append(row)
+        types.append(row_types)
+        truncated += cut
     return Encoded(ids, types, torch.tensor(split.labels, dtype=torch.long), truncated)
 
 
@@ -271,11 +270,15 @@ def collate(enc: Encoded, rows: Sequence[int], pad: int) -> dict[str, Tensor]:
 # -- the model ----------------------------------------------------------------------------------
 class SubnetClassifier(nn.Module):
     """A dense subnet, BERT's pooler (tanh dense on [CLS]) and a linear classifier.
-    Hugging Face names for the head (`pooler.dense`, `classifier`)."""
+    Hugging Face names for the head (`pooler.dense`, `classifier`). With `int8_aware` it runs
+    fake-quantized as the dynamic INT8 recipe deploys it, head included."""
 
-    def __init__(self, encoder: Bert, labels: int, dropout: float = 0.1) -> None:
+    def __init__(
+        self, encoder: Bert, labels: int, dropout: float = 0.1, int8_aware: bool = False
+    ) -> None:
         super().__init__()
         h = encoder.cfg.hidden
+        self.int8_aware = int8_aware
         self.bert = encoder
         self.pooler = nn.Module()
         self.pooler.dense = nn.Linear(h, h)
@@ -286,9 +289,11 @@ class SubnetClassifier(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> Tensor:
-        x = self.bert(input_ids, attention_mask, token_type_ids)
-        pooled = torch.tanh(self.pooler.dense(x[:, 0]))
-        return self.classifier(self.dropout(pooled))
+        x = self.bert(input_ids, attention_mask, token_type_ids, int8=self.int8_aware)
+        linear = int8_linear if self.int8_aware else F.linear
+        dense, out = self.pooler.dense, self.classifier
+        pooled = torch.tanh(linear(x[:, 0], dense.weight, dense.bias))
+        return linear(self.dropout(pooled), out.weight, out.bias)
 
 
 def build_classifier(
@@ -298,12 +303,14 @@ def build_classifier(
     dropout: float = 0.1,
     pooler: dict[str, Tensor] | None = None,
     classifier: dict[str, Tensor] | None = None,
+    int8_aware: bool = False,
 ) -> SubnetClassifier:
     """The subnet with the supernet's weights and a classifier head; `pooler` (the
     checkpoint's, full width) is sliced to the subnet's leading `hidden` channels like
     every other weight, and so is `classifier` ("weight" [labels, H], "bias": a task
-    supernet's, `checkpoint.read_task_head`) when given, else the classifier is new."""
-    model = SubnetClassifier(supernet.extract(cfg), labels, dropout)
+    supernet's, `checkpoint.read_task_head`) when given, else the classifier is new. With
+    `int8_aware` the model runs fake-quantized as the dynamic INT8 recipe deploys it."""
+    model = SubnetClassifier(supernet.extract(cfg), labels, dropout, int8_aware)
     h = cfg.hidden
     with torch.no_grad():
         if pooler is not None:
@@ -362,16 +369,27 @@ def train_classifier(
     return epoch_losses
 
 
-def predict(model: SubnetClassifier, data: Encoded, batch: int, pad: int) -> Tensor:
-    # Rows sorted by length so each batch pads little; predictions go back in file order.
-    order = sorted(range(len(data.ids)), key=lambda r: len(data.ids[r]))
-    out = torch.empty(len(order), dtype=torch.long)
+def predict_logits(model: SubnetClassifier, data: Encoded, batch: int, pad: int) -> Tensor:
+    """Logits of every example, [examples, labels], in file order."""
+    # Rows sorted by length so each batch pads little; logits go back in file order.
+    order = length_order(data)
+    out = torch.empty(len(order), model.classifier.out_features)
     with torch.no_grad():
         for start in range(0, len(order), batch):
             rows = order[start : start + batch]
             b = collate(data, rows, pad)
-            out[rows] = model(b["input_ids"], b["attention_mask"], b["token_type_ids"]).argmax(-1)
+            out[rows] = model(b["input_ids"], b["attention_mask"], b["token_type_ids"])
     return out
+
+
+def length_order(data: Encoded) -> list[int]:
+    """Example indices by token count: the batching order every evaluation uses (the INT8
+    files quantize activations per batch, so the same batches give comparable numbers)."""
+    return sorted(range(len(data.ids)), key=lambda r: len(data.ids[r]))
+
+
+def predict(model: SubnetClassifier, data: Encoded, batch: int, pad: int) -> Tensor:
+    return predict_logits(model, data, batch, pad).argmax(-1)
 
 
 def classification_metrics(pred: Tensor, gold: Tensor, classes: int) -> dict[str, float | None]:
@@ -456,6 +474,20 @@ def finetune_subnet(
     """Fine-tune `cfg` (weights from `supernet`) on the task's train split and score it on
     dev. Nothing is written; the result is a JSON-ready dict. `classifier`: a task
     supernet's head to start from (see `build_classifier`)."""
+    return finetune_classifier(supernet, cfg, data, settings, pooler, on_step, classifier)[1]
+
+
+def finetune_classifier(
+    supernet: SuperBert,
+    cfg: SubnetConfig,
+    data: PreparedTask,
+    settings: FinetuneSettings = FinetuneSettings(),
+    pooler: dict[str, Tensor] | None = None,
+    on_step: Callable[[dict], None] = lambda row: None,
+    classifier: dict[str, Tensor] | None = None,
+) -> tuple[SubnetClassifier, dict[str, Any]]:
+    """`finetune_subnet`, also returning the fine-tuned model (in eval mode, running FP32
+    whether or not it trained int8-aware): what a deployable package is written from."""
     if data.max_len != settings.max_len:
         raise ValueError(
             f"the task was tokenized for max_len {data.max_len}, not {settings.max_len}"
@@ -465,17 +497,26 @@ def finetune_subnet(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         model = build_classifier(
-            supernet, cfg, len(task.label_names), settings.dropout, pooler, classifier
+            supernet,
+            cfg,
+            len(task.label_names),
+            settings.dropout,
+            pooler,
+            classifier,
+            settings.int8_aware,
         )
         inherited = weights_sha256(model.bert)
         t0 = time.perf_counter()
         epoch_losses = train_classifier(model, train, settings, data.pad, on_step)
         train_seconds = time.perf_counter() - t0
+    # Scored (and returned) as the FP32 network it now is: an int8-aware run's INT8 accuracy
+    # is the quantized file's, measured where that file is made.
+    model.int8_aware = False
     t0 = time.perf_counter()
     pred = predict(model, dev, settings.batch, data.pad)
     eval_seconds = time.perf_counter() - t0
     counts = torch.bincount(dev.labels, minlength=len(task.label_names))
-    return {
+    return model, {
         "task": str(task.folder),
         "dev_file": task.dev.path.name,
         "pair": task.pair,
