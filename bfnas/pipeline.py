@@ -86,6 +86,7 @@ def run_stage1(
     from bfnas.models.nn.checkpoint import load_supernet, read_config, resolve_checkpoint
     from bfnas.models.train.distill import SupernetTrainer, TrainSettings
     from bfnas.models.train.oneshot import OneShotScorer, held_out_batch
+    from bfnas.models.train.pretraining_data import data_tokenizer
     from bfnas.threads import fit_torch_threads
 
     data = stage1_data(teacher_dir, out, settings, on_step)
@@ -108,6 +109,8 @@ def run_stage1(
             checkpoint_every=settings.steps,
         ),
         raw,
+        # Copied beside the weights: the task stage tokenizes with what the data was made with.
+        tokenizer=data_tokenizer(out / "data"),
     )
     trained = trainer.train(
         lambda row: on_step(

@@ -286,6 +286,8 @@ def test_demo_distils_the_supernet_then_searches_for_one_shot_fidelity(
         str(fast_profile_file),
         "--train-steps",
         "4",
+        "--task-steps",
+        "0",
         "--samples",
         "30",
         "--verify",
@@ -298,7 +300,7 @@ def test_demo_distils_the_supernet_then_searches_for_one_shot_fidelity(
     )
     r = json.loads(out)
     s1 = r["stage1"]
-    assert r["objective"] == "oneshot" and s1["steps"] == 4
+    assert r["objective"] == "oneshot" and s1["steps"] == 4 and r["task_stage"] is None
     assert (tmp_path / "demo" / "stage1" / "supernet" / "model.safetensors").is_file()
     # Fidelity to the teacher is a CKA: in (0, 1], and the search's winner is scored by it.
     assert all(0 < x <= 1 for x in s1["oneshot_before"] + s1["oneshot_after"])
@@ -307,6 +309,50 @@ def test_demo_distils_the_supernet_then_searches_for_one_shot_fidelity(
         "supernet"
     )  # stage 2 measured the trained supernet's subnets
     assert code in (0, 1) and (tmp_path / "demo" / "report" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_demo_ends_with_a_model_folder_found_by_task_accuracy(
+    capsys, tmp_path, tiny_space_file, fast_profile_file
+):
+    code, out, _ = run(
+        capsys,
+        "demo",
+        "--checkpoint",
+        "minilm",
+        "--space",
+        str(tiny_space_file),
+        "--hw",
+        str(fast_profile_file),
+        "--train-steps",
+        "2",
+        "--task-steps",
+        "3",
+        "--samples",
+        "30",
+        "--verify",
+        "1",
+        "--out",
+        str(tmp_path / "demo"),
+        "--artifacts",
+        str(tmp_path / "art"),
+        "--json",
+    )
+    r = json.loads(out)
+    ts = r["task_stage"]
+    assert r["objective"] == "task" and ts["steps"] == 3 and len(ts["labels"]) == 12
+    assert (tmp_path / "demo" / "task" / "train.tsv").is_file()
+    # The search's scores are one-shot dev accuracies of the task supernet's subnets.
+    assert all(0 <= v["objective"] <= 1 for v in r["verified"])
+    if code == 0:  # a winner within budget: it was fine-tuned into a folder to ship
+        model = tmp_path / "demo" / "model"
+        for name in ("model.int8.onnx", "model.onnx", "config.json", "README.md", "model.json"):
+            assert (model / name).is_file(), name
+        card = json.loads((model / "model.json").read_text())
+        assert card == r["model"]["card"]
+        assert card["arch"] == r["best"]["arch"]
+    else:
+        assert code == 1 and "model" not in r
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from bfnas.commands.common import (
@@ -25,9 +26,10 @@ def register(sub) -> None:
     p = command(
         sub,
         "demo",
-        "both stages here: briefly distil the supernet, then profile subnets, fit the "
-        "predictor, search under a budget for one-shot fidelity, verify on the device, write a "
-        "report (what `make demo` runs)",
+        "both stages here: briefly distil the supernet and fine-tune it on the offline task, "
+        "then profile subnets, fit the predictor, search under a budget for task accuracy, "
+        "verify on the device, write a report and a model folder to ship (what `make demo` "
+        "runs)",
         "bfnas demo --checkpoint minilm --out bfnas-demo",
         cmd_demo,
     )
@@ -52,6 +54,14 @@ def register(sub) -> None:
         help="stage 1: distillation steps of the supernet from --checkpoint before the search, "
         "which then maximizes one-shot fidelity to it (default 60 with --checkpoint; "
         "0, the default without: skip stage 1 and search for encoder params)",
+    )
+    p.add_argument(
+        "--task-steps",
+        type=int,
+        default=80,
+        help="after stage 1: sandwich steps fine-tuning the supernet on the offline task, "
+        "whose one-shot accuracy the search then maximizes; the winner is fine-tuned into a "
+        "model folder (default 80; 0: search for one-shot fidelity, no model)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="bfnas-demo", help="folder for the store, results and report")
@@ -88,6 +98,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         args.train_steps = 60 if args.checkpoint else 0
     if args.train_steps < 0:
         raise InputError("--train-steps", None, "must be 0 or more")
+    if args.task_steps < 0:
+        raise InputError("--task-steps", None, "must be 0 or more")
+    if not args.train_steps:
+        args.task_steps = 0  # the task stage fine-tunes stage 1's supernet
     if args.train_steps and not args.checkpoint:
         raise InputError(
             "--train-steps",
@@ -99,6 +113,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = DemoSettings(
         samples=args.samples, max_latency_ms=args.max_latency_ms, verify=args.verify, seed=args.seed
     )
+    if args.task_steps:
+        # One-shot task accuracy costs forward passes over dev per new subnet (CKA and params
+        # cost next to nothing): a smaller search keeps the demo to minutes.
+        settings = dataclasses.replace(settings, population=30, generations=10)
     cache = artifact_cache(args.artifacts, seq_len=int8_profile.workload.seq_len)
     with ProgressDisplay(
         out,
@@ -108,20 +126,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
         columns=("description", "bar", "elapsed"),
         transient=True,
     ) as progress:
-        objective, stage1 = None, None
+        objective, stage1, task_stage = None, None, None
+        # Stage 1 takes the first fifth of the bar, the task stage the next tenth, stage 2
+        # (and the model) the rest.
+        start = 0.0
         if args.train_steps:
             from bfnas.pipeline import Stage1Settings, run_stage1
 
-            # Stage 1 takes the first fifth of the bar, stage 2 the rest.
             s1 = run_stage1(
                 args.checkpoint,
                 space,
                 Path(args.out) / "stage1",
                 Stage1Settings(steps=args.train_steps, seed=args.seed),
-                on_step=lambda step, f: progress.update(description=step, completed=f),
+                on_step=lambda step, f: progress.update(description=step, completed=0.2 * f),
             )
             supernet, stage1 = s1["supernet"], s1["summary"]
-            objective = ("oneshot", s1["scorer"])
+            objective, start = ("oneshot", s1["scorer"]), 0.2
+        if args.task_steps:
+            from bfnas.pipeline import TaskStageSettings, run_task_stage
+
+            ts = run_task_stage(
+                Path(args.out) / "stage1" / "supernet",
+                space,
+                Path(args.out),
+                TaskStageSettings(steps=args.task_steps, seed=args.seed),
+                on_step=lambda step, f: progress.update(
+                    description=step, completed=start + 0.1 * f
+                ),
+            )
+            task_stage = ts["summary"]
+            objective, start = ("task", ts["scorer"]), start + 0.1
         result = run_demo(
             space,
             supernet,
@@ -131,17 +165,58 @@ def cmd_demo(args: argparse.Namespace) -> int:
             Path(args.out),
             settings,
             on_step=lambda step, f: progress.update(
-                description=step, completed=(0.2 + 0.8 * f) if stage1 else f
+                description=step, completed=start + (0.95 - start) * f
             ),
             objective=objective,
             on_message=lambda text: progress.message(f"[yellow]{escape(text)}[/]"),
         )
-        result["stage1"] = stage1
+        result["stage1"], result["task_stage"] = stage1, task_stage
+        if task_stage and result["status"] == "ok":
+            progress.update(description="fine-tuning the winner into a model folder")
+            result["model"] = _model_folder(args, result, task_stage, int8_profile)
     if args.json:
         print_json(result)
     else:
         _print(out, result)
     return EXIT_OK if result["status"] == "ok" else EXIT_FAILED
+
+
+def _model_folder(args: argparse.Namespace, result: dict, task_stage: dict, profile) -> dict:
+    """The winner fine-tuned from the task supernet into `out/model` (what `bfnas task
+    train` writes): the card's summary."""
+    from bfnas.models.space.subnet import SubnetConfig
+    from bfnas.models.train.finetune import FinetuneSettings
+    from bfnas.task_model import train_task_model
+
+    card = train_task_model(
+        task_stage["task_supernet"],
+        SubnetConfig.from_dict(result["best"]["arch"]),
+        task_stage["task"],
+        profile,
+        Path(args.out) / "model",
+        settings=FinetuneSettings(epochs=1, max_len=64, lr=1e-4, seed=args.seed),
+        space=args.space,
+        artifacts=args.artifacts,
+    )
+    return {"folder": str(Path(args.out) / "model"), "card": card}
+
+
+# How the demo prints a subnet's score, by the objective the search maximized.
+SCORE_TEXT = {
+    "params": lambda v: f"{v / 1e6:.2f} M encoder params",
+    "oneshot": lambda v: f"one-shot fidelity {v:.3f}",
+    "task": lambda v: f"one-shot dev accuracy {v:.1%}",
+}
+
+
+def _model_line(folder: str, card: dict) -> str:
+    a, int8 = card["accuracy"], card["latency"]["int8"]
+    ms = f", INT8 raw median {int8['median_ms']:.3f} ms" if int8.get("median_ms") else ""
+    return (
+        f"model to ship in {folder}: dev accuracy FP32 {a['fp32_onnx']:.1%}, INT8 "
+        f"{a['int8_onnx']:.1%} ({a['int8_minus_fp32_points']:+.1f} points){ms}; card "
+        f"{folder}/README.md"
+    )
 
 
 def arch_text(arch: dict) -> str:
@@ -206,11 +281,7 @@ def _print(out, r: dict) -> None:
     for v in r["verified"]:
         measured = "failed" if v["measured_ms"] is None else f"{v['measured_ms']:.3f} ms"
         flag = "" if v["within_budget"] else "  [red]over budget[/]"
-        score = (
-            f"one-shot {v['objective']:.3f}"
-            if r["objective"] == "oneshot"
-            else f"{v['objective'] / 1e6:.2f} M params"
-        )
+        score = SCORE_TEXT[r["objective"]](v["objective"])
         out.print(
             f"  verified {arch_text(v['arch'])}: {score}, predicted "
             f"{v['predicted_ms']:.3f} ms, measured {measured}{flag}"
@@ -220,11 +291,7 @@ def _print(out, r: dict) -> None:
         out.print(f"[red]no subnet predicted under {r['budget_ms']:.3f} ms ({unit})[/]")
     else:
         state = "within budget" if best["within_budget"] else "[red]OVER BUDGET[/]"
-        score = (
-            f"one-shot fidelity {best['objective']:.3f}"
-            if r["objective"] == "oneshot"
-            else f"{best['objective'] / 1e6:.2f} M encoder params"
-        )
+        score = SCORE_TEXT[r["objective"]](best["objective"])
         used = (
             f", {best['measured_ms'] / r['budget_ms']:.0%} of the budget"
             if best["measured_ms"] is not None
@@ -243,3 +310,10 @@ def _print(out, r: dict) -> None:
             f"{cmp['speedup']:.2f}x faster"
         )
     out.print(f"report: {r['report']}")
+    model = r.get("model")
+    if model:
+        card = model["card"]
+        out.print(escape(_model_line(model["folder"], card)))
+        out.print(
+            f"  try it: bfnas task predict --model {model['folder']} --text 'Close the socket.'"
+        )
