@@ -141,6 +141,7 @@ def test_a_setting_refused_in_a_file_keeps_the_file_first():
 
 DATA = ["data", "build", "--corpus", "c.txt", "--tokenizer", "t", "--out", "o"]
 TASK_DATA = ["data", "task", "--out", "o"]
+PREDICT = ["task", "predict", "--model", "m", "--text", "a b"]
 TASK = ["task", "eval", "--supernet", "s", "--task-dir", "d", "--arch", ARCH, "--space", "x"]
 TRAIN = ["supernet", "train", "--teacher", "t", "--data", "d", "--space", "x", "--out", "o"]
 EXPORT = ["export", "--space", "x", "--arch", ARCH, "--out", "o"]
@@ -154,6 +155,7 @@ CLI_CASES = [
     (DATA, "seq_len", "--seq-len"),
     (DATA, "shard_size", "--shard-size"),
     (DATA, "mask_prob", "--mask-prob"),
+    (PREDICT, "text", "--text"),
     (TASK_DATA, "classes", "--classes"),
     (TASK_DATA, "max_per_class", "--max-per-class"),
     (TASK_DATA, "dev_fraction", "--dev-fraction"),

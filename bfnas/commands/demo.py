@@ -156,6 +156,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
             task_stage = ts["summary"]
             objective, start = ("task", ts["scorer"]), start + 0.1
+        end = 0.95 if task_stage else 1.0  # the model folder is the last step
         result = run_demo(
             space,
             supernet,
@@ -165,7 +166,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             Path(args.out),
             settings,
             on_step=lambda step, f: progress.update(
-                description=step, completed=start + (0.95 - start) * f
+                description=step, completed=start + (end - start) * f
             ),
             objective=objective,
             on_message=lambda text: progress.message(f"[yellow]{escape(text)}[/]"),
