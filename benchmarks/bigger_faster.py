@@ -48,7 +48,7 @@ from bfnas.models.deploy.artifacts import ArtifactCache
 from bfnas.models.nn.checkpoint import load_supernet, minilm_dir
 from bfnas.models.space.search_space import SearchSpace, load_space
 from bfnas.models.space.subnet import SubnetConfig
-from bfnas.models.train.finetune import FinetuneSettings
+from bfnas.models.train.finetune import FinetuneSettings, read_task
 from bfnas.models.train.finetune_fitness import FinetuneFitness, FitnessSettings, FitnessSource
 from bfnas.models.train.task_data import build_task
 from bfnas.models.train.task_supernet import (
@@ -140,17 +140,13 @@ class Bench:
         a = self.args
         self.task_dir, self.tsn_dir = self.work / "task", self.work / "task-supernet"
         build_task(self.task_dir)
-        from bfnas.models.train.finetune import read_task
-
         settings = TaskTrainSettings(
             steps=a.tsn_steps, batch=32, lr=a.tsn_lr, max_len=MAX_LEN, checkpoint_every=50
         )
-        start = task_supernet_start(
+        supernet, head, data, raw = task_supernet_start(
             minilm_dir(), read_task(self.task_dir), minilm_dir(), self.space, settings
         )
-        trainer = TaskSupernetTrainer(
-            *start[:2], self.space, start[2], self.tsn_dir, settings, start[3]
-        )
+        trainer = TaskSupernetTrainer(supernet, head, self.space, data, self.tsn_dir, settings, raw)
         trained = trainer.train(
             lambda row: print(f"  sandwich step {row['step']}/{a.tsn_steps}", end="\r", flush=True)
         )
