@@ -48,16 +48,9 @@ from bfnas.models.deploy.artifacts import ArtifactCache
 from bfnas.models.nn.checkpoint import load_supernet, minilm_dir
 from bfnas.models.space.search_space import SearchSpace, load_space
 from bfnas.models.space.subnet import SubnetConfig
-from bfnas.models.train.finetune import FinetuneSettings, read_task
+from bfnas.models.train.finetune import FinetuneSettings
 from bfnas.models.train.finetune_fitness import FinetuneFitness, FitnessSettings, FitnessSource
-from bfnas.models.train.task_data import build_task
-from bfnas.models.train.task_supernet import (
-    TaskSupernetTrainer,
-    TaskTrainSettings,
-    load_task_supernet,
-    task_scorer,
-    task_supernet_start,
-)
+from bfnas.pipeline import TaskStageSettings, run_task_stage
 from bfnas.search.evolution import Budget, EvolutionSettings
 from bfnas.search.latency_predictor import LatencyPredictor, PredictorSettings
 from bfnas.search.loop import DeviceVerifier, SearchJob
@@ -138,29 +131,19 @@ class Bench:
         """The offline task and the task supernet (resumed from the work folder)."""
         t = time.perf_counter()
         a = self.args
-        self.task_dir, self.tsn_dir = self.work / "task", self.work / "task-supernet"
-        build_task(self.task_dir)
-        settings = TaskTrainSettings(
-            steps=a.tsn_steps, batch=32, lr=a.tsn_lr, max_len=MAX_LEN, checkpoint_every=50
-        )
-        supernet, head, data, raw = task_supernet_start(
-            minilm_dir(), read_task(self.task_dir), minilm_dir(), self.space, settings
-        )
-        trainer = TaskSupernetTrainer(supernet, head, self.space, data, self.tsn_dir, settings, raw)
-        trained = trainer.train(
-            lambda row: print(f"  sandwich step {row['step']}/{a.tsn_steps}", end="\r", flush=True)
+        stage = run_task_stage(
+            minilm_dir(),
+            self.space,
+            self.work,
+            TaskStageSettings(steps=a.tsn_steps, batch=32, max_len=MAX_LEN, lr=a.tsn_lr),
+            on_step=lambda step, f: print(f"  {step}", end="\r", flush=True),
         )
         print()
-        self.tsn_summary = {
-            "steps": trained["steps"],
-            "steps_per_s": trained["steps_per_s"],
-            "lr": a.tsn_lr,
-            "dev_accuracy": trainer.dev_accuracy(),
-        }
-        self.scorer = task_scorer(load_task_supernet(self.tsn_dir), self.task_dir)
+        self.scorer, self.tsn_summary = stage["scorer"], stage["summary"]
+        self.task_dir, self.tsn_dir = self.work / "task", self.work / "task-supernet"
         self.phase("task supernet", t)
 
-    def finetuner(self, seed: int, examples: int, threads: int = 2) -> FinetuneFitness:
+    def finetuner(self, seed: int, examples: int) -> FinetuneFitness:
         """Fine-tunes from the task supernet's weights and head, cached in the work folder;
         two workers of one thread each (small models use two threads poorly)."""
         a = self.args
@@ -174,7 +157,7 @@ class Bench:
                 workers=2,
                 cache_file=str(self.work / "finetune-cache.json"),
             ),
-            threads=threads,
+            threads=2,
         )
 
     def search(self, objective: Any, name: str, budget_ms: float) -> tuple[SubnetConfig, float]:

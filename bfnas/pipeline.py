@@ -149,6 +149,7 @@ class TaskStageSettings:
     batch: int = 16
     max_len: int = 64
     seed: int = 0
+    lr: float | None = None  # None: the trainer's default (`TaskTrainSettings.lr`)
 
 
 def run_task_stage(
@@ -179,6 +180,7 @@ def run_task_stage(
         max_len=settings.max_len,
         checkpoint_every=settings.steps,
         seed=settings.seed,
+        **({} if settings.lr is None else {"lr": settings.lr}),
     )
     task = read_task(out / "task")
     supernet, head, data, raw = task_supernet_start(supernet_dir, task, supernet_dir, space, train)
