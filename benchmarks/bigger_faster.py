@@ -44,7 +44,6 @@ from bfnas.bench.hardware_profile import load_profile
 from bfnas.bench.jobs.context import open_setup
 from bfnas.bench.jobs.profiling import ProfileJob, measure_subnet
 from bfnas.bench.store.latency_store import LatencyStore
-from bfnas.models.deploy.artifacts import ArtifactCache
 from bfnas.models.nn.checkpoint import load_supernet, minilm_dir
 from bfnas.models.space.search_space import SearchSpace, load_space
 from bfnas.models.space.subnet import SubnetConfig
@@ -86,9 +85,11 @@ class Bench:
         self.phases: dict[str, float] = {}
         self.space = load_space("minilm-l6")
         self.profile = load_profile("local-cpu-int8")
-        cache = ArtifactCache(work / "artifacts", seq_len=self.profile.workload.seq_len)
         self.setup = open_setup(
-            self.profile, self.space, supernet=load_supernet(minilm_dir()), artifacts=cache
+            self.profile,
+            self.space,
+            supernet=load_supernet(minilm_dir()),
+            artifacts=work / "artifacts",
         )
         self.store = LatencyStore(work / "lat.db")
         self.measured: dict[str, dict] = {}

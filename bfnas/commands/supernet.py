@@ -183,9 +183,9 @@ class FinetuneDefaults:
     out here: building the parser must not import torch; tests/test_task_supernet.py checks
     that the two agree)."""
 
-    steps: int = 300
+    steps: int = 400
     batch: int = 32
-    lr: float = 1e-4
+    lr: float = 5e-4
     warmup_steps: int = 20
     random_subnets: int = 2
     max_len: int = 64
