@@ -195,7 +195,7 @@ def _model_folder(args: argparse.Namespace, result: dict, task_stage: dict, prof
         task_stage["task"],
         profile,
         Path(args.out) / "model",
-        settings=FinetuneSettings(epochs=1, max_len=64, lr=1e-4, seed=args.seed),
+        settings=FinetuneSettings(epochs=1, max_len=64, lr=2e-4, seed=args.seed),
         space=args.space,
         artifacts=args.artifacts,
     )
