@@ -26,7 +26,8 @@ The fine-tunes run in two processes of one thread each (`FinetuneFitness`'s pool
 the work folder: with `--work`, a rerun resumes the task supernet and reuses every fine-tune
 it finished (the searches and measurements run again). Writes
 benchmarks/results/bigger_faster.{md,json} and bigger_faster.png (accuracy against measured
-latency); `--from-json FILE` redraws them from a run's JSON without running anything. One offline task, not GLUE: what it shows is how the methods rank on it.
+latency); `--from-json FILE` redraws them from a run's JSON without running anything. One
+offline task, not GLUE: what it shows is how the methods rank on it.
 """
 
 from __future__ import annotations
