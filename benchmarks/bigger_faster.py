@@ -251,7 +251,14 @@ def main() -> int:
     )
     args = ap.parse_args()
     if args.from_json:
-        write_report(json.loads(Path(args.from_json).read_text()), args.out)
+        try:
+            payload = json.loads(Path(args.from_json).read_text())
+            lines = report_lines(payload)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"--from-json {args.from_json}: not a bigger_faster.json run ({exc})")
+            return 2
+        plot(payload["table"], Path(args.out) / "bigger_faster.png")
+        publish(args.out, "bigger_faster", lines, payload)
         return 0
     work = Path(args.work or tempfile.mkdtemp(prefix="bfnas-bf-"))
     work.mkdir(parents=True, exist_ok=True)
