@@ -65,7 +65,7 @@ def stage1_data(
         stdlib_docstrings(out / "docstrings.txt")
         lines = (out / "docstrings.txt").read_text().splitlines()[: settings.corpus_lines]
         write_atomic(corpus, "\n".join(lines) + "\n")
-    on_step("stage 1: tokenizing, masking, sharding", 0.02)
+    on_step("stage 1: tokenizing, masking, sharding", 0.1)
     return build_data(
         corpus,
         resolve_checkpoint(teacher_dir),
@@ -82,7 +82,8 @@ def run_stage1(
     on_step: Callable[[str, float], None] = lambda step, fraction: None,
 ) -> dict[str, Any]:
     """A briefly trained supernet in `out/supernet` and its one-shot scorer. Every step
-    resumes from what `out` holds, so a rerun costs little."""
+    resumes from what `out` holds, so a rerun costs little. `on_step` gets each step's
+    text and the fraction of stage 1 done (0 to 1)."""
     from bfnas.models.nn.checkpoint import load_supernet, read_config, resolve_checkpoint
     from bfnas.models.train.distill import SupernetTrainer, TrainSettings
     from bfnas.models.train.oneshot import OneShotScorer, held_out_batch
@@ -115,7 +116,7 @@ def run_stage1(
     trained = trainer.train(
         lambda row: on_step(
             f"stage 1: distilling the supernet, step {row['step']}/{settings.steps}",
-            0.03 + 0.17 * row["step"] / settings.steps,
+            0.15 + 0.85 * row["step"] / settings.steps,
         )
     )
     # Loaded back from the checkpoint so artifacts name the trained supernet as their source.
