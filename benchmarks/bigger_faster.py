@@ -257,8 +257,7 @@ def main() -> int:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             print(f"--from-json {args.from_json}: not a bigger_faster.json run ({exc})")
             return 2
-        plot(payload["table"], Path(args.out) / "bigger_faster.png")
-        publish(args.out, "bigger_faster", lines, payload)
+        write_report(payload, args.out, lines)
         return 0
     work = Path(args.work or tempfile.mkdtemp(prefix="bfnas-bf-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -365,9 +364,9 @@ def main() -> int:
     return 0
 
 
-def write_report(payload: dict[str, Any], out: str) -> None:
+def write_report(payload: dict[str, Any], out: str, lines: list[str] | None = None) -> None:
     plot(payload["table"], Path(out) / "bigger_faster.png")
-    publish(out, "bigger_faster", report_lines(payload), payload)
+    publish(out, "bigger_faster", lines or report_lines(payload), payload)
 
 
 def fine_tuned_subnets(table: list[dict]) -> list[dict]:
