@@ -6,8 +6,9 @@ is the better one; embeddings are left out because their count follows `hidden` 
 would dominate small subnets), `neg-macs` (the cheapest architecture), `oneshot` (the
 subnet's one-shot closeness to the teacher with inherited weights,
 `bfnas.models.train.oneshot`; it needs held-out pretraining data), `task` (the subnet's dev
-accuracy on a task with the inherited weights and head of a task supernet, made by `bfnas
-supernet finetune`: one-shot, about a second a subnet) and `task-finetune` (the original
+accuracy on a task with the inherited weights of a task supernet, made by `bfnas supernet
+finetune`, and its classifier slice refitted on the subnet's own features: one-shot, about a
+second a subnet) and `task-finetune` (the original
 Bigger&Faster fitness: dev accuracy after a short fine-tune of each candidate from inherited
 weights, cached on disk, several candidates at once: `models.train.finetune_fitness`). A
 plugin is `module:function`, imported by path: a callable taking a `SubnetConfig`,
@@ -99,7 +100,7 @@ def oneshot_fidelity(settings: ObjectiveSettings) -> Objective:
     return settings.oneshot
 
 
-@objective("task", "dev accuracy (one-shot, inherited weights)")
+@objective("task", "dev accuracy (one-shot: inherited weights, classifier refitted)")
 def task_accuracy(settings: ObjectiveSettings) -> Objective:
     from bfnas.models.train.task_supernet import load_task_supernet, task_scorer
 

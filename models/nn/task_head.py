@@ -75,13 +75,28 @@ class ElasticClassifier(nn.Module):
             "classifier.bias": self.classifier.bias,
         }
 
+    def pool(self, hidden_states: Tensor, int8: bool = False) -> Tensor:
+        """The pooled [CLS] row [batch, h] of a subnet's last hidden states [batch, seq, h]."""
+        w = self.sliced(hidden_states.shape[-1])
+        linear = int8_linear if int8 else F.linear
+        return torch.tanh(
+            linear(hidden_states[:, 0], w["pooler.dense.weight"], w["pooler.dense.bias"])
+        )
+
+    def classify(
+        self,
+        pooled: Tensor,
+        int8: bool = False,
+        weights: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        """Logits from pooled rows, with the head's classifier slice or `weights`
+        (weight [labels, h], bias [labels]) in its place."""
+        if weights is None:
+            w = self.sliced(pooled.shape[-1])
+            weights = (w["classifier.weight"], w["classifier.bias"])
+        return (int8_linear if int8 else F.linear)(pooled, *weights)
+
     def forward(self, hidden_states: Tensor, int8: bool = False) -> Tensor:
         """Logits from a subnet's last hidden states [batch, seq, h] (its [CLS] row is
         pooled); `int8` fake-quantizes the two projections as the encoder's are."""
-        h = hidden_states.shape[-1]
-        w = self.sliced(h)
-        linear = int8_linear if int8 else F.linear
-        pooled = torch.tanh(
-            linear(hidden_states[:, 0], w["pooler.dense.weight"], w["pooler.dense.bias"])
-        )
-        return linear(pooled, w["classifier.weight"], w["classifier.bias"])
+        return self.classify(self.pool(hidden_states, int8), int8)

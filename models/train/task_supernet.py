@@ -51,7 +51,12 @@ from bfnas.models.train.finetune import (
     decay_groups,
     read_task,
 )
-from bfnas.models.train.oneshot import SCORER_BATCH_TOKENS, TaskAccuracyScorer
+from bfnas.models.train.oneshot import (
+    SCORER_BATCH_TOKENS,
+    TASK_REFIT,
+    HeadRefit,
+    TaskAccuracyScorer,
+)
 from bfnas.models.train.parallel import (
     Distributed,
     all_reduce_grads,
@@ -511,13 +516,19 @@ def task_scorer(
     task_dir: str | Path | None = None,
     batch_tokens: int = SCORER_BATCH_TOKENS,
     int8: bool = False,
+    refit: HeadRefit | None = TASK_REFIT,
 ) -> TaskAccuracyScorer:
     """The `task` objective's scorer over a task supernet: its dev split tokenized with the
-    folder's tokenizer at the max_len the supernet was fine-tuned with."""
+    folder's tokenizer at the max_len the supernet was fine-tuned with, each subnet's
+    classifier refitted on train rows first (`oneshot.HeadRefit`) unless `refit` is None."""
     from bfnas.models.train.finetune import encode
     from bfnas.models.train.pretraining_data import load_tokenizer
 
     task = task_folder(tsn, task_dir)
     tok, specials, _ = load_tokenizer(tsn.tokenizer)
-    dev = encode(task.dev, tok, specials.cls, specials.sep, tsn.manifest["max_len"])
-    return TaskAccuracyScorer(tsn.supernet, tsn.head, dev, specials.pad, batch_tokens, int8)
+    max_len = tsn.manifest["max_len"]
+    dev = encode(task.dev, tok, specials.cls, specials.sep, max_len)
+    train = None if refit is None else encode(task.train, tok, specials.cls, specials.sep, max_len)
+    return TaskAccuracyScorer(
+        tsn.supernet, tsn.head, dev, specials.pad, batch_tokens, int8, train, refit
+    )
