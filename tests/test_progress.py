@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 
 import pytest
 from rich.console import Console
@@ -118,6 +119,26 @@ def test_the_last_state_is_written_on_exit_once():
     with make("bfnas search", "searching", total=5, columns=("description", "count")) as p:
         p.update(completed=5)
     assert len(lines(buf)) == 2  # the line at 5/5 said it already
+
+
+def test_an_interrupt_that_left_the_lock_held_still_lets_the_exit_write_its_line():
+    """A Ctrl-C between the lock's acquire and its `with` block leaves the lock held by the
+    main thread: leaving the display must not wait for it (it once hung a profile)."""
+    buf, clock, make = plain(interval=0)
+    finished = threading.Event()
+
+    def interrupted_run() -> None:
+        with make("bfnas profile", "profiling", total=5, columns=("description", "count")) as p:
+            p._lock.acquire()  # what the interrupted update left behind
+            clock.now += 1
+            p.completed = 2
+        finished.set()
+
+    worker = threading.Thread(target=interrupted_run, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert finished.is_set(), "leaving the display waited on its own lock"
+    assert lines(buf)[-1] == "[0:01]   profiling, 2/5"
 
 
 def test_no_escape_codes_carriage_returns_or_markup_off_a_terminal():

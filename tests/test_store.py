@@ -145,6 +145,35 @@ def test_nested_transactions_are_one(tmp_path):
         assert not store.db.in_transaction
 
 
+class InterruptedAfterBegin:
+    """The store's connection, with a Ctrl-C landing just after BEGIN has run."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def execute(self, sql: str, *args):
+        cursor = self.db.execute(sql, *args)
+        if sql == "BEGIN IMMEDIATE":
+            raise KeyboardInterrupt
+        return cursor
+
+    def __getattr__(self, name: str):
+        return getattr(self.db, name)
+
+
+def test_a_ctrl_c_just_after_begin_leaves_no_transaction_open(tmp_path):
+    with LatencyStore(tmp_path / "s.db") as store:
+        real = store.db
+        store.db = InterruptedAfterBegin(real)
+        with pytest.raises(KeyboardInterrupt):
+            store.add_profile("p", {"name": "p"}, "h1")
+        store.db = real
+        assert not real.in_transaction  # else every later write would join it, none commit
+        store.add_profile("p", {"name": "p"}, "h1")
+    with LatencyStore(tmp_path / "s.db") as store:
+        assert [p["name"] for p in store.profiles()] == ["p"]
+
+
 def test_import_the_seed_table(tmp_path, capsys):
     db = tmp_path / "seed.db"
     args = [

@@ -485,8 +485,10 @@ class LatencyStore:
             yield self.db
             return
         try:
-            self.db.execute("BEGIN IMMEDIATE")
             try:
+                # BEGIN inside the try: a Ctrl-C just after it must roll back too, not leave a
+                # transaction open that every later write would join and none commit.
+                self.db.execute("BEGIN IMMEDIATE")
                 yield self.db
                 self.db.execute("COMMIT")
             except BaseException:

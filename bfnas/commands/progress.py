@@ -83,7 +83,10 @@ class ProgressDisplay:
         self.interval = progress_interval() if interval is None else max(0.0, interval)
         self.clock = clock
         self.terminal = bool(console.is_terminal)
-        self._lock = threading.Lock()
+        # Reentrant: a Ctrl-C can land between the lock's acquire and the `with` block that
+        # releases it, leaving it held by the main thread; __exit__, on the same thread, must
+        # still write its line rather than wait forever (a profile once hung so on Ctrl-C).
+        self._lock = threading.RLock()
         self._bar: Any = None
         if self.terminal:
             self._bar = self._make_bar(transient)
