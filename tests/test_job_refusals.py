@@ -583,6 +583,8 @@ def test_ctrl_c_to_the_process_group_is_one_line_and_exit_130(tmp_path):
             **os.environ,
             marker.split("=")[0]: marker.split("=")[1],
             "BFNAS_LOG_DIR": str(tmp_path / "logs"),
+            # A hang after the interrupt is answered with SIGABRT below: every thread's stack.
+            "PYTHONFAULTHANDLER": "1",
         },
     )
     try:
@@ -593,7 +595,12 @@ def test_ctrl_c_to_the_process_group_is_one_line_and_exit_130(tmp_path):
         time.sleep(0.3)  # into the next subnet: its export or its worker
         assert proc.poll() is None, "the job ended before it could be interrupted"
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-        _, err = proc.communicate(timeout=120)
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # the fault handler prints where it waits
+            _, err = proc.communicate(timeout=30)
+            raise AssertionError(f"still running 120 s after the Ctrl-C:\n{err}") from None
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

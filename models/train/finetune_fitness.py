@@ -105,15 +105,10 @@ def _load(source: FitnessSource, settings: FitnessSettings) -> _Loaded:
         check_task_labels(read_task_manifest(folder) or {}, folder / "task.json", task)
     if settings.train_examples is not None and settings.train_examples < len(task.train.a):
         # A fixed subset: the same examples for every candidate.
-        t = task.train
-        rows = sorted(stdlib_random.Random(0).sample(range(len(t.a)), settings.train_examples))
-        train = replace(
-            t,
-            a=tuple(t.a[r] for r in rows),
-            b=None if t.b is None else tuple(t.b[r] for r in rows),
-            labels=tuple(t.labels[r] for r in rows),
+        rows = sorted(
+            stdlib_random.Random(0).sample(range(len(task.train.a)), settings.train_examples)
         )
-        task = replace(task, train=train)
+        task = replace(task, train=task.train.subset(rows))
     # The candidates are checked one by one when fine-tuned; the tokens need only the
     # vocabulary, checked against any member that fits (one layer, full width).
     d = supernet.dims

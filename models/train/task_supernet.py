@@ -528,7 +528,10 @@ def task_scorer(
     tok, specials, _ = load_tokenizer(tsn.tokenizer)
     max_len = tsn.manifest["max_len"]
     dev = encode(task.dev, tok, specials.cls, specials.sep, max_len)
-    train = None if refit is None else encode(task.train, tok, specials.cls, specials.sep, max_len)
+    train = None
+    if refit is not None:  # only the rows the refit fits on: a user's train may be large
+        fit_rows = task.train.subset(refit.rows(len(task.train.a)))
+        train = encode(fit_rows, tok, specials.cls, specials.sep, max_len)
     return TaskAccuracyScorer(
         tsn.supernet, tsn.head, dev, specials.pad, batch_tokens, int8, train, refit
     )
