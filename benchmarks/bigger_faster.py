@@ -480,15 +480,13 @@ def ranking_line(rows: list[dict]) -> str:
     tuned = [r["accuracy"][0] for r in rows]
     # A run from before the head refit has one one-shot column, with the inherited head.
     refit = all("one_shot_inherited" in r for r in rows)
-    scores = {
-        (
-            "one-shot accuracy (head refitted: the task objective)"
-            if refit
-            else "one-shot accuracy"
-        ): ("one_shot"),
-        **({"one-shot accuracy with the inherited head": "one_shot_inherited"} if refit else {}),
-        "encoder parameters": "params",
-    }
+    one_shot = (
+        "one-shot accuracy (head refitted: the task objective)" if refit else "one-shot accuracy"
+    )
+    scores = {one_shot: "one_shot"}
+    if refit:
+        scores["one-shot accuracy with the inherited head"] = "one_shot_inherited"
+    scores["encoder parameters"] = "params"
     taus = [
         f"{name} {kendalltau([r[key] for r in rows], tuned).statistic:.3f}"
         for name, key in scores.items()

@@ -123,7 +123,7 @@ def test_the_last_state_is_written_on_exit_once():
 
 def test_an_interrupt_that_left_the_lock_held_still_lets_the_exit_write_its_line():
     """A Ctrl-C between the lock's acquire and its `with` block leaves the lock held by the
-    main thread: leaving the display must not wait for it (it once hung a profile)."""
+    main thread: leaving the display must not wait for it."""
     buf, clock, make = plain(interval=0)
     finished = threading.Event()
 

@@ -85,7 +85,7 @@ class ProgressDisplay:
         self.terminal = bool(console.is_terminal)
         # Reentrant: a Ctrl-C can land between the lock's acquire and the `with` block that
         # releases it, leaving it held by the main thread; __exit__, on the same thread, must
-        # still write its line rather than wait forever (a profile once hung so on Ctrl-C).
+        # still write its line rather than wait forever.
         self._lock = threading.RLock()
         self._bar: Any = None
         if self.terminal:

@@ -529,7 +529,9 @@ def task_scorer(
     max_len = tsn.manifest["max_len"]
     dev = encode(task.dev, tok, specials.cls, specials.sep, max_len)
     train = None
-    if refit is not None:  # only the rows the refit fits on: a user's train may be large
+    if refit is not None:
+        # Only the rows the refit fits on are tokenized (a user's train may be large); the
+        # scorer's own draw from exactly that many rows is all of them, in this order.
         fit_rows = task.train.subset(refit.rows(len(task.train.a)))
         train = encode(fit_rows, tok, specials.cls, specials.sep, max_len)
     return TaskAccuracyScorer(
