@@ -1,6 +1,9 @@
 """Features of a subnet for latency prediction: its dimensions, aggregated over layers, and
-the analytic work per op class at the profile's workload (`models.space.cost`, the cost model
-`SubnetConfig` uses too).
+the analytic work per op class at the profile's workload, summed over its layers
+(`models.space.cost`, the cost model `SubnetConfig` uses too): the matrix products' MACs and
+the element-wise ops' elements. The latter decide small subnets of per-layer spaces
+(`minilm-l6`: 1-layer subnets of hidden 128 spend much of their time outside the products);
+measured in benchmarks/results/predictor_minilm.md.
 
 Built column-wise with numpy, so a search can score 100k candidates at once.
 """
@@ -11,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bfnas.models.space.cost import encoder_macs, encoder_params
+from bfnas.models.space.cost import encoder_elementwise, encoder_macs, encoder_params
 from bfnas.models.space.subnet import SubnetConfig
 
 FEATURES = (
@@ -31,6 +34,10 @@ FEATURES = (
     "macs_out",
     "macs_ffn",
     "macs_total",
+    "elems_attn_probs",
+    "elems_hidden_states",
+    "elems_ffn_states",
+    "elems_qkv_states",
     "params",
     "seq_len",
     "batch",
@@ -73,6 +80,9 @@ def feature_matrix(cfgs: Sequence[SubnetConfig], seq_len: int, batch: int = 1) -
     cols["macs_out"] = macs["attn_out"]
     cols["macs_ffn"] = macs["ffn"]
     cols["macs_total"] = cols["macs_qkv"] + cols["macs_attn"] + cols["macs_out"] + cols["macs_ffn"]
+    elems = encoder_elementwise(layers, hidden, per_layer["heads"].sum(1), q_sum, f_sum, s, batch)
+    for name, column in elems.items():
+        cols[f"elems_{name}"] = column
     # Encoder parameters (embeddings are lookups: they cost memory, not time).
     cols["params"] = encoder_params(layers, hidden, q_sum, f_sum)
     cols["seq_len"] = np.full(n, s)

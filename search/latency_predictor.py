@@ -33,10 +33,24 @@ from bfnas.search.folds import out_of_fold_predictions
 
 TARGETS = ("ms", "log", "ratio")
 # Columns of the analytic estimate behind the "ratio" target: a fixed cost, a cost per
-# layer and a cost per MAC of each op class, fitted non-negative on the training rows.
-ESTIMATE_COLUMNS = ("layers", "macs_qkv", "macs_attn", "macs_out", "macs_ffn")
-FORMAT = 2
+# layer, a cost per MAC of each matrix-product class and one per element of each
+# element-wise class, fitted non-negative on the training rows.
+ESTIMATE_COLUMNS = (
+    "layers",
+    "macs_qkv",
+    "macs_attn",
+    "macs_out",
+    "macs_ffn",
+    "elems_attn_probs",
+    "elems_hidden_states",
+    "elems_ffn_states",
+    "elems_qkv_states",
+)
+# The band a prior's rescaling slope is held in (see `fit_estimate`).
+PRIOR_SLOPE = (0.5, 2.0)
+FORMAT = 3
 MODEL_FILE = "model.txt"
+PRIOR_DIR = "prior"  # inside a model folder: the prior it was fitted on, saved with it
 
 
 @dataclass(frozen=True)
@@ -72,8 +86,20 @@ class PredictorScope:
     batch: int = 1
 
 
-def fit_estimate(X: np.ndarray, ms: np.ndarray) -> list[float]:
-    """Non-negative coefficients of the analytic estimate, fitted for relative error."""
+def fit_estimate(
+    X: np.ndarray, ms: np.ndarray, prior: LatencyPredictor | None = None
+) -> list[float]:
+    """The estimate's coefficients, fitted for relative error: non-negative per-op costs of
+    the analytic estimate, or with a prior (another profile's predictor) the rescaling
+    `exp(c0) * prior ** c1` of its predictions, fitted on logs."""
+    if prior is not None:
+        x, y = np.log(prior.predict(X)), np.log(ms)
+        # The slope is held in a plausible band: another device's latencies rank subnets
+        # alike, and a few rows must not turn that ranking over.
+        slope = 1.0
+        if len(x) >= 3 and np.ptp(x) > 0:
+            slope = float(np.clip(np.polyfit(x, y, 1)[0], *PRIOR_SLOPE))
+        return [float(np.mean(y - slope * x)), slope]
     cols = [FEATURES.index(c) for c in ESTIMATE_COLUMNS]
     design = np.column_stack([np.ones(len(X)), X[:, cols]])
     scale = np.abs(design).max(0)
@@ -85,18 +111,24 @@ def fit_estimate(X: np.ndarray, ms: np.ndarray) -> list[float]:
     return list(coef / scale)
 
 
-def estimate(X: np.ndarray, coef: Sequence[float]) -> np.ndarray:
+def estimate(
+    X: np.ndarray, coef: Sequence[float], prior: LatencyPredictor | None = None
+) -> np.ndarray:
+    if prior is not None:
+        return np.exp(coef[0] + coef[1] * np.log(prior.predict(X)))
     cols = [FEATURES.index(c) for c in ESTIMATE_COLUMNS]
     return np.column_stack([np.ones(len(X)), X[:, cols]]) @ np.asarray(coef)
 
 
 @dataclass
 class _Fitted:
-    """One fitted model: the estimate's coefficients (ratio target) and the booster."""
+    """One fitted model: the estimate's coefficients (ratio target), the prior they rescale
+    (if any) and the booster."""
 
     target: str
     coef: list[float] | None
     booster: lgb.Booster
+    prior: LatencyPredictor | None = None
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         y = self.booster.predict(X, num_threads=1)
@@ -104,15 +136,21 @@ class _Fitted:
             return y
         if self.target == "log":
             return np.exp(y)
-        return y * estimate(X, self.coef)
+        return y * estimate(X, self.coef, self.prior)
 
 
-def _to_target(target: str, X: np.ndarray, ms: np.ndarray, coef: list[float] | None) -> np.ndarray:
+def _to_target(
+    target: str,
+    X: np.ndarray,
+    ms: np.ndarray,
+    coef: list[float] | None,
+    prior: LatencyPredictor | None = None,
+) -> np.ndarray:
     if target == "ms":
         return ms
     if target == "log":
         return np.log(ms)
-    return ms / estimate(X, coef)
+    return ms / estimate(X, coef, prior)
 
 
 @dataclass
@@ -125,6 +163,14 @@ class LatencyPredictor:
     rounds: int | None = None
     # Quantiles of measured / predicted on out-of-fold predictions: the spread's factors.
     spread: tuple[float, float] | None = None
+    # Of the last fit, not saved: each training row's out-of-fold prediction (what an
+    # estimate of held-out accuracy is made from) and the fold models that made them (an
+    # ensemble whose disagreement says where the predictor is unsure).
+    oof_ms: np.ndarray | None = field(default=None, repr=False, compare=False)
+    fold_models: list[_Fitted] = field(default_factory=list, repr=False, compare=False)
+    # Another profile's predictor in the same space and workload: the estimate the trees
+    # correct is its prediction rescaled (`fit_estimate`), so a new device needs few rows.
+    prior: LatencyPredictor | None = None
 
     def features(self, cfgs: Sequence[SubnetConfig]) -> np.ndarray:
         return feature_matrix(cfgs, self.scope.seq_len, self.scope.batch)
@@ -150,14 +196,14 @@ class LatencyPredictor:
 
     def _fit_one(self, X: np.ndarray, ms: np.ndarray, rounds: int) -> _Fitted:
         target = self.settings.target
-        coef = fit_estimate(X, ms) if target == "ratio" else None
+        coef = fit_estimate(X, ms, self.prior) if target == "ratio" else None
         data = lgb.Dataset(
             X,
-            _to_target(target, X, ms, coef),
+            _to_target(target, X, ms, coef, self.prior),
             feature_name=list(FEATURES),
             params={"min_data_in_bin": 1, "verbose": -1},
         )
-        return _Fitted(target, coef, lgb.train(self._params(len(X)), data, rounds))
+        return _Fitted(target, coef, lgb.train(self._params(len(X)), data, rounds), self.prior)
 
     def fit(self, cfgs: Sequence[SubnetConfig], latency_ms: Sequence[float]) -> LatencyPredictor:
         X, ms = self.features(cfgs), np.asarray(latency_ms, dtype=np.float64)
@@ -166,14 +212,18 @@ class LatencyPredictor:
         if np.any(ms <= 0):
             raise ValueError("latencies must be positive")
         s = self.settings
+        if self.prior is not None:
+            check_prior(self.prior, self.scope.space, self.scope.seq_len, self.scope.batch)
+            if s.target != "ratio":
+                raise InputError.bad_setting("target", "a prior is rescaled by the ratio target")
         rounds = s.n_estimators
         if s.cv_rounds and len(X) >= 50:
             # How many rounds the data support: with 100 rows the correction on top of the
             # analytic estimate overfits after a few dozen; with thousands it keeps gaining.
-            coef = fit_estimate(X, ms) if s.target == "ratio" else None
+            coef = fit_estimate(X, ms, self.prior) if s.target == "ratio" else None
             data = lgb.Dataset(
                 X,
-                _to_target(s.target, X, ms, coef),
+                _to_target(s.target, X, ms, coef, self.prior),
                 feature_name=list(FEATURES),
                 params={"min_data_in_bin": 1, "verbose": -1},
             )
@@ -197,23 +247,36 @@ class LatencyPredictor:
         folds, same settings), and the quantiles of measured / predicted. Calibrated by
         construction on data like the training rows; it says nothing of a new region."""
         n = len(X)
+        self.fold_models = []
 
         def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
-            return self._fit_one(X[train], ms[train], rounds).predict(X[test])
+            self.fold_models.append(self._fit_one(X[train], ms[train], rounds))
+            return self.fold_models[-1].predict(X[test])
 
         folds = min(5, n // 2)
-        oof, _ = out_of_fold_predictions(
+        self.oof_ms, _ = out_of_fold_predictions(
             n, folds, self.settings.seed, fit_predict, train_in_row_order=True
         )
-        ratio = ms / np.maximum(oof, 1e-9)
+        ratio = ms / np.maximum(self.oof_ms, 1e-9)
         lo, hi = self.settings.spread_quantiles
         return float(np.quantile(ratio, lo)), float(np.quantile(ratio, hi))
+
+    def fold_disagreement(self, cfgs: Sequence[SubnetConfig] | np.ndarray) -> np.ndarray:
+        """For each config, the standard deviation of the fold models' log predictions: how
+        much models fitted on different parts of the data disagree about it (0 before a fit)."""
+        X = cfgs if isinstance(cfgs, np.ndarray) else self.features(cfgs)
+        if len(self.fold_models) < 2:
+            return np.zeros(len(X))
+        logs = np.log(np.maximum([m.predict(X) for m in self.fold_models], 1e-12))
+        return logs.std(0)
 
     # -- predicting ----------------------------------------------------------------------
     def predict(self, cfgs: Sequence[SubnetConfig] | np.ndarray) -> np.ndarray:
         """Latency in ms for each config (or each row of a feature matrix)."""
         X = cfgs if isinstance(cfgs, np.ndarray) else self.features(cfgs)
-        return _Fitted(self.settings.target, self.estimate_coef, self.booster).predict(X)
+        return _Fitted(self.settings.target, self.estimate_coef, self.booster, self.prior).predict(
+            X
+        )
 
     def predict_interval(
         self, cfgs: Sequence[SubnetConfig] | np.ndarray
@@ -231,6 +294,8 @@ class LatencyPredictor:
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        if self.prior is not None:  # first: a folder whose predictor.json names it has it
+            self.prior.save(folder / PRIOR_DIR)
         with atomic_path(folder / MODEL_FILE) as tmp:
             self.booster.save_model(str(tmp))
         meta = {
@@ -246,6 +311,7 @@ class LatencyPredictor:
             "metrics": self.metrics,
             "rounds": self.rounds,
             "spread": list(self.spread) if self.spread else None,
+            "prior": {"profile_hash": self.prior.scope.profile_hash} if self.prior else None,
             "versions": {p: metadata.version(p) for p in ("bfnas", "lightgbm", "numpy")},
         }
         write_atomic(folder / "predictor.json", json.dumps(meta, indent=2, sort_keys=True))
@@ -253,7 +319,11 @@ class LatencyPredictor:
 
     @classmethod
     def load(
-        cls, folder: str | Path, profile_hash: str | None = None, space: str | None = None
+        cls,
+        folder: str | Path,
+        profile_hash: str | None = None,
+        space: str | None = None,
+        allow_prior: bool = True,
     ) -> LatencyPredictor:
         """A folder written by `save`. Every field of predictor.json is checked against a
         schema, and model.txt against it, before LightGBM reads anything: a damaged folder
@@ -282,6 +352,18 @@ class LatencyPredictor:
         s = meta.settings.model_dump()
         settings = PredictorSettings(**{**s, "spread_quantiles": tuple(s["spread_quantiles"])})
         booster = read_booster(folder / MODEL_FILE, meta, meta_path)
+        prior = None
+        if meta.prior is not None:
+            if not allow_prior:
+                raise InputError(
+                    str(meta_path), "prior", "fitted on a prior itself: a prior has none"
+                )
+            prior = cls.load(folder / PRIOR_DIR, allow_prior=False)
+            if prior.scope.profile_hash != meta.prior.profile_hash:
+                raise InputError(
+                    str(meta_path), "prior.profile_hash", f"not the hash of {PRIOR_DIR}/'s model"
+                )
+            check_prior(prior, scope.space, scope.seq_len, scope.batch, str(meta_path))
         spread = meta.spread
         return cls(
             scope,
@@ -291,7 +373,35 @@ class LatencyPredictor:
             meta.metrics.model_dump(),
             meta.rounds,
             tuple(spread) if spread else None,
+            prior=prior,
         )
+
+
+def check_prior(
+    prior: LatencyPredictor, space: str, seq_len: int, batch: int, where: str | None = None
+) -> None:
+    """A prior must predict the same space at the same workload: another device's latencies
+    of the same subnets, nothing else."""
+    where = where or "prior"
+    s = prior.scope
+    if s.space != space:
+        raise InputError(where, "scope.space", f"a prior of space {s.space!r}, not {space!r}")
+    if (s.seq_len, s.batch) != (seq_len, batch):
+        raise InputError(
+            where,
+            "scope.seq_len",
+            f"a prior of workload seq_len {s.seq_len}, batch {s.batch}, not "
+            f"seq_len {seq_len}, batch {batch}",
+        )
+
+
+def load_prior(folder: str | Path, space: str, seq_len: int, batch: int) -> LatencyPredictor:
+    """`--prior`: a saved predictor of another profile, checked for this space and workload.
+    A damaged folder, or one of another space or workload, is one line naming its file."""
+    prior = LatencyPredictor.load(folder, allow_prior=False)
+    meta_path = str(Path(folder) / "predictor.json")
+    check_prior(prior, space, seq_len, batch, meta_path)
+    return prior
 
 
 # -- predictor.json and model.txt, as read back ---------------------------------------------
@@ -323,6 +433,10 @@ class _Settings(_Part):
     seed: int
 
 
+class _PriorRef(_Part):
+    profile_hash: str = Field(min_length=1)
+
+
 class _Metrics(BaseModel):
     # The fit's figures, shown to the user and never computed on: only the unit matters.
     model_config = ConfigDict(strict=True, extra="allow")
@@ -330,7 +444,7 @@ class _Metrics(BaseModel):
 
 
 class PredictorFile(BaseModel):
-    """predictor.json as `LatencyPredictor.save` writes it (format 2)."""
+    """predictor.json as `LatencyPredictor.save` writes it (format 3)."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
     format: int
@@ -338,12 +452,13 @@ class PredictorFile(BaseModel):
     settings: _Settings
     features: list[str]
     estimate_columns: list[str]
-    estimate_coef: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None
+    estimate_coef: list[Annotated[float, Field(allow_inf_nan=False)]] | None
     metrics: _Metrics = Field(default_factory=_Metrics)
     rounds: int | None = Field(ge=1)
     spread: Annotated[list[_Positive], Field(min_length=2, max_length=2)] | None
     # Written since model.txt is checked by hash; a folder from before has none.
     model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    prior: _PriorRef | None = None
 
 
 def _schema_error(where: str, exc: ValidationError) -> InputError:
@@ -387,11 +502,24 @@ def read_meta(path: Path) -> PredictorFile:
             where, "estimate_columns", "another analytic estimate than this bfnas computes"
         )
     coef = meta.estimate_coef
-    if meta.settings.target == "ratio" and (coef is None or len(coef) != len(ESTIMATE_COLUMNS) + 1):
+    # The analytic estimate's per-op costs; with a prior, its rescaling (log scale, slope).
+    want = 2 if meta.prior is not None else len(ESTIMATE_COLUMNS) + 1
+    if meta.settings.target == "ratio" and (coef is None or len(coef) != want):
         raise InputError(
-            where,
-            "estimate_coef",
-            f"the ratio target needs {len(ESTIMATE_COLUMNS) + 1} coefficients, got {short(coef)}",
+            where, "estimate_coef", f"the ratio target needs {want} coefficients, got {short(coef)}"
+        )
+    if meta.prior is None and coef is not None and min(coef) < 0:
+        i = int(np.argmin(coef))
+        raise InputError(
+            where, f"estimate_coef[{i}]", f"a cost cannot be negative (got {short(coef[i])})"
+        )
+    if (
+        meta.prior is not None
+        and coef is not None
+        and not PRIOR_SLOPE[0] <= coef[1] <= PRIOR_SLOPE[1]
+    ):
+        raise InputError(
+            where, "estimate_coef[1]", f"the prior's slope {coef[1]} is outside {PRIOR_SLOPE}"
         )
     lo, hi = meta.settings.spread_quantiles
     if lo >= hi:

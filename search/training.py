@@ -130,13 +130,14 @@ def out_of_fold(
     folds: int = 5,
     seed: int = 0,
     on_fold: Callable[[int], None] | None = None,
+    prior: LatencyPredictor | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
     """Each row's prediction by the fold model that did not see it, and each fold's metrics."""
     n = len(rows.cfgs)
     check_folds(n, folds)
 
     def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
-        model = LatencyPredictor(rows.scope, settings).fit(*rows.subset(train))
+        model = LatencyPredictor(rows.scope, settings, prior=prior).fit(*rows.subset(train))
         return model.predict(rows.subset(test)[0])
 
     predicted, parts = out_of_fold_predictions(n, folds, seed, fit_predict, on_fold=on_fold)
@@ -149,10 +150,11 @@ def cross_validate(
     folds: int = 5,
     seed: int = 0,
     on_fold: Callable[[int], None] | None = None,
+    prior: LatencyPredictor | None = None,
 ) -> dict:
     """K-fold CV: every row predicted once by a model that did not see it; metrics over all
     out-of-fold predictions, plus the spread of each metric across folds."""
-    predicted, per_fold = out_of_fold(rows, settings, folds, seed, on_fold)
+    predicted, per_fold = out_of_fold(rows, settings, folds, seed, on_fold, prior)
     metrics = accuracy(rows.ms, predicted)
     metrics["fold_std"] = {k: float(np.std([f[k] for f in per_fold])) for k in per_fold[0]}
     return metrics

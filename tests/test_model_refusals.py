@@ -24,6 +24,8 @@ from refusals import Refusal, check_refusal, run_cli
 from safetensors.torch import save as safetensors_bytes
 
 from bfnas.cli import main
+from bfnas.search.features import FEATURES
+from bfnas.search.latency_predictor import ESTIMATE_COLUMNS, FORMAT
 
 # -- a tiny BERT checkpoint, in Hugging Face's layout ------------------------------------------
 CONFIG = {
@@ -538,7 +540,7 @@ PREDICTOR_ROWS = [
     Refusal(
         "model-other-features",
         EVAL,
-        f"{TXT}: feature_names: 3 features, not the 19",
+        f"{TXT}: feature_names: 3 features, not the {len(FEATURES)}",
         {"pred/model.txt": model(_other_features)},
     ),
     Refusal(
@@ -597,7 +599,20 @@ PREDICTOR_ROWS = [
         {
             "pred/predictor.json": meta(
                 lambda d: d.update(
-                    settings={**d["settings"], "target": "ratio"}, estimate_coef=["1.5"] * 6
+                    settings={**d["settings"], "target": "ratio"}, estimate_coef=["1.5"] * (len(ESTIMATE_COLUMNS) + 1)
+                )
+            )
+        },
+    ),
+    Refusal(
+        "meta-coef-negative",
+        PREDICT,
+        f"{JSON}: estimate_coef[2]: a cost cannot be negative",
+        {
+            "pred/predictor.json": meta(
+                lambda d: d.update(
+                    settings={**d["settings"], "target": "ratio"},
+                    estimate_coef=[1.0, 0.0, -1e-9] + [0.0] * (len(ESTIMATE_COLUMNS) - 2),
                 )
             )
         },
@@ -605,7 +620,7 @@ PREDICTOR_ROWS = [
     Refusal(
         "meta-coef-too-few",
         PREDICT,
-        f"{JSON}: estimate_coef: the ratio target needs 6",
+        f"{JSON}: estimate_coef: the ratio target needs {len(ESTIMATE_COLUMNS) + 1}",
         {
             "pred/predictor.json": meta(
                 lambda d: d.update(
@@ -653,7 +668,7 @@ PREDICTOR_ROWS = [
     Refusal(
         "meta-format",
         PREDICT,
-        f"{JSON}: format: 9, this bfnas reads 2",
+        f"{JSON}: format: 9, this bfnas reads {FORMAT}",
         {"pred/predictor.json": meta(lambda d: d.update(format=9))},
     ),
     Refusal(

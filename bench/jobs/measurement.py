@@ -137,13 +137,18 @@ def measure_artifact(
     m = profile.measure
     notes: list[str] = []
     pair = (anchor.model, anchor.sha256) if anchor else None
-    attempts, busy_since = 0, None
+    attempts, busy_since, device_s = 0, None, 0.0
     while True:
         attempts += 1
+        started = clock()
         result = runner.run(model, sha256, profile, pair)
+        # What the measurement cost the device, every attempt counted (waits between them
+        # not): the figure a profiling job's device time adds up.
+        device_s += clock() - started
         if anchor and "ratio" in result:
             result["anchor_key"] = anchor.key
         result["attempts"] = attempts
+        result["device_s"] = device_s
         if result["status"] != "ok":
             return result
         why = distrust(result, profile)

@@ -8,11 +8,12 @@ shows whether the device drifted during the job.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.jobs.context import MeasurementSetup
@@ -182,6 +183,16 @@ def measure_subnet(
     }
 
 
+class RoundChooser(Protocol):
+    """What chooses a profiling job's rounds (`ProfileJob.rounds`)."""
+
+    def next_round(self) -> list[SubnetConfig]:
+        """The next subnets to measure; none ends the job."""
+
+    def summary(self) -> dict[str, Any]:
+        """Kept in the run's summary beside the job's counts (JSON)."""
+
+
 @dataclass
 class ProfileEvent:
     kind: str  # "plan" | "measured" | "skipped" | "reference" | "drift" | "busy"
@@ -208,6 +219,10 @@ class ProfileJob:
     # Run the device's checks (`bench.device.probe.require_usable`) before anything is written;
     # False only where the caller has just run them (the CLI does, before opening the store).
     check_device: bool = True
+    # Instead of a sampled plan: asked for each round of subnets to measure, once the round
+    # before it is stored, until it gives none (a job that chooses as it learns, such as
+    # `search.until_trusted`). `samples`, `strategy` and `seed` are then only recorded.
+    rounds: RoundChooser | None = None
     _measurer: SubnetMeasurer | None = field(default=None, init=False, repr=False)
     # The drift reference's first value this run (its paired ratio where it has an anchor),
     # and the trusted samples stored since its last measurement: what a drift puts in doubt.
@@ -217,14 +232,17 @@ class ProfileJob:
     def run(self) -> dict[str, Any]:
         p = self.setup.profile
         # Everything that can refuse the job comes first: nothing is written before it.
-        plan = plan_subnets(
-            self.setup.space, self.samples, self.strategy, self.seed, p.workload.seq_len
-        )
+        if self.rounds is None:
+            first = plan_subnets(
+                self.setup.space, self.samples, self.strategy, self.seed, p.workload.seq_len
+            )
+            later: Iterator[list[SubnetConfig]] = iter(())
+        else:
+            first = self._checked(self.rounds.next_round())
+            later = iter(lambda: self._checked(self.rounds.next_round()), [])
         if self.check_device:
             self.setup.check_device()
         phash = self.store.add_profile(p.name, p.resolved(), p.hash())
-        done = self.store.measured_keys(phash, exclude=self.retry)
-        todo = [c for c in plan if c.key() not in done]
         args = {
             "space": self.setup.space.name,
             "samples": self.samples,
@@ -232,32 +250,41 @@ class ProfileJob:
             "seed": self.seed,
             "supernet": self.setup.supernet.source,
             "retry": list(self.retry),
+            "rounds": self.rounds is not None,
         }
         run_id = self.store.start_run(phash, "profile", args)
-        self.on_event(ProfileEvent("plan", None, {"planned": len(plan), "todo": len(todo)}))
-        counts = {
-            "ok": 0,
-            "unstable": 0,
-            "failed": 0,
-            "skipped": len(plan) - len(todo),
-            "taken_by_other": 0,
-        }
+        counts = {"ok": 0, "unstable": 0, "failed": 0, "skipped": 0, "taken_by_other": 0}
+        planned = [0]
+
+        def todo_of(rounds: Iterator[list[SubnetConfig]]) -> Iterator[list[SubnetConfig]]:
+            """Each round less what the store holds already (a rerun resumes)."""
+            for cfgs in rounds:
+                done = self.store.measured_keys(phash, exclude=self.retry)
+                todo = [c for c in cfgs if c.key() not in done]
+                planned[0] += len(cfgs)
+                counts["skipped"] += len(cfgs) - len(todo)
+                self.on_event(ProfileEvent("plan", None, {"planned": len(cfgs), "todo": len(todo)}))
+                yield todo
+
         ref_cfg, refs, drift = reference_subnet(self.setup.space), [], []
         status = "interrupted"
         if self._measurer is None:  # made before any lane thread could race to make it
             self._measurer = self._make_measurer()
         try:
+            rounds = todo_of(itertools.chain([first], later))
             lanes = max(1, getattr(self.setup.runner, "lanes", 1))
             if lanes == 1:
-                self._run_serial(todo, ref_cfg, phash, run_id, counts, refs, drift)
+                self._run_serial(rounds, ref_cfg, phash, run_id, counts, refs, drift)
             else:
-                self._run_parallel(todo, lanes, ref_cfg, phash, run_id, counts, refs, drift)
+                self._run_parallel(rounds, lanes, ref_cfg, phash, run_id, counts, refs, drift)
             status = "finished"
         finally:
             doubted = sum(d["marked_unstable"] for d in drift)
             counts["ok"] -= doubted
             counts["unstable"] += doubted
-            summary = {**counts, "planned": len(plan), "reference_ms": refs, "drift": drift}
+            summary = {**counts, "planned": planned[0], "reference_ms": refs, "drift": drift}
+            if self.rounds is not None:
+                summary.update(self.rounds.summary())
             self.store.finish_run(run_id, status, summary)
         return {
             "status": status,
@@ -267,9 +294,14 @@ class ProfileJob:
             **summary,
         }
 
+    def _checked(self, cfgs: list[SubnetConfig]) -> list[SubnetConfig]:
+        for cfg in cfgs:
+            self.setup.space.check(cfg, where="rounds")
+        return list(cfgs)
+
     def _run_serial(
         self,
-        todo: list[SubnetConfig],
+        rounds: Iterator[list[SubnetConfig]],
         ref_cfg: SubnetConfig,
         phash: str,
         run_id: int,
@@ -279,24 +311,27 @@ class ProfileJob:
     ) -> None:
         every = self.setup.profile.measure.drift_every
         measured_since_ref = every  # measure the reference first when there is work
-        for cfg in todo:
-            if every and measured_since_ref >= every:
-                refs.append(self._reference(ref_cfg, phash, run_id, refs, drift))
-                measured_since_ref = 0
-            if not self._claim(cfg, phash, counts):
-                continue
-            try:
-                result, art = self._measure(cfg)
-                self._store(cfg, result, art, phash, run_id, refs, counts)
-            finally:
-                self.store.release(phash, cfg)
-            measured_since_ref += 1
-        if every and todo and measured_since_ref > 0:
+        measured = 0
+        for todo in rounds:
+            for cfg in todo:
+                if every and measured_since_ref >= every:
+                    refs.append(self._reference(ref_cfg, phash, run_id, refs, drift))
+                    measured_since_ref = 0
+                if not self._claim(cfg, phash, counts):
+                    continue
+                try:
+                    result, art = self._measure(cfg)
+                    self._store(cfg, result, art, phash, run_id, refs, counts)
+                finally:
+                    self.store.release(phash, cfg)
+                measured_since_ref += 1
+                measured += 1
+        if every and measured and measured_since_ref > 0:
             refs.append(self._reference(ref_cfg, phash, run_id, refs, drift))
 
     def _run_parallel(
         self,
-        todo: list[SubnetConfig],
+        rounds: Iterator[list[SubnetConfig]],
         lanes: int,
         ref_cfg: SubnetConfig,
         phash: str,
@@ -308,39 +343,41 @@ class ProfileJob:
         """Several devices at once (a fleet): one job in flight per device plus one whose
         artifact is being built. Results are stored by this thread alone, as they finish.
         The drift reference is measured before and after the subnets (on whichever device
-        is free: with a fleet it tracks the fleet, not one device)."""
+        is free: with a fleet it tracks the fleet, not one device). A round is finished
+        before the next is asked for."""
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
         every = self.setup.profile.measure.drift_every
-        if every and todo:
-            refs.append(self._reference(ref_cfg, phash, run_id, refs, drift))
         pending: dict = {}
-        queue_ = iter(todo)
         pool = ThreadPoolExecutor(max_workers=lanes + 1, thread_name_prefix="bfnas-lane")
         try:
-            while True:
-                while len(pending) < lanes + 1:
-                    cfg = next(queue_, None)
-                    if cfg is None:
+            for todo in rounds:
+                if every and todo and not refs:
+                    refs.append(self._reference(ref_cfg, phash, run_id, refs, drift))
+                queue_ = iter(todo)
+                while True:
+                    while len(pending) < lanes + 1:
+                        cfg = next(queue_, None)
+                        if cfg is None:
+                            break
+                        if self._claim(cfg, phash, counts):
+                            pending[pool.submit(self._measure, cfg)] = cfg
+                    if not pending:
                         break
-                    if self._claim(cfg, phash, counts):
-                        pending[pool.submit(self._measure, cfg)] = cfg
-                if not pending:
-                    break
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    cfg = pending.pop(fut)
-                    try:
-                        result, art = fut.result()
-                        self._store(cfg, result, art, phash, run_id, refs, counts)
-                    finally:
-                        self.store.release(phash, cfg)
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        cfg = pending.pop(fut)
+                        try:
+                            result, art = fut.result()
+                            self._store(cfg, result, art, phash, run_id, refs, counts)
+                        finally:
+                            self.store.release(phash, cfg)
         finally:
             # Interrupted: jobs not started are dropped, running ones are not stored.
             pool.shutdown(wait=False, cancel_futures=True)
             for cfg in pending.values():
                 self.store.release(phash, cfg)
-        if every and todo:
+        if every and refs:  # one before, one after: only where there was work
             refs.append(self._reference(ref_cfg, phash, run_id, refs, drift))
 
     def _claim(self, cfg: SubnetConfig, phash: str, counts: dict) -> bool:

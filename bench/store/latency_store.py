@@ -739,9 +739,13 @@ class LatencyStore:
         for r in rows:
             base = baseline.get((r["profile_hash"], r["anchor_key"]))
             r["normalized_ms"] = r["ratio"] * base if r["ratio"] is not None and base else None
+            extra = json.loads(r["stats"]) if r["stats"] else {}
             # What other processes used while it was measured: reported beside it, not a verdict.
-            cpu = json.loads(r["stats"]).get("cpu") if r["stats"] else None
+            cpu = extra.get("cpu")
             r["other_cores"] = cpu.get("other_cores") if isinstance(cpu, dict) else None
+            # Seconds the device spent on it, every attempt (None: imported, or stored before
+            # bfnas recorded it).
+            r["device_s"] = extra.get("device_s")
         return rows
 
     @_guarded

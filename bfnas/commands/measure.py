@@ -90,16 +90,57 @@ def register(sub) -> None:
         sub,
         "profile",
         "sample, export, measure and store many subnets (resumable)",
-        "bfnas profile --hw local-cpu-int8 --space bigger-faster --samples 100 --db lat.db",
+        "bfnas profile --hw local-cpu-int8 --space bigger-faster --samples 100 --db lat.db\n"
+        "  bfnas profile --hw local-cpu-int8 --space minilm-l6 --until 0.95 --db lat.db --json",
         cmd_profile,
     )
     p.add_argument(
         "--hw", default="local-cpu-int8", help="hardware profile (default local-cpu-int8)"
     )
     add_model_args(p)
-    p.add_argument("--samples", type=int, required=True, help="how many subnets to measure")
+    how_many = p.add_mutually_exclusive_group(required=True)
+    how_many.add_argument("--samples", type=int, help="how many subnets to measure")
+    how_many.add_argument(
+        "--until",
+        type=float,
+        metavar="SHARE",
+        help="measure in rounds until, at 95 %% confidence, this share of the latency "
+        "predictor's held-out predictions is within --tolerance (e.g. 0.95); each round's "
+        "subnets are chosen where the predictor is least sure",
+    )
     p.add_argument("--db", default=DEFAULT_DB, help=f"SQLite latency store (default {DEFAULT_DB})")
     p.add_argument("--strategy", default="random", help="random | stratified (even over log-MACs)")
+    until = p.add_argument_group("with --until")
+    until.add_argument(
+        "--tolerance", type=float, default=0.05, help="what counts as within (default 0.05: ±5 %%)"
+    )
+    until.add_argument(
+        "--max-subnets",
+        type=int,
+        default=1000,
+        help="stop at this many measured subnets of the profile in the space, earlier jobs' "
+        "included (default 1000)",
+    )
+    until.add_argument(
+        "--max-device-minutes",
+        type=float,
+        help="stop once the profile's measurements in the space took this much device time",
+    )
+    until.add_argument(
+        "--round-size", type=int, default=10, help="subnets measured between refits (default 10)"
+    )
+    until.add_argument(
+        "--choose",
+        default="disagreement",
+        help="how a round's subnets are chosen: disagreement (where the fold models disagree, "
+        "the default), coverage (farthest from what is measured) or random",
+    )
+    until.add_argument(
+        "--prior",
+        metavar="MODEL_DIR",
+        help="a predictor of another profile in the same space and workload (`bfnas predictor "
+        "fit --out`): the new profile's predictor starts from it and needs fewer rows",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument(
         "--retry",
@@ -308,8 +349,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     check_output_dir(args.artifacts, "--artifacts")
     profile = on_ray(load_profile(args.hw), args.ray)
-    if args.samples < 1:
+    if args.samples is not None and args.samples < 1:
         raise InputError("--samples", None, "must be at least 1")
+    until = _until_settings(args) if args.until is not None else None
     if args.strategy not in STRATEGIES:
         raise InputError(
             "--strategy", None, f"unknown {args.strategy!r} (known: {', '.join(STRATEGIES)})"
@@ -328,6 +370,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         supernet_seed=args.supernet_seed,
     )
     try:
+        prior = _prior(args.prior, profile, setup.space.name) if args.prior else None
         # The device's checks before the store is opened (opening creates it): a profile the
         # device cannot run is refused with nothing written.
         setup.check_device()
@@ -346,10 +389,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
     progress = ProgressDisplay(
         out, "bfnas profile", f"profiling {profile.name}", total=args.samples
     )
+    rounds = None
+    if until is not None:
+        rounds = _until_rounds(until, setup, store, profile, prior, progress)
 
     def on_event(e: ProfileEvent) -> None:
         if e.kind == "plan":
-            progress.update(total=e.result["todo"])
+            if rounds is None:
+                progress.update(total=e.result["todo"])
         elif e.kind in ("measured", "skipped"):
             r = e.result
             last = (
@@ -366,13 +413,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
     job = ProfileJob(
         setup=setup,
         store=store,
-        samples=args.samples,
+        samples=args.samples if until is None else until.max_subnets,
         strategy=args.strategy,
         seed=args.seed,
         on_event=on_event,
         retry=retry,
         keep_artifacts=not args.discard_artifacts,
         check_device=False,
+        rounds=rounds,
     )
     try:
         with progress:
@@ -395,6 +443,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
+        if rounds is not None:
+            out.print(escape(_until_verdict(summary["until"])))
         out.print(
             f"{summary['ok']} ok, {summary['unstable']} unstable, {summary['failed']} failed, "
             f"{summary['skipped']} already stored, {summary['taken_by_other']} taken by another "
@@ -402,6 +452,84 @@ def cmd_profile(args: argparse.Namespace) -> int:
             f"{', '.join(f'{x:.2f}' for x in summary['reference_ms'] if x)} ms"
         )
     return EXIT_OK
+
+
+def _until_settings(args: argparse.Namespace):
+    from bfnas.search.until_trusted import UntilSettings
+
+    if not 0 < args.until < 1:
+        raise InputError("--until", None, f"a share between 0 and 1 (e.g. 0.95), got {args.until}")
+    if args.max_device_minutes is not None and not args.max_device_minutes > 0:
+        raise InputError(
+            "--max-device-minutes", None, f"must be positive, got {args.max_device_minutes}"
+        )
+    return UntilSettings(
+        target=args.until,
+        tolerance=args.tolerance,
+        max_subnets=args.max_subnets,
+        max_device_s=None if args.max_device_minutes is None else args.max_device_minutes * 60,
+        round_size=args.round_size,
+        choose=args.choose,
+        seed=args.seed,
+    )
+
+
+def _prior(folder: str, profile, space: str):
+    """`--prior`: another profile's predictor for this space and workload."""
+    from bfnas.search.latency_predictor import load_prior
+
+    w = profile.workload
+    return load_prior(folder, space, w.seq_len, w.batch)
+
+
+def _until_rounds(settings, setup, store, profile, prior, progress):
+    from bfnas.bench.jobs.profiling import plan_subnets
+    from bfnas.search.latency_predictor import LatencyPredictor, PredictorScope, PredictorSettings
+    from bfnas.search.until_trusted import UntilTrusted, measured_in_store
+
+    w, space = profile.workload, setup.space
+    scope = PredictorScope(profile.hash(), space.name, w.seq_len, w.batch)
+    model_settings = PredictorSettings(seed=settings.seed)
+
+    def fit(cfgs, ms):
+        return LatencyPredictor(scope, model_settings, prior=prior).fit(cfgs, ms)
+
+    def on_round(p) -> None:
+        progress.message(
+            f"round {p.round}: {p.rows} trusted subnets; within ±{settings.tolerance:.0%}: "
+            f"{p.within:.1%} out of fold, at least {p.lower_bound:.1%} at "
+            f"{settings.confidence:.0%} confidence (target {settings.target:.0%}); "
+            f"device time {p.device_s / 60:.1f} min"
+        )
+
+    return UntilTrusted(
+        settings=settings,
+        scope=scope,
+        candidates=plan_subnets(space, settings.pool, "random", settings.seed, w.seq_len),
+        measured=lambda: measured_in_store(store, scope.profile_hash, space.name),
+        fit=fit,
+        on_round=on_round,
+    )
+
+
+def _until_verdict(until: dict) -> str:
+    curve = until["curve"]
+    last = curve[-1] if curve else None
+    why = {
+        "trusted": "trusted",
+        "max-subnets": "stopped at --max-subnets before the target",
+        "max-device-time": "stopped at --max-device-minutes before the target",
+        "pool-exhausted": "stopped: no unmeasured candidate left",
+        None: "interrupted",
+    }[until["stop"]]
+    if last is None:
+        return f"{why}: too few trusted subnets to fit a predictor"
+    return (
+        f"{why}: {last['rows']} trusted subnets, within ±{until['tolerance']:.0%}: "
+        f"{last['within']:.1%} out of fold, at least {last['lower_bound']:.1%} at "
+        f"{until['confidence']:.0%} confidence (target {until['target']:.0%}); "
+        f"device time {last['device_s'] / 60:.1f} min"
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

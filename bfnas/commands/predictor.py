@@ -60,6 +60,12 @@ def register(sub) -> None:
         action="store_true",
         help="monotone constraints on size features (ms/log targets)",
     )
+    p.add_argument(
+        "--prior",
+        metavar="MODEL_DIR",
+        help="a predictor of another profile in the same space and workload: the new one "
+        "rescales its predictions and corrects them, so a few rows suffice",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = command(
@@ -123,6 +129,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         LatencyPredictor,
         PredictorSettings,
         accuracy,
+        load_prior,
     )
     from bfnas.search.training import check_folds, cross_validate, holdout_split, load_rows
 
@@ -132,6 +139,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     settings = PredictorSettings(target=args.target, monotone=args.monotone, seed=args.seed)
     with _store(args.db) as store:
         rows = load_rows(store, args.hw, args.space)
+    prior = load_prior(args.prior, rows.space, rows.seq_len, rows.batch) if args.prior else None
     n = len(rows.cfgs)
     if args.train_size is not None:  # checked before any output
         train, test = holdout_split(n, args.train_size, args.test_size, args.seed)
@@ -148,15 +156,20 @@ def cmd_fit(args: argparse.Namespace) -> int:
         columns=("description", "bar", "percent", "remaining"),
     ) as progress:
         if holdout:
-            model = LatencyPredictor(rows.scope, settings).fit(*rows.subset(train))
+            model = LatencyPredictor(rows.scope, settings, prior=prior).fit(*rows.subset(train))
             test_cfgs, test_ms = rows.subset(test)
             metrics = accuracy(test_ms, model.predict(test_cfgs))
             evaluation = {"method": "holdout", "train_rows": len(train), "test_rows": len(test)}
         else:
             metrics = cross_validate(
-                rows, settings, args.folds, args.seed, on_fold=lambda k: progress.update(advance=1)
+                rows,
+                settings,
+                args.folds,
+                args.seed,
+                on_fold=lambda k: progress.update(advance=1),
+                prior=prior,
             )
-            model = LatencyPredictor(rows.scope, settings).fit(rows.cfgs, rows.ms)
+            model = LatencyPredictor(rows.scope, settings, prior=prior).fit(rows.cfgs, rows.ms)
             # Each row is predicted once, by the fold model that did not see it.
             evaluation = {"method": f"{args.folds}-fold CV", "train_rows": n, "test_rows": n}
             progress.update(completed=args.folds + 1)  # the folds, then the final fit
@@ -172,6 +185,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         "label": rows.label,
         "unit_text": LATENCY_UNITS[rows.label],
         "target": settings.target,
+        "prior": None if prior is None else prior.scope.profile_hash,
     }
     if "fold_std" in metrics:
         out["fold_std"] = metrics["fold_std"]

@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # numpy only names a type here: importing the space stays che
 
 # MAC classes, in the order features and reports list them.
 MAC_CLASSES = ("qkv_proj", "attn_scores", "attn_context", "attn_out", "ffn")
+# Element-wise work, by the tensor it runs over, in the order features list it.
+ELEMENTWISE_CLASSES = ("attn_probs", "hidden_states", "ffn_states", "qkv_states")
 
 
 def encoder_params(layers: Count, hidden: Count, qkv_total: Count, ffn_total: Count) -> Count:
@@ -50,4 +52,28 @@ def encoder_macs(
         "attn_context": s * s * qkv_total * batch,
         "attn_out": s * qkv_total * hidden * batch,
         "ffn": 2 * s * hidden * ffn_total * batch,
+    }
+
+
+def encoder_elementwise(
+    layers: Count,
+    hidden: Count,
+    heads_total: Count,
+    qkv_total: Count,
+    ffn_total: Count,
+    seq_len: Count,
+    batch: Count,
+) -> dict[str, Count]:
+    """Elements the encoder's element-wise ops touch, per class in ELEMENTWISE_CLASSES: the
+    work that is no matrix product but costs time, most of it in small subnets (the softmax
+    over every head's s x s scores; per layer two LayerNorms and residual adds over the
+    hidden states, plus the embeddings' LayerNorm; the FFN's bias, GELU and the INT8 input
+    quantization of its second product; the Q/K/V biases, head reshapes and the output
+    product's input quantization). Summed over layers, as the MACs are."""
+    s = seq_len
+    return {
+        "attn_probs": s * s * heads_total * batch,
+        "hidden_states": s * hidden * (2 * layers + 1) * batch,
+        "ffn_states": s * ffn_total * batch,
+        "qkv_states": s * qkv_total * batch,
     }

@@ -1,0 +1,246 @@
+"""Measuring until the latency predictor can be trusted (`bfnas profile --until`).
+
+Rounds: measure a few subnets, refit, estimate the predictor's held-out accuracy, choose the
+next subnets where it is least sure, and stop once a conservative estimate reaches the target
+or a cap on subnets or device time is hit.
+
+The estimate is the share of trusted rows whose out-of-fold prediction (by a fold model that
+did not see the row) is within the tolerance, and what is compared with the target is its
+one-sided Clopper-Pearson lower bound: with 60 rows all within, the bound is 95.1 %; a point
+estimate of 100 % from 20 rows would stop a job that knows little. Rows chosen where the
+predictor is unsure are harder than random ones, so on them the estimate errs low: a stop it
+gives is late rather than early.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from bfnas.bench.store.latency_store import LatencyStore
+from bfnas.errors import InputError
+from bfnas.models.space.subnet import SubnetConfig
+from bfnas.search.latency_predictor import LatencyPredictor, PredictorScope, PredictorSettings
+from bfnas.search.training import load_rows
+
+STOPS = ("trusted", "max-subnets", "max-device-time", "pool-exhausted")
+
+
+def share_lower_bound(hits: int, n: int, confidence: float = 0.95) -> float:
+    """One-sided Clopper-Pearson lower bound of a share seen as `hits` of `n`."""
+    from scipy.stats import beta
+
+    if n <= 0 or hits <= 0:
+        return 0.0
+    return float(beta.ppf(1 - confidence, hits, n - hits + 1))
+
+
+@dataclass(frozen=True)
+class UntilSettings:
+    """When to stop and how to choose: see the module docstring."""
+
+    target: float  # the share of predictions within `tolerance` to reach, in (0, 1)
+    tolerance: float = 0.05
+    confidence: float = 0.95
+    first: int = 20  # random subnets measured before the first fit
+    round_size: int = 10
+    max_subnets: int = 1000  # sample measurements of any status, earlier jobs' included
+    max_device_s: float | None = None
+    choose: str = "disagreement"
+    pool: int = 3000  # random candidates the next subnets are chosen from
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("target", "tolerance", "confidence"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                raise InputError.bad_setting(name, f"must be between 0 and 1, got {value}")
+        for name in ("first", "round_size", "max_subnets", "pool"):
+            if getattr(self, name) < 1:
+                raise InputError.bad_setting(name, f"must be at least 1, got {getattr(self, name)}")
+        if self.first < 10:
+            raise InputError.bad_setting("first", f"a fit needs at least 10 rows, got {self.first}")
+        if self.max_device_s is not None and self.max_device_s <= 0:
+            raise InputError.bad_setting("max_device_s", f"must be positive: {self.max_device_s}")
+        if self.choose not in CHOOSERS:
+            raise InputError.bad_setting(
+                "choose", f"unknown {self.choose!r} (known: {', '.join(CHOOSERS)})"
+            )
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What a profile holds in one space so far: trusted rows, and what every row cost."""
+
+    cfgs: list[SubnetConfig]  # trusted
+    ms: np.ndarray  # their labels
+    keys: set[str]  # every sample row's subnet, any status
+    device_s: float  # seconds of device time of every sample row
+
+
+@dataclass(frozen=True)
+class TrustPoint:
+    """One round's estimate: what `--json` prints as the curve and a report draws."""
+
+    round: int
+    rows: int  # trusted rows fitted
+    measured: int  # sample rows of any status
+    within: float  # out-of-fold share within the tolerance
+    lower_bound: float
+    device_s: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def measured_in_store(store: LatencyStore, profile_hash: str, space: str) -> Measured:
+    """What the store holds for this profile in this space (labels as `load_rows` makes them)."""
+    rows = [r for r in store.measurements(profile_hash) if r["space"] == space]
+    try:
+        trusted = load_rows(store, profile_hash, space)
+        cfgs, ms = trusted.cfgs, trusted.ms
+    except InputError:  # nothing trusted yet
+        cfgs, ms = [], np.zeros(0)
+    return Measured(
+        cfgs=cfgs,
+        ms=ms,
+        keys={r["subnet_key"] for r in rows},
+        device_s=float(sum(r["device_s"] or 0.0 for r in rows)),
+    )
+
+
+# -- how the next subnets are chosen ---------------------------------------------------------
+Chooser = Callable[
+    [LatencyPredictor, list[SubnetConfig], list[SubnetConfig], int, random.Random],
+    list[SubnetConfig],
+]
+
+
+def _random(model, candidates, measured, k, rng):
+    return rng.sample(candidates, min(k, len(candidates)))
+
+
+def _disagreement(model, candidates, measured, k, rng):
+    """Where the fold models disagree most. Taken from the top 3k one at a time, each the
+    farthest from those already taken, so one round does not spend itself on a cluster."""
+    spread = model.fold_disagreement(candidates)
+    top = np.argsort(-spread)[: 3 * k]
+    return [
+        candidates[i]
+        for i in _spread_out(
+            model.features([candidates[i] for i in top]), model.features(measured), k, top
+        )
+    ]
+
+
+def _coverage(model, candidates, measured, k, rng):
+    """Farthest from every measured subnet in the (standardized) feature space."""
+    return [
+        candidates[i]
+        for i in _spread_out(
+            model.features(candidates), model.features(measured), k, np.arange(len(candidates))
+        )
+    ]
+
+
+def _spread_out(X: np.ndarray, seen: np.ndarray, k: int, index: np.ndarray) -> list[int]:
+    """Greedy farthest-point choice of k rows of X (standardized by all rows) from `seen`."""
+    both = np.vstack([X, seen]) if len(seen) else X
+    mu, sd = both.mean(0), both.std(0) + 1e-12
+    Z, S = (X - mu) / sd, (seen - mu) / sd
+    nearest = (
+        np.min(((Z[:, None, :] - S[None, :, :]) ** 2).sum(-1), axis=1)
+        if len(S)
+        else np.full(len(Z), np.inf)
+    )
+    chosen: list[int] = []
+    for _ in range(min(k, len(Z))):
+        i = int(np.argmax(nearest))
+        chosen.append(int(index[i]))
+        nearest = np.minimum(nearest, ((Z - Z[i]) ** 2).sum(-1))
+        nearest[i] = -1.0
+    return chosen
+
+
+CHOOSERS: dict[str, Chooser] = {
+    "random": _random,
+    "disagreement": _disagreement,
+    "coverage": _coverage,
+}
+
+
+@dataclass
+class UntilTrusted:
+    """Chooses each round of a profiling job (`ProfileJob.next_round`) from what `measured()`
+    reports, and keeps the curve of estimates. `stop` says why it ended."""
+
+    settings: UntilSettings
+    scope: PredictorScope
+    candidates: Sequence[SubnetConfig]
+    measured: Callable[[], Measured]
+    predictor_settings: PredictorSettings = field(default_factory=PredictorSettings)
+    fit: Callable[[list[SubnetConfig], np.ndarray], LatencyPredictor] | None = None
+    on_round: Callable[[TrustPoint], None] = lambda p: None
+    curve: list[TrustPoint] = field(default_factory=list)
+    stop: str | None = None
+    model: LatencyPredictor | None = None
+    _rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.settings.seed)
+
+    def _fit(self, cfgs: list[SubnetConfig], ms: np.ndarray) -> LatencyPredictor:
+        if self.fit is not None:
+            return self.fit(cfgs, ms)
+        return LatencyPredictor(self.scope, self.predictor_settings).fit(cfgs, ms)
+
+    def next_round(self) -> list[SubnetConfig]:
+        s = self.settings
+        now = self.measured()
+        left = [c for c in self.candidates if c.key() not in now.keys]
+        budget = s.max_subnets - len(now.keys)
+        if len(now.cfgs) >= 10:
+            self.model = self._fit(now.cfgs, now.ms)
+            assert self.model.oof_ms is not None
+            hits = int(np.sum(np.abs(self.model.oof_ms / now.ms - 1) <= s.tolerance))
+            point = TrustPoint(
+                round=len(self.curve) + 1,
+                rows=len(now.cfgs),
+                measured=len(now.keys),
+                within=hits / len(now.cfgs),
+                lower_bound=share_lower_bound(hits, len(now.cfgs), s.confidence),
+                device_s=now.device_s,
+            )
+            self.curve.append(point)
+            self.on_round(point)
+            if point.lower_bound >= s.target:
+                return self._stopped("trusted")
+        if budget <= 0:
+            return self._stopped("max-subnets")
+        if s.max_device_s is not None and now.device_s >= s.max_device_s:
+            return self._stopped("max-device-time")
+        if not left:
+            return self._stopped("pool-exhausted")
+        if len(now.cfgs) < s.first or self.model is None:
+            k = min(max(s.first - len(now.cfgs), 1), budget)
+            return _random(None, left, [], k, self._rng)
+        k = min(s.round_size, budget)
+        return CHOOSERS[s.choose](self.model, left, now.cfgs, k, self._rng)
+
+    def summary(self) -> dict:
+        """What the profiling run keeps (`ProfileJob.rounds`): the settings, why it stopped
+        and the curve of estimates against device time."""
+        return {
+            "until": {
+                **asdict(self.settings),
+                "stop": self.stop,
+                "curve": [p.to_dict() for p in self.curve],
+            }
+        }
+
+    def _stopped(self, why: str) -> list[SubnetConfig]:
+        self.stop = why
+        return []
