@@ -599,7 +599,8 @@ PREDICTOR_ROWS = [
         {
             "pred/predictor.json": meta(
                 lambda d: d.update(
-                    settings={**d["settings"], "target": "ratio"}, estimate_coef=["1.5"] * (len(ESTIMATE_COLUMNS) + 1)
+                    settings={**d["settings"], "target": "ratio"},
+                    estimate_coef=["1.5"] * (len(ESTIMATE_COLUMNS) + 1),
                 )
             )
         },
