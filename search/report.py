@@ -233,7 +233,7 @@ def build_report(
                     f"{m['within_5pct']:.1%} within 5 %, {m['within_10pct']:.1%} within 10 %, "
                     f"MAPE {m['mape']:.2%}, Kendall tau {m['kendall_tau']:.3f}</p>" + _img(png)
                 )
-        runs = store.search_runs()
+        runs = store.runs("search")
     sections.append("<h2>Searches</h2>")
     shown = 0
     for run in runs:

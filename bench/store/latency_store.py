@@ -837,16 +837,18 @@ class LatencyStore:
         return len(rows)
 
     @_guarded
-    def search_runs(self) -> list[dict]:
-        """Every `bfnas search` run, oldest first, with its profile's name."""
-        return [
-            dict(r)
-            for r in self.db.execute(
-                "SELECT r.*, p.name AS profile FROM runs r JOIN profiles p ON p.hash = "
-                "r.profile_hash "
-                "WHERE r.kind = 'search' ORDER BY r.id"
-            )
-        ]
+    def runs(self, kind: str, profile_hash: str | None = None) -> list[dict]:
+        """Every run of one kind (`search`, `profile`, ...), oldest first, with its profile's
+        name; only one profile's with `profile_hash`."""
+        sql = (
+            "SELECT r.*, p.name AS profile FROM runs r JOIN profiles p ON p.hash = "
+            "r.profile_hash WHERE r.kind = ?"
+        )
+        params = [kind]
+        if profile_hash is not None:
+            sql += " AND r.profile_hash = ?"
+            params.append(profile_hash)
+        return [dict(r) for r in self.db.execute(sql + " ORDER BY r.id", params)]
 
     @_guarded
     def integrity(self) -> str:
