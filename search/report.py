@@ -1,7 +1,8 @@
 """`bfnas report`: one self-contained HTML page (PNG plots inlined) about a latency store.
 
 Sections: what is measured (counts per profile and status, latency against MACs), how well a
-predictor fitted on it predicts held-out rows (5-fold out-of-fold predictions), and every
+predictor fitted on it predicts held-out rows (5-fold out-of-fold predictions), every
+`bfnas profile --until` job's estimated accuracy against the device time it spent, and every
 search run: the predicted Pareto front with the subnets verified on the device, and the
 progress per generation. Each PNG is also written next to the page.
 """
@@ -109,6 +110,30 @@ def accuracy_plot(rows: LatencyRows, folder: Path, seed: int = 0) -> tuple[Path,
         **m,
         "rows": len(rows.ms),
     }
+
+
+def until_plot(run: dict, until: dict, folder: Path) -> Path:
+    """A `--until` job's estimate per round against the device time its profile had spent."""
+    plt = _plt()
+    curve = until["curve"]
+    minutes = [p["device_s"] / 60 for p in curve]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(minutes, [p["within"] for p in curve], marker=".", label="out-of-fold share")
+    ax.plot(
+        minutes,
+        [p["lower_bound"] for p in curve],
+        marker=".",
+        label=f"lower bound ({until['confidence']:.0%} confidence)",
+    )
+    ax.axhline(until["target"], color="black", ls="--", lw=1, label="target")
+    ax.set(
+        xlabel="device time (min)",
+        ylabel=f"predictions within ±{until['tolerance']:.0%}",
+        ylim=(0, 1.02),
+        title=f"profile run {run['id']}: {run['profile']} ({until['stop'] or 'interrupted'})",
+    )
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, folder, f"until-{run['id']}.png")
 
 
 def search_plots(run: dict, result: dict, folder: Path) -> list[Path]:
@@ -234,6 +259,25 @@ def build_report(
                     f"MAPE {m['mape']:.2%}, Kendall tau {m['kendall_tau']:.3f}</p>" + _img(png)
                 )
         runs = store.runs("search")
+        profiling = store.runs("profile")
+    untils = [
+        (run, until)
+        for run in profiling
+        if (until := json.loads(run["summary"] or "{}").get("until")) and until.get("curve")
+    ]
+    if untils:
+        sections.append("<h2>Measuring until trusted</h2>")
+    for run, until in untils:
+        on_step(f"profile run {run['id']}")
+        last = until["curve"][-1]
+        sections.append(
+            f"<p>run {run['id']} ({html.escape(run['profile'])}, {run['started']}): "
+            f"{html.escape(until['stop'] or 'interrupted')} after {last['rows']} trusted subnets "
+            f"and {last['device_s'] / 60:.1f} device-minutes; within ±{until['tolerance']:.0%}: "
+            f"{last['within']:.1%} of {last['audited']} random rows out of fold, at least "
+            f"{last['lower_bound']:.1%} at {until['confidence']:.0%} confidence (target "
+            f"{until['target']:.0%})</p>" + _img(until_plot(run, until, folder))
+        )
     sections.append("<h2>Searches</h2>")
     shown = 0
     for run in runs:

@@ -237,6 +237,15 @@ def test_profile_until_measures_in_rounds_and_resumes(
     assert len(rows) == out["ok"] + out["unstable"] + out["failed"] >= 20
     assert all(r["device_s"] and r["device_s"] > 0 for r in rows)
     assert summary["until"]["curve"] == until["curve"]
+    # The report draws the job's estimate against device time.
+    assert (
+        main(["report", "--db", str(tmp_path / "lat.db"), "--out", str(tmp_path / "r"), "--json"])
+        == 0
+    )
+    plots = json.loads(capsys.readouterr().out)["plots"]
+    assert any(p.split("/")[-1].startswith("until-") for p in plots)
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "Measuring until trusted" in page and f"{last['rows']} trusted subnets" in page
     # Again: what is stored is enough already; nothing more is measured.
     assert main(argv) == 0
     again = json.loads(capsys.readouterr().out)
