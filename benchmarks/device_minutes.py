@@ -110,7 +110,12 @@ def run_random(scope, pool, held, seed, prior=None, step=10):
 def run_until(scope, pool, held, seed, choose, prior=None, audit=0.5):
     replay = Replay(pool)
     settings = UntilSettings(
-        target=TARGET, tolerance=TOLERANCE, choose=choose, seed=seed, audit=audit
+        target=TARGET,
+        tolerance=TOLERANCE,
+        choose=choose,
+        seed=seed,
+        audit=audit,
+        first=10 if prior is not None else 20,  # as `bfnas profile --until --prior` does
     )
 
     def fit(cfgs, ms):
@@ -139,15 +144,23 @@ def prior_model(db: str, hw: str, space: str) -> LatencyPredictor:
 
 
 def few_rows(scope, trusted_pool, held, seed, sizes, prior):
-    """Within 10 % / 5 % and tau on the held-out rows from n random rows, prior vs scratch."""
+    """Within 10 % / 5 % and tau on the held-out rows from n random rows: the prior rescaled
+    and corrected by trees (what bfnas fits), the rescaling alone, the prior as it is, and a
+    fit from scratch."""
+    from bfnas.search.latency_predictor import estimate, fit_estimate
+
     order = [trusted_pool[i] for i in np.random.default_rng(seed).permutation(len(trusted_pool))]
     y = np.array([r.ms for r in held])
-    out = {}
+    X_held = prior.features([r.cfg for r in held])
+    out = {"prior as it is": accuracy(y, prior.predict(X_held))}
     for n in sizes:
-        cfgs, ms = [r.cfg for r in order[:n]], [r.ms for r in order[:n]]
-        for name, p in (("prior", prior), ("scratch", None)):
-            model = LatencyPredictor(scope, prior=p).fit(cfgs, ms)
-            out[f"{name} n={n}"] = accuracy(y, model.predict([r.cfg for r in held]))
+        cfgs, ms = [r.cfg for r in order[:n]], np.array([r.ms for r in order[:n]])
+        model = LatencyPredictor(scope, prior=prior).fit(cfgs, ms)
+        out[f"prior + trees n={n}"] = accuracy(y, model.predict(X_held))
+        coef = fit_estimate(prior.features(cfgs), ms, prior)
+        out[f"prior rescaled n={n}"] = accuracy(y, estimate(X_held, coef, prior))
+        scratch = LatencyPredictor(scope).fit(cfgs, ms)
+        out[f"scratch n={n}"] = accuracy(y, scratch.predict(X_held))
     return out
 
 

@@ -207,8 +207,10 @@ class LatencyPredictor:
 
     def fit(self, cfgs: Sequence[SubnetConfig], latency_ms: Sequence[float]) -> LatencyPredictor:
         X, ms = self.features(cfgs), np.asarray(latency_ms, dtype=np.float64)
-        if len(X) < 10:
-            raise ValueError(f"need at least 10 measured subnets to fit, got {len(X)}")
+        # A prior's rescaling has two coefficients; from scratch the estimate has ten.
+        least = 5 if self.prior is not None else 10
+        if len(X) < least:
+            raise ValueError(f"need at least {least} measured subnets to fit, got {len(X)}")
         if np.any(ms <= 0):
             raise ValueError("latencies must be positive")
         s = self.settings

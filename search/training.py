@@ -115,12 +115,13 @@ def holdout_split(
     return idx[:train_size], idx[train_size : train_size + test_size]
 
 
-def check_folds(n: int, folds: int) -> None:
+def check_folds(n: int, folds: int, per_fold: int = 10) -> None:
+    """K-fold CV needs `per_fold` rows a fold (with a prior a fit needs fewer: 2)."""
     if folds < 2:
         raise InputError.bad_setting("folds", f"must be at least 2, got {folds}")
-    if n < folds * 10:
+    if n < folds * per_fold:
         raise InputError.bad_setting(
-            "folds", f"{folds}-fold CV needs at least {folds * 10} rows, have {n}"
+            "folds", f"{folds}-fold CV needs at least {folds * per_fold} rows, have {n}"
         )
 
 
@@ -134,7 +135,7 @@ def out_of_fold(
 ) -> tuple[np.ndarray, list[dict]]:
     """Each row's prediction by the fold model that did not see it, and each fold's metrics."""
     n = len(rows.cfgs)
-    check_folds(n, folds)
+    check_folds(n, folds, per_fold=2 if prior is not None else 10)
 
     def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
         model = LatencyPredictor(rows.scope, settings, prior=prior).fit(*rows.subset(train))

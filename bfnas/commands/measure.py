@@ -471,6 +471,8 @@ def _until_settings(args: argparse.Namespace):
         round_size=args.round_size,
         choose=args.choose,
         seed=args.seed,
+        # A prior's rescaling needs few rows before the first fit can choose well.
+        first=10 if args.prior else 20,
     )
 
 

@@ -144,7 +144,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.train_size is not None:  # checked before any output
         train, test = holdout_split(n, args.train_size, args.test_size, args.seed)
     else:
-        check_folds(n, args.folds)
+        check_folds(n, args.folds, per_fold=2 if prior is not None else 10)
     holdout = args.train_size is not None
     what = f"fitting on {len(train)} rows" if holdout else f"{args.folds}-fold CV on {n} rows"
     with ProgressDisplay(
