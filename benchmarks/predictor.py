@@ -226,9 +226,10 @@ def main() -> int:
         all_rows = [load_rows(store, hw, args.space) for hw in args.hw]
     for rows in all_rows:
         results += run_profile(rows, sizes, args.test_size, args.seeds)
+    spaces = ", ".join(sorted({r.space for r in all_rows}))
     lines = [
-        f"{args.seeds} seeds per cell; metrics are means over seeds on held-out rows "
-        f"(min over seeds for +-10 % in brackets)",
+        f"space {spaces}; {args.seeds} seeds per cell; metrics are means over seeds on "
+        "held-out rows (min over seeds for +-10 % in brackets)",
         "",
         "| profile (label) | n train | held out | method | within 5 % | within 10 % | MAPE | "
         "Kendall tau |",

@@ -374,3 +374,101 @@ def test_predictor_fit_refuses_a_prior_of_another_space(tmp_path, capsys, monkey
         "{tmp}/pred/predictor.json: scope.space: a prior of space 'minilm-l6'",
     )
     check_refusal(case, tmp_path, capsys, monkeypatch)
+
+
+def test_profile_until_with_a_prior_of_another_profile(
+    tmp_path, tiny_space_file, fast_profile_file, capsys
+):
+    """INT8 measured first, its predictor the prior of FP32 on the same subnets' space."""
+    db = str(tmp_path / "lat.db")
+    first = [
+        "profile",
+        "--hw",
+        str(fast_profile_file),
+        "--space",
+        str(tiny_space_file),
+        "--samples",
+        "20",
+        "--db",
+        db,
+        "--artifacts",
+        str(tmp_path / "art"),
+        "--json",
+    ]
+    assert main(first) == 0
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "predictor",
+                "fit",
+                "--hw",
+                "test-cpu-int8",
+                "--db",
+                db,
+                "--out",
+                str(tmp_path / "pred"),
+                "--folds",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    fp32 = tmp_path / "fp32.toml"
+    fp32.write_text(
+        fast_profile_file.read_text()
+        .replace('name = "test-cpu-int8"', 'name = "test-cpu-fp32"')
+        .replace('precision = "int8"', 'precision = "fp32"')
+    )
+    argv = [
+        "profile",
+        "--hw",
+        str(fp32),
+        "--space",
+        str(tiny_space_file),
+        "--db",
+        db,
+        "--artifacts",
+        str(tmp_path / "art"),
+        "--until",
+        "0.5",
+        "--tolerance",
+        "0.5",
+        "--max-subnets",
+        "20",
+        "--round-size",
+        "2",
+        "--prior",
+        str(tmp_path / "pred"),
+        "--json",
+    ]
+    assert main(argv) == 0
+    until = json.loads(capsys.readouterr().out)["until"]
+    assert until["first"] == 10  # a prior needs fewer rows before the first fit
+    assert until["curve"][0]["rows"] >= 10 and until["stop"] in ("trusted", "max-subnets")
+    # The new profile's predictor, fitted from its few rows on the prior, saves the prior too.
+    assert (
+        main(
+            [
+                "predictor",
+                "fit",
+                "--hw",
+                "test-cpu-fp32",
+                "--db",
+                db,
+                "--out",
+                str(tmp_path / "new"),
+                "--folds",
+                "2",
+                "--prior",
+                str(tmp_path / "pred"),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    fitted = json.loads(capsys.readouterr().out)
+    assert fitted["prior"] and (tmp_path / "new" / "prior" / "predictor.json").is_file()
+    assert LatencyPredictor.load(tmp_path / "new").prior is not None
