@@ -144,9 +144,10 @@ def prior_model(db: str, hw: str, space: str) -> LatencyPredictor:
 
 
 def few_rows(scope, trusted_pool, held, seed, sizes, prior):
-    """Within 10 % / 5 % and tau on the held-out rows from n random rows: the prior rescaled
-    and corrected by trees (what bfnas fits), the rescaling alone, the prior as it is, and a
-    fit from scratch."""
+    """Within 10 % / 5 % and tau on the held-out rows from n random rows: what bfnas fits with
+    the prior (rescaled and corrected by trees, kept only where it beats a fit from scratch
+    out of fold), the same always kept, the rescaling alone, the prior as it is, and a fit
+    from scratch."""
     from bfnas.search.latency_predictor import estimate, fit_estimate
 
     order = [trusted_pool[i] for i in np.random.default_rng(seed).permutation(len(trusted_pool))]
@@ -156,7 +157,12 @@ def few_rows(scope, trusted_pool, held, seed, sizes, prior):
     for n in sizes:
         cfgs, ms = [r.cfg for r in order[:n]], np.array([r.ms for r in order[:n]])
         model = LatencyPredictor(scope, prior=prior).fit(cfgs, ms)
-        out[f"prior + trees n={n}"] = accuracy(y, model.predict(X_held))
+        out[f"bfnas --prior n={n}"] = accuracy(y, model.predict(X_held))
+        out[f"bfnas --prior n={n}"]["prior_kept"] = model.prior is not None
+        kept = LatencyPredictor(scope, prior=prior)
+        kept._keep_prior_if_better = lambda cfgs, ms: None  # the prior however it does
+        kept.fit(cfgs, ms)
+        out[f"prior + trees n={n}"] = accuracy(y, kept.predict(X_held))
         coef = fit_estimate(prior.features(cfgs), ms, prior)
         out[f"prior rescaled n={n}"] = accuracy(y, estimate(X_held, coef, prior))
         scratch = LatencyPredictor(scope).fit(cfgs, ms)

@@ -171,6 +171,9 @@ class LatencyPredictor:
     # Another profile's predictor in the same space and workload: the estimate the trees
     # correct is its prediction rescaled (`fit_estimate`), so a new device needs few rows.
     prior: LatencyPredictor | None = None
+    # Whether the last fit kept the prior it was given, and the out-of-fold errors that
+    # decided (`_keep_prior_if_better`); saved.
+    prior_choice: dict | None = None
 
     def features(self, cfgs: Sequence[SubnetConfig]) -> np.ndarray:
         return feature_matrix(cfgs, self.scope.seq_len, self.scope.batch)
@@ -242,7 +245,30 @@ class LatencyPredictor:
         fitted = self._fit_one(X, ms, rounds)
         self.rounds, self.estimate_coef, self.booster = rounds, fitted.coef, fitted.booster
         self.spread = self._oof_spread(X, ms, rounds)
+        if self.prior is not None and len(X) >= 10:
+            self._keep_prior_if_better(cfgs, ms)
         return self
+
+    def _keep_prior_if_better(self, cfgs: Sequence[SubnetConfig], ms: np.ndarray) -> None:
+        """Keep the prior only where it predicts the new rows better out of fold than a fit
+        from scratch does: another device can rank subnets differently (measured: this
+        machine's FP32 predictor ranks its INT8 latencies at tau 0.88, and from 10-50 rows a
+        fit on it was worse than one from scratch, benchmarks/results/device_minutes.md)."""
+        assert self.prior is not None and self.oof_ms is not None
+        scratch = LatencyPredictor(self.scope, self.settings).fit(cfgs, ms)
+        assert scratch.oof_ms is not None
+        with_prior = float(np.mean(np.abs(self.oof_ms / ms - 1)))
+        without = float(np.mean(np.abs(scratch.oof_ms / ms - 1)))
+        self.prior_choice = {
+            "profile_hash": self.prior.scope.profile_hash,
+            "used": with_prior <= without,
+            "oof_mape_with_prior": with_prior,
+            "oof_mape_from_scratch": without,
+        }
+        if without < with_prior:
+            for name in ("estimate_coef", "booster", "rounds", "spread", "oof_ms", "fold_models"):
+                setattr(self, name, getattr(scratch, name))
+            self.prior = None
 
     def _oof_spread(self, X: np.ndarray, ms: np.ndarray, rounds: int) -> tuple[float, float]:
         """Split-conformal factors: every row predicted by a model fitted without it (5
@@ -314,6 +340,7 @@ class LatencyPredictor:
             "rounds": self.rounds,
             "spread": list(self.spread) if self.spread else None,
             "prior": {"profile_hash": self.prior.scope.profile_hash} if self.prior else None,
+            "prior_choice": self.prior_choice,
             "versions": {p: metadata.version(p) for p in ("bfnas", "lightgbm", "numpy")},
         }
         write_atomic(folder / "predictor.json", json.dumps(meta, indent=2, sort_keys=True))
@@ -376,6 +403,7 @@ class LatencyPredictor:
             meta.rounds,
             tuple(spread) if spread else None,
             prior=prior,
+            prior_choice=meta.prior_choice.model_dump() if meta.prior_choice else None,
         )
 
 
@@ -439,6 +467,13 @@ class _PriorRef(_Part):
     profile_hash: str = Field(min_length=1)
 
 
+class _PriorChoice(_Part):
+    profile_hash: str = Field(min_length=1)
+    used: bool
+    oof_mape_with_prior: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    oof_mape_from_scratch: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
 class _Metrics(BaseModel):
     # The fit's figures, shown to the user and never computed on: only the unit matters.
     model_config = ConfigDict(strict=True, extra="allow")
@@ -461,6 +496,7 @@ class PredictorFile(BaseModel):
     # Written since model.txt is checked by hash; a folder from before has none.
     model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     prior: _PriorRef | None = None
+    prior_choice: _PriorChoice | None = None
 
 
 def _schema_error(where: str, exc: ValidationError) -> InputError:

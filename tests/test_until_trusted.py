@@ -172,6 +172,7 @@ def test_a_prior_fits_a_new_device_from_few_rows(seed_rows, tmp_path):
     a = accuracy(held_ms, with_prior.predict([r.cfg for r in held]))
     b = accuracy(held_ms, scratch.predict([r.cfg for r in held]))
     assert a["within_10pct"] >= 0.95 and a["within_10pct"] > b["within_10pct"]
+    assert with_prior.prior is not None and with_prior.prior_choice["used"]
     assert 1.0 < with_prior.estimate_coef[1] < 1.2  # the slope of the transform, recovered
     # Saved with its prior, it predicts the same after loading.
     with_prior.save(tmp_path / "new")
@@ -179,6 +180,11 @@ def test_a_prior_fits_a_new_device_from_few_rows(seed_rows, tmp_path):
     cfgs = [r.cfg for r in held[:50]]
     assert np.allclose(again.predict(cfgs), with_prior.predict(cfgs))
     assert (tmp_path / "new" / "prior" / "model.txt").is_file()
+    # A prior that predicts the new device worse than a fit from scratch is not kept.
+    # (Here a device whose latency is a cost per layer: the analytic estimate fits it at once.)
+    wrong = [3.0 * r.cfg.layers for r in few]
+    declined = LatencyPredictor(new_scope, prior=loaded).fit([r.cfg for r in few], wrong)
+    assert declined.prior is None and declined.prior_choice["used"] is False
     # A model fitted on a prior is not a prior itself: one level only.
     with pytest.raises(InputError, match="prior"):
         load_prior(tmp_path / "new", "bigger-faster", 128, 1)
@@ -470,5 +476,8 @@ def test_profile_until_with_a_prior_of_another_profile(
         == 0
     )
     fitted = json.loads(capsys.readouterr().out)
-    assert fitted["prior"] and (tmp_path / "new" / "prior" / "predictor.json").is_file()
-    assert LatencyPredictor.load(tmp_path / "new").prior is not None
+    choice = fitted["prior_choice"]
+    # Kept only where it beat a fit from scratch out of fold; either way the choice is saved.
+    assert choice["used"] == (choice["oof_mape_with_prior"] <= choice["oof_mape_from_scratch"])
+    new = LatencyPredictor.load(tmp_path / "new")
+    assert new.prior_choice == choice and (new.prior is not None) == choice["used"]

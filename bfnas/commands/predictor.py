@@ -185,7 +185,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
         "label": rows.label,
         "unit_text": LATENCY_UNITS[rows.label],
         "target": settings.target,
-        "prior": None if prior is None else prior.scope.profile_hash,
+        "prior": None if model.prior is None else model.prior.scope.profile_hash,
+        # Offered a prior, the fit keeps it only where it beats a fit from scratch out of fold.
+        "prior_choice": model.prior_choice,
     }
     if "fold_std" in metrics:
         out["fold_std"] = metrics["fold_std"]
