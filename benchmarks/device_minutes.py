@@ -1,7 +1,7 @@
 """Device time to a trusted latency predictor: random sampling vs `--until` vs `--until --prior`.
 
     python benchmarks/device_minutes.py --db scratch/minilm-l6.db [--splits 3] [--held-out 300]
-        [--prior-hw local-cpu-fp32] [--bf-db scratch/bigger-faster.db]
+        [--prior-hw local-cpu-fp32 --prior-hw local-cpu-int8-2t] [--bf-db scratch/bigger-faster.db]
 
 The measurements are replayed from a fixed set measured once (its recipe:
 benchmarks/data/README.md, "The fixed minilm-l6 set"): a strategy "measures" a subnet by
@@ -11,9 +11,10 @@ entry records (`device_s`: every attempt, untrusted ones included). Each split h
 
 - random: the pool in random order, a fit every 10 rows (from 20);
 - until (`search.until_trusted.UntilTrusted`, as `bfnas profile --until 0.95` runs it), with
-  each chooser: disagreement (the default), coverage, random (audit rows only);
-- until + prior: the same, each fit starting from a predictor of `--prior-hw` fitted on all
-  its trusted rows in the space.
+  each chooser: disagreement (the default; also with 80 % of each round drawn at random
+  instead of half), coverage, random (every row drawn at random, so every row audited);
+- until + prior: the default, each fit offered a predictor of a `--prior-hw` profile fitted on
+  all its trusted rows in the space.
 For each: the device time at which the held-out share within 5 % first reaches 95 %, where
 `--until` stopped by itself (rows, device time, its lower bound, the held-out share then).
 With a prior: the held-out share within 10 % from 10 and 20 random rows.
@@ -189,7 +190,12 @@ def main() -> int:
     ap.add_argument("--db", required=True, help="the fixed minilm-l6 set (and the prior's rows)")
     ap.add_argument("--hw", default="local-cpu-int8")
     ap.add_argument("--space", default="minilm-l6")
-    ap.add_argument("--prior-hw", default="local-cpu-fp32", help="profile of the prior's rows")
+    ap.add_argument(
+        "--prior-hw",
+        action="append",
+        help="profile of a prior's rows (repeatable; default local-cpu-fp32 and, where the store "
+        "has it, local-cpu-int8-2t)",
+    )
     ap.add_argument("--bf-db", help="local-cpu-int8 rows of bigger-faster, for the seed prior")
     ap.add_argument("--held-out", type=int, default=300)
     ap.add_argument("--splits", type=int, default=3)
@@ -199,27 +205,33 @@ def main() -> int:
 
     trusted, rows = fixed_set(args.db, args.hw, args.space)
     scope = trusted.scope
-    prior = prior_model(args.db, args.prior_hw, args.space)
+    with LatencyStore(args.db, read_only=True) as store:
+        stored = {p["name"] for p in store.profiles()}
+    wanted = args.prior_hw or [h for h in ("local-cpu-fp32", "local-cpu-int8-2t") if h in stored]
+    priors = {hw: prior_model(args.db, hw, args.space) for hw in wanted}
     data: dict = {
         "profile": args.hw,
         "space": args.space,
         "rows": len(rows),
         "trusted": len(trusted.cfgs),
         "device_s_total": sum(r.device_s for r in rows),
-        "prior": args.prior_hw,
-        "splits": [],
+        "priors": {hw: len(p.oof_ms) for hw, p in priors.items()},
     }
     strategies = {
         "random": lambda pool, held, s: run_random(scope, pool, held, s),
         "until (disagreement)": lambda pool, held, s: run_until(
             scope, pool, held, s, "disagreement"
         ),
+        "until (disagreement, audit 0.8)": lambda pool, held, s: run_until(
+            scope, pool, held, s, "disagreement", audit=0.8
+        ),
         "until (coverage)": lambda pool, held, s: run_until(scope, pool, held, s, "coverage"),
         "until (random)": lambda pool, held, s: run_until(scope, pool, held, s, "random"),
-        "until --prior": lambda pool, held, s: run_until(
-            scope, pool, held, s, "disagreement", prior
-        ),
     }
+    for hw, prior in priors.items():
+        strategies[f"until --prior ({hw})"] = lambda pool, held, s, p=prior: run_until(
+            scope, pool, held, s, "disagreement", p
+        )
     per: dict[str, list[dict]] = {k: [] for k in strategies}
     few: list[dict] = []
     for split in range(args.splits):
@@ -231,8 +243,14 @@ def main() -> int:
         for name, run in strategies.items():
             per[name].append(run(pool, held, split))
             print(f"split {split}: {name}: {fmt_reach(per[name][-1:])}", file=sys.stderr)
+        trusted_pool = [r for r in pool if r.ms is not None]
         few.append(
-            few_rows(scope, [r for r in pool if r.ms is not None], held, split, (10, 20, 50), prior)
+            {
+                f"{hw}: {k}": v
+                for hw, prior in priors.items()
+                for k, v in few_rows(scope, trusted_pool, held, split, (10, 20, 50), prior).items()
+                if hw == wanted[0] or not k.startswith("scratch")
+            }
         )
     data["strategies"] = per
     data["few_rows"] = few
@@ -245,8 +263,10 @@ def main() -> int:
         f"{data['device_s_total'] / 60:.1f} device-minutes in all), replayed; "
         f"{args.splits} splits, "
         f"{args.held_out} held-out trusted rows each. Target: >= {TARGET:.0%} of held-out "
-        f"predictions within {TOLERANCE:.0%}. Prior: {args.prior_hw}, fitted on its "
-        f"{len(prior.oof_ms)} trusted rows of the space.",
+        f"predictions within {TOLERANCE:.0%}. Priors (each fitted on all its trusted rows of "
+        f"the space, measured on the same machine): "
+        + ", ".join(f"{hw} ({n} rows)" for hw, n in data["priors"].items())
+        + ".",
         "",
         "| strategy | device time to >= 95 % held-out within 5 % | vs random | stopped by itself at"
         " | its lower bound then | held-out within 5 % then |",
@@ -273,7 +293,9 @@ def main() -> int:
         lines.append(f"| {name} | {fmt_reach(results)} | {ratio} | {stopped} | {bound} | {then} |")
     lines += [
         "",
-        f"From few random rows of {args.hw}, held out as above (mean of {args.splits} splits):",
+        f"From few random rows of {args.hw}, held out as above (mean of {args.splits} splits; "
+        "`bfnas --prior` keeps the prior only where it beats a fit from scratch out of fold, "
+        "`prior + trees` always keeps it):",
         "",
         "| fit | within 10 % | within 5 % | Kendall tau |",
         "|---|---|---|---|",
