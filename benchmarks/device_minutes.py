@@ -11,8 +11,8 @@ entry records (`device_s`: every attempt, untrusted ones included). Each split h
 
 - random: the pool in random order, a fit every 10 rows (from 20);
 - until (`search.until_trusted.UntilTrusted`, as `bfnas profile --until 0.95` runs it), with
-  each chooser: disagreement (the default; also with 80 % of each round drawn at random
-  instead of half), coverage, random (every row drawn at random, so every row audited);
+  each chooser: disagreement (the default, 80 % of each round drawn at random; also with
+  half), coverage, random (every row drawn at random, so every row audited);
 - until + prior: the default, each fit offered a predictor of a `--prior-hw` profile fitted on
   all its trusted rows in the space.
 For each: the device time at which the held-out share within 5 % first reaches 95 %, where
@@ -108,7 +108,7 @@ def run_random(scope, pool, held, seed, prior=None, step=10):
     return {"reached": reached, "curve": curve}
 
 
-def run_until(scope, pool, held, seed, choose, prior=None, audit=0.5):
+def run_until(scope, pool, held, seed, choose, prior=None, audit=0.8):
     replay = Replay(pool)
     settings = UntilSettings(
         target=TARGET,
@@ -222,8 +222,8 @@ def main() -> int:
         "until (disagreement)": lambda pool, held, s: run_until(
             scope, pool, held, s, "disagreement"
         ),
-        "until (disagreement, audit 0.8)": lambda pool, held, s: run_until(
-            scope, pool, held, s, "disagreement", audit=0.8
+        "until (disagreement, audit 0.5)": lambda pool, held, s: run_until(
+            scope, pool, held, s, "disagreement", audit=0.5
         ),
         "until (coverage)": lambda pool, held, s: run_until(scope, pool, held, s, "coverage"),
         "until (random)": lambda pool, held, s: run_until(scope, pool, held, s, "random"),
