@@ -296,16 +296,8 @@ def main() -> int:
         f"From few random rows of {args.hw}, held out as above (mean of {args.splits} splits; "
         "`bfnas --prior` keeps the prior only where it beats a fit from scratch out of fold, "
         "`prior + trees` always keeps it):",
-        "",
-        "| fit | within 10 % | within 5 % | Kendall tau |",
-        "|---|---|---|---|",
+        *fit_table(few),
     ]
-    for key in few[0]:
-        ms = [f[key] for f in few]
-        lines.append(
-            f"| {key} | {mean_of(ms, 'within_10pct'):.1%} | {mean_of(ms, 'within_5pct'):.1%} "
-            f"| {mean_of(ms, 'kendall_tau'):.3f} |"
-        )
     if args.bf_db:
         lines += bigger_faster(args.bf_db, args.splits, data)
     lines += ["", f"{time.time() - t0:.0f} s in all"]
@@ -335,12 +327,16 @@ def bigger_faster(db: str, splits: int, data: dict) -> list[str]:
         f"bigger-faster: prior fitted on the seed FP32 table ({len(seed)} rows, another machine) "
         f"for local-cpu-int8 ({len(ok)} trusted rows here; n random rows fit, the rest held out; "
         f"mean of {splits} splits):",
-        "",
-        "| fit | within 10 % | within 5 % | Kendall tau |",
-        "|---|---|---|---|",
+        *fit_table(results),
     ]
-    for key in results[0]:
-        ms = [r[key] for r in results]
+    return lines
+
+
+def fit_table(splits: list[dict]) -> list[str]:
+    """A table of each fit's held-out metrics, the mean over splits."""
+    lines = ["", "| fit | within 10 % | within 5 % | Kendall tau |", "|---|---|---|---|"]
+    for key in splits[0]:
+        ms = [s[key] for s in splits]
         lines.append(
             f"| {key} | {mean_of(ms, 'within_10pct'):.1%} | {mean_of(ms, 'within_5pct'):.1%} "
             f"| {mean_of(ms, 'kendall_tau'):.3f} |"
