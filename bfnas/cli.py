@@ -83,6 +83,8 @@ SETTING_DESTS: dict[str, tuple[str, ...]] = {
     "max_len": ("finetune_max_len",),
     "workers": ("finetune_workers",),
     "train_examples": ("finetune_examples",),
+    # `profile --until`: the cap is given in minutes (checked there first), kept in seconds
+    "max_device_s": ("max_device_minutes",),
 }
 
 

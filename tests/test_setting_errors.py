@@ -146,6 +146,7 @@ TASK = ["task", "eval", "--supernet", "s", "--task-dir", "d", "--arch", ARCH, "-
 TRAIN = ["supernet", "train", "--teacher", "t", "--data", "d", "--space", "x", "--out", "o"]
 EXPORT = ["export", "--space", "x", "--arch", ARCH, "--out", "o"]
 PROFILE = ["profile", "--space", "x", "--samples", "3", "--db", "d"]
+UNTIL = ["profile", "--space", "x", "--until", "0.9", "--db", "d"]
 SEARCH = ["search", "--space", "x", "--db", "d", "--out", "o", "--max-latency-ms", "5"]
 FIT = ["predictor", "fit", "--hw", "h", "--db", "d", "--out", "o"]
 FINETUNE = ["supernet", "finetune", "--supernet", "s", "--task-dir", "d", "--out", "o"]
@@ -179,6 +180,20 @@ CLI_CASES = [
     (EXPORT, "space", "--space"),
     (PROFILE, "strategy", "--strategy"),
     (PROFILE, "hw", "--hw"),
+    *[
+        (UNTIL, setting, flag)
+        for setting, flag in (
+            ("tolerance", "--tolerance"),
+            ("confidence", "--confidence"),
+            ("first", "--first"),
+            ("round_size", "--round-size"),
+            ("max_subnets", "--max-subnets"),
+            ("max_device_s", "--max-device-minutes"),
+            ("choose", "--choose"),
+            ("audit", "--audit"),
+            ("pool", "--pool"),
+        )
+    ],
     (SEARCH, "max_ms", "--max-latency-ms"),
     (SEARCH, "min_ms", "--min-latency-ms"),
     (SEARCH, "mode", "--mode"),

@@ -136,6 +136,26 @@ def register(sub) -> None:
         "the default), coverage (farthest from what is measured) or random",
     )
     until.add_argument(
+        "--confidence", type=float, default=0.95, help="of the lower bound (default 0.95)"
+    )
+    until.add_argument(
+        "--first",
+        type=int,
+        help="random subnets before the first fit (default 20; 10 with --prior)",
+    )
+    until.add_argument(
+        "--audit",
+        type=float,
+        default=0.8,
+        help="share of each round drawn at random, what the estimate is made on (default 0.8)",
+    )
+    until.add_argument(
+        "--pool",
+        type=int,
+        default=3000,
+        help="random candidates a round chooses from (default 3000)",
+    )
+    until.add_argument(
         "--prior",
         metavar="MODEL_DIR",
         help="a predictor of another profile in the same space and workload (`bfnas predictor "
@@ -472,7 +492,10 @@ def _until_settings(args: argparse.Namespace):
         choose=args.choose,
         seed=args.seed,
         # A prior's rescaling needs few rows before the first fit can choose well.
-        first=10 if args.prior else 20,
+        first=args.first if args.first is not None else (10 if args.prior else 20),
+        confidence=args.confidence,
+        audit=args.audit,
+        pool=args.pool,
     )
 
 
