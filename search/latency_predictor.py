@@ -86,6 +86,12 @@ class PredictorScope:
     batch: int = 1
 
 
+def estimate_design(X: np.ndarray) -> np.ndarray:
+    """The analytic estimate's design matrix: a constant and its columns of the features."""
+    cols = [FEATURES.index(c) for c in ESTIMATE_COLUMNS]
+    return np.column_stack([np.ones(len(X)), X[:, cols]])
+
+
 def fit_estimate(
     X: np.ndarray, ms: np.ndarray, prior: LatencyPredictor | None = None
 ) -> list[float]:
@@ -100,8 +106,7 @@ def fit_estimate(
         if len(x) >= 3 and np.ptp(x) > 0:
             slope = float(np.clip(np.polyfit(x, y, 1)[0], *PRIOR_SLOPE))
         return [float(np.mean(y - slope * x)), slope]
-    cols = [FEATURES.index(c) for c in ESTIMATE_COLUMNS]
-    design = np.column_stack([np.ones(len(X)), X[:, cols]])
+    design = estimate_design(X)
     scale = np.abs(design).max(0)
     scale[scale == 0] = 1
     # Relative error is what matters: weight each row by 1/latency.
@@ -116,8 +121,7 @@ def estimate(
 ) -> np.ndarray:
     if prior is not None:
         return np.exp(coef[0] + coef[1] * np.log(prior.predict(X)))
-    cols = [FEATURES.index(c) for c in ESTIMATE_COLUMNS]
-    return np.column_stack([np.ones(len(X)), X[:, cols]]) @ np.asarray(coef)
+    return estimate_design(X) @ np.asarray(coef)
 
 
 @dataclass

@@ -10,8 +10,12 @@ target is its one-sided Clopper-Pearson lower bound: with 60 rows all within, th
 95.1 %; a point estimate of 100 % from 20 rows would stop a job that knows little. Only
 random rows count: the subnets a chooser picks are not like the space's (measured on the seed
 table, an estimate over them said >= 90 % at 95 % confidence where held-out subnets were
-85 % within). So most of every round (`audit`, 80 %) is drawn at random; the rest is chosen. Which
-rows were chosen is kept in each run's summary, so a rerun knows them too.
+85 % within). So a round is part random (`audit`) and part chosen while the estimate is below
+the target (learn first), and all random once it is there (then prove it). Which rows were
+chosen is kept in each run's summary, so a rerun knows them too.
+
+What the bound costs: whatever chooses, at least 59 random rows all within are needed to
+show 95 % at 95 % confidence (0.95 ** 59 < 0.05), 93 with one miss, 124 with two.
 """
 
 from __future__ import annotations
@@ -27,8 +31,14 @@ import numpy as np
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.errors import InputError
 from bfnas.models.space.subnet import SubnetConfig
-from bfnas.search.latency_predictor import LatencyPredictor, PredictorScope, PredictorSettings
+from bfnas.search.latency_predictor import (
+    LatencyPredictor,
+    PredictorScope,
+    PredictorSettings,
+    estimate_design,
+)
 from bfnas.search.training import load_rows
+from bfnas.search.until_settings import CHOOSER_NAMES, UntilSettings
 
 STOPS = ("trusted", "max-subnets", "max-device-time", "pool-exhausted")
 
@@ -40,45 +50,6 @@ def share_lower_bound(hits: int, n: int, confidence: float = 0.95) -> float:
     if n <= 0 or hits <= 0:
         return 0.0
     return float(beta.ppf(1 - confidence, hits, n - hits + 1))
-
-
-@dataclass(frozen=True)
-class UntilSettings:
-    """When to stop and how to choose: see the module docstring."""
-
-    target: float  # the share of predictions within `tolerance` to reach, in (0, 1)
-    tolerance: float = 0.05
-    confidence: float = 0.95
-    first: int = 20  # random subnets measured before the first fit
-    round_size: int = 10
-    max_subnets: int = 1000  # sample measurements of any status, earlier jobs' included
-    max_device_s: float | None = None
-    choose: str = "disagreement"
-    # The share of each round drawn at random (what the estimate uses). Measured on the fixed
-    # minilm-l6 set: 0.8 stopped after 73 rows where 0.5 took 110 (the bound needs random
-    # rows), held-out accuracy at the stop 98.3 % and 99.2 % (device_minutes.md).
-    audit: float = 0.8
-    pool: int = 3000  # random candidates the next subnets are chosen from
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("target", "tolerance", "confidence"):
-            value = getattr(self, name)
-            if not 0 < value < 1:
-                raise InputError.bad_setting(name, f"must be between 0 and 1, got {value}")
-        for name in ("first", "round_size", "max_subnets", "pool"):
-            if getattr(self, name) < 1:
-                raise InputError.bad_setting(name, f"must be at least 1, got {getattr(self, name)}")
-        if self.first < 10:
-            raise InputError.bad_setting("first", f"a fit needs at least 10 rows, got {self.first}")
-        if self.max_device_s is not None and self.max_device_s <= 0:
-            raise InputError.bad_setting("max_device_s", f"must be positive: {self.max_device_s}")
-        if not 0 < self.audit <= 1:
-            raise InputError.bad_setting("audit", f"must be in (0, 1], got {self.audit}")
-        if self.choose not in CHOOSERS:
-            raise InputError.bad_setting(
-                "choose", f"unknown {self.choose!r} (known: {', '.join(CHOOSERS)})"
-            )
 
 
 @dataclass(frozen=True)
@@ -165,6 +136,30 @@ def _coverage(model, candidates, measured, k, rng):
     ]
 
 
+def _design(model, candidates, measured, k, rng):
+    """Where the analytic estimate under the trees learns most: a greedy D-optimal choice
+    (each next subnet the one of highest leverage given those measured and taken) over the
+    estimate's columns, each row divided by its predicted latency as the fit weights it (for
+    relative error). Its ten per-op costs are what few rows pin down worst."""
+    X = model.features(candidates)
+    C = estimate_design(X) / model.predict(X)[:, None]
+    seen = estimate_design(model.features(measured)) / model.predict(measured)[:, None]
+    scale = np.abs(np.vstack([C, seen])).max(0)
+    scale[scale == 0] = 1
+    C, seen = C / scale, seen / scale
+    # A little ridge keeps the inverse defined where a column has not varied yet.
+    inv = np.linalg.inv(seen.T @ seen + 1e-6 * np.eye(C.shape[1]))
+    chosen: list[int] = []
+    for _ in range(min(k, len(C))):
+        leverage = np.einsum("ij,jk,ik->i", C, inv, C)
+        leverage[chosen] = -np.inf
+        i = int(np.argmax(leverage))
+        chosen.append(i)
+        u = inv @ C[i]
+        inv -= np.outer(u, u) / (1 + C[i] @ u)  # Sherman-Morrison: the inverse with row i
+    return [candidates[i] for i in chosen]
+
+
 def _spread_out(X: np.ndarray, seen: np.ndarray, k: int, index: np.ndarray) -> list[int]:
     """Greedy farthest-point choice of k rows of X (standardized by all rows) from `seen`."""
     both = np.vstack([X, seen]) if len(seen) else X
@@ -188,7 +183,9 @@ CHOOSERS: dict[str, Chooser] = {
     "random": _random,
     "disagreement": _disagreement,
     "coverage": _coverage,
+    "design": _design,
 }
+assert set(CHOOSERS) == set(CHOOSER_NAMES)  # the settings name every chooser, no more
 
 
 @dataclass
@@ -252,7 +249,10 @@ class UntilTrusted:
             k = min(max(s.first - len(now.cfgs), 1), budget)
             return _random(None, left, [], k, self._rng)
         k = min(s.round_size, budget)
-        drawn = _random(None, left, [], max(1, math.ceil(k * s.audit)), self._rng)
+        # Learn first, then prove: while the audited share is below the target the chooser
+        # takes its part of the round; once it is there only random rows can raise the bound.
+        share = s.audit if self.curve[-1].within < s.target else 1.0
+        drawn = _random(None, left, [], max(1, math.ceil(k * share)), self._rng)
         taken = {c.key() for c in drawn}
         rest = [c for c in left if c.key() not in taken]
         picked = CHOOSERS[s.choose](self.model, rest, now.cfgs, k - len(drawn), self._rng)

@@ -326,3 +326,40 @@ def _processes_mentioning(text: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def test_profile_until_over_ssh_stops_on_the_devices_own_time(
+    sshd, tiny_space_file, tmp_path, capsys
+):
+    """`--until` on a device reached over SSH: rounds, a stop on the bound, and the device
+    time it reports is what the device's measurements recorded."""
+    path = _ssh_toml(sshd, tmp_path, tmp_path / "device")
+    db = tmp_path / "u.db"
+    argv = [
+        "profile",
+        "--hw",
+        str(path),
+        "--space",
+        str(tiny_space_file),
+        "--until",
+        "0.8",  # 10 of 10 within bound it at 74 %: it takes a second round
+        "--tolerance",
+        "0.5",
+        "--round-size",
+        "2",
+        "--max-subnets",
+        "20",
+        "--db",
+        str(db),
+        "--artifacts",
+        str(tmp_path / "arts"),
+        "--json",
+    ]
+    assert main(argv) == 0
+    until = json.loads(capsys.readouterr().out)["until"]
+    assert until["stop"] == "trusted" and len(until["curve"]) >= 2
+    with LatencyStore(db, read_only=True) as store:
+        rows = store.measurements()  # the samples
+    assert until["curve"][-1]["measured"] == len(rows) > 10
+    assert until["curve"][-1]["device_s"] == pytest.approx(sum(r["device_s"] for r in rows))
+    assert {json.loads(r["stats"])["device"]["host"] for r in rows} == {"127.0.0.1"}

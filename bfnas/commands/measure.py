@@ -27,6 +27,7 @@ from bfnas.commands.common import (
 from bfnas.commands.progress import ProgressDisplay
 from bfnas.errors import InputError
 from bfnas.models.outputs import check_output_dir
+from bfnas.search.until_settings import UntilSettings, until_defaults
 
 DEFAULT_DB = "bfnas.db"
 
@@ -111,15 +112,19 @@ def register(sub) -> None:
     p.add_argument("--db", default=DEFAULT_DB, help=f"SQLite latency store (default {DEFAULT_DB})")
     p.add_argument("--strategy", default="random", help="random | stratified (even over log-MACs)")
     until = p.add_argument_group("with --until")
+    d = until_defaults()
     until.add_argument(
-        "--tolerance", type=float, default=0.05, help="what counts as within (default 0.05: ±5 %%)"
+        "--tolerance",
+        type=float,
+        default=d["tolerance"],
+        help="what counts as within (default %(default)s: ±5 %%)",
     )
     until.add_argument(
         "--max-subnets",
         type=int,
-        default=1000,
+        default=d["max_subnets"],
         help="stop at this many measured subnets of the profile in the space, earlier jobs' "
-        "included (default 1000)",
+        "included (default %(default)s)",
     )
     until.add_argument(
         "--max-device-minutes",
@@ -127,33 +132,42 @@ def register(sub) -> None:
         help="stop once the profile's measurements in the space took this much device time",
     )
     until.add_argument(
-        "--round-size", type=int, default=10, help="subnets measured between refits (default 10)"
+        "--round-size",
+        type=int,
+        default=d["round_size"],
+        help="subnets measured between refits (default %(default)s)",
     )
     until.add_argument(
         "--choose",
-        default="disagreement",
-        help="how a round's subnets are chosen: disagreement (where the fold models disagree, "
-        "the default), coverage (farthest from what is measured) or random",
+        default=d["choose"],
+        help="how a round's chosen subnets are picked: design (where the per-op costs under "
+        "the predictor are least pinned down, the default), disagreement (where the fold "
+        "models disagree), coverage (farthest from what is measured) or random",
     )
     until.add_argument(
-        "--confidence", type=float, default=0.95, help="of the lower bound (default 0.95)"
+        "--confidence",
+        type=float,
+        default=d["confidence"],
+        help="of the lower bound (default %(default)s)",
     )
     until.add_argument(
         "--first",
         type=int,
-        help="random subnets before the first fit (default 20; 10 with --prior)",
+        default=d["first"],
+        help="random subnets before the first fit (default %(default)s)",
     )
     until.add_argument(
         "--audit",
         type=float,
-        default=0.8,
-        help="share of each round drawn at random, what the estimate is made on (default 0.8)",
+        default=d["audit"],
+        help="share of each round drawn at random while the estimate is below the target, "
+        "what the estimate is made on; above it, every row is (default %(default)s)",
     )
     until.add_argument(
         "--pool",
         type=int,
-        default=3000,
-        help="random candidates a round chooses from (default 3000)",
+        default=d["pool"],
+        help="random candidates a round chooses from (default %(default)s)",
     )
     until.add_argument(
         "--prior",
@@ -475,7 +489,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _until_settings(args: argparse.Namespace):
-    from bfnas.search.until_trusted import UntilSettings
 
     if not 0 < args.until < 1:
         raise InputError("--until", None, f"a share between 0 and 1 (e.g. 0.95), got {args.until}")
@@ -491,8 +504,7 @@ def _until_settings(args: argparse.Namespace):
         round_size=args.round_size,
         choose=args.choose,
         seed=args.seed,
-        # A prior's rescaling needs few rows before the first fit can choose well.
-        first=args.first if args.first is not None else (10 if args.prior else 20),
+        first=args.first,
         confidence=args.confidence,
         audit=args.audit,
         pool=args.pool,
