@@ -273,20 +273,7 @@ def test_an_unreachable_device_stops_the_job_and_a_rerun_resumes(
 ):
     path = _ssh_toml(sshd, tmp_path, tmp_path / "device", retries=2, retry_backoff_s=0.2)
     db = tmp_path / "p.db"
-    argv = [
-        "profile",
-        "--hw",
-        str(path),
-        "--space",
-        str(tiny_space_file),
-        "--samples",
-        "2",
-        "--db",
-        str(db),
-        "--artifacts",
-        str(tmp_path / "arts"),
-        "--json",
-    ]
+    argv = _profile_argv(path, tiny_space_file, db, tmp_path / "arts", "--samples", "2")
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["ok"] == 2
     sshd.stop()
@@ -303,6 +290,14 @@ def test_an_unreachable_device_stops_the_job_and_a_rerun_resumes(
     again = json.loads(capsys.readouterr().out)
     assert again["skipped"] == 2 and again["ok"] + again["unstable"] == 2
     assert _samples(db) == 4
+
+
+def _profile_argv(hw: Path, space: Path, db: Path, artifacts: Path, *how: str) -> list[str]:
+    """`bfnas profile` of a space on an SSH profile into a store, `--json` last."""
+    return [
+        "profile", "--hw", str(hw), "--space", str(space), *how,
+        "--db", str(db), "--artifacts", str(artifacts), "--json",
+    ]  # fmt: skip
 
 
 def _samples(db: Path) -> int:
@@ -335,26 +330,9 @@ def test_profile_until_over_ssh_stops_on_the_devices_own_time(
     time it reports is what the device's measurements recorded."""
     path = _ssh_toml(sshd, tmp_path, tmp_path / "device")
     db = tmp_path / "u.db"
-    argv = [
-        "profile",
-        "--hw",
-        str(path),
-        "--space",
-        str(tiny_space_file),
-        "--until",
-        "0.8",  # 10 of 10 within bound it at 74 %: it takes a second round
-        "--tolerance",
-        "0.5",
-        "--round-size",
-        "2",
-        "--max-subnets",
-        "20",
-        "--db",
-        str(db),
-        "--artifacts",
-        str(tmp_path / "arts"),
-        "--json",
-    ]
+    how = ("--until", "0.8", "--tolerance", "0.5", "--round-size", "2", "--max-subnets", "20")
+    # 10 of 10 within ±50 % bound the share at 74 %: it takes a second round.
+    argv = _profile_argv(path, tiny_space_file, db, tmp_path / "arts", *how)
     assert main(argv) == 0
     until = json.loads(capsys.readouterr().out)["until"]
     assert until["stop"] == "trusted" and len(until["curve"]) >= 2
