@@ -488,8 +488,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _until_settings(args: argparse.Namespace):
-
+def _until_settings(args: argparse.Namespace) -> UntilSettings:
     if not 0 < args.until < 1:
         raise InputError("--until", None, f"a share between 0 and 1 (e.g. 0.95), got {args.until}")
     if args.max_device_minutes is not None and not args.max_device_minutes > 0:
