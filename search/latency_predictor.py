@@ -178,6 +178,9 @@ class LatencyPredictor:
     # Whether the last fit kept the prior it was given, and the out-of-fold errors that
     # decided (`_keep_prior_if_better`); saved.
     prior_choice: dict | None = None
+    # The store's usual anchor times its rows were normalized by (`LatencyRows.anchor_ms`):
+    # another store of the profile may run them at another speed (`anchor_shift`); saved.
+    anchor_ms: dict[str, float] = field(default_factory=dict)
 
     def features(self, cfgs: Sequence[SubnetConfig]) -> np.ndarray:
         return feature_matrix(cfgs, self.scope.seq_len, self.scope.batch)
@@ -345,6 +348,7 @@ class LatencyPredictor:
             "spread": list(self.spread) if self.spread else None,
             "prior": {"profile_hash": self.prior.scope.profile_hash} if self.prior else None,
             "prior_choice": self.prior_choice,
+            "anchor_ms": self.anchor_ms,
             "versions": {p: metadata.version(p) for p in ("bfnas", "lightgbm", "numpy")},
         }
         write_atomic(folder / "predictor.json", json.dumps(meta, indent=2, sort_keys=True))
@@ -408,6 +412,7 @@ class LatencyPredictor:
             tuple(spread) if spread else None,
             prior=prior,
             prior_choice=meta.prior_choice.model_dump() if meta.prior_choice else None,
+            anchor_ms=dict(meta.anchor_ms),
         )
 
 
@@ -501,6 +506,8 @@ class PredictorFile(BaseModel):
     model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     prior: _PriorRef | None = None
     prior_choice: _PriorChoice | None = None
+    # Written since predictors record their store's anchor times; a folder from before has none.
+    anchor_ms: dict[str, _Positive] = Field(default_factory=dict)
 
 
 def _schema_error(where: str, exc: ValidationError) -> InputError:

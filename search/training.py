@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,6 +34,9 @@ class LatencyRows:
     label: str  # "normalized_ms" (anchor-normalized) or "median_ms"
     cfgs: list[SubnetConfig]
     ms: np.ndarray
+    # Per anchor the rows were normalized by, its usual time in this store: what the unit
+    # "anchor-normalized ms" means here (another store of the profile can differ).
+    anchor_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def scope(self) -> PredictorScope:
@@ -86,6 +89,10 @@ def load_rows(store: LatencyStore, hw: str, space: str | None = None) -> Latency
             f"no trusted measurements of {prof['name']}" + (f" in space {space}" if space else ""),
         )
     label = "normalized_ms" if all(r["normalized_ms"] for r in rows) else "median_ms"
+    anchor_ms = {}
+    if label == "normalized_ms":
+        baseline = store.anchor_baselines()
+        anchor_ms = {r["anchor_key"]: baseline[(prof["hash"], r["anchor_key"])] for r in rows}
     resolved = json.loads(prof["json"])
     workload = resolved.get("workload") or {}
     return LatencyRows(
@@ -97,7 +104,21 @@ def load_rows(store: LatencyStore, hw: str, space: str | None = None) -> Latency
         label=label,
         cfgs=[SubnetConfig.from_json(r["arch"]) for r in rows],
         ms=np.array([r[label] for r in rows], dtype=np.float64),
+        anchor_ms=anchor_ms,
     )
+
+
+def anchor_shift(anchor_ms: dict[str, float], store: LatencyStore, profile_hash: str) -> float:
+    """The largest relative difference between this store's usual anchor times and those a
+    predictor was fitted with (same profile): its prediction p is about p * (1 + shift) in
+    this store's anchor-normalized ms. 0 where they share no anchor."""
+    here = store.anchor_baselines()
+    shifts = [
+        here[(profile_hash, key)] / ms - 1
+        for key, ms in anchor_ms.items()
+        if (profile_hash, key) in here
+    ]
+    return max(shifts, key=abs, default=0.0)
 
 
 def holdout_split(

@@ -265,3 +265,50 @@ def test_report_of_a_missing_store_is_one_line(capsys, tmp_path):
         capsys, "report", "--db", str(tmp_path / "no.db"), "--out", str(tmp_path / "r")
     )
     assert code == 2 and "no such store" in err and not (tmp_path / "r").exists()
+
+
+def test_a_predictor_of_a_store_whose_anchors_ran_at_another_speed_is_flagged(
+    capsys, profiled, fast_profile_file, tiny_space_file, tmp_path
+):
+    """Anchor-normalized ms are a store's: the anchors' usual times there. Measured on this
+    machine, the same VM ran the anchors 22 % faster four hours later; a predictor fitted on
+    the earlier store predicts in its ms, and a search in the later store is told so."""
+    folder, db, median = profiled
+    pred = tmp_path / "pred"
+    code, _, _ = run(
+        capsys, "predictor", "fit", "--hw", "test-cpu-int8", "--db", str(db), "--out",
+        str(pred), "--folds", "2", "--json",
+    )  # fmt: skip
+    assert code == 0
+    meta = json.loads((pred / "predictor.json").read_text())
+    con = sqlite3.connect(db)
+    anchors = {
+        k: float(np.median([m for (m,) in con.execute(
+            "SELECT anchor_ms FROM measurements WHERE anchor_key = ? AND status = 'ok'", (k,)
+        )]))
+        for (k,) in con.execute("SELECT DISTINCT anchor_key FROM measurements WHERE role='sample'")
+    }  # fmt: skip
+    con.close()
+    assert meta["anchor_ms"] == pytest.approx(anchors)
+
+    def search(store):
+        args = _args(profiled, fast_profile_file, tiny_space_file, tmp_path / store.stem)
+        args[args.index(str(db))] = str(store)
+        extra = ["--model", str(pred), "--max-latency-ms", f"{2 * median:.4f}", "--verify", "0"]
+        code, out, err = run(capsys, *args, *extra, "--json")
+        assert code == 0
+        return json.loads(out)["warnings"], err
+
+    same = tmp_path / "same.db"
+    same.write_bytes(db.read_bytes())
+    warnings, err = search(same)
+    assert warnings == [] and "warning" not in err
+    slower = tmp_path / "slower.db"
+    slower.write_bytes(db.read_bytes())
+    con = sqlite3.connect(slower)
+    con.execute("UPDATE measurements SET anchor_ms = anchor_ms * 1.25")
+    con.commit()
+    con.close()
+    (warning,), err = search(slower)
+    assert "25% faster" in warning and "1.25" in warning and str(slower) in warning
+    assert f"warning: {warning}" in err.splitlines()

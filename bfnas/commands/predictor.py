@@ -174,6 +174,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             evaluation = {"method": f"{args.folds}-fold CV", "train_rows": n, "test_rows": n}
             progress.update(completed=args.folds + 1)  # the folds, then the final fit
     model.metrics = {**metrics, **evaluation, "label": rows.label}
+    model.anchor_ms = rows.anchor_ms
     folder = model.save(args.out)
     out = {
         "metrics": {k: v for k, v in metrics.items() if k != "fold_std"},
