@@ -108,16 +108,11 @@ def load_rows(store: LatencyStore, hw: str, space: str | None = None) -> Latency
     )
 
 
-def anchor_shift(anchor_ms: dict[str, float], store: LatencyStore, profile_hash: str) -> float:
-    """The largest relative difference between this store's usual anchor times and those a
-    predictor was fitted with (same profile): its prediction p is about p * (1 + shift) in
-    this store's anchor-normalized ms. 0 where they share no anchor."""
-    here = store.anchor_baselines()
-    shifts = [
-        here[(profile_hash, key)] / ms - 1
-        for key, ms in anchor_ms.items()
-        if (profile_hash, key) in here
-    ]
+def anchor_shift(fitted_ms: dict[str, float], here_ms: dict[str, float]) -> float:
+    """The largest relative difference between the anchors' usual times in a store (`here_ms`)
+    and those a predictor was fitted with: its prediction p is about p * (1 + shift) in that
+    store's anchor-normalized ms. 0 where they share no anchor."""
+    shifts = [here_ms[k] / ms - 1 for k, ms in fitted_ms.items() if k in here_ms]
     return max(shifts, key=abs, default=0.0)
 
 

@@ -312,3 +312,10 @@ def test_a_predictor_of_a_store_whose_anchors_ran_at_another_speed_is_flagged(
     (warning,), err = search(slower)
     assert "25% faster" in warning and "1.25" in warning and str(slower) in warning
     assert f"warning: {warning}" in err.splitlines()
+    # `predictor eval` against that store says the same.
+    code, out, err = run(capsys, "predictor", "eval", "--model", str(pred), "--db", str(slower))
+    assert code == 0 and err.strip() == f"warning: {warning}"
+    code, out, _ = run(
+        capsys, "predictor", "eval", "--model", str(pred), "--db", str(same), "--json"
+    )
+    assert code == 0 and json.loads(out)["warnings"] == []

@@ -144,6 +144,30 @@ def console(stderr: bool = False):
     return Console(stderr=stderr, soft_wrap=True)
 
 
+# How far a store's anchors may run from a predictor's before its ms are not the store's:
+# anchor-normalized latencies themselves reproduce to about 1 % (docs/measuring.md).
+ANCHOR_SHIFT_WARN = 0.02
+
+
+def unit_warnings(predictor: Any, here_ms: dict[str, float], db: str) -> list[str]:
+    """A predictor fitted on another store whose anchors ran at another speed predicts in
+    that store's anchor-normalized ms: budgets, errors and verified latencies in `db` are
+    off by it. `here_ms`: the anchors' usual times in `db`."""
+    from bfnas.search.training import anchor_shift
+
+    if predictor is None or not predictor.anchor_ms:
+        return []
+    shift = anchor_shift(predictor.anchor_ms, here_ms)
+    if abs(shift) <= ANCHOR_SHIFT_WARN:
+        return []
+    return [
+        f"--model was fitted where the anchors ran {abs(shift):.0%} "
+        f"{'faster' if shift > 0 else 'slower'} than in --db {db}: its anchor-normalized "
+        f"ms times {1 + shift:.2f} are this store's; fit it on this store "
+        f"(`bfnas predictor fit --db {db}`)"
+    ]
+
+
 def print_json(obj: Any) -> int:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
     return EXIT_OK

@@ -14,6 +14,7 @@ from bfnas.commands.common import (
     group,
     parse_arch,
     print_json,
+    unit_warnings,
 )
 from bfnas.commands.progress import ProgressDisplay
 from bfnas.errors import InputError
@@ -214,8 +215,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     model, rows = _model_rows(args.model, args.db)
     metrics = accuracy(rows.ms, model.predict(rows.cfgs))
+    warnings = unit_warnings(model, rows.anchor_ms, args.db)
+    for line in warnings:
+        console(stderr=True).print(f"warning: {line}", markup=False)
     out = {
         "metrics": metrics,
+        "warnings": warnings,
         "rows": len(rows.cfgs),
         "profile": rows.profile,
         "profile_hash": rows.profile_hash,

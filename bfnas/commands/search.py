@@ -16,6 +16,7 @@ from bfnas.commands.common import (
     console,
     print_json,
     space_and_supernet,
+    unit_warnings,
 )
 from bfnas.commands.progress import ProgressDisplay
 from bfnas.errors import InputError
@@ -306,7 +307,8 @@ def _search(args, profile, space, supernet, budget, settings, predictor, objecti
             objective_name=args.objective,
             objective_unit=objective_unit(args.objective),
         )
-        warnings = _unit_warnings(args, predictor, store, profile.hash())
+        here = {k: ms for (h, k), ms in store.anchor_baselines().items() if h == profile.hash()}
+        warnings = unit_warnings(predictor, here, args.db)
         for line in warnings:
             out.print(f"warning: {line}", markup=False)
         with progress:
@@ -327,29 +329,6 @@ def _search(args, profile, space, supernet, budget, settings, predictor, objecti
         return print_json(summary)
     _print(out, result, folder)
     return EXIT_OK
-
-
-# How far a store's anchors may run from the predictor's before its ms are not the store's:
-# the anchor-normalized latencies themselves reproduce to about 1 % (measuring.md).
-ANCHOR_SHIFT_WARN = 0.02
-
-
-def _unit_warnings(args, predictor, store, profile_hash: str) -> list[str]:
-    """A predictor fitted on another store whose anchors ran at another speed predicts in
-    that store's anchor-normalized ms: budgets and verified latencies here are off by it."""
-    from bfnas.search.training import anchor_shift
-
-    if predictor is None or not predictor.anchor_ms:
-        return []
-    shift = anchor_shift(predictor.anchor_ms, store, profile_hash)
-    if abs(shift) <= ANCHOR_SHIFT_WARN:
-        return []
-    return [
-        f"--model was fitted where the anchors ran {abs(shift):.0%} "
-        f"{'faster' if shift > 0 else 'slower'} than in --db {args.db}: its anchor-normalized "
-        f"ms times {1 + shift:.2f} are this store's; fit it on this store "
-        f"(`bfnas predictor fit --db {args.db}`) or search without --model"
-    ]
 
 
 def _print(out, result: dict, folder: Path) -> None:
