@@ -428,20 +428,11 @@ def test_profile_until_with_a_prior_of_another_profile(
 ):
     """INT8 measured first, its predictor the prior of FP32 on the same subnets' space."""
     db = str(tmp_path / "lat.db")
-    first = [
-        "profile",
-        "--hw",
-        str(fast_profile_file),
-        "--space",
-        str(tiny_space_file),
-        "--samples",
-        "20",
-        "--db",
-        db,
-        "--artifacts",
-        str(tmp_path / "art"),
-        "--json",
-    ]
+
+    def profile(hw, *how):
+        return [a.replace("{tmp}", str(tmp_path)) for a in until_argv(tiny_space_file, hw, *how)]
+
+    first = profile(fast_profile_file, "--samples", "20", "--json")
     assert main(first) == 0
     capsys.readouterr()
     assert (
@@ -469,31 +460,11 @@ def test_profile_until_with_a_prior_of_another_profile(
         .replace('name = "test-cpu-int8"', 'name = "test-cpu-fp32"')
         .replace('precision = "int8"', 'precision = "fp32"')
     )
-    argv = [
-        "profile",
-        "--hw",
-        str(fp32),
-        "--space",
-        str(tiny_space_file),
-        "--db",
-        db,
-        "--artifacts",
-        str(tmp_path / "art"),
-        "--until",
-        "0.5",
-        "--tolerance",
-        "0.5",
-        "--max-subnets",
-        "20",
-        "--round-size",
-        "2",
-        "--prior",
-        str(tmp_path / "pred"),
-        "--json",
-    ]
+    how = ("--until", "0.5", "--tolerance", "0.5", "--max-subnets", "20", "--round-size", "2")
+    argv = profile(fp32, *how, "--prior", str(tmp_path / "pred"), "--json")
     assert main(argv) == 0
     until = json.loads(capsys.readouterr().out)["until"]
-    assert until["first"] == 10  # a prior needs fewer rows before the first fit
+    assert until["first"] == 10  # the default, with a prior as without
     assert until["curve"][0]["rows"] >= 10 and until["stop"] in ("trusted", "max-subnets")
     # The new profile's predictor, fitted from its few rows on the prior, saves the prior too.
     assert (
