@@ -89,10 +89,9 @@ def load_rows(store: LatencyStore, hw: str, space: str | None = None) -> Latency
             f"no trusted measurements of {prof['name']}" + (f" in space {space}" if space else ""),
         )
     label = "normalized_ms" if all(r["normalized_ms"] for r in rows) else "median_ms"
-    anchor_ms = {}
-    if label == "normalized_ms":
-        baseline = store.anchor_baselines()
-        anchor_ms = {r["anchor_key"]: baseline[(prof["hash"], r["anchor_key"])] for r in rows}
+    anchor_ms = (
+        {r["anchor_key"]: r["anchor_baseline_ms"] for r in rows} if label == "normalized_ms" else {}
+    )
     resolved = json.loads(prof["json"])
     workload = resolved.get("workload") or {}
     return LatencyRows(

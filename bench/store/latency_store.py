@@ -738,6 +738,7 @@ class LatencyStore:
         baseline = self.anchor_baselines()
         for r in rows:
             base = baseline.get((r["profile_hash"], r["anchor_key"]))
+            r["anchor_baseline_ms"] = base  # what the unit of `normalized_ms` is, here
             r["normalized_ms"] = r["ratio"] * base if r["ratio"] is not None and base else None
             extra = json.loads(r["stats"]) if r["stats"] else {}
             # What other processes used while it was measured: reported beside it, not a verdict.
