@@ -22,7 +22,8 @@ from results_io import publish
 
 from bfnas.models.nn.checkpoint import load_supernet, minilm_dir, read_pooler
 from bfnas.models.space.search_space import load_space
-from bfnas.models.train.finetune import FinetuneSettings, finetune_subnet, prepare_task, read_task
+from bfnas.models.train.finetune import FinetuneSettings, finetune_subnet, prepare_task
+from bfnas.models.train.glue_task import read_task
 from bfnas.models.train.task_data import TaskDataSettings, build_task
 
 

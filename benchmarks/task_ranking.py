@@ -47,8 +47,9 @@ from bfnas.models.nn.checkpoint import load_supernet, minilm_dir, read_config, r
 from bfnas.models.nn.task_head import ElasticClassifier
 from bfnas.models.space.search_space import SearchSpace, load_space
 from bfnas.models.space.subnet import SubnetConfig
-from bfnas.models.train.finetune import FinetuneSettings, prepare_task, read_task
+from bfnas.models.train.finetune import FinetuneSettings, prepare_task
 from bfnas.models.train.finetune_fitness import FinetuneFitness, FitnessSettings, FitnessSource
+from bfnas.models.train.glue_task import read_task
 from bfnas.models.train.oneshot import TASK_REFIT, OneShotScorer, TaskAccuracyScorer
 from bfnas.models.train.task_data import TaskDataSettings, build_task
 from bfnas.models.train.task_supernet import TaskSupernetTrainer, TaskTrainSettings

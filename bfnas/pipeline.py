@@ -163,7 +163,7 @@ def run_task_stage(
     """The offline task in `out/task` (`bfnas data task`), the task supernet in
     `out/task-supernet` (`bfnas supernet finetune`) and the `task` objective's scorer over
     it. A rerun resumes the fine-tune from what `out` holds."""
-    from bfnas.models.train.finetune import read_task
+    from bfnas.models.train.glue_task import read_task
     from bfnas.models.train.task_data import build_task
     from bfnas.models.train.task_supernet import (
         TaskSupernetTrainer,

@@ -85,7 +85,8 @@ def train_task_model(
         resolve_checkpoint,
     )
     from bfnas.models.space.search_space import load_space
-    from bfnas.models.train.finetune import finetune_classifier, prepare_task, read_task
+    from bfnas.models.train.finetune import finetune_classifier, prepare_task
+    from bfnas.models.train.glue_task import read_task
     from bfnas.models.train.task_supernet import check_task_labels
 
     settings = settings or FinetuneSettings()
@@ -173,7 +174,7 @@ def _package(
     )
     from bfnas.models.deploy.text_classifier import FP32_FILE, INT8_FILE
     from bfnas.models.digest import file_sha256
-    from bfnas.models.train.finetune import predict_logits
+    from bfnas.models.train.task_classifier import predict_logits
     from bfnas.version import bfnas_version
 
     task, cfg, vocab = data.task, model.bert.cfg, model.bert.vocab

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bfnas.cli import main
-from bfnas.models.train.finetune import read_task
+from bfnas.models.train.glue_task import read_task
 from bfnas.models.train.task_data import (
     Example,
     TaskDataSettings,

@@ -16,16 +16,10 @@ from bfnas.cli import main
 from bfnas.errors import InputError
 from bfnas.models.nn.checkpoint import load_supernet, minilm_dir, read_pooler
 from bfnas.models.space.subnet import SubnetConfig
-from bfnas.models.train.finetune import (
-    FinetuneSettings,
-    build_classifier,
-    classification_metrics,
-    encode,
-    finetune_subnet,
-    prepare_task,
-    read_task,
-)
+from bfnas.models.train.finetune import FinetuneSettings, finetune_subnet, prepare_task
+from bfnas.models.train.glue_task import encode, read_task
 from bfnas.models.train.pretraining_data import load_tokenizer
+from bfnas.models.train.task_classifier import build_classifier, classification_metrics
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 TINY = SubnetConfig.uniform(2, 256, 4, 128, 512)

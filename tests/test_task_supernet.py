@@ -20,16 +20,11 @@ from bfnas.models.nn.checkpoint import load_supernet, minilm_dir, read_task_head
 from bfnas.models.nn.task_head import ElasticClassifier
 from bfnas.models.space.search_space import SearchSpace
 from bfnas.models.space.subnet import SubnetConfig
-from bfnas.models.train.finetune import (
-    FinetuneSettings,
-    build_classifier,
-    finetune_subnet,
-    predict,
-    prepare_task,
-    read_task,
-)
+from bfnas.models.train.finetune import FinetuneSettings, finetune_subnet, prepare_task
 from bfnas.models.train.finetune_fitness import FinetuneFitness, FitnessSettings, FitnessSource
+from bfnas.models.train.glue_task import read_task
 from bfnas.models.train.oneshot import TASK_REFIT, HeadRefit
+from bfnas.models.train.task_classifier import build_classifier, predict
 from bfnas.models.train.task_data import TaskDataSettings, build_task
 from bfnas.models.train.task_supernet import (
     ChildTargets,

@@ -25,13 +25,10 @@ from bfnas.models.digest import file_sha256
 from bfnas.models.nn.bert import Bert
 from bfnas.models.nn.checkpoint import TaskHead, minilm_dir, read_task_head
 from bfnas.models.space.subnet import SubnetConfig
-from bfnas.models.train.finetune import (
-    FinetuneSettings,
-    SubnetClassifier,
-    build_classifier,
-    read_task,
-)
+from bfnas.models.train.finetune import FinetuneSettings
+from bfnas.models.train.glue_task import read_task
 from bfnas.models.train.pretraining_data import load_tokenizer
+from bfnas.models.train.task_classifier import SubnetClassifier, build_classifier
 from bfnas.models.train.task_data import TaskDataSettings, build_task
 
 ARCH = SubnetConfig.uniform(2, 128, 4, 128, 256)  # uniform, Q/K/V = hidden: HF can load it
@@ -295,7 +292,7 @@ def test_a_static_recipe_calibrates_on_task_examples_and_a_ragged_arch_exports(
         write_model_files,
     )
     from bfnas.models.deploy.recipes import get_recipe
-    from bfnas.models.train.finetune import encode
+    from bfnas.models.train.glue_task import encode
 
     torch.manual_seed(0)
     model = build_classifier(tiny_supernet, RAGGED, 3).eval()
@@ -311,7 +308,7 @@ def test_a_static_recipe_calibrates_on_task_examples_and_a_ragged_arch_exports(
     fp32 = onnx_logits(tmp_path / "model.onnx", dev, sp.pad)
     int8 = onnx_logits(tmp_path / "model.int8.onnx", dev, sp.pad)
     with torch.no_grad():
-        from bfnas.models.train.finetune import predict_logits
+        from bfnas.models.train.task_classifier import predict_logits
 
         want = predict_logits(model, dev, 16, sp.pad).numpy()
     assert np.abs(fp32 - want).max() < 1e-4

@@ -291,7 +291,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         resolve_checkpoint,
     )
     from bfnas.models.space.search_space import load_space
-    from bfnas.models.train.finetune import read_task
+    from bfnas.models.train.glue_task import read_task
     from bfnas.models.train.parallel import (
         Distributed,
         init_distributed,

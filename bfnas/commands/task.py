@@ -146,12 +146,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         resolve_checkpoint,
     )
     from bfnas.models.space.search_space import load_space
-    from bfnas.models.train.finetune import (
-        FinetuneSettings,
-        finetune_subnet,
-        prepare_task,
-        read_task,
-    )
+    from bfnas.models.train.finetune import FinetuneSettings, finetune_subnet, prepare_task
+    from bfnas.models.train.glue_task import read_task
     from bfnas.models.train.task_supernet import check_task_labels
 
     # Everything cheap is checked before the weights load.

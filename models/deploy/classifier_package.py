@@ -50,7 +50,8 @@ from bfnas.models.digest import file_sha256
 from bfnas.models.nn.bert import Vocab
 from bfnas.models.outputs import disk_full_is_failure
 from bfnas.models.space.subnet import SubnetConfig
-from bfnas.models.train.finetune import Encoded, SubnetClassifier, collate, length_order
+from bfnas.models.train.glue_task import Encoded, collate, length_order
+from bfnas.models.train.task_classifier import SubnetClassifier
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_JSON = "model.json"

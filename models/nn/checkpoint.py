@@ -287,7 +287,7 @@ HEAD_TENSORS = ("pooler.dense.weight", "pooler.dense.bias", "classifier.weight",
 class TaskHead:
     """A task supernet's elastic classification head at full width, and its class names in
     class-id order. `pooler` holds `pooler.dense.weight` [H, H] and `pooler.dense.bias` [H]
-    (the names `read_pooler` returns and `finetune.build_classifier` takes), `classifier`
+    (the names `read_pooler` returns and `task_classifier.build_classifier` takes), `classifier`
     holds "weight" [labels, H] and "bias" [labels]. A subnet of hidden h uses
     `pooler.dense.weight[:h, :h]`, `pooler.dense.bias[:h]`, `classifier["weight"][:, :h]`
     and `classifier["bias"]`."""

@@ -5,7 +5,7 @@ A subnet of hidden h uses the leading slice, like every other weight of the supe
 `pooler.dense.weight[:h, :h]`, `pooler.dense.bias[:h]`, `classifier.weight[:, :h]` and the
 whole `classifier.bias`. The parameter names are Hugging Face's (`pooler.dense.*`,
 `classifier.*`), so the head is saved in the same model.safetensors as the encoder and a
-dense classifier (`finetune.SubnetClassifier`) takes its slices by name.
+dense classifier (`task_classifier.SubnetClassifier`) takes its slices by name.
 """
 
 from __future__ import annotations

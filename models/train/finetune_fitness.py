@@ -92,7 +92,8 @@ def _load(source: FitnessSource, settings: FitnessSettings) -> _Loaded:
         read_task_head,
         resolve_checkpoint,
     )
-    from bfnas.models.train.finetune import prepare_task, read_task
+    from bfnas.models.train.finetune import prepare_task
+    from bfnas.models.train.glue_task import read_task
     from bfnas.models.train.task_supernet import check_task_labels, task_identity
 
     folder = resolve_checkpoint(source.supernet)

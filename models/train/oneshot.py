@@ -26,7 +26,7 @@ from torch import Tensor
 from bfnas.models.nn.supernet import SuperBert
 from bfnas.models.nn.task_head import ElasticClassifier
 from bfnas.models.space.subnet import SubnetConfig
-from bfnas.models.train.finetune import Encoded, collate
+from bfnas.models.train.glue_task import Encoded, collate
 
 # Padded tokens per batch of the task scorer: small enough that rows sorted by length pad
 # little (measured on 762 dev sentences of stdlib docstrings at max_len 64: 9 % padding at
@@ -166,7 +166,7 @@ class TaskAccuracyScorer:
     """`score(cfg)`: the dev accuracy of subnet `cfg` with the supernet's weights and the
     task head's slices, cached by arch key; `many(cfgs)` for a batch.
 
-    The dev split is tokenized once (`dev`, as `finetune.encode` makes it), its rows sorted
+    The dev split is tokenized once (`dev`, as `glue_task.encode` makes it), its rows sorted
     by length and cut into batches of at most `batch_tokens` padded tokens, kept as tensors:
     scoring a subnet is then only its forward passes, under `torch.inference_mode`. With
     `refit` and `train` (the task's train split, encoded the same way) the classifier slice

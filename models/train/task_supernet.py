@@ -44,13 +44,8 @@ from bfnas.models.digest import file_sha256
 from bfnas.models.nn.supernet import SuperBert
 from bfnas.models.nn.task_head import ElasticClassifier
 from bfnas.models.space.search_space import SearchSpace
-from bfnas.models.train.finetune import (
-    GlueTask,
-    PreparedTask,
-    collate,
-    decay_groups,
-    read_task,
-)
+from bfnas.models.train.finetune import PreparedTask, decay_groups
+from bfnas.models.train.glue_task import GlueTask, collate, read_task
 from bfnas.models.train.oneshot import (
     SCORER_BATCH_TOKENS,
     TASK_REFIT,
@@ -521,7 +516,7 @@ def task_scorer(
     """The `task` objective's scorer over a task supernet: its dev split tokenized with the
     folder's tokenizer at the max_len the supernet was fine-tuned with, each subnet's
     classifier refitted on train rows first (`oneshot.HeadRefit`) unless `refit` is None."""
-    from bfnas.models.train.finetune import encode
+    from bfnas.models.train.glue_task import encode
     from bfnas.models.train.pretraining_data import load_tokenizer
 
     task = task_folder(tsn, task_dir)
