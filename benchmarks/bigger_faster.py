@@ -55,9 +55,10 @@ from bfnas.models.train.finetune_fitness import FinetuneFitness, FitnessSettings
 from bfnas.models.train.task_supernet import load_task_supernet, task_scorer
 from bfnas.pipeline import TaskStageSettings, run_task_stage
 from bfnas.search.evolution import Budget, EvolutionSettings
-from bfnas.search.latency_predictor import LatencyPredictor, PredictorSettings
+from bfnas.search.latency_predictor import LatencyPredictor
 from bfnas.search.loop import DeviceVerifier, SearchJob
 from bfnas.search.objectives import load_objective
+from bfnas.search.predictor_file import PredictorSettings
 from bfnas.search.training import load_rows
 
 MAX_LEN = 64

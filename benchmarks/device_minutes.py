@@ -41,7 +41,8 @@ from results_io import publish
 
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.models.space.subnet import SubnetConfig
-from bfnas.search.latency_predictor import LatencyPredictor, PredictorScope, accuracy
+from bfnas.search.latency_predictor import LatencyPredictor, accuracy
+from bfnas.search.predictor_file import PredictorScope
 from bfnas.search.training import LatencyRows, load_rows
 from bfnas.search.until_settings import UntilSettings
 from bfnas.search.until_trusted import Measured, UntilTrusted, share_lower_bound

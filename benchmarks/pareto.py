@@ -27,8 +27,9 @@ from bfnas.bench.hardware_profile import load_profile
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.models.space.search_space import load_space
 from bfnas.search.evolution import Budget, EvolutionSettings, evolve, predictor_scorer
-from bfnas.search.latency_predictor import LatencyPredictor, PredictorSettings
+from bfnas.search.latency_predictor import LatencyPredictor
 from bfnas.search.objectives import load_objective
+from bfnas.search.predictor_file import PredictorSettings
 from bfnas.search.training import load_rows
 
 

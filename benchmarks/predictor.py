@@ -34,7 +34,8 @@ from results_io import publish
 
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.search.features import FEATURES
-from bfnas.search.latency_predictor import LatencyPredictor, PredictorSettings, accuracy
+from bfnas.search.latency_predictor import LatencyPredictor, accuracy
+from bfnas.search.predictor_file import PredictorSettings
 from bfnas.search.training import LatencyRows, load_rows
 
 LINEAR_COLUMNS = ("layers", "macs_qkv", "macs_attn", "macs_out", "macs_ffn", "params")

@@ -43,9 +43,10 @@ from bfnas.search.evolution import (
     predictor_scorer,
     random_search,
 )
-from bfnas.search.latency_predictor import LatencyPredictor, PredictorSettings
+from bfnas.search.latency_predictor import LatencyPredictor
 from bfnas.search.loop import DeviceVerifier
 from bfnas.search.objectives import load_objective
+from bfnas.search.predictor_file import PredictorSettings
 from bfnas.search.training import load_rows
 
 

@@ -36,7 +36,7 @@ _PUBLIC = {
     # predicting and searching
     "load_rows": "bfnas.search.training:load_rows",
     "LatencyPredictor": "bfnas.search.latency_predictor:LatencyPredictor",
-    "PredictorSettings": "bfnas.search.latency_predictor:PredictorSettings",
+    "PredictorSettings": "bfnas.search.predictor_file:PredictorSettings",
     "Budget": "bfnas.search.evolution:Budget",
     "EvolutionSettings": "bfnas.search.evolution:EvolutionSettings",
     "load_objective": "bfnas.search.objectives:load_objective",

@@ -29,9 +29,9 @@ from bfnas.models.outputs import write_atomic
 from bfnas.models.space.search_space import SearchSpace
 from bfnas.models.space.subnet import SubnetConfig
 from bfnas.search.evolution import Budget, EvolutionSettings
-from bfnas.search.latency_predictor import PredictorSettings
 from bfnas.search.loop import MIN_ROWS, DeviceVerifier, SearchJob
 from bfnas.search.objectives import load_objective
+from bfnas.search.predictor_file import PredictorSettings
 from bfnas.search.report import build_report
 from bfnas.search.training import cross_validate, load_rows
 

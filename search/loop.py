@@ -21,7 +21,8 @@ from bfnas.errors import InputError
 from bfnas.models.space.search_space import SearchSpace
 from bfnas.models.space.subnet import SubnetConfig
 from bfnas.search.evolution import Budget, Candidate, EvolutionSettings, evolve, predictor_scorer
-from bfnas.search.latency_predictor import LatencyPredictor, PredictorSettings
+from bfnas.search.latency_predictor import LatencyPredictor
+from bfnas.search.predictor_file import PredictorSettings
 from bfnas.search.training import LatencyRows, load_rows
 
 MIN_ROWS = 30

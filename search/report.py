@@ -22,8 +22,9 @@ import numpy as np
 from bfnas.bench.store.latency_store import LATENCY_UNITS, LatencyStore
 from bfnas.errors import InputError
 from bfnas.models.outputs import atomic_path, write_atomic
-from bfnas.search.latency_predictor import PredictorSettings, accuracy
+from bfnas.search.latency_predictor import accuracy
 from bfnas.search.plots import predicted_vs_measured
+from bfnas.search.predictor_file import PredictorSettings
 from bfnas.search.training import LatencyRows, load_rows, out_of_fold
 
 # Cross-validating on more rows than this says nothing new and costs minutes.

@@ -13,12 +13,8 @@ from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.errors import InputError
 from bfnas.models.space.subnet import SubnetConfig
 from bfnas.search.folds import out_of_fold_predictions
-from bfnas.search.latency_predictor import (
-    LatencyPredictor,
-    PredictorScope,
-    PredictorSettings,
-    accuracy,
-)
+from bfnas.search.latency_predictor import LatencyPredictor, accuracy
+from bfnas.search.predictor_file import PredictorScope, PredictorSettings
 
 # Only latencies that can be trusted train a predictor: `unstable` and `failed` stay out.
 TRUSTED = ("ok", "imported")

@@ -31,12 +31,8 @@ import numpy as np
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.errors import InputError
 from bfnas.models.space.subnet import SubnetConfig
-from bfnas.search.latency_predictor import (
-    LatencyPredictor,
-    PredictorScope,
-    PredictorSettings,
-    estimate_design,
-)
+from bfnas.search.latency_predictor import LatencyPredictor, estimate_design
+from bfnas.search.predictor_file import PredictorScope, PredictorSettings
 from bfnas.search.training import load_rows
 from bfnas.search.until_settings import CHOOSER_NAMES, UntilSettings
 

@@ -25,7 +25,8 @@ from safetensors.torch import save as safetensors_bytes
 
 from bfnas.cli import main
 from bfnas.search.features import FEATURES
-from bfnas.search.latency_predictor import ESTIMATE_COLUMNS, FORMAT
+from bfnas.search.latency_predictor import ESTIMATE_COLUMNS
+from bfnas.search.predictor_file import FORMAT
 
 # -- a tiny BERT checkpoint, in Hugging Face's layout ------------------------------------------
 CONFIG = {

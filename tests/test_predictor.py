@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -7,12 +8,8 @@ from conftest import SEED_FILE
 from bfnas.bench.store.importer import parse_autotinybert
 from bfnas.errors import InputError
 from bfnas.models.space.search_space import load_space
-from bfnas.search.latency_predictor import (
-    LatencyPredictor,
-    PredictorScope,
-    PredictorSettings,
-    accuracy,
-)
+from bfnas.search.latency_predictor import LatencyPredictor, accuracy
+from bfnas.search.predictor_file import PredictorScope, PredictorSettings
 
 SCOPE = PredictorScope("abc123", "bigger-faster", 128)
 
@@ -85,3 +82,73 @@ def test_batched_prediction_equals_one_by_one(fitted, seed_rows):
 def test_unknown_target_is_an_input_error():
     with pytest.raises(InputError, match="target"):
         PredictorSettings(target="seconds")
+
+
+# predictor.json's fields as format 3 has written them since before it named its kind.
+FORMAT_3_FIELDS = {
+    "model_sha256",
+    "format",
+    "scope",
+    "settings",
+    "features",
+    "estimate_columns",
+    "estimate_coef",
+    "metrics",
+    "rounds",
+    "spread",
+    "prior",
+    "prior_choice",
+    "anchor_ms",
+    "versions",
+}
+SETTINGS_FIELDS = {
+    "target",
+    "monotone",
+    "n_estimators",
+    "cv_rounds",
+    "learning_rate",
+    "num_leaves",
+    "min_child_samples",
+    "spread_quantiles",
+    "seed",
+}
+
+
+def test_a_format_3_folder_without_a_kind_loads_as_before(fitted, seed_rows, tmp_path):
+    fitted = dataclasses.replace(fitted, metrics={"within_10pct": 0.99, "label": "median_ms"})
+    folder = fitted.save(tmp_path / "pred")
+    meta = json.loads((folder / "predictor.json").read_text())
+    # What this bfnas writes: format 3's fields, each as before, and the kind.
+    assert set(meta) == FORMAT_3_FIELDS | {"kind"} and meta["kind"] == "latency"
+    assert set(meta["settings"]) == SETTINGS_FIELDS and meta["format"] == 3
+    assert meta["scope"] == {
+        "profile_hash": "abc123",
+        "space": "bigger-faster",
+        "seq_len": 128,
+        "batch": 1,
+    }
+    assert meta["metrics"] == fitted.metrics and meta["spread"] == list(fitted.spread)
+    # A folder written before the kind was: the same fields without it.
+    del meta["kind"]
+    (folder / "predictor.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    old = LatencyPredictor.load(folder)
+    cfgs = [r.cfg for r in seed_rows[:300]]
+    assert np.array_equal(old.predict(cfgs), fitted.predict(cfgs))
+    assert old.settings == fitted.settings and old.scope == fitted.scope
+    assert (old.spread, old.rounds, old.metrics) == (fitted.spread, fitted.rounds, fitted.metrics)
+    assert old.estimate_coef == fitted.estimate_coef
+    # Saved again, it is the same folder (with its kind named).
+    again = json.loads((old.save(tmp_path / "again") / "predictor.json").read_text())
+    assert again == {**meta, "kind": "latency"}
+    assert (tmp_path / "again" / "model.txt").read_bytes() == (folder / "model.txt").read_bytes()
+
+
+def test_a_folder_of_another_kind_is_refused_in_one_line(fitted, tmp_path):
+    folder = fitted.save(tmp_path / "pred")
+    meta = json.loads((folder / "predictor.json").read_text())
+    (folder / "predictor.json").write_text(json.dumps({**meta, "kind": "accuracy"}))
+    with pytest.raises(InputError) as err:
+        LatencyPredictor.load(folder)
+    assert str(err.value) == (
+        f"{folder / 'predictor.json'}: kind: a predictor of kind 'accuracy', not 'latency'"
+    )

@@ -17,8 +17,9 @@ from bfnas.search.evolution import (
     predictor_scorer,
     random_search,
 )
-from bfnas.search.latency_predictor import LatencyPredictor, PredictorScope
+from bfnas.search.latency_predictor import LatencyPredictor
 from bfnas.search.objectives import load_objective
+from bfnas.search.predictor_file import PredictorScope
 
 SMALL = EvolutionSettings(population=40, parents=10, generations=8, seed=3)
 

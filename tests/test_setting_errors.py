@@ -25,9 +25,9 @@ from bfnas.models.train.finetune import FinetuneSettings
 from bfnas.models.train.parallel import Distributed, init_distributed, pick_device
 from bfnas.models.train.pretraining_data import DataSettings
 from bfnas.search.evolution import Budget, EvolutionSettings
-from bfnas.search.latency_predictor import PredictorSettings
 from bfnas.search.loop import SearchJob
 from bfnas.search.objectives import load_objective
+from bfnas.search.predictor_file import PredictorSettings
 from bfnas.search.training import check_folds, holdout_split
 
 REPO = Path(__file__).resolve().parents[1]

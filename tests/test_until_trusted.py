@@ -14,13 +14,8 @@ from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.cli import main
 from bfnas.errors import InputError
 from bfnas.models.space.search_space import load_space
-from bfnas.search.latency_predictor import (
-    LatencyPredictor,
-    PredictorScope,
-    accuracy,
-    estimate_design,
-    load_prior,
-)
+from bfnas.search.latency_predictor import LatencyPredictor, accuracy, estimate_design, load_prior
+from bfnas.search.predictor_file import PredictorScope
 from bfnas.search.until_settings import UntilSettings
 from bfnas.search.until_trusted import CHOOSERS, Measured, UntilTrusted, share_lower_bound
 

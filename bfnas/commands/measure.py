@@ -520,7 +520,8 @@ def _prior(folder: str, profile, space: str):
 
 def _until_rounds(settings, setup, store, profile, prior, progress):
     from bfnas.bench.jobs.profiling import plan_subnets
-    from bfnas.search.latency_predictor import LatencyPredictor, PredictorScope, PredictorSettings
+    from bfnas.search.latency_predictor import LatencyPredictor
+    from bfnas.search.predictor_file import PredictorScope, PredictorSettings
     from bfnas.search.until_trusted import UntilTrusted, measured_in_store
 
     w, space = profile.workload, setup.space

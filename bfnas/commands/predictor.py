@@ -125,16 +125,11 @@ def _model_rows(model_dir: str, db: str):
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from bfnas.bench.store.latency_store import LATENCY_UNITS
-    from bfnas.search.latency_predictor import (
-        MODEL_FILE,
-        LatencyPredictor,
-        PredictorSettings,
-        accuracy,
-        load_prior,
-    )
+    from bfnas.search.latency_predictor import LatencyPredictor, accuracy, load_prior
+    from bfnas.search.predictor_file import META_FILE, MODEL_FILE, PredictorSettings
     from bfnas.search.training import check_folds, cross_validate, holdout_split, load_rows
 
-    check_output_dir(args.out, "--out", holds=(MODEL_FILE, "predictor.json"))
+    check_output_dir(args.out, "--out", holds=(MODEL_FILE, META_FILE))
     if (args.train_size is None) != (args.test_size is None):
         raise InputError("--train-size", None, "give --train-size and --test-size together")
     settings = PredictorSettings(target=args.target, monotone=args.monotone, seed=args.seed)
