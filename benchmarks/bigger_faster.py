@@ -48,12 +48,13 @@ from bfnas.bench.jobs.context import open_setup
 from bfnas.bench.jobs.profiling import ProfileJob, measure_subnet
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.models.nn.checkpoint import load_supernet, minilm_dir
-from bfnas.models.space.search_space import SearchSpace, load_space
+from bfnas.models.space.search_space import load_space
 from bfnas.models.space.subnet import SubnetConfig
 from bfnas.models.train.finetune import FinetuneSettings
 from bfnas.models.train.finetune_fitness import FinetuneFitness, FitnessSettings, FitnessSource
 from bfnas.models.train.task_supernet import load_task_supernet, task_scorer
 from bfnas.pipeline import TaskStageSettings, run_task_stage
+from bfnas.search.baselines import hand_scaled
 from bfnas.search.evolution import Budget, EvolutionSettings
 from bfnas.search.latency_predictor import LatencyPredictor
 from bfnas.search.loop import DeviceVerifier, SearchJob
@@ -63,21 +64,6 @@ from bfnas.search.training import load_rows
 
 MAX_LEN = 64
 METHODS = ["task", "params", "hand-scaled", "random", "task-finetune"]
-
-
-def hand_scaled(space: SearchSpace) -> dict[str, list[SubnetConfig]]:
-    """MiniLM scaled by hand, smallest first: fewer layers at full width, or all six
-    layers uniformly narrower (heads of 32, FFN four times hidden, as MiniLM has)."""
-    top = space.largest()
-    fewer = [
-        SubnetConfig.uniform(n, top.hidden, top.heads[0], top.qkv[0], top.ffn[0])
-        for n in range(1, top.layers + 1)
-    ]
-    narrower = [SubnetConfig.uniform(top.layers, 32 * k, k, 32 * k, 128 * k) for k in range(4, 13)]
-    return {
-        "fewer layers": [c for c in fewer if space.contains(c)],
-        "narrower": [c for c in narrower if space.contains(c)],
-    }
 
 
 class Bench:

@@ -23,6 +23,7 @@ from bfnas.models.train.task_classifier import predict_logits
 from bfnas.models.train.task_data import TaskDataSettings, build_task
 
 TINY = SubnetConfig.uniform(1, 128, 2, 64, 256)
+TEACHER = SubnetConfig.uniform(2, 256, 8, 256, 1024)
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +116,45 @@ def test_frozen_word_embeddings_stay_and_a_teacher_pulls_the_student(
         return float((predicted == 1 - labels).float().mean())
 
     assert agreement(0.0) < 0.4 < 0.6 < agreement(1.0)
+
+
+def test_a_teacher_is_made_once_and_read_back_checked(minilm_supernet, two_class_task, tmp_path):
+    from dataclasses import replace
+
+    from bfnas.models.train import task_teacher
+    from bfnas.models.train.protocols import FinetuneProtocol
+
+    student = FinetuneSettings(epochs=1, batch=32, max_len=32, length_grouped=True, distill=0.5)
+    protocol = FinetuneProtocol(
+        "t", student, teacher=replace(student, distill=0.0, lr=1e-3, epochs=3)
+    )
+    data = prepare_task(
+        minilm_supernet, TINY, read_task(two_class_task), minilm_dir(), protocol.settings
+    )
+    logits, about = task_teacher.teacher_logits(minilm_supernet, TEACHER, data, protocol, tmp_path)
+    assert logits.shape == (len(data.train.ids), 2)
+    assert about["arch"] == TEACHER.to_dict()
+    # Learned the task: it agrees with most of train's labels.
+    assert about["train_accuracy"] > 0.6
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the teacher was fine-tuned again")
+
+    real = task_teacher.finetune_classifier
+    task_teacher.finetune_classifier = no_training
+    try:
+        again, _ = task_teacher.teacher_logits(minilm_supernet, TEACHER, data, protocol, tmp_path)
+        assert torch.equal(again, logits)
+        # Another teacher recipe is another teacher.
+        other = FinetuneProtocol("u", student, teacher=replace(student, distill=0.0, lr=2e-4))
+        with pytest.raises(AssertionError, match="again"):
+            task_teacher.teacher_logits(minilm_supernet, TEACHER, data, other, tmp_path)
+        # Logits changed on disk are refused in one line, not trained on.
+        (npy,) = tmp_path.glob(f"*/{task_teacher.LOGITS_FILE}")
+        raw = bytearray(npy.read_bytes())
+        raw[-1] ^= 0xFF
+        npy.write_bytes(bytes(raw))
+        with pytest.raises(InputError, match="sha256"):
+            task_teacher.teacher_logits(minilm_supernet, TEACHER, data, protocol, tmp_path)
+    finally:
+        task_teacher.finetune_classifier = real

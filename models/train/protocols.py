@@ -1,0 +1,95 @@
+"""Fine-tune protocols: the one recipe by which every accuracy bfnas reports was made.
+
+An accuracy names its task, its protocol and its seeds; two subnets are compared only under
+one protocol. A protocol is the fine-tune's settings (all but the seed) and, when it
+distils, how its teacher is made: the supernet's largest subnet fine-tuned on the task
+with the teacher's own settings (labels only), whose logits on train the students learn
+from. Its `hash()` is what the accuracy store files a fine-tune under.
+
+The shipped protocols were chosen by measurement (benchmarks/finetune_protocol.py, its
+results in benchmarks/results/finetune_protocol.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+
+from bfnas.errors import InputError
+from bfnas.models.train.finetune import FinetuneSettings
+
+
+@dataclass(frozen=True)
+class FinetuneProtocol:
+    name: str
+    settings: FinetuneSettings
+    teacher: FinetuneSettings | None = None  # None: the labels alone
+    about: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.teacher is None) != (self.settings.distill == 0):
+            raise InputError.bad_setting(
+                "protocol", f"{self.name}: a teacher is needed exactly when distill > 0"
+            )
+
+    def for_seed(self, seed: int) -> FinetuneSettings:
+        return replace(self.settings, seed=seed)
+
+    def identity(self) -> dict:
+        """Everything that decides a fine-tune's number but the seed, the task and the
+        starting weights: what makes two accuracies comparable."""
+        settings = asdict(self.settings)
+        settings.pop("seed")
+        return {
+            "settings": settings,
+            "teacher": None if self.teacher is None else asdict(self.teacher),
+        }
+
+    def hash(self) -> str:
+        text = json.dumps(self.identity(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        s = self.settings
+        what = (
+            f"{s.epochs} epoch(s) over all of train, lr {s.lr:g}, batch {s.batch}, "
+            f"max_len {s.max_len}"
+        )
+        if s.freeze_word_embeddings:
+            what += ", word embeddings frozen"
+        if self.teacher is not None:
+            what += (
+                f", distilled ({s.distill:g} of the loss, T {s.temperature:g}) from the "
+                f"largest subnet fine-tuned {self.teacher.epochs} epoch(s)"
+            )
+        return what
+
+
+# Both from all of train at the offline task's sequence length; see the module docstring for
+# how they were chosen.
+_FAST = FinetuneSettings(
+    epochs=3,
+    lr=1e-4,
+    batch=32,
+    max_len=64,
+    length_grouped=True,
+    freeze_word_embeddings=True,
+)
+PROTOCOLS: dict[str, FinetuneProtocol] = {
+    "standard": FinetuneProtocol(
+        "standard",
+        _FAST,
+        about="the protocol of every accuracy bfnas compares: verification, baselines, "
+        "the accuracy predictor's training rows",
+    ),
+}
+
+
+def get_protocol(name: str) -> FinetuneProtocol:
+    try:
+        return PROTOCOLS[name]
+    except KeyError:
+        raise InputError.bad_setting(
+            "protocol", f"unknown protocol {name!r} (known: {', '.join(PROTOCOLS)})"
+        ) from None
