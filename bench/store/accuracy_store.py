@@ -43,7 +43,7 @@ from typing import Any
 
 from bfnas.bench.store.sqlite_file import SqliteStore, guarded, now
 from bfnas.errors import InputError
-from bfnas.models.digest import file_sha256
+from bfnas.models.digest import file_sha256, json_digest
 from bfnas.models.outputs import atomic_path
 from bfnas.models.space.subnet import SubnetConfig
 
@@ -147,14 +147,6 @@ def task_sha256(train: str | Path, dev: str | Path) -> str:
         except OSError as exc:
             raise InputError(str(path), None, f"cannot read ({exc.strerror or exc})") from None
     return hashlib.sha256("".join(digests).encode()).hexdigest()
-
-
-def protocol_hash(settings: dict) -> str:
-    """The identity of a fine-tuning protocol: its settings as sorted JSON, hashed. The same
-    text as `FinetuneProtocol.hash()` hashes, so `add_protocol(p.name, p.identity())` files
-    fine-tunes under `p.hash()`."""
-    text = json.dumps(settings, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -283,7 +275,7 @@ class AccuracyStore(SqliteStore):
         name are the same protocol, stored under the first name."""
         if "seed" in settings:
             raise ValueError("a protocol's settings leave the seed out: it is its own column")
-        digest = protocol_hash(settings)
+        digest = json_digest(settings)  # as FinetuneProtocol.hash() makes it
         with self.transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO protocols(hash, name, json, created) VALUES (?,?,?,?)",

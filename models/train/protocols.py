@@ -12,11 +12,10 @@ results in benchmarks/results/finetune_protocol.md).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, replace
 
 from bfnas.errors import InputError
+from bfnas.models.digest import json_digest
 from bfnas.models.train.finetune import FinetuneSettings
 
 
@@ -47,8 +46,7 @@ class FinetuneProtocol:
         }
 
     def hash(self) -> str:
-        text = json.dumps(self.identity(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return json_digest(self.identity())
 
     def describe(self) -> str:
         s = self.settings
