@@ -16,6 +16,7 @@ import sys
 
 from bfnas import __version__
 from bfnas.commands import (
+    accuracy,
     data,
     demo,
     export,
@@ -40,7 +41,19 @@ def build_parser() -> Parser:
     )
     root.add_argument("--version", action="version", version=f"bfnas {__version__}")
     sub = root.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (space, export, measure, store, predictor, search, demo, data, supernet, task):
+    for module in (
+        space,
+        export,
+        measure,
+        store,
+        predictor,
+        search,
+        accuracy,
+        demo,
+        data,
+        supernet,
+        task,
+    ):
         module.register(sub)
     return root
 

@@ -1,0 +1,289 @@
+"""`bfnas accuracy ...`: accuracy as stored measurements -- subnets fine-tuned under a named
+protocol into the accuracy store, and what the store holds."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from typing import Any
+
+from bfnas.commands.common import (
+    EXIT_OK,
+    add_arch_arg,
+    arch_where,
+    command,
+    console,
+    group,
+    parse_arch,
+    print_json,
+)
+from bfnas.commands.progress import ProgressDisplay
+from bfnas.errors import InputError
+
+DEFAULT_DB = "accuracy.db"
+
+
+def register(sub) -> None:
+    g = group(
+        sub,
+        "accuracy",
+        "task accuracy as stored measurements: fine-tunes under a named protocol",
+        "bfnas accuracy measure --supernet minilm --task-dir task/ --hand-scaled --json",
+    )
+    p = command(
+        g,
+        "measure",
+        "fine-tune subnets on a GLUE-format task under a protocol, each seed once, into the "
+        "accuracy store (a rerun fine-tunes only what the store lacks); print accuracy "
+        "mean ± std over the seeds and the cost per fine-tune",
+        "bfnas accuracy measure --supernet minilm --task-dir task/ --protocol standard \\\n"
+        "      --seeds 0,1,2 --hand-scaled --db accuracy.db --json",
+        cmd_measure,
+    )
+    p.add_argument(
+        "--supernet",
+        required=True,
+        help="HF BERT folder the subnets' weights come from (`bfnas supernet train --out`), "
+        "or 'minilm'",
+    )
+    p.add_argument("--task-dir", required=True, help="GLUE-format task folder (train/dev TSV)")
+    p.add_argument(
+        "--protocol", default="standard", help="fine-tune protocol (`bfnas accuracy protocols`)"
+    )
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    add_arch_arg(p, required=False)
+    p.add_argument(
+        "--hand-scaled",
+        action="store_true",
+        help="the space's hand-scaled family: fewer layers at full width, and uniformly narrower",
+    )
+    p.add_argument("--samples", type=int, default=0, help="this many random subnets as well")
+    p.add_argument("--sample-seed", type=int, default=0, help="which random subnets")
+    p.add_argument("--space", default="minilm-l6", help="search space (default minilm-l6)")
+    p.add_argument("--tokenizer", help="default: the supernet folder's")
+    p.add_argument("--db", default=DEFAULT_DB, help=f"the accuracy store (default {DEFAULT_DB})")
+    p.add_argument(
+        "--teachers",
+        help="folder for the protocol's teachers (default: beside --db, DB.teachers/)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="fine-tunes at once, each in its own process with its share of the threads",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = command(
+        g,
+        "show",
+        "what an accuracy store holds: per task and protocol, each subnet's accuracy over "
+        "its seeds",
+        "bfnas accuracy show --db accuracy.db --json",
+        cmd_show,
+    )
+    p.add_argument("--db", default=DEFAULT_DB, help=f"the accuracy store (default {DEFAULT_DB})")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    p = command(
+        g,
+        "protocols",
+        "the fine-tune protocols an accuracy can be measured by",
+        "bfnas accuracy protocols --json",
+        cmd_protocols,
+    )
+    p.add_argument("--json", action="store_true", help="print them as JSON")
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise InputError("--seeds", None, f"{text!r}: not comma-separated integers") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise InputError("--seeds", None, f"{text!r}: give distinct seeds >= 0, e.g. 0,1,2")
+    return seeds
+
+
+def _subnets(args: argparse.Namespace, space: Any) -> list[tuple[str, Any]]:
+    """(label, subnet) of everything asked for, in the order asked, each once."""
+    import random
+
+    from bfnas.search.baselines import hand_scaled
+
+    chosen: list[tuple[str, Any]] = []
+    if args.arch:
+        cfg = parse_arch(args.arch)
+        space.check(cfg, where=arch_where(args.arch))
+        chosen.append(("arch", cfg))
+    if args.hand_scaled:
+        for family, members in hand_scaled(space).items():
+            chosen += [(family, c) for c in members]
+    if args.samples < 0:
+        raise InputError("--samples", None, f"must be >= 0, got {args.samples}")
+    rng = random.Random(args.sample_seed)
+    chosen += [("random", space.sample(rng)) for _ in range(args.samples)]
+    if not chosen:
+        raise InputError(
+            "--arch", None, "nothing to fine-tune: give --arch, --hand-scaled or --samples"
+        )
+    seen, unique = set(), []
+    for label, cfg in chosen:
+        if cfg.key() not in seen:
+            seen.add(cfg.key())
+            unique.append((label, cfg))
+    return unique
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from bfnas.bench.jobs.finetuning import FinetuneJob, FinetuneSource, default_teachers
+    from bfnas.bench.store.accuracy_store import AccuracyStore
+    from bfnas.models.nn.checkpoint import resolve_checkpoint
+    from bfnas.models.space.search_space import load_space
+    from bfnas.models.space.subnet import SubnetConfig
+    from bfnas.models.train.glue_task import read_task
+    from bfnas.models.train.protocols import get_protocol
+    from bfnas.threads import fit_torch_threads
+
+    # The cheap checks first: nothing loads or trains for input that is refused anyway.
+    protocol = get_protocol(args.protocol)
+    seeds = parse_seeds(args.seeds)
+    if args.workers < 1:
+        raise InputError("--workers", None, f"must be at least 1, got {args.workers}")
+    space = load_space(args.space)
+    subnets = _subnets(args, space)
+    read_task(args.task_dir)
+    folder = resolve_checkpoint(args.supernet)
+    if not folder.is_dir():
+        raise InputError("--supernet", None, f"{args.supernet}: not a directory")
+    AccuracyStore.check(args.db)
+    threads = fit_torch_threads()
+    out = console(stderr=args.json)
+    work = [(cfg, s) for _, cfg in subnets for s in seeds]
+    with (
+        AccuracyStore(args.db) as store,
+        ProgressDisplay(out, "bfnas accuracy measure", "fine-tuning", total=len(work)) as bar,
+    ):
+
+        def event(e) -> None:
+            if e.kind == "teacher":
+                bar.update(note=e.message)
+            elif e.kind in ("stored", "finished"):
+                r = e.record
+                what = f"{r.accuracy:.1%}" if r.status == "ok" else f"failed: {r.reason}"
+                bar.update(completed=e.done, note=f"{r.arch} seed {r.seed}: {what}")
+            elif e.kind == "held":
+                bar.message(f"{e.cfg} seed {e.seed}: another process is fine-tuning it")
+
+        job = FinetuneJob(
+            store=store,
+            source=FinetuneSource(
+                str(folder),
+                args.task_dir,
+                args.teachers or default_teachers(args.db),
+                args.tokenizer,
+            ),
+            protocol=protocol,
+            space=space.name,
+            teacher_cfg=space.largest(),
+            workers=args.workers,
+            threads=int(threads["threads"]),
+            on_event=event,
+        )
+        records = job.run(work)
+        teacher = job.loaded().teacher_about
+    rows = []
+    by_key = {}
+    for (cfg, _), r in zip(work, records, strict=True):
+        by_key.setdefault(cfg.key(), []).append(r)
+    for label, cfg in subnets:
+        rs = [r for r in by_key[cfg.key()] if r is not None]
+        ok = [r for r in rs if r.status == "ok"]
+        acc = [100 * r.accuracy for r in ok]
+        rows.append(
+            {
+                "label": label,
+                "arch": cfg.to_dict(),
+                "arch_text": str(cfg),
+                "params": cfg.params(),
+                "seeds": [r.seed for r in ok],
+                "accuracy_per_seed": [a / 100 for a in acc],
+                "accuracy_mean": statistics.fmean(acc) / 100 if acc else None,
+                "accuracy_std": statistics.stdev(acc) / 100 if len(acc) > 1 else None,
+                "failed": [r.seed for r in rs if r.status == "failed"],
+                "pending": len(by_key[cfg.key()]) - len(rs),
+                "train_seconds_mean": statistics.fmean(r.train_seconds for r in ok) if ok else None,
+            }
+        )
+    result = {
+        "task": args.task_dir,
+        "protocol": protocol.name,
+        "protocol_hash": protocol.hash(),
+        "protocol_text": protocol.describe(),
+        "store": args.db,
+        "threads": threads,
+        "teacher": teacher,
+        "subnets": rows,
+    }
+    if args.json:
+        return print_json(result)
+    out.print(f"protocol {protocol.name}: {protocol.describe()}")
+    if teacher:
+        arch = SubnetConfig.from_dict(teacher["arch"])
+        out.print(f"teacher {arch}: dev accuracy {teacher['dev_accuracy']:.1%}")
+    for row in rows:
+        if row["accuracy_mean"] is None:
+            out.print(f"{row['arch_text']:<40} no accuracy ({row['label']})")
+            continue
+        std = row["accuracy_std"]
+        spread = f" ± {100 * std:.2f}" if std is not None else ""
+        out.print(
+            f"{row['arch_text']:<40} {100 * row['accuracy_mean']:.2f}{spread} % dev accuracy "
+            f"over seeds {','.join(map(str, row['seeds']))}; "
+            f"{row['train_seconds_mean']:.0f} s a fine-tune ({row['label']})"
+        )
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from bfnas.bench.store.accuracy_store import AccuracyStore
+
+    with AccuracyStore(args.db, read_only=True) as store:
+        summary = store.summary()
+        records = store.finetunes()
+    if args.json:
+        return print_json(summary)
+    out = console()
+    groups: dict[tuple, dict[str, list]] = {}
+    for r in records:
+        per = groups.setdefault((r.task_folder, r.protocol), {})
+        per.setdefault(str(r.arch), []).append(r)
+    if not groups:
+        out.print(f"{args.db}: no fine-tunes yet")
+    for (task, protocol), per in groups.items():
+        out.print(f"task {task}, protocol {protocol}:")
+        for arch, rs in per.items():
+            acc = [100 * r.accuracy for r in rs if r.status == "ok"]
+            failed = sum(r.status == "failed" for r in rs)
+            mean = f"{statistics.fmean(acc):.2f}" if acc else "-"
+            std = f" ± {statistics.stdev(acc):.2f}" if len(acc) > 1 else ""
+            out.print(
+                f"  {arch:<40} {mean}{std} % over {len(acc)} seed(s)"
+                + (f", {failed} failed" if failed else "")
+            )
+    return EXIT_OK
+
+
+def cmd_protocols(args: argparse.Namespace) -> int:
+    from bfnas.models.train.protocols import PROTOCOLS
+
+    listed = [
+        {"name": p.name, "hash": p.hash(), "describe": p.describe(), "about": p.about}
+        for p in PROTOCOLS.values()
+    ]
+    if args.json:
+        return print_json(listed)
+    out = console()
+    for p in listed:
+        out.print(f"{p['name']} ({p['hash']}): {p['describe']}; {p['about']}")
+    return EXIT_OK
