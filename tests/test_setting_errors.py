@@ -150,9 +150,11 @@ UNTIL = ["profile", "--space", "x", "--until", "0.9", "--db", "d"]
 SEARCH = ["search", "--space", "x", "--db", "d", "--out", "o", "--max-latency-ms", "5"]
 FIT = ["predictor", "fit", "--hw", "h", "--db", "d", "--out", "o"]
 FINETUNE = ["supernet", "finetune", "--supernet", "s", "--task-dir", "d", "--out", "o"]
+ACCURACY = ["accuracy", "measure", "--supernet", "s", "--task-dir", "d", "--hand-scaled"]
 
 # (a command line that parses, the setting, the flag the CLI names it by)
 CLI_CASES = [
+    (ACCURACY, "protocol", "--protocol"),
     (DATA, "seq_len", "--seq-len"),
     (DATA, "shard_size", "--shard-size"),
     (DATA, "mask_prob", "--mask-prob"),

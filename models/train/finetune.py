@@ -66,10 +66,12 @@ class FinetuneSettings:
     temperature: float = 1.0
 
     def __post_init__(self) -> None:
+        # Set by a protocol in code (`protocols.PROTOCOLS`), never typed: a wrong value is a
+        # programming error, not bad input.
         if not 0.0 <= self.distill <= 1.0:
-            raise InputError.bad_setting("distill", f"must be in [0, 1], got {self.distill}")
+            raise ValueError(f"distill must be in [0, 1], got {self.distill}")
         if not self.temperature > 0:
-            raise InputError.bad_setting("temperature", f"must be positive, got {self.temperature}")
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
         for name in ("epochs", "batch"):
             if getattr(self, name) < 1:
                 raise InputError.bad_setting(name, f"must be at least 1, got {getattr(self, name)}")
@@ -122,7 +124,7 @@ def train_classifier(
     `teacher_logits` ([train examples, labels], file order) are what `settings.distill`
     distils from."""
     if settings.distill > 0 and teacher_logits is None:
-        raise InputError.bad_setting("distill", "needs a teacher's logits (a fine-tuned model)")
+        raise ValueError("settings.distill needs a teacher's logits (a fine-tuned model)")
     n = len(data.ids)
     lengths = [len(row) for row in data.ids]
     if settings.freeze_word_embeddings:

@@ -27,10 +27,8 @@ class FinetuneProtocol:
     about: str = ""
 
     def __post_init__(self) -> None:
-        if (self.teacher is None) != (self.settings.distill == 0):
-            raise InputError.bad_setting(
-                "protocol", f"{self.name}: a teacher is needed exactly when distill > 0"
-            )
+        if (self.teacher is None) != (self.settings.distill == 0):  # a programming error
+            raise ValueError(f"{self.name}: a teacher is needed exactly when distill > 0")
 
     def for_seed(self, seed: int) -> FinetuneSettings:
         return replace(self.settings, seed=seed)
