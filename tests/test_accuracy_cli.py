@@ -1,0 +1,128 @@
+"""`bfnas accuracy measure / show / protocols`: fine-tunes into the accuracy store from the
+command line, a rerun resuming, and bad input refused in one line with nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from refusals import Refusal, check_refusal, run_cli
+
+from bfnas.models.train.task_data import TaskDataSettings, build_task
+
+ARCH = '{"layers": 1, "hidden": 128, "heads": 2, "qkv": 64, "ffn": 256}'
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("task") / "task"
+    build_task(folder, TaskDataSettings(classes=2, max_per_class=40))
+    return folder
+
+
+def test_measure_stores_each_seed_once_and_a_rerun_reads_them_back(task, tmp_path, capsys):
+    db = tmp_path / "acc.db"
+    argv = [
+        "accuracy",
+        "measure",
+        "--supernet",
+        "minilm",
+        "--task-dir",
+        str(task),
+        "--seeds",
+        "0,1",
+        "--arch",
+        ARCH,
+        "--samples",
+        "1",
+        "--db",
+        str(db),
+        "--json",
+    ]
+    code, out, _ = run_cli(capsys, argv)
+    assert code == 0
+    first = json.loads(out)
+    assert first["protocol"] == "standard" and len(first["subnets"]) == 2
+    row = first["subnets"][0]
+    assert row["seeds"] == [0, 1] and len(row["accuracy_per_seed"]) == 2
+    assert 0 <= row["accuracy_mean"] <= 1 and row["accuracy_std"] is not None
+    assert row["train_seconds_mean"] > 0
+
+    code, out, _ = run_cli(capsys, argv)
+    assert code == 0 and json.loads(out)["subnets"] == first["subnets"]
+    code, out, _ = run_cli(capsys, ["accuracy", "show", "--db", str(db), "--json"])
+    summary = json.loads(out)
+    assert code == 0 and summary["by_task_protocol"][0]["finetunes"] == 4  # not 8
+    code, out, _ = run_cli(capsys, ["accuracy", "show", "--db", str(db)])
+    assert code == 0 and "L1 H128 A2 Q64 F256" in out and "over 2 seed(s)" in out
+
+
+def test_protocols_are_listed_with_their_hash(capsys):
+    code, out, _ = run_cli(capsys, ["accuracy", "protocols", "--json"])
+    listed = {p["name"]: p for p in json.loads(out)}
+    assert code == 0 and "standard" in listed and len(listed["standard"]["hash"]) == 16
+
+
+MEASURE = ["accuracy", "measure", "--supernet", "minilm", "--db", "{tmp}/acc.db"]
+TASK_FILES = {
+    "t/train.tsv": "sentence\tlabel\na b c\t0\nd e f\t1\n",
+    "t/dev.tsv": "sentence\tlabel\na\t0\n",
+}
+REFUSALS = [
+    Refusal(
+        "seeds",
+        [*MEASURE, "--task-dir", "{tmp}/t", "--arch", ARCH, "--seeds", "0,x"],
+        "--seeds",
+        TASK_FILES,
+    ),
+    Refusal(
+        "repeated-seed",
+        [*MEASURE, "--task-dir", "{tmp}/t", "--arch", ARCH, "--seeds", "1,1"],
+        "--seeds",
+        TASK_FILES,
+    ),
+    Refusal(
+        "protocol",
+        [*MEASURE, "--task-dir", "{tmp}/t", "--arch", ARCH, "--protocol", "long"],
+        "--protocol",
+        TASK_FILES,
+    ),
+    Refusal("nothing", [*MEASURE, "--task-dir", "{tmp}/t"], "--arch", TASK_FILES),
+    Refusal(
+        "arch",
+        [
+            *MEASURE,
+            "--task-dir",
+            "{tmp}/t",
+            "--arch",
+            '{"layers": 9, "hidden": 128, "heads": 2, "qkv": 64, "ffn": 256}',
+        ],
+        "--arch",
+        TASK_FILES,
+    ),
+    Refusal("no-task", [*MEASURE, "--task-dir", "{tmp}/none", "--arch", ARCH], "{tmp}/none"),
+    Refusal(
+        "no-dev",
+        [*MEASURE, "--task-dir", "{tmp}/t", "--arch", ARCH],
+        "dev.tsv",
+        {"t/train.tsv": TASK_FILES["t/train.tsv"]},
+    ),
+    Refusal(
+        "workers",
+        [*MEASURE, "--task-dir", "{tmp}/t", "--arch", ARCH, "--workers", "0"],
+        "--workers",
+        TASK_FILES,
+    ),
+    Refusal(
+        "not-a-store",
+        [*MEASURE, "--task-dir", "{tmp}/t", "--arch", ARCH],
+        "acc.db",
+        {**TASK_FILES, "acc.db": b"not sqlite at all" * 10},
+    ),
+    Refusal("show-missing", ["accuracy", "show", "--db", "{tmp}/none.db"], "none.db"),
+]
+
+
+@pytest.mark.parametrize("case", REFUSALS, ids=lambda c: c.id)
+def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path, capsys, monkeypatch):
+    check_refusal(case, tmp_path, capsys, monkeypatch)
