@@ -1,10 +1,11 @@
 """The models a user would pick by hand, which every accuracy search is held against.
 
-The hand-scaled MiniLM: the space's largest subnet with fewer layers at full width, or all
-its layers uniformly narrower (heads of 32 dimensions, FFN four times hidden, as MiniLM
-has). Under a latency budget the baseline is the largest member of each family whose
-*measured* latency fits; fine-tuned with the winner's protocol and seeds, the more accurate
-of the two is the one the winner must beat.
+The hand-scaled model: the space's largest subnet with fewer layers at full width, or all
+its layers uniformly narrower, its shape kept (MiniLM's heads of 32 dimensions and an FFN
+four times hidden: the largest subnet's head size and FFN ratio). Under a latency budget the
+baseline is the largest member of each family whose *measured* latency fits; fine-tuned with
+the winner's protocol and seeds, the more accurate of the two is the one the winner must
+beat.
 """
 
 from __future__ import annotations
@@ -14,9 +15,6 @@ from collections.abc import Callable
 from bfnas.models.space.search_space import SearchSpace
 from bfnas.models.space.subnet import SubnetConfig
 
-HEAD_DIM = 32
-FFN_RATIO = 4
-
 
 def hand_scaled(space: SearchSpace) -> dict[str, list[SubnetConfig]]:
     """Each family's members in `space`, smallest first."""
@@ -25,9 +23,11 @@ def hand_scaled(space: SearchSpace) -> dict[str, list[SubnetConfig]]:
         SubnetConfig.uniform(n, top.hidden, top.heads[0], top.qkv[0], top.ffn[0])
         for n in range(1, top.layers + 1)
     ]
+    head = top.qkv[0] // top.heads[0]
+    ratio = top.ffn[0] / top.hidden
     narrower = [
-        SubnetConfig.uniform(top.layers, HEAD_DIM * k, k, HEAD_DIM * k, FFN_RATIO * HEAD_DIM * k)
-        for k in range(1, top.hidden // HEAD_DIM + 1)
+        SubnetConfig.uniform(top.layers, head * k, k, head * k, round(ratio * head * k))
+        for k in range(1, top.heads[0] + 1)
     ]
     return {
         "fewer layers": [c for c in fewer if space.contains(c)],

@@ -67,6 +67,16 @@ class DeviceVerifier:
         return result
 
 
+def measured_ms(m: dict, label: str | None) -> float | None:
+    """A verification's latency in the predictor's unit (`label`): anchor-normalized where
+    the predictor learned those and the measurement has one, else the raw median; None for
+    a failed measurement."""
+    if m["status"] == "failed":
+        return None
+    measured = m.get("normalized_ms") if label == "normalized_ms" else None
+    return measured if measured is not None else m.get("median_ms")
+
+
 @dataclass(kw_only=True)
 class SearchJob:
     """Search `space` with a latency predictor for the best subnet under `budget` on
@@ -239,10 +249,7 @@ class SearchJob:
         return feasible[: self.verify]
 
     def _verified(self, cand: Candidate, m: dict, label: str | None) -> dict:
-        measured = None
-        if m["status"] != "failed":
-            measured = m.get("normalized_ms") if label == "normalized_ms" else None
-            measured = measured if measured is not None else m.get("median_ms")
+        measured = measured_ms(m, label)
         within = (
             None
             if measured is None

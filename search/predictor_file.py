@@ -4,7 +4,8 @@ One pydantic schema per kind of predictor says what its predictor.json holds, an
 classes are what the code builds in Python (`PredictorScope`, `PredictorSettings`): nothing
 is mirrored. Every kind shares `PredictorMeta` (the format, the kind, the features, the
 settings of the `Estimator`, rounds, metrics, versions, model.txt's hash) and this module's
-reading and writing; `LatencyMeta` adds what the latency predictor needs. A second kind adds
+reading and writing; `LatencyMeta` adds what the latency predictor needs, `AccuracyMeta`
+what the accuracy predictor does. A second kind adds
 its own subclass with its own `kind` and uses `write_folder`, `read_meta` and `read_booster`
 as they are.
 
@@ -15,7 +16,7 @@ the file and the field. Nothing is pickled.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
@@ -137,6 +138,52 @@ class LatencyMeta(PredictorMeta):
     anchor_ms: dict[str, Positive] = Field(default_factory=dict)
 
 
+# -- the accuracy predictor's -------------------------------------------------------------
+class AccuracyScope(Settings):
+    """What an accuracy model is valid for: the accuracies it learned are of one task (the
+    sha256 of its files' bytes), under one fine-tune protocol (its hash; the name is for
+    people), from one supernet's weights (and teacher), for subnets of one space. `seq_len`
+    is the workload its MACs features are counted at."""
+
+    task_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    protocol_hash: str = Field(min_length=1)
+    protocol: str = Field(min_length=1)
+    space: str = Field(min_length=1)
+    weights_sha256: str = Field(min_length=1)
+    teacher_sha256: str = ""
+    seq_len: int = Field(default=128, ge=1)
+
+
+class AccuracySettings(EstimatorSettings):
+    """The estimator's settings for 15-60 rows (benchmarks/accuracy_predictor.py measured
+    them): few, small trees on top of a linear fit, leaves of a few rows."""
+
+    n_estimators: int = Field(default=100, ge=1)
+    num_leaves: int = Field(default=4, ge=2)
+    min_child_samples: int = Field(default=3, ge=1)
+    # What the trees learn: accuracy itself, or (default) what a weighted least-squares line
+    # in log(params) and the extra columns leaves over. Trees alone on 15 rows give a few
+    # steps, so many subnets tie; the line ranks every one, the trees bend it.
+    target: Literal["residual", "accuracy"] = "residual"
+    # Weigh each subnet by its number of seeds: a mean of k seeds has 1/k of one's variance.
+    weight_by_seeds: bool = True
+
+
+class AccuracyMeta(PredictorMeta):
+    """predictor.json as `AccuracyPredictor.save` writes it."""
+
+    kind: Literal["accuracy"] = "accuracy"
+    scope: AccuracyScope
+    settings: AccuracySettings
+    # The caller's own columns (a one-shot score, ...), after the subnet's features.
+    extra: list[Annotated[str, Field(min_length=1)]]
+    # The line under the "residual" target: its columns and coefficients (intercept first).
+    baseline_columns: list[str]
+    baseline_coef: list[_Finite] | None
+    # Quantiles of measured - predicted accuracy, out of fold: added to a prediction.
+    spread: Annotated[list[_Finite], Field(min_length=2, max_length=2)] | None
+
+
 # -- writing and reading ------------------------------------------------------------------
 Meta = TypeVar("Meta", bound=PredictorMeta)
 
@@ -170,9 +217,13 @@ def predictor_folder(folder: str | Path, written_by: str) -> Path:
     return folder
 
 
-def read_meta(path: Path, schema: type[Meta], features: Sequence[str]) -> Meta:
+def read_meta(
+    path: Path, schema: type[Meta], features: Sequence[str] | Callable[[Meta], Sequence[str]]
+) -> Meta:
     """predictor.json, validated against `schema` (its kind's) and the `features` this bfnas
-    computes: the file and field of the first fault, as one line."""
+    computes: the file and field of the first fault, as one line. `features` may be a function
+    of the validated meta, for a kind whose columns depend on what it was fitted with (the
+    accuracy predictor's extra columns)."""
     where = str(path)
     text = read_text_input(path, where)
     try:
@@ -205,6 +256,8 @@ def read_meta(path: Path, schema: type[Meta], features: Sequence[str]) -> Meta:
             for key in type(part).model_fields:
                 if key not in part.model_fields_set:
                     raise InputError(where, f"{name}.{key}", "missing")
+    if callable(features):
+        features = features(meta)
     if meta.features != list(features):
         raise InputError(where, "features", "fitted on other features than this bfnas computes")
     lo, hi = meta.settings.spread_quantiles

@@ -1,0 +1,229 @@
+"""The most accurate subnet under a latency budget, proven on both axes and held against the
+models a user would pick by hand.
+
+`AccuracySearch(...).run()`:
+
+1. searches with the latency predictor for the subnets the accuracy predictor rates best
+   under the budget (`SearchJob`, objective `predicted accuracy`), verifies the top `verify`
+   on the device (latency) and fine-tunes each with the protocol over `seeds` (accuracy);
+   the winner is the verified candidate within the budget with the best *measured* mean
+   accuracy, not the best prediction;
+2. does the same for the `params` winner (the biggest subnet under the budget, the
+   Bigger&Faster thesis without an accuracy model);
+3. measures the hand-scaled MiniLM families on the device and fine-tunes the largest member
+   of each that fits (`baselines`), the more accurate of the two being the baseline;
+4. reports the winner's margin over each, in accuracy points, with its spread.
+
+Every fine-tune goes through the `FinetuneJob` (the accuracy store: none runs twice), every
+latency through the search's verifier (the latency store).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bfnas.bench.jobs.finetuning import FinetuneJob
+from bfnas.bench.store.latency_store import LATENCY_UNITS
+from bfnas.models.space.search_space import SearchSpace
+from bfnas.models.space.subnet import SubnetConfig
+from bfnas.search.baselines import largest_fitting
+from bfnas.search.loop import SearchJob, measured_ms
+
+
+@dataclass(frozen=True)
+class Proven:
+    """One subnet measured on both axes: its latency on the device (the budget's unit) and
+    its accuracy fine-tuned over the seeds."""
+
+    role: str  # "winner" | "candidate" | "params" | "fewer layers" | "narrower"
+    cfg: SubnetConfig
+    latency_ms: float | None
+    median_ms: float | None
+    budget_ms: float
+    accuracies: tuple[float, ...]  # per seed, fractions
+    seeds: tuple[int, ...]
+    predicted_accuracy: float | None = None
+
+    @property
+    def within_budget(self) -> bool:
+        return self.latency_ms is not None and self.latency_ms <= self.budget_ms
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.accuracies) if self.accuracies else None
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "arch": self.cfg.to_dict(),
+            "arch_text": str(self.cfg),
+            "encoder_params": self.cfg.params(),
+            "latency_ms": self.latency_ms,
+            "median_ms": self.median_ms,
+            "budget_used": None if self.latency_ms is None else self.latency_ms / self.budget_ms,
+            "within_budget": self.within_budget,
+            "accuracy_mean": self.mean,
+            "accuracy_std": self.std,
+            "accuracy_per_seed": list(self.accuracies),
+            "seeds": list(self.seeds),
+            "predicted_accuracy": self.predicted_accuracy,
+        }
+
+
+def margin(a: Proven, b: Proven) -> dict[str, Any] | None:
+    """`a`'s mean accuracy over `b`'s in points, the spread of that difference (the standard
+    error of a difference of two means over their seeds) and whether the two ±std ranges
+    are apart."""
+    if a.mean is None or b.mean is None:
+        return None
+    var = sum((p.std or 0.0) ** 2 / len(p.accuracies) for p in (a, b))
+    sa, sb = a.std or 0.0, b.std or 0.0
+    return {
+        "points": 100 * (a.mean - b.mean),
+        "spread_points": 100 * math.sqrt(var),
+        "separated": (a.mean - sa > b.mean + sb) or (b.mean - sb > a.mean + sa),
+    }
+
+
+@dataclass(kw_only=True)
+class AccuracySearch:
+    """See the module's docstring. `search` makes a `SearchJob` for an objective (name and
+    callable): the caller fixes the store, profile, space, budget, evolution settings, the
+    latency predictor and the verifier, so all three searches share them. `accuracy` is the
+    fitted accuracy predictor (anything with `predict(cfgs)`)."""
+
+    search: Callable[[str, Any], SearchJob]
+    space: SearchSpace
+    accuracy: Any
+    finetunes: FinetuneJob
+    budget_ms: float
+    unit: str  # the predictor's latency unit, which the budget is in
+    verify: Callable[[SubnetConfig], dict]  # measure one subnet on the device
+    seeds: tuple[int, ...] = (0, 1, 2)
+    top: int = 3
+    on_event: Callable[[str, dict], None] = lambda kind, data: None
+    _fine_tuned: dict[str, tuple[tuple[float, ...], tuple[int, ...]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    def run(self) -> dict[str, Any]:
+        objective = PredictedAccuracy(self.accuracy)
+        found = self.search("accuracy", objective).run()
+        candidates = self._prove_verified(found, "candidate", objective)
+        good = [c for c in candidates if c.within_budget and c.mean is not None]
+        winner = max(good, key=lambda c: c.mean) if good else None  # type: ignore[arg-type, return-value]
+        params_found = self.search("params", None).run()
+        params = self._prove_verified(params_found, "params", objective)
+        params_ok = [c for c in params if c.within_budget and c.mean is not None]
+        params_best = max(params_ok, key=lambda c: c.cfg.params()) if params_ok else None
+        families = self._hand_scaled(objective)
+        baseline = max(
+            (f for f in families.values() if f.mean is not None),
+            key=lambda f: f.mean,  # type: ignore[arg-type, return-value]
+            default=None,
+        )
+        result = {
+            "budget_ms": self.budget_ms,
+            "unit": self.unit,
+            "unit_text": LATENCY_UNITS.get(self.unit, self.unit),
+            "protocol": self.finetunes.protocol.name,
+            "protocol_hash": self.finetunes.protocol.hash(),
+            "protocol_text": self.finetunes.protocol.describe(),
+            "seeds": list(self.seeds),
+            "winner": None if winner is None else winner.to_dict(),
+            "candidates": [c.to_dict() for c in candidates],
+            "params_winner": None if params_best is None else params_best.to_dict(),
+            "baseline": None if baseline is None else baseline.to_dict(),
+            "hand_scaled": {name: f.to_dict() for name, f in families.items()},
+            "margins": {
+                "baseline": margin(winner, baseline) if winner and baseline else None,
+                "params": margin(winner, params_best) if winner and params_best else None,
+            },
+            "search": found,
+            "params_search": params_found,
+        }
+        self.on_event("done", result)
+        return result
+
+    # -- proving -------------------------------------------------------------------------
+    def _accuracies(self, cfgs: Sequence[SubnetConfig]) -> None:
+        """Fine-tune every seed of `cfgs` not yet fine-tuned here (the store skips what it
+        holds)."""
+        todo = [c for c in dict.fromkeys(cfgs) if c.key() not in self._fine_tuned]
+        if not todo:
+            return
+        self.on_event("finetuning", {"subnets": [str(c) for c in todo], "seeds": self.seeds})
+        records = self.finetunes.run([(c, s) for c in todo for s in self.seeds])
+        for i, cfg in enumerate(todo):
+            rs = records[i * len(self.seeds) : (i + 1) * len(self.seeds)]
+            ok = [r for r in rs if r is not None and r.status == "ok"]
+            self._fine_tuned[cfg.key()] = (
+                tuple(r.accuracy for r in ok),
+                tuple(r.seed for r in ok),
+            )
+
+    def _proven(
+        self, role: str, cfg: SubnetConfig, m: dict, objective: PredictedAccuracy
+    ) -> Proven:
+        acc, seeds = self._fine_tuned.get(cfg.key(), ((), ()))
+        return Proven(
+            role,
+            cfg,
+            m.get("measured_ms"),
+            m.get("median_ms"),
+            self.budget_ms,
+            acc,
+            seeds,
+            objective(cfg),
+        )
+
+    def _prove_verified(self, found: dict, role: str, objective: PredictedAccuracy) -> list[Proven]:
+        """The search's verified subnets within the budget, fine-tuned; the rest as they are
+        (a subnet over the budget on the device is not worth its fine-tunes)."""
+        verified = [v for r in found.get("rounds", []) for v in r["verified"]]
+        cfgs = [SubnetConfig.from_dict(v["arch"]) for v in verified]
+        self._accuracies([c for c, v in zip(cfgs, verified, strict=True) if v["within_budget"]])
+        return [self._proven(role, c, v, objective) for c, v in zip(cfgs, verified, strict=True)]
+
+    def _hand_scaled(self, objective: PredictedAccuracy) -> dict[str, Proven]:
+        """The largest member of each family whose measured latency fits, fine-tuned."""
+        measured: dict[str, dict] = {}
+
+        def fits(cfg: SubnetConfig) -> bool:
+            self.on_event("measuring", {"arch": str(cfg)})
+            m = self.verify(cfg)
+            measured[cfg.key()] = {
+                "measured_ms": measured_ms(m, self.unit),
+                "median_ms": m.get("median_ms"),
+            }
+            ms = measured[cfg.key()]["measured_ms"]
+            return ms is not None and ms <= self.budget_ms
+
+        chosen = largest_fitting(self.space, fits)
+        self._accuracies(list(chosen.values()))
+        return {
+            family: self._proven(family, cfg, measured[cfg.key()], objective)
+            for family, cfg in chosen.items()
+        }
+
+
+class PredictedAccuracy:
+    """The accuracy predictor as a search objective: `many` scores a generation in one
+    batched call (as fast as latency scoring)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __call__(self, cfg: SubnetConfig) -> float:
+        return float(self.model.predict([cfg])[0])
+
+    def many(self, cfgs: Sequence[SubnetConfig]) -> list[float]:
+        return [float(v) for v in self.model.predict(list(cfgs))]
