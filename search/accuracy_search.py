@@ -115,6 +115,28 @@ class AccuracySearch:
     )
 
     def run(self) -> dict[str, Any]:
+        """The result (see the module's docstring), also kept as a run of kind
+        "accuracy-search" in the accuracy store, which `bfnas report` draws it from."""
+        store = self.finetunes.store
+        run_id = store.start_run(
+            "accuracy-search",
+            {
+                "budget_ms": self.budget_ms,
+                "unit": self.unit,
+                "protocol": self.finetunes.protocol.name,
+                "seeds": list(self.seeds),
+                "space": self.space.name,
+            },
+        )
+        status, result = "interrupted", None
+        try:
+            result = self._run()
+            status = "finished"
+        finally:
+            store.finish_run(run_id, status, {"result": result})
+        return result
+
+    def _run(self) -> dict[str, Any]:
         objective = PredictedAccuracy(self.accuracy)
         found = self.search("accuracy", objective).run()
         candidates = self._prove_verified(found, "candidate", objective)

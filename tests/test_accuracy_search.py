@@ -10,6 +10,7 @@ real fine-tunes are tested in test_finetune_job.py)."""
 from __future__ import annotations
 
 import io
+import json
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ import pytest
 from conftest import FAST_PROFILE, SEED_FILE
 
 from bfnas.bench.hardware_profile import load_profile
+from bfnas.bench.store.accuracy_store import AccuracyStore
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.cli import main
 from bfnas.models.space.search_space import load_space
@@ -52,7 +54,8 @@ class StandInFinetunes:
     protocol = FinetuneProtocol("standin", FinetuneSettings(epochs=1))
     space = "bigger-faster"
 
-    def __init__(self) -> None:
+    def __init__(self, store: AccuracyStore) -> None:
+        self.store = store
         self.asked: list[tuple[str, int]] = []
 
     def run(self, work):
@@ -104,7 +107,8 @@ def searched(tmp_path_factory):
             objective_name=name,
         )
 
-    finetunes = StandInFinetunes()
+    accuracy_store = AccuracyStore(folder / "acc.db")
+    finetunes = StandInFinetunes(accuracy_store)
     result = AccuracySearch(
         search=search,
         space=space,
@@ -117,6 +121,7 @@ def searched(tmp_path_factory):
     ).run()
     yield result, finetunes, device, budget
     store.close()
+    accuracy_store.close()
 
 
 def test_the_winner_is_the_best_verified_candidate_by_measured_accuracy(searched):
@@ -154,8 +159,12 @@ def test_margins_are_in_points_with_their_spread(searched):
     assert result["margins"]["params"] is not None
 
 
-def test_every_subnet_is_fine_tuned_once_per_seed(searched):
-    _, finetunes, _, _ = searched
+def test_every_subnet_is_fine_tuned_once_per_seed_and_the_result_is_kept(searched):
+    result, finetunes, _, _ = searched
+    (run,) = finetunes.store.runs("accuracy-search")
+    assert run["status"] == "finished"
+    kept = json.loads(run["summary"])["result"]
+    assert kept["winner"] == result["winner"] and kept["baseline"] == result["baseline"]
     assert len(finetunes.asked) == len(set(finetunes.asked))
     per_subnet = {}
     for key, seed in finetunes.asked:
