@@ -285,6 +285,26 @@ class HardwareProfile(_Strict):
             d["measure"].pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
+    def at_seq_len(self, seq_len: int) -> HardwareProfile:
+        """This profile timing inputs of `seq_len` tokens: the workload of a model fine-tuned
+        at that length. Renamed `<name>-seq<seq_len>` (a store keeps profiles apart by name
+        too), so its measurements never mix with the original's; itself when it already
+        times that length."""
+        if seq_len == self.workload.seq_len:
+            return self
+        if not 0 < seq_len <= 512:  # Workload's own bounds
+            raise InputError.bad_setting(
+                "max_len", f"{seq_len} tokens: a profile times 1 to 512 tokens an input"
+            )
+        workload = self.workload.model_copy(update={"seq_len": seq_len})
+        return self.model_validate(
+            {
+                **self.model_dump(),
+                "name": f"{self.name}-seq{seq_len}",
+                "workload": workload.model_dump(),
+            }
+        )
+
 
 def _error_line(source: str, exc: ValidationError) -> InputError:
     err = exc.errors()[0]

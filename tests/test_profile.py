@@ -137,3 +137,17 @@ def test_the_anchor_is_the_ladder_rung_nearest_in_size():
         assert anchor_arch(rung) == rung
     sizes = [a.total_macs() for a in ANCHOR_LADDER]
     assert sizes == sorted(sizes)
+
+
+def test_a_profile_at_a_tasks_sequence_length_is_another_profile():
+    from bfnas.bench.hardware_profile import load_profile
+    from bfnas.errors import InputError
+
+    base = load_profile("local-cpu-int8")
+    at64 = base.at_seq_len(64)
+    assert at64.workload.seq_len == 64 and at64.name == "local-cpu-int8-seq64"
+    assert at64.hash() != base.hash()  # its measurements never mix with the original's
+    assert at64.runtime == base.runtime and at64.quantization == base.quantization
+    assert base.at_seq_len(base.workload.seq_len) is base
+    with pytest.raises(InputError, match="max_len"):
+        base.at_seq_len(1024)
