@@ -81,6 +81,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", default="scratch/protocol")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument(
+        "--family-only",
+        choices=list(CANDIDATES),
+        help="fine-tune only this protocol's L1..L6 family into --work (a second process "
+        "beside the main run, on the other core), then stop",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -125,6 +131,17 @@ def main() -> int:
         }
 
     ref = summary(reference)
+    if args.family_only:
+        settings = CANDIDATES[args.family_only]
+        for layers in range(1, 7):
+            for s in range(args.seeds):
+                run(
+                    f"{args.family_only}-L{layers}-seed{s}",
+                    family(full, layers),
+                    replace(settings, seed=s),
+                    teacher if settings.distill else None,
+                )
+        return 0
     cands = {}
     for name, settings in CANDIDATES.items():
         rows = [
