@@ -1,5 +1,6 @@
 """Pictures of a latency predictor's errors: predicted vs measured with a +-10 % band, and
-the relative residual against each feature (where a pattern shows what the model misses)."""
+the relative residual against each feature (where a pattern shows what the model misses);
+and the two helpers every report plot is made and saved with."""
 
 from __future__ import annotations
 
@@ -23,6 +24,26 @@ RESIDUAL_FEATURES = (
 )
 
 
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: files only, no display on devices or CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, folder: Path, name: str) -> Path:
+    """`fig` as the PNG `folder/name` (written whole or not at all), then closed."""
+    path = folder / name
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    pyplot().close(fig)
+    return path
+
+
 def predicted_vs_measured(
     ax, measured: np.ndarray, predicted: np.ndarray, xlabel: str, ylabel: str, title: str
 ) -> None:
@@ -40,11 +61,7 @@ def predicted_vs_measured(
 
 
 def plot_predictor(model: LatencyPredictor, rows: LatencyRows, out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on devices or CI
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     X = model.features(rows.cfgs)
     pred = model.predict(X)
     rel = (pred - rows.ms) / rows.ms

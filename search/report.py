@@ -4,7 +4,10 @@ Sections: what is measured (counts per profile and status, latency against MACs)
 predictor fitted on it predicts held-out rows (5-fold out-of-fold predictions), every
 `bfnas profile --until` job's estimated accuracy against the device time it spent, and every
 search run: the predicted Pareto front with the subnets verified on the device, and the
-progress per generation. Each PNG is also written next to the page.
+progress per generation. With an accuracy store, the page opens with the model to ship
+(`search/ship_report.py`). Each PNG is also written next to the page. It reads like the
+terminal: architectures in the compact notation, statuses in words, every axis and number
+with its unit.
 """
 
 from __future__ import annotations
@@ -19,12 +22,16 @@ from typing import Any
 
 import numpy as np
 
+from bfnas.bench.jobs.measurement import reason_label
 from bfnas.bench.store.latency_store import LATENCY_UNITS, LatencyStore
 from bfnas.errors import InputError
-from bfnas.models.outputs import atomic_path, write_atomic
+from bfnas.models.outputs import write_atomic
+from bfnas.models.space.subnet import SubnetConfig
 from bfnas.search.latency_predictor import accuracy
-from bfnas.search.plots import predicted_vs_measured
+from bfnas.search.objectives import OBJECTIVE_UNITS
+from bfnas.search.plots import predicted_vs_measured, pyplot, save_figure
 from bfnas.search.predictor_file import PredictorSettings
+from bfnas.search.ship_report import load_accuracy_search, ship_plot, ship_section
 from bfnas.search.training import LatencyRows, load_rows, out_of_fold
 
 # Cross-validating on more rows than this says nothing new and costs minutes.
@@ -32,33 +39,13 @@ CV_ROWS = 2000
 MIN_CV_ROWS = 50
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, folder: Path, name: str) -> Path:
-    path = folder / name
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    _plt().close(fig)
-    return path
-
-
 def coverage_plot(store: LatencyStore, profile: dict, folder: Path) -> Path | None:
     rows = store.measurements(profile["hash"], statuses=("ok", "unstable", "imported", "failed"))
     if not rows:
         return None
-    from bfnas.models.space.subnet import SubnetConfig
-
     workload = json.loads(profile["json"]).get("workload") or {}
     seq, batch = int(workload.get("seq_len", 128)), int(workload.get("batch", 1))
-    plt = _plt()
+    plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     colors = {
         "ok": "tab:blue",
@@ -86,7 +73,7 @@ def coverage_plot(store: LatencyStore, profile: dict, folder: Path) -> Path | No
     b.hist(ms, bins=40, color="tab:blue", alpha=0.8)
     b.set(xlabel="raw median ms", ylabel="subnets", title=f"{len(ms)} latencies")
     fig.suptitle(f"{profile['name']} ({profile['hash']})")
-    return _save(fig, folder, f"coverage-{profile['hash']}.png")
+    return save_figure(fig, folder, f"coverage-{profile['hash']}.png")
 
 
 def accuracy_plot(rows: LatencyRows, folder: Path, seed: int = 0) -> tuple[Path, dict]:
@@ -96,7 +83,7 @@ def accuracy_plot(rows: LatencyRows, folder: Path, seed: int = 0) -> tuple[Path,
         rows = replace(rows, cfgs=cfgs, ms=ms)
     predicted, _ = out_of_fold(rows, PredictorSettings(seed=seed), 5, seed)
     m = accuracy(rows.ms, predicted)
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     unit = LATENCY_UNITS[rows.label]
     predicted_vs_measured(
@@ -107,7 +94,7 @@ def accuracy_plot(rows: LatencyRows, folder: Path, seed: int = 0) -> tuple[Path,
         f"predicted out of fold ({unit})",
         f"{rows.profile} / {rows.space}: {len(rows.ms)} rows, 5-fold",
     )
-    return _save(fig, folder, f"accuracy-{rows.profile_hash}-{rows.space}.png"), {
+    return save_figure(fig, folder, f"accuracy-{rows.profile_hash}-{rows.space}.png"), {
         **m,
         "rows": len(rows.ms),
     }
@@ -115,7 +102,7 @@ def accuracy_plot(rows: LatencyRows, folder: Path, seed: int = 0) -> tuple[Path,
 
 def until_plot(run: dict, until: dict, folder: Path) -> Path:
     """A `--until` job's estimate per round against the device time its profile had spent."""
-    plt = _plt()
+    plt = pyplot()
     curve = until["curve"]
     minutes = [p["device_s"] / 60 for p in curve]
     fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -134,19 +121,22 @@ def until_plot(run: dict, until: dict, folder: Path) -> Path:
         title=f"profile run {run['id']}: {run['profile']} ({until['stop'] or 'interrupted'})",
     )
     ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, folder, f"until-{run['id']}.png")
+    return save_figure(fig, folder, f"until-{run['id']}.png")
 
 
 def search_plots(run: dict, result: dict, folder: Path) -> list[Path]:
-    plt = _plt()
+    """A search run's front (predicted, with the verified subnets at their measured latency)
+    and its progress per generation, the objective's axis named with its unit."""
+    plt = pyplot()
     budget = result["budget"]
+    objective, scale = objective_axis(result)
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for r in result["rounds"]:
         front = r["front"]
         if front:
             ax.plot(
                 [c["predicted_ms"] for c in front],
-                [c["objective"] for c in front],
+                [scale * c["objective"] for c in front],
                 marker=".",
                 lw=1,
                 alpha=0.7,
@@ -156,8 +146,8 @@ def search_plots(run: dict, result: dict, folder: Path) -> list[Path]:
         for v in ver:
             ax.annotate(
                 "",
-                (v["measured_ms"], v["objective"]),
-                (v["predicted_ms"], v["objective"]),
+                (v["measured_ms"], scale * v["objective"]),
+                (v["predicted_ms"], scale * v["objective"]),
                 arrowprops={"arrowstyle": "->", "color": "gray", "lw": 0.8},
             )
         if ver:
@@ -166,7 +156,7 @@ def search_plots(run: dict, result: dict, folder: Path) -> list[Path]:
             if ok:
                 ax.scatter(
                     [v["measured_ms"] for v in ok],
-                    [v["objective"] for v in ok],
+                    [scale * v["objective"] for v in ok],
                     color="tab:green",
                     zorder=3,
                     label=f"round {r['round']} measured, within budget",
@@ -174,7 +164,7 @@ def search_plots(run: dict, result: dict, folder: Path) -> list[Path]:
             if over:
                 ax.scatter(
                     [v["measured_ms"] for v in over],
-                    [v["objective"] for v in over],
+                    [scale * v["objective"] for v in over],
                     color="tab:red",
                     marker="x",
                     zorder=3,
@@ -184,37 +174,42 @@ def search_plots(run: dict, result: dict, folder: Path) -> list[Path]:
     if budget.get("min_ms"):
         ax.axvline(budget["min_ms"], color="black", ls=":", lw=1)
     ax.set(
-        xlabel=f"latency ({LATENCY_UNITS.get(result.get('unit') or '', 'ms')})",
-        ylabel=result.get("objective_unit") or "objective",
+        xlabel=f"latency ({LATENCY_UNITS.get(result.get('unit') or '', 'ms, unit not recorded')})",
+        ylabel=objective,
         title=f"search run {run['id']}: {result['space']}",
     )
     ax.legend(fontsize=7)
-    front_png = _save(fig, folder, f"search-{run['id']}-front.png")
+    front_png = save_figure(fig, folder, f"search-{run['id']}-front.png")
 
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for r in result["rounds"]:
         hist = [h for h in r["history"] if h["best_objective"] is not None]
         ax.plot(
             [h["generation"] for h in hist],
-            [h["best_objective"] for h in hist],
+            [scale * h["best_objective"] for h in hist],
             label=f"round {r['round']} best",
         )
         ax.plot(
             [h["generation"] for h in hist],
-            [h["mean_objective"] for h in hist],
+            [None if h["mean_objective"] is None else scale * h["mean_objective"] for h in hist],
             ls="--",
             label=f"round {r['round']} population mean",
         )
-    ax.set(
-        xlabel="generation", ylabel=result.get("objective_unit") or "objective", title="progress"
-    )
+    ax.set(xlabel="generation", ylabel=objective, title="progress")
     ax.legend(fontsize=7)
-    return [front_png, _save(fig, folder, f"search-{run['id']}-progress.png")]
+    return [front_png, save_figure(fig, folder, f"search-{run['id']}-progress.png")]
 
 
 def build_report(
-    db: str | Path, out: str | Path, on_step: Callable[[str], None] = lambda s: None
+    db: str | Path,
+    out: str | Path,
+    on_step: Callable[[str], None] = lambda s: None,
+    accuracy_db: str | Path | None = None,
 ) -> Path:
+    """Write `out/report.html` (and its PNGs) about the latency store `db`; with
+    `accuracy_db`, the page opens with "The model to ship", from that accuracy store's latest
+    accuracy search. Either store refused (missing, damaged, of another kind) is one line
+    before anything is written."""
     db = Path(db)
     folder = Path(out)
     sections: list[str] = []
@@ -222,23 +217,29 @@ def build_report(
         summary = store.summary()
         if not summary["profiles"]:
             raise InputError(str(db), "profiles", "the store holds no measurements yet")
+        # Read before the folder is made: a refused accuracy store leaves nothing behind.
+        ship = None if accuracy_db is None else load_accuracy_search(accuracy_db)
         folder.mkdir(parents=True, exist_ok=True)
+        if ship is not None:
+            on_step("the model to ship")
+            png = ship_plot(ship, folder)
+            sections.append(ship_section(ship) + (_img(png) if png else ""))
         table = "".join(
             f"<tr><td>{html.escape(p['profile'])}</td><td>{p['hash']}</td>"
-            f"<td>{'yes' if p['imported'] else ''}</td>"
-            f"<td>{p['measurements']}</td><td>{html.escape(json.dumps(p['by_status']))}</td></tr>"
+            f"<td>{'yes' if p['imported'] else ''}</td><td>{p['measurements']}</td>"
+            f"<td>{html.escape(status_words(p['by_status'], store, p['hash']))}</td></tr>"
             for p in summary["profiles"]
         )
         sections.append(
             "<h2>Measurements</h2><table><tr><th>profile</th><th>hash</th><th>imported</th>"
-            f"<th>subnets</th><th>by status</th></tr>{table}</table>"
+            f"<th>subnets</th><th>statuses</th></tr>{table}</table>"
         )
         for p in store.profiles():
             on_step(f"coverage of {p['name']}")
             png = coverage_plot(store, p, folder)
             if png:
                 sections.append(_img(png))
-        sections.append("<h2>Predictor accuracy (out-of-fold)</h2>")
+        sections.append("<h2>Latency predictor accuracy (out-of-fold)</h2>")
         for p in store.profiles():
             spaces = sorted(
                 {r["space"] for r in store.measurements(p["hash"], statuses=("ok", "imported"))}
@@ -248,7 +249,8 @@ def build_report(
                 if len(rows.cfgs) < MIN_CV_ROWS:
                     sections.append(
                         f"<p>{html.escape(p['name'])} / {html.escape(space)}: {len(rows.cfgs)} "
-                        f"trusted rows, fewer than {MIN_CV_ROWS}: no accuracy estimate.</p>"
+                        f"trusted rows, fewer than {MIN_CV_ROWS}: too few to estimate "
+                        "the predictor's accuracy.</p>"
                     )
                     continue
                 on_step(f"cross-validating a predictor on {p['name']} / {space}")
@@ -298,9 +300,61 @@ def build_report(
     return page
 
 
+def status_words(by_status: dict[str, int], store: LatencyStore, profile_hash: str) -> str:
+    """A profile's measurements by status in the words the terminal uses: "63 trusted,
+    2 unstable (median CI too wide), 1 failed", with why the unstable ones are not
+    trusted."""
+    reasons: dict[str, int] = {}
+    if by_status.get("unstable"):
+        for r in store.measurements(profile_hash, statuses=("unstable",)):
+            label = reason_label(r["reason"])
+            reasons[label] = reasons.get(label, 0) + 1
+    words = {
+        "ok": "trusted",
+        "imported": "imported (measured elsewhere, taken as trusted)",
+        "failed": "failed",
+    }
+    known = ("ok", "imported", "unstable", "failed")
+    parts = []
+    for status in (*known, *sorted(set(by_status) - set(known))):
+        n = by_status.get(status)
+        if not n:
+            continue
+        if status == "unstable":
+            why = (
+                next(iter(reasons))
+                if len(reasons) == 1
+                else ", ".join(f"{k} {label}" for label, k in reasons.items())
+            )
+            parts.append(f"{n} unstable ({why})" if why else f"{n} unstable")
+        else:
+            parts.append(f"{n} {words.get(status, status)}")
+    return ", ".join(parts) or "none"
+
+
+def objective_axis(result: dict) -> tuple[str, float]:
+    """What a search's objective values are, as a label, and the factor they are shown with:
+    an accuracy (a fraction) in %, naming how it was obtained. A run stored without its
+    objective's unit says so, rather than a bare "objective"."""
+    name = result.get("objective_name")
+    unit = result.get("objective_unit") or (OBJECTIVE_UNITS.get(name) if name else None)
+    if unit is None:
+        return (f"{name} (unit not recorded)" if name else "objective (not recorded)"), 1.0
+    label = unit if not name or name in unit else f"{name}: {unit}"
+    if "accuracy" in unit or "accuracy" in (name or ""):
+        return f"{label}, %", 100.0
+    return label, 1.0
+
+
+def _arch(arch: dict | None) -> str:
+    """The compact notation the terminal prints (`L1 H320 A8 Q256 F128`)."""
+    return "-" if arch is None else str(SubnetConfig.from_dict(arch))
+
+
 def _search_section(run: dict, result: dict) -> str:
     b = result["budget"]
     best = result.get("best")
+    objective, scale = objective_axis(result)
     if best is None:
         verdict = "no subnet predicted under the budget"
     else:
@@ -314,11 +368,13 @@ def _search_section(run: dict, result: dict) -> str:
             else f", {best['measured_ms'] / b['max_ms']:.0%} of the budget"
         )
         verdict = (
-            f"best {html.escape(json.dumps(best['arch']))}: objective {best['objective']:.4g}, "
+            f"best {html.escape(_arch(best['arch']))}: objective {scale * best['objective']:.4g} "
+            f"({html.escape(objective)}), "
             f"predicted {best['predicted_ms']:.3f} ms, measured {measured}{used} ({state})"
         )
     rows = "".join(
-        f"<tr><td>{r['round']}</td><td>{html.escape(json.dumps(v['arch']))}</td><td>{v['objective']:.4g}</td>"
+        f"<tr><td>{r['round']}</td><td>{html.escape(_arch(v['arch']))}</td>"
+        f"<td>{scale * v['objective']:.4g}</td>"
         f"<td>{v['predicted_ms']:.3f}</td><td>{_num(v['measured_ms'], '.3f')}</td>"
         f"<td>{_num(v['error'], '+.1%')}</td><td>{_YES[v['within_budget']]}</td></tr>"
         for r in result["rounds"]
@@ -326,8 +382,8 @@ def _search_section(run: dict, result: dict) -> str:
     )
     table = (
         (
-            "<table><tr><th>round</th><th>arch</th><th>objective</th><th>predicted "
-            "ms</th><th>measured ms</th>"
+            f"<table><tr><th>round</th><th>arch</th><th>{html.escape(objective)}</th>"
+            "<th>predicted ms</th><th>measured ms</th>"
             f"<th>error</th><th>within budget</th></tr>{rows}</table>"
         )
         if rows

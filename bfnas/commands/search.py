@@ -30,11 +30,17 @@ def register(sub) -> None:
     p = command(
         sub,
         "report",
-        "a self-contained HTML report of a store: coverage, predictor accuracy, searches",
-        "bfnas report --db lat.db --out report/",
+        "a self-contained HTML report of a store: coverage, predictor accuracy, searches; "
+        "with --accuracy-db, the model to ship",
+        "bfnas report --db lat.db --accuracy-db accuracy.db --out report/",
         cmd_report,
     )
     p.add_argument("--db", required=True, help="SQLite latency store")
+    p.add_argument(
+        "--accuracy-db",
+        help="accuracy store: the report opens with its latest accuracy search's model to ship "
+        "(winner, hand-scaled baseline and params winner, proven on latency and accuracy)",
+    )
     p.add_argument("--out", required=True, help="folder for report.html and its PNGs")
     p.add_argument("--json", action="store_true", help="print where the report is as JSON")
 
@@ -373,8 +379,13 @@ def _print(out, result: dict, folder: Path) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bfnas.search.report import build_report, report_facts
+    from bfnas.search.ship_report import load_accuracy_search
 
     check_output_dir(args.out, "--out", holds=("report.html",))
+    if args.accuracy_db is not None:
+        # Refused before the progress line starts: the refusal is the one line printed. It is
+        # read again while the report is built (a moment's work).
+        load_accuracy_search(args.accuracy_db)
     out = console(stderr=args.json)
     with ProgressDisplay(
         out,
@@ -383,7 +394,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         columns=("spinner", "description"),
         transient=True,
     ) as status:
-        page = build_report(args.db, args.out, on_step=lambda step: status.update(description=step))
+        page = build_report(
+            args.db,
+            args.out,
+            on_step=lambda step: status.update(description=step),
+            accuracy_db=args.accuracy_db,
+        )
     if args.json:
         return print_json(report_facts(page))
     out.print(f"report written to {page}")
