@@ -30,7 +30,7 @@ from bfnas.models.space.search_space import SearchSpace
 from bfnas.models.space.subnet import SubnetConfig
 from bfnas.search.evolution import Budget, EvolutionSettings
 from bfnas.search.loop import MIN_ROWS, DeviceVerifier, SearchJob
-from bfnas.search.objectives import load_objective
+from bfnas.search.objectives import load_objective, objective_unit
 from bfnas.search.predictor_file import PredictorSettings
 from bfnas.search.report import build_report
 from bfnas.search.training import cross_validate, load_rows
@@ -415,6 +415,8 @@ def _search(
         verify=settings.verify,
         rounds=1,
         verifier=verifier,
+        objective_name=name,
+        objective_unit=objective_unit(name),
         on_event=lambda kind, d: (
             on_step(f"verifying {d['index'] + 1}/{d['of']} on the device", 0.85)
             if kind == "verifying"

@@ -65,7 +65,7 @@ class Proven:
             "role": self.role,
             "arch": self.cfg.to_dict(),
             "arch_text": str(self.cfg),
-            "encoder_params": self.cfg.params(),
+            "encoder_params": self.cfg.params(embeddings=False),
             "latency_ms": self.latency_ms,
             "median_ms": self.median_ms,
             "budget_used": None if self.latency_ms is None else self.latency_ms / self.budget_ms,
