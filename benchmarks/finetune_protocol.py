@@ -82,10 +82,10 @@ def main() -> int:
     ap.add_argument("--work", default="scratch/protocol")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument(
-        "--family-only",
+        "--only",
         choices=list(CANDIDATES),
-        help="fine-tune only this protocol's L1..L6 family into --work (a second process "
-        "beside the main run, on the other core), then stop",
+        help="fine-tune only this candidate's full model and L1 into --work, then stop (a "
+        "process beside the main run, on the other core; the main run reads its runs back)",
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -131,16 +131,13 @@ def main() -> int:
         }
 
     ref = summary(reference)
-    if args.family_only:
-        settings = CANDIDATES[args.family_only]
-        for layers in range(1, 7):
+    if args.only:
+        settings = CANDIDATES[args.only]
+        teach = teacher if settings.distill else None
+        for layers in (6, 1):
             for s in range(args.seeds):
-                run(
-                    f"{args.family_only}-L{layers}-seed{s}",
-                    family(full, layers),
-                    replace(settings, seed=s),
-                    teacher if settings.distill else None,
-                )
+                cfg = family(full, layers)
+                run(f"{args.only}-L{layers}-seed{s}", cfg, replace(settings, seed=s), teach)
         return 0
     cands = {}
     small = {}
