@@ -2,16 +2,21 @@
 predictor's counterpart, fitted on the accuracy store's fine-tunes.
 
 A fine-tune costs minutes to hours, so this predictor learns from 15-60 subnets, not
-hundreds: what LightGBM learns by default is what a least-squares line in log(encoder
+hundreds. What LightGBM learns by default is what a least-squares line in log(encoder
 params) (and the caller's extra columns, such as a one-shot score) leaves over, with few,
-small trees (`AccuracySettings`). The line ranks every subnet; trees alone on 15 rows are a
-few steps, under which most subnets tie. The choices were measured on synthetic accuracies
-in benchmarks/accuracy_predictor.py (results in benchmarks/results/accuracy_predictor.md).
+small trees on the subnet's sizes (`AccuracySettings`), their rounds picked by CV; and the
+trees are kept only where they rank better out of fold than the line alone. The line ranks
+every subnet as params do (trees alone on 15 rows are a few steps, under which most
+subnets tie); the trees learn what params miss (depth, a bottleneck layer), which is most of
+what matters among subnets near one latency budget. Measured on synthetic accuracies in
+benchmarks/accuracy_predictor.py (results in benchmarks/results/accuracy_predictor.md).
 
 The target is a subnet's mean dev accuracy over its seeds (a fraction); a subnet of more
-seeds weighs more in the trees (`weight_by_seeds`). Out-of-fold predictions give the metrics
-(Kendall tau, Spearman, the mean error in accuracy points) and an additive spread; the fold
-models' disagreement is `uncertainty`, what `accuracy_until` chooses the next fine-tunes by.
+seeds weighs more in the trees (`weight_by_seeds`; the line is fitted unweighted, the
+estimator's target sees no weights). Out-of-fold predictions give the metrics (Kendall tau,
+Spearman, the mean error in accuracy points, and params' own tau on the same rows) and an
+additive spread; the fold models' disagreement is `uncertainty`, what `accuracy_until`
+chooses the next fine-tunes by.
 
 The fitting, the folds and the booster file are `estimator`'s; the folder (LightGBM's text
 model plus predictor.json, kind "accuracy", never pickled) is `predictor_file`'s.
@@ -52,11 +57,26 @@ from bfnas.search.predictor_file import (
     write_folder,
 )
 
-# The subnet's columns: `feature_matrix`'s, less the workload's constants (one scope has
-# one sequence length and batch 1: constant columns are never split on). Measured against
-# a compact set of sizes alone, all of them ranked as well or better (accuracy_predictor.md).
-ACCURACY_FEATURES = tuple(f for f in FEATURES if f not in ("seq_len", "batch"))
-_COLUMNS = [FEATURES.index(f) for f in ACCURACY_FEATURES]
+# The subnet's columns (`settings.features`). "sizes" (the default): its dimensions, the
+# smallest layer's (a bottleneck), its MACs and encoder parameters. "all": every column of
+# `feature_matrix` but the workload's constants (one scope has one sequence length and batch
+# 1), the per-op MACs and element counts the latency predictor needs included. On 15-60 rows
+# the sizes ranked as well or better (benchmarks/results/accuracy_predictor.md).
+FEATURE_SETS = {
+    "sizes": (
+        "layers",
+        "hidden",
+        "heads_mean",
+        "heads_min",
+        "qkv_mean",
+        "qkv_min",
+        "ffn_mean",
+        "ffn_min",
+        "macs_total",
+        "params",
+    ),
+    "all": tuple(f for f in FEATURES if f not in ("seq_len", "batch")),
+}
 # The line under the "residual" target: log(encoder params), then every extra column.
 LOG_PARAMS = "log_params"
 # Fewer rows make 5-fold out-of-fold figures (and the line's coefficients) noise.
@@ -69,8 +89,9 @@ Extra = Mapping[str, Sequence[float]] | None
 
 
 def baseline_design(X: np.ndarray, n_extra: int) -> np.ndarray:
-    """The line's columns of a feature matrix: log(params), then the extra columns (last)."""
-    params = X[:, ACCURACY_FEATURES.index("params")]
+    """The line's columns of a feature matrix: log(params), then the extra columns (last).
+    Both feature sets end in params, so it is the column before the extra ones."""
+    params = X[:, X.shape[1] - n_extra - 1]
     cols = [np.log(np.maximum(params, 1.0))]
     cols += [X[:, X.shape[1] - n_extra + i] for i in range(n_extra)]
     return np.column_stack(cols)
@@ -114,14 +135,30 @@ def target_fit(target: str, n_extra: int) -> TargetFit:
 
 @dataclass
 class SmallDataEstimator(Estimator):
-    """The estimator with leaves kept at `min_child_samples` rows (at most a quarter of the
-    fit's). The generic one shrinks a leaf to a tenth of the rows, which suits latency (little
-    noise); here a leaf of one or two rows learns a seed's noise."""
+    """The estimator for a few noisy rows: the rounds picked by CV from `MIN_ROWS` rows (not
+    50: trees fitted to seed noise cost ranking), leaves kept at `min_child_samples` rows (at
+    most a quarter of the fit's; the generic estimator shrinks a leaf to a tenth of the rows,
+    which suits latency, with little noise, but here a leaf of one row learns a seed's noise).
+    With `grow` False it fits the target alone: one tree of one leaf, which cannot split (the
+    line, or the mean under the "accuracy" target), in the same file format."""
+
+    cv_min_rows: int = MIN_ROWS
+    grow: bool = True
 
     def params(self, n: int) -> dict:
         params = super().params(n)
-        params["min_data_in_leaf"] = max(1, min(self.settings.min_child_samples, n // 4))
+        least = max(1, min(self.settings.min_child_samples, n // 4))
+        params["min_data_in_leaf"] = least if self.grow else n
         return params
+
+    def cv_rounds(self, X: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> int:
+        return super().cv_rounds(X, y, weights) if self.grow else 1
+
+
+def _tau(y: np.ndarray, predicted: np.ndarray) -> float:
+    """Kendall tau, -1 where the prediction ranks nothing (a constant: NaN)."""
+    tau = ranking_metrics(y, predicted)["kendall_tau"]
+    return tau if np.isfinite(tau) else -1.0
 
 
 def ranking_metrics(measured: Sequence[float], predicted: Sequence[float]) -> dict[str, float]:
@@ -157,11 +194,12 @@ class AccuracyPredictor:
 
     @property
     def feature_names(self) -> list[str]:
-        return [*ACCURACY_FEATURES, *self.extra]
+        return [*FEATURE_SETS[self.settings.features], *self.extra]
 
     def features(self, cfgs: Sequence[SubnetConfig], extra: Extra = None) -> np.ndarray:
         """The subnets' features at the scope's sequence length, then the extra columns."""
-        X = feature_matrix(cfgs, self.scope.seq_len)[:, _COLUMNS]
+        columns = [FEATURES.index(f) for f in FEATURE_SETS[self.settings.features]]
+        X = feature_matrix(cfgs, self.scope.seq_len)[:, columns]
         given = dict(extra or {})
         if set(given) != set(self.extra):
             raise ValueError(
@@ -174,9 +212,10 @@ class AccuracyPredictor:
         return np.column_stack([X, *cols]) if cols else X
 
     # -- fitting -------------------------------------------------------------------------
-    def estimator(self) -> Estimator:
+    def estimator(self, grow: bool = True) -> Estimator:
         s = self.settings
-        return SmallDataEstimator(s, self.feature_names, target_fit(s.target, len(self.extra)))
+        target = target_fit(s.target, len(self.extra))
+        return SmallDataEstimator(s, self.feature_names, target, grow=grow)
 
     def fit(
         self,
@@ -188,7 +227,7 @@ class AccuracyPredictor:
         """Fit on each subnet's mean dev accuracy over its `n_seeds` seeds (default one
         each); `extra` gives the caller's named columns, one number a subnet."""
         names = tuple(extra or {})
-        if set(names) & set(ACCURACY_FEATURES) or LOG_PARAMS in names:
+        if set(names) & {*FEATURES, LOG_PARAMS}:
             raise ValueError(f"extra columns {list(names)} reuse a feature's name")
         self.extra = names
         X, y = self.features(cfgs, extra), np.asarray(accuracies, dtype=np.float64)
@@ -202,23 +241,51 @@ class AccuracyPredictor:
         if seeds.shape != y.shape or seeds.min() < 1:
             raise ValueError("n_seeds: one count (>= 1) a subnet")
         weights = seeds / seeds.mean() if self.settings.weight_by_seeds else None
-        fitted = self.estimator().fit(X, y, weights)
+        fitted, choice = self._fit_choosing_trees(X, y, weights)
         assert fitted.model is not None and fitted.oof is not None
         self.booster, self.rounds = fitted.model.booster, fitted.rounds
         transform = fitted.model.transform
         self.baseline_coef = transform.coef if isinstance(transform, ResidualOfLine) else None
         self.oof, self.fold_models = fitted.oof, fitted.fold_models
         self.spread = fitted.oof_spread(y, relative=False)
-        params = X[:, ACCURACY_FEATURES.index("params")]
+        params = X[:, len(self.feature_names) - len(names) - 1]
         self.metrics = {
             **{f"oof_{k}": v for k, v in ranking_metrics(y, fitted.oof).items()},
             # What ranking by size alone gives on the same rows: the predictor's to beat.
             "params_kendall_tau": ranking_metrics(y, params)["kendall_tau"],
             "rows": len(y),
             "seeds": int(seeds.sum()),
+            "trees": choice,
             "label": "mean dev accuracy over seeds",
         }
         return self
+
+    def _fit_choosing_trees(
+        self, X: np.ndarray, y: np.ndarray, weights: np.ndarray | None
+    ) -> tuple[Estimator, dict]:
+        """The target alone (the line) or the target and trees on it (`settings.trees`);
+        "auto" keeps the trees only where their out-of-fold Kendall tau beats the line's by
+        more than `trees_margin` (0.02). Ranking, not squared error, decides: where accuracy follows
+        size alone, trees that bend the line to its curvature lower the error and misrank
+        subnets the line ranks right. The margin because the two taus are noisy, and the line
+        is the simpler: without it the predictor ranked such accuracies at 0.994-0.998 where
+        params rank them at 1.0, with it at 0.996-1.000 (trees kept in 0-5 % of the fits), at
+        no cost where the trees matter (benchmarks/results/accuracy_predictor.md). Choosing
+        the better of two out-of-fold figures flatters the one chosen a little: two
+        candidates, not many."""
+        mode = self.settings.trees
+        fits = {}
+        for grow in (False, True):
+            if mode == "auto" or (mode == "always") == grow:
+                fits[grow] = self.estimator(grow).fit(X, y, weights)
+        tau = {grow: _tau(y, f.oof) for grow, f in fits.items()}
+        if len(fits) == 1:
+            (grow,) = fits
+        else:
+            grow = tau[True] > tau[False] + self.settings.trees_margin
+        choice: dict = {"mode": mode, "used": grow}
+        choice.update({f"oof_kendall_tau_{'trees' if g else 'line'}": t for g, t in tau.items()})
+        return fits[grow], choice
 
     # -- predicting ----------------------------------------------------------------------
     def _transform(self) -> Transform:
@@ -285,7 +352,9 @@ class AccuracyPredictor:
         or supernet than those given is one line naming the file and the field."""
         folder = predictor_folder(folder, "`AccuracyPredictor.save`")
         meta_path = folder / META_FILE
-        meta = read_meta(meta_path, AccuracyMeta, lambda m: [*ACCURACY_FEATURES, *m.extra])
+        meta = read_meta(
+            meta_path, AccuracyMeta, lambda m: [*FEATURE_SETS[m.settings.features], *m.extra]
+        )
         _check_meta(meta, str(meta_path))
         for name, want in (
             ("task_sha256", task_sha256),
@@ -315,7 +384,7 @@ class AccuracyPredictor:
 def _check_meta(meta: AccuracyMeta, where: str) -> None:
     """What the schema cannot say of an accuracy predictor.json."""
     names = meta.extra
-    if len(set(names)) != len(names) or set(names) & {*ACCURACY_FEATURES, LOG_PARAMS}:
+    if len(set(names)) != len(names) or set(names) & {*FEATURES, LOG_PARAMS}:
         raise InputError(where, "extra", f"names repeated or a feature's: {short(names)}")
     if meta.baseline_columns != [LOG_PARAMS, *names]:
         raise InputError(where, "baseline_columns", "another line than this bfnas fits")

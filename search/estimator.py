@@ -161,6 +161,9 @@ class Estimator:
     target: TargetFit = identity_target
     # LightGBM's monotone constraint per feature (+1, 0, -1), or none.
     monotone: Sequence[int] | None = None
+    # From how many rows `cv_rounds` picks the rounds (below: `n_estimators`). A predictor of
+    # few, noisy rows (accuracy) picks them by CV from fewer: trees on noise cost it ranking.
+    cv_min_rows: int = CV_MIN_ROWS
     # Of the last fit: the model of all rows, its rounds, each row's out-of-fold prediction
     # and the fold models that made them.
     model: FittedModel | None = field(default=None, repr=False)
@@ -208,7 +211,7 @@ class Estimator:
         stopping. With 100 rows the correction on top of the latency predictor's analytic
         estimate overfits after a few dozen; with thousands it keeps gaining."""
         s = self.settings
-        if not s.cv_rounds or len(X) < CV_MIN_ROWS:
+        if not s.cv_rounds or len(X) < self.cv_min_rows:
             return s.n_estimators
         transform = self.target(X, y)
         cv = lgb.cv(

@@ -35,6 +35,7 @@ from bfnas.errors import InputError, read_text_input, short
 from bfnas.models.outputs import write_atomic
 from bfnas.search.estimator import (
     EstimatorSettings,
+    Fraction,
     Positive,
     Settings,
     load_booster,
@@ -156,17 +157,27 @@ class AccuracyScope(Settings):
 
 class AccuracySettings(EstimatorSettings):
     """The estimator's settings for 15-60 rows (benchmarks/accuracy_predictor.py measured
-    them): few, small trees on top of a linear fit, leaves of a few rows."""
+    them): small trees on top of a line, leaves of a few rows, rounds picked by CV."""
 
+    # At most: CV picks the rounds from 8 rows (100 trees fitted to seed noise ranked
+    # accuracies that follow params at tau 0.89-0.92, where params rank them at 1.0).
     n_estimators: int = Field(default=100, ge=1)
-    num_leaves: int = Field(default=4, ge=2)
+    num_leaves: int = Field(default=3, ge=2)
     min_child_samples: int = Field(default=3, ge=1)
-    # What the trees learn: accuracy itself, or (default) what a weighted least-squares line
-    # in log(params) and the extra columns leaves over. Trees alone on 15 rows give a few
+    # The subnet's columns: its sizes, or every column of the latency features
+    # (`accuracy_predictor.FEATURE_SETS`).
+    features: Literal["sizes", "all"] = "sizes"
+    # What the trees learn: accuracy itself, or (default) what a least-squares line in
+    # log(params) and the extra columns leaves over. Trees alone on 15 rows give a few
     # steps, so many subnets tie; the line ranks every one, the trees bend it.
     target: Literal["residual", "accuracy"] = "residual"
     # Weigh each subnet by its number of seeds: a mean of k seeds has 1/k of one's variance.
     weight_by_seeds: bool = True
+    # Trees on the target: "auto" keeps them where they rank better out of fold than the
+    # target alone (`AccuracyPredictor._fit_choosing_trees` says why), or "always", "never".
+    trees: Literal["auto", "always", "never"] = "auto"
+    # How much higher the trees' out-of-fold Kendall tau must be than the line's ("auto").
+    trees_margin: Fraction = 0.02
 
 
 class AccuracyMeta(PredictorMeta):

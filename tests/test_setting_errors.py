@@ -280,11 +280,25 @@ def _settings_in(node: ast.AST) -> set[str]:
     return set()
 
 
+# Settings of library APIs that no command sets yet, each with the test that checks its
+# refusal from Python: issue 29's fine-tuning until the accuracy predictor ranks well
+# (`search.accuracy_until`), whose command is to come. The command adds its flag cases above
+# and removes its names here (a name flagged above and still here fails the test below).
+NO_COMMAND_YET = {
+    "target_tau": "tests/test_accuracy_until.py",
+    "max_finetunes": "tests/test_accuracy_until.py",
+    "max_minutes": "tests/test_accuracy_until.py",
+}
+
+
 def test_every_setting_the_library_refuses_has_a_flag_case():
     """A new setting error needs a CLI case above, so that its flag is checked."""
     flagged = {setting for _, setting, flag in CLI_CASES if flag.startswith("--")}
-    missing = _library_settings() - flagged
+    missing = _library_settings() - flagged - set(NO_COMMAND_YET)
     assert not missing, f"settings with no checked flag: {sorted(missing)}"
+    stale = set(NO_COMMAND_YET) & (flagged | (set(NO_COMMAND_YET) - _library_settings()))
+    assert not stale, f"NO_COMMAND_YET names settings flagged above or refused nowhere: {stale}"
+    assert all((REPO / test).is_file() for test in NO_COMMAND_YET.values())
     assert {"seq_len", "max_ms", "objective", "arch", "hw"} <= _library_settings()
 
 
