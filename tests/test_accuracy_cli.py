@@ -126,3 +126,26 @@ REFUSALS = [
 @pytest.mark.parametrize("case", REFUSALS, ids=lambda c: c.id)
 def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path, capsys, monkeypatch):
     check_refusal(case, tmp_path, capsys, monkeypatch)
+
+
+def test_fit_learns_from_the_stored_finetunes_and_saves_a_model(task, tmp_path, capsys):
+    from bfnas.search.accuracy_predictor import AccuracyPredictor
+
+    db = str(tmp_path / "acc.db")
+    common = ["--supernet", "minilm", "--task-dir", str(task), "--db", db]
+    # Too few subnets yet: one line naming the store, nothing written.
+    assert (
+        run_cli(capsys, ["accuracy", "measure", *common, "--samples", "3", "--seeds", "0"])[0] == 0
+    )
+    code, _, err = run_cli(capsys, ["accuracy", "fit", *common, "--out", str(tmp_path / "m")])
+    assert code == 2 and "acc.db" in err and "at least" in err and not (tmp_path / "m").exists()
+    argv = ["accuracy", "measure", *common, "--samples", "10", "--seeds", "0", "--json"]
+    assert run_cli(capsys, argv)[0] == 0
+    code, out, _ = run_cli(
+        capsys, ["accuracy", "fit", *common, "--out", str(tmp_path / "m"), "--json"]
+    )
+    fitted = json.loads(out)
+    assert code == 0 and fitted["metrics"]["rows"] == 10  # the 3 earlier ones among the 10
+    assert -1 <= fitted["metrics"]["oof_kendall_tau"] <= 1
+    model = AccuracyPredictor.load(tmp_path / "m")
+    assert model.scope.protocol == "standard" and model.scope.seq_len == 64

@@ -76,6 +76,27 @@ def register(sub) -> None:
 
     p = command(
         g,
+        "fit",
+        "fit the accuracy predictor on the store's fine-tunes of one task, protocol and "
+        "supernet: out-of-fold Kendall tau and error against ranking by encoder params, an "
+        "uncertainty per prediction, saved as text",
+        "bfnas accuracy fit --db accuracy.db --supernet minilm --task-dir task/ "
+        "--out acc-model/ --json",
+        cmd_fit,
+    )
+    p.add_argument("--db", default=DEFAULT_DB, help=f"the accuracy store (default {DEFAULT_DB})")
+    p.add_argument(
+        "--supernet", required=True, help="the supernet the fine-tunes started from, or 'minilm'"
+    )
+    p.add_argument("--task-dir", required=True, help="the task folder they were fine-tuned on")
+    p.add_argument("--protocol", default="standard", help="the protocol they were fine-tuned with")
+    p.add_argument("--space", default="minilm-l6", help="search space (default minilm-l6)")
+    p.add_argument("--seed", type=int, default=0, help="the estimator's seed")
+    p.add_argument("--out", required=True, help="folder for model.txt and predictor.json")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = command(
+        g,
         "show",
         "what an accuracy store holds: per task and protocol, each subnet's accuracy over "
         "its seeds",
@@ -242,6 +263,71 @@ def cmd_measure(args: argparse.Namespace) -> int:
             f"over seeds {','.join(map(str, row['seeds']))}; "
             f"{row['train_seconds_mean']:.0f} s a fine-tune ({row['label']})"
         )
+    return EXIT_OK
+
+
+def fine_tunes_of(args: argparse.Namespace):
+    """The store's fine-tunes that `--task-dir`, `--protocol`, `--supernet` and `--space`
+    name: (cfgs, mean accuracy, seeds, scope), checked before anything is fitted."""
+    from bfnas.bench.store.accuracy_store import AccuracyStore, WeightsSource, task_sha256
+    from bfnas.models.nn.checkpoint import load_supernet, resolve_checkpoint
+    from bfnas.models.space.search_space import load_space
+    from bfnas.models.train.glue_task import read_task
+    from bfnas.models.train.protocols import get_protocol
+    from bfnas.search.accuracy_predictor import MIN_ROWS, rows_from_store
+    from bfnas.search.predictor_file import AccuracyScope
+
+    protocol = get_protocol(args.protocol)
+    space = load_space(args.space)
+    task = read_task(args.task_dir)
+    sha = task_sha256(task.train.path, task.dev.path)
+    folder = resolve_checkpoint(args.supernet)
+    if not folder.is_dir():
+        raise InputError("--supernet", None, f"{args.supernet}: not a directory")
+    weights = str(load_supernet(folder).source.get("weights_sha256"))
+    with AccuracyStore(args.db, read_only=True) as store:
+        cfgs, acc, seeds = rows_from_store(
+            store, sha, protocol.hash(), WeightsSource(weights), space.name
+        )
+    if len(cfgs) < MIN_ROWS:
+        raise InputError(
+            args.db,
+            "finetunes",
+            f"{len(cfgs)} fine-tuned subnets of this task, protocol {protocol.name}, "
+            f"supernet and space; the accuracy predictor needs at least {MIN_ROWS}: "
+            f"`bfnas accuracy measure --samples {MIN_ROWS} ...` first",
+        )
+    scope = AccuracyScope(
+        task_sha256=sha,
+        protocol_hash=protocol.hash(),
+        protocol=protocol.name,
+        space=space.name,
+        weights_sha256=weights,
+        seq_len=protocol.settings.max_len,
+    )
+    return cfgs, acc, seeds, scope
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from bfnas.models.outputs import check_output_dir
+    from bfnas.search.accuracy_predictor import AccuracyPredictor
+    from bfnas.search.predictor_file import META_FILE, MODEL_FILE, AccuracySettings
+
+    check_output_dir(args.out, "--out", holds=(MODEL_FILE, META_FILE))
+    cfgs, acc, seeds, scope = fine_tunes_of(args)
+    model = AccuracyPredictor(scope, AccuracySettings(seed=args.seed)).fit(cfgs, acc, n_seeds=seeds)
+    folder = model.save(args.out)
+    m = model.metrics
+    result = {"model": str(folder), "scope": scope.model_dump(), "metrics": m}
+    if args.json:
+        return print_json(result)
+    out = console()
+    out.print(
+        f"accuracy predictor on {m['rows']} subnets ({m['seeds']} fine-tunes, protocol "
+        f"{scope.protocol}): out-of-fold Kendall tau {m['oof_kendall_tau']:.3f} (ranking by "
+        f"encoder params: {m['params_kendall_tau']:.3f}), mean error "
+        f"{m['oof_mae_points']:.2f} points; saved to {folder}"
+    )
     return EXIT_OK
 
 
