@@ -98,6 +98,8 @@ SETTING_DESTS: dict[str, tuple[str, ...]] = {
     "train_examples": ("finetune_examples",),
     # `profile --until`: the cap is given in minutes (checked there first), kept in seconds
     "max_device_s": ("max_device_minutes",),
+    # `accuracy collect --until`: the bound's target is AccuracyUntilSettings.target_tau
+    "target_tau": ("until",),
 }
 
 

@@ -164,12 +164,19 @@ def _tau(y: np.ndarray, predicted: np.ndarray) -> float:
 def ranking_metrics(measured: Sequence[float], predicted: Sequence[float]) -> dict[str, float]:
     """Kendall tau and Spearman rho of the ranking, and the mean absolute error in accuracy
     points (percent). A constant prediction ranks nothing: its tau is NaN."""
+    import warnings
+
     from scipy.stats import kendalltau, spearmanr
 
     y, p = np.asarray(measured, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
+    with warnings.catch_warnings():
+        # Constant input is answered with NaN, which callers handle; scipy's warning about
+        # it would reach the user's terminal.
+        warnings.simplefilter("ignore")
+        tau, rho = kendalltau(y, p).statistic, spearmanr(y, p).statistic
     return {
-        "kendall_tau": float(kendalltau(y, p).statistic),
-        "spearman": float(spearmanr(y, p).statistic),
+        "kendall_tau": float(tau),
+        "spearman": float(rho),
         "mae_points": float(100 * np.mean(np.abs(p - y))),
     }
 

@@ -149,3 +149,74 @@ def test_fit_learns_from_the_stored_finetunes_and_saves_a_model(task, tmp_path, 
     assert -1 <= fitted["metrics"]["oof_kendall_tau"] <= 1
     model = AccuracyPredictor.load(tmp_path / "m")
     assert model.scope.protocol == "standard" and model.scope.seq_len == 64
+
+
+def test_collect_fine_tunes_in_rounds_until_a_cap_and_saves_its_predictor(task, tmp_path, capsys):
+    db, model = str(tmp_path / "acc.db"), str(tmp_path / "m")
+    argv = [
+        "accuracy",
+        "collect",
+        "--supernet",
+        "minilm",
+        "--task-dir",
+        str(task),
+        "--db",
+        db,
+        "--until",
+        "0.99",  # out of reach on 40 dev sentences: the cap stops it
+        "--first",
+        "8",
+        "--round-size",
+        "2",
+        "--max-finetunes",
+        "10",
+        "--out",
+        model,
+        "--json",
+    ]
+    code, out, _ = run_cli(capsys, argv)
+    result = json.loads(out)
+    assert code == 0 and result["stop"] == "max-finetunes" and result["subnets"] == 10
+    assert [p["rows"] for p in result["curve"]] == [8, 10]  # the first fit, then one round
+    assert result["model"] and (tmp_path / "m" / "predictor.json").is_file()
+    # A rerun reads every fine-tune back from the store: the same curve, nothing trained.
+    code, again, _ = run_cli(capsys, argv)
+    assert code == 0 and json.loads(again)["curve"] == result["curve"]
+
+
+COLLECT = ["accuracy", "collect", "--supernet", "minilm", "--db", "{tmp}/acc.db"]
+COLLECT_REFUSALS = [
+    Refusal(
+        "budgets-alone",
+        [*COLLECT, "--task-dir", "{tmp}/t", "--until", "0.5", "--budgets", "2", "--out", "{tmp}/m"],
+        "--budgets",
+        TASK_FILES,
+    ),
+    Refusal(
+        "until",
+        [*COLLECT, "--task-dir", "{tmp}/t", "--until", "1.5", "--out", "{tmp}/m"],
+        "--until",
+        TASK_FILES,
+    ),
+    Refusal(
+        "cap-below-first",
+        [
+            *COLLECT,
+            "--task-dir",
+            "{tmp}/t",
+            "--until",
+            "0.5",
+            "--max-finetunes",
+            "4",
+            "--out",
+            "{tmp}/m",
+        ],
+        "--max-finetunes",
+        TASK_FILES,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", COLLECT_REFUSALS, ids=lambda c: c.id)
+def test_collect_refuses_bad_input_in_one_line(case, tmp_path, capsys, monkeypatch):
+    check_refusal(case, tmp_path, capsys, monkeypatch)

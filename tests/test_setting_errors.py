@@ -151,10 +151,28 @@ SEARCH = ["search", "--space", "x", "--db", "d", "--out", "o", "--max-latency-ms
 FIT = ["predictor", "fit", "--hw", "h", "--db", "d", "--out", "o"]
 FINETUNE = ["supernet", "finetune", "--supernet", "s", "--task-dir", "d", "--out", "o"]
 ACCURACY = ["accuracy", "measure", "--supernet", "s", "--task-dir", "d", "--hand-scaled"]
+COLLECT = [
+    "accuracy",
+    "collect",
+    "--supernet",
+    "s",
+    "--task-dir",
+    "d",
+    "--until",
+    "0.5",
+    "--out",
+    "o",
+]
 
 # (a command line that parses, the setting, the flag the CLI names it by)
 CLI_CASES = [
     (ACCURACY, "protocol", "--protocol"),
+    (COLLECT, "target_tau", "--until"),
+    (COLLECT, "max_finetunes", "--max-finetunes"),
+    (COLLECT, "max_minutes", "--max-minutes"),
+    (COLLECT, "confidence", "--confidence"),
+    (COLLECT, "first", "--first"),
+    (COLLECT, "round_size", "--round-size"),
     (DATA, "seq_len", "--seq-len"),
     (DATA, "shard_size", "--shard-size"),
     (DATA, "mask_prob", "--mask-prob"),
@@ -281,14 +299,9 @@ def _settings_in(node: ast.AST) -> set[str]:
 
 
 # Settings of library APIs that no command sets yet, each with the test that checks its
-# refusal from Python: issue 29's fine-tuning until the accuracy predictor ranks well
-# (`search.accuracy_until`), whose command is to come. The command adds its flag cases above
-# and removes its names here (a name flagged above and still here fails the test below).
-NO_COMMAND_YET = {
-    "target_tau": "tests/test_accuracy_until.py",
-    "max_finetunes": "tests/test_accuracy_until.py",
-    "max_minutes": "tests/test_accuracy_until.py",
-}
+# refusal from Python. A command that comes adds its flag cases above and removes its names
+# here (a name flagged above and still here fails the test below).
+NO_COMMAND_YET: dict[str, str] = {}
 
 
 def test_every_setting_the_library_refuses_has_a_flag_case():

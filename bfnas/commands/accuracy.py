@@ -97,6 +97,47 @@ def register(sub) -> None:
 
     p = command(
         g,
+        "collect",
+        "fine-tune subnets in rounds until the accuracy predictor ranks them well enough: "
+        "random ones first, then where it is unsure and near the budgets asked; stop when a "
+        "lower confidence bound on its out-of-fold Kendall tau reaches --until, or at a cap; "
+        "save the predictor",
+        "bfnas accuracy collect --supernet minilm --task-dir task/ --until 0.5 \\\n"
+        "      --model lat-model/ --budgets 1.5,3 --max-minutes 60 --out acc-model/ --json",
+        cmd_collect,
+    )
+    p.add_argument("--supernet", required=True, help="HF BERT folder, or 'minilm'")
+    p.add_argument("--task-dir", required=True, help="GLUE-format task folder")
+    p.add_argument("--protocol", default="standard", help="fine-tune protocol")
+    p.add_argument("--space", default="minilm-l6", help="search space (default minilm-l6)")
+    p.add_argument("--db", default=DEFAULT_DB, help=f"the accuracy store (default {DEFAULT_DB})")
+    p.add_argument(
+        "--until",
+        type=float,
+        required=True,
+        help="the Kendall tau its lower confidence bound must reach, in (0, 1)",
+    )
+    p.add_argument("--confidence", type=float, default=0.9, help="of the bound (default 0.9)")
+    p.add_argument("--first", type=int, default=12, help="random subnets before the first fit")
+    p.add_argument("--round-size", type=int, default=6, help="subnets a round (default 6)")
+    p.add_argument("--max-finetunes", type=int, default=60, help="cap on subnets fine-tuned")
+    p.add_argument("--max-minutes", type=float, help="cap on the fine-tunes' minutes")
+    p.add_argument("--seeds", default="0", help="seeds each subnet is fine-tuned with (default 0)")
+    p.add_argument(
+        "--model",
+        help="a latency predictor (`bfnas predictor fit --out`) at the protocol's sequence "
+        "length: with --budgets, subnets near a budget are chosen first",
+    )
+    p.add_argument("--budgets", help="comma-separated latency budgets, in --model's unit")
+    p.add_argument("--pool", type=int, default=2000, help="candidates sampled from the space")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="fine-tunes at once (processes)")
+    p.add_argument("--teachers", help="folder for the protocol's teachers (default DB.teachers/)")
+    p.add_argument("--out", required=True, help="folder for the accuracy predictor")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = command(
+        g,
         "show",
         "what an accuracy store holds: per task and protocol, each subnet's accuracy over "
         "its seeds",
@@ -327,6 +368,155 @@ def cmd_fit(args: argparse.Namespace) -> int:
         f"{scope.protocol}): out-of-fold Kendall tau {m['oof_kendall_tau']:.3f} (ranking by "
         f"encoder params: {m['params_kendall_tau']:.3f}), mean error "
         f"{m['oof_mae_points']:.2f} points; saved to {folder}"
+    )
+    return EXIT_OK
+
+
+def _near_budget(args: argparse.Namespace, seq_len: int, space: Any):
+    """The weights of candidates by their predicted latency's distance to `--budgets`."""
+    from bfnas.search.accuracy_until import near_budgets
+    from bfnas.search.latency_predictor import LatencyPredictor
+
+    if (args.model is None) != (args.budgets is None):
+        raise InputError("--budgets", None, "give --model and --budgets together")
+    if args.model is None:
+        return None
+    try:
+        budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
+    except ValueError:
+        raise InputError("--budgets", None, f"{args.budgets!r}: not numbers") from None
+    if not budgets or min(budgets) <= 0:
+        raise InputError("--budgets", None, f"{args.budgets!r}: give positive latencies")
+    model = LatencyPredictor.load(args.model)
+    if model.scope.seq_len != seq_len or model.scope.space != space.name:
+        raise InputError(
+            "--model",
+            "scope",
+            f"predicts {model.scope.space} at {model.scope.seq_len} tokens; the protocol "
+            f"fine-tunes {space.name} at {seq_len}: profile at the task's length "
+            "(the workload the model will serve) and fit on that",
+        )
+    return near_budgets(model.predict, budgets)
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    import random
+
+    from bfnas.bench.jobs.finetuning import FinetuneJob, FinetuneSource, default_teachers
+    from bfnas.bench.store.accuracy_store import AccuracyStore, task_sha256
+    from bfnas.models.nn.checkpoint import resolve_checkpoint
+    from bfnas.models.outputs import check_output_dir
+    from bfnas.models.space.search_space import load_space
+    from bfnas.models.train.glue_task import read_task
+    from bfnas.models.train.protocols import get_protocol
+    from bfnas.search.accuracy_until import AccuracyUntil, AccuracyUntilSettings, Finetuned
+    from bfnas.search.predictor_file import META_FILE, MODEL_FILE, AccuracyScope
+    from bfnas.threads import fit_torch_threads
+
+    protocol = get_protocol(args.protocol)
+    settings = AccuracyUntilSettings(
+        target_tau=args.until,
+        confidence=args.confidence,
+        first=args.first,
+        round_size=args.round_size,
+        max_finetunes=args.max_finetunes,
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+    )
+    seeds = parse_seeds(args.seeds)
+    if args.workers < 1:
+        raise InputError("--workers", None, f"must be at least 1, got {args.workers}")
+    if args.pool < settings.first:
+        raise InputError("--pool", None, f"must be at least --first ({settings.first})")
+    check_output_dir(args.out, "--out", holds=(MODEL_FILE, META_FILE))
+    space = load_space(args.space)
+    near = _near_budget(args, protocol.settings.max_len, space)
+    task = read_task(args.task_dir)
+    folder = resolve_checkpoint(args.supernet)
+    if not folder.is_dir():
+        raise InputError("--supernet", None, f"{args.supernet}: not a directory")
+    AccuracyStore.check(args.db)
+    threads = fit_torch_threads()
+    rng = random.Random(args.seed)
+    pool = list({c.key(): c for c in (space.sample(rng) for _ in range(args.pool))}.values())
+    out = console(stderr=args.json)
+    with (
+        AccuracyStore(args.db) as store,
+        ProgressDisplay(
+            out, "bfnas accuracy collect", "fine-tuning", total=settings.max_finetunes
+        ) as bar,
+    ):
+        job = FinetuneJob(
+            store=store,
+            source=FinetuneSource(
+                str(folder),
+                args.task_dir,
+                args.teachers or default_teachers(args.db),
+            ),
+            protocol=protocol,
+            space=space.name,
+            teacher_cfg=space.largest(),
+            workers=args.workers,
+            threads=int(threads["threads"]),
+            on_event=lambda e: bar.update(note=e.message) if e.kind == "teacher" else None,
+        )
+        done = 0
+
+        def finetune(cfgs: list) -> Finetuned:
+            nonlocal done
+            records = job.run([(c, s) for c in cfgs for s in seeds])
+            acc, n = [], []
+            for i in range(len(cfgs)):
+                rs = records[i * len(seeds) : (i + 1) * len(seeds)]
+                ok = [r.accuracy for r in rs if r is not None and r.status == "ok"]
+                acc.append(statistics.fmean(ok) if ok else None)
+                n.append(max(1, len(ok)))
+            done += len(cfgs)
+            bar.update(completed=done)
+            # Minutes of fine-tuning (a fine-tune a rerun reads back counts as when it ran).
+            minutes = sum(r.train_seconds or 0.0 for r in records if r is not None) / 60
+            return Finetuned(acc, n, minutes)
+
+        loaded = job.loaded()
+        scope = AccuracyScope(
+            task_sha256=task_sha256(task.train.path, task.dev.path),
+            protocol_hash=protocol.hash(),
+            protocol=protocol.name,
+            space=space.name,
+            weights_sha256=loaded.source.sha256,
+            seq_len=protocol.settings.max_len,
+        )
+        result = AccuracyUntil(
+            settings=settings,
+            scope=scope,
+            pool=pool,
+            finetune=finetune,
+            near_budget=near,
+            on_round=lambda p: bar.message(
+                f"round {p.round}: {p.rows} subnets ({p.audited} random), out-of-fold tau "
+                f"{p.tau:.3f}, lower bound {p.lower_bound:.3f}, {p.minutes:.1f} fine-tune min"
+            ),
+        ).run()
+        run_id = store.start_run("accuracy-collect", {"until": args.until, "seeds": seeds})
+        store.finish_run(run_id, "finished", result.summary(settings))
+    model_path = result.predictor.save(args.out) if result.predictor is not None else None
+    payload = {
+        "stop": result.stop,
+        "minutes": result.minutes,
+        "subnets": len(result.cfgs),
+        "failed": len(result.failed),
+        "curve": [p.to_dict() for p in result.curve],
+        "model": None if model_path is None else str(model_path),
+        "metrics": None if result.predictor is None else result.predictor.metrics,
+    }
+    if args.json:
+        return print_json(payload)
+    last = result.curve[-1] if result.curve else None
+    out.print(
+        f"stopped: {result.stop} after {len(result.cfgs)} subnets, {result.minutes:.1f} "
+        "fine-tune minutes"
+        + (f"; out-of-fold tau {last.tau:.3f} (lower bound {last.lower_bound:.3f})" if last else "")
+        + (f"; predictor saved to {model_path}" if model_path else "")
     )
     return EXIT_OK
 
