@@ -32,6 +32,7 @@ from bfnas.models.space.search_space import SearchSpace
 from bfnas.models.space.subnet import SubnetConfig
 from bfnas.search.baselines import largest_fitting
 from bfnas.search.loop import SearchJob, measured_ms
+from bfnas.search.objectives import PredictedAccuracy
 
 
 @dataclass(frozen=True)
@@ -235,17 +236,3 @@ class AccuracySearch:
             family: self._proven(family, cfg, measured[cfg.key()], objective)
             for family, cfg in chosen.items()
         }
-
-
-class PredictedAccuracy:
-    """The accuracy predictor as a search objective: `many` scores a generation in one
-    batched call (as fast as latency scoring)."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def __call__(self, cfg: SubnetConfig) -> float:
-        return float(self.model.predict([cfg])[0])
-
-    def many(self, cfgs: Sequence[SubnetConfig]) -> list[float]:
-        return [float(v) for v in self.model.predict(list(cfgs))]

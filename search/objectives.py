@@ -53,6 +53,7 @@ class ObjectiveSettings:
     checkpoint: str | None = None
     space: SearchSpace | None = None
     fitness: FitnessSettings | None = None
+    accuracy_model: str | None = None  # an accuracy predictor's folder (`accuracy fit`)
 
 
 ObjectiveFactory = Callable[[ObjectiveSettings], Objective]
@@ -160,6 +161,49 @@ def task_finetune_accuracy(settings: ObjectiveSettings) -> Objective:
     if settings.space is not None:
         fitness.loaded.supernet.check_space(settings.space, setting="task_supernet")
     return fitness
+
+
+class PredictedAccuracy:
+    """An accuracy predictor as an objective: `many` scores a generation in one batched call,
+    as fast as latency scoring."""
+
+    def __init__(self, model: object) -> None:
+        self.model = model
+
+    def __call__(self, cfg: SubnetConfig) -> float:
+        return float(self.model.predict([cfg])[0])  # type: ignore[attr-defined]
+
+    def many(self, cfgs: list[SubnetConfig]) -> list[float]:
+        return [float(v) for v in self.model.predict(list(cfgs))]  # type: ignore[attr-defined]
+
+
+@objective("accuracy", "dev accuracy (predicted from fine-tunes under a protocol)")
+def predicted_accuracy(settings: ObjectiveSettings) -> Objective:
+    from bfnas.search.accuracy_predictor import AccuracyPredictor
+
+    if settings.accuracy_model is None:
+        raise InputError.bad_setting(
+            "accuracy_model",
+            "the accuracy objective needs an accuracy predictor: pass --accuracy-model DIR "
+            "(made by `bfnas accuracy fit` or `bfnas accuracy collect`)",
+        )
+    model = AccuracyPredictor.load(settings.accuracy_model)
+    where = str(settings.accuracy_model)
+    if settings.space is not None and model.scope.space != settings.space.name:
+        raise InputError(
+            where,
+            "scope.space",
+            f"predicts space {model.scope.space}, the search is over {settings.space.name}",
+        )
+    if model.scope.seq_len != settings.seq_len:
+        raise InputError(
+            where,
+            "scope.seq_len",
+            f"fine-tuned at {model.scope.seq_len} tokens, the latencies are of "
+            f"{settings.seq_len}: budget the workload the model will serve (a profile at "
+            "the task's length)",
+        )
+    return PredictedAccuracy(model)
 
 
 def load_objective(

@@ -180,3 +180,33 @@ def test_a_margin_says_when_the_ranges_overlap():
     assert margin(a, b)["separated"] and margin(a, b)["points"] == pytest.approx(10.0)
     assert not margin(a, c)["separated"]
     assert margin(a, Proven("x", cfg, None, None, 2.0, (), ())) is None
+
+
+def test_the_accuracy_objective_is_the_saved_predictor_batched(tmp_path):
+    import random
+
+    from bfnas.errors import InputError
+    from bfnas.search.accuracy_predictor import AccuracyPredictor
+    from bfnas.search.predictor_file import AccuracyScope
+
+    space, rng = load_space("minilm-l6"), random.Random(0)
+    cfgs = [space.sample(rng) for _ in range(20)]
+    acc = [0.5 + 0.4 * c.params(embeddings=False) / 12e6 for c in cfgs]
+    scope = AccuracyScope(
+        task_sha256="a" * 64,
+        protocol_hash="p" * 16,
+        protocol="standard",
+        space="minilm-l6",
+        weights_sha256="w" * 64,
+        seq_len=64,
+    )
+    AccuracyPredictor(scope).fit(cfgs, acc).save(tmp_path / "m")
+    fn = load_objective("accuracy", 64, space=space, accuracy_model=str(tmp_path / "m"))
+    model = AccuracyPredictor.load(tmp_path / "m")
+    assert fn.many(cfgs) == [float(v) for v in model.predict(cfgs)]
+    assert fn(cfgs[0]) == fn.many(cfgs)[0]
+    # Budgets at another sequence length than the fine-tunes': refused, naming the field.
+    with pytest.raises(InputError, match="seq_len"):
+        load_objective("accuracy", 128, space=space, accuracy_model=str(tmp_path / "m"))
+    with pytest.raises(InputError, match="accuracy-model|accuracy_model"):
+        load_objective("accuracy", 64, space=space)

@@ -225,6 +225,7 @@ CLI_CASES = [
     (SEARCH, "objective", "--objective"),
     (SEARCH, "task_supernet", "--task-supernet"),
     (SEARCH, "task_dir", "--task-dir"),
+    (SEARCH, "accuracy_model", "--accuracy-model"),
     # task-finetune's fine-tune settings, by their flags in the search command
     (SEARCH, "epochs", "--finetune-epochs"),
     (SEARCH, "batch", "--finetune-batch"),

@@ -154,6 +154,11 @@ def add_task_objective_args(p: argparse.ArgumentParser) -> None:
         help="task-finetune: JSON file of finished fine-tunes, by arch key and settings "
         "(default task-finetune.json beside the artifact cache)",
     )
+    p.add_argument(
+        "--accuracy-model",
+        help="for --objective accuracy: an accuracy predictor (`bfnas accuracy fit --out`), "
+        "fitted at the profile's sequence length",
+    )
 
 
 def task_objective_fields(args: argparse.Namespace, profile, space) -> dict:
@@ -166,6 +171,7 @@ def task_objective_fields(args: argparse.Namespace, profile, space) -> dict:
         "task_dir": args.task_dir,
         "checkpoint": args.checkpoint,
         "space": space,
+        "accuracy_model": args.accuracy_model,
     }
     if args.objective == "task-finetune":
         ray = profile.target.kind == "ray"  # the search's device fleet runs the fine-tunes too
