@@ -238,7 +238,10 @@ def test_an_unknown_objective_names_the_registered_ones(monkeypatch):
     with pytest.raises(InputError) as err:
         objectives.load_objective("nope")
     line = err.value.line()
-    assert "\n" not in line and "params, neg-macs, oneshot, task, task-finetune, accuracy, narrowest" in line
+    assert (
+        "\n" not in line
+        and "params, neg-macs, oneshot, task, task-finetune, accuracy, narrowest" in line
+    )
     assert objectives.load_objective("narrowest")(None) == 0.0
 
 
