@@ -87,7 +87,14 @@ def main() -> int:
         help="fine-tune only this candidate's full model and L1 into --work, then stop (a "
         "process beside the main run, on the other core; the main run reads its runs back)",
     )
+    ap.add_argument(
+        "--layers",
+        default="1,2,3,4,5,6",
+        help="the family's depths to fine-tune and report (default all six); with --only, "
+        "fine-tune just these depths of that candidate's family",
+    )
     args = ap.parse_args()
+    layers_asked = sorted({int(x) for x in args.layers.split(",")})
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     runs = Runs(work)
@@ -134,7 +141,7 @@ def main() -> int:
     if args.only:
         settings = CANDIDATES[args.only]
         teach = teacher if settings.distill else None
-        for layers in (6, 1):
+        for layers in (6, 1) if args.layers == ap.get_default("layers") else layers_asked:
             for s in range(args.seeds):
                 cfg = family(full, layers)
                 run(f"{args.only}-L{layers}-seed{s}", cfg, replace(settings, seed=s), teach)
@@ -161,7 +168,7 @@ def main() -> int:
     chosen = min(meeting or cands, key=lambda n: cands[n]["seconds"])
     settings = CANDIDATES[chosen]
     fam = {}
-    for layers in range(1, 7):
+    for layers in layers_asked:
         cfg = family(full, layers)
         rows = [
             run(
@@ -176,9 +183,9 @@ def main() -> int:
     # In order within the noise: each deeper model's mean at least the shallower one's less
     # the two stds together.
     inversions = [
-        (k, k + 1)
-        for k in range(1, 6)
-        if fam[k + 1]["mean"] < fam[k]["mean"] - (fam[k]["std"] + fam[k + 1]["std"])
+        (a, b)
+        for a, b in zip(layers_asked, layers_asked[1:], strict=False)
+        if fam[b]["mean"] < fam[a]["mean"] - (fam[a]["std"] + fam[b]["std"])
     ]
     elapsed = time.perf_counter() - t_start
     lines = [
@@ -222,7 +229,7 @@ def main() -> int:
         )
     lines += [
         "",
-        "In order of size within the noise: "
+        f"In order of size within the noise (depths {layers_asked}): "
         + ("yes" if not inversions else f"no, inverted: {inversions}"),
         f"{elapsed / 60:.0f} minutes for what this run fine-tuned (earlier runs resumed).",
         "",
