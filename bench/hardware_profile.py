@@ -294,7 +294,7 @@ class HardwareProfile(_Strict):
             return self
         if not 0 < seq_len <= 512:  # Workload's own bounds
             raise InputError.bad_setting(
-                "max_len", f"{seq_len} tokens: a profile times 1 to 512 tokens an input"
+                "seq_len", f"{seq_len} tokens: a profile times 1 to 512 tokens an input"
             )
         workload = self.workload.model_copy(update={"seq_len": seq_len})
         return self.model_validate(

@@ -149,5 +149,5 @@ def test_a_profile_at_a_tasks_sequence_length_is_another_profile():
     assert at64.hash() != base.hash()  # its measurements never mix with the original's
     assert at64.runtime == base.runtime and at64.quantization == base.quantization
     assert base.at_seq_len(base.workload.seq_len) is base
-    with pytest.raises(InputError, match="max_len"):
+    with pytest.raises(InputError, match="seq_len"):
         base.at_seq_len(1024)

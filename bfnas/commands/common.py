@@ -70,6 +70,21 @@ def add_model_args(p: argparse.ArgumentParser, default_space: str | None = None)
     )
 
 
+def add_seq_len_arg(p: argparse.ArgumentParser) -> None:
+    """`--seq-len`: time the workload a model fine-tuned at that length will serve."""
+    p.add_argument(
+        "--seq-len",
+        type=int,
+        help="tokens an input, instead of the profile's workload: the task's length (a "
+        "protocol's max_len); the profile is then NAME-seqN, measured and stored apart",
+    )
+
+
+def profile_at(profile, seq_len: int | None):
+    """The profile at `--seq-len` (itself without one): `HardwareProfile.at_seq_len`."""
+    return profile if seq_len is None else profile.at_seq_len(seq_len)
+
+
 def add_artifacts_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--artifacts",

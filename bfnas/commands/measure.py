@@ -13,6 +13,7 @@ from bfnas.commands.common import (
     add_arch_arg,
     add_artifacts_arg,
     add_model_args,
+    add_seq_len_arg,
     arch_where,
     artifact_cache,
     command,
@@ -21,6 +22,7 @@ from bfnas.commands.common import (
     on_ray,
     parse_arch,
     print_json,
+    profile_at,
     runner_for,
     space_and_supernet,
 )
@@ -98,6 +100,7 @@ def register(sub) -> None:
     p.add_argument(
         "--hw", default="local-cpu-int8", help="hardware profile (default local-cpu-int8)"
     )
+    add_seq_len_arg(p)
     add_model_args(p)
     how_many = p.add_mutually_exclusive_group(required=True)
     how_many.add_argument("--samples", type=int, help="how many subnets to measure")
@@ -382,7 +385,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from bfnas.bench.store.latency_store import LatencyStore
 
     check_output_dir(args.artifacts, "--artifacts")
-    profile = on_ray(load_profile(args.hw), args.ray)
+    profile = on_ray(profile_at(load_profile(args.hw), args.seq_len), args.ray)
     if args.samples is not None and args.samples < 1:
         raise InputError("--samples", None, "must be at least 1")
     until = _until_settings(args) if args.until is not None else None
