@@ -109,7 +109,6 @@ class AccuracySearch:
     unit: str  # the predictor's latency unit, which the budget is in
     verify: Callable[[SubnetConfig], dict]  # measure one subnet on the device
     seeds: tuple[int, ...] = (0, 1, 2)
-    top: int = 3
     on_event: Callable[[str, dict], None] = lambda kind, data: None
     _fine_tuned: dict[str, tuple[tuple[float, ...], tuple[int, ...]]] = field(
         default_factory=dict, init=False, repr=False

@@ -220,3 +220,46 @@ COLLECT_REFUSALS = [
 @pytest.mark.parametrize("case", COLLECT_REFUSALS, ids=lambda c: c.id)
 def test_collect_refuses_bad_input_in_one_line(case, tmp_path, capsys, monkeypatch):
     check_refusal(case, tmp_path, capsys, monkeypatch)
+
+
+SEARCH = [
+    "accuracy",
+    "search",
+    "--db",
+    "{tmp}/lat.db",
+    "--max-latency-ms",
+    "2",
+    "--accuracy-model",
+    "{tmp}/m",
+    "--supernet",
+    "minilm",
+    "--task-dir",
+    "{tmp}/t",
+    "--out",
+    "{tmp}/out",
+    "--artifacts",
+    "{tmp}/art",
+]
+SEARCH_REFUSALS = [
+    Refusal("no-latency-store", SEARCH, "lat.db", TASK_FILES),
+    Refusal("verify", [*SEARCH, "--verify", "0"], "--verify", TASK_FILES),
+    Refusal("seeds", [*SEARCH, "--seeds", "a"], "--seeds", TASK_FILES),
+    Refusal("protocol", [*SEARCH, "--protocol", "nope"], "--protocol", TASK_FILES),
+    Refusal(
+        "no-accuracy-model",
+        SEARCH,
+        "{tmp}/m",
+        {**TASK_FILES, "lat.db": b""},
+    ),
+    Refusal(
+        "out-is-a-file",
+        SEARCH,
+        "--out",
+        {**TASK_FILES, "out": "a file"},
+    ),
+]
+
+
+@pytest.mark.parametrize("case", SEARCH_REFUSALS, ids=lambda c: c.id)
+def test_search_refuses_bad_input_in_one_line(case, tmp_path, capsys, monkeypatch):
+    check_refusal(case, tmp_path, capsys, monkeypatch)

@@ -10,6 +10,7 @@ from typing import Any
 from bfnas.commands.common import (
     EXIT_OK,
     add_arch_arg,
+    add_artifacts_arg,
     arch_where,
     command,
     console,
@@ -134,6 +135,51 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=1, help="fine-tunes at once (processes)")
     p.add_argument("--teachers", help="folder for the protocol's teachers (default DB.teachers/)")
     p.add_argument("--out", required=True, help="folder for the accuracy predictor")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = command(
+        g,
+        "search",
+        "the most accurate subnet under a latency budget, proven on both axes: search with "
+        "the accuracy and latency predictors, verify the top ones on the device and by "
+        "fine-tunes over the seeds, re-rank on the verified numbers, and hold the winner "
+        "against the hand-scaled model and the params winner, fine-tuned the same way",
+        "bfnas accuracy search --hw local-cpu-int8 --db lat.db --max-latency-ms 2 \\\n"
+        "      --accuracy-model acc-model/ --supernet minilm --task-dir task/ --out found/ --json",
+        cmd_search,
+    )
+    p.add_argument(
+        "--hw",
+        default="local-cpu-int8",
+        help="hardware profile; measured at the protocol's sequence length (NAME-seqN: "
+        "`bfnas profile --seq-len N` made its rows)",
+    )
+    p.add_argument("--space", default="minilm-l6", help="search space (default minilm-l6)")
+    p.add_argument("--db", required=True, help="the latency store with the profile's rows")
+    p.add_argument(
+        "--max-latency-ms",
+        type=float,
+        required=True,
+        help="latency budget, in the latency predictor's unit (anchor-normalized ms for "
+        "bfnas's own measurements)",
+    )
+    p.add_argument(
+        "--accuracy-model", required=True, help="accuracy predictor (`bfnas accuracy fit`)"
+    )
+    p.add_argument(
+        "--accuracy-db", default=DEFAULT_DB, help=f"the accuracy store (default {DEFAULT_DB})"
+    )
+    p.add_argument("--supernet", required=True, help="the supernet the subnets' weights come from")
+    p.add_argument("--task-dir", required=True, help="GLUE-format task folder")
+    p.add_argument("--protocol", default="standard", help="fine-tune protocol")
+    p.add_argument("--seeds", default="0,1,2", help="seeds of every proving fine-tune")
+    p.add_argument("--verify", type=int, default=3, help="candidates proven on both axes")
+    p.add_argument("--population", type=int, default=60)
+    p.add_argument("--generations", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="fine-tunes at once (processes)")
+    add_artifacts_arg(p)
+    p.add_argument("--out", required=True, help="folder for accuracy-search.json")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = command(
@@ -519,6 +565,189 @@ def cmd_collect(args: argparse.Namespace) -> int:
         + (f"; predictor saved to {model_path}" if model_path else "")
     )
     return EXIT_OK
+
+
+RESULT_FILE = "accuracy-search.json"
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from bfnas.bench.hardware_profile import load_profile
+    from bfnas.bench.jobs.context import open_setup
+    from bfnas.bench.jobs.finetuning import FinetuneJob, FinetuneSource, default_teachers
+    from bfnas.bench.store.accuracy_store import AccuracyStore, task_sha256
+    from bfnas.bench.store.latency_store import LatencyStore
+    from bfnas.models.nn.checkpoint import load_supernet, resolve_checkpoint
+    from bfnas.models.outputs import check_output_dir, write_atomic
+    from bfnas.models.space.search_space import load_space
+    from bfnas.models.train.glue_task import read_task
+    from bfnas.models.train.protocols import get_protocol
+    from bfnas.search.accuracy_predictor import AccuracyPredictor
+    from bfnas.search.accuracy_search import AccuracySearch
+    from bfnas.search.evolution import Budget, EvolutionSettings
+    from bfnas.search.latency_predictor import LatencyPredictor
+    from bfnas.search.loop import MIN_ROWS, DeviceVerifier, SearchJob
+    from bfnas.search.objectives import PredictedAccuracy, load_objective, objective_unit
+    from bfnas.search.predictor_file import PredictorSettings
+    from bfnas.search.training import load_rows
+    from bfnas.threads import fit_torch_threads
+
+    # The cheap checks first: nothing loads, trains or measures for refused input.
+    protocol = get_protocol(args.protocol)
+    seeds = parse_seeds(args.seeds)
+    if args.verify < 1:
+        raise InputError("--verify", None, f"must be at least 1, got {args.verify}")
+    if args.workers < 1:
+        raise InputError("--workers", None, f"must be at least 1, got {args.workers}")
+    check_output_dir(args.out, "--out", holds=(RESULT_FILE,))
+    check_output_dir(args.artifacts, "--artifacts")
+    # Latency at the length the model is fine-tuned for: the workload it will serve.
+    profile = load_profile(args.hw).at_seq_len(protocol.settings.max_len)
+    budget = Budget(args.max_latency_ms)
+    space = load_space(args.space)
+    task = read_task(args.task_dir)
+    folder = resolve_checkpoint(args.supernet)
+    if not folder.is_dir():
+        raise InputError("--supernet", None, f"{args.supernet}: not a directory")
+    if not Path(args.db).is_file():
+        raise InputError(args.db, None, "no such store")
+    model = AccuracyPredictor.load(
+        args.accuracy_model,
+        task_sha256=task_sha256(task.train.path, task.dev.path),
+        protocol_hash=protocol.hash(),
+        space=space.name,
+    )
+    AccuracyStore.check(args.accuracy_db)
+    supernet = load_supernet(folder)
+    if model.scope.weights_sha256 != supernet.source.get("weights_sha256"):
+        raise InputError(
+            args.accuracy_model,
+            "scope.weights_sha256",
+            f"learned fine-tunes from other weights than {folder}'s",
+        )
+    with LatencyStore(args.db) as store:
+        rows = load_rows(store, profile.hash(), space.name) if store.profiles() else None
+    if rows is None or len(rows.cfgs) < MIN_ROWS:
+        raise InputError(
+            args.db,
+            "measurements",
+            f"{0 if rows is None else len(rows.cfgs)} trusted rows of {profile.name}; the "
+            f"search needs {MIN_ROWS}: `bfnas profile --hw {args.hw} --seq-len "
+            f"{profile.workload.seq_len} --space {space.name} --samples 60 --db {args.db}`",
+        )
+    threads = fit_torch_threads()
+    out = console(stderr=args.json)
+    setup = open_setup(profile, space, artifacts=args.artifacts, supernet=supernet)
+    latency = LatencyPredictor(rows.scope, PredictorSettings(seed=args.seed)).fit(
+        rows.cfgs, rows.ms
+    )
+    settings = EvolutionSettings(
+        population=args.population,
+        parents=max(2, args.population // 4),
+        generations=args.generations,
+        seed=args.seed,
+    )
+    with (
+        LatencyStore(args.db) as store,
+        AccuracyStore(args.accuracy_db) as accuracy_store,
+        ProgressDisplay(out, "bfnas accuracy search", "searching") as bar,
+    ):
+        verifier = DeviceVerifier(setup=setup, store=store)
+        baseline_run: list[int] = []
+
+        def measure(cfg):
+            if not baseline_run:
+                store.add_profile(profile.name, profile.resolved(), profile.hash())
+                baseline_run.append(
+                    store.start_run(profile.hash(), "baselines", {"budget": args.max_latency_ms})
+                )
+            return verifier(cfg, baseline_run[0])
+
+        def search(name, objective):
+            return SearchJob(
+                store=store,
+                profile=profile,
+                space=space,
+                objective=objective or load_objective(name),
+                budget=budget,
+                settings=settings,
+                verify=args.verify,
+                verifier=verifier,
+                predictor=latency,
+                objective_name=name,
+                objective_unit=objective_unit(name),
+            )
+
+        job = FinetuneJob(
+            store=accuracy_store,
+            source=FinetuneSource(str(folder), args.task_dir, default_teachers(args.accuracy_db)),
+            protocol=protocol,
+            space=space.name,
+            teacher_cfg=space.largest(),
+            workers=args.workers,
+            threads=int(threads["threads"]),
+            on_event=lambda e: bar.update(note=e.message or str(e.cfg or "")),
+        )
+        try:
+            result = AccuracySearch(
+                search=search,
+                space=space,
+                accuracy=PredictedAccuracy(model),
+                finetunes=job,
+                budget_ms=args.max_latency_ms,
+                unit=rows.label,
+                verify=measure,
+                seeds=tuple(seeds),
+                on_event=lambda kind, d: bar.update(description=kind),
+            ).run()
+        finally:
+            setup.close()
+            if baseline_run:
+                store.finish_run(baseline_run[0], "finished", {})
+    result["profile"] = profile.name
+    write_atomic(Path(args.out) / RESULT_FILE, json.dumps(result, indent=1) + "\n")
+    if args.json:
+        return print_json(result)
+    print_proof(out, result)
+    return EXIT_OK
+
+
+def proven_line(label: str, row: dict | None, unit: str) -> str:
+    """One proven model the way the terminal, the report and the card show it."""
+    if row is None:
+        return f"{label}: none fits the budget"
+    acc = "no accuracy"
+    if row["accuracy_mean"] is not None:
+        std = row["accuracy_std"]
+        acc = f"{100 * row['accuracy_mean']:.2f}" + (f" ± {100 * std:.2f}" if std else "") + " %"
+    ms = "not measured" if row["latency_ms"] is None else f"{row['latency_ms']:.3f} ms"
+    used = "" if row["budget_used"] is None else f", {row['budget_used']:.0%} of the budget"
+    return f"{label}: {row['arch_text']}, {ms} ({unit}){used}, dev accuracy {acc}"
+
+
+def print_proof(out: Any, r: dict) -> None:
+    from rich.markup import escape
+
+    seeds = ",".join(map(str, r["seeds"]))
+    out.print(
+        escape(
+            f"under {r['budget_ms']:.3f} ms ({r['unit_text']}); dev accuracy mean ± std over "
+            f"seeds {seeds}, protocol {r['protocol']} ({r['protocol_text']})"
+        )
+    )
+    base = r["baseline"]
+    family = f"hand-scaled, {base['role']}" if base else "hand-scaled"
+    for label, row in (("winner", r["winner"]), (family, base), ("params", r["params_winner"])):
+        out.print(escape(proven_line(label, row, r["unit_text"])))
+    for name, m in r["margins"].items():
+        if m is not None:
+            apart = "apart" if m["separated"] else "overlapping"
+            out.print(
+                f"winner - {name}: {m['points']:+.2f} ± {m['spread_points']:.2f} points "
+                f"(±std ranges {apart})"
+            )
 
 
 def cmd_show(args: argparse.Namespace) -> int:
