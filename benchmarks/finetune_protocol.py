@@ -165,7 +165,18 @@ def main() -> int:
             ]
         )
     meeting = [n for n, c in cands.items() if c["meets"]]
-    chosen = min(meeting or cands, key=lambda n: cands[n]["seconds"])
+    close = [n for n, c in cands.items() if c["mean"] >= ref["mean"] - 1.0]
+    if meeting:
+        chosen = min(meeting, key=lambda n: cands[n]["seconds"])
+        why = "the cheapest that meets both"
+    elif close:
+        # Seed noise is what hides a difference between two subnets: the steadiest.
+        chosen, why = (
+            min(close, key=lambda n: cands[n]["std"]),
+            ("none meets both; the steadiest of those within 1 point of the reference"),
+        )
+    else:
+        chosen, why = max(cands, key=lambda n: cands[n]["mean"]), "none is within 1 point"
     settings = CANDIDATES[chosen]
     fam = {}
     for layers in layers_asked:
@@ -215,8 +226,7 @@ def main() -> int:
         )
     lines += [
         "",
-        f"Chosen: **{chosen}** (the cheapest that is within 1 point of the reference with "
-        "std <= 0.5; where none is, the cheapest).",
+        f"Chosen: **{chosen}** ({why}; the goal: within 1 point of the reference, std <= 0.5).",
         "",
         "| model | params | dev accuracy per seed (%) | mean | std | s per run |",
         "|---|---|---|---|---|---|",
@@ -245,6 +255,7 @@ def main() -> int:
             "candidates_l1": small,
             "candidate_settings": {n: asdict(s) for n, s in CANDIDATES.items()},
             "chosen": chosen,
+            "chosen_why": why,
             "family": fam,
             "inversions": inversions,
             "threads": args.threads,
