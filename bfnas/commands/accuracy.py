@@ -41,16 +41,7 @@ def register(sub) -> None:
         "      --seeds 0,1,2 --hand-scaled --db accuracy.db --json",
         cmd_measure,
     )
-    p.add_argument(
-        "--supernet",
-        required=True,
-        help="HF BERT folder the subnets' weights come from (`bfnas supernet train --out`), "
-        "or 'minilm'",
-    )
-    p.add_argument("--task-dir", required=True, help="GLUE-format task folder (train/dev TSV)")
-    p.add_argument(
-        "--protocol", default="standard", help="fine-tune protocol (`bfnas accuracy protocols`)"
-    )
+    add_finetune_args(p)
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     add_arch_arg(p, required=False)
     p.add_argument(
@@ -60,9 +51,8 @@ def register(sub) -> None:
     )
     p.add_argument("--samples", type=int, default=0, help="this many random subnets as well")
     p.add_argument("--sample-seed", type=int, default=0, help="which random subnets")
-    p.add_argument("--space", default="minilm-l6", help="search space (default minilm-l6)")
     p.add_argument("--tokenizer", help="default: the supernet folder's")
-    p.add_argument("--db", default=DEFAULT_DB, help=f"the accuracy store (default {DEFAULT_DB})")
+    add_db_arg(p)
     p.add_argument(
         "--teachers",
         help="folder for the protocol's teachers (default: beside --db, DB.teachers/)",
@@ -85,13 +75,8 @@ def register(sub) -> None:
         "--out acc-model/ --json",
         cmd_fit,
     )
-    p.add_argument("--db", default=DEFAULT_DB, help=f"the accuracy store (default {DEFAULT_DB})")
-    p.add_argument(
-        "--supernet", required=True, help="the supernet the fine-tunes started from, or 'minilm'"
-    )
-    p.add_argument("--task-dir", required=True, help="the task folder they were fine-tuned on")
-    p.add_argument("--protocol", default="standard", help="the protocol they were fine-tuned with")
-    p.add_argument("--space", default="minilm-l6", help="search space (default minilm-l6)")
+    add_db_arg(p)
+    add_finetune_args(p)
     p.add_argument("--seed", type=int, default=0, help="the estimator's seed")
     p.add_argument("--out", required=True, help="folder for model.txt and predictor.json")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -107,11 +92,8 @@ def register(sub) -> None:
         "      --model lat-model/ --budgets 1.5,3 --max-minutes 60 --out acc-model/ --json",
         cmd_collect,
     )
-    p.add_argument("--supernet", required=True, help="HF BERT folder, or 'minilm'")
-    p.add_argument("--task-dir", required=True, help="GLUE-format task folder")
-    p.add_argument("--protocol", default="standard", help="fine-tune protocol")
-    p.add_argument("--space", default="minilm-l6", help="search space (default minilm-l6)")
-    p.add_argument("--db", default=DEFAULT_DB, help=f"the accuracy store (default {DEFAULT_DB})")
+    add_finetune_args(p)
+    add_db_arg(p)
     p.add_argument(
         "--until",
         type=float,
@@ -154,7 +136,6 @@ def register(sub) -> None:
         help="hardware profile; measured at the protocol's sequence length (NAME-seqN: "
         "`bfnas profile --seq-len N` made its rows)",
     )
-    p.add_argument("--space", default="minilm-l6", help="search space (default minilm-l6)")
     p.add_argument("--db", required=True, help="the latency store with the profile's rows")
     p.add_argument(
         "--max-latency-ms",
@@ -166,12 +147,8 @@ def register(sub) -> None:
     p.add_argument(
         "--accuracy-model", required=True, help="accuracy predictor (`bfnas accuracy fit`)"
     )
-    p.add_argument(
-        "--accuracy-db", default=DEFAULT_DB, help=f"the accuracy store (default {DEFAULT_DB})"
-    )
-    p.add_argument("--supernet", required=True, help="the supernet the subnets' weights come from")
-    p.add_argument("--task-dir", required=True, help="GLUE-format task folder")
-    p.add_argument("--protocol", default="standard", help="fine-tune protocol")
+    add_db_arg(p, "--accuracy-db")
+    add_finetune_args(p)
     p.add_argument("--seeds", default="0,1,2", help="seeds of every proving fine-tune")
     p.add_argument("--verify", type=int, default=3, help="candidates proven on both axes")
     p.add_argument("--population", type=int, default=60)
@@ -190,7 +167,7 @@ def register(sub) -> None:
         "bfnas accuracy show --db accuracy.db --json",
         cmd_show,
     )
-    p.add_argument("--db", default=DEFAULT_DB, help=f"the accuracy store (default {DEFAULT_DB})")
+    add_db_arg(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     p = command(
@@ -201,6 +178,37 @@ def register(sub) -> None:
         cmd_protocols,
     )
     p.add_argument("--json", action="store_true", help="print them as JSON")
+
+
+def add_db_arg(p: argparse.ArgumentParser, flag: str = "--db") -> None:
+    p.add_argument(flag, default=DEFAULT_DB, help=f"the accuracy store (default {DEFAULT_DB})")
+
+
+def add_finetune_args(p: argparse.ArgumentParser) -> None:
+    """What every fine-tune of a command starts from and how it runs: the flags that pick
+    one task, protocol, supernet and space (the identity of the accuracies it reads)."""
+    p.add_argument(
+        "--supernet",
+        required=True,
+        help="HF BERT folder the subnets' weights come from (`bfnas supernet train --out`), "
+        "or 'minilm'",
+    )
+    p.add_argument("--task-dir", required=True, help="GLUE-format task folder (train/dev TSV)")
+    p.add_argument(
+        "--protocol", default="standard", help="fine-tune protocol (`bfnas accuracy protocols`)"
+    )
+    p.add_argument("--space", default="minilm-l6", help="search space (default minilm-l6)")
+
+
+def supernet_folder(name: str) -> Any:
+    """`--supernet` as the folder it names ('minilm': the packaged one), refused in one line
+    where it is no folder."""
+    from bfnas.models.nn.checkpoint import resolve_checkpoint
+
+    folder = resolve_checkpoint(name)
+    if not folder.is_dir():
+        raise InputError("--supernet", None, f"{name}: not a directory")
+    return folder
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -246,7 +254,6 @@ def _subnets(args: argparse.Namespace, space: Any) -> list[tuple[str, Any]]:
 def cmd_measure(args: argparse.Namespace) -> int:
     from bfnas.bench.jobs.finetuning import FinetuneJob, FinetuneSource, default_teachers
     from bfnas.bench.store.accuracy_store import AccuracyStore
-    from bfnas.models.nn.checkpoint import resolve_checkpoint
     from bfnas.models.space.search_space import load_space
     from bfnas.models.space.subnet import SubnetConfig
     from bfnas.models.train.glue_task import read_task
@@ -261,9 +268,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     subnets = _subnets(args, space)
     read_task(args.task_dir)
-    folder = resolve_checkpoint(args.supernet)
-    if not folder.is_dir():
-        raise InputError("--supernet", None, f"{args.supernet}: not a directory")
+    folder = supernet_folder(args.supernet)
     AccuracyStore.check(args.db)
     threads = fit_torch_threads()
     out = console(stderr=args.json)
@@ -357,7 +362,7 @@ def fine_tunes_of(args: argparse.Namespace):
     """The store's fine-tunes that `--task-dir`, `--protocol`, `--supernet` and `--space`
     name: (cfgs, mean accuracy, seeds, scope), checked before anything is fitted."""
     from bfnas.bench.store.accuracy_store import AccuracyStore, WeightsSource, task_sha256
-    from bfnas.models.nn.checkpoint import load_supernet, resolve_checkpoint
+    from bfnas.models.nn.checkpoint import load_supernet
     from bfnas.models.space.search_space import load_space
     from bfnas.models.train.glue_task import read_task
     from bfnas.models.train.protocols import get_protocol
@@ -368,9 +373,7 @@ def fine_tunes_of(args: argparse.Namespace):
     space = load_space(args.space)
     task = read_task(args.task_dir)
     sha = task_sha256(task.train.path, task.dev.path)
-    folder = resolve_checkpoint(args.supernet)
-    if not folder.is_dir():
-        raise InputError("--supernet", None, f"{args.supernet}: not a directory")
+    folder = supernet_folder(args.supernet)
     weights = str(load_supernet(folder).source.get("weights_sha256"))
     with AccuracyStore(args.db, read_only=True) as store:
         cfgs, acc, seeds = rows_from_store(
@@ -450,7 +453,6 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     from bfnas.bench.jobs.finetuning import FinetuneJob, FinetuneSource, default_teachers
     from bfnas.bench.store.accuracy_store import AccuracyStore, task_sha256
-    from bfnas.models.nn.checkpoint import resolve_checkpoint
     from bfnas.models.outputs import check_output_dir
     from bfnas.models.space.search_space import load_space
     from bfnas.models.train.glue_task import read_task
@@ -478,9 +480,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     near = _near_budget(args, protocol.settings.max_len, space)
     task = read_task(args.task_dir)
-    folder = resolve_checkpoint(args.supernet)
-    if not folder.is_dir():
-        raise InputError("--supernet", None, f"{args.supernet}: not a directory")
+    folder = supernet_folder(args.supernet)
     AccuracyStore.check(args.db)
     threads = fit_torch_threads()
     rng = random.Random(args.seed)
@@ -579,7 +579,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from bfnas.bench.jobs.finetuning import FinetuneJob, FinetuneSource, default_teachers
     from bfnas.bench.store.accuracy_store import AccuracyStore, task_sha256
     from bfnas.bench.store.latency_store import LatencyStore
-    from bfnas.models.nn.checkpoint import load_supernet, resolve_checkpoint
+    from bfnas.models.nn.checkpoint import load_supernet
     from bfnas.models.outputs import check_output_dir, write_atomic
     from bfnas.models.space.search_space import load_space
     from bfnas.models.train.glue_task import read_task
@@ -608,9 +608,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     budget = Budget(args.max_latency_ms)
     space = load_space(args.space)
     task = read_task(args.task_dir)
-    folder = resolve_checkpoint(args.supernet)
-    if not folder.is_dir():
-        raise InputError("--supernet", None, f"{args.supernet}: not a directory")
+    folder = supernet_folder(args.supernet)
     if not Path(args.db).is_file():
         raise InputError(args.db, None, "no such store")
     model = AccuracyPredictor.load(
