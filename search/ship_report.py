@@ -258,7 +258,7 @@ def ship_plot(found: AccuracySearchRun, folder: Path) -> Path | None:
         marker, color = family_styles[i % len(family_styles)]
         groups.append((f"hand-scaled: {family}", [m], {"fmt": marker, "color": color}))
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(9, 4.8))
+    fig, ax = plt.subplots(figsize=(9, 6.4))
     drawn = 0
     for label, models, style in groups:
         shown = [m for m in models if _plottable(m)]
@@ -310,7 +310,8 @@ def ship_plot(found: AccuracySearchRun, folder: Path) -> Path | None:
         title=f"accuracy search run {run['id']}: the model to ship",
     )
     # Beside the axes, not over the points (which may fill any corner).
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    # Below the axes: the winner's architecture can be long, and beside them it squeezed the plot.
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     return save_figure(fig, folder, f"ship-{run['id']}.png")
 
 

@@ -589,7 +589,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from bfnas.search.evolution import Budget, EvolutionSettings
     from bfnas.search.latency_predictor import LatencyPredictor
     from bfnas.search.loop import MIN_ROWS, DeviceVerifier, SearchJob
-    from bfnas.search.objectives import PredictedAccuracy, load_objective, objective_unit
+    from bfnas.search.objectives import load_objective, objective_unit
     from bfnas.search.predictor_file import PredictorSettings
     from bfnas.search.training import load_rows
     from bfnas.threads import fit_torch_threads
@@ -692,7 +692,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             result = AccuracySearch(
                 search=search,
                 space=space,
-                accuracy=PredictedAccuracy(model),
+                accuracy=model,
                 finetunes=job,
                 budget_ms=args.max_latency_ms,
                 unit=rows.label,
@@ -719,7 +719,11 @@ def proven_line(label: str, row: dict | None, unit: str) -> str:
     acc = "no accuracy"
     if row["accuracy_mean"] is not None:
         std = row["accuracy_std"]
-        acc = f"{100 * row['accuracy_mean']:.2f}" + (f" ± {100 * std:.2f}" if std else "") + " %"
+        acc = (
+            f"{100 * row['accuracy_mean']:.2f}"
+            + (f" ± {100 * std:.2f}" if std is not None else "")
+            + " %"
+        )
     ms = "not measured" if row["latency_ms"] is None else f"{row['latency_ms']:.3f} ms"
     used = "" if row["budget_used"] is None else f", {row['budget_used']:.0%} of the budget"
     return f"{label}: {row['arch_text']}, {ms} ({unit}){used}, dev accuracy {acc}"
