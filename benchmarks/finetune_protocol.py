@@ -93,6 +93,11 @@ def main() -> int:
         help="the family's depths to fine-tune and report (default all six); with --only, "
         "fine-tune just these depths of that candidate's family",
     )
+    ap.add_argument(
+        "--reverse",
+        action="store_true",
+        help="with --only: the seeds last first (a second process on the same depths)",
+    )
     args = ap.parse_args()
     layers_asked = sorted({int(x) for x in args.layers.split(",")})
     torch.set_num_threads(args.threads)
@@ -142,7 +147,7 @@ def main() -> int:
         settings = CANDIDATES[args.only]
         teach = teacher if settings.distill else None
         for layers in (6, 1) if args.layers == ap.get_default("layers") else layers_asked:
-            for s in range(args.seeds):
+            for s in sorted(range(args.seeds), reverse=args.reverse):
                 cfg = family(full, layers)
                 run(f"{args.only}-L{layers}-seed{s}", cfg, replace(settings, seed=s), teach)
         return 0
