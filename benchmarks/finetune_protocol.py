@@ -247,6 +247,9 @@ def main() -> int:
         f"In order of size within the noise (depths {layers_asked}): "
         + ("yes" if not inversions else f"no, inverted: {inversions}"),
         f"{elapsed / 60:.0f} minutes for what this run fine-tuned (earlier runs resumed).",
+        "Seconds are wall time of training in one process of one thread; the runs were made "
+        "two at a time (`--only`) on this 2-core machine beside other work, so they are what "
+        "a fine-tune cost here then, not a quiet machine's figure.",
         "",
         "One offline task (stdlib docstring sentences by module), not GLUE.",
     ]
