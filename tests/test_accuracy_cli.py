@@ -16,7 +16,7 @@ ARCH = '{"layers": 1, "hidden": 128, "heads": 2, "qkv": 64, "ffn": 256}'
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
     folder = tmp_path_factory.mktemp("task") / "task"
-    build_task(folder, TaskDataSettings(classes=2, max_per_class=40))
+    build_task(folder, TaskDataSettings(classes=2, max_per_class=20))
     return folder
 
 
