@@ -211,6 +211,38 @@ def supernet_folder(name: str) -> Any:
     return folder
 
 
+def check_workers(workers: int) -> None:
+    if workers < 1:
+        raise InputError("--workers", None, f"must be at least 1, got {workers}")
+
+
+def finetune_job(
+    args: argparse.Namespace,
+    store: Any,
+    folder: Any,
+    protocol: Any,
+    space: Any,
+    threads: dict,
+    on_event: Any,
+    teachers: str,
+    tokenizer: str | None = None,
+) -> Any:
+    """The `FinetuneJob` every command runs its fine-tunes through: from `--supernet`'s
+    folder, on `--task-dir`, `--workers` processes sharing the free threads."""
+    from bfnas.bench.jobs.finetuning import FinetuneJob, FinetuneSource
+
+    return FinetuneJob(
+        store=store,
+        source=FinetuneSource(str(folder), args.task_dir, teachers, tokenizer),
+        protocol=protocol,
+        space=space.name,
+        teacher_cfg=space.largest(),
+        workers=args.workers,
+        threads=int(threads["threads"]),
+        on_event=on_event,
+    )
+
+
 def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -252,7 +284,7 @@ def _subnets(args: argparse.Namespace, space: Any) -> list[tuple[str, Any]]:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    from bfnas.bench.jobs.finetuning import FinetuneJob, FinetuneSource, default_teachers
+    from bfnas.bench.jobs.finetuning import default_teachers
     from bfnas.bench.store.accuracy_store import AccuracyStore
     from bfnas.models.space.search_space import load_space
     from bfnas.models.space.subnet import SubnetConfig
@@ -263,8 +295,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     # The cheap checks first: nothing loads or trains for input that is refused anyway.
     protocol = get_protocol(args.protocol)
     seeds = parse_seeds(args.seeds)
-    if args.workers < 1:
-        raise InputError("--workers", None, f"must be at least 1, got {args.workers}")
+    check_workers(args.workers)
     space = load_space(args.space)
     subnets = _subnets(args, space)
     read_task(args.task_dir)
@@ -288,20 +319,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
             elif e.kind == "held":
                 bar.message(f"{e.cfg} seed {e.seed}: another process is fine-tuning it")
 
-        job = FinetuneJob(
-            store=store,
-            source=FinetuneSource(
-                str(folder),
-                args.task_dir,
-                args.teachers or default_teachers(args.db),
-                args.tokenizer,
-            ),
-            protocol=protocol,
-            space=space.name,
-            teacher_cfg=space.largest(),
-            workers=args.workers,
-            threads=int(threads["threads"]),
-            on_event=event,
+        teachers = args.teachers or default_teachers(args.db)
+        job = finetune_job(
+            args, store, folder, protocol, space, threads, event, teachers, args.tokenizer
         )
         records = job.run(work)
         teacher = job.loaded().teacher_about
@@ -451,7 +471,7 @@ def _near_budget(args: argparse.Namespace, seq_len: int, space: Any):
 def cmd_collect(args: argparse.Namespace) -> int:
     import random
 
-    from bfnas.bench.jobs.finetuning import FinetuneJob, FinetuneSource, default_teachers
+    from bfnas.bench.jobs.finetuning import default_teachers
     from bfnas.bench.store.accuracy_store import AccuracyStore, task_sha256
     from bfnas.models.outputs import check_output_dir
     from bfnas.models.space.search_space import load_space
@@ -472,8 +492,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     seeds = parse_seeds(args.seeds)
-    if args.workers < 1:
-        raise InputError("--workers", None, f"must be at least 1, got {args.workers}")
+    check_workers(args.workers)
     if args.pool < settings.first:
         raise InputError("--pool", None, f"must be at least --first ({settings.first})")
     check_output_dir(args.out, "--out", holds=(MODEL_FILE, META_FILE))
@@ -492,19 +511,15 @@ def cmd_collect(args: argparse.Namespace) -> int:
             out, "bfnas accuracy collect", "fine-tuning", total=settings.max_finetunes
         ) as bar,
     ):
-        job = FinetuneJob(
-            store=store,
-            source=FinetuneSource(
-                str(folder),
-                args.task_dir,
-                args.teachers or default_teachers(args.db),
-            ),
-            protocol=protocol,
-            space=space.name,
-            teacher_cfg=space.largest(),
-            workers=args.workers,
-            threads=int(threads["threads"]),
-            on_event=lambda e: bar.update(note=e.message) if e.kind == "teacher" else None,
+        job = finetune_job(
+            args,
+            store,
+            folder,
+            protocol,
+            space,
+            threads,
+            lambda e: bar.update(note=e.message) if e.kind == "teacher" else None,
+            args.teachers or default_teachers(args.db),
         )
         done = 0
 
@@ -576,7 +591,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     from bfnas.bench.hardware_profile import load_profile
     from bfnas.bench.jobs.context import open_setup
-    from bfnas.bench.jobs.finetuning import FinetuneJob, FinetuneSource, default_teachers
+    from bfnas.bench.jobs.finetuning import default_teachers
     from bfnas.bench.store.accuracy_store import AccuracyStore, task_sha256
     from bfnas.bench.store.latency_store import LatencyStore
     from bfnas.models.nn.checkpoint import load_supernet
@@ -599,8 +614,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     if args.verify < 1:
         raise InputError("--verify", None, f"must be at least 1, got {args.verify}")
-    if args.workers < 1:
-        raise InputError("--workers", None, f"must be at least 1, got {args.workers}")
+    check_workers(args.workers)
     check_output_dir(args.out, "--out", holds=(RESULT_FILE,))
     check_output_dir(args.artifacts, "--artifacts")
     # Latency at the length the model is fine-tuned for: the workload it will serve.
@@ -678,15 +692,15 @@ def cmd_search(args: argparse.Namespace) -> int:
                 objective_unit=objective_unit(name),
             )
 
-        job = FinetuneJob(
-            store=accuracy_store,
-            source=FinetuneSource(str(folder), args.task_dir, default_teachers(args.accuracy_db)),
-            protocol=protocol,
-            space=space.name,
-            teacher_cfg=space.largest(),
-            workers=args.workers,
-            threads=int(threads["threads"]),
-            on_event=lambda e: bar.update(note=e.message or str(e.cfg or "")),
+        job = finetune_job(
+            args,
+            accuracy_store,
+            folder,
+            protocol,
+            space,
+            threads,
+            lambda e: bar.update(note=e.message or str(e.cfg or "")),
+            default_teachers(args.accuracy_db),
         )
         try:
             result = AccuracySearch(
