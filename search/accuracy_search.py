@@ -26,13 +26,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.jobs.finetuning import FinetuneJob
-from bfnas.bench.store.latency_store import LATENCY_UNITS
+from bfnas.bench.store.latency_store import LATENCY_UNITS, LatencyStore
 from bfnas.models.space.search_space import SearchSpace
 from bfnas.models.space.subnet import SubnetConfig
 from bfnas.search.baselines import largest_fitting
-from bfnas.search.loop import SearchJob, measured_ms
-from bfnas.search.objectives import PredictedAccuracy
+from bfnas.search.evolution import Budget, EvolutionSettings
+from bfnas.search.loop import DeviceVerifier, SearchJob, measured_ms
+from bfnas.search.objectives import PredictedAccuracy, load_objective, objective_unit
 
 
 @dataclass(frozen=True)
@@ -139,14 +141,23 @@ class AccuracySearch:
     def _run(self) -> dict[str, Any]:
         objective = PredictedAccuracy(self.accuracy)
         found = self.search("accuracy", objective).run()
-        candidates = self._prove_verified(found, "candidate", objective)
+        params_found = self.search("params", None).run()
+        chosen, measured = self._hand_scaled_measured()
+        # Every fine-tune at once, after every latency: one pool of workers kept busy over
+        # the three groups, not idle at the tail of each.
+        self._accuracies(
+            self._within_budget(found) + self._within_budget(params_found) + list(chosen.values())
+        )
+        candidates = self._proven_verified(found, "candidate", objective)
         good = [c for c in candidates if c.within_budget and c.mean is not None]
         winner = max(good, key=lambda c: c.mean) if good else None  # type: ignore[arg-type, return-value]
-        params_found = self.search("params", None).run()
-        params = self._prove_verified(params_found, "params", objective)
+        params = self._proven_verified(params_found, "params", objective)
         params_ok = [c for c in params if c.within_budget and c.mean is not None]
         params_best = max(params_ok, key=lambda c: c.cfg.params()) if params_ok else None
-        families = self._hand_scaled(objective)
+        families = {
+            family: self._proven(family, cfg, measured[cfg.key()], objective)
+            for family, cfg in chosen.items()
+        }
         baseline = max(
             (f for f in families.values() if f.mean is not None),
             key=lambda f: f.mean,  # type: ignore[arg-type, return-value]
@@ -207,16 +218,27 @@ class AccuracySearch:
             objective(cfg),
         )
 
-    def _prove_verified(self, found: dict, role: str, objective: PredictedAccuracy) -> list[Proven]:
-        """The search's verified subnets within the budget, fine-tuned; the rest as they are
-        (a subnet over the budget on the device is not worth its fine-tunes)."""
-        verified = [v for r in found.get("rounds", []) for v in r["verified"]]
-        cfgs = [SubnetConfig.from_dict(v["arch"]) for v in verified]
-        self._accuracies([c for c, v in zip(cfgs, verified, strict=True) if v["within_budget"]])
-        return [self._proven(role, c, v, objective) for c, v in zip(cfgs, verified, strict=True)]
+    @staticmethod
+    def _verified(found: dict) -> list[tuple[SubnetConfig, dict]]:
+        return [
+            (SubnetConfig.from_dict(v["arch"]), v)
+            for r in found.get("rounds", [])
+            for v in r["verified"]
+        ]
 
-    def _hand_scaled(self, objective: PredictedAccuracy) -> dict[str, Proven]:
-        """The largest member of each family whose measured latency fits, fine-tuned."""
+    def _within_budget(self, found: dict) -> list[SubnetConfig]:
+        """The search's verified subnets within the budget: a subnet over it on the device
+        is not worth its fine-tunes."""
+        return [c for c, v in self._verified(found) if v["within_budget"]]
+
+    def _proven_verified(
+        self, found: dict, role: str, objective: PredictedAccuracy
+    ) -> list[Proven]:
+        return [self._proven(role, c, v, objective) for c, v in self._verified(found)]
+
+    def _hand_scaled_measured(self) -> tuple[dict[str, SubnetConfig], dict[str, dict]]:
+        """The largest member of each family whose measured latency fits, and every
+        member's measurement taken on the way."""
         measured: dict[str, dict] = {}
 
         def fits(cfg: SubnetConfig) -> bool:
@@ -229,9 +251,63 @@ class AccuracySearch:
             ms = measured[cfg.key()]["measured_ms"]
             return ms is not None and ms <= self.budget_ms
 
-        chosen = largest_fitting(self.space, fits)
-        self._accuracies(list(chosen.values()))
-        return {
-            family: self._proven(family, cfg, measured[cfg.key()], objective)
-            for family, cfg in chosen.items()
-        }
+        return largest_fitting(self.space, fits), measured
+
+
+def searches(
+    *,
+    store: LatencyStore,
+    profile: HardwareProfile,
+    space: SearchSpace,
+    budget_ms: float,
+    settings: EvolutionSettings,
+    verify: int,
+    verifier: DeviceVerifier,
+    predictor: Any,
+    params_verify: int | None = None,
+) -> Callable[[str, Any], SearchJob]:
+    """`AccuracySearch.search`: a `SearchJob` per objective, all on one store, profile,
+    budget, latency predictor and verifier. `params_verify`: how many params winners to
+    verify (default `verify`)."""
+
+    def make(name: str, objective: Any) -> SearchJob:
+        return SearchJob(
+            store=store,
+            profile=profile,
+            space=space,
+            objective=objective or load_objective(name),
+            budget=Budget(budget_ms),
+            settings=settings,
+            verify=verify if name != "params" or params_verify is None else params_verify,
+            verifier=verifier,
+            predictor=predictor,
+            objective_name=name,
+            objective_unit=objective_unit(name),
+        )
+
+    return make
+
+
+@dataclass
+class BaselineMeasurer:
+    """`AccuracySearch.verify`: each hand-scaled member measured on the device through the
+    search's verifier, under one latency-store run of kind "baselines" (started on first
+    use, finished by `close`)."""
+
+    store: LatencyStore
+    profile: HardwareProfile
+    verifier: DeviceVerifier
+    budget_ms: float
+    _run_id: int | None = field(default=None, init=False)
+
+    def __call__(self, cfg: SubnetConfig) -> dict:
+        if self._run_id is None:
+            p = self.profile
+            self.store.add_profile(p.name, p.resolved(), p.hash())
+            self._run_id = self.store.start_run(p.hash(), "baselines", {"budget": self.budget_ms})
+        return self.verifier(cfg, self._run_id)
+
+    def close(self) -> None:
+        if self._run_id is not None:
+            self.store.finish_run(self._run_id, "finished", {})
+            self._run_id = None

@@ -472,13 +472,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
     import random
 
     from bfnas.bench.jobs.finetuning import default_teachers
-    from bfnas.bench.store.accuracy_store import AccuracyStore, task_sha256
+    from bfnas.bench.store.accuracy_store import AccuracyStore
     from bfnas.models.outputs import check_output_dir
     from bfnas.models.space.search_space import load_space
     from bfnas.models.train.glue_task import read_task
     from bfnas.models.train.protocols import get_protocol
-    from bfnas.search.accuracy_until import AccuracyUntil, AccuracyUntilSettings, Finetuned
-    from bfnas.search.predictor_file import META_FILE, MODEL_FILE, AccuracyScope
+    from bfnas.search.accuracy_until import AccuracyUntil, AccuracyUntilSettings
+    from bfnas.search.finetune_rounds import job_rounds, job_scope
+    from bfnas.search.predictor_file import META_FILE, MODEL_FILE
     from bfnas.threads import fit_torch_threads
 
     protocol = get_protocol(args.protocol)
@@ -498,7 +499,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out", holds=(MODEL_FILE, META_FILE))
     space = load_space(args.space)
     near = _near_budget(args, protocol.settings.max_len, space)
-    task = read_task(args.task_dir)
+    read_task(args.task_dir)
     folder = supernet_folder(args.supernet)
     AccuracyStore.check(args.db)
     threads = fit_torch_threads()
@@ -523,35 +524,16 @@ def cmd_collect(args: argparse.Namespace) -> int:
         )
         done = 0
 
-        def finetune(cfgs: list) -> Finetuned:
+        def round_done(subnets: int) -> None:
             nonlocal done
-            records = job.run([(c, s) for c in cfgs for s in seeds])
-            acc, n = [], []
-            for i in range(len(cfgs)):
-                rs = records[i * len(seeds) : (i + 1) * len(seeds)]
-                ok = [r.accuracy for r in rs if r is not None and r.status == "ok"]
-                acc.append(statistics.fmean(ok) if ok else None)
-                n.append(max(1, len(ok)))
-            done += len(cfgs)
+            done += subnets
             bar.update(completed=done)
-            # Minutes of fine-tuning (a fine-tune a rerun reads back counts as when it ran).
-            minutes = sum(r.train_seconds or 0.0 for r in records if r is not None) / 60
-            return Finetuned(acc, n, minutes)
 
-        loaded = job.loaded()
-        scope = AccuracyScope(
-            task_sha256=task_sha256(task.train.path, task.dev.path),
-            protocol_hash=protocol.hash(),
-            protocol=protocol.name,
-            space=space.name,
-            weights_sha256=loaded.source.sha256,
-            seq_len=protocol.settings.max_len,
-        )
         result = AccuracyUntil(
             settings=settings,
-            scope=scope,
+            scope=job_scope(job),
             pool=pool,
-            finetune=finetune,
+            finetune=job_rounds(job, seeds, round_done),
             near_budget=near,
             on_round=lambda p: bar.message(
                 f"round {p.round}: {p.rows} subnets ({p.audited} random), out-of-fold tau "
@@ -600,11 +582,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     from bfnas.models.train.glue_task import read_task
     from bfnas.models.train.protocols import get_protocol
     from bfnas.search.accuracy_predictor import AccuracyPredictor
-    from bfnas.search.accuracy_search import AccuracySearch
+    from bfnas.search.accuracy_search import AccuracySearch, BaselineMeasurer, searches
     from bfnas.search.evolution import Budget, EvolutionSettings
     from bfnas.search.latency_predictor import LatencyPredictor
-    from bfnas.search.loop import MIN_ROWS, DeviceVerifier, SearchJob
-    from bfnas.search.objectives import load_objective, objective_unit
+    from bfnas.search.loop import MIN_ROWS, DeviceVerifier
     from bfnas.search.predictor_file import PredictorSettings
     from bfnas.search.training import load_rows
     from bfnas.threads import fit_torch_threads
@@ -619,7 +600,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     check_output_dir(args.artifacts, "--artifacts")
     # Latency at the length the model is fine-tuned for: the workload it will serve.
     profile = load_profile(args.hw).at_seq_len(protocol.settings.max_len)
-    budget = Budget(args.max_latency_ms)
+    Budget(args.max_latency_ms)  # a bad budget refused before anything loads
     space = load_space(args.space)
     task = read_task(args.task_dir)
     folder = supernet_folder(args.supernet)
@@ -667,31 +648,17 @@ def cmd_search(args: argparse.Namespace) -> int:
         ProgressDisplay(out, "bfnas accuracy search", "searching") as bar,
     ):
         verifier = DeviceVerifier(setup=setup, store=store)
-        baseline_run: list[int] = []
-
-        def measure(cfg):
-            if not baseline_run:
-                store.add_profile(profile.name, profile.resolved(), profile.hash())
-                baseline_run.append(
-                    store.start_run(profile.hash(), "baselines", {"budget": args.max_latency_ms})
-                )
-            return verifier(cfg, baseline_run[0])
-
-        def search(name, objective):
-            return SearchJob(
-                store=store,
-                profile=profile,
-                space=space,
-                objective=objective or load_objective(name),
-                budget=budget,
-                settings=settings,
-                verify=args.verify,
-                verifier=verifier,
-                predictor=latency,
-                objective_name=name,
-                objective_unit=objective_unit(name),
-            )
-
+        measure = BaselineMeasurer(store, profile, verifier, args.max_latency_ms)
+        search = searches(
+            store=store,
+            profile=profile,
+            space=space,
+            budget_ms=args.max_latency_ms,
+            settings=settings,
+            verify=args.verify,
+            verifier=verifier,
+            predictor=latency,
+        )
         job = finetune_job(
             args,
             accuracy_store,
@@ -716,8 +683,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             ).run()
         finally:
             setup.close()
-            if baseline_run:
-                store.finish_run(baseline_run[0], "finished", {})
+            measure.close()
     result["profile"] = profile.name
     write_atomic(Path(args.out) / RESULT_FILE, json.dumps(result, indent=1) + "\n")
     if args.json:
