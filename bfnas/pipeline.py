@@ -208,6 +208,39 @@ def run_task_stage(
     }
 
 
+def demo_task(task_dir: str | None, out: Path) -> dict[str, Any]:
+    """The task the demo searches for: `task_dir` as given, or the offline task at a demo's
+    size (`task_data.DEMO_TASK`) made in `out/task` (kept from an earlier run when it was
+    made with the same settings). Its folder, labels and sizes."""
+    import json
+    from dataclasses import asdict
+
+    from bfnas.models.train.glue_task import read_task
+    from bfnas.models.train.task_data import DEMO_TASK, MANIFEST, build_task
+
+    if task_dir is not None:
+        folder = Path(task_dir)
+        task = read_task(folder)
+        made = False
+    else:
+        folder = out / "task"
+        manifest = folder / MANIFEST
+        kept = manifest.is_file() and json.loads(manifest.read_text()).get("settings") == asdict(
+            DEMO_TASK
+        )
+        if not kept:
+            build_task(folder, DEMO_TASK)
+        task = read_task(folder)
+        made = True
+    return {
+        "folder": str(folder),
+        "offline": made,
+        "labels": list(task.label_names),
+        "train_examples": len(task.train.a),
+        "dev_examples": len(task.dev.a),
+    }
+
+
 @dataclass(frozen=True)
 class DemoSettings:
     samples: int = 60
@@ -267,11 +300,14 @@ def run_demo(
     on_step: Callable[[str, float], None] = lambda step, fraction: None,
     objective: tuple[str, Callable[[SubnetConfig], float]] | None = None,
     on_message: Callable[[str], None] = lambda text: None,
+    proven: ProvenTask | None = None,
 ) -> dict[str, Any]:
     """Stage 2 end to end into `out` (store `demo.db`, search results, `report/`). The search
-    maximizes `objective` (name, function); encoder params by default. Every latency in the
-    result says its unit: the search works in the predictor's (`unit`), the INT8 / FP32
-    comparison in raw medians of both."""
+    maximizes `objective` (name, function); encoder params by default. With `proven`, it is
+    the accuracy half instead (`proven_search`): accuracies in `accuracy.db`, the winner
+    proven on both axes against the hand-scaled model. Every latency in the result says its
+    unit: the search works in the predictor's (`unit`), the INT8 / FP32 comparison in raw
+    medians of both."""
     out.mkdir(parents=True, exist_ok=True)
     # The demo measures on this machine (the command refuses any other target).
     setup = open_setup(int8_profile, space, artifacts=cache, supernet=supernet)
@@ -283,25 +319,44 @@ def run_demo(
     }
     best = None
     with LatencyStore(out / "demo.db") as store:
-        census = _profile_until_trusted(store, setup, settings, on_step, on_message)
+        # Profiling is most of a latency-only run, a quarter of one that fine-tunes.
+        share = 0.7 if proven is None else 0.25
+        census = _profile_until_trusted(store, setup, settings, on_step, on_message, share)
         result["profiled"] = census
         if census["trusted"] < MIN_ROWS:
             result["status"] = "too few trusted measurements"
             result["message"] = _too_few_trusted(census, census["rounds"])
         else:
-            best = _search(
-                store,
-                setup,
-                fp32_profile,
-                settings,
-                on_step,
-                objective,
-                result,
-                on_message,
-            )
+            on_step("fitting the latency predictor (cross-validated)", share + 0.02)
+            rows, budget_ms = _fit_latency(store, setup, settings, result)
+            if proven is None:
+                best = _search(
+                    store, setup, settings, on_step, objective, result, on_message, budget_ms
+                )
+            else:
+                proof = _prove(
+                    store,
+                    setup,
+                    rows,
+                    budget_ms,
+                    proven,
+                    out,
+                    lambda step, f: on_step(step, share + 0.05 + (0.88 - share - 0.05) * f),
+                    on_message,
+                )
+                result.update(proof)
+                best = proof.get("winner")
+            if best is not None and best.get("median_ms"):
+                on_step("timing the winner in FP32", 0.9)
+                result["fp32_vs_int8"] = _fp32_vs_int8(
+                    setup, SubnetConfig.from_dict(best["arch"]), fp32_profile, best["median_ms"]
+                )
     setup.close()
     on_step("writing the report", 0.93)
-    result["report"] = str(build_report(out / "demo.db", out / "report"))
+    accuracy_db = out / ACCURACY_DB if proven is not None else None
+    if accuracy_db is not None and not accuracy_db.is_file():
+        accuracy_db = None
+    result["report"] = str(build_report(out / "demo.db", out / "report", accuracy_db=accuracy_db))
     if "status" not in result:
         result["status"] = (
             "ok" if best is not None and best.get("within_budget") else "no winner within budget"
@@ -316,10 +371,12 @@ def _profile_until_trusted(
     settings: DemoSettings,
     on_step: Callable[[str, float], None],
     on_message: Callable[[str], None],
+    share: float,
 ) -> dict[str, Any]:
     """Profile `settings.samples` subnets; while fewer than `trusted_share` of them are
     trusted, measure the untrusted ones again (bounded by `profile_rounds`). A rerun of the
-    demo measures a previous run's untrusted subnets again too."""
+    demo measures a previous run's untrusted subnets again too. `share`: of the progress
+    bar."""
     done = 0
 
     def profiled(e) -> None:
@@ -328,7 +385,7 @@ def _profile_until_trusted(
             done += 1
             on_step(
                 f"profiling {min(done, settings.samples)}/{settings.samples}",
-                0.7 * min(done / settings.samples, 1.0),
+                share * min(done / settings.samples, 1.0),
             )
         elif e.kind in ("busy", "drift"):
             on_message(e.message)
@@ -341,7 +398,7 @@ def _profile_until_trusted(
                 f"trusted; measuring them again (round {round_} of at most "
                 f"{settings.profile_rounds})"
             )
-        on_step("profiling", 0.7 * min(done / settings.samples, 1.0))
+        on_step("profiling", share * min(done / settings.samples, 1.0))
         ProfileJob(
             setup=setup,
             store=store,
@@ -366,21 +423,15 @@ SEARCH_GOALS = {
 }
 
 
-def _search(
+def _fit_latency(
     store: LatencyStore,
     setup: MeasurementSetup,
-    fp32_profile: HardwareProfile,
     settings: DemoSettings,
-    on_step: Callable[[str, float], None],
-    objective: tuple[str, Callable[[SubnetConfig], float]] | None,
     result: dict[str, Any],
-    on_message: Callable[[str], None],
-) -> dict[str, Any] | None:
-    """Fit and cross-validate the predictor, search, verify, compare the winner with FP32;
-    fills `result` and returns the best verified subnet."""
-    int8_profile, space = setup.profile, setup.space
-    on_step("fitting the latency predictor (cross-validated)", 0.72)
-    rows = load_rows(store, int8_profile.hash(), space.name)
+) -> tuple[Any, float]:
+    """Cross-validate the latency predictor on the profiled rows (into `result`); the rows
+    and the budget."""
+    rows = load_rows(store, setup.profile.hash(), setup.space.name)
     folds = max(2, min(5, len(rows.cfgs) // 10))  # CV wants >= 10 rows per fold
     cv = cross_validate(rows, PredictorSettings(seed=settings.seed), folds, settings.seed)
     result["unit"] = rows.label
@@ -391,19 +442,32 @@ def _search(
         "folds": folds,
         **{k: cv[k] for k in ("within_5pct", "within_10pct", "mape", "kendall_tau")},
     }
-
     budget_ms = settings.max_latency_ms or float(statistics.median(rows.ms))
+    result["budget_ms"] = budget_ms
+    return rows, budget_ms
+
+
+def _search(
+    store: LatencyStore,
+    setup: MeasurementSetup,
+    settings: DemoSettings,
+    on_step: Callable[[str, float], None],
+    objective: tuple[str, Callable[[SubnetConfig], float]] | None,
+    result: dict[str, Any],
+    on_message: Callable[[str], None],
+    budget_ms: float,
+) -> dict[str, Any] | None:
+    """Search for `objective` under the budget and verify the winners on the device; fills
+    `result` and returns the best verified subnet."""
     name, fn = objective or ("params", load_objective("params"))
     goal = SEARCH_GOALS.get(name, f"best {name}")
-    on_step(
-        f"searching for the {goal} under {budget_ms:.3f} ms ({LATENCY_UNITS[rows.label]})", 0.78
-    )
+    on_step(f"searching for the {goal} under {budget_ms:.3f} ms ({result['unit_text']})", 0.78)
     verifier = DeviceVerifier(setup=setup, store=store, on_wait=lambda w: on_message(w.message()))
     result["objective"] = name
     search = SearchJob(
         store=store,
-        profile=int8_profile,
-        space=space,
+        profile=setup.profile,
+        space=setup.space,
         objective=fn,
         budget=Budget(budget_ms),
         settings=EvolutionSettings(
@@ -424,17 +488,80 @@ def _search(
         ),
     )
     found = search.run()
-    result["budget_ms"] = budget_ms
     result["best"] = found["best"]
     result["verified"] = found["rounds"][0]["verified"]
-
     best = found["best"]
-    if best is not None and best["status"] not in ("failed", "not verified"):
-        on_step("timing the winner in FP32", 0.9)
-        result["fp32_vs_int8"] = _fp32_vs_int8(
-            setup, SubnetConfig.from_dict(best["arch"]), fp32_profile, best["median_ms"]
-        )
+    if best is None or best["status"] in ("failed", "not verified"):
+        return None
     return best
+
+
+@dataclass(frozen=True)
+class ProvenTask:
+    """What the demo's accuracy half fine-tunes: the supernet folder the subnets' weights
+    come from, the task, and how (`ProvenSearchSettings`)."""
+
+    supernet_dir: Path
+    task_dir: Path
+    settings: Any  # ProvenSearchSettings: imported with the half, which loads torch
+
+
+ACCURACY_DB = "accuracy.db"
+
+
+def _prove(
+    store: LatencyStore,
+    setup: MeasurementSetup,
+    rows: Any,
+    budget_ms: float,
+    proven: ProvenTask,
+    out: Path,
+    on_step: Callable[[str, float], None],
+    on_message: Callable[[str], None],
+) -> dict[str, Any]:
+    """The accuracy half (`proven_search`): the result's "collect", "winner", "baseline",
+    "params_winner", "margins" and the whole accuracy search."""
+    from bfnas.proven_search import run_proven_search
+    from bfnas.search.latency_predictor import LatencyPredictor
+
+    latency = LatencyPredictor(rows.scope, PredictorSettings(seed=proven.settings.seed)).fit(
+        rows.cfgs, rows.ms
+    )
+    found = run_proven_search(
+        store=store,
+        setup=setup,
+        latency=latency,
+        unit=rows.label,
+        budget_ms=budget_ms,
+        supernet_dir=proven.supernet_dir,
+        task_dir=proven.task_dir,
+        accuracy_db=out / ACCURACY_DB,
+        settings=proven.settings,
+        on_step=on_step,
+        on_message=on_message,
+    )
+    search = found["accuracy_search"]
+    if search is None:
+        return {"objective": "accuracy", "collect": found["collect"]}
+    return {
+        "objective": "accuracy",
+        "collect": found["collect"],
+        **{
+            k: search[k]
+            for k in (
+                "protocol",
+                "protocol_hash",
+                "protocol_text",
+                "seeds",
+                "winner",
+                "baseline",
+                "params_winner",
+                "hand_scaled",
+                "candidates",
+                "margins",
+            )
+        },
+    }
 
 
 def _fp32_vs_int8(

@@ -226,7 +226,9 @@ def _package(
         "labels": list(task.label_names),
         "max_len": settings.max_len,
         "task": {
-            "folder": str(task.folder.resolve()),
+            # As given: an absolute path says nothing on another machine (the files' sha256
+            # below are what identify the task).
+            "folder": str(task.folder),
             "train_file": task.train.path.name,
             "dev_file": task.dev.path.name,
             "train_sha256": file_sha256(task.train.path),

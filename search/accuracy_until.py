@@ -358,12 +358,15 @@ def near_budgets(
     latency (`latency(cfgs)`, in the budgets' unit) lies to the nearest budget, as
     exp(-(log ratio / width)^2): 1 on a budget, 0.37 at 25 % off, 0.02 at 50 % off. Where
     the search will choose is where the predictor must rank well; far from every budget a
-    subnet is never a winner nor a baseline."""
+    subnet is never a winner nor a baseline. Measured from the candidates nearest a budget:
+    where none comes near one (a budget above the whole space), those nearest count as on
+    it, not every weight as zero."""
     logs = np.log(np.asarray(budgets, dtype=np.float64))
 
     def weights(cfgs: Sequence[SubnetConfig]) -> Sequence[float]:
         ms = np.log(np.maximum(np.asarray(latency(cfgs), dtype=np.float64), 1e-9))
         off = np.min(np.abs(ms[:, None] - logs[None, :]), axis=1)
+        off = off - off.min() if len(off) else off
         return list(np.exp(-((off / width) ** 2)))
 
     return weights

@@ -18,6 +18,7 @@ from bfnas.search.accuracy_until import (
     AccuracyUntil,
     AccuracyUntilSettings,
     Finetuned,
+    near_budgets,
     tau_lower_bound,
 )
 from bfnas.search.features import FEATURES, feature_matrix
@@ -160,6 +161,24 @@ def test_only_candidates_near_a_budget_are_fine_tuned(candidates):
     AccuracyUntil(settings, SCOPE, candidates, lab, near_budget).run()
     far = {c.key() for c, w in zip(candidates, near_budget(candidates), strict=True) if w == 0}
     assert far and len(lab.keys) == 30 and not set(lab.keys) & far
+
+
+def test_near_budgets_weighs_by_distance_and_never_empties_the_pool(candidates):
+    latency = {c.key(): float(c.params()) / 1e6 for c in candidates}  # a stand-in, in "ms"
+
+    def predict(cfgs):
+        return np.array([latency[c.key()] for c in cfgs])
+
+    ms = predict(candidates)
+    on = candidates[int(np.argsort(ms)[len(ms) // 2])]
+    w = np.array(near_budgets(predict, [latency[on.key()]])(candidates))
+    assert w[candidates.index(on)] == pytest.approx(1.0)
+    # Farther from the budget (in log ratio), lighter.
+    off = np.abs(np.log(ms / latency[on.key()]))
+    assert np.all(np.diff(w[np.argsort(off)]) <= 1e-12)
+    # A budget far above the whole space: its largest subnets count as on it, not all zero.
+    far = np.array(near_budgets(predict, [1000 * ms.max()])(candidates))
+    assert far[int(np.argmax(ms))] == pytest.approx(1.0) and far[int(np.argmin(ms))] < 1e-6
 
 
 def test_chosen_subnets_are_where_the_fold_models_disagree(candidates):

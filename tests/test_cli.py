@@ -286,7 +286,7 @@ def test_demo_distils_the_supernet_then_searches_for_one_shot_fidelity(
         str(fast_profile_file),
         "--train-steps",
         "4",
-        "--task-steps",
+        "--finetunes",
         "0",
         "--samples",
         "30",
@@ -300,7 +300,7 @@ def test_demo_distils_the_supernet_then_searches_for_one_shot_fidelity(
     )
     r = json.loads(out)
     s1 = r["stage1"]
-    assert r["objective"] == "oneshot" and s1["steps"] == 4 and r["task_stage"] is None
+    assert r["objective"] == "oneshot" and s1["steps"] == 4 and r["task"] is None
     assert (tmp_path / "demo" / "stage1" / "supernet" / "model.safetensors").is_file()
     # Fidelity to the teacher is a CKA: in (0, 1], and the search's winner is scored by it.
     assert all(0 < x <= 1 for x in s1["oneshot_before"] + s1["oneshot_after"])
@@ -312,9 +312,15 @@ def test_demo_distils_the_supernet_then_searches_for_one_shot_fidelity(
 
 
 @pytest.mark.slow
-def test_demo_ends_with_a_model_folder_found_by_task_accuracy(
+def test_demo_proves_its_winner_against_the_hand_scaled_model_on_a_users_task(
     capsys, tmp_path, tiny_space_file, fast_profile_file
 ):
+    from bfnas.bench.store.accuracy_store import AccuracyStore
+    from bfnas.models.space.subnet import SubnetConfig
+    from bfnas.models.train.task_data import TaskDataSettings, build_task
+
+    task = tmp_path / "task"
+    build_task(task, TaskDataSettings(classes=2, max_per_class=20))
     code, out, _ = run(
         capsys,
         "demo",
@@ -326,12 +332,17 @@ def test_demo_ends_with_a_model_folder_found_by_task_accuracy(
         str(fast_profile_file),
         "--train-steps",
         "2",
-        "--task-steps",
-        "3",
         "--samples",
         "30",
+        "--task-dir",
+        str(task),
+        "--seeds",
+        "0,1",
         "--verify",
         "1",
+        # Every subnet of the tiny space fits: the hand-scaled models are there to beat.
+        "--max-latency-ms",
+        "1000",
         "--out",
         str(tmp_path / "demo"),
         "--artifacts",
@@ -339,20 +350,62 @@ def test_demo_ends_with_a_model_folder_found_by_task_accuracy(
         "--json",
     )
     r = json.loads(out)
-    ts = r["task_stage"]
-    assert r["objective"] == "task" and ts["steps"] == 3 and len(ts["labels"]) == 12
-    assert (tmp_path / "demo" / "task" / "train.tsv").is_file()
-    # The search's scores are one-shot dev accuracies of the task supernet's subnets.
-    assert all(0 <= v["objective"] <= 1 for v in r["verified"])
-    if code == 0:  # a winner within budget: it was fine-tuned into a folder to ship
-        model = tmp_path / "demo" / "model"
-        for name in ("model.int8.onnx", "model.onnx", "config.json", "README.md", "model.json"):
-            assert (model / name).is_file(), name
-        card = json.loads((model / "model.json").read_text())
-        assert card == r["model"]["card"]
-        assert card["arch"] == r["best"]["arch"]
-    else:
-        assert code == 1 and "model" not in r
+    assert code == 0 and r["objective"] == "accuracy" and r["budget_ms"] == 1000
+    # Latency where the model serves: at the protocol's 64 tokens, a profile of its own.
+    assert r["profile"] == "test-cpu-int8-seq64" and r["protocol"] == "demo"
+    assert r["task"]["folder"] == str(task) and not r["task"]["offline"]
+    assert r["collect"]["subnets"] == 8
+    for role in ("winner", "baseline", "params_winner"):
+        row = r[role]
+        SubnetConfig.from_dict(row["arch"])  # the JSON `--arch` takes
+        assert 0 < row["latency_ms"] <= r["budget_ms"] and row["seeds"] == [0, 1]
+        assert 0 <= row["accuracy_mean"] <= 1 and row["accuracy_std"] is not None
+    assert r["baseline"]["role"] in ("fewer layers", "narrower")
+    assert r["margins"]["baseline"]["points"] == pytest.approx(
+        100 * (r["winner"]["accuracy_mean"] - r["baseline"]["accuracy_mean"])
+    )
+    # Every accuracy is a stored fine-tune: the predictor's 8 rows and each proven seed.
+    with AccuracyStore(tmp_path / "demo" / "accuracy.db", read_only=True) as store:
+        keys = {(str(f.arch), f.seed) for f in store.finetunes()}
+    proven = {
+        (str(SubnetConfig.from_dict(r[k]["arch"])), s)
+        for k in ("winner", "baseline")
+        for s in (0, 1)
+    }
+    assert proven <= keys and len(keys) >= 8
+    # The subnets' weights come from stage 1's supernet, which `bfnas task eval` reads.
+    assert (tmp_path / "demo" / "stage1" / "supernet" / "model.safetensors").is_file()
+    card = json.loads((tmp_path / "demo" / "model" / "model.json").read_text())
+    assert card == r["model"]["card"] and card["arch"] == r["winner"]["arch"]
+    assert card["max_len"] == 64 and card["task"]["folder"] == str(task)
+    html = (tmp_path / "demo" / "report" / "report.html").read_text()
+    assert "The model to ship" in html
+
+
+def test_demo_refuses_a_bad_accuracy_half_in_one_line(capsys, tmp_path, monkeypatch):
+    import bfnas.pipeline
+
+    def never(*args, **kwargs):
+        raise AssertionError("ran despite bad input")
+
+    monkeypatch.setattr(bfnas.pipeline, "run_demo", never)
+    monkeypatch.setattr(bfnas.pipeline, "run_stage1", never)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "train.tsv").write_text("sentence\tlabel\nA b c.\t0\nD e f.\t1\n")
+    cases = [
+        (["--task-dir", str(tmp_path / "t")], "--task-dir"),  # no checkpoint: nothing to tune
+        (["--checkpoint", "minilm", "--task-dir", str(tmp_path / "none")], "none"),
+        (["--checkpoint", "minilm", "--task-dir", str(tmp_path / "t")], "dev"),
+        (["--checkpoint", "minilm", "--seeds", "0"], "--seeds"),
+        (["--checkpoint", "minilm", "--finetunes", "3"], "--finetunes"),
+        (["--checkpoint", "minilm", "--protocol", "long"], "protocol"),
+        (["--checkpoint", "minilm", "--workers", "0"], "--workers"),
+    ]
+    for extra, named in cases:
+        code, out, err = run(capsys, "demo", *extra, "--out", str(tmp_path / "o"))
+        line = err.strip()
+        assert code == 2 and "\n" not in line and named in line, (extra, err)
+        assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow

@@ -335,7 +335,7 @@ def test_demo_wiring_gives_stage_lines_on_stderr_under_json(
         ]
     )
     out, err = capsys.readouterr()
-    assert code == 0 and json.loads(out) == {"status": "ok", "stage1": None, "task_stage": None}
+    assert code == 0 and json.loads(out) == {"status": "ok", "stage1": None, "task": None}
     stages = [x.split("] ", 1)[1] for x in err.splitlines() if "bfnas demo:" in x]
     assert stages == [
         "bfnas demo: starting, 0%",
