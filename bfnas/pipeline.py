@@ -29,7 +29,7 @@ from bfnas.models.outputs import write_atomic
 from bfnas.models.space.search_space import SearchSpace
 from bfnas.models.space.subnet import SubnetConfig
 from bfnas.search.evolution import Budget, EvolutionSettings
-from bfnas.search.loop import MIN_ROWS, DeviceVerifier, SearchJob
+from bfnas.search.loop import MIN_ROWS, DeviceVerifier, SearchJob, measured_ms
 from bfnas.search.objectives import load_objective, objective_unit
 from bfnas.search.predictor_file import PredictorSettings
 from bfnas.search.report import build_report
@@ -244,7 +244,10 @@ def demo_task(task_dir: str | None, out: Path) -> dict[str, Any]:
 @dataclass(frozen=True)
 class DemoSettings:
     samples: int = 60
-    max_latency_ms: float | None = None  # default: the median measured latency
+    max_latency_ms: float | None = None  # default: see `budget_share`
+    # The default budget: this share of the space's largest subnet's measured latency (what
+    # a user asks: "a third of MiniLM's latency"); None: the median measured latency.
+    budget_share: float | None = None
     verify: int = 3
     seed: int = 0
     population: int = 60
@@ -328,7 +331,8 @@ def run_demo(
             result["message"] = _too_few_trusted(census, census["rounds"])
         else:
             on_step("fitting the latency predictor (cross-validated)", share + 0.02)
-            rows, budget_ms = _fit_latency(store, setup, settings, result)
+            rows = _fit_latency(store, setup, settings, result)
+            budget_ms = _budget(store, setup, settings, rows, result, on_message)
             if proven is None:
                 best = _search(
                     store, setup, settings, on_step, objective, result, on_message, budget_ms
@@ -428,9 +432,9 @@ def _fit_latency(
     setup: MeasurementSetup,
     settings: DemoSettings,
     result: dict[str, Any],
-) -> tuple[Any, float]:
-    """Cross-validate the latency predictor on the profiled rows (into `result`); the rows
-    and the budget."""
+) -> Any:
+    """Cross-validate the latency predictor on the profiled rows (into `result`); the
+    rows."""
     rows = load_rows(store, setup.profile.hash(), setup.space.name)
     folds = max(2, min(5, len(rows.cfgs) // 10))  # CV wants >= 10 rows per fold
     cv = cross_validate(rows, PredictorSettings(seed=settings.seed), folds, settings.seed)
@@ -442,9 +446,47 @@ def _fit_latency(
         "folds": folds,
         **{k: cv[k] for k in ("within_5pct", "within_10pct", "mape", "kendall_tau")},
     }
-    budget_ms = settings.max_latency_ms or float(statistics.median(rows.ms))
+    return rows
+
+
+def _budget(
+    store: LatencyStore,
+    setup: MeasurementSetup,
+    settings: DemoSettings,
+    rows: Any,
+    result: dict[str, Any],
+    on_message: Callable[[str], None],
+) -> float:
+    """The budget asked for, else `budget_share` of the largest subnet's latency measured
+    now (in the predictor's unit), else the median measured latency; into `result`."""
+    if settings.max_latency_ms is not None:
+        budget_ms = settings.max_latency_ms
+    elif settings.budget_share is None:
+        budget_ms = float(statistics.median(rows.ms))
+    else:
+        largest = setup.space.largest()
+        verifier = DeviceVerifier(
+            setup=setup, store=store, on_wait=lambda w: on_message(w.message())
+        )
+        p = setup.profile
+        store.add_profile(p.name, p.resolved(), p.hash())
+        run_id = store.start_run(p.hash(), "budget", {"share": settings.budget_share})
+        m = verifier(largest, run_id)
+        store.finish_run(run_id, "finished", {})
+        ms = measured_ms(m, rows.label)
+        if ms is None:  # the largest failed to run: the median, said so
+            on_message(f"the largest subnet could not be measured ({m.get('reason')})")
+            budget_ms = float(statistics.median(rows.ms))
+        else:
+            budget_ms = settings.budget_share * ms
+            result["budget_from"] = {
+                "arch": largest.to_dict(),
+                "arch_text": str(largest),
+                "latency_ms": ms,
+                "share": settings.budget_share,
+            }
     result["budget_ms"] = budget_ms
-    return rows, budget_ms
+    return budget_ms
 
 
 def _search(
@@ -522,11 +564,8 @@ def _prove(
     """The accuracy half (`proven_search`): the result's "collect", "winner", "baseline",
     "params_winner", "margins" and the whole accuracy search."""
     from bfnas.proven_search import run_proven_search
-    from bfnas.search.latency_predictor import LatencyPredictor
 
-    latency = LatencyPredictor(rows.scope, PredictorSettings(seed=proven.settings.seed)).fit(
-        rows.cfgs, rows.ms
-    )
+    latency = rows.fit(PredictorSettings(seed=proven.settings.seed))
     found = run_proven_search(
         store=store,
         setup=setup,

@@ -40,6 +40,9 @@ class ProvenSearchSettings:
     workers: int = 2  # fine-tunes at once, each in its own process, at most one a free core
     threads: int | None = None  # torch threads shared by the workers (None: the free cores)
     pool: int = 2000  # candidates the predictor's rows are drawn from
+    # How near the budget those rows are drawn (`near_budgets`' width): wider than a long
+    # collection's 0.25, so that a few rows still span sizes enough to show the trend.
+    near_width: float = 0.5
     population: int = 60
     generations: int = 20
     seed: int = 0
@@ -120,7 +123,7 @@ def run_proven_search(
             scope=job_scope(job),
             pool=pool,
             finetune=job_rounds(job, settings.seeds[:1]),
-            near_budget=near_budgets(latency.predict, [budget_ms]),
+            near_budget=near_budgets(latency.predict, [budget_ms], settings.near_width),
         ).run()
         run_id = accuracy_store.start_run("accuracy-collect", {"seeds": list(settings.seeds[:1])})
         accuracy_store.finish_run(run_id, "finished", collected.summary(until))

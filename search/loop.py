@@ -213,9 +213,7 @@ class SearchJob:
 
     def _fit(self, round_: int) -> tuple[LatencyPredictor, str]:
         rows = self._rows()
-        predictor = LatencyPredictor(rows.scope, PredictorSettings(seed=self.settings.seed)).fit(
-            rows.cfgs, rows.ms
-        )
+        predictor = rows.fit(PredictorSettings(seed=self.settings.seed))
         self.on_event("fitted", {"round": round_, "rows": len(rows.cfgs), "label": rows.label})
         return predictor, rows.label
 

@@ -41,6 +41,13 @@ class LatencyRows:
     def subset(self, idx: np.ndarray) -> tuple[list[SubnetConfig], np.ndarray]:
         return [self.cfgs[i] for i in idx], self.ms[idx]
 
+    def fit(self, settings: PredictorSettings) -> LatencyPredictor:
+        """A latency predictor fitted on every row, knowing its unit (`metrics["label"]`):
+        a search verifying with it compares its measurements in that unit, not in raw ms."""
+        model = LatencyPredictor(self.scope, settings).fit(self.cfgs, self.ms)
+        model.metrics = {**model.metrics, "label": self.label}
+        return model
+
 
 def _resolve_profile(store: LatencyStore, name_or_hash: str, where: str) -> dict:
     found = [p for p in store.profiles() if name_or_hash in (p["name"], p["hash"])]

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import io
 import json
+import random
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 from conftest import FAST_PROFILE, SEED_FILE
 
@@ -31,7 +33,7 @@ from bfnas.search.latency_predictor import LatencyPredictor
 from bfnas.search.loop import SearchJob
 from bfnas.search.objectives import load_objective
 from bfnas.search.predictor_file import PredictorSettings
-from bfnas.search.training import load_rows
+from bfnas.search.training import LatencyRows, load_rows
 
 SEEDS = (0, 1, 2)
 
@@ -210,3 +212,47 @@ def test_the_accuracy_objective_is_the_saved_predictor_batched(tmp_path):
         load_objective("accuracy", 128, space=space, accuracy_model=str(tmp_path / "m"))
     with pytest.raises(InputError, match="accuracy-model|accuracy_model"):
         load_objective("accuracy", 64, space=space)
+
+
+def test_a_predictor_fitted_on_rows_verifies_in_their_unit(tmp_path):
+    # Raw medians swing with the machine's speed; the anchor-normalized ones do not. A
+    # search handed a predictor fitted on normalized rows must hold the device's normalized
+    # latency to the budget, not the raw median beside it.
+    hw = tmp_path / "hw.toml"
+    hw.write_text(FAST_PROFILE)
+    profile, space = load_profile(hw), load_space("bigger-faster")
+    rng = random.Random(0)
+    cfgs = list({c.key(): c for c in (space.sample(rng) for _ in range(40))}.values())
+    rows = LatencyRows(
+        profile=profile.name,
+        profile_hash=profile.hash(),
+        space=space.name,
+        seq_len=128,
+        batch=1,
+        label="normalized_ms",
+        cfgs=cfgs,
+        ms=np.array([c.params() / 1e6 for c in cfgs]),
+    )
+    predictor = rows.fit(PredictorSettings(seed=0))
+    assert predictor.metrics["label"] == "normalized_ms"
+    budget = float(np.median(rows.ms))
+
+    def verifier(cfg, run_id):  # the device at a slow moment: raw 3x the normalized
+        ms = float(predictor.predict([cfg])[0])
+        return {"status": "ok", "median_ms": 3 * ms, "normalized_ms": ms}
+
+    with LatencyStore(tmp_path / "lat.db") as store:
+        found = SearchJob(
+            store=store,
+            profile=profile,
+            space=space,
+            objective=load_objective("params"),
+            budget=Budget(budget),
+            settings=EvolutionSettings(population=16, parents=4, generations=3, seed=0),
+            verify=2,
+            verifier=verifier,
+            predictor=predictor,
+        ).run()
+    assert found["unit"] == "normalized_ms"
+    verified = [v for r in found["rounds"] for v in r["verified"]]
+    assert verified and all(v["measured_ms"] <= budget and v["within_budget"] for v in verified)

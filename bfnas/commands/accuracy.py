@@ -584,7 +584,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     from bfnas.search.accuracy_predictor import AccuracyPredictor
     from bfnas.search.accuracy_search import AccuracySearch, BaselineMeasurer, searches
     from bfnas.search.evolution import Budget, EvolutionSettings
-    from bfnas.search.latency_predictor import LatencyPredictor
     from bfnas.search.loop import MIN_ROWS, DeviceVerifier
     from bfnas.search.predictor_file import PredictorSettings
     from bfnas.search.training import load_rows
@@ -633,9 +632,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     threads = fit_torch_threads()
     out = console(stderr=args.json)
     setup = open_setup(profile, space, artifacts=args.artifacts, supernet=supernet)
-    latency = LatencyPredictor(rows.scope, PredictorSettings(seed=args.seed)).fit(
-        rows.cfgs, rows.ms
-    )
+    latency = rows.fit(PredictorSettings(seed=args.seed))
     settings = EvolutionSettings(
         population=args.population,
         parents=max(2, args.population // 4),

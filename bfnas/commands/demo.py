@@ -44,7 +44,10 @@ def register(sub) -> None:
     )
     p.add_argument("--samples", type=int, default=60, help="subnets to profile (default 60)")
     p.add_argument(
-        "--max-latency-ms", type=float, help="budget (default: the median measured latency)"
+        "--max-latency-ms",
+        type=float,
+        help="budget, in the latency predictor's unit (default: a third of the largest "
+        "subnet's measured latency; the median measured latency without fine-tunes)",
     )
     p.add_argument(
         "--verify", type=int, default=2, help="winners to prove on the device (default 2)"
@@ -86,6 +89,9 @@ def register(sub) -> None:
     p.add_argument("--out", default="bfnas-demo", help="folder for the stores, report and model")
     add_artifacts_arg(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+BUDGET_SHARE = 1 / 3
 
 
 def _check_profiles(args: argparse.Namespace):
@@ -171,7 +177,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     space, supernet = space_and_supernet(args)
     out = console(stderr=args.json)
     settings = DemoSettings(
-        samples=args.samples, max_latency_ms=args.max_latency_ms, verify=args.verify, seed=args.seed
+        samples=args.samples,
+        max_latency_ms=args.max_latency_ms,
+        verify=args.verify,
+        seed=args.seed,
+        # Against the hand-scaled models, a budget some of them fit: a third of the largest's.
+        budget_share=BUDGET_SHARE if proven is not None else None,
     )
     cache = artifact_cache(args.artifacts, seq_len=int8_profile.workload.seq_len)
     with ProgressDisplay(
@@ -404,6 +415,14 @@ def _print_proven(out, r: dict) -> None:
         f"accuracy predictor: {c['subnets']} subnets fine-tuned near the budget "
         f"({c['minutes']:.1f} fine-tune min){ranks}"
     )
+    b = r.get("budget_from")
+    if b:
+        out.print(
+            escape(
+                f"budget: {b['share']:.0%} of the largest subnet's measured latency "
+                f"({b['arch_text']}, {b['latency_ms']:.3f} ms {r['unit_text']})"
+            )
+        )
     if "winner" not in r:
         out.print("[red]no accuracy predictor: too few fine-tunes succeeded[/]")
         return
