@@ -37,6 +37,9 @@ class ProvenSearchSettings:
     seeds: tuple[int, ...] = (0, 1, 2)  # of every proving fine-tune
     verify: int = 2  # accuracy-search candidates proven on both axes
     params_verify: int = 1  # params winners proven on both axes
+    # Verify-and-refit rounds of each search: the first round's picks at the budget's edge
+    # measured over it about as often as under (the predictor errs most there).
+    rounds: int = 2
     workers: int = 2  # fine-tunes at once, each in its own process, at most one a free core
     threads: int | None = None  # torch threads shared by the workers (None: the free cores)
     pool: int = 2000  # candidates the predictor's rows are drawn from
@@ -153,6 +156,7 @@ def run_proven_search(
                     verifier=verifier,
                     predictor=latency,
                     params_verify=settings.params_verify,
+                    rounds=settings.rounds,
                 ),
                 space=space,
                 accuracy=collected.predictor,
@@ -161,6 +165,7 @@ def run_proven_search(
                 unit=unit,
                 verify=measure,
                 seeds=settings.seeds,
+                prove=settings.verify,
             ).run()
         finally:
             measure.close()

@@ -111,6 +111,10 @@ class AccuracySearch:
     unit: str  # the predictor's latency unit, which the budget is in
     verify: Callable[[SubnetConfig], dict]  # measure one subnet on the device
     seeds: tuple[int, ...] = (0, 1, 2)
+    # At most this many verified subnets within the budget fine-tuned from each search, the
+    # best by its objective first (None: every one; a search of several rounds verifies more
+    # than it needs to prove).
+    prove: int | None = None
     on_event: Callable[[str, dict], None] = lambda kind, data: None
     _fine_tuned: dict[str, tuple[tuple[float, ...], tuple[int, ...]]] = field(
         default_factory=dict, init=False, repr=False
@@ -227,9 +231,12 @@ class AccuracySearch:
         ]
 
     def _within_budget(self, found: dict) -> list[SubnetConfig]:
-        """The search's verified subnets within the budget: a subnet over it on the device
-        is not worth its fine-tunes."""
-        return [c for c, v in self._verified(found) if v["within_budget"]]
+        """The search's verified subnets within the budget, the best by its objective first,
+        at most `prove`: a subnet over the budget on the device is not worth its
+        fine-tunes."""
+        fitting = [(c, v) for c, v in self._verified(found) if v["within_budget"]]
+        fitting.sort(key=lambda cv: -cv[1]["objective"])
+        return [c for c, _ in fitting[: self.prove]]
 
     def _proven_verified(
         self, found: dict, role: str, objective: PredictedAccuracy
@@ -265,10 +272,12 @@ def searches(
     verifier: DeviceVerifier,
     predictor: Any,
     params_verify: int | None = None,
+    rounds: int = 1,
 ) -> Callable[[str, Any], SearchJob]:
     """`AccuracySearch.search`: a `SearchJob` per objective, all on one store, profile,
     budget, latency predictor and verifier. `params_verify`: how many params winners to
-    verify (default `verify`)."""
+    verify (default `verify`); `rounds`: of verifying and refitting (a subnet at the edge of
+    the budget is where the predictor errs, and its measurement corrects the next round)."""
 
     def make(name: str, objective: Any) -> SearchJob:
         return SearchJob(
@@ -281,6 +290,7 @@ def searches(
             verify=verify if name != "params" or params_verify is None else params_verify,
             verifier=verifier,
             predictor=predictor,
+            rounds=rounds,
             objective_name=name,
             objective_unit=objective_unit(name),
         )
