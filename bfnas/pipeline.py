@@ -3,10 +3,12 @@
 Stage 1 (`run_stage1`, briefly): a corpus of real prose made offline (stdlib docstrings) ->
 pretraining shards -> a few hundred sandwich-rule distillation steps of the supernet from
 its teacher -> the one-shot scorer (fidelity to the teacher on the held-out shard).
-Stage 2 (`run_demo`): profile N subnets -> fit the latency predictor (5-fold CV) -> search
-for the best subnet under a budget (one-shot fidelity after stage 1, else encoder params) ->
-verify the top K on the device -> time the winner in FP32 too (what INT8 bought) -> write the
-HTML report.
+Stage 2 (`run_demo`): profile N subnets -> fit the latency predictor (5-fold CV) -> with a
+task (`ProvenTask`), the accuracy half (`proven_search`: fine-tunes for an accuracy
+predictor, the most accurate subnet under a budget proven on both axes against the
+hand-scaled model); without one, a search for one-shot fidelity after stage 1, else encoder
+params, its top K verified on the device -> time the winner in FP32 too (what INT8 bought)
+-> write the HTML report.
 """
 
 from __future__ import annotations
@@ -137,73 +139,6 @@ def run_stage1(
             # One-shot fidelity of a few subnets before and after training.
             "oneshot_before": untrained.many(probe),
             "oneshot_after": scorer.many(probe),
-        },
-    }
-
-
-@dataclass(frozen=True)
-class TaskStageSettings:
-    """The demo's task stage: the offline task, and the stage-1 supernet fine-tuned on it
-    by the sandwich rule for the `task` objective (brief: a demo, not a result)."""
-
-    steps: int = 80
-    batch: int = 16
-    max_len: int = 64
-    seed: int = 0
-    lr: float | None = None  # None: the trainer's default (`TaskTrainSettings.lr`)
-
-
-def run_task_stage(
-    supernet_dir: Path,
-    space: SearchSpace,
-    out: Path,
-    settings: TaskStageSettings = TaskStageSettings(),
-    on_step: Callable[[str, float], None] = lambda step, fraction: None,
-) -> dict[str, Any]:
-    """The offline task in `out/task` (`bfnas data task`), the task supernet in
-    `out/task-supernet` (`bfnas supernet finetune`) and the `task` objective's scorer over
-    it. A rerun resumes the fine-tune from what `out` holds."""
-    from bfnas.models.train.glue_task import read_task
-    from bfnas.models.train.task_data import build_task
-    from bfnas.models.train.task_supernet import (
-        TaskSupernetTrainer,
-        TaskTrainSettings,
-        load_task_supernet,
-        task_scorer,
-        task_supernet_start,
-    )
-
-    on_step("making the offline task (stdlib docstrings)", 0.0)
-    manifest = build_task(out / "task")
-    train = TaskTrainSettings(
-        steps=settings.steps,
-        batch=settings.batch,
-        max_len=settings.max_len,
-        checkpoint_every=settings.steps,
-        seed=settings.seed,
-        **({} if settings.lr is None else {"lr": settings.lr}),
-    )
-    task = read_task(out / "task")
-    supernet, head, data, raw = task_supernet_start(supernet_dir, task, supernet_dir, space, train)
-    trainer = TaskSupernetTrainer(supernet, head, space, data, out / "task-supernet", train, raw)
-    trained = trainer.train(
-        lambda row: on_step(
-            f"fine-tuning the supernet on the task, step {row['step']}/{settings.steps}",
-            row["step"] / settings.steps,
-        )
-    )
-    tsn = load_task_supernet(out / "task-supernet")
-    return {
-        "scorer": task_scorer(tsn, out / "task"),
-        "summary": {
-            "task": str(out / "task"),
-            "labels": manifest["labels"],
-            "train_examples": manifest["train_examples"],
-            "dev_examples": manifest["dev_examples"],
-            "task_supernet": str(out / "task-supernet"),
-            "steps": trained["steps"],
-            "steps_per_s": trained["steps_per_s"],
-            "dev_accuracy": trainer.dev_accuracy(),
         },
     }
 
