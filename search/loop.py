@@ -8,6 +8,7 @@ measures over the budget is reported as such.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,6 +144,7 @@ class SearchJob:
         result: dict[str, Any] = {}
         status = "interrupted"
         try:
+            target = self.budget  # what the next round searches under
             for r in range(1, self.rounds + 1):
                 if r > 1 and self.verify:  # the store has grown by the verified subnets
                     predictor, label = self._fit(r)
@@ -150,7 +152,7 @@ class SearchJob:
                     self.space,
                     predictor_scorer(predictor),
                     self.objective,
-                    self.budget,
+                    target,
                     self.settings,
                     lambda row, r=r: self.on_event("generation", {"round": r, **row}),
                 )
@@ -164,9 +166,12 @@ class SearchJob:
                     m = self.verifier(cand.cfg, run_id())  # type: ignore[misc]
                     verified.append(self._verified(cand, m, label))
                 verified_all += verified
+                searched_under = target.max_ms
+                target = self._next_target(target, verified)
                 rounds.append(
                     {
                         "round": r,
+                        "searched_under_ms": searched_under,
                         "evaluated": found.evaluated,
                         "seconds": found.seconds,
                         "predictor_calls": found.predictor_calls,
@@ -245,6 +250,29 @@ class SearchJob:
             return [front[round(i * step)] for i in range(self.verify)]
         feasible = sorted((c for c in candidates if c.feasible), key=lambda c: -c.objective)
         return feasible[: self.verify]
+
+    def _next_target(self, target: Budget, verified: list[dict]) -> Budget:
+        """The budget the next round searches under: where every pick of this round measured
+        over the budget, lowered by how far over their predictions they measured (the
+        median ratio). The picks sit at the budget's edge, where the predictor's error is
+        largest and its refit from a couple of new rows moves little; without this, the next
+        round picks their look-alikes, over the budget again. Verification still holds
+        every pick to the budget itself."""
+        ratios = [
+            v["measured_ms"] / v["predicted_ms"]
+            for v in verified
+            if v["measured_ms"] is not None and v["predicted_ms"]
+        ]
+        if not ratios or any(v["within_budget"] for v in verified):
+            return target
+        bias = statistics.median(ratios)
+        if bias <= 1:
+            return target
+        lowered = target.max_ms / bias
+        floor = self.budget.min_ms
+        if floor is not None and lowered <= floor:
+            return target
+        return Budget(lowered, floor)
 
     def _verified(self, cand: Candidate, m: dict, label: str | None) -> dict:
         measured = measured_ms(m, label)
