@@ -13,6 +13,7 @@ params, its top K verified on the device -> time the winner in FP32 too (what IN
 
 from __future__ import annotations
 
+import json
 import random
 import statistics
 from collections.abc import Callable
@@ -400,17 +401,8 @@ def _budget(
         budget_ms = float(statistics.median(rows.ms))
     else:
         largest = setup.space.largest()
-        verifier = DeviceVerifier(
-            setup=setup, store=store, on_wait=lambda w: on_message(w.message())
-        )
-        p = setup.profile
-        store.add_profile(p.name, p.resolved(), p.hash())
-        run_id = store.start_run(p.hash(), "budget", {"share": settings.budget_share})
-        m = verifier(largest, run_id)
-        store.finish_run(run_id, "finished", {})
-        ms = measured_ms(m, rows.label)
+        ms = _largest_ms(store, setup, rows.label, on_message)
         if ms is None:  # the largest failed to run: the median, said so
-            on_message(f"the largest subnet could not be measured ({m.get('reason')})")
             budget_ms = float(statistics.median(rows.ms))
         else:
             budget_ms = settings.budget_share * ms
@@ -422,6 +414,28 @@ def _budget(
             }
     result["budget_ms"] = budget_ms
     return budget_ms
+
+
+def _largest_ms(
+    store: LatencyStore, setup: MeasurementSetup, unit: str, on_message: Callable[[str], None]
+) -> float | None:
+    """The space's largest subnet's latency in `unit`: measured once, then read back from
+    the store's "budget" run, so that a rerun of the demo keeps its budget (and the
+    fine-tunes made for it) rather than one moved by the machine's load."""
+    p = setup.profile
+    for run in reversed(store.runs("budget", p.hash())):
+        kept = json.loads(run["summary"] or "{}").get("largest_ms")
+        if run["status"] == "finished" and kept and kept.get("unit") == unit:
+            return float(kept["ms"])
+    verifier = DeviceVerifier(setup=setup, store=store, on_wait=lambda w: on_message(w.message()))
+    store.add_profile(p.name, p.resolved(), p.hash())
+    run_id = store.start_run(p.hash(), "budget", {"arch": setup.space.largest().to_dict()})
+    m = verifier(setup.space.largest(), run_id)
+    ms = measured_ms(m, unit)
+    store.finish_run(run_id, "finished", {"largest_ms": {"ms": ms, "unit": unit}})
+    if ms is None:
+        on_message(f"the largest subnet could not be measured ({m.get('reason')})")
+    return ms
 
 
 def _search(

@@ -448,3 +448,21 @@ def test_a_machine_too_busy_to_measure_is_waited_for_then_refused_in_one_line(tm
     )
     assert "machine busy" in proc.stderr and "waiting for a free core" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "b.db").exists()
+
+
+def test_the_demos_budget_is_read_back_on_a_rerun(tmp_path, fast_profile_file):
+    # The budget is a share of the largest subnet's latency, measured once: a rerun on a
+    # busier machine keeps it (and the fine-tunes made for it) rather than measuring again.
+    from types import SimpleNamespace
+
+    from bfnas.bench.hardware_profile import load_profile
+    from bfnas.bench.store.latency_store import LatencyStore
+    from bfnas.pipeline import _largest_ms
+
+    profile = load_profile(fast_profile_file)
+    with LatencyStore(tmp_path / "demo.db") as store:
+        store.add_profile(profile.name, profile.resolved(), profile.hash())
+        run = store.start_run(profile.hash(), "budget", {})
+        store.finish_run(run, "finished", {"largest_ms": {"ms": 12.5, "unit": "normalized_ms"}})
+        setup = SimpleNamespace(profile=profile)  # read back: nothing is measured
+        assert _largest_ms(store, setup, "normalized_ms", print) == 12.5
