@@ -300,6 +300,7 @@ def test_demo_distils_the_supernet_then_searches_for_one_shot_fidelity(
     )
     r = json.loads(out)
     s1 = r["stage1"]
+    assert "objective" in r, (r["status"], r.get("message"), r["profiled"])
     assert r["objective"] == "oneshot" and s1["steps"] == 4 and r["task"] is None
     assert (tmp_path / "demo" / "stage1" / "supernet" / "model.safetensors").is_file()
     # Fidelity to the teacher is a CKA: in (0, 1], and the search's winner is scored by it.
