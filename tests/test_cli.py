@@ -273,7 +273,7 @@ def test_demo_finishes_beside_a_busy_core(tmp_path, tiny_space_file):
 
 @pytest.mark.slow
 def test_demo_distils_the_supernet_then_searches_for_one_shot_fidelity(
-    capsys, tmp_path, fast_profile_file
+    capsys, tmp_path, tiny_space_file, fast_profile_file
 ):
     code, out, _ = run(
         capsys,
@@ -281,7 +281,7 @@ def test_demo_distils_the_supernet_then_searches_for_one_shot_fidelity(
         "--checkpoint",
         "minilm",
         "--space",
-        "minilm-l6",
+        str(tiny_space_file),
         "--hw",
         str(fast_profile_file),
         "--train-steps",
