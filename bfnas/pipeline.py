@@ -550,6 +550,7 @@ def _prove(
                 "hand_scaled",
                 "candidates",
                 "margins",
+                "ship",
             )
         },
     }

@@ -12,7 +12,9 @@ models a user would pick by hand.
    Bigger&Faster thesis without an accuracy model);
 3. measures the hand-scaled MiniLM families on the device and fine-tunes the largest member
    of each that fits (`baselines`), the more accurate of the two being the baseline;
-4. reports the winner's margin over each, in accuracy points, with its spread.
+4. reports the winner's margin over each, in accuracy points, with its spread, and names
+   the model to ship: whichever of the three measured the most accurate within the budget
+   (the search's winner unless a model a user would pick without it measured better).
 
 Every fine-tune goes through the `FinetuneJob` (the accuracy store: none runs twice), every
 latency through the search's verifier (the latency store).
@@ -94,6 +96,14 @@ def margin(a: Proven, b: Proven) -> dict[str, Any] | None:
         "spread_points": 100 * math.sqrt(var),
         "separated": (a.mean - sa > b.mean + sb) or (b.mean - sb > a.mean + sa),
     }
+
+
+def ship_role(models: dict[str, Proven | None]) -> str | None:
+    """The result's key of the model to ship: the most accurate (measured mean) of `models`
+    within the budget; the first in order on a tie, so the search's winner keeps its place
+    unless another measured better. None when none is within the budget."""
+    ok = [(k, m) for k, m in models.items() if m and m.within_budget and m.mean is not None]
+    return max(ok, key=lambda km: km[1].mean)[0] if ok else None  # type: ignore[arg-type, return-value]
 
 
 @dataclass(kw_only=True)
@@ -184,6 +194,9 @@ class AccuracySearch:
                 "baseline": margin(winner, baseline) if winner and baseline else None,
                 "params": margin(winner, params_best) if winner and params_best else None,
             },
+            "ship": ship_role(
+                {"winner": winner, "baseline": baseline, "params_winner": params_best}
+            ),
             "search": found,
             "params_search": params_found,
         }

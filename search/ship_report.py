@@ -105,6 +105,14 @@ def margin_text(name: str, m: dict | None) -> str:
     )
 
 
+# How the result's key of the model to ship reads in a sentence.
+SHIP_TEXT = {
+    "winner": "search's winner",
+    "baseline": "hand-scaled baseline",
+    "params_winner": "params winner",
+}
+
+
 # -- the section ------------------------------------------------------------------------
 def ship_section(found: AccuracySearchRun) -> str:
     """The section's HTML without its plot: one sentence when the store holds no finished
@@ -177,6 +185,12 @@ def ship_section(found: AccuracySearchRun) -> str:
             f"{html.escape(margin_text('hand-scaled baseline', margins.get('baseline')))}; "
             f"{html.escape(margin_text('params winner', margins.get('params')))}.</p>"
         )
+        ship = r.get("ship")
+        if ship and ship != "winner":
+            verdict += (
+                f"<p>To ship: the {html.escape(SHIP_TEXT.get(ship, ship))}, which measured "
+                "more accurate than the search's winner within the same budget.</p>"
+            )
     families = r.get("hand_scaled") or {}
     hand = (
         "<p>The hand-scaled families (MiniLM scaled down by hand; the largest member of each "

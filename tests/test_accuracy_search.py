@@ -27,7 +27,7 @@ from bfnas.models.space.search_space import load_space
 from bfnas.models.space.subnet import SubnetConfig
 from bfnas.models.train.finetune import FinetuneSettings
 from bfnas.models.train.protocols import FinetuneProtocol
-from bfnas.search.accuracy_search import AccuracySearch, Proven, margin
+from bfnas.search.accuracy_search import AccuracySearch, Proven, margin, ship_role
 from bfnas.search.evolution import Budget, EvolutionSettings
 from bfnas.search.latency_predictor import LatencyPredictor
 from bfnas.search.loop import SearchJob
@@ -159,6 +159,9 @@ def test_margins_are_in_points_with_their_spread(searched):
     assert m["points"] == pytest.approx(100 * (w["accuracy_mean"] - b["accuracy_mean"]))
     assert m["spread_points"] > 0
     assert result["margins"]["params"] is not None
+    # The model to ship is the most accurate of the three as measured.
+    best = max(("winner", "baseline", "params_winner"), key=lambda k: result[k]["accuracy_mean"])
+    assert result["ship"] == best
 
 
 def test_every_subnet_is_fine_tuned_once_per_seed_and_the_result_is_kept(searched):
@@ -182,6 +185,17 @@ def test_a_margin_says_when_the_ranges_overlap():
     assert margin(a, b)["separated"] and margin(a, b)["points"] == pytest.approx(10.0)
     assert not margin(a, c)["separated"]
     assert margin(a, Proven("x", cfg, None, None, 2.0, (), ())) is None
+
+
+def test_the_model_to_ship_is_a_baseline_that_measured_more_accurate():
+    cfg = SubnetConfig.uniform(1, 128, 2, 64, 256)
+    won = Proven("candidate", cfg, 1.0, 1.0, 2.0, (0.50, 0.52), SEEDS[:2])
+    hand = Proven("fewer layers", cfg, 1.5, 1.5, 2.0, (0.60, 0.61), SEEDS[:2])
+    over = Proven("params", cfg, 2.5, 2.5, 2.0, (0.90, 0.91), SEEDS[:2])  # over the budget
+    assert ship_role({"winner": won, "baseline": hand, "params_winner": over}) == "baseline"
+    # A tie keeps the search's winner; nothing within the budget ships nothing.
+    assert ship_role({"winner": hand, "baseline": hand, "params_winner": None}) == "winner"
+    assert ship_role({"winner": over, "baseline": None, "params_winner": None}) is None
 
 
 def test_the_accuracy_objective_is_the_saved_predictor_batched(tmp_path):

@@ -709,6 +709,8 @@ def proven_line(label: str, row: dict | None, unit: str) -> str:
 def print_proof(out: Any, r: dict) -> None:
     from rich.markup import escape
 
+    from bfnas.search.ship_report import SHIP_TEXT
+
     seeds = ",".join(map(str, r["seeds"]))
     out.print(
         escape(
@@ -727,6 +729,9 @@ def print_proof(out: Any, r: dict) -> None:
                 f"winner - {name}: {m['points']:+.2f} ± {m['spread_points']:.2f} points "
                 f"(±std ranges {apart})"
             )
+    ship = r.get("ship")
+    if ship and ship != "winner":
+        out.print(escape(f"to ship: the {SHIP_TEXT[ship]}, which measured more accurate"))
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -235,7 +235,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         result["stage1"], result["task"] = stage1, task
         if proven is not None and result["status"] == "ok":
-            progress.update(description="fine-tuning the winner into a model folder")
+            progress.update(description="fine-tuning the model to ship into a model folder")
             result["model"] = _model_folder(args, result, proven_task, int8_profile)
     if args.json:
         print_json(result)
@@ -245,15 +245,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _model_folder(args: argparse.Namespace, result: dict, proven, profile) -> dict:
-    """The winner fine-tuned under the protocol (its first seed) from stage 1's supernet into
-    `out/model` (what `bfnas task train` writes): the card's summary."""
+    """The model to ship (the search's winner, or a baseline that measured more accurate)
+    fine-tuned under the protocol (its first seed) from stage 1's supernet into `out/model`
+    (what `bfnas task train` writes): the card's summary."""
     from bfnas.models.space.subnet import SubnetConfig
     from bfnas.task_model import train_task_model
 
     protocol = proven.settings.finetune_protocol
     card = train_task_model(
         proven.supernet_dir,
-        SubnetConfig.from_dict(result["winner"]["arch"]),
+        SubnetConfig.from_dict(result[result.get("ship") or "winner"]["arch"]),
         proven.task_dir,
         profile,
         Path(args.out) / "model",
@@ -261,7 +262,11 @@ def _model_folder(args: argparse.Namespace, result: dict, proven, profile) -> di
         space=args.space,
         artifacts=args.artifacts,
     )
-    return {"folder": str(Path(args.out) / "model"), "card": card}
+    return {
+        "folder": str(Path(args.out) / "model"),
+        "ship": result.get("ship") or "winner",
+        "card": card,
+    }
 
 
 # How the demo prints a subnet's score, by the objective the search maximized.
