@@ -115,7 +115,7 @@ def _parses_or_refuses(parse, document) -> None:
         assert exc.line() and "\n" not in exc.line()
 
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS

@@ -151,3 +151,49 @@ def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
     out.write_text("mine")
     assert main(["data", "task", "--out", str(out)]) == 2
     assert "--out" in capsys.readouterr().err and out.read_text() == "mine"
+
+
+def test_docstrings_come_in_ast_walks_order_with_their_top_level_statement(tmp_path):
+    # The short walk over statements must give what a full ast.walk gives (the order the
+    # pretraining corpus has always had), definitions nested in every kind of block included.
+    import ast
+
+    from bfnas.models.train.stdlib_text import stdlib_docstrings_iter
+
+    source = '''"""Module."""
+if X:
+    def a():
+        """In an if."""
+        class B:
+            """Nested class."""
+            def c(self):
+                """Its method."""
+try:
+    pass
+except ValueError:
+    def d():
+        """In a handler."""
+finally:
+    class E:
+        """In finally."""
+match y:
+    case 1:
+        def f():
+            """In a case."""
+def g(x=lambda: 1):
+    """After the blocks."""
+    for i in x:
+        with open(i):
+            def h():
+                """Deep."""
+'''
+    (tmp_path / "mod.py").write_text(source)
+    tree = ast.parse(source)
+    top_of = {id(n): i for i, top in enumerate(tree.body) for n in ast.walk(top)}
+    want = [
+        (top_of.get(id(n), -1), ast.get_docstring(n))
+        for n in ast.walk(tree)
+        if n is tree or isinstance(n, ast.FunctionDef | ast.ClassDef)
+    ]
+    got = [(d.top_level, d.text) for d in stdlib_docstrings_iter(tmp_path)]
+    assert got == want and len(got) == 9
