@@ -27,6 +27,7 @@ from bfnas.commands import (
     store,
     supernet,
     task,
+    tickets,
 )
 from bfnas.commands.common import EXIT_BAD_INPUT, EXIT_FAILED, Parser
 from bfnas.errors import InputError, OperationFailed, disk_full
@@ -53,6 +54,7 @@ def build_parser() -> Parser:
         data,
         supernet,
         task,
+        tickets,
     ):
         module.register(sub)
     return root

@@ -74,8 +74,7 @@ def train_task_model(
     from bfnas.bench.hardware_profile import HardwareProfile, load_profile
     from bfnas.bench.runners.base import runner_for
     from bfnas.bench.runners.usable import require_usable
-    from bfnas.models.deploy.classifier_package import build_in_stage, check_package_dir
-    from bfnas.models.deploy.recipes import get_recipe
+    from bfnas.models.deploy.classifier_package import check_package_dir
     from bfnas.models.nn.checkpoint import (
         TASK_FILE,
         load_supernet,
@@ -96,8 +95,7 @@ def train_task_model(
     task = read_task(task_dir)
     if not isinstance(profile, HardwareProfile):
         profile = load_profile(profile)
-    q = profile.quantization
-    recipe = get_recipe(q.recipe, q.fuse, q.calibration_samples)
+    profile_recipe(profile)  # an unknown recipe is refused before anything trains
     folder = resolve_checkpoint(supernet)
     if not folder.is_dir():
         raise InputError.bad_setting("checkpoint", f"{supernet}: not a directory")
@@ -120,28 +118,76 @@ def train_task_model(
 
         on_stage("fine-tuning")
         model, result = finetune_classifier(net, cfg, data, settings, pooler, on_step, classifier)
-
-        def make(stage: Path) -> dict[str, Any]:
-            return _package(
-                stage,
-                out,
-                model,
-                result,
-                data,
-                manifest,
-                recipe,
-                profile,
-                runner,
-                artifacts,
-                settings,
-                on_stage,
-            )
-
-        return build_in_stage(out, make)
+        return package_classifier(
+            out,
+            model,
+            result,
+            data,
+            settings,
+            profile,
+            runner,
+            manifest=manifest,
+            artifacts=artifacts,
+            on_stage=on_stage,
+        )
     finally:
         close = getattr(runner, "close", None)
         if close is not None:
             close()
+
+
+def profile_recipe(profile: HardwareProfile) -> Any:
+    """The INT8 recipe `profile` quantizes with (refused in one line when unknown)."""
+    from bfnas.models.deploy.recipes import get_recipe
+
+    q = profile.quantization
+    return get_recipe(q.recipe, q.fuse, q.calibration_samples)
+
+
+def package_classifier(
+    out: Path,
+    model: Any,
+    result: dict[str, Any],
+    data: Any,
+    settings: FinetuneSettings,
+    profile: HardwareProfile,
+    runner: Any,
+    *,
+    manifest: dict[str, Any] | None = None,
+    artifacts: str | Path | None = None,
+    on_stage: Callable[[str], None] = lambda message: None,
+    card_extra: dict[str, Any] | None = None,
+    on_measurement: Callable[[str, dict], None] = lambda file, result: None,
+) -> dict[str, Any]:
+    """A fine-tuned classifier (`finetune_classifier`'s model and result, on `data`) written
+    as the model folder `out` (checked by `check_package_dir`), scored and measured on
+    `profile` through `runner`: its card, which `card_extra` adds keys to (a lottery
+    ticket's record). `on_measurement` gets each file's whole measurement ("int8" or
+    "fp32", with its samples: what a latency store keeps). The folder appears only once
+    every file is made."""
+    from bfnas.models.deploy.classifier_package import build_in_stage
+
+    recipe = profile_recipe(profile)
+
+    def make(stage: Path) -> dict[str, Any]:
+        return _package(
+            stage,
+            out,
+            model,
+            result,
+            data,
+            manifest,
+            recipe,
+            profile,
+            runner,
+            artifacts,
+            settings,
+            on_stage,
+            card_extra or {},
+            on_measurement,
+        )
+
+    return build_in_stage(out, make)
 
 
 def _package(
@@ -157,6 +203,8 @@ def _package(
     artifacts: str | Path | None,
     settings: FinetuneSettings,
     on_stage: Callable[[str], None],
+    card_extra: dict[str, Any],
+    on_measurement: Callable[[str, dict], None],
 ) -> dict[str, Any]:
     """Write, score and measure the package's files in `stage`; the card is the last file."""
     import torch
@@ -200,7 +248,7 @@ def _package(
     counts = torch.bincount(gold, minlength=len(task.label_names))
 
     on_stage(f"measuring {INT8_FILE} and {FP32_FILE} on {profile.name}")
-    latency = _measure(stage, cfg, profile, runner, artifacts, recipe)
+    latency = _measure(stage, cfg, profile, runner, artifacts, recipe, on_measurement)
 
     params_encoder = cfg.params(embeddings=False)
     params_total = cfg.params(
@@ -267,6 +315,7 @@ def _package(
         "files": made["files"],
         "graph": made["graph"],
         "hf_transformers": {"loadable": loadable, "note": note},
+        **card_extra,
     }
     write_card(stage, card)
     return card
@@ -284,7 +333,13 @@ def _head_record(manifest: dict[str, Any], task: Any) -> dict[str, Any]:
 
 
 def _measure(
-    stage: Path, cfg: SubnetConfig, profile: Any, runner: Any, artifacts: Any, recipe: Any
+    stage: Path,
+    cfg: SubnetConfig,
+    profile: Any,
+    runner: Any,
+    artifacts: Any,
+    recipe: Any,
+    on_measurement: Callable[[str, dict], None] = lambda file, result: None,
 ) -> dict[str, Any]:
     """Both ONNX files timed by the profile's harness beside its anchor, with the trust
     verdict and what it was measured under."""
@@ -310,6 +365,7 @@ def _measure(
         path = stage / file
         sha = file_sha256(path)
         r = measure_artifact(runner, str(path), sha, profile, anchor)
+        on_measurement(name, r)
         env = r.get("environment") or {}
         record[name] = {"file": file, "sha256": sha} | {
             k: r[k] for k in MEASUREMENT_KEYS if r.get(k) is not None

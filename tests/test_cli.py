@@ -192,40 +192,6 @@ def test_checkpoint_that_does_not_fit_the_space(capsys, tmp_path):
     assert code == 2 and "does not fit" in err and not (tmp_path / "o").exists()
 
 
-def test_demo_runs_the_whole_pipeline(capsys, tmp_path, tiny_space_file, fast_profile_file):
-    code, out, _ = run(
-        capsys,
-        "demo",
-        "--space",
-        str(tiny_space_file),
-        "--hw",
-        str(fast_profile_file),
-        "--samples",
-        "40",
-        "--verify",
-        "2",
-        "--out",
-        str(tmp_path / "demo"),
-        "--artifacts",
-        str(tmp_path / "art"),
-        "--json",
-    )
-    r = json.loads(out)
-    assert (
-        r["profiled"]["measured"] == 40
-        and r["profiled"]["trusted"] + r["profiled"]["unstable"] == 40
-    )
-    assert r["unit"] == "normalized_ms" and r["fp32_vs_int8"]["unit"] == "median_ms"
-    assert r["predictor"]["rows"] >= 30 and 0 < r["predictor"]["within_10pct"] <= 1
-    assert len(r["verified"]) == 2
-    assert all(v["within_budget"] == (v["measured_ms"] <= r["budget_ms"]) for v in r["verified"])
-    assert code == (0 if r["best"]["within_budget"] else 1)
-    assert r["fp32_vs_int8"]["fp32_median_ms"] > 0
-    assert (tmp_path / "demo" / "report" / "report.html").is_file() and r["report"].endswith(
-        "report.html"
-    )
-
-
 @pytest.mark.slow
 def test_demo_finishes_beside_a_busy_core(tmp_path, tiny_space_file):
     # A newcomer's machine: one of its cores kept busy by a loop. The demo measures with the
@@ -301,6 +267,15 @@ def test_demo_distils_the_supernet_then_searches_for_one_shot_fidelity(
     r = json.loads(out)
     s1 = r["stage1"]
     assert "objective" in r, (r["status"], r.get("message"), r["profiled"])
+    # Stage 2 as the JSON reports it (the same path without a checkpoint runs beside a busy
+    # core above, read as a user reads it).
+    profiled = r["profiled"]
+    assert profiled["measured"] >= 30 and profiled["trusted"] + profiled["unstable"] >= 30
+    assert r["unit"] == "normalized_ms" and r["fp32_vs_int8"]["unit"] == "median_ms"
+    assert r["predictor"]["rows"] >= 30 and 0 < r["predictor"]["within_10pct"] <= 1
+    assert all(v["within_budget"] == (v["measured_ms"] <= r["budget_ms"]) for v in r["verified"])
+    assert code == (0 if r["best"]["within_budget"] else 1)
+    assert r["fp32_vs_int8"]["fp32_median_ms"] > 0 and r["report"].endswith("report.html")
     assert r["objective"] == "oneshot" and s1["steps"] == 4 and r["task"] is None
     assert (tmp_path / "demo" / "stage1" / "supernet" / "model.safetensors").is_file()
     # Fidelity to the teacher is a CKA: in (0, 1], and the search's winner is scored by it.
@@ -377,7 +352,11 @@ def test_demo_proves_its_winner_against_the_hand_scaled_model_on_a_users_task(
     # The subnets' weights come from stage 1's supernet, which `bfnas task eval` reads.
     assert (tmp_path / "demo" / "stage1" / "supernet" / "model.safetensors").is_file()
     card = json.loads((tmp_path / "demo" / "model" / "model.json").read_text())
-    assert card == r["model"]["card"] and card["arch"] == r["winner"]["arch"]
+    # The model folder is the model to ship: the winner unless a baseline measured better.
+    ship = r["ship"]
+    best = max(("winner", "baseline", "params_winner"), key=lambda k: r[k]["accuracy_mean"])
+    assert r[ship]["accuracy_mean"] == r[best]["accuracy_mean"] and r["model"]["ship"] == ship
+    assert card == r["model"]["card"] and card["arch"] == r[ship]["arch"]
     assert card["max_len"] == 64 and card["task"]["folder"] == str(task)
     html = (tmp_path / "demo" / "report" / "report.html").read_text()
     assert "The model to ship" in html

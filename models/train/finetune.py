@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from bfnas.errors import InputError
 from bfnas.models.nn.supernet import SuperBert, weights_sha256
+from bfnas.models.prune.masks import apply_masks
 from bfnas.models.space.subnet import SubnetConfig
 from bfnas.models.train.glue_task import Encoded, GlueTask, collate, encode
 from bfnas.models.train.task_classifier import (
@@ -118,11 +119,13 @@ def train_classifier(
     pad: int,
     on_step: Callable[[dict], None] = lambda row: None,
     teacher_logits: Tensor | None = None,
+    masks: dict[str, Tensor] | None = None,
 ) -> list[float]:
     """Fine-tune in place; the mean training loss of each epoch. Call inside a seeded RNG
     (as `finetune_subnet` does): dropout and the example order draw from it.
     `teacher_logits` ([train examples, labels], file order) are what `settings.distill`
-    distils from."""
+    distils from. `masks` (parameter name to bool, `models.prune.masks`) hold a ticket's
+    pruned weights at zero: applied before the first step and after every one."""
     if settings.distill > 0 and teacher_logits is None:
         raise ValueError("settings.distill needs a teacher's logits (a fine-tuned model)")
     n = len(data.ids)
@@ -141,6 +144,8 @@ def train_classifier(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm))
     )
+    hold = (lambda: apply_masks(model, masks)) if masks else (lambda: None)
+    hold()
     model.train()
     step, epoch_losses = 0, []
     for epoch in range(settings.epochs):
@@ -156,6 +161,7 @@ def train_classifier(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
             opt.step()
+            hold()  # AdamW's momentum and decay move a pruned weight; the mask puts it back
             sched.step()
             step += 1
             losses.append(float(loss.detach()))
@@ -241,9 +247,11 @@ def finetune_classifier(
     on_step: Callable[[dict], None] = lambda row: None,
     classifier: dict[str, Tensor] | None = None,
     teacher_logits: Tensor | None = None,
+    masks: dict[str, Tensor] | None = None,
 ) -> tuple[SubnetClassifier, dict[str, Any]]:
     """`finetune_subnet`, also returning the fine-tuned model (in eval mode, running FP32
-    whether or not it trained int8-aware): what a deployable package is written from."""
+    whether or not it trained int8-aware): what a deployable package is written from.
+    `masks`: a lottery ticket's, held through training (`train_classifier`)."""
     if data.max_len != settings.max_len:
         raise ValueError(
             f"the task was tokenized for max_len {data.max_len}, not {settings.max_len}"
@@ -263,7 +271,9 @@ def finetune_classifier(
         )
         inherited = weights_sha256(model.bert)
         t0 = time.perf_counter()
-        epoch_losses = train_classifier(model, train, settings, data.pad, on_step, teacher_logits)
+        epoch_losses = train_classifier(
+            model, train, settings, data.pad, on_step, teacher_logits, masks
+        )
         train_seconds = time.perf_counter() - t0
     # Scored (and returned) as the FP32 network it now is: an int8-aware run's INT8 accuracy
     # is the quantized file's, measured where that file is made.
