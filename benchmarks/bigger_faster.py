@@ -16,6 +16,10 @@ What runs, all of it bfnas's own parts (`bfnas demo`'s accuracy half at three bu
    budget proven), the `params` winner, and the hand-scaled MiniLM (fewer layers; uniformly
    narrower: the largest of each that fits, measured); each fine-tuned over the seeds.
 4. `--random` random subnets that fit the budget as measured, fine-tuned the same way.
+5. BERT-Tickets beside them (`--tickets`, `bfnas tickets find`): IMP with rewinding of the
+   full MiniLM to those sparsities, structured (each ticket a dense smaller model) and not,
+   under the same protocol, each measured into the same store; per budget the structured
+   ticket that fits with the best seed-0 accuracy, fine-tuned over the seeds.
 
 Every subnet's weights come from all-MiniLM-L6-v2 (the packaged checkpoint; no stage 1).
 The task is the offline task at a demo's size (`task_data.DEMO_TASK`) unless `--task-dir`;
@@ -99,6 +103,16 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=60, help="subnets profiled")
     ap.add_argument("--finetunes", type=int, default=16, help="rows of the accuracy predictor")
     ap.add_argument("--random", type=int, default=5, help="random subnets a budget")
+    ap.add_argument(
+        "--tickets",
+        default="0.3,0.5,0.7,0.8",
+        help="sparsities of the structured lottery tickets (empty: no tickets column)",
+    )
+    ap.add_argument(
+        "--unstructured-tickets",
+        default="0.5,0.7",
+        help="sparsities of the unstructured tickets shown for reference (empty: none)",
+    )
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--work", default="scratch/bigger_faster")
@@ -233,6 +247,13 @@ def main() -> int:
                 )
             t = phase("random subnets", t)
             table.append(entry(fraction, budget, found, proven_random))
+        tickets = None
+        if args.tickets:
+            say(f"lottery tickets at sparsity {args.tickets}, structured and not")
+            tickets = ticket_column(args, work, task, seeds, profile, store, budgets)
+            for e, best in zip(table, tickets["per_budget"], strict=True):
+                e["ticket"] = best
+            t = phase("lottery tickets", t)
     setup.close()
     payload = {
         "args": vars(args),
@@ -248,12 +269,106 @@ def main() -> int:
             "metrics": predictor_metrics,
         },
         "table": table,
+        "tickets": tickets,
         "phases_s": phases,
         "minutes": (time.perf_counter() - t0) / 60,
     }
     plot(payload, Path(args.out) / "bigger_faster.png")
     publish(args.out, "bigger_faster", report_lines(payload), payload)
     return 0
+
+
+def ticket_column(
+    args: Any,
+    work: Path,
+    task: dict,
+    seeds: tuple[int, ...],
+    profile: Any,
+    store: LatencyStore,
+    budgets: list[float],
+) -> dict[str, Any]:
+    """BERT-Tickets beside the search: structured IMP tickets of MiniLM (each a dense smaller
+    model) and unstructured ones, fine-tuned under the table's protocol, written, measured on
+    the table's profile into its store (so their anchor-normalized latency is on the same
+    baseline as the budgets); per budget, the structured ticket that fits as measured with
+    the best seed-0 accuracy, fine-tuned over the table's seeds."""
+    from bfnas.tickets import TicketRun, TicketSettings
+
+    runs: dict[str, dict] = {}
+    rows: dict[str, dict] = {}
+    per_budget: list[dict | None] = []
+    wanted = {True: args.tickets, False: args.unstructured_tickets}
+    for structured in (True, False):
+        name = "structured" if structured else "unstructured"
+        if not wanted[structured]:
+            continue
+        settings = TicketSettings(
+            task_dir=task["folder"],
+            out=str(work / "tickets" / name),
+            checkpoint="minilm",
+            sparsity=tuple(float(x) for x in wanted[structured].split(",")),
+            protocol=args.protocol,
+            hw=args.hw,
+            structured=structured,
+            db=str(work / "latency.db"),
+            artifacts=str(work / "artifacts"),
+        )
+        with TicketRun(settings) as run:
+            found = run.run()
+            assert run.profile.hash() == profile.hash(), "the tickets measured another profile"
+            normalized = _ticket_latencies(store, profile)
+            for t in found["tickets"] + [found["dense"]]:
+                t["latency_normalized_ms"] = normalized.get(t["mask_sha256"] or f"dense-{name}")
+                rows[f"{name}/{t['name']}"] = t
+            if structured:
+                for budget in budgets:
+                    fits = [
+                        t
+                        for t in found["tickets"]
+                        if t["kind"] == "structured"
+                        and t["latency_normalized_ms"] is not None
+                        and t["latency_normalized_ms"] <= budget
+                    ]
+                    best = max(fits, key=lambda t: t["accuracy_fp32"], default=None)
+                    if best is None:
+                        per_budget.append(None)
+                        continue
+                    acc = run.seed_accuracies(best["name"], seeds)
+                    per_budget.append(
+                        {
+                            "role": "structured ticket",
+                            "name": best["name"],
+                            "arch": best["arch"],
+                            "arch_text": str(SubnetConfig.from_dict(best["arch"])),
+                            "encoder_params": SubnetConfig.from_dict(best["arch"]).params(
+                                embeddings=False
+                            ),
+                            "sparsity": best["sparsity"],
+                            "latency_ms": best["latency_normalized_ms"],
+                            "median_ms": best["latency_ms"],
+                            "budget_used": best["latency_normalized_ms"] / budget,
+                            "accuracy_per_seed": [acc[s] for s in seeds],
+                            "accuracy_mean": statistics.fmean(acc[s] for s in seeds),
+                            "accuracy_std": statistics.stdev(acc[s] for s in seeds),
+                            "seeds": list(seeds),
+                        }
+                    )
+        runs[name] = found
+    return {"runs": runs, "rows": rows, "per_budget": per_budget}
+
+
+def _ticket_latencies(store: LatencyStore, profile: Any) -> dict[str, float | None]:
+    """Each stored ticket's anchor-normalized INT8 latency, by its mask's sha256 (the dense
+    model of a run by `dense-<run>`: its folder name tells the runs apart)."""
+    out: dict[str, float | None] = {}
+    for m in store.measurements(profile.hash(), role="ticket"):
+        art = json.loads(m["artifact"]) if m["artifact"] else {}
+        ticket = art.get("ticket") or {}
+        key = ticket.get("mask_sha256")
+        if key is None:
+            key = "dense-" + Path(art.get("file", "")).parts[-4]
+        out[key] = m["normalized_ms"]
+    return out
 
 
 def entry(fraction: float, budget: float, found: dict, randoms: list[Proven]) -> dict:
@@ -317,6 +432,8 @@ def report_lines(p: dict) -> list[str]:
     for e in p["table"]:
         head = f"{e['fraction']:.0%} ({e['budget_ms']:.2f} ms)"
         rows = [(role, e[role]) for role in ROLES]
+        if "ticket" in e:
+            rows.append(("structured ticket", e["ticket"]))
         rows += [(f"random {i + 1}", r) for i, r in enumerate(e["random"])]
         for role, r in rows:
             if r is None:
@@ -357,6 +474,7 @@ def report_lines(p: dict) -> list[str]:
             f"{e['winner']['budget_used']:.0%} of the budget: {yes(g['uses_85pct'])}"
             + (f"; random median {100 * rmed:.2f} %" if rmed is not None else "")
         )
+    lines += ticket_lines(p)
     lines += evidence_lines(p)
     lines += [
         "",
@@ -367,6 +485,48 @@ def report_lines(p: dict) -> list[str]:
         "other); one machine's CPU, not an edge device; latencies anchor-normalized on a "
         "2-core VM beside whatever else ran.",
     ]
+    return lines
+
+
+def ticket_lines(p: dict) -> list[str]:
+    """The lottery tickets beside the table: each budget's structured ticket against the
+    winner, then every ticket with its measured latency on the table's baseline."""
+    t = p.get("tickets")
+    if not t:
+        return []
+    lines = [
+        "",
+        "Lottery tickets (IMP with rewinding, `bfnas tickets find`; one seed each "
+        "but the table's rows, which are fine-tuned over its seeds):",
+        "",
+    ]
+    for e in p["table"]:
+        tk, w = e.get("ticket"), e["winner"]
+        if tk is None:
+            lines.append(f"- {e['fraction']:.0%}: no structured ticket fits the budget")
+            continue
+        diff = 100 * (w["accuracy_mean"] - tk["accuracy_mean"]) if w else None
+        lines.append(
+            f"- {e['fraction']:.0%}: structured ticket {tk['name']} (sparsity "
+            f"{tk['sparsity']:.0%}) {_acc(tk)} at {tk['budget_used']:.0%} of the budget"
+            + (f"; the winner {diff:+.2f} points over it" if diff is not None else "")
+        )
+    lines += [
+        "",
+        "| ticket | arch | sparsity | latency | dev accuracy FP32 (seed 0) | INT8 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in t["rows"].items():
+        ms = r.get("latency_normalized_ms")
+        arch = f"`{SubnetConfig.from_dict(r['arch'])}`" if r.get("arch") else "-"
+        lines.append(
+            f"| {name} | {arch} | {r['sparsity']:.1%} | "
+            f"{'-' if ms is None else f'{ms:.3f} ms'} | {100 * r['accuracy_fp32']:.2f} | "
+            f"{100 * r['accuracy_int8']:.2f} |"
+        )
+    speed = t["runs"].get("unstructured", {}).get("speed")
+    if speed:
+        lines += ["", f"Unstructured tickets: {speed}."]
     return lines
 
 
@@ -468,6 +628,21 @@ def plot(p: dict, path: Path) -> None:
             capsize=3,
             label=role,
         )
+    tk = [e["ticket"] for e in p["table"] if e.get("ticket")]
+    if tk:
+        ax.errorbar(
+            [r["latency_ms"] for r in tk],
+            [100 * r["accuracy_mean"] for r in tk],
+            yerr=[100 * (r["accuracy_std"] or 0) for r in tk],
+            marker="D",
+            color="C3",
+            linestyle="-",
+            capsize=3,
+            label="structured ticket",
+        )
+    for name, r in ((p.get("tickets") or {}).get("rows") or {}).items():
+        if r.get("latency_normalized_ms") and name.startswith("unstructured/"):
+            ax.plot(r["latency_normalized_ms"], 100 * r["accuracy_fp32"], "x", color="C4")
     for e in p["table"]:
         ax.axvline(e["budget_ms"], color="grey", linewidth=0.6, linestyle=":")
         for r in e["random"]:

@@ -8,7 +8,8 @@ scored FP32 and INT8 on dev and its INT8 file measured on `local-cpu-int8` at 64
         [--work scratch/tickets]
 
 It is `bfnas tickets find` with those settings (`bfnas.tickets.find_tickets`); the runs live
-in `--work/unstructured` and `--work/structured` (a rerun continues them). Writes benchmarks/results/tickets.{md,json}.
+in `--work/unstructured` and `--work/structured` (a rerun continues them). Writes
+benchmarks/results/tickets.{md,json}.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def main() -> int:
             ),
             say,
         )
-        r["minutes"] = (time.perf_counter() - start) / 60
+        r["minutes"] = (time.perf_counter() - start) / 60  # this invocation only
         results["structured" if structured else "unstructured"] = r
     payload = {"task": task, "runs": results, "minutes": (time.perf_counter() - t0) / 60}
     publish(args.out, "tickets", report_lines(payload), payload)
@@ -83,13 +84,15 @@ def report_lines(p: dict) -> list[str]:
         f"Every fine-tune: {ft['epochs']} epochs, lr {ft['lr']}, batch {ft['batch']}, max_len "
         f"{ft['max_len']}, seed {ft['seed']} (one seed: the rewind's). Latency: INT8 raw median "
         f"on {first['profile']} (dynamic recipe, 1 thread, batch 1, {ft['max_len']} tokens), "
-        f"this 2-core VM. {p['minutes']:.0f} minutes here.",
+        f"this 2-core VM. The last invocation took {p['minutes']:.0f} minutes (a rerun reads "
+        "finished work back).",
     ]
     for name, r in p["runs"].items():
         d = r["dense"]
         lines += [
             "",
-            f"{name} ({r['minutes']:.0f} min):",
+            f"{name} ({r['seconds'] / 60:.0f} min of work over every invocation, "
+            f"{r['minutes']:.0f} in the last):",
             "",
             "| model | arch | sparsity (exported weights) | dev accuracy FP32 | INT8 | "
             "INT8 raw median |",

@@ -46,6 +46,9 @@ _PUBLIC = {
     "train_task_model": "bfnas.task_model:train_task_model",
     "FinetuneSettings": "bfnas.models.train.finetune:FinetuneSettings",
     "load_classifier": "bfnas.models.deploy.text_classifier:load_classifier",
+    # lottery tickets of the pre-trained BERT, measured like searched subnets
+    "TicketSettings": "bfnas.tickets:TicketSettings",
+    "find_tickets": "bfnas.tickets:find_tickets",
 }
 
 __all__ = ["__version__", *_PUBLIC]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -240,7 +241,7 @@ class TicketRun:
                 raise InputError(
                     str(manifest),
                     key,
-                    "an output folder of another run (this run differs here): give a new --out",
+                    "an output folder of another run (this run differs here): use another folder",
                 )
 
     @property
@@ -259,8 +260,15 @@ class TicketRun:
             self.out / MANIFEST,
             {"format": FORMAT, "identity": self.identity, "checkpoint": s.checkpoint},
         )
-        rounds = self._imp()
-        controls = self._control() if s.control else []
+        started = time.monotonic()
+        try:
+            rounds = self._imp()
+            controls = self._control() if s.control else []
+        finally:
+            # What the run cost, every invocation added (a rerun reads finished work back).
+            spent = self.out / "seconds.json"
+            before = json.loads(spent.read_text())["seconds"] if spent.is_file() else 0.0
+            _write_json(spent, {"seconds": before + time.monotonic() - started})
         return self._summary(rounds, controls)
 
     def _imp(self) -> list[dict[str, Any]]:
@@ -320,7 +328,7 @@ class TicketRun:
         for i, target in enumerate(s.targets):
             name = ticket_name(kind, target)
             folder = self.out / "models" / name
-            masks = CONTROLS[kind](template, target, s.seed, self.prune, self.head_size)
+            masks = CONTROLS[s.control](template, target, s.seed, self.prune, self.head_size)
             record = {
                 "sparsity": target,
                 "mask_sparsity": sparsity(masks),
@@ -335,7 +343,38 @@ class TicketRun:
             out.append(record)
         return out
 
-    def _finetune(self, masks: Any) -> tuple[Any, dict[str, Any]]:
+    def seed_accuracies(self, name: str, seeds: tuple[int, ...]) -> dict[int, float]:
+        """Dev accuracy of ticket `name` (an IMP round's) fine-tuned from its rewound weights
+        with its mask held, once per seed: the spread a comparison with other models needs
+        (the run itself fine-tunes each ticket under one seed, the rewind's). Each seed's
+        result is kept in `out/seeds/`, so a rerun reads it back."""
+        from bfnas.models.prune.masks import load_masks
+
+        rounds = {
+            json.loads(p.read_text(encoding="utf-8"))["ticket"]: p
+            for p in sorted((self.out / "rounds").glob("round-*.json"))
+        }
+        if name not in rounds:
+            raise ValueError(f"{name}: no finished IMP round made this ticket")
+        record = json.loads(rounds[name].read_text(encoding="utf-8"))
+        k = record["round"]
+        masks = load_masks(self.out / "rounds" / f"masks-{k:02d}.safetensors") if k else None
+        folder = self.out / "seeds"
+        folder.mkdir(exist_ok=True)
+        out: dict[int, float] = {}
+        for seed in seeds:
+            if seed == self.settings.seed:
+                out[seed] = record["accuracy"]
+                continue
+            path = folder / f"{name}-seed{seed}.json"
+            if not path.is_file():
+                self._say("round", f"{name}: fine-tuning under seed {seed}")
+                _, result = self._finetune(masks, seed)
+                _write_json(path, {"seed": seed, "accuracy": result["accuracy"]})
+            out[seed] = json.loads(path.read_text(encoding="utf-8"))["accuracy"]
+        return out
+
+    def _finetune(self, masks: Any, seed: int | None = None) -> tuple[Any, dict[str, Any]]:
         from bfnas.models.train.finetune import finetune_classifier
 
         def step(row: dict) -> None:
@@ -352,7 +391,7 @@ class TicketRun:
             self.net,
             self.cfg,
             self.data,
-            self.settings.finetune,
+            replace(self.settings.finetune, seed=self.settings.seed if seed is None else seed),
             self.pooler,
             step,
             masks=masks,
@@ -455,6 +494,10 @@ class TicketRun:
                     "accuracy_int8": a["int8_onnx"],
                     "latency_ms": lat["int8"].get("median_ms"),
                     "latency_status": lat["int8"].get("status"),
+                    # Its median over the anchor's, run beside it: what compares two files
+                    # measured minutes apart on a machine whose speed moves.
+                    "latency_ratio": lat["int8"].get("ratio"),
+                    "anchor_key": lat["int8"].get("anchor_key"),
                     "fp32_latency_ms": lat["fp32"].get("median_ms"),
                     "path": str(folder),
                 }
@@ -472,6 +515,7 @@ class TicketRun:
             "tickets": [t for t in tickets if t["kind"] != "dense"],
             "dense": dense,
             "speed": speed_verdict(dense, tickets),
+            "seconds": json.loads((self.out / "seconds.json").read_text())["seconds"],
         }
 
     def close(self) -> None:
@@ -482,16 +526,22 @@ class TicketRun:
 
 def speed_verdict(dense: dict | None, tickets: list[dict]) -> str | None:
     """What the measurements say about unstructured sparsity and speed: each ticket's INT8
-    raw median against the dense model's, on the same profile in the same run."""
+    latency against the dense model's, on the same profile in the same run, as the ratio of
+    each to the anchor run beside it where both have the same anchor (the machine's speed
+    swings cancel), else as raw medians. Failed measurements are left out; untrusted ones
+    are named."""
     if dense is None or not dense.get("latency_ms"):
         return None
-    ratios = [
-        t["latency_ms"] / dense["latency_ms"]
-        for t in tickets
-        if t["kind"] != "dense" and not t["structured"] and t.get("latency_ms")
+    rows = [
+        t for t in tickets if t["kind"] != "dense" and not t["structured"] and t.get("latency_ms")
     ]
-    if not ratios:
+    if not rows:
         return None
+    paired = all(
+        t.get("latency_ratio") and t.get("anchor_key") == dense.get("anchor_key") for t in rows
+    ) and dense.get("latency_ratio")
+    key, how = ("latency_ratio", "ratio to the anchor") if paired else ("latency_ms", "raw median")
+    ratios = [t[key] / dense[key] for t in rows]
     lo, hi = min(ratios), max(ratios)
     if hi < 0.9:
         verdict = "sparsity made them faster here"
@@ -502,9 +552,11 @@ def speed_verdict(dense: dict | None, tickets: list[dict]) -> str | None:
             "the runtime's dense kernels do the same work on zeros: unstructured sparsity "
             "made them no faster here"
         )
+    doubtful = [t["name"] for t in [dense, *rows] if t.get("latency_status") != "ok"]
+    trust = f"; measured untrusted: {', '.join(doubtful)}" if doubtful else ""
     return (
-        f"unstructured tickets ran at {lo:.2f}-{hi:.2f}x the dense model's INT8 raw median "
-        f"(same profile, same run): {verdict}"
+        f"unstructured tickets ran at {lo:.2f}-{hi:.2f}x the dense model's INT8 latency "
+        f"({how}, same profile, same run): {verdict}{trust}"
     )
 
 

@@ -294,14 +294,15 @@ def test_a_structured_ticket_shrinks_to_a_dense_model_that_computes_the_same(tin
 
 def test_structured_tickets_are_smaller_dense_models_measured_like_subnets(tiny):
     out = tiny["root"] / "structured"
-    code, stdout, stderr = run_cli(find_argv(tiny, out, "--structured"))
+    code, stdout, stderr = run_cli(find_argv(tiny, out, "--structured", "--control", "random"))
     assert code == 0, stderr
     r = json.loads(stdout)
     dense = SubnetConfig.from_dict(
         json.loads((out / "models" / "dense" / "model.json").read_text())["arch"]
     )
-    assert [t["name"] for t in r["tickets"]] == ["structured-30", "structured-50"]
-    for t, want in zip(r["tickets"], (0.3, 0.5), strict=True):
+    names = ["structured-30", "structured-50", "random-structured-30", "random-structured-50"]
+    assert [t["name"] for t in r["tickets"]] == names
+    for t, want in zip(r["tickets"], (0.3, 0.5, 0.3, 0.5), strict=True):
         arch = SubnetConfig.from_dict(t["arch"])
         assert t["structured"] and arch.params() < dense.params()
         # Its sparsity: the encoder linear weights the smaller file no longer has.
@@ -313,3 +314,33 @@ def test_structured_tickets_are_smaller_dense_models_measured_like_subnets(tiny)
         assert a["fp32_onnx"] == pytest.approx(a["fp32_torch"], abs=1.5 / 39)
         assert a["fp32_onnx_max_abs_logit_diff"] < 1e-3
         assert t["latency_ms"] > 0
+
+
+def test_a_ticket_fine_tuned_under_more_seeds_is_kept_and_read_back(tiny, found, monkeypatch):
+    from bfnas.tickets import TicketRun, TicketSettings
+
+    out, r = found
+    settings = TicketSettings(
+        task_dir=str(tiny["task"]),
+        out=str(out),
+        checkpoint=str(tiny["ckpt"]),
+        sparsity=(0.3, 0.5),
+        prune_fraction=0.3,
+        protocol="demo",
+        epochs=1,
+        max_len=32,
+        hw=str(tiny["profile"]),
+        artifacts=str(tiny["root"] / "artifacts"),
+    )
+    rounds = {x["ticket"]: x for x in r["rounds"]}
+    with TicketRun(settings) as run:
+        acc = run.seed_accuracies("imp-50", (0, 1))
+    assert acc[0] == rounds["imp-50"]["accuracy"] and 0 <= acc[1] <= 1
+    assert (out / "seeds" / "imp-50-seed1.json").is_file()
+    import bfnas.models.train.finetune as finetune
+
+    monkeypatch.setattr(finetune, "finetune_classifier", None)  # read back, not trained
+    with TicketRun(settings) as run:
+        assert run.seed_accuracies("imp-50", (0, 1)) == acc
+        with pytest.raises(ValueError, match="imp-99"):
+            run.seed_accuracies("imp-99", (0,))
