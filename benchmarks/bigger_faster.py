@@ -423,8 +423,9 @@ def report_lines(p: dict) -> list[str]:
         f"mean ± std over seeds {p['args']['seeds']}; every latency measured on this "
         f"machine. Accuracy predictor: {a['rows']} subnets (seed 0), out-of-fold Kendall tau "
         f"{m.get('oof_kendall_tau', float('nan')):.2f} (encoder params alone "
-        f"{m.get('params_kendall_tau', float('nan')):.2f}). {p['minutes']:.0f} minutes here "
-        "(2 cores).",
+        f"{m.get('params_kendall_tau', float('nan')):.2f}). {p['minutes']:.0f} minutes in this "
+        "invocation on 2 cores (a rerun reads back every measurement and fine-tune its stores "
+        "hold: the phases below say where the time went).",
         "",
         "| budget | method | subnet | encoder params | latency | % of budget | accuracy |",
         "|---|---|---|---|---|---|---|",
@@ -509,7 +510,7 @@ def ticket_lines(p: dict) -> list[str]:
         lines.append(
             f"- {e['fraction']:.0%}: structured ticket {tk['name']} (sparsity "
             f"{tk['sparsity']:.0%}) {_acc(tk)} at {tk['budget_used']:.0%} of the budget"
-            + (f"; the winner {diff:+.2f} points over it" if diff is not None else "")
+            + (f"; winner minus ticket {diff:+.2f} points" if diff is not None else "")
         )
     lines += [
         "",
@@ -640,9 +641,17 @@ def plot(p: dict, path: Path) -> None:
             capsize=3,
             label="structured ticket",
         )
-    for name, r in ((p.get("tickets") or {}).get("rows") or {}).items():
-        if r.get("latency_normalized_ms") and name.startswith("unstructured/"):
-            ax.plot(r["latency_normalized_ms"], 100 * r["accuracy_fp32"], "x", color="C4")
+    rows = ((p.get("tickets") or {}).get("rows") or {}).items()
+    loose = [r for name, r in rows if name.startswith("unstructured/")]
+    loose = [r for r in loose if r.get("latency_normalized_ms")]
+    if loose:
+        ax.plot(
+            [r["latency_normalized_ms"] for r in loose],
+            [100 * r["accuracy_fp32"] for r in loose],
+            "x",
+            color="C4",
+            label="unstructured ticket or dense (seed 0)",
+        )
     for e in p["table"]:
         ax.axvline(e["budget_ms"], color="grey", linewidth=0.6, linestyle=":")
         for r in e["random"]:
