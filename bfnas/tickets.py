@@ -264,6 +264,7 @@ class TicketRun:
         try:
             rounds = self._imp()
             controls = self._control() if s.control else []
+            self._note_speed([r["ticket"] for r in rounds] + [c["ticket"] for c in controls])
         finally:
             # What the run cost, every invocation added (a rerun reads finished work back).
             spent = self.out / "seconds.json"
@@ -470,6 +471,33 @@ class TicketRun:
     def _say(self, kind: str, message: str, done: int = 0, of: list | None = None) -> None:
         self.on_event(TicketEvent(kind, message, done, len(of) if of else 0))
 
+    def _note_speed(self, names: list[str | None]) -> None:
+        """Each unstructured ticket's card says what its INT8 latency measured against the
+        dense model's (measured, not assumed: `speed_words`)."""
+        from bfnas.models.deploy.classifier_package import write_card
+
+        models = self.out / "models"
+        dense = json.loads((models / "dense" / "model.json").read_text(encoding="utf-8"))
+        d = dense["latency"]["int8"]
+        for name in names:
+            if not name or name == "dense":
+                continue
+            card = json.loads((models / name / "model.json").read_text(encoding="utf-8"))
+            t, m = card["ticket"], card["latency"]["int8"]
+            if t["structured"] or not m.get("median_ms") or not d.get("median_ms"):
+                continue
+            same_anchor = m.get("anchor_key") == d.get("anchor_key")
+            paired = m.get("ratio") and d.get("ratio") and same_anchor
+            key, how = ("ratio", "ratio to the anchor") if paired else ("median_ms", "raw median")
+            x = m[key] / d[key]
+            t["speed"] = {
+                "vs_dense": x,
+                "measure": how,
+                "text": f"{x:.2f}x the dense model's INT8 latency on {self.profile.name} "
+                f"({how}, the same run): {speed_words(x, x)}",
+            }
+            write_card(models / name, card)
+
     # -- the result ------------------------------------------------------------------
     def _summary(self, rounds: list[dict], controls: list[dict]) -> dict[str, Any]:
         from bfnas.models.prune.masks import onnx_weight_sparsity
@@ -543,20 +571,24 @@ def speed_verdict(dense: dict | None, tickets: list[dict]) -> str | None:
     key, how = ("latency_ratio", "ratio to the anchor") if paired else ("latency_ms", "raw median")
     ratios = [t[key] / dense[key] for t in rows]
     lo, hi = min(ratios), max(ratios)
-    if hi < 0.9:
-        verdict = "sparsity made them faster here"
-    elif lo > 1.1:
-        verdict = "they ran slower here"
-    else:
-        verdict = (
-            "the runtime's dense kernels do the same work on zeros: unstructured sparsity "
-            "made them no faster here"
-        )
+    verdict = speed_words(lo, hi)
     doubtful = [t["name"] for t in [dense, *rows] if t.get("latency_status") != "ok"]
     trust = f"; measured untrusted: {', '.join(doubtful)}" if doubtful else ""
     return (
         f"unstructured tickets ran at {lo:.2f}-{hi:.2f}x the dense model's INT8 latency "
         f"({how}, same profile, same run): {verdict}{trust}"
+    )
+
+
+def speed_words(lo: float, hi: float) -> str:
+    """What latencies of `lo`-`hi` times the dense model's mean for unstructured sparsity."""
+    if hi < 0.9:
+        return "sparsity made the model faster here"
+    if lo > 1.1:
+        return "the sparse model ran slower here"
+    return (
+        "the runtime's dense kernels do the same work on zeros: unstructured sparsity made "
+        "the model no faster here"
     )
 
 

@@ -168,6 +168,11 @@ def test_imp_finds_tickets_at_each_sparsity_written_and_measured(found):
             assert (folder / f).is_file(), f
         card = json.loads((folder / "model.json").read_text())
         assert card["ticket"]["mask_sha256"] == t["mask_sha256"]
+        # The card says what the measurement showed against the dense model, not a belief.
+        speed = card["ticket"]["speed"]
+        assert speed["vs_dense"] > 0 and f"{speed['vs_dense']:.2f}x" in speed["text"]
+        readme = (folder / "README.md").read_text()
+        assert "## Lottery ticket" in readme and speed["text"] in readme
     # The rounds: dense, then each round pruning 30 % of the survivors until 0.3 and 0.5.
     levels = [round(x["sparsity"], 6) for x in r["rounds"]]
     assert levels == [0.0, *imp_schedule([0.3, 0.5], 0.3)]

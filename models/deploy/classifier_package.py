@@ -359,6 +359,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         f"Host {lat.get('host', 'n/a')}, CPU {lat.get('cpu_model', 'n/a')}; {versions}.",
         "",
+        *_ticket_lines(card.get("ticket")),
         "## Task",
         "",
         f"- folder `{task['folder']}`: {task['train_examples']} train and "
@@ -378,6 +379,25 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _ticket_lines(t: dict[str, Any] | None) -> list[str]:
+    """A lottery ticket's section (`bfnas tickets find`): what was pruned and how, and what
+    the measurements say about its speed against the dense model."""
+    if not t:
+        return []
+    lines = [
+        "## Lottery ticket",
+        "",
+        f"- {'structured' if t['structured'] else 'unstructured'} ({t['kind']}): {t['pruned']}",
+        f"- sparsity requested {t['requested_sparsity']:.1%}, of the weights as trained "
+        f"{t['weight_sparsity']:.1%}; mask sha256 `{t['mask_sha256']}`",
+        f"- rewound to the weights `{t['rewound_to']}`"
+        + (f", IMP round {t['round']}" if t.get("round") is not None else ""),
+    ]
+    if t.get("speed"):
+        lines.append(f"- speed: {t['speed']['text']}")
+    return [*lines, ""]
 
 
 def write_card(folder: Path, card: dict[str, Any]) -> None:
