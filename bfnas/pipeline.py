@@ -404,7 +404,7 @@ def _budget(
         budget_ms = float(statistics.median(rows.ms))
     else:
         largest = setup.space.largest()
-        ms = _largest_ms(store, setup, rows.label, on_message)
+        ms = largest_ms(store, setup, rows.label, on_message)
         if ms is None:  # the largest failed to run: the median, said so
             budget_ms = float(statistics.median(rows.ms))
         else:
@@ -419,7 +419,7 @@ def _budget(
     return budget_ms
 
 
-def _largest_ms(
+def largest_ms(
     store: LatencyStore, setup: MeasurementSetup, unit: str, on_message: Callable[[str], None]
 ) -> float | None:
     """The space's largest subnet's latency in `unit`: measured once, then read back from

@@ -437,7 +437,7 @@ def test_the_demos_budget_is_read_back_on_a_rerun(tmp_path, fast_profile_file):
 
     from bfnas.bench.hardware_profile import load_profile
     from bfnas.bench.store.latency_store import LatencyStore
-    from bfnas.pipeline import _largest_ms
+    from bfnas.pipeline import largest_ms
 
     profile = load_profile(fast_profile_file)
     with LatencyStore(tmp_path / "demo.db") as store:
@@ -445,4 +445,4 @@ def test_the_demos_budget_is_read_back_on_a_rerun(tmp_path, fast_profile_file):
         run = store.start_run(profile.hash(), "budget", {})
         store.finish_run(run, "finished", {"largest_ms": {"ms": 12.5, "unit": "normalized_ms"}})
         setup = SimpleNamespace(profile=profile)  # read back: nothing is measured
-        assert _largest_ms(store, setup, "normalized_ms", print) == 12.5
+        assert largest_ms(store, setup, "normalized_ms", print) == 12.5
