@@ -64,11 +64,9 @@ PRUNERS: dict[bool, Callable[[Any, Any, float, int], Any]] = {
 def _random_control(masks: Any, target: float, seed: int, prune: Callable, head_size: int):
     """The same pruning step on random scores instead of the fine-tuned weights: random
     weights, or random whole units for a structured run."""
-    import torch
+    from bfnas.models.prune.masks import random_scores
 
-    gen = torch.Generator().manual_seed(seed)
-    scores = {n: torch.rand(m.shape, generator=gen) for n, m in masks.items()}
-    return prune(scores, masks, target, head_size)
+    return prune(random_scores(masks, seed), masks, target, head_size)
 
 
 # The controls a run can add beside IMP: name -> masks at a sparsity from the full masks.
@@ -500,11 +498,13 @@ class TicketRun:
 
     # -- the result ------------------------------------------------------------------
     def _summary(self, rounds: list[dict], controls: list[dict]) -> dict[str, Any]:
-        from bfnas.models.prune.masks import onnx_weight_sparsity
+        from bfnas.models.prune.masks import onnx_linear_weights, onnx_weight_sparsity
 
         tickets = []
         names = [r["ticket"] for r in rounds if r["ticket"]] + [c["ticket"] for c in controls]
-        dense_onnx = self.out / "models" / "dense" / "model.onnx"
+        # Counted once: the dense file is as large as the model (loading it per ticket was a
+        # second read of ~90 MB for every ticket).
+        dense_count = onnx_linear_weights(self.out / "models" / "dense" / "model.onnx")[1]
         for name in names:
             folder = self.out / "models" / name
             card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
@@ -514,7 +514,7 @@ class TicketRun:
                     "name": name,
                     "kind": t["kind"],
                     "structured": t["structured"],
-                    "sparsity": onnx_weight_sparsity(folder / lat["fp32"]["file"], dense_onnx),
+                    "sparsity": onnx_weight_sparsity(folder / lat["fp32"]["file"], dense_count),
                     "arch": t.get("arch"),
                     "requested_sparsity": t["requested_sparsity"],
                     "mask_sha256": t["mask_sha256"],
@@ -522,10 +522,8 @@ class TicketRun:
                     "accuracy_int8": a["int8_onnx"],
                     "latency_ms": lat["int8"].get("median_ms"),
                     "latency_status": lat["int8"].get("status"),
-                    # Its median over the anchor's, run beside it: what compares two files
-                    # measured minutes apart on a machine whose speed moves.
-                    "latency_ratio": lat["int8"].get("ratio"),
-                    "anchor_key": lat["int8"].get("anchor_key"),
+                    # Against the dense model, as its card says (`_note_speed`).
+                    "speed": t.get("speed"),
                     "fp32_latency_ms": lat["fp32"].get("median_ms"),
                     "path": str(folder),
                 }
@@ -553,30 +551,20 @@ class TicketRun:
 
 
 def speed_verdict(dense: dict | None, tickets: list[dict]) -> str | None:
-    """What the measurements say about unstructured sparsity and speed: each ticket's INT8
-    latency against the dense model's, on the same profile in the same run, as the ratio of
-    each to the anchor run beside it where both have the same anchor (the machine's speed
-    swings cancel), else as raw medians. Failed measurements are left out; untrusted ones
-    are named."""
-    if dense is None or not dense.get("latency_ms"):
+    """What the measurements say about unstructured sparsity and speed: the range of the
+    unstructured tickets' INT8 latency against the dense model's, as each card records it
+    (`TicketRun._note_speed`). Untrusted measurements are named."""
+    rows = [t for t in tickets if t["kind"] != "dense" and t.get("speed")]
+    if dense is None or not rows:
         return None
-    rows = [
-        t for t in tickets if t["kind"] != "dense" and not t["structured"] and t.get("latency_ms")
-    ]
-    if not rows:
-        return None
-    paired = all(
-        t.get("latency_ratio") and t.get("anchor_key") == dense.get("anchor_key") for t in rows
-    ) and dense.get("latency_ratio")
-    key, how = ("latency_ratio", "ratio to the anchor") if paired else ("latency_ms", "raw median")
-    ratios = [t[key] / dense[key] for t in rows]
+    ratios = [t["speed"]["vs_dense"] for t in rows]
     lo, hi = min(ratios), max(ratios)
-    verdict = speed_words(lo, hi)
+    how = sorted({t["speed"]["measure"] for t in rows})
     doubtful = [t["name"] for t in [dense, *rows] if t.get("latency_status") != "ok"]
     trust = f"; measured untrusted: {', '.join(doubtful)}" if doubtful else ""
     return (
         f"unstructured tickets ran at {lo:.2f}-{hi:.2f}x the dense model's INT8 latency "
-        f"({how}, same profile, same run): {verdict}{trust}"
+        f"({' or '.join(how)}, same profile, same run): {speed_words(lo, hi)}{trust}"
     )
 
 

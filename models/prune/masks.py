@@ -79,13 +79,12 @@ def onnx_linear_weights(path: Path) -> tuple[int, int]:
     return zeros, total
 
 
-def onnx_weight_sparsity(path: Path, dense: Path | None = None) -> float:
+def onnx_weight_sparsity(path: Path, dense_count: int | None = None) -> float:
     """The share of the encoder linear weights a ticket's ONNX file does without: its zeros,
-    and with `dense` (the unpruned model's file) the weights it no longer has at all (a
-    structured ticket is a smaller dense model)."""
+    and with `dense_count` (how many the unpruned model's file has, `onnx_linear_weights`)
+    the weights it no longer has at all (a structured ticket is a smaller dense model)."""
     zeros, total = onnx_linear_weights(path)
-    full = onnx_linear_weights(dense)[1] if dense is not None else total
-    return 1.0 - (total - zeros) / full
+    return 1.0 - (total - zeros) / (dense_count or total)
 
 
 def magnitude_masks(weights: Mapping[str, Tensor], masks: Masks, target: float) -> Masks:
@@ -95,11 +94,15 @@ def magnitude_masks(weights: Mapping[str, Tensor], masks: Masks, target: float) 
     return _prune_by_score({n: weights[n].detach().abs().float() for n in masks}, masks, target)
 
 
+def random_scores(masks: Mapping[str, Tensor], seed: int) -> dict[str, Tensor]:
+    """Uniform random scores shaped as `masks`: what a random control prunes by."""
+    gen = torch.Generator().manual_seed(seed)
+    return {n: torch.rand(m.shape, generator=gen) for n, m in masks.items()}
+
+
 def random_masks(masks: Masks, target: float, seed: int) -> Masks:
     """The control: surviving weights pruned at random, globally, to `target`."""
-    gen = torch.Generator().manual_seed(seed)
-    scores = {n: torch.rand(m.shape, generator=gen) for n, m in masks.items()}
-    return _prune_by_score(scores, masks, target)
+    return _prune_by_score(random_scores(masks, seed), masks, target)
 
 
 def _prune_by_score(scores: Mapping[str, Tensor], masks: Masks, target: float) -> Masks:
