@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench-export clean sshd wheel-check
+.PHONY: demo test lint bench-export clean sshd qemu wheel-check
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(BIN)/python:
@@ -27,7 +27,13 @@ sshd:
 	@command -v sshd >/dev/null || test -x /usr/sbin/sshd || \
 		{ $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openssh-server >/dev/null; }
 
-test: $(VENV)/.dev-installed sshd
+# The ARM64 device tests run Debian's aarch64 Python under qemu-aarch64-static (user mode, no
+# binfmt_misc): Debian's qemu-user-static, installed when missing.
+qemu:
+	@command -v qemu-aarch64-static >/dev/null || \
+		{ $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq qemu-user-static >/dev/null; }
+
+test: $(VENV)/.dev-installed sshd qemu
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q

@@ -105,7 +105,7 @@ def main() -> int:
     ap.add_argument("--random", type=int, default=5, help="random subnets a budget")
     ap.add_argument(
         "--tickets",
-        default="0.3,0.5,0.7,0.8",
+        default="0.3,0.5,0.7,0.8,0.9",
         help="sparsities of the structured lottery tickets (empty: no tickets column)",
     )
     ap.add_argument(

@@ -370,6 +370,13 @@ def _measure(
         record[name] = {"file": file, "sha256": sha} | {
             k: r[k] for k in MEASUREMENT_KEYS if r.get(k) is not None
         }
+        memory = r.get("memory") or {}
+        if memory:
+            # What it takes to run on the device: above the runtime's baseline, and in all.
+            record[name]["memory_mb"] = memory.get("peak_above_baseline_mb")
+            record[name]["peak_rss_mb"] = memory.get("peak_rss_mb")
+        if r.get("model_bytes") is not None:
+            record[name]["file_mb"] = r["model_bytes"] / 1e6
         if env:
             record.update(
                 host=env.get("host"), cpu_model=env.get("cpu_model"), versions=env.get("versions")

@@ -290,7 +290,13 @@ class TicketRun:
             target = k == 0 or any(abs(level - t) < 1e-9 for t in s.targets)
             name = ticket_name(kind, level) if target else None
             folder = self.out / "models" / name if name else None
-            if record_path.is_file() and (folder is None or folder.is_dir()):
+            # A round is done when its record and its ticket are kept. A rerun asking for a
+            # higher sparsity also needs the last done round's pruning, which it had no reason
+            # to write: that round is fine-tuned again (same seed) for the next masks only.
+            next_masks = self.out / "rounds" / f"masks-{k + 1:02d}.safetensors"
+            needs_next = k + 1 < len(levels) and not next_masks.is_file()
+            kept = record_path.is_file() and (folder is None or folder.is_dir())
+            if kept and not needs_next:
                 done.append(json.loads(record_path.read_text(encoding="utf-8")))
                 continue
             masks = load_masks(self.out / "rounds" / f"masks-{k:02d}.safetensors") if k else None
@@ -300,7 +306,10 @@ class TicketRun:
                 current = masks if masks is not None else full_masks(model)
                 weights = {n: p.detach() for n, p in prunable(model).items()}
                 nxt = self.prune(weights, current, levels[k + 1], self.head_size)
-                save_masks(nxt, self.out / "rounds" / f"masks-{k + 1:02d}.safetensors")
+                save_masks(nxt, next_masks)
+            if kept:
+                done.append(json.loads(record_path.read_text(encoding="utf-8")))
+                continue
             record = {
                 "round": k,
                 "sparsity": level,

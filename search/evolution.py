@@ -179,10 +179,13 @@ def evolve(
     budget: Budget,
     settings: EvolutionSettings = EvolutionSettings(),
     on_generation: Callable[[dict], None] = lambda row: None,
+    admit: Callable[[Sequence[SubnetConfig]], np.ndarray] | None = None,
 ) -> SearchResult:
-    """Search `space` for the best `objective` whose predicted latency fits `budget`."""
+    """Search `space` for the best `objective` whose predicted latency fits `budget` (and
+    that `admit` admits: the predicted memory and size under their limits,
+    `search.resources`)."""
     t0 = time.perf_counter()
-    run = _Evolution(space, score, objective, budget, settings)
+    run = _Evolution(space, score, objective, budget, settings, admit=admit)
     population = run.select(run.initial_population(), settings.population)
     history = [_row(0, population, len(run.seen))]
     on_generation(history[-1])
@@ -205,6 +208,7 @@ class _Evolution:
     objective: Callable[[SubnetConfig], float]
     budget: Budget
     settings: EvolutionSettings
+    admit: Callable[[Sequence[SubnetConfig]], np.ndarray] | None = None
     seen: dict[str, Candidate] = field(default_factory=dict)
     calls: int = 0
 
@@ -224,6 +228,8 @@ class _Evolution:
         mid, lo, hi = self.score(fresh)
         self.calls += 1
         fits = self.budget.admits(mid, lo, hi, self.settings.margin)
+        if self.admit is not None:
+            fits = fits & self.admit(fresh)
         # Only feasible members are ranked: a costly objective is not spent on the rest, and
         # they are scored together (an objective with `many` fine-tunes them in parallel).
         feasible = [c for i, c in enumerate(fresh) if fits[i]]

@@ -24,7 +24,13 @@ from bfnas.models.space.subnet import SubnetConfig
 from bfnas.search.evolution import Budget, Candidate, EvolutionSettings, evolve, predictor_scorer
 from bfnas.search.latency_predictor import LatencyPredictor
 from bfnas.search.predictor_file import PredictorSettings
-from bfnas.search.training import LatencyRows, load_rows
+from bfnas.search.resources import (
+    ResourceLimits,
+    ResourcePredictor,
+    fit_resource_predictors,
+    resource_admission,
+)
+from bfnas.search.training import TRUSTED, LatencyRows, load_rows
 
 MIN_ROWS = 30
 
@@ -97,6 +103,9 @@ class SearchJob:
     on_event: Callable[[str, dict], None] = lambda kind, data: None
     objective_name: str | None = None  # recorded with the result, for reports
     objective_unit: str | None = None
+    # Memory and model size a subnet may take on the device (`search.resources`).
+    limits: ResourceLimits = field(default_factory=ResourceLimits)
+    _resources: dict[str, ResourcePredictor] = field(default_factory=dict, init=False)
 
     def run(self) -> dict[str, Any]:
         if self.rounds < 1:
@@ -109,6 +118,8 @@ class SearchJob:
         label = predictor.metrics.get("label") if predictor is not None else None
         if predictor is None:  # fitted before anything is written: a store too small is bad input
             predictor, label = self._fit(1)
+        elif self.limits.active():
+            self._fit_resources()
         check = getattr(self.verifier, "check_device", None)
         if self.verify and check is not None:
             check()
@@ -131,6 +142,7 @@ class SearchJob:
                             "space": self.space.name,
                             "max_ms": self.budget.max_ms,
                             "min_ms": self.budget.min_ms,
+                            **self.limits.active_settings(),
                             "verify": self.verify,
                             "rounds": self.rounds,
                         },
@@ -155,6 +167,7 @@ class SearchJob:
                     target,
                     self.settings,
                     lambda row, r=r: self.on_event("generation", {"round": r, **row}),
+                    admit=resource_admission(self._resources, self.limits),
                 )
                 picks = self._picks(found.candidates, found.front)
                 verified = []
@@ -192,6 +205,11 @@ class SearchJob:
                 "profile_hash": phash,
                 "space": self.space.name,
                 "budget": {"max_ms": self.budget.max_ms, "min_ms": self.budget.min_ms},
+                "limits": self.limits.active_settings(),
+                "resource_predictors": {
+                    name: {**p.metrics, "spread": list(p.spread)}
+                    for name, p in self._resources.items()
+                },
                 "mode": self.settings.mode,
                 "objective_name": self.objective_name,
                 "objective_unit": self.objective_unit,
@@ -220,7 +238,22 @@ class SearchJob:
         rows = self._rows()
         predictor = rows.fit(PredictorSettings(seed=self.settings.seed))
         self.on_event("fitted", {"round": round_, "rows": len(rows.cfgs), "label": rows.label})
+        self._fit_resources()
         return predictor, rows.label
+
+    def _fit_resources(self) -> None:
+        """A predictor per resource limit, from the store's trusted rows of this profile."""
+        if not self.limits.active():
+            return
+        rows = [
+            r
+            for r in self.store.measurements(self.profile.hash(), statuses=TRUSTED)
+            if r["space"] == self.space.name
+        ]
+        w = self.profile.workload
+        self._resources = fit_resource_predictors(
+            rows, self.limits, w.seq_len, w.batch, str(self.store.path)
+        )
 
     def _rows(self) -> LatencyRows:
         where = str(self.store.path)
@@ -284,6 +317,10 @@ class SearchJob:
                 and (self.budget.min_ms is None or measured >= self.budget.min_ms)
             )
         )
+        resources = self.limits.measured(m)
+        if within and self.limits.active():
+            # Within the budget means every limit, as measured: latency, memory and size.
+            within = self.limits.fits(m)
         return {
             **cand.to_dict(),
             "status": m["status"],
@@ -291,6 +328,8 @@ class SearchJob:
             "measured_ms": measured,
             "median_ms": m.get("median_ms"),
             "error": None if measured is None else measured / cand.predicted_ms - 1,
+            "memory_mb": resources["memory"],
+            "size_mb": resources["size"],
             "within_budget": within,
         }
 
@@ -303,6 +342,8 @@ class SearchJob:
             "high_ms",
             "measured_ms",
             "median_ms",
+            "memory_mb",
+            "size_mb",
             "within_budget",
             "status",
         )

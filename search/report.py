@@ -376,7 +376,8 @@ def _search_section(run: dict, result: dict) -> str:
         f"<tr><td>{r['round']}</td><td>{html.escape(_arch(v['arch']))}</td>"
         f"<td>{scale * v['objective']:.4g}</td>"
         f"<td>{v['predicted_ms']:.3f}</td><td>{_num(v['measured_ms'], '.3f')}</td>"
-        f"<td>{_num(v['error'], '+.1%')}</td><td>{_YES[v['within_budget']]}</td></tr>"
+        f"<td>{_num(v['error'], '+.1%')}</td><td>{_num(v.get('memory_mb'), '.1f')}</td>"
+        f"<td>{_num(v.get('size_mb'), '.1f')}</td><td>{_YES[v['within_budget']]}</td></tr>"
         for r in result["rounds"]
         for v in r["verified"]
     )
@@ -384,12 +385,18 @@ def _search_section(run: dict, result: dict) -> str:
         (
             f"<table><tr><th>round</th><th>arch</th><th>{html.escape(objective)}</th>"
             "<th>predicted ms</th><th>measured ms</th>"
-            f"<th>error</th><th>within budget</th></tr>{rows}</table>"
+            "<th>error</th><th>memory MB</th><th>file MB</th>"
+            f"<th>within budget</th></tr>{rows}</table>"
         )
         if rows
         else ""
     )
     floor = f" (floor {b['min_ms']:.3f} ms)" if b.get("min_ms") else ""
+    limits = "".join(
+        f", {k.removeprefix('max_').replace('_mb', '')} at most {v:g} MB"
+        for k, v in (result.get("limits") or {}).items()
+    )
+    floor += limits
     unit = LATENCY_UNITS.get(result.get("unit") or "", "ms, unit not recorded")
     return (
         f"<h3>run {run['id']}: {html.escape(run['profile'])}, {html.escape(result['space'])}, "

@@ -225,3 +225,67 @@ def sshd(tmp_path_factory):
     server = SshServer(tmp_path_factory.mktemp("sshd"))
     yield server
     server.stop()
+
+
+def bare_python(folder: Path, packages: tuple[str, ...]) -> Path:
+    """A Python holding nothing but `packages` (exact pins, installed without their
+    dependencies): a device that has only its runtime. A virtual environment of this
+    interpreter's base Python, so no bfnas, pydantic or torch can leak in."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    python = folder / "bin" / "python"
+    if packages:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "--python",
+                str(python),
+                "install",
+                "-q",
+                "--no-deps",
+                *packages,
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return python
+
+
+@pytest.fixture(scope="session")
+def runtime_only_python(tmp_path_factory) -> Path:
+    """A device Python with only numpy and onnxruntime, at this machine's versions."""
+    from importlib import metadata
+
+    pins = tuple(f"{p}=={metadata.version(p)}" for p in ("numpy", "onnxruntime"))
+    return bare_python(tmp_path_factory.mktemp("runtime-only"), pins)
+
+
+@pytest.fixture(scope="session")
+def arm64_python() -> Path:
+    """An emulated ARM64 device's Python (Debian's aarch64 Python 3.11 with only numpy and
+    onnxruntime, under qemu-aarch64-static): built by tests/devices/arm64_device.py once,
+    then kept in ~/.cache (the build checks itself and is redone when incomplete)."""
+    import shutil
+    import sys
+    from importlib import metadata
+
+    if shutil.which("qemu-aarch64-static") is None:
+        pytest.fail(
+            "qemu-aarch64-static is not installed (make test installs Debian's qemu-user-static)"
+        )
+    sys.path.insert(0, str(Path(__file__).parent / "devices"))
+    try:
+        from arm64_device import BuildError, build_arm64_device
+    finally:
+        sys.path.pop(0)
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bfnas-tests" / "arm64"
+    try:
+        return build_arm64_device(
+            root, metadata.version("numpy"), metadata.version("onnxruntime"), on_line=lambda s: None
+        )
+    except BuildError as exc:
+        pytest.fail(f"the ARM64 device could not be built: {exc}")

@@ -45,8 +45,13 @@ def imports(path: Path, name: str) -> set[str]:
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative: resolve against this module's package
-                base = name.split(".")[: -node.level if path.stem != "__init__" else None]
-                found.add(".".join(base + ([node.module] if node.module else [])))
+                parts = name.split(".")
+                # A package's __init__ is its own package: one level fewer to go up.
+                up = node.level - (path.stem == "__init__")
+                base = parts[: len(parts) - up]
+                module = ".".join(base + ([node.module] if node.module else []))
+                found.add(module)
+                found |= {f"{module}.{a.name}" for a in node.names}
             elif node.module:
                 found.add(node.module)
                 # `from bfnas.bench import jobs` imports the module bfnas.bench.jobs
@@ -120,6 +125,47 @@ def test_the_checks_catch_what_they_guard():
     g = graph()
     assert "bfnas.models.space.subnet" in g["bfnas.bench.store.latency_store"]  # a top-level import
     assert "bfnas.bench.store.latency_store" in g["bfnas.commands.measure"]  # one inside a function
+
+
+DEVICE = "bfnas.bench.device"
+# What a device holds besides Python: its runtime (and, for TensorRT, the onnx it reads).
+DEVICE_PACKAGES = {"numpy", "onnxruntime", "tensorrt", "pycuda", "onnx"}
+
+
+def third_party(path: Path) -> set[str]:
+    """The top-level packages outside the standard library that a file imports."""
+    import sys
+
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found - set(sys.stdlib_module_names) - {"__future__"}
+
+
+def test_the_device_package_imports_only_itself_and_the_runtime():
+    # It is shipped to devices as a zip without bfnas (bench.runners.device_code).
+    g = graph()
+    outside = {
+        name: sorted(d for d in deps if not d.startswith(DEVICE))
+        for name, deps in g.items()
+        if name.startswith(DEVICE)
+    }
+    assert {k: v for k, v in outside.items() if v} == {}
+    files = (REPO / "bench" / "device").rglob("*.py")
+    extra = {str(f.relative_to(REPO)): third_party(f) - DEVICE_PACKAGES for f in files}
+    assert {k: v for k, v in extra.items() if v} == {}
+
+
+def test_the_device_checks_see_what_they_guard(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import pydantic\nfrom rich import print\nimport numpy\nimport json\n")
+    assert third_party(bad) == {"pydantic", "rich", "numpy"}
+    init = REPO / "bench" / "device" / "backends" / "__init__.py"
+    assert f"{DEVICE}.lazy_import" in imports(init, f"{DEVICE}.backends")  # `from ..lazy_import`
 
 
 def test_the_foundation_imports_nothing_of_bfnas():

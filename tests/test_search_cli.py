@@ -319,3 +319,56 @@ def test_a_predictor_of_a_store_whose_anchors_ran_at_another_speed_is_flagged(
         capsys, "predictor", "eval", "--model", str(pred), "--db", str(same), "--json"
     )
     assert code == 0 and json.loads(out)["warnings"] == []
+
+
+def test_search_holds_memory_and_size_limits(
+    capsys, profiled, fast_profile_file, tiny_space_file, tmp_path
+):
+    """Memory and size limits beside the budget: predicted from the store's rows (every
+    measurement records them), candidates admitted by the band's top, verified as measured."""
+    _, db, median = profiled
+    con = sqlite3.connect(db)
+    extra = [
+        json.loads(r[0])
+        for r in con.execute("SELECT stats FROM measurements WHERE role = 'sample'")
+    ]
+    con.close()
+    sizes = sorted(e["model_bytes"] / 1e6 for e in extra)
+    memory = sorted(e["memory"]["peak_above_baseline_mb"] for e in extra)
+    size_limit, memory_limit = sizes[len(sizes) // 3], memory[-1] * 2
+    code, out, _ = run(
+        capsys,
+        *_args(
+            profiled,
+            fast_profile_file,
+            tiny_space_file,
+            tmp_path / "r",
+            "--max-latency-ms",
+            f"{10 * median:.4f}",  # latency is not what binds here
+            "--max-size-mb",
+            f"{size_limit:.6f}",
+            "--max-memory-mb",
+            f"{memory_limit:.3f}",
+            "--verify",
+            "2",
+            "--json",
+        ),
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert result["limits"] == {
+        "max_memory_mb": float(f"{memory_limit:.3f}"),
+        "max_size_mb": float(f"{size_limit:.6f}"),
+    }
+    fitted = result["resource_predictors"]
+    assert set(fitted) == {"memory", "size"} and fitted["size"]["rows"] >= 20
+    verified = result["rounds"][0]["verified"]
+    assert verified
+    for v in verified:
+        assert v["size_mb"] > 0 and v["memory_mb"] > 0
+        fits = v["size_mb"] <= size_limit and v["memory_mb"] <= memory_limit
+        assert v["within_budget"] == fits  # never hidden either way
+    # The biggest subnets are kept out by size: the winner is no larger than the limit lets.
+    best = result["best"]
+    assert best["size_mb"] is not None
+    assert best["within_budget"] is (best["size_mb"] <= size_limit)

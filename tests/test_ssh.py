@@ -10,13 +10,14 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import FAST_PROFILE
+from conftest import FAST_PROFILE, bare_python
 
 from bfnas.bench.hardware_profile import parse_profile
 from bfnas.bench.jobs.context import MeasurementSetup
 from bfnas.bench.jobs.measurement import measure_artifact
 from bfnas.bench.jobs.profiling import ProfileJob
 from bfnas.bench.runners.base import DeviceUnreachable
+from bfnas.bench.runners.device_code import device_code
 from bfnas.bench.runners.ssh import SshRunner
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.cli import main
@@ -57,7 +58,7 @@ def test_a_measurement_over_ssh_uploads_once_and_runs_the_worker_on_the_device(
         assert first["device"] == {"host": "127.0.0.1", "port": sshd.port}
         # The worker ran in its own process on the "device", not in this one.
         assert first["pid"] != second["pid"] != os.getpid()
-        assert runner.uploads == 1
+        assert runner.uploads == 2  # the device code and the model, each once
         assert (tmp_path / "device" / "blobs" / f"{model[1]}.onnx").read_bytes() == Path(
             model[0]
         ).read_bytes()
@@ -83,7 +84,7 @@ def test_a_damaged_file_on_the_device_is_sent_again(sshd, model, tmp_path):
     runner = SshRunner(profile.target)
     try:
         assert runner.run(*model, profile)["status"] == "ok"
-        assert runner.uploads == 1 and blob.read_bytes() == Path(model[0]).read_bytes()
+        assert runner.uploads == 2 and blob.read_bytes() == Path(model[0]).read_bytes()
     finally:
         runner.close()
 
@@ -177,12 +178,37 @@ def test_a_worker_killed_on_the_device_is_a_failed_measurement(sshd, model, tmp_
     assert out["status"] == "failed" and "SIGKILL" in out["reason"] and runner.retried == 0
 
 
-def test_a_device_python_without_bfnas_is_named(sshd, model, tmp_path):
-    profile = ssh_profile(sshd, tmp_path / "device", python="/usr/bin/python3")
+def test_a_device_with_only_python_numpy_and_onnxruntime_measures(
+    sshd, model, runtime_only_python, tmp_path
+):
+    """The host ships the device code: a device Python holding numpy and onnxruntime and
+    nothing else (no bfnas, no pydantic) measures, and keeps the code by its hash."""
+    profile = ssh_profile(sshd, tmp_path / "device", python=str(runtime_only_python))
+    runner = SshRunner(profile.target)
+    try:
+        out = measure_artifact(runner, *model, profile)
+        assert out["status"] == "ok" and out["provider"] == "CPUExecutionProvider"
+        assert out["device_code"] == device_code().sha256
+        assert "bfnas" not in out["environment"]["versions"]
+        shipped = tmp_path / "device" / "code" / device_code().file_name
+        assert shipped.read_bytes() == device_code().data
+        assert runner.uploads == 2  # the code and the model
+    finally:
+        runner.close()
+    again = SshRunner(profile.target)
+    try:
+        assert again.run(*model, profile)["status"] == "ok" and again.uploads == 0
+    finally:
+        again.close()
+
+
+def test_a_device_python_without_its_runtime_is_named(sshd, model, tmp_path):
+    empty = bare_python(tmp_path / "empty", ())
+    profile = ssh_profile(sshd, tmp_path / "device", python=str(empty))
     runner = SshRunner(profile.target)
     try:
         with pytest.raises(
-            DeviceUnreachable, match="did not start.*bfnas installed.*No module named"
+            DeviceUnreachable, match="did not start.*install what it names.*No module named"
         ):
             runner.run(*model, profile)
     finally:
@@ -207,16 +233,22 @@ def test_hw_check_probes_the_device_over_ssh(sshd, tmp_path, capsys):
     assert main(["hw", "check", str(path), "--json"]) == 0
     checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
     assert checks["ssh"]["ok"] and checks["device python"]["ok"]
+    assert checks["device code"]["ok"] and checks["device numpy"]["ok"]
     assert checks["device provider CPUExecutionProvider"]["ok"]
-    # The same device with a Python that lacks bfnas: named, exit 2.
+    assert not (tmp_path / "device").exists()  # a check leaves nothing on the device
+    # The same device with a Python that has no numpy and no onnxruntime: both named, exit 2.
+    empty = bare_python(tmp_path / "empty", ())
     path.write_text(
-        path.read_text().replace(
-            f'python = "{sshd.target()["python"]}"', 'python = "/usr/bin/python3"'
-        )
+        path.read_text().replace(f'python = "{sshd.target()["python"]}"', f'python = "{empty}"')
     )
+    assert main(["hw", "check", str(path), "--json"]) == 2
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    failed = {name for name, c in checks.items() if not c["ok"]}
+    assert failed == {"device numpy", "device onnxruntime"}
+    assert "pip install numpy" in checks["device numpy"]["detail"]
     assert main(["hw", "check", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "device python" in err and "bfnas" in err and err.count("\n") == 1
+    assert "numpy" in err and "onnxruntime" in err and err.count("\n") == 1
 
 
 def test_profile_over_ssh_survives_a_dropped_connection(

@@ -409,6 +409,9 @@ def test_the_card_says_what_model_json_says(trained):
     for precision in ("int8", "fp32"):
         m = lat[precision]
         row = f"{m['median_ms']:.3f} ms | {m['p90_ms']:.3f} ms | {m['ratio']:.4f} | {m['runs']}"
+        # What it takes on the device: the file's size and the measured memory.
+        assert m["file_mb"] > 0 and m["memory_mb"] > 0 and m["peak_rss_mb"] > m["memory_mb"]
+        row += f" | {m['file_mb']:.1f} MB | {m['memory_mb']:.1f} MB"
         assert f"{row} | {m['status']}" in text
     assert f"{card['params']['total']:,}" in text and lat["profile"]["hash"] in text
     assert card["task"]["train_sha256"] in text and card["task"]["dev_sha256"] in text

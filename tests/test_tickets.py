@@ -349,3 +349,18 @@ def test_a_ticket_fine_tuned_under_more_seeds_is_kept_and_read_back(tiny, found,
         assert run.seed_accuracies("imp-50", (0, 1)) == acc
         with pytest.raises(ValueError, match="imp-99"):
             run.seed_accuracies("imp-99", (0,))
+
+
+def test_a_rerun_asking_for_a_higher_sparsity_goes_on_from_the_last_round(tiny, found, tmp_path):
+    out, first = found
+    # A copy: the other tests read the first run's folder as it was.
+    more = tmp_path / "more"
+    shutil.copytree(out, more)
+    code, stdout, stderr = run_cli(find_argv(tiny, more, "--sparsity", "0.3,0.5,0.6"))
+    assert code == 0, stderr
+    again = json.loads(stdout)
+    imp = {t["name"]: t for t in again["tickets"] if t["kind"] == "imp"}
+    assert set(imp) == {"imp-30", "imp-50", "imp-60"}
+    before = {t["name"]: t["mask_sha256"] for t in first["tickets"] if t["kind"] == "imp"}
+    assert {name: imp[name]["mask_sha256"] for name in before} == before
+    assert imp["imp-60"]["sparsity"] == pytest.approx(0.6, abs=0.02)

@@ -34,17 +34,50 @@ def _read(path: str) -> str | None:
         return None
 
 
+# Arm's own cores by their /proc/cpuinfo "CPU part" (implementer 0x41): an ARM kernel names no
+# model, and these are the cores of the boards people measure (Pi 3/4/5, Jetson, phones).
+ARM_CORES = {
+    "0xd03": "Cortex-A53",
+    "0xd04": "Cortex-A35",
+    "0xd05": "Cortex-A55",
+    "0xd07": "Cortex-A57",
+    "0xd08": "Cortex-A72",
+    "0xd09": "Cortex-A73",
+    "0xd0a": "Cortex-A75",
+    "0xd0b": "Cortex-A76",
+    "0xd0c": "Neoverse-N1",
+    "0xd0d": "Cortex-A77",
+    "0xd41": "Cortex-A78",
+    "0xd42": "Cortex-A78AE",
+    "0xd44": "Cortex-X1",
+    "0xd46": "Cortex-A510",
+    "0xd47": "Cortex-A710",
+    "0xd48": "Cortex-X2",
+    "0xd4d": "Cortex-A715",
+    "0xd4e": "Cortex-X3",
+}
+
+
 def cpu_model() -> tuple[str, list[str]]:
-    """CPU model name and the INT8-relevant ISA flags that /proc/cpuinfo lists."""
-    model, flags = platform.processor() or platform.machine(), set()
+    """CPU model name and the INT8-relevant ISA flags that /proc/cpuinfo lists. Read from
+    files only: `platform.processor()` runs `uname`, which an emulated device (QEMU user
+    mode) would take from the host."""
+    model, flags, parts = platform.machine(), set(), []
     text = _read("/proc/cpuinfo") or ""
+    arm = False
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        key = key.strip()
-        if key in ("model name", "Model", "Hardware") and value.strip():
-            model = value.strip()
+        key, value = key.strip(), value.strip()
+        if key in ("model name", "Model", "Hardware") and value:
+            model = value
         elif key in ("flags", "Features") and not flags:
             flags = set(value.split())
+        elif key == "CPU implementer":
+            arm = value == "0x41"
+        elif key == "CPU part" and arm and value in ARM_CORES and ARM_CORES[value] not in parts:
+            parts.append(ARM_CORES[value])
+    if parts and model == platform.machine():
+        model = f"{' + '.join(parts)} ({model})"  # big.LITTLE boards list both kinds
     return model, [f for f in ISA_FLAGS if f in flags]
 
 

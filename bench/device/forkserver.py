@@ -1,7 +1,8 @@
-"""A fork server for measurement workers: `python -m bfnas.bench.device.forkserver`.
+"""A fork server for measurement workers: the device package's `forkserver` command
+(`python -m bfnas.bench.device forkserver`, or `python DEVICE_CODE.pyz forkserver` on a device).
 
-Starting `python -m bfnas.bench.device.worker` costs ~0.3 s before anything is timed (interpreter,
-numpy, onnxruntime, pydantic). This server imports those once, never creates a session, and
+Starting a worker process costs ~0.3 s before anything is timed (interpreter, numpy,
+onnxruntime). This server imports those once, never creates a session, and
 forks one child per job, so every measurement still runs in its own process (its own
 allocator, thread pools and crash) for a few milliseconds of start-up.
 
@@ -27,18 +28,17 @@ import time
 # imported by `_preload`, as the backend registry lists them.
 import numpy  # noqa: F401
 
-import bfnas.bench.hardware_profile  # noqa: F401
-from bfnas.bench.device.backends import BACKENDS
-from bfnas.bench.device.worker import run_job_text
+from . import backends
+from .worker import run_job_text
 
 
 def _preload() -> None:
     """Import what the registered backends want loaded before a fork (ONNX Runtime and its
     harness), so a forked worker starts with them. A missing one stops the server at once,
     as a failed import always has."""
-    for backend in BACKENDS.values():
+    for backend in backends.BACKENDS.values():
         for module in backend.preload:
-            importlib.import_module(module)
+            importlib.import_module(module, backends.__name__)
 
 
 def _child(job: str, write_fd: int) -> None:
@@ -88,7 +88,9 @@ def _send(message: dict) -> None:
     sys.stdout.flush()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Serve jobs on stdin until it closes (`argv` takes no options: the protocol is the
+    pipe's)."""
     _preload()
     _send({"ready": True})
     for line in sys.stdin:

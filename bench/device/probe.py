@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from dataclasses import asdict, dataclass
 
-from bfnas.bench.device.backends import backend_named
-from bfnas.bench.device.backends.ort_options import GPU_PROVIDERS
-from bfnas.bench.device.environment import cpu_model
-from bfnas.bench.device.gpu import gpu_checks, gpu_count
-from bfnas.bench.hardware_profile import HardwareProfile
+from .backends import backend_named
+from .backends.ort_options import GPU_PROVIDERS
+from .environment import cpu_model
+from .gpu import gpu_checks, gpu_count
+from .settings import DeviceSettings
+
+# The oldest Python the device package runs on (JetPack 5's is 3.8); a test parses every
+# file of the package at this version.
+OLDEST_PYTHON = (3, 8)
 
 
 @dataclass(frozen=True)
@@ -42,11 +47,43 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def local_checks(profile: HardwareProfile) -> list[Check]:
+def python_check() -> Check:
+    """This Python, and whether the device package runs on it."""
+    ok = sys.version_info[:2] >= OLDEST_PYTHON
+    version = ".".join(map(str, sys.version_info[:3]))
+    oldest = ".".join(map(str, OLDEST_PYTHON))
+    return Check(
+        "python",
+        ok,
+        f"Python {version} ({sys.executable or 'no executable path'})"
+        + ("" if ok else f": bfnas's device code needs Python {oldest} or newer"),
+        "target.python",
+    )
+
+
+def module_check(name: str, pip_name: str | None = None) -> Check:
+    """Whether `name` is installed for this Python (not imported: a check stays cheap)."""
+    if not _has(name):
+        return Check(
+            name,
+            False,
+            f"{name} is not installed for this Python (pip install {pip_name or name})",
+            "target.python",
+        )
+    from importlib import metadata
+
+    try:
+        version = metadata.version(pip_name or name)
+    except metadata.PackageNotFoundError:
+        version = "(version unknown)"
+    return Check(name, True, f"{name} {version}")
+
+
+def local_checks(profile: DeviceSettings) -> list[Check]:
     """The checks of a profile on this machine, whatever its target says: the CPU, the
     cores and threads asked for, then the checks its backend registers
     (`bench.device.backends`)."""
-    checks: list[Check] = []
+    checks = [python_check(), module_check("numpy")]
     model, isa = cpu_model()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     checks.append(
@@ -81,11 +118,18 @@ def local_checks(profile: HardwareProfile) -> list[Check]:
     return checks
 
 
-def onnxruntime_checks(profile: HardwareProfile) -> list[Check]:
+def onnxruntime_checks(profile: DeviceSettings) -> list[Check]:
     """ONNX Runtime's part of the checks: installed, every provider in this build, and the
     GPU (with the device ids asked for) when a provider runs on one."""
     if not _has("onnxruntime"):
-        return [Check("onnxruntime", False, "onnxruntime is not installed", "runtime.backend")]
+        return [
+            Check(
+                "onnxruntime",
+                False,
+                "onnxruntime is not installed for this Python (pip install onnxruntime)",
+                "runtime.backend",
+            )
+        ]
     import onnxruntime as ort
 
     rt = profile.runtime
@@ -121,11 +165,14 @@ def onnxruntime_checks(profile: HardwareProfile) -> list[Check]:
     return checks
 
 
-def tensorrt_checks(profile: HardwareProfile) -> list[Check]:
+def tensorrt_checks(profile: DeviceSettings) -> list[Check]:
     """TensorRT's part of the checks: a GPU with its driver, the tensorrt and pycuda modules,
     and the device id asked for."""
     rt = profile.runtime
     checks = [Check(*row, "runtime.backend") for row in gpu_checks(need_modules=True)]
+    # The harness reads the ONNX graph (its Q/DQ nodes, shapes) before TensorRT parses it.
+    onnx = module_check("onnx")
+    checks.append(Check(onnx.name, onnx.ok, onnx.detail, "runtime.backend"))
     checks.extend(
         _device_id(rt.tensorrt.device_id if rt.tensorrt else 0, "runtime.tensorrt.device_id")
     )
@@ -162,33 +209,26 @@ def _cores(cores: set[int]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m bfnas.bench.device.probe --json -`: what a remote runner calls on the device; the
-    profile (resolved JSON) on stdin, the local checks as one JSON line on stdout."""
+    """`probe --json -`: what a remote runner calls on the device (through the shipped device
+    package, or `python -m bfnas.bench.device probe` where bfnas is installed); the profile
+    (resolved JSON) on stdin, the local checks as one JSON line on stdout."""
     import argparse
     import json
-    import sys
     from pathlib import Path
 
-    from bfnas.version import bfnas_version
-
     p = argparse.ArgumentParser(
-        prog="python -m bfnas.bench.device.probe",
+        prog="probe",
         description="Check a profile on this machine (what a device runs for `bfnas hw check`).",
         epilog="example:\n  bfnas hw show local-cpu-int8 --json | "
-        "python -m bfnas.bench.device.probe --json -",
+        "python -m bfnas.bench.device probe --json -",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--json", action="store_true", required=True, help="print one JSON line")
     p.add_argument("profile", help="resolved profile JSON file, or - for standard input")
     a = p.parse_args(argv)
     text = sys.stdin.read() if a.profile == "-" else Path(a.profile).read_text()
-    data = {k: v for k, v in json.loads(text).items() if k not in ("hash", "source")}
-    profile = HardwareProfile.model_validate(data)
-    print(
-        json.dumps(
-            {"bfnas": bfnas_version(), "checks": [c.to_dict() for c in local_checks(profile)]}
-        )
-    )
+    profile = DeviceSettings(json.loads(text))
+    print(json.dumps({"checks": [c.to_dict() for c in local_checks(profile)]}))
     return 0
 
 

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
-from bfnas.bench.device.stats import median_rel_ci
+from .stats import median_rel_ci
 
-if TYPE_CHECKING:  # only a type here: timing stays free of the profile's pydantic models
-    from bfnas.bench.hardware_profile import Measure
+if TYPE_CHECKING:  # only a type here: the device reads the profile's settings, never pydantic
+    from .settings import DeviceSettings as Measure
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,18 @@ class Timing:
     def ratios(self) -> list[float] | None:
         if self.anchor_ms is None:
             return None
-        return [s / r for s, r in zip(self.samples_ms, self.anchor_ms, strict=True)]
+        # zip without strict= (Python 3.10): the device package runs on 3.8.
+        if len(self.samples_ms) != len(self.anchor_ms):
+            raise ValueError("every sample needs its anchor time")
+        return [s / r for s, r in zip(self.samples_ms, self.anchor_ms)]
+
+
+def first_run(
+    run_once: Callable[[], object], clock: Callable[[], float] = time.perf_counter
+) -> float:
+    """The first run's time in ms: cold caches, lazy allocations; kept apart from the samples."""
+    t = clock()
+    return _sample_ms(run_once(), (clock() - t) * 1e3)
 
 
 def time_runs(
@@ -74,6 +85,7 @@ def time_runs(
     rule: StopRule,
     anchor: Callable[[], object] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    first_ms: float | None = None,
 ) -> Timing:
     """Time `run_once` under `rule`.
 
@@ -83,9 +95,11 @@ def time_runs(
     far steadier than either median (measured on this project's 2-core VM: the per-process
     medians of a 5 ms model varied by ~5 %, their ratio to a paired anchor by ~1 %).
     The stopping rule then applies to the ratio.
+
+    `first_ms`: the model's first (cold) run, when the caller made it already (`first_run`).
     """
-    t = clock()
-    first_ms = _sample_ms(run_once(), (clock() - t) * 1e3)
+    if first_ms is None:
+        first_ms = first_run(run_once, clock)
 
     start, warm = clock(), 0
     while warm < rule.warmup_runs or clock() - start < rule.warmup_seconds:
@@ -117,7 +131,7 @@ def time_runs(
             break
         if len(samples) >= next_check:
             if refs is not None:
-                watched = [s / r for s, r in zip(samples, refs, strict=True)]
+                watched = [s / r for s, r in zip(samples, refs)]  # appended in pairs
             if median_rel_ci(watched) <= rule.target_rel_ci:
                 reason = "ci"
                 break

@@ -1,4 +1,5 @@
-"""One measurement in a fresh process: `bfnas worker --job FILE|-`.
+"""One measurement in a fresh process: `bfnas worker --job FILE|-` (or, on a device, the
+shipped device package's `worker` command).
 
 The job is JSON: `{"model": PATH, "sha256": HEX, "profile": {resolved profile}}`, and
 optionally `"anchor": {"model": PATH, "sha256": HEX}`, a fixed model timed right before
@@ -20,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bfnas.bench.device.backends import Infer, backend_named
-from bfnas.bench.device.environment import CpuWatch, environment
-from bfnas.bench.device.stats import median_rel_ci, summarize
-from bfnas.bench.device.timing import StopRule, time_runs
-from bfnas.bench.hardware_profile import HardwareProfile
-from bfnas.models.digest import file_sha256
+from .backends import Infer, backend_named
+from .digest import file_sha256
+from .environment import CpuWatch, environment
+from .memory import MemoryWatch
+from .settings import DeviceSettings
+from .stats import median_rel_ci, summarize
+from .timing import StopRule, first_run, time_runs
 
 
 class JobError(Exception):
@@ -41,7 +43,7 @@ def _checked(path: str, sha256: str | None) -> Path:
     return model
 
 
-def _inference(model: Path, profile: HardwareProfile) -> tuple[Infer, str, dict]:
+def _inference(model: Path, profile: DeviceSettings) -> tuple[Infer, str, dict]:
     """(the inference function, what really runs it, details) from the profile's backend,
     as the backend registry names it (`bench.device.backends`)."""
     name = profile.runtime.backend
@@ -53,23 +55,28 @@ def _inference(model: Path, profile: HardwareProfile) -> tuple[Infer, str, dict]
 
 
 def run_job(job: dict) -> dict:
-    profile = HardwareProfile.model_validate(job["profile"])
+    profile = DeviceSettings(job["profile"])
     model = _checked(job["model"], job.get("sha256"))
     rt = profile.runtime
     if rt.cpu_affinity:
         os.sched_setaffinity(0, rt.cpu_affinity)
     rule = StopRule.from_measure(profile.measure)
 
+    # Memory: from the runtime imported and no session made, to the model's session and its
+    # first run, before the anchor exists (its memory is not the model's).
+    memory = MemoryWatch()
     t = time.perf_counter()
     infer, provider, details = _inference(model, profile)
     session_ms = (time.perf_counter() - t) * 1e3
+    first_ms = first_run(infer)
+    used = memory.read()
     anchor = None
     if job.get("anchor"):
         anchor_path = _checked(job["anchor"]["model"], job["anchor"].get("sha256"))
         anchor, _, _ = _inference(anchor_path, profile)
 
     watch = CpuWatch()
-    timing = time_runs(infer, rule, anchor)
+    timing = time_runs(infer, rule, anchor, first_ms=first_ms)
     cpu = watch.read()
     paired = {}
     if timing.anchor_ms is not None:
@@ -94,6 +101,8 @@ def run_job(job: dict) -> dict:
         "provider": provider,
         "threads": rt.intra_op_threads,
         "cpu": cpu,
+        "memory": used,
+        "model_bytes": model.stat().st_size,
         "details": details,
         "pid": os.getpid(),
         "environment": environment(rt.intra_op_threads, provider),
@@ -114,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         text = sys.stdin.read() if a.job == "-" else Path(a.job).read_text()
         code, out = run_job_text(text)
     except OSError as exc:
-        code, out = 1, _failed(exc)
+        code, out = 1, failed_line(exc)
     print(out)
     return code
 
@@ -124,10 +133,11 @@ def run_job_text(text: str) -> tuple[int, str]:
     try:
         return 0, json.dumps(run_job(json.loads(text)))
     except Exception as exc:  # reported to the parent as data, never as a traceback
-        return 1, _failed(exc)
+        return 1, failed_line(exc)
 
 
-def _failed(exc: Exception) -> str:
+def failed_line(exc: Exception) -> str:
+    """A failed job as the worker's one JSON line."""
     return json.dumps({"status": "failed", "reason": f"{type(exc).__name__}: {exc}"})
 
 

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.runners.registry import runner_kind
-from bfnas.errors import OperationFailed
+from bfnas.errors import InputError, OperationFailed
 
 
 class DeviceUnreachable(OperationFailed):
@@ -50,6 +50,18 @@ def job_json(
     if anchor:
         job["anchor"] = {"model": anchor[0], "sha256": anchor[1]}
     return json.dumps(job)
+
+
+def resolved_job(job: dict) -> dict:
+    """`job` with its profile validated and every setting resolved, as a device reads it (the
+    device package has no defaults of its own): what `bfnas worker` runs a hand-written job
+    with. A bad profile is an InputError naming the job's field."""
+    from bfnas.bench.hardware_profile import parse_profile
+
+    if not isinstance(job, dict) or not isinstance(job.get("profile"), dict):
+        raise InputError("job", "profile", "a job needs a profile table")
+    profile = parse_profile(job["profile"], "job profile")
+    return {**job, "profile": profile.resolved()}
 
 
 def parse_worker_output(returncode: int, stdout: str, stderr: str) -> dict:

@@ -19,7 +19,7 @@ class LocalRunner:
     """Runs each job in a new process on this machine, with the profile's timeout.
 
     By default the process is forked from a fork server (`bench.device.forkserver`, started on the
-    first job); with `fork=False` it is a new `python -m bfnas.bench.device.worker` process."""
+    first job); with `fork=False` it is a new `python -m bfnas.bench.device worker` process."""
 
     lanes = 1
 
@@ -28,7 +28,7 @@ class LocalRunner:
         self.fork = fork and hasattr(os, "fork")
         # One BLAS thread: a fork copies only the forking thread.
         self.server = ForkServerClient(
-            [python, "-m", "bfnas.bench.device.forkserver"],
+            [python, "-m", "bfnas.bench.device", "forkserver"],
             env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
         )
 
@@ -54,7 +54,7 @@ class LocalRunner:
                 return {"status": "failed", "reason": f"fork server failed: {exc}"}
         try:
             proc = subprocess.run(
-                [self.python, "-m", "bfnas.bench.device.worker", "--job", "-"],
+                [self.python, "-m", "bfnas.bench.device", "worker", "--job", "-"],
                 input=job,
                 capture_output=True,
                 text=True,
@@ -85,5 +85,6 @@ def local_runner(profile: HardwareProfile) -> LocalRunner:
 def local_probe(profile: HardwareProfile) -> list[dict]:
     """This machine's checks of `profile`, as dicts (`registry.RUNNER_KINDS`)."""
     from bfnas.bench.device.probe import local_checks
+    from bfnas.bench.device.settings import DeviceSettings
 
-    return [c.to_dict() for c in local_checks(profile)]
+    return [c.to_dict() for c in local_checks(DeviceSettings(profile.resolved()))]

@@ -123,8 +123,10 @@ class DeviceHost:
 
     def probe(self, profile: dict) -> list[dict]:
         from bfnas.bench.device.probe import local_checks
+        from bfnas.bench.device.settings import DeviceSettings
 
-        return [c.to_dict() for c in local_checks(HardwareProfile.model_validate(profile))]
+        resolved = HardwareProfile.model_validate(profile).resolved()
+        return [c.to_dict() for c in local_checks(DeviceSettings(resolved))]
 
 
 def _actor_class():

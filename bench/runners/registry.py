@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bfnas.bench.lazy_import import load_entry, registered
+from bfnas.bench.device.lazy_import import load_entry, registered
 
 
 @dataclass(frozen=True)

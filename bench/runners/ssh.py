@@ -1,7 +1,9 @@
 """SSH runner: measurements on a device reached over SSH (`target.kind = "ssh"`).
 
 Each job uploads the model to the device unless a file with its sha256 is already there,
-then has it measured by the device's own Python: a fork server (`bench.device.forkserver`) started
+then has it measured by the device's own Python running the device code the host ships
+(`device_code`: the device package as a zip, sent by hash like a model, so the device needs
+only Python and its runtime): a fork server (`bench.device.forkserver`) started
 once over a long-lived ssh session forks one fresh worker process per measurement, as
 locally, so a device pays its interpreter and ONNX Runtime imports (seconds on a small
 board) once per job rather than once per subnet. The OpenSSH client does the transport, so
@@ -29,8 +31,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bfnas.bench.device.probe import OLDEST_PYTHON
 from bfnas.bench.hardware_profile import HardwareProfile, Target
 from bfnas.bench.runners.base import DeviceUnreachable, job_json
+from bfnas.bench.runners.device_code import EPHEMERAL_RUN, device_code
 from bfnas.bench.runners.forkserver_client import ForkServerClient, ForkServerLost, forked_result
 
 
@@ -74,7 +78,7 @@ class SshRunner:
         self.retries = target.retries if retries is None else retries
         self.backoff_s = target.retry_backoff_s if backoff_s is None else backoff_s
         self.ssh, self.sleep = ssh, sleep
-        self.uploads = 0  # files sent (the rest were on the device already)
+        self.uploads = 0  # files sent, models and device code (the rest were there already)
         self.retried = 0  # calls repeated after a failed or dropped connection
         self._present: set[str] = set()  # hashes known to be on the device
         self._server: ForkServerClient | None = None
@@ -168,10 +172,25 @@ class SshRunner:
     def ensure(self, local: str, sha256: str) -> str:
         """The device's path of `local` (content `sha256`), uploading it when missing."""
         remote = self.blob_path(sha256)
-        if sha256 in self._present:
-            return remote
+        if sha256 not in self._present:
+            self._store(remote, lambda: Path(local).read_bytes(), "the model")
+            self._present.add(sha256)
+        return remote
+
+    def ensure_code(self) -> str:
+        """The device's path of the device code this host ships, uploading it when missing."""
+        code = device_code()
+        remote = f"{self.target.workdir.rstrip('/')}/code/{code.file_name}"
+        if code.sha256 not in self._present:
+            self._store(remote, lambda: code.data, "bfnas's device code")
+            self._present.add(code.sha256)
+        return remote
+
+    def _store(self, remote: str, data: Callable[[], bytes], what: str) -> None:
+        """`remote` on the device, written from `data()` unless a file of that name (which
+        carries its hash) is there already."""
         folder = remote.rsplit("/", 1)[0]
-        part = f"{folder}/.part-{sha256}-{os.getpid()}"
+        part = f"{remote}.part-{os.getpid()}"
         # Present already (by name = hash) or written to a part file and renamed, so an
         # interrupted upload never leaves a file that looks complete.
         command = (
@@ -180,22 +199,20 @@ class SshRunner:
             f"else cat > {remote_path(part)} && mv {remote_path(part)} {remote_path(remote)} "
             f"&& echo uploaded; fi"
         )
-        data = Path(local).read_bytes()
+        payload = data()
 
         def send() -> str:
-            proc = self._call(command, stdin=data, timeout=self.target.connect_timeout_s + 600)
+            proc = self._call(command, stdin=payload, timeout=self.target.connect_timeout_s + 600)
             out = proc.stdout.decode(errors="replace").strip()
             if proc.returncode != 0 or out not in ("present", "uploaded"):
                 raise DeviceUnreachable(
-                    f"{self.target.host}: cannot store the model in "
+                    f"{self.target.host}: cannot store {what} in "
                     f"{self.target.workdir}: {_last_line(proc.stderr) or out}"
                 )
             return out
 
         if self._with_retries("upload", send) == "uploaded":
             self.uploads += 1
-        self._present.add(sha256)
-        return remote
 
     def forget(self, sha256: str) -> None:
         """Drop a file from the device (after its hash did not match there)."""
@@ -209,8 +226,8 @@ class SshRunner:
     def _fork_server(self) -> ForkServerClient:
         if self._server is None:
             t = self.target
-            python = shlex.quote(t.python)
-            command = f"OPENBLAS_NUM_THREADS=1 exec {python} -m bfnas.bench.device.forkserver"
+            code = remote_path(self.ensure_code())
+            command = f"OPENBLAS_NUM_THREADS=1 exec {shlex.quote(t.python)} {code} forkserver"
             # The device's stderr, for error lines; kept open as long as the server runs.
             self._server_log = tempfile.TemporaryFile()  # noqa: SIM115
             # Starting it imports numpy and ONNX Runtime on the device: slow on a small board.
@@ -266,18 +283,15 @@ class SshRunner:
                         "status": "failed",
                         "reason": f"device fork server died: {self._server_error() or exc}",
                     }
-                hint = (
-                    " (is bfnas installed for it?)"
-                    if "No module named" in self._server_error()
-                    else ""
-                )
+                error = self._server_error()
                 raise DeviceUnreachable(
-                    f"{self.target.host}: {self.target.python} -m bfnas.bench.device.forkserver "
-                    f"did not start{hint}: {self._server_error() or exc}"
+                    f"{self.target.host}: bfnas's device code did not start under "
+                    f"{self.target.python}{python_hint(error)}: {error or exc}"
                 ) from None
 
         result = self._with_retries("measurement", once)
         result["device"] = {"host": self.target.host, "port": self.target.port}
+        result["device_code"] = device_code().sha256
         return result
 
     def probe(self, profile: HardwareProfile) -> list[dict]:
@@ -343,35 +357,51 @@ def remote_probe(runner: SshRunner, profile: HardwareProfile) -> list[dict]:
         {"name": "ssh", "ok": True, "detail": f"{t.host}:{t.port} reached, host key verified"}
     )
     local = profile.model_copy(update={"target": Target()}).resolved()
-    command = f"{shlex.quote(t.python)} -m bfnas.bench.device.probe --json -"
+    code = device_code()
+    # The code runs from a temporary file that is deleted again: a check leaves the device as
+    # it found it (a job keeps the code by its hash, as it keeps models).
+    command = (
+        f"{shlex.quote(t.python)} -c {shlex.quote(EPHEMERAL_RUN)} {len(code.data)} probe --json -"
+    )
     try:
         proc = runner._call(
-            command, stdin=json.dumps(local).encode(), timeout=t.connect_timeout_s + 60
+            command, stdin=code.data + json.dumps(local).encode(), timeout=t.connect_timeout_s + 60
         )
-    except _ConnectionLost as exc:
+    except (_ConnectionLost, DeviceUnreachable) as exc:
         return [*checks, {"name": "device probe", "ok": False, "detail": str(exc)}]
     try:
         remote = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     except (ValueError, IndexError):
         err = _last_line(proc.stderr)
-        hint = " (install bfnas for that Python on the device)" if "No module named" in err else ""
         return [
             *checks,
             {
                 "name": "device python",
                 "ok": False,
                 "field": "target.python",
-                "detail": f"{t.python}: {err or 'no output'}{hint}",
+                "detail": f"{t.python}: {err or 'no output'}{python_hint(err)}",
             },
         ]
     checks.append(
         {
-            "name": "device python",
+            "name": "device code",
             "ok": True,
-            "detail": f"{t.python}: bfnas {remote.get('bfnas', '?')}",
+            "detail": f"bfnas device code {device_code().sha256[:16]} runs under {t.python}",
         }
     )
     return checks + [{**c, "name": f"device {c['name']}"} for c in remote["checks"]]
+
+
+def python_hint(error: str) -> str:
+    """What a device Python's start-up error says to do, or nothing."""
+    oldest = ".".join(map(str, OLDEST_PYTHON))
+    if "No module named" in error:
+        return " (install what it names for that Python on the device)"
+    if "SyntaxError" in error or "future feature" in error:
+        return f" (bfnas's device code needs Python {oldest} or newer)"
+    if "not found" in error or "No such file" in error:
+        return " (target.python names no Python on the device)"
+    return ""
 
 
 def _last_line(data: bytes) -> str:

@@ -49,7 +49,10 @@ def refusal(profile: HardwareProfile, checks: list[Check]) -> InputError | Opera
             first.field,
             f"not usable here: {unavailable_as} is not available ({missing})",
         )
-    return InputError(profile.source, first.field, f"not usable here: {first.name}: {first.detail}")
+    # Every failure in the one line (a device lacking numpy lacks onnxruntime too, often):
+    # one round of fixing, not one per rerun.
+    found = "; ".join(f"{c.name}: {c.detail}" for c in failed if c.field is not None)
+    return InputError(profile.source, first.field, f"not usable here: {found}")
 
 
 def require_usable(profile: HardwareProfile, runner: object) -> None:

@@ -374,6 +374,8 @@ class LatencyStore(SqliteStore):
             # Seconds the device spent on it, every attempt (None: imported, or stored before
             # bfnas recorded it).
             r["device_s"] = extra.get("device_s")
+            # Everything else the worker and runner reported (memory, model bytes, device).
+            r["extra"] = extra
         return rows
 
     @guarded

@@ -573,6 +573,16 @@ def _until_verdict(until: dict) -> str:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from bfnas.bench.device.worker import main as worker_main
+    import json
 
-    return worker_main(["--job", args.job])
+    from bfnas.bench.device.worker import failed_line, run_job_text
+    from bfnas.bench.runners.base import resolved_job
+
+    # A failure is the worker's JSON line, as on a device: a runner reads it as data.
+    try:
+        text = sys.stdin.read() if args.job == "-" else Path(args.job).read_text()
+        code, out = run_job_text(json.dumps(resolved_job(json.loads(text))))
+    except (OSError, ValueError, InputError) as exc:
+        code, out = 1, failed_line(exc)
+    print(out)
+    return code

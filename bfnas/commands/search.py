@@ -68,6 +68,15 @@ def register(sub) -> None:
     )
     p.add_argument("--min-latency-ms", type=float, help="optional latency floor (same unit)")
     p.add_argument(
+        "--max-memory-mb",
+        type=float,
+        help="peak resident memory a subnet may take on the device while it runs, above the "
+        "runtime's own (MB): predicted from the store's rows, held to as measured",
+    )
+    p.add_argument(
+        "--max-size-mb", type=float, help="model file size a subnet may have (MB), likewise"
+    )
+    p.add_argument(
         "--objective",
         default="params",
         # The registered objectives, read from the registry: a new one shows up here.
@@ -197,6 +206,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from bfnas.search.evolution import Budget, EvolutionSettings
     from bfnas.search.latency_predictor import LatencyPredictor
     from bfnas.search.objectives import load_objective
+    from bfnas.search.resources import ResourceLimits
 
     # Everything a user can get wrong is checked before anything runs or is written.
     check_output_dir(args.out, "--out", holds=RESULT_FILES)
@@ -204,6 +214,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         check_output_dir(args.artifacts, "--artifacts")
     profile = load_profile(args.hw)
     budget = Budget(args.max_latency_ms, args.min_latency_ms)
+    limits = ResourceLimits(args.max_memory_mb, args.max_size_mb)
     settings = EvolutionSettings(
         population=args.population,
         parents=args.parents,
@@ -242,7 +253,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         **task_objective_fields(args, profile, space),
     )
     with closing_objective(objective):
-        return _search(args, profile, space, supernet, budget, settings, predictor, objective)
+        return _search(
+            args, profile, space, supernet, budget, settings, predictor, objective, limits
+        )
 
 
 @contextmanager
@@ -256,7 +269,7 @@ def closing_objective(objective) -> Iterator[None]:
             close()
 
 
-def _search(args, profile, space, supernet, budget, settings, predictor, objective) -> int:
+def _search(args, profile, space, supernet, budget, settings, predictor, objective, limits) -> int:
     from bfnas.bench.jobs.context import open_setup
     from bfnas.bench.store.latency_store import LatencyStore
     from bfnas.search.loop import DeviceVerifier, SearchJob
@@ -318,6 +331,7 @@ def _search(args, profile, space, supernet, budget, settings, predictor, objecti
             on_event=on_event,
             objective_name=args.objective,
             objective_unit=objective_unit(args.objective),
+            limits=limits,
         )
         here = {k: ms for (h, k), ms in store.anchor_baselines().items() if h == profile.hash()}
         warnings = unit_warnings(predictor, here, args.db)
@@ -361,7 +375,7 @@ def _print(out, result: dict, folder: Path) -> None:
             flag = "" if v["within_budget"] else "  [red]over budget[/]"
             out.print(
                 f"round {r['round']}: {v['arch']} objective {v['objective']:.4g}: predicted "
-                f"{v['predicted_ms']:.3f} ms, measured {measured}{flag}"
+                f"{v['predicted_ms']:.3f} ms, measured {measured}{resource_text(v)}{flag}"
             )
     state = {True: "within budget", False: "[red]OVER BUDGET[/]", None: "not verified"}[
         best["within_budget"]
@@ -378,9 +392,31 @@ def _print(out, result: dict, folder: Path) -> None:
     out.print(
         f"best: {best['arch']} objective {best['objective']:.4g}, predicted "
         f"{best['predicted_ms']:.3f} ms, "
-        f"measured {measured} ({state})"
+        f"measured {measured}{resource_text(best)} ({state})"
     )
+    limits = result.get("limits") or {}
+    if limits:
+        fitted = result.get("resource_predictors") or {}
+        out.print(
+            "limits: "
+            + ", ".join(f"{k.removeprefix('max_')} {v:g}" for k, v in limits.items())
+            + "; predicted by "
+            + ", ".join(
+                f"{name} ({m['rows']} rows, {m['within_10pct']:.0%} within 10 % out of fold)"
+                for name, m in fitted.items()
+            )
+        )
     out.print(f"written to {folder}")
+
+
+def resource_text(v: dict) -> str:
+    """`, 41.2 MB memory, 9.8 MB file` where measured, else nothing."""
+    parts = [
+        f"{v[key]:.1f} MB {what}"
+        for key, what in (("memory_mb", "memory"), ("size_mb", "file"))
+        if v.get(key) is not None
+    ]
+    return "".join(f", {p}" for p in parts)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -288,6 +288,10 @@ def _ms(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f} ms"
 
 
+def _mb(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f} MB"
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     """README.md of a model folder, every number taken from `card` (model.json)."""
     a, lat, arch = card["accuracy"], card["latency"], card["arch"]
@@ -299,7 +303,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         ratio = f"{m['ratio']:.4f}" if m.get("ratio") is not None else "n/a"
         rows.append(
             f"| `{file}` | {precision} | {_ms(m.get('median_ms'))} | {_ms(m.get('p90_ms'))} | "
-            f"{ratio} | {m.get('runs', 'n/a')} | {m['status']} | {m.get('reason') or ''} |"
+            f"{ratio} | {m.get('runs', 'n/a')} | {_mb(m.get('file_mb'))} | "
+            f"{_mb(m.get('memory_mb'))} | {m['status']} | {m.get('reason') or ''} |"
         )
     versions = ", ".join(f"{k} {v}" for k, v in sorted(lat.get("versions", {}).items()))
     gap = a["int8_minus_fp32_points"]
@@ -353,9 +358,13 @@ def card_markdown(card: dict[str, Any]) -> str:
             else " The profile times no anchor."
         ),
         "",
-        "| file | precision | median | p90 | ratio to anchor | samples | trust | reason |",
-        "|---|---|---|---|---|---|---|---|",
+        "| file | precision | median | p90 | ratio to anchor | samples | file size | memory | "
+        "trust | reason |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
+        "",
+        "Memory is the measuring process's peak resident memory while the file was loaded and "
+        "run once, above its own with the runtime imported (the runtime's arena included).",
         "",
         f"Host {lat.get('host', 'n/a')}, CPU {lat.get('cpu_model', 'n/a')}; {versions}.",
         "",

@@ -2,9 +2,10 @@
 with its provider options in `ort_options`) and TensorRT (`tensorrt/`).
 
 `BACKENDS` is the one place a backend is registered. Its code is named as "module:function"
-and imported when a profile uses it, so a device with only ONNX Runtime never imports
-tensorrt or pycuda. This module imports nothing of bfnas but that loader: the profile schema
-(`bench.hardware_profile`) reads the registered names from here to validate a profile.
+relative to this package and imported when a profile uses it, so a device with only ONNX
+Runtime never imports tensorrt or pycuda. This module imports nothing outside the device
+package: the profile schema (`bench.hardware_profile`) reads the registered names from here
+to validate a profile, and the device package is shipped to devices without bfnas.
 
 A backend's `make_infer(model_path, profile)` returns (its inference function, what really
 runs it, details). The inference function takes no argument and runs the model once on
@@ -14,18 +15,19 @@ inputs it prepared; the timing loop (`bench.device.timing.time_runs`) times it, 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
-from bfnas.bench.lazy_import import load_entry, registered
+from ..lazy_import import load_entry, registered
 
+# typing.Callable, not collections.abc's: subscripted at run time, and a device may run 3.8.
 Infer = Callable[[], object]
 
 
 @dataclass(frozen=True)
 class Backend:
-    """How a worker uses one backend. Both entries are "module:function"."""
+    """How a worker uses one backend. Both entries are ".module:function", relative to this
+    package (`backends`); `preload` names modules the same way, or absolute ones."""
 
     # (model_path: str, profile) -> (Infer, what really runs it, details)
     make_infer: str
@@ -39,21 +41,21 @@ class Backend:
     unavailable_as: str | None = None
 
     def load_make_infer(self) -> Callable[..., tuple[Infer, str, dict]]:
-        return load_entry(self.make_infer)
+        return load_entry(self.make_infer, __name__)
 
     def load_checks(self) -> Callable[..., list[Any]]:
-        return load_entry(self.checks)
+        return load_entry(self.checks, __name__)
 
 
 BACKENDS: dict[str, Backend] = {
     "onnxruntime": Backend(
-        make_infer="bfnas.bench.device.backends.ort:make_infer",
-        checks="bfnas.bench.device.probe:onnxruntime_checks",
-        preload=("onnxruntime", "bfnas.bench.device.backends.ort"),
+        make_infer=".ort:make_infer",
+        checks="..probe:onnxruntime_checks",
+        preload=("onnxruntime", ".ort"),
     ),
     "tensorrt": Backend(
-        make_infer="bfnas.bench.device.backends.tensorrt.harness:make_infer",
-        checks="bfnas.bench.device.probe:tensorrt_checks",
+        make_infer=".tensorrt.harness:make_infer",
+        checks="..probe:tensorrt_checks",
         unavailable_as="TensorRT",
     ),
 }

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bfnas.bench.device.backends import Infer
-from bfnas.models.deploy.encoder_io import token_batches
+from ..feeds import token_batches
+from . import Infer
 
 if TYPE_CHECKING:
-    from bfnas.bench.hardware_profile import HardwareProfile
+    from ..settings import DeviceSettings
 
 # The timing feed's ids stay below this (BERT's vocabulary has 30,522; see token_feed).
 ORDINARY_IDS_BELOW = 30000
@@ -95,9 +95,9 @@ def bound_inference(
     return infer
 
 
-def make_infer(path: str, profile: HardwareProfile) -> tuple[Infer, str, dict]:
+def make_infer(path: str, profile: DeviceSettings) -> tuple[Infer, str, dict]:
     """(the inference function, the provider really running, details) for the timing loop."""
-    from bfnas.bench.device.backends.ort_options import GPU_PROVIDERS
+    from .ort_options import GPU_PROVIDERS
 
     runtime, workload = profile.runtime, profile.workload
     session = make_session(

@@ -22,20 +22,20 @@ from typing import Any
 import numpy as np
 import onnx
 
-from bfnas.bench.device.backends.tensorrt.build_plan import (
+from .build_plan import (
     BuildError,
     BuildPlan,
     onnx_input_dims,
     profile_shapes,
     trt_major,
 )
-from bfnas.bench.device.backends.tensorrt.keys import (
+from .keys import (
     BuildSettings,
     DeviceIdentity,
     engine_key,
     timing_cache_key,
 )
-from bfnas.bench.device.backends.tensorrt.qdq_check import check_trt_qdq
+from .qdq_check import check_trt_qdq
 
 Calibration = Callable[[], list[dict[str, np.ndarray]]]
 EXPLICIT_QDQ_MODES = ("strongly-typed", "explicit-qdq")

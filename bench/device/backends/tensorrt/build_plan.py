@@ -92,7 +92,7 @@ def profile_shapes(inputs: dict[str, tuple], batch: int, seq_len: int) -> dict[s
         if len(dims) != 2:
             raise BuildError(f"input {name} has rank {len(dims)}; expected (batch, sequence)")
         shape = (batch, seq_len)
-        for got, want in zip(dims, shape, strict=True):
+        for got, want in zip(dims, shape):  # both of length 2 (checked above)
             if isinstance(got, int) and got > 0 and got != want:
                 raise BuildError(
                     f"input {name} is fixed at {tuple(dims)}, the workload asks for {shape}"

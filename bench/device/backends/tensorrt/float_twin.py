@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from bfnas.bench.device.backends.tensorrt.build_plan import BuildError
-from bfnas.bench.device.backends.tensorrt.qdq_check import QDQ_OPS, graph_constants, quant_axis
+from .build_plan import BuildError
+from .qdq_check import QDQ_OPS, graph_constants, quant_axis
 
 
 def strip_qdq(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -23,18 +23,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bfnas.bench.device.backends.ort import token_feed
-from bfnas.bench.device.backends.tensorrt.build import EngineBuild, build_engine
-from bfnas.bench.device.backends.tensorrt.build_plan import BuildError, plan_build
-from bfnas.bench.device.backends.tensorrt.float_twin import strip_qdq
-from bfnas.bench.device.backends.tensorrt.inspector import inspect_precisions
-from bfnas.bench.device.backends.tensorrt.keys import BuildSettings, DeviceIdentity
-from bfnas.bench.device.backends.tensorrt.qdq_check import has_qdq
-from bfnas.bench.device.gpu import tensorrt_missing
-from bfnas.bench.device.timing import DeviceTime
+from ...gpu import tensorrt_missing
+from ...timing import DeviceTime
+from ..ort import token_feed
+from .build import EngineBuild, build_engine
+from .build_plan import BuildError, plan_build
+from .float_twin import strip_qdq
+from .inspector import inspect_precisions
+from .keys import BuildSettings, DeviceIdentity
+from .qdq_check import has_qdq
 
 if TYPE_CHECKING:
-    from bfnas.bench.hardware_profile import HardwareProfile
+    from ...settings import DeviceSettings
 
 FP16_BASELINE_RUNS = 50
 
@@ -160,7 +160,7 @@ def build_settings(profile, precision: str, plan) -> BuildSettings:
 def _calibration(profile) -> Callable[[], list[dict[str, np.ndarray]]]:
     """Generated token batches for the legacy calibrator, as int32: TensorRT < 10 casts the
     ONNX int64 inputs to int32, so that is the network's input type."""
-    from bfnas.models.deploy.encoder_io import token_batches
+    from ...feeds import token_batches
 
     w, q = profile.workload, profile.quantization
 
@@ -186,7 +186,7 @@ def _fp16_baseline(trt, cuda, model, sha256: str, profile, device, cache_dir: Pa
     if not fp_path.is_file():
         fp_path.parent.mkdir(parents=True, exist_ok=True)
         onnx.save(strip_qdq(model), str(fp_path))
-    from bfnas.models.digest import file_sha256
+    from ...digest import file_sha256
 
     settings = build_settings(profile, "fp16", plan)
     built = build_engine(trt, fp_path, file_sha256(fp_path), settings, device, cache_dir)
@@ -205,13 +205,13 @@ def _fp16_baseline(trt, cuda, model, sha256: str, profile, device, cache_dir: Pa
 
 
 def make_infer(
-    model_path: str, profile: HardwareProfile
+    model_path: str, profile: DeviceSettings
 ) -> tuple[Callable[[], DeviceTime], str, dict]:
     """(the inference function returning its CUDA-event time, "TensorRT <version> on <GPU>",
     details)."""
     import onnx
 
-    from bfnas.models.digest import file_sha256
+    from ...digest import file_sha256
 
     trt, cuda = require_tensorrt()
     opts = profile.runtime.tensorrt

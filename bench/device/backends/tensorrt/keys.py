@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bfnas.bench.device.backends.tensorrt.build_plan import BuildPlan
+from .build_plan import BuildPlan
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,183 @@
+"""Memory and model size beside latency: whether a subnet fits a board or a phone at all.
+
+Every measurement records the worker's peak resident memory while the model is loaded and
+run once, above the process's baseline with the runtime imported (`bench.device.memory`),
+and the model file's bytes. A search given `max_memory_mb` or `max_size_mb` predicts both
+for every candidate, from the same store's trusted rows, with a LightGBM model per resource
+(`ResourcePredictor`; the latency predictor's features), admits a candidate only when the
+top of its predicted band fits, and holds every verified subnet to the limits as measured.
+
+`RESOURCES` is the one place a resource is named: how a store row gives its value, its unit
+and the limit that constrains it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bfnas.errors import InputError
+from bfnas.models.space.subnet import SubnetConfig
+from bfnas.search.estimator import Estimator, EstimatorSettings, log_target
+from bfnas.search.features import FEATURES, feature_matrix
+from bfnas.search.latency_predictor import accuracy
+
+# A resource predictor is fitted from this many rows that recorded it, at least.
+MIN_ROWS = 20
+
+
+def _memory_mb(result: dict) -> float | None:
+    memory = result.get("memory")
+    return memory.get("peak_above_baseline_mb") if isinstance(memory, dict) else None
+
+
+def _size_mb(result: dict) -> float | None:
+    size = result.get("model_bytes")
+    return size / 1e6 if isinstance(size, int | float) else None
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One resource a measurement records: its name, unit, the limit's name and how a
+    worker's result (or a stored row's extra statistics) gives its value."""
+
+    name: str
+    unit: str
+    limit: str
+    text: str
+    value: Callable[[dict], float | None]
+
+
+RESOURCES: dict[str, Resource] = {
+    "memory": Resource(
+        "memory",
+        "MB",
+        "max_memory_mb",
+        "peak resident memory above the runtime's baseline",
+        _memory_mb,
+    ),
+    "size": Resource("size", "MB", "max_size_mb", "model file size", _size_mb),
+}
+
+
+@dataclass(frozen=True)
+class ResourceLimits:
+    """The limits a search holds candidates to beside latency (None: no limit)."""
+
+    max_memory_mb: float | None = None
+    max_size_mb: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, limit in self.active().items():
+            if not limit > 0:
+                raise InputError.bad_setting(
+                    RESOURCES[name].limit, f"must be positive, got {limit}"
+                )
+
+    def active(self) -> dict[str, float]:
+        """Resource name -> limit, for the limits that are set."""
+        found = {r.name: getattr(self, r.limit) for r in RESOURCES.values()}
+        return {name: limit for name, limit in found.items() if limit is not None}
+
+    def active_settings(self) -> dict[str, float]:
+        """The limits that are set, by their settings' names (`max_memory_mb`: 200)."""
+        return {RESOURCES[name].limit: limit for name, limit in self.active().items()}
+
+    def measured(self, result: dict) -> dict[str, float | None]:
+        """Every resource's measured value in a result (None: not recorded)."""
+        return {name: r.value(result) for name, r in RESOURCES.items()}
+
+    def fits(self, result: dict) -> bool | None:
+        """Whether a measured result keeps every active limit; None when one is not recorded."""
+        values = self.measured(result)
+        checks = [values[name] for name in self.active()]
+        if any(v is None for v in checks):
+            return None
+        return all(v <= limit for v, limit in zip(checks, self.active().values(), strict=True))
+
+
+@dataclass
+class ResourcePredictor:
+    """A LightGBM model of one resource over the latency predictor's features (log target:
+    memory and size grow multiplicatively with width and depth), with its out-of-fold
+    accuracy and the band (split-conformal quantiles of measured / predicted) a search's
+    margin uses."""
+
+    resource: Resource
+    seq_len: int
+    batch: int = 1
+    estimator: Estimator = field(
+        default_factory=lambda: Estimator(EstimatorSettings(), FEATURES, log_target)
+    )
+    metrics: dict = field(default_factory=dict)
+    spread: tuple[float, float] = (1.0, 1.0)
+
+    def fit(self, cfgs: Sequence[SubnetConfig], values: np.ndarray) -> ResourcePredictor:
+        y = np.asarray(values, dtype=np.float64)
+        self.estimator.fit(feature_matrix(cfgs, self.seq_len, self.batch), y)
+        assert self.estimator.oof is not None
+        self.metrics = {**accuracy(y, self.estimator.oof), "rows": len(y)}
+        self.metrics.pop("rmse_ms")
+        self.spread = self.estimator.oof_spread(y)
+        return self
+
+    def predict(self, cfgs: Sequence[SubnetConfig]) -> np.ndarray:
+        return self.estimator.predict(feature_matrix(cfgs, self.seq_len, self.batch))
+
+    def high(self, cfgs: Sequence[SubnetConfig]) -> np.ndarray:
+        """The top of each prediction's band: what a candidate is admitted by."""
+        return self.predict(cfgs) * max(self.spread[1], 1.0)
+
+
+def resource_rows(
+    rows: Sequence[dict], resource: Resource
+) -> tuple[list[SubnetConfig], np.ndarray]:
+    """The store rows (`LatencyStore.measurements`) that recorded `resource`: configs, values."""
+    cfgs, values = [], []
+    for r in rows:
+        value = resource.value(r.get("extra") or {})
+        if value is not None:
+            cfgs.append(SubnetConfig.from_json(r["arch"]))
+            values.append(value)
+    return cfgs, np.asarray(values, dtype=np.float64)
+
+
+def fit_resource_predictors(
+    rows: Sequence[dict], limits: ResourceLimits, seq_len: int, batch: int, where: str
+) -> dict[str, ResourcePredictor]:
+    """A predictor per active limit, from the store's trusted rows; an InputError naming the
+    store when too few of them recorded the resource (stored before bfnas measured it)."""
+    out = {}
+    for name in limits.active():
+        resource = RESOURCES[name]
+        cfgs, values = resource_rows(rows, resource)
+        if len(cfgs) < MIN_ROWS:
+            raise InputError(
+                where,
+                "measurements",
+                f"{len(cfgs)} trusted measurements recorded the {resource.text}, a "
+                f"{resource.limit} needs at least {MIN_ROWS}: profile more subnets with this "
+                "bfnas (measurements stored before it recorded memory and size lack them)",
+            )
+        out[name] = ResourcePredictor(resource, seq_len, batch).fit(cfgs, values)
+    return out
+
+
+def resource_admission(
+    predictors: dict[str, ResourcePredictor], limits: ResourceLimits
+) -> Callable[[Sequence[SubnetConfig]], np.ndarray] | None:
+    """Which candidates the predicted resources admit (every band's top under its limit), or
+    None without limits."""
+    active = limits.active()
+    if not active:
+        return None
+
+    def admit(cfgs: Sequence[SubnetConfig]) -> np.ndarray:
+        ok = np.ones(len(cfgs), dtype=bool)
+        for name, limit in active.items():
+            ok &= predictors[name].high(cfgs) <= limit
+        return ok
+
+    return admit
