@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializeAsAny,
     ValidationError,
     field_validator,
     model_validator,
@@ -26,6 +27,7 @@ from pydantic import (
 from bfnas.bench.device.backends import BACKENDS, registered_backends
 from bfnas.bench.device.backends.ort_options import check_provider_options
 from bfnas.bench.runners.registry import RUNNER_KINDS, registered_kinds
+from bfnas.bench.runners.targets import LocalTarget, TargetSettings, hashed_target
 from bfnas.errors import InputError, read_text_input
 from bfnas.models.deploy.recipes import RECIPES
 
@@ -37,45 +39,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def parse_ray_address(text: str) -> tuple[str, int] | None:
-    """A Ray cluster's address as (host, GCS port), or None for `auto` (the cluster this
-    machine runs or RAY_ADDRESS names: Ray finds it). ValueError says what is wrong (the
-    caller echoes the text); only the form is checked, not whether anything answers."""
-    if text == "auto":
-        return None
-    rest = text.removeprefix("ray://")  # Ray Client: the same host:port form
-    host, sep, port = rest.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):  # [::1]:6379
-        host = host[1:-1]
-    if not sep or not host or any(c.isspace() or c in "/[]@" for c in host):
-        raise ValueError("not a Ray address: give HOST:PORT (e.g. 127.0.0.1:6379) or auto")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("not a Ray address: the port must be a number from 1 to 65535")
-    return host, int(port)
+class _Kind(_Strict):
+    """A target's `kind`: one of the registered runner kinds (read when a profile is
+    validated, so a kind registered later counts too)."""
 
-
-class Target(_Strict):
-    """Where the device is. `local`: this machine; `ssh`: a device running `bfnas worker`;
-    `ray`: a node of a Ray cluster advertising `resource`."""
-
-    # One of the runner kinds `bench.runners.registry` registers.
+    model_config = ConfigDict(extra="ignore", frozen=True)
     kind: str = "local"
-    host: str | None = None
-    user: str | None = None
-    port: Annotated[int, Field(gt=0, lt=65536)] = 22
-    identity_file: str | None = None
-    known_hosts: str | None = None
-    # Host keys are checked against known_hosts; trusting a first-seen key is opt-in.
-    accept_new_host_key: bool = False
-    # A failed or dropped connection is tried again this often, waiting 1x, 2x, 4x... backoff.
-    retries: Annotated[int, Field(ge=0, le=20)] = 4
-    retry_backoff_s: PositiveFloat = 1.0
-    python: str = "python3"
-    workdir: str = "~/.cache/bfnas"
-    # SSH's ConnectTimeout; for Ray, how long the cluster's address may take to answer.
-    connect_timeout_s: PositiveFloat = 10.0
-    address: str | None = None
-    resource: str | None = None
 
     @field_validator("kind")
     @classmethod
@@ -84,24 +53,7 @@ class Target(_Strict):
             raise ValueError(f"should be one of the registered runner kinds: {registered_kinds()}")
         return value
 
-    @model_validator(mode="after")
-    def _needs(self) -> Target:
-        # What the kind's registration says a target of that kind must set (ssh: host).
-        for field_name, error in RUNNER_KINDS[self.kind].needs:
-            if not getattr(self, field_name):
-                raise ValueError(error)
-        return self
 
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_ray_address(value)
-        return value
-
-
-# Target fields that say how to connect, not what is measured: left out of the hash.
-CONNECTION_POLICY = ("accept_new_host_key", "retries", "retry_backoff_s")
 # Measure fields that judge a measurement or say how long to wait, not how it is taken:
 # changing them keeps a store's measurements (which keep every number the judgement used).
 JUDGEMENT_POLICY = ("max_rel_ci", "max_anchor_rel_ci", "min_cpu_share", "busy_wait_s")
@@ -234,13 +186,24 @@ class Measure(_Strict):
 class HardwareProfile(_Strict):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     description: str = ""
-    target: Target = Field(default_factory=Target)
+    # The settings of the target's kind (`registry.RUNNER_KINDS` names each kind's class).
+    target: SerializeAsAny[TargetSettings] = Field(default_factory=LocalTarget)
     runtime: Runtime = Field(default_factory=Runtime)
     precision: Literal["fp32", "fp16", "int8"] = "int8"
     quantization: Quantization = Field(default_factory=Quantization)
     workload: Workload = Field(default_factory=Workload)
     measure: Measure = Field(default_factory=Measure)
     source: str = Field(default="<memory>", exclude=True)
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target(cls, value: object) -> object:
+        """A `[target]` table validated by its kind's own settings class (without `kind`:
+        this machine, as it always was); their errors keep their field (target.host)."""
+        if not isinstance(value, dict):
+            return value
+        kind = _Kind.model_validate(value).kind
+        return RUNNER_KINDS[kind].load_settings().model_validate({**value, "kind": kind})
 
     @model_validator(mode="after")
     def _coherent(self) -> HardwareProfile:
@@ -279,8 +242,9 @@ class HardwareProfile(_Strict):
         the description does not."""
         d = self.resolved()
         d.pop("description")
-        for key in CONNECTION_POLICY:  # how a device is reached does not change its numbers
-            d["target"].pop(key)
+        # Read over the flat table every target once was (targets.LEGACY_TARGET), without how
+        # a device is reached (that does not change its numbers).
+        d["target"] = hashed_target(self.target)
         for key in JUDGEMENT_POLICY:  # nor does how its numbers are judged
             d["measure"].pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -43,6 +43,7 @@ from bfnas.bench.jobs.context import MeasurementSetup
 from bfnas.bench.jobs.profiling import ProfileJob, anchor_artifact, artifact_for, plan_subnets
 from bfnas.bench.runners.local import LocalRunner
 from bfnas.bench.runners.ray import RayRunner
+from bfnas.bench.runners.targets import RayTarget
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.models.deploy.artifacts import ArtifactCache
 from bfnas.models.nn.supernet import SuperBert, SupernetDims
@@ -52,7 +53,7 @@ from bfnas.models.space.search_space import load_space
 def fleet_profile(name: str):
     base = load_profile(name)
     measure = base.measure.model_copy(update={"drift_every": 0, "max_other_cpu": 1.5})
-    target = base.target.model_copy(update={"kind": "ray", "resource": base.name})
+    target = RayTarget(resource=base.name, workdir=base.target.workdir)
     return base.model_copy(update={"measure": measure, "target": target})
 
 

@@ -491,7 +491,7 @@ def silent_listener():
 def test_a_ray_address_nobody_answers_at_is_one_line_within_seconds(
     tmp_path, capsys, monkeypatch, silent_listener
 ):
-    fast = FAST_PROFILE + "[target]\nconnect_timeout_s = 2\n"
+    fast = FAST_PROFILE + '[target]\nkind = "ray"\nresource = "fast"\nconnect_timeout_s = 2\n'
     for case_id, port, names in (
         ("nobody-listens", free_port(), "connection refused"),
         ("not-a-ray-cluster", silent_listener, "does not answer as a Ray"),

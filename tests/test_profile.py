@@ -53,9 +53,10 @@ MALFORMED = [
     ('name = "bad name!"', "name"),
     ('name = "x"\ncolour = "red"', "colour"),
     ('name = "x"\n[target]\nkind = "carrier-pigeon"', "target.kind"),
-    ('name = "x"\n[target]\nkind = "ssh"', "target"),
+    ('name = "x"\n[target]\nkind = "ssh"', "target.host"),
+    ('name = "x"\n[target]\nkind = "local"\nhost = "h"', "target.host"),  # not a local setting
     ('name = "x"\n[target]\nkind = "ssh"\nhost = "h"\nport = 70000', "target.port"),
-    ('name = "x"\n[target]\nkind = "ray"', "target"),
+    ('name = "x"\n[target]\nkind = "ray"', "target.resource"),
     ('name = "x"\n[runtime]\nbackend = "tflite"', "runtime.backend"),
     ('name = "x"\n[runtime]\nintra_op_threads = 0', "runtime.intra_op_threads"),
     ('name = "x"\n[runtime]\nproviders = []', "runtime.providers"),

@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 import tomllib
+from typing import Literal
 
 import pytest
 from conftest import FAST_PROFILE, TINY_SPACE
@@ -23,6 +24,7 @@ from bfnas.bench.hardware_profile import load_profile, parse_profile
 from bfnas.bench.runners.base import job_json, runner_for
 from bfnas.bench.runners.local import local_probe
 from bfnas.bench.runners.registry import RUNNER_KINDS, RunnerKind, runner_kind
+from bfnas.bench.runners.targets import TargetSettings
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.cli import main
 from bfnas.errors import InputError
@@ -65,6 +67,14 @@ class InProcessRunner:
         pass
 
 
+class InProcessTarget(TargetSettings):
+    """The test kind's own `[target]` settings: it needs a host."""
+
+    kind: Literal["in-process"] = "in-process"
+    host: str
+    workdir: str = "~/.cache/bfnas"
+
+
 def in_process_runner(profile) -> InProcessRunner:
     return InProcessRunner()
 
@@ -85,9 +95,7 @@ def registered(monkeypatch):
         BACKENDS, "constant", Backend(f"{here}:constant_infer", f"{here}:constant_checks")
     )
     kind = RunnerKind(
-        f"{here}:in_process_runner",
-        f"{here}:in_process_probe",
-        needs=(("host", "an in-process target needs host"),),
+        f"{here}:in_process_runner", f"{here}:in_process_probe", f"{here}:InProcessTarget"
     )
     monkeypatch.setitem(RUNNER_KINDS, "in-process", kind)
     monkeypatch.setattr(InProcessRunner, "jobs", [])
@@ -162,14 +170,19 @@ def test_an_unregistered_backend_fails_the_job_as_data(registered, tmp_path):
 def test_a_registered_runner_kind_is_what_runner_for_builds(registered, tmp_path):
     profile = load_profile(profile_file(tmp_path, 'kind = "in-process"\nhost = "h"'))
     assert isinstance(runner_for(profile), InProcessRunner)
-    assert runner_kind("in-process").needs == (("host", "an in-process target needs host"),)
+    assert runner_kind("in-process").load_settings() is InProcessTarget
+    assert isinstance(profile.target, InProcessTarget) and profile.target.host == "h"
 
 
-def test_a_kind_s_required_fields_come_from_its_registration(registered, tmp_path, capsys):
+def test_a_kind_s_settings_come_from_its_registration(registered, tmp_path, capsys):
     hw = profile_file(tmp_path, 'kind = "in-process"')
-    with pytest.raises(InputError, match="an in-process target needs host") as err:
+    with pytest.raises(InputError, match="Field required") as err:
         load_profile(hw)
-    assert err.value.field == "target"
+    assert err.value.field == "target.host"
+    # Another kind's setting is not this kind's.
+    with pytest.raises(InputError, match="unknown field") as err:
+        load_profile(profile_file(tmp_path, 'kind = "in-process"\nhost = "h"\nresource = "r"'))
+    assert err.value.field == "target.resource"
     code, _, err_text = run(capsys, "hw", "check", hw)
     assert code == 2 and err_text.count("\n") == 1
 

@@ -37,7 +37,8 @@ DEFAULT_BLOB_DIR = "~/.cache/bfnas/ray-blobs"
 
 
 def resource_name(profile: HardwareProfile) -> str:
-    return profile.target.resource or profile.name
+    """The custom resource the profile's device nodes advertise (a ray target names it)."""
+    return profile.target.resource
 
 
 def parse_affinity(text: str) -> list[int]:
@@ -143,7 +144,7 @@ def check_reachable(address: str, timeout_s: float) -> None:
     `ray.init` retries an unreachable or wrong address for many minutes, warning all along."""
     import socket
 
-    from bfnas.bench.hardware_profile import parse_ray_address
+    from bfnas.bench.runners.targets import parse_ray_address
 
     host, port = parse_ray_address(address) or ("", 0)
     where = f"the Ray cluster at {address}"
@@ -227,7 +228,7 @@ def _auto_address() -> str | None:
         from ray._private.services import canonicalize_bootstrap_address
     except ImportError:
         return None
-    from bfnas.bench.hardware_profile import parse_ray_address
+    from bfnas.bench.runners.targets import parse_ray_address
 
     try:
         found = canonicalize_bootstrap_address("auto")

@@ -4,8 +4,8 @@ Each kind names its code as "module:function", imported only when a profile of t
 is used, so a local job never imports the SSH or Ray code (nor Ray itself): the function
 that builds its runner for a profile (`base.runner_for` calls it), the function that checks
 a profile where that runner measures (`usable.probe`, what `bfnas hw check` reports), and
-the target fields such a target must set. This module imports nothing of the profile
-schema: the schema validates `target.kind` against it (`bench.hardware_profile.Target`).
+the class of its `[target]` settings (`targets`). This module imports nothing of the profile
+schema: the schema builds its `target` from the classes registered here.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ class RunnerKind:
     # (profile) -> the checks of the profile where the runner measures, as dicts
     # (`bench.device.probe.Check.to_dict`: what a device sends back).
     probe: str
-    # (Target field, the error when it is unset): what a target of this kind cannot go without.
-    needs: tuple[tuple[str, str], ...] = ()
+    # "module:Class": the kind's `[target]` settings, a `targets.TargetSettings`.
+    settings: str
 
     def load_build(self) -> Callable[..., Any]:
         return load_entry(self.build)
@@ -35,23 +35,25 @@ class RunnerKind:
     def load_probe(self) -> Callable[..., list[dict]]:
         return load_entry(self.probe)
 
+    def load_settings(self) -> type:
+        return load_entry(self.settings)
+
 
 RUNNER_KINDS: dict[str, RunnerKind] = {
     "local": RunnerKind(
         build="bfnas.bench.runners.local:local_runner",
         probe="bfnas.bench.runners.local:local_probe",
+        settings="bfnas.bench.runners.targets:LocalTarget",
     ),
     "ssh": RunnerKind(
         build="bfnas.bench.runners.ssh:ssh_runner",
         probe="bfnas.bench.runners.ssh:ssh_probe",
-        needs=(("host", "an ssh target needs host"),),
+        settings="bfnas.bench.runners.targets:SshTarget",
     ),
     "ray": RunnerKind(
         build="bfnas.bench.runners.ray:ray_runner",
         probe="bfnas.bench.runners.ray:ray_probe",
-        needs=(
-            ("resource", "a ray target needs resource (the custom resource its node advertises)"),
-        ),
+        settings="bfnas.bench.runners.targets:RayTarget",
     ),
 }
 

@@ -32,10 +32,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bfnas.bench.device.probe import OLDEST_PYTHON
-from bfnas.bench.hardware_profile import HardwareProfile, Target
+from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.runners.base import DeviceUnreachable, job_json
 from bfnas.bench.runners.device_code import EPHEMERAL_RUN, device_code
 from bfnas.bench.runners.forkserver_client import ForkServerClient, ForkServerLost, forked_result
+from bfnas.bench.runners.targets import LocalTarget, SshTarget
 
 
 class _ConnectionLost(Exception):
@@ -66,7 +67,7 @@ class SshRunner:
 
     def __init__(
         self,
-        target: Target,
+        target: SshTarget,
         retries: int | None = None,
         backoff_s: float | None = None,
         ssh: str = "ssh",
@@ -356,7 +357,7 @@ def remote_probe(runner: SshRunner, profile: HardwareProfile) -> list[dict]:
     checks.append(
         {"name": "ssh", "ok": True, "detail": f"{t.host}:{t.port} reached, host key verified"}
     )
-    local = profile.model_copy(update={"target": Target()}).resolved()
+    local = profile.model_copy(update={"target": LocalTarget(workdir=t.workdir)}).resolved()
     code = device_code()
     # The code runs from a temporary file that is deleted again: a check leaves the device as
     # it found it (a job keeps the code by its hash, as it keeps models).

@@ -201,7 +201,7 @@ def on_ray(profile, address: str | None):
     """The profile as measured through a Ray cluster at `address` (its devices advertise a
     resource named after the profile), or the profile itself without `--ray`. A malformed
     address is refused here, before anything connects."""
-    from bfnas.bench.hardware_profile import parse_ray_address
+    from bfnas.bench.runners.targets import RayTarget, parse_ray_address
     from bfnas.errors import short
 
     if address is None:
@@ -210,11 +210,8 @@ def on_ray(profile, address: str | None):
         parse_ray_address(address)
     except ValueError as exc:
         raise InputError("--ray", None, f"{short(address)}: {exc}") from None
-    target = profile.target.model_copy(
-        update={
-            "kind": "ray",
-            "address": address,
-            "resource": profile.target.resource or profile.name,
-        }
-    )
+    if isinstance(profile.target, RayTarget):  # its resource and timeout stay
+        target = profile.target.model_copy(update={"address": address})
+    else:  # the device nodes advertise the profile's name; its engine cache folder stays
+        target = RayTarget(address=address, resource=profile.name, workdir=profile.target.workdir)
     return profile.model_copy(update={"target": target})
