@@ -131,9 +131,7 @@ def train_task_model(
             on_stage=on_stage,
         )
     finally:
-        close = getattr(runner, "close", None)
-        if close is not None:
-            close()
+        runner.close()
 
 
 def profile_recipe(profile: HardwareProfile) -> Any:

@@ -554,9 +554,8 @@ class TicketRun:
         }
 
     def close(self) -> None:
-        close = getattr(self.runner, "close", None)
-        if close is not None:
-            close()
+        if self.runner is not None:  # made when the run starts measuring
+            self.runner.close()
 
 
 def speed_verdict(dense: dict | None, tickets: list[dict]) -> str | None:

@@ -11,6 +11,7 @@ from conftest import FAST_PROFILE
 from bfnas.bench.hardware_profile import parse_profile
 from bfnas.bench.jobs.context import MeasurementSetup, open_setup
 from bfnas.bench.jobs.profiling import ProfileJob, measure_subnet
+from bfnas.bench.runners.base import Runner
 from bfnas.bench.runners.local import LocalRunner
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.errors import InputError
@@ -24,7 +25,7 @@ NO_PROVIDER = FAST_PROFILE.replace(
 )
 
 
-class ScriptedRunner:
+class ScriptedRunner(Runner):
     """Stands for a remote device's runner: records nothing but that it was made."""
 
     lanes = 1

@@ -21,7 +21,7 @@ from bfnas.bench.device.probe import Check
 from bfnas.bench.device.timing import DeviceTime
 from bfnas.bench.device.worker import run_job_text
 from bfnas.bench.hardware_profile import load_profile, parse_profile
-from bfnas.bench.runners.base import job_json, runner_for
+from bfnas.bench.runners.base import Runner, job_json, runner_for
 from bfnas.bench.runners.local import local_probe
 from bfnas.bench.runners.registry import RUNNER_KINDS, RunnerKind, runner_kind
 from bfnas.bench.runners.targets import TargetSettings
@@ -49,7 +49,7 @@ def constant_checks(profile) -> list[Check]:
     return [Check("constant backend", True, "always here", "runtime.backend")]
 
 
-class InProcessRunner:
+class InProcessRunner(Runner):
     """The test kind's runner: each job measured by the worker's own code in this process,
     so the backend registered above (in this process only) is the one the job finds."""
 

@@ -10,6 +10,7 @@ import time
 import pytest
 from conftest import SEED_FILE
 
+from bfnas.bench.runners.base import Runner
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.cli import main
 from bfnas.models.space.subnet import SubnetConfig
@@ -455,7 +456,7 @@ def test_profile_can_discard_measured_artifacts(
     assert kept and all((arts / k / "model.onnx").is_file() for k in kept)
 
 
-class ShiftingRunner:
+class ShiftingRunner(Runner):
     """A device whose paired ratio jumps by 10 % after `shift_after` runs: what a drift looks
     like in the numbers (the judgement of the job is what is tested, not the timing)."""
 

@@ -23,7 +23,7 @@ from bfnas.bench.jobs.measurement import (
     reason_label,
     starved,
 )
-from bfnas.bench.runners.base import job_json
+from bfnas.bench.runners.base import Runner, job_json
 from bfnas.bench.runners.local import LocalRunner
 from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
 from bfnas.models.deploy.recipes import get_recipe
@@ -228,7 +228,7 @@ def test_a_worker_sharing_its_only_core_is_seen_starved(model):
     assert not starved({**out, "cpu": {**out["cpu"], "own_cores": 0.97}}, prof)
 
 
-class ScriptedRunner:
+class ScriptedRunner(Runner):
     """Answers each run with the next prepared result (the judgement is what is tested)."""
 
     lanes = 1

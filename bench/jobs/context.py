@@ -44,10 +44,7 @@ class MeasurementSetup:
         require_usable(self.profile, self.runner)
 
     def close(self) -> None:
-        # A scripted runner (tests) may hold nothing to close.
-        close = getattr(self.runner, "close", None)
-        if close is not None:
-            close()
+        self.runner.close()
 
     def __enter__(self) -> MeasurementSetup:
         return self

@@ -272,7 +272,7 @@ class ProfileJob:
             self._measurer = self._make_measurer()
         try:
             rounds = todo_of(itertools.chain([first], later))
-            lanes = max(1, getattr(self.setup.runner, "lanes", 1))
+            lanes = max(1, self.setup.runner.lanes)
             if lanes == 1:
                 self._run_serial(rounds, ref_cfg, phash, run_id, counts, refs, drift)
             else:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-from typing import Protocol
 
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.runners.registry import runner_kind
@@ -19,13 +18,20 @@ class DeviceUnreachable(OperationFailed):
     a runner, too) the CLI prints it as one line, exit 1."""
 
 
-class Runner(Protocol):
-    """Runs measurement jobs somewhere. `lanes`: how many jobs it can run at once (one per
-    device); `run` may then be called from that many threads. A runner that measures on a
-    real device also has `probe(profile) -> list[dict]`: the device's `hw check` rows, which
-    a job runs before it writes anything (`bench.device.probe.require_usable`)."""
+class Runner:
+    """Runs measurement jobs somewhere; every runner is one (local, SSH, Ray, adb, a test's
+    scripted one) and offers all of this, with these defaults:
 
-    lanes: int
+    - `lanes`: how many jobs it can run at once (one per device); `run` may then be called
+      from that many threads. Default 1.
+    - `run(model, sha256, profile, anchor)`: one measurement's result (what the device's
+      worker reported, or a failed result saying why there is none).
+    - `probe(profile)`: the device's `hw check` rows (`bench.device.probe.Check.to_dict`),
+      which a job runs before it writes anything (`usable.require_usable`). Default: no
+      checks, for a runner that measures nowhere real.
+    - `close()`: let go of what it holds (connections, fork servers). Default: nothing."""
+
+    lanes: int = 1
 
     def run(
         self,
@@ -33,7 +39,14 @@ class Runner(Protocol):
         sha256: str,
         profile: HardwareProfile,
         anchor: tuple[str, str] | None = None,
-    ) -> dict: ...
+    ) -> dict:
+        raise NotImplementedError
+
+    def probe(self, profile: HardwareProfile) -> list[dict]:
+        return []
+
+    def close(self) -> None:
+        return None
 
 
 def runner_for(profile: HardwareProfile) -> Runner:

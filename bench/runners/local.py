@@ -11,11 +11,11 @@ import subprocess
 import sys
 
 from bfnas.bench.hardware_profile import HardwareProfile
-from bfnas.bench.runners.base import job_json, parse_worker_output
+from bfnas.bench.runners.base import Runner, job_json, parse_worker_output
 from bfnas.bench.runners.forkserver_client import ForkServerClient, ForkServerLost, forked_result
 
 
-class LocalRunner:
+class LocalRunner(Runner):
     """Runs each job in a new process on this machine, with the profile's timeout.
 
     By default the process is forked from a fork server (`bench.device.forkserver`, started on the

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bfnas.bench.hardware_profile import HardwareProfile
-from bfnas.bench.runners.base import DeviceUnreachable
+from bfnas.bench.runners.base import DeviceUnreachable, Runner
 from bfnas.errors import InputError, OperationFailed
 
 AFFINITY_ENV = "BFNAS_CPU_AFFINITY"
@@ -245,7 +245,7 @@ def _auto_address() -> str | None:
         return None
 
 
-class RayRunner:
+class RayRunner(Runner):
     """Spreads jobs over every device advertising the profile's resource; `run` may be called
     from `lanes` threads at once (the profiling job does that)."""
 

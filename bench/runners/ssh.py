@@ -33,7 +33,7 @@ from pathlib import Path
 
 from bfnas.bench.device.probe import OLDEST_PYTHON
 from bfnas.bench.hardware_profile import HardwareProfile
-from bfnas.bench.runners.base import DeviceUnreachable, job_json
+from bfnas.bench.runners.base import DeviceUnreachable, Runner, job_json
 from bfnas.bench.runners.device_code import EPHEMERAL_RUN, device_code
 from bfnas.bench.runners.forkserver_client import ForkServerClient, ForkServerLost, forked_result
 from bfnas.bench.runners.targets import LocalTarget, SshTarget
@@ -60,7 +60,7 @@ def remote_path(path: str) -> str:
     return shlex.quote(path)
 
 
-class SshRunner:
+class SshRunner(Runner):
     """Runs jobs on one SSH device. Not thread-safe: one device measures one job at a time."""
 
     lanes = 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 from bfnas.bench.device.backends import backend_named
 from bfnas.bench.device.probe import Check
 from bfnas.bench.hardware_profile import HardwareProfile
+from bfnas.bench.runners.base import Runner
 from bfnas.bench.runners.registry import runner_kind
 from bfnas.errors import InputError, OperationFailed
 
@@ -55,14 +56,11 @@ def refusal(profile: HardwareProfile, checks: list[Check]) -> InputError | Opera
     return InputError(profile.source, first.field, f"not usable here: {found}")
 
 
-def require_usable(profile: HardwareProfile, runner: object) -> None:
+def require_usable(profile: HardwareProfile, runner: Runner) -> None:
     """Refuse `profile` unless the device `runner` measures on passes its checks: what
     `bfnas hw check` reports, run where the measurements will run (here, over SSH, in a
-    Ray device's actor). Call it before anything is written. A runner without `probe`
-    (a scripted one in tests) measures nowhere real and is not checked."""
-    probe_ = getattr(runner, "probe", None)
-    if probe_ is None:
-        return
-    error = refusal(profile, [Check.from_dict(c) for c in probe_(profile)])
+    Ray device's actor). Call it before anything is written. A runner that measures nowhere
+    real (a test's scripted one) has no checks (`Runner.probe`'s default)."""
+    error = refusal(profile, [Check.from_dict(c) for c in runner.probe(profile)])
     if error is not None:
         raise error
