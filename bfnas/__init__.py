@@ -33,6 +33,8 @@ _PUBLIC = {
     "measure_subnet": "bfnas.bench.jobs.profiling:measure_subnet",
     "ProfileJob": "bfnas.bench.jobs.profiling:ProfileJob",
     "LatencyStore": "bfnas.bench.store.latency_store:LatencyStore",
+    "UntilSettings": "bfnas.search.until_settings:UntilSettings",
+    "UntilTrustedJob": "bfnas.search.until_trusted:UntilTrustedJob",
     # predicting and searching
     "load_rows": "bfnas.search.training:load_rows",
     "LatencyPredictor": "bfnas.search.latency_predictor:LatencyPredictor",

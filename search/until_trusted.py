@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from bfnas.bench.jobs.context import MeasurementSetup
+from bfnas.bench.jobs.profiling import ProfileEvent, ProfileJob, plan_subnets
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.errors import InputError
 from bfnas.models.space.subnet import SubnetConfig
@@ -271,3 +273,58 @@ class UntilTrusted:
     def _stopped(self, why: str) -> list[SubnetConfig]:
         self.stop = why
         return []
+
+
+@dataclass(kw_only=True)
+class UntilTrustedJob:
+    """Profile the setup's space into `store` in rounds until the latency predictor can be
+    trusted (`UntilTrusted` chooses each round): what `bfnas profile --until` runs, from
+    Python as `ProfileJob` and `SearchJob` are. `prior`: another profile's predictor to start
+    from (`latency_predictor.load_prior`). Keyword arguments only; `run()` returns the
+    profiling job's summary with `until` (the curve, why it stopped)."""
+
+    setup: MeasurementSetup
+    store: LatencyStore
+    settings: UntilSettings
+    prior: LatencyPredictor | None = None
+    on_event: Callable[[ProfileEvent], None] = lambda e: None
+    on_round: Callable[[TrustPoint], None] = lambda p: None
+    retry: tuple[str, ...] = ()
+    strategy: str = "random"
+    keep_artifacts: bool = True
+    check_device: bool = True
+
+    def chooser(self) -> UntilTrusted:
+        """The rounds' chooser: candidates drawn from the space, fitted from the store."""
+        w, space = self.setup.profile.workload, self.setup.space
+        s = self.settings
+        scope = PredictorScope(self.setup.profile.hash(), space.name, w.seq_len, w.batch)
+        model_settings = PredictorSettings(seed=s.seed)
+        prior = self.prior
+
+        def fit(cfgs: list[SubnetConfig], ms: np.ndarray) -> LatencyPredictor:
+            return LatencyPredictor(scope, model_settings, prior=prior).fit(cfgs, ms)
+
+        return UntilTrusted(
+            settings=s,
+            scope=scope,
+            candidates=plan_subnets(space, s.pool, "random", s.seed, w.seq_len),
+            measured=lambda: measured_in_store(self.store, scope.profile_hash, space.name),
+            fit=fit,
+            on_round=self.on_round,
+        )
+
+    def run(self) -> dict:
+        job = ProfileJob(
+            setup=self.setup,
+            store=self.store,
+            samples=self.settings.max_subnets,
+            strategy=self.strategy,
+            seed=self.settings.seed,
+            on_event=self.on_event,
+            retry=self.retry,
+            keep_artifacts=self.keep_artifacts,
+            check_device=self.check_device,
+            rounds=self.chooser(),
+        )
+        return job.run()

@@ -60,7 +60,8 @@ def test_the_page_has_an_example_for_each_task():
     # Each task the page promises: a profile, one subnet, many into a store, a predictor
     # fitted, saved, loaded and used, a search.
     tasks = ("load_profile(", "measure_subnet(", "ProfileJob(", ".fit(", ".save(", ".load(")
-    for call in (*tasks, ".predict(", "SearchJob(", "train_task_model(", "load_classifier("):
+    more = (".predict(", "SearchJob(", "UntilTrustedJob(", "train_task_model(", "load_classifier(")
+    for call in (*tasks, *more):
         assert call in code, call
 
 
@@ -89,6 +90,7 @@ def test_every_example_on_the_page_runs_in_order(tmp_path):
     assert "refused:" in out and "missing.toml" in out
     assert re.search(r"^(ok|unstable) ", out, re.M)  # the one subnet's trust verdict
     assert re.search(r"^12 already stored$", out, re.M)  # the rerun measured nothing again
+    assert re.search(r"^stopped: (trusted|max-subnets) after [1-9]\d* estimates$", out, re.M)
     assert re.search(r"^within budget: (True|False)$", out, re.M)
     assert re.search(r"^INT8 raw median \d+\.\d{3} ms \[(ok|unstable)\]$", out, re.M)
     assert len(re.findall(r"^(weather|cooking) 0\.\d+$|^(weather|cooking) 1\.0$", out, re.M)) == 2

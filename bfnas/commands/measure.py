@@ -426,13 +426,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     progress = ProgressDisplay(
         out, "bfnas profile", f"profiling {profile.name}", total=args.samples
     )
-    rounds = None
-    if until is not None:
-        rounds = _until_rounds(until, setup, store, profile, prior, progress)
 
     def on_event(e: ProfileEvent) -> None:
         if e.kind == "plan":
-            if rounds is None:
+            if until is None:
                 progress.update(total=e.result["todo"])
         elif e.kind in ("measured", "skipped"):
             r = e.result
@@ -447,18 +444,29 @@ def cmd_profile(args: argparse.Namespace) -> int:
         elif e.kind == "busy":
             progress.message(f"[yellow]{escape(e.message)}[/]")
 
-    job = ProfileJob(
-        setup=setup,
-        store=store,
-        samples=args.samples if until is None else until.max_subnets,
-        strategy=args.strategy,
-        seed=args.seed,
-        on_event=on_event,
-        retry=retry,
-        keep_artifacts=not args.discard_artifacts,
-        check_device=False,
-        rounds=rounds,
-    )
+    common = {
+        "setup": setup,
+        "store": store,
+        "strategy": args.strategy,
+        "on_event": on_event,
+        "retry": retry,
+        "keep_artifacts": not args.discard_artifacts,
+        "check_device": False,  # checked above, before the store was opened
+    }
+    if until is None:
+        job = ProfileJob(samples=args.samples, seed=args.seed, **common)
+    else:
+        from bfnas.search.until_trusted import UntilTrustedJob
+
+        def on_round(p) -> None:
+            progress.message(
+                f"round {p.round}: {p.rows} trusted subnets; within ±{until.tolerance:.0%}: "
+                f"{p.within:.1%} out of fold, at least {p.lower_bound:.1%} at "
+                f"{until.confidence:.0%} confidence (target {until.target:.0%}); "
+                f"device time {p.device_s / 60:.1f} min"
+            )
+
+        job = UntilTrustedJob(settings=until, prior=prior, on_round=on_round, **common)
     try:
         with progress:
             summary = job.run()
@@ -480,7 +488,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
-        if rounds is not None:
+        if until is not None:
             out.print(escape(_until_verdict(summary["until"])))
         out.print(
             f"{summary['ok']} ok, {summary['unstable']} unstable, {summary['failed']} failed, "
@@ -519,37 +527,6 @@ def _prior(folder: str, profile, space: str):
 
     w = profile.workload
     return load_prior(folder, space, w.seq_len, w.batch)
-
-
-def _until_rounds(settings, setup, store, profile, prior, progress):
-    from bfnas.bench.jobs.profiling import plan_subnets
-    from bfnas.search.latency_predictor import LatencyPredictor
-    from bfnas.search.predictor_file import PredictorScope, PredictorSettings
-    from bfnas.search.until_trusted import UntilTrusted, measured_in_store
-
-    w, space = profile.workload, setup.space
-    scope = PredictorScope(profile.hash(), space.name, w.seq_len, w.batch)
-    model_settings = PredictorSettings(seed=settings.seed)
-
-    def fit(cfgs, ms):
-        return LatencyPredictor(scope, model_settings, prior=prior).fit(cfgs, ms)
-
-    def on_round(p) -> None:
-        progress.message(
-            f"round {p.round}: {p.rows} trusted subnets; within ±{settings.tolerance:.0%}: "
-            f"{p.within:.1%} out of fold, at least {p.lower_bound:.1%} at "
-            f"{settings.confidence:.0%} confidence (target {settings.target:.0%}); "
-            f"device time {p.device_s / 60:.1f} min"
-        )
-
-    return UntilTrusted(
-        settings=settings,
-        scope=scope,
-        candidates=plan_subnets(space, settings.pool, "random", settings.seed, w.seq_len),
-        measured=lambda: measured_in_store(store, scope.profile_hash, space.name),
-        fit=fit,
-        on_round=on_round,
-    )
 
 
 def _until_verdict(until: dict) -> str:
