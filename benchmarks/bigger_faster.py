@@ -542,8 +542,16 @@ def _per_layer(r: dict, dim: str) -> list[int]:
 
 def _more_layers(proven: list[dict], base: dict) -> str:
     depth = sorted({c["arch"]["layers"] for c in proven})
-    more = "more" if min(depth) > base["arch"]["layers"] else "as many or more"
-    return f"{more} layers ({', '.join(map(str, depth))} against {base['arch']['layers']})"
+    layers = base["arch"]["layers"]
+    if depth == [layers]:
+        return f"the same depth ({layers} layers)"
+    if min(depth) > layers:
+        word = "more"
+    elif max(depth) < layers:
+        word = "fewer"
+    else:
+        word = "as many or more" if min(depth) == layers else "more or fewer"
+    return f"{word} layers ({', '.join(map(str, depth))} against {layers})"
 
 
 def _fewest_heads(r: dict) -> str:
@@ -590,11 +598,14 @@ def evidence_lines(p: dict) -> list[str]:
             if c["accuracy_mean"] is not None and c["predicted_accuracy"] is not None
         ]
         mb = e["margins"]["baseline"]
-        verdict = (
-            "the smaller model is better"
-            if mb["points"] < 0
-            else "the two are as good within the spread"
-        )
+        if mb["points"] < 0:
+            verdict = (
+                "the smaller model is better"
+                if mb["separated"]
+                else "the smaller model measured better, within the spread"
+            )
+        else:
+            verdict = "the two are as good within the spread"
         proven = [c for c in e["candidates"] if c["accuracy_mean"] is not None]
         fewest = max(min(_per_layer(c, "heads")) for c in proven)
         lines.append(
@@ -603,8 +614,8 @@ def evidence_lines(p: dict) -> list[str]:
             f"{base['encoder_params'] / 1e6:.2f} M). Every verified candidate has "
             f"{_more_layers(proven, base)} and leaves some layer at most {fewest} head(s), "
             f"where the hand-scaled model keeps {min(_per_layer(base, 'heads'))} in every "
-            f"layer; the accuracy predictor over-rated them by {min(over):+.1f} to "
-            f"{max(over):+.1f} points."
+            f"layer; the accuracy predictor's ratings were {min(over):+.1f} to "
+            f"{max(over):+.1f} points from what they measured."
         )
     return lines
 
