@@ -14,6 +14,7 @@ is there.
 from __future__ import annotations
 
 import hashlib
+import json
 import shlex
 import sys
 import time
@@ -22,9 +23,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from bfnas.bench.hardware_profile import parse_profile
 from bfnas.bench.runners.adb import (
     AdbRunner,
-    AdbSettings,
+    AdbTarget,
     AdbTransport,
     adb_probe,
     adb_runner,
@@ -106,8 +108,8 @@ def model(tmp_path_factory) -> tuple[str, str]:
     return str(path), hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def settings(**extra) -> AdbSettings:
-    return AdbSettings(
+def settings(**extra) -> AdbTarget:
+    return AdbTarget(
         **{
             "serial": SERIAL,
             "adb": str(FAKE_ADB),
@@ -119,12 +121,12 @@ def settings(**extra) -> AdbSettings:
     )
 
 
-def profile(target: AdbSettings | None = None, **runtime) -> SimpleNamespace:
+def profile(target: AdbTarget | None = None, **runtime) -> SimpleNamespace:
     """The duck-typed profile the runner reads (`adb_settings`, `_Job.of`)."""
     t = target or settings()
     return SimpleNamespace(
         source="<adb test>",
-        target=SimpleNamespace(**{k: getattr(t, k) for k in t.__dataclass_fields__}),
+        target=t,
         runtime=SimpleNamespace(
             **{
                 "intra_op_threads": 2,
@@ -144,7 +146,7 @@ class Sleeps(list):
         self.append(seconds)
 
 
-# -- the parser ---------------------------------------------------------------------------------------
+# -- the parser -----------------------------------------------------------------------------------
 def test_a_successful_run_is_read_in_ms_and_mapped_onto_our_keys():
     out = parse_perf_test_output((DATA / "ok.txt").read_text())
     assert out["status"] == "ok" and out["runs"] == 50
@@ -182,9 +184,9 @@ def test_a_model_that_does_not_load_is_a_failed_result_quoting_the_harness():
 def test_a_cut_off_output_is_a_failed_result_with_its_last_lines():
     out = parse_perf_test_output((DATA / "truncated.txt").read_text())
     assert out["status"] == "failed"
-    assert "Average inference ti" in out["reason"] and "Total inference requests: 50" in out[
-        "reason"
-    ]
+    assert (
+        "Average inference ti" in out["reason"] and "Total inference requests: 50" in out["reason"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -242,12 +244,10 @@ def test_the_harness_argv_pins_threads_provider_and_shape():
 
 
 def _job_kwargs() -> dict:
-    return dict(
-        runs=1, intra_op_threads=1, inter_op_threads=1, provider="cpu", batch=1, seq_len=8
-    )
+    return dict(runs=1, intra_op_threads=1, inter_op_threads=1, provider="cpu", batch=1, seq_len=8)
 
 
-# -- the transport ------------------------------------------------------------------------------------
+# -- the transport --------------------------------------------------------------------------------
 def test_devices_listing_is_parsed_with_states_that_have_spaces():
     text = (
         "List of devices attached\n"
@@ -465,6 +465,13 @@ def test_a_harness_that_kept_only_one_dimension_override_is_refused(phone, model
     assert result["status"] == "failed" and "keeps only the last -f" in result["reason"]
 
 
+def test_a_harness_that_set_other_threads_is_refused(phone, model):
+    fake_adb.install_harness(phone, DATA / "ok.txt", per_run=DATA / "ok_per_run.txt")
+    result = AdbRunner(settings()).run(*model, profile(intra_op_threads=4))
+    assert result["status"] == "failed"
+    assert "set 2 intra-op threads, not the profile's 4" in result["reason"]
+
+
 def test_a_harness_that_overruns_the_timeout_is_stopped_and_failed(phone, model):
     fake_adb.install_harness(phone, DATA / "ok.txt", sleep_s=30)
     p = profile(settings(connect_timeout_s=1.0))
@@ -485,12 +492,12 @@ def test_a_harness_that_overruns_the_timeout_is_stopped_and_failed(phone, model)
 
 def test_a_provider_the_harness_has_no_flag_for_is_a_failed_result(phone, model):
     result = AdbRunner(settings()).run(*model, profile(providers=["CUDAExecutionProvider"]))
-    assert result["status"] == "failed" and "no -e value for CUDAExecutionProvider" in result[
-        "reason"
-    ]
+    assert (
+        result["status"] == "failed" and "no -e value for CUDAExecutionProvider" in result["reason"]
+    )
 
 
-# -- checks and the adapter ------------------------------------------------------------------------
+# -- checks and the adapter -----------------------------------------------------------------------
 def _rows(rows: list[dict]) -> dict[str, dict]:
     return {r["name"]: r for r in rows}
 
@@ -514,6 +521,20 @@ def test_probe_passes_with_the_harness_there(phone, model):
     assert all(r["ok"] for r in runner.probe(profile())) and runner.lanes == 1
 
 
+def test_probe_names_a_harness_that_cannot_start_on_the_phone(phone):
+    harness = fake_adb.host_path(phone, "/data/local/tmp/onnxruntime_perf_test")
+    harness.write_text(
+        "#!/bin/sh\n"
+        'echo \'CANNOT LINK EXECUTABLE "./onnxruntime_perf_test": library '
+        '"libonnxruntime.so" not found\' >&2\n'
+        "exit 1\n"
+    )
+    harness.chmod(0o755)
+    row = _rows(adb_probe(profile()))["harness"]
+    assert not row["ok"] and row["field"] == "target.harness"
+    assert "libonnxruntime.so" in row["detail"]
+
+
 def test_probe_rows_for_a_missing_phone_client_and_forbidden_cores(phone, tmp_path):
     fake_adb.configure(phone, SERIAL, attached=False)
     rows = _rows(adb_probe(profile()))
@@ -533,12 +554,38 @@ def test_probe_rows_for_a_missing_phone_client_and_forbidden_cores(phone, tmp_pa
     assert _rows(adb_probe(profile(cpu_affinity=[2, 3])))["cpu affinity"]["ok"]
 
 
-def test_adb_settings_reads_the_target_by_name_with_defaults():
-    target = SimpleNamespace(serial="R58M", retries=None, workdir="/data/local/tmp/x")
-    got = adb_settings(SimpleNamespace(target=target, source="phone.toml"))
-    assert got == AdbSettings(serial="R58M", workdir="/data/local/tmp/x")
+def test_an_adb_profile_is_its_own_kind_of_target():
+    profile = parse_profile(
+        {"name": "phone", "target": {"kind": "adb", "serial": "R58M", "workdir": "/data/x"}},
+        "phone.toml",
+    )
+    got = adb_settings(profile)
+    assert isinstance(got, AdbTarget) and got == AdbTarget(serial="R58M", workdir="/data/x")
     assert (got.adb, got.harness) == ("adb", "/data/local/tmp/onnxruntime_perf_test")
-    with pytest.raises(InputError, match="phone.toml: target.serial: an adb target needs"):
-        adb_settings(SimpleNamespace(target=SimpleNamespace(), source="phone.toml"))
+    assert len(profile.hash()) == 16 and profile.resolved()["target"]["serial"] == "R58M"
+    with pytest.raises(InputError, match="phone.toml: target.serial: Field required"):
+        parse_profile({"name": "phone", "target": {"kind": "adb"}}, "phone.toml")
     with pytest.raises(InputError, match="target.workdir: must be an absolute path"):
-        adb_settings(SimpleNamespace(target=SimpleNamespace(serial="R", workdir="x"), source="p"))
+        parse_profile(
+            {"name": "p", "target": {"kind": "adb", "serial": "R", "workdir": "x"}}, "p.toml"
+        )
+    with pytest.raises(InputError, match="target.host: unknown field"):  # an SSH setting
+        parse_profile({"name": "p", "target": {"kind": "adb", "serial": "R", "host": "h"}}, "p")
+
+
+def test_hw_check_of_an_adb_profile_names_what_the_phone_lacks(phone, tmp_path, capsys):
+    """The whole command: an adb profile file, checked on the (stand-in) phone."""
+    from bfnas.cli import main
+
+    hw = tmp_path / "phone.toml"
+    hw.write_text(
+        f'name = "phone"\n[target]\nkind = "adb"\nserial = "{SERIAL}"\nadb = "{FAKE_ADB}"\n'
+        "[runtime]\nintra_op_threads = 2\n"
+    )
+    assert main(["hw", "check", str(hw)]) == 2  # no harness on the phone yet
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "target.harness" in err and str(hw) in err
+    fake_adb.install_harness(phone, DATA / "ok.txt")
+    assert main(["hw", "check", str(hw), "--json"]) == 0
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert all(c["ok"] for c in checks.values()), checks

@@ -50,6 +50,7 @@ from bfnas.bench.runners.perf_test import (
     provider_flag,
     tail,
 )
+from bfnas.bench.runners.targets import AdbTarget
 from bfnas.errors import InputError
 
 # What the harness's exit status is printed after, so that it is known whatever the phone's
@@ -72,7 +73,15 @@ PERMANENT = (
 )
 # What the phone's `sh` or linker says of a binary that cannot run there (wrong ABI, a
 # missing libonnxruntime.so).
-CANNOT_START = ("CANNOT LINK EXECUTABLE", "not executable", "Exec format error", "cannot execute")
+CANNOT_START = (
+    "CANNOT LINK EXECUTABLE",
+    "not executable",
+    "Exec format error",
+    "cannot execute",
+    # An Abseil-flags build (ONNX Runtime 1.23+) made without ABSL_FLAGS_STRIP_NAMES=0: on
+    # Android, Abseil disables command-line flags by default, so no flag would be read.
+    "command line flags are disabled",
+)
 # `adb devices -l` states that waiting will not cure.
 PERMANENT_STATES = ("unauthorized", "no permissions")
 # The device facts recorded with every measurement (`environment`), read once per runner.
@@ -97,64 +106,12 @@ class _NoAnswer(_ConnectionLost):
     """adb did not return within its time: the phone went away, or its command still runs."""
 
 
-@dataclass(frozen=True)
-class AdbSettings:
-    """Where the phone is and what runs on it (the `[target]` fields of an adb profile)."""
-
-    serial: str
-    # The adb client: a name on PATH or a path (Debian: `apt-get install adb`).
-    adb: str = "adb"
-    # Where models are kept on the phone, by hash (/data/local/tmp is the shell user's).
-    workdir: str = "/data/local/tmp/bfnas"
-    # The phone's onnxruntime_perf_test, built for Android and pushed there by the user.
-    harness: str = "/data/local/tmp/onnxruntime_perf_test"
-    # How long a quick adb command may take (adb has no connect timeout of its own).
-    connect_timeout_s: float = 10.0
-    # A failed or dropped connection is tried again this often, waiting 1x, 2x, 4x... backoff.
-    retries: int = 4
-    retry_backoff_s: float = 1.0
-
-
-def adb_settings(profile: HardwareProfile) -> AdbSettings:
-    """The adb settings of `profile`'s `[target]`, each field read by name with
-    `AdbSettings`' default where the target has none (so any schema with those names fits).
-    A missing serial or a value of the wrong kind is an InputError naming the field."""
-    target = getattr(profile, "target", None)
-    where = getattr(profile, "source", None)
-    defaults = AdbSettings(serial="-")
-    serial = getattr(target, "serial", None)
-    if not serial or not isinstance(serial, str):
-        raise InputError(
-            where,
-            "target.serial",
-            "an adb target needs serial: the phone's serial as `adb devices` lists it",
-        )
-    values: dict = {"serial": serial}
-    for name, kind in (
-        ("adb", str),
-        ("workdir", str),
-        ("harness", str),
-        ("connect_timeout_s", float),
-        ("retries", int),
-        ("retry_backoff_s", float),
-    ):
-        value = getattr(target, name, None)
-        if value is None:
-            value = getattr(defaults, name)
-        try:
-            values[name] = kind(value)
-        except (TypeError, ValueError):
-            raise InputError(where, f"target.{name}", f"not a {kind.__name__}: {value!r}") from None
-    if values["retries"] < 0 or values["connect_timeout_s"] <= 0 or values["retry_backoff_s"] < 0:
-        raise InputError(
-            where, "target", "retries must be >= 0, connect_timeout_s and backoff positive"
-        )
-    for name in ("workdir", "harness"):
-        if not values[name].startswith("/"):
-            raise InputError(
-                where, f"target.{name}", f"must be an absolute path on the phone: {values[name]!r}"
-            )
-    return AdbSettings(**values)
+def adb_settings(profile: HardwareProfile) -> AdbTarget:
+    """The adb target of `profile` (validated by the profile's schema)."""
+    target = profile.target
+    if not isinstance(target, AdbTarget):
+        raise InputError(profile.source, "target.kind", "an adb runner needs an adb target")
+    return target
 
 
 @dataclass(frozen=True)
@@ -211,7 +168,7 @@ class AdbTransport:
 
     def __init__(
         self,
-        settings: AdbSettings,
+        settings: AdbTarget,
         retries: int | None = None,
         backoff_s: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -460,7 +417,7 @@ class AdbRunner(Runner):
 
     def __init__(
         self,
-        settings: AdbSettings,
+        settings: AdbTarget,
         retries: int | None = None,
         backoff_s: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -571,20 +528,28 @@ class AdbRunner(Runner):
 
     @staticmethod
     def _check_shape(result: dict, job: _Job) -> None:
-        """Refuse a measurement of another shape than the workload's: a harness that did not
-        apply both `-f` overrides times its inputs with free dimensions of 1."""
-        said = result["harness"].get("reported", {}).get("dimension_overrides")
+        """Refuse a measurement under other settings than the profile's, where the harness
+        says what it set: a build that applied only one `-f` override times inputs with a free
+        dimension of 1, and the thread count it reports must be the profile's."""
+        reported = result["harness"].get("reported", {})
+        said = reported.get("dimension_overrides")
         wanted = {BATCH_DIM: job.batch, SEQUENCE_DIM: job.seq_len}
+        why = None
         if said is not None and any(said.get(k) != v for k, v in wanted.items()):
-            result.clear()
-            result.update(
-                {
-                    "status": "failed",
-                    "reason": f"onnxruntime_perf_test overrode the dimensions {said}, not "
-                    f"{wanted}: a build that keeps only the last -f (ONNX Runtime PR #25716 "
-                    "fixed it) times another shape than the workload's",
-                }
+            why = (
+                f"onnxruntime_perf_test overrode the dimensions {said}, not {wanted}: a build "
+                "that keeps only the last -f (ONNX Runtime PR #25716 fixed it) times another "
+                "shape than the workload's"
             )
+        threads = reported.get("threads_set")
+        if threads is not None and threads != job.intra_op_threads:
+            why = (
+                f"onnxruntime_perf_test set {threads} intra-op threads, not the profile's "
+                f"{job.intra_op_threads}"
+            )
+        if why:
+            result.clear()
+            result.update({"status": "failed", "reason": why})
 
     def _add_samples(self, result: dict, result_file: str) -> None:
         """The per-run latencies from the harness's result file, and what they give that its
@@ -708,35 +673,22 @@ def adb_probe(profile: HardwareProfile) -> list[dict]:
         runner.close()
 
 
+# The answers of the check's one shell command, one `key=value` line each.
+_ANSWER = re.compile(r"^(abi|harness|workdir|taskset)=(.*)$")
+
+
 def _row(name: str, ok: bool, detail: str, field_name: str | None = None) -> dict:
     return {"name": name, "ok": ok, "detail": detail, "field": field_name}
 
 
 def adb_checks(runner: AdbRunner, profile: HardwareProfile) -> list[dict]:
-    """The checks `hw check` reports for an adb profile, in order; the first that fails
-    where later ones cannot run (no client, no phone) is the last row."""
+    """The checks `hw check` reports for an adb profile, in order; where one fails that later
+    ones need (no adb client, no phone), it is the last row."""
     t, transport = runner.settings, runner.transport
-    rows: list[dict] = []
-    client = shutil.which(t.adb)
-    try:
-        version = subprocess.run(
-            [t.adb, "version"], capture_output=True, timeout=t.connect_timeout_s + 10
-        )
-        said = tail(version.stdout.decode(errors="replace"), 2)
-        ok = version.returncode == 0
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        ok, said = False, str(getattr(exc, "strerror", None) or exc)
-    if not ok:
-        return [
-            _row(
-                "adb client",
-                False,
-                f"{t.adb}: {said} (install it: apt-get install adb; or set target.adb)",
-                "target.adb",
-            )
-        ]
-    rows.append(_row("adb client", True, f"{client or t.adb}: {said}", "target.adb"))
-
+    client = _client_row(t)
+    if not client["ok"]:
+        return [client]
+    rows = [client]
     try:
         devices = transport.devices()
     except DeviceUnreachable as exc:
@@ -752,23 +704,25 @@ def adb_checks(runner: AdbRunner, profile: HardwareProfile) -> list[dict]:
     rows.append(_row("phone", True, f"{t.serial}: attached ({facts or 'device'})", "target.serial"))
 
     q = shlex.quote
-    probe = (
+    look = (
         'echo "abi=$(getprop ro.product.cpu.abi)"; '
         f"if [ ! -e {q(t.harness)} ]; then echo harness=missing; "
         f"elif [ ! -x {q(t.harness)} ]; then echo harness=not-executable; "
-        f"else echo harness=present; {q(t.harness)} -h 2>&1 | head -n 3; fi; "
+        f"else echo harness=present; {q(t.harness)} -h 2>&1 | head -n 5; fi; "
         f"mkdir -p {q(t.workdir)} && touch {q(t.workdir + '/.bfnas-check')} && "
         f"rm -f {q(t.workdir + '/.bfnas-check')} && echo workdir=ok; "
         "command -v taskset >/dev/null && echo taskset=yes; "
         "grep Cpus_allowed_list /proc/self/status 2>/dev/null"
     )
     try:
-        out = transport._adb("shell", probe, timeout=t.connect_timeout_s + 30)
+        out = transport._adb("shell", look, timeout=t.connect_timeout_s + 30)
     except (DeviceUnreachable, _ConnectionLost) as exc:
         return [*rows, _row("phone", False, f"{t.serial}: {exc}")]
     text = out.stdout.decode(errors="replace").replace("\r", "")
-    said = dict(ln.split("=", 1) for ln in text.splitlines() if re.match(r"^\w+=", ln))
-    abi = said.get("abi", "").strip()
+    lines = text.splitlines()
+    answers = {m[1]: m[2].strip() for ln in lines if (m := _ANSWER.match(ln))}
+    other_lines = [ln for ln in lines if not _ANSWER.match(ln)]
+    abi = answers.get("abi", "")
     rows.append(
         _row(
             "phone ABI",
@@ -778,46 +732,69 @@ def adb_checks(runner: AdbRunner, profile: HardwareProfile) -> list[dict]:
             else "getprop ro.product.cpu.abi said nothing",
         )
     )
-    state = said.get("harness", "missing").strip()
-    harness_lines = [
-        ln
-        for ln in text.splitlines()
-        if not re.match(r"^\w+=", ln) and not ln.startswith("Cpus_allowed_list")
-    ]
-    if state == "missing":
-        rows.append(
-            _row(
-                "harness",
-                False,
-                f"{t.harness} is not on the phone: build onnxruntime_perf_test for Android "
-                "and adb push it there (docs/phones.md)",
-                "target.harness",
-            )
-        )
-    elif state == "not-executable":
-        rows.append(
-            _row("harness", False, f"{t.harness} is not executable: chmod 755 it", "target.harness")
-        )
-    elif any(mark in ln for ln in harness_lines for mark in CANNOT_START):
-        why = tail("\n".join(harness_lines), 1)
-        rows.append(_row("harness", False, f"{t.harness} does not start: {why}", "target.harness"))
-    else:
-        rows.append(_row("harness", True, f"{t.harness} present and executable", "target.harness"))
+    rows.append(_harness_row(t.harness, answers.get("harness", "missing"), other_lines))
+    writable = answers.get("workdir") == "ok"
     rows.append(
         _row(
             "workdir",
-            said.get("workdir", "").strip() == "ok",
-            f"{t.workdir} is writable" if said.get("workdir") else f"cannot write in {t.workdir}",
+            writable,
+            f"{t.workdir} is writable" if writable else f"cannot write in {t.workdir}",
             "target.workdir",
         )
     )
+    allowed_line = next((ln for ln in other_lines if ln.startswith("Cpus_allowed_list")), "")
+    return rows + _profile_rows(
+        profile, answers.get("taskset") == "yes", _cpu_list(allowed_line.partition(":")[2])
+    )
 
+
+def _client_row(t: AdbTarget) -> dict:
+    """Whether the adb client runs (`adb version`)."""
+    try:
+        version = subprocess.run(
+            [t.adb, "version"], capture_output=True, timeout=t.connect_timeout_s + 10
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        said = str(getattr(exc, "strerror", None) or exc)
+        return _row(
+            "adb client",
+            False,
+            f"{t.adb}: {said} (install it: apt-get install adb; or set target.adb)",
+            "target.adb",
+        )
+    said = tail(version.stdout.decode(errors="replace"), 2)
+    ok = version.returncode == 0
+    return _row("adb client", ok, f"{shutil.which(t.adb) or t.adb}: {said}", "target.adb")
+
+
+def _harness_row(harness: str, state: str, output: list[str]) -> dict:
+    """Whether the harness is on the phone and starts (its `-h` output is `output`)."""
+    if state == "missing":
+        detail = (
+            f"{harness} is not on the phone: build onnxruntime_perf_test for Android and "
+            "adb push it there (docs/phones.md)"
+        )
+        return _row("harness", False, detail, "target.harness")
+    if state == "not-executable":
+        return _row(
+            "harness", False, f"{harness} is not executable: chmod 755 it", "target.harness"
+        )
+    broken = [ln for ln in output if any(mark in ln for mark in CANNOT_START)]
+    if broken:
+        return _row(
+            "harness", False, f"{harness} does not start: {tail(broken[-1])}", "target.harness"
+        )
+    return _row("harness", True, f"{harness} present and executable", "target.harness")
+
+
+def _profile_rows(profile: HardwareProfile, has_taskset: bool, allowed: set[int] | None) -> list:
+    """Whether the phone can run the profile's provider and CPU affinity."""
     try:
         job = _Job.of(profile)
     except (AttributeError, TypeError, ValueError) as exc:
-        return [*rows, _row("profile", False, f"not readable for adb: {exc}")]
+        return [_row("profile", False, f"not readable for adb: {exc}")]
     flag = provider_flag(job.provider)
-    rows.append(
+    rows = [
         _row(
             "provider",
             flag is not None,
@@ -826,26 +803,25 @@ def adb_checks(runner: AdbRunner, profile: HardwareProfile) -> list[dict]:
             else f"{job.provider}: onnxruntime_perf_test takes {', '.join(PROVIDER_FLAGS)}",
             "runtime.providers",
         )
-    )
+    ]
     if job.cpu_affinity:
-        allowed = _cpu_list(
-            next((ln.split(":", 1)[1] for ln in text.splitlines() if "Cpus_allowed_list" in ln), "")
-        )
         outside = [c for c in job.cpu_affinity if allowed is not None and c not in allowed]
-        has_taskset = said.get("taskset", "").strip() == "yes"
-        rows.append(
-            _row(
-                "cpu affinity",
-                has_taskset and not outside,
-                f"taskset {affinity_mask(job.cpu_affinity)} (cores {job.cpu_affinity})"
-                if has_taskset and not outside
-                else "the phone has no taskset (toybox, Android 6+)"
-                if not has_taskset
-                else f"cores {outside} are not allowed to adb's shell (Cpus_allowed_list "
-                f"{sorted(allowed or [])})",
-                "runtime.cpu_affinity",
+        if not has_taskset:
+            ok, detail = False, "the phone has no taskset (Android's toybox has one)"
+        elif outside:
+            ok, detail = (
+                False,
+                (
+                    f"cores {outside} are not allowed to adb's shell (its Cpus_allowed_list is "
+                    f"{sorted(allowed or [])})"
+                ),
             )
-        )
+        else:
+            ok, detail = (
+                True,
+                f"taskset {affinity_mask(job.cpu_affinity)} (cores {job.cpu_affinity})",
+            )
+        rows.append(_row("cpu affinity", ok, detail, "runtime.cpu_affinity"))
     return rows
 
 

@@ -89,6 +89,8 @@ _FAILURE_MARKS = (
     "Run failed:",
     "See 'onnxruntime_perf_test --help'",
     "[options...] model_path",  # the older getopt parser's usage, printed on a bad argv
+    # Abseil strips flag names on Android unless built with ABSL_FLAGS_STRIP_NAMES=0.
+    "command line flags are disabled",
 )
 
 

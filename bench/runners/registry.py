@@ -55,6 +55,11 @@ RUNNER_KINDS: dict[str, RunnerKind] = {
         probe="bfnas.bench.runners.ray:ray_probe",
         settings="bfnas.bench.runners.targets:RayTarget",
     ),
+    "adb": RunnerKind(
+        build="bfnas.bench.runners.adb:adb_runner",
+        probe="bfnas.bench.runners.adb:adb_probe",
+        settings="bfnas.bench.runners.targets:AdbTarget",
+    ),
 }
 
 

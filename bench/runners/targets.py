@@ -92,6 +92,42 @@ class RayTarget(TargetSettings):
         return value
 
 
+class AdbTarget(TargetSettings):
+    """An Android phone reached through the adb client, running the native harness the user
+    pushed there (ONNX Runtime's `onnxruntime_perf_test`; `runners.adb`)."""
+
+    kind: Literal["adb"] = "adb"
+    # The phone's serial as `adb devices` lists it.
+    serial: str
+    # The adb client: a name on PATH or a path (Debian: `apt-get install adb`).
+    adb: str = "adb"
+    # Where models are kept on the phone, by hash (/data/local/tmp is the shell user's).
+    workdir: str = "/data/local/tmp/bfnas"
+    # The phone's onnxruntime_perf_test, built for Android and pushed there by the user.
+    harness: str = "/data/local/tmp/onnxruntime_perf_test"
+    # How long a quick adb command may take (adb has no connect timeout of its own).
+    connect_timeout_s: PositiveFloat = 10.0
+    # A failed or dropped connection is tried again this often, waiting 1x, 2x, 4x... backoff.
+    retries: Annotated[int, Field(ge=0, le=20)] = 4
+    retry_backoff_s: PositiveFloat = 1.0
+
+    @field_validator("serial")
+    @classmethod
+    def _serial(cls, value: str) -> str:
+        if not value:
+            raise ValueError(
+                "an adb target needs serial: the phone's serial as `adb devices` lists it"
+            )
+        return value
+
+    @field_validator("workdir", "harness")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path on the phone")
+        return value
+
+
 def parse_ray_address(text: str) -> tuple[str, int] | None:
     """A Ray cluster's address as (host, GCS port), or None for `auto` (the cluster this
     machine runs or RAY_ADDRESS names: Ray finds it). ValueError says what is wrong (the
