@@ -91,6 +91,7 @@ SETTING_DESTS: dict[str, tuple[str, ...]] = {
     "min_ms": ("min_latency_ms",),
     "hw": ("profile",),  # `hw show PROFILE` and `hw check PROFILE` take it as a positional
     "checkpoint": ("supernet",),  # `task eval --supernet` is the checkpoint folder
+    "oneshot": ("data",),  # `search --objective oneshot`: the scorer is made from --data
     # `search --objective task-finetune`: the candidates' fine-tune, by its --finetune-* flags
     "epochs": ("finetune_epochs",),
     "batch": ("finetune_batch",),

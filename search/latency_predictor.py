@@ -272,7 +272,7 @@ class LatencyPredictor:
         """A folder written by `save`. Every field of predictor.json is checked against a
         schema, and model.txt against it, before LightGBM reads anything: a damaged folder
         is one line naming the file and the field."""
-        folder = predictor_folder(folder, "`bfnas predictor fit --out`")
+        folder = predictor_folder(folder, "`bfnas predictor fit` or `LatencyPredictor.save`")
         meta_path = folder / META_FILE
         meta = read_meta(meta_path, LatencyMeta, FEATURES)
         _check_meta(meta, str(meta_path))

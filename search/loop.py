@@ -267,9 +267,8 @@ class SearchJob:
                 where,
                 "measurements",
                 f"{have} trusted measurements of {self.profile.name} in space {self.space.name}, "
-                f"a predictor needs at least {MIN_ROWS}: run `bfnas profile --hw "
-                f"{self.profile.name} "
-                f"--space {self.space.name} --samples 300 --db {where}` first",
+                f"a predictor needs at least {MIN_ROWS}: profile 300 subnets of space "
+                f"{self.space.name} on {self.profile.name} into this store first",
             )
         return rows
 

@@ -95,8 +95,9 @@ def negative_macs(settings: ObjectiveSettings) -> Objective:
 def oneshot_fidelity(settings: ObjectiveSettings) -> Objective:
     if settings.oneshot is None:
         raise InputError.bad_setting(
-            settings.setting,
-            "oneshot needs held-out pretraining data: pass --data DIR (made by `bfnas data build`)",
+            "oneshot",
+            "the oneshot objective needs a one-shot scorer, made from held-out pretraining data "
+            "(a folder made by `bfnas data build`)",
         )
     return settings.oneshot
 
@@ -108,8 +109,7 @@ def task_accuracy(settings: ObjectiveSettings) -> Objective:
     if settings.task_supernet is None:
         raise InputError.bad_setting(
             "task_supernet",
-            "the task objective needs a task supernet: pass --task-supernet DIR "
-            "(made by `bfnas supernet finetune`)",
+            "the task objective needs a task supernet (a folder made by `bfnas supernet finetune`)",
         )
     tsn = load_task_supernet(settings.task_supernet)
     if settings.space is not None:
@@ -128,8 +128,8 @@ def task_finetune_accuracy(settings: ObjectiveSettings) -> Objective:
     if source is None:
         raise InputError.bad_setting(
             "task_supernet",
-            "task-finetune fine-tunes candidates from a supernet's weights: pass "
-            "--task-supernet DIR (`bfnas supernet finetune`) or --checkpoint DIR",
+            "task-finetune fine-tunes candidates from a supernet's weights: give a task supernet "
+            "(made by `bfnas supernet finetune`), or a stage-1 supernet as the checkpoint",
         )
     folder = resolve_checkpoint(source)
     if not folder.is_dir():
@@ -147,7 +147,7 @@ def task_finetune_accuracy(settings: ObjectiveSettings) -> Objective:
     task_dir = settings.task_dir or (manifest["task"]["folder"] if manifest else None)
     if task_dir is None:
         raise InputError.bad_setting(
-            "task_dir", "task-finetune needs the task: pass --task-dir DIR"
+            "task_dir", "task-finetune needs the task folder (a stage-1 supernet names none)"
         )
     tokenizer = next(
         (folder / n for n in ("tokenizer.json", "vocab.txt") if (folder / n).is_file()), None
@@ -184,8 +184,8 @@ def predicted_accuracy(settings: ObjectiveSettings) -> Objective:
     if settings.accuracy_model is None:
         raise InputError.bad_setting(
             "accuracy_model",
-            "the accuracy objective needs an accuracy predictor: pass --accuracy-model DIR "
-            "(made by `bfnas accuracy fit` or `bfnas accuracy collect`)",
+            "the accuracy objective needs an accuracy predictor "
+            "(a folder made by `bfnas accuracy fit` or `bfnas accuracy collect`)",
         )
     model = AccuracyPredictor.load(settings.accuracy_model)
     where = str(settings.accuracy_model)

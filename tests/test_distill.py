@@ -7,6 +7,7 @@ import torch
 from conftest import corpus_head
 
 from bfnas.cli import main
+from bfnas.errors import InputError
 from bfnas.models.nn.checkpoint import load_supernet, minilm_dir, read_config
 from bfnas.models.space.search_space import load_space
 from bfnas.models.space.subnet import SubnetConfig
@@ -170,7 +171,7 @@ def test_int8_aware_training_has_gradients_and_records_the_mode(data_dir, tmp_pa
     assert (
         json.loads((tmp_path / "q" / "trainer.json").read_text())["settings"]["int8_aware"] is True
     )
-    with pytest.raises(Exception, match="another training run"):
+    with pytest.raises(InputError, match="^out: .*: holds another training run"):
         SupernetTrainer(
             load_supernet("minilm"),
             load_supernet("minilm"),

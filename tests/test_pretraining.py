@@ -94,10 +94,18 @@ def test_vocab_txt_gives_the_same_data_as_tokenizer_json(corpus, built, tmp_path
     assert other["tokenizer"]["path"].endswith("vocab.txt")
 
 
-def test_a_folder_with_other_settings_is_refused(corpus, built):
+def test_a_folder_with_other_settings_is_refused(capsys, corpus, built):
     _, out = built
-    with pytest.raises(InputError, match="another corpus, tokenizer or settings"):
+    refusal = (
+        f"{out / 'manifest.json'}: made from another corpus, tokenizer or settings: "
+        "give a new folder"
+    )
+    with pytest.raises(InputError) as err:
         build_data(corpus, minilm_dir(), out, DataSettings(seq_len=128, shard_size=300, seed=7))
+    assert str(err.value) == f"out: {refusal}"  # the library names its setting
+    argv = ["data", "build", "--corpus", str(corpus), "--tokenizer", "minilm", "--out", str(out)]
+    code = main([*argv, "--shard-size", "300", "--seed", "7"])  # --seq-len 128: another build
+    assert (code, capsys.readouterr().err) == (2, f"bfnas: error: --out: {refusal}\n")
 
 
 def test_cli_build_json(capsys, corpus, tmp_path):

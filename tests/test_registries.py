@@ -194,7 +194,8 @@ def test_an_unknown_runner_kind_is_one_line_naming_the_registered_ones(
     with pytest.raises(InputError) as err:
         load_profile(hw)
     assert err.value.field == "target.kind"
-    assert "local, ssh, ray, adb, in-process" in str(err.value) and "'carrier-pigeon'" in str(err.value)
+    assert "local, ssh, ray, adb, in-process" in str(err.value)
+    assert "'carrier-pigeon'" in str(err.value)
     code, out, err_text = run(capsys, "hw", "check", hw)
     assert code == 2 and out == "" and err_text.count("\n") == 1
     with pytest.raises(ValueError, match="registered: local, ssh, ray, adb, in-process"):

@@ -138,7 +138,7 @@ def test_pareto_front_of_known_points():
     "name, message",
     [
         ("nope", "unknown objective"),
-        ("oneshot", "--data"),
+        ("oneshot", "^oneshot: the oneshot objective needs a one-shot scorer"),
         ("no_such_module_x:f", "cannot import"),
         ("math:no_such_function", "has no"),
         ("math:pi", "not callable"),

@@ -226,6 +226,11 @@ CLI_CASES = [
     (SEARCH, "task_supernet", "--task-supernet"),
     (SEARCH, "task_dir", "--task-dir"),
     (SEARCH, "accuracy_model", "--accuracy-model"),
+    (SEARCH, "oneshot", "--data"),  # the oneshot objective's scorer is made from --data
+    # an output folder holding another build or training run
+    (DATA, "out", "--out"),
+    (TRAIN, "out", "--out"),
+    (FINETUNE, "out", "--out"),
     # task-finetune's fine-tune settings, by their flags in the search command
     (SEARCH, "epochs", "--finetune-epochs"),
     (SEARCH, "batch", "--finetune-batch"),

@@ -228,8 +228,9 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     assert set(a) == set(b) and "classifier.weight" in a
     assert all(torch.equal(a[k], b[k]) for k in a)
     # Another run's folder is not continued.
-    with pytest.raises(InputError, match="another training run"):
+    with pytest.raises(InputError, match="^out: .*: holds another training run") as err:
         _trainer(tiny_folder, task_dir, tiny_space, tmp_path / "b", 8, kd="none")
+    assert err.value.setting == "out"  # the CLI prints it as --out
 
 
 @pytest.mark.parametrize(
@@ -392,7 +393,8 @@ def _damaged(tsn: Path, folder: Path, task_json: str | None) -> Path:
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("no task supernet", "--task-supernet"),
+        ("no task supernet", "error: --task-supernet: the task objective needs a task supernet"),
+        ("task folder gone", "error: --task-dir: not given, and the task folder "),
         ("plain supernet", "task.json: missing"),
         ("damaged", "task.json: damaged"),
         ("labels", "labels"),
@@ -410,6 +412,10 @@ def test_bad_task_objective_input_is_one_line_and_writes_nothing(
     elif case == "labels":
         manifest = json.loads((tsn / "task.json").read_text())
         manifest["labels"] = ["a", "b", "c"]
+        extra = ["--task-supernet", str(_damaged(tsn, tmp_path / "c", json.dumps(manifest)))]
+    elif case == "task folder gone":
+        manifest = json.loads((tsn / "task.json").read_text())
+        manifest["task"]["folder"] = str(tmp_path / "moved")
         extra = ["--task-supernet", str(_damaged(tsn, tmp_path / "c", json.dumps(manifest)))]
     elif case == "other task":
         rows = [line.split("\t") for line in (task_dir / "train.tsv").read_text().splitlines()[1:]]
@@ -514,7 +520,8 @@ def test_task_finetune_needs_a_supernet(
         "--objective",
         "task-finetune",
     )
-    assert code == 2 and "--task-supernet" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "error: --task-supernet: task-finetune fine-tunes candidates from" in err
     assert not (tmp_path / "s").exists()
     assert sqlite3.connect(store).execute("SELECT COUNT(*) FROM runs").fetchone()[0] == runs
 

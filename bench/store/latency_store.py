@@ -140,7 +140,7 @@ class LatencyStore(SqliteStore):
     SCHEMA_VERSION = SCHEMA_VERSION
     TABLES = TABLES
     MAKE_HINT = "profile or import into it to make one"
-    ANOTHER = "give another --db"
+    ANOTHER = "give another latency store"
 
     def busy_timeout_s(self) -> float:
         return BUSY_TIMEOUT_S

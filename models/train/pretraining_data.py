@@ -312,10 +312,9 @@ def _state_to_resume(manifest_path: Path, ident: dict[str, Any]) -> dict[str, An
         return state
     old = json.loads(manifest_path.read_text())
     if {k: old.get(k) for k in ident} != ident:
-        raise InputError(
-            str(manifest_path),
-            None,
-            "made from another corpus, tokenizer or settings: use a new --out folder",
+        raise InputError.bad_setting(
+            "out",
+            f"{manifest_path}: made from another corpus, tokenizer or settings: give a new folder",
         )
     return {k: old[k] for k in state}
 

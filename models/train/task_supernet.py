@@ -495,10 +495,9 @@ def task_folder(tsn: TaskSupernet, task_dir: str | Path | None) -> GlueTask:
     if task_dir is None:
         recorded = Path(tsn.manifest["task"]["folder"])
         if not recorded.is_dir():
-            raise InputError(
-                str(where),
-                "task.folder",
-                f"{recorded} is not there any more: pass the task folder (--task-dir)",
+            raise InputError.bad_setting(
+                "task_dir",
+                f"not given, and the task folder {where} names ({recorded}) is not there any more",
             )
         task_dir = recorded
     task = read_task(task_dir)

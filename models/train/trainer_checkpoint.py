@@ -67,10 +67,10 @@ def refuse_another_run(out: Path, ours: tuple, theirs: tuple) -> None:
     """A folder whose run differs in what fixes its results (seed, loss, space, ...) is not
     continued: its steps would mix two trainings."""
     if ours != theirs:
-        raise InputError(
-            str(out / TRAINER_FILE),
-            "settings",
-            "this folder holds another training run: use a new --out",
+        raise InputError.bad_setting(
+            "out",
+            f"{out}: holds another training run ({TRAINER_FILE} records other settings): "
+            "give a new folder",
         )
 
 
