@@ -7,9 +7,10 @@ predictors of both predict subnets they did not see.
 1. `--samples` subnets of the space profiled on the profile by `bfnas profile` (the packaged
    MiniLM's weights), each measurement recording the worker's peak resident memory above
    its baseline with the runtime imported, and the INT8 file's bytes.
-2. Each resource's predictor (`search.resources.ResourcePredictor`, LightGBM over the latency
-   predictor's features) fitted on those rows; every row predicted by a fold model that did
-   not see it (5 folds): within 5 % / 10 %, Kendall's tau, the band a search admits by.
+2. Each resource's predictor (`search.resources.ResourcePredictor`, linear in the encoder's
+   parameters, width and depth) fitted on those rows; every row predicted by a fold model
+   that did not see it (5 folds): within 5 % / 10 %, Kendall's tau, the band a search admits
+   by.
 3. The memory of 3 subnets (smallest, middle, largest file) measured `--repeats` times in
    fresh workers: the spread a limit has to live with.
 

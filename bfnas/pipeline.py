@@ -23,7 +23,7 @@ from typing import Any
 
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.jobs.context import MeasurementSetup, open_setup
-from bfnas.bench.jobs.measurement import measure_artifact, reason_label
+from bfnas.bench.jobs.measurement import distrust_label, measure_artifact
 from bfnas.bench.jobs.profiling import ProfileJob
 from bfnas.bench.store.latency_store import LATENCY_UNITS, LatencyStore
 from bfnas.models.deploy.artifacts import ArtifactCache
@@ -205,7 +205,7 @@ def trust_census(store: LatencyStore, profile: HardwareProfile, space: str) -> d
     why: dict[str, int] = {}
     for r in rows:
         if r["status"] != "ok":
-            label = reason_label(r["reason"]) if r["status"] == "unstable" else "failed"
+            label = distrust_label(r) if r["status"] == "unstable" else "failed"
             why[label] = why.get(label, 0) + 1
     other = [r["other_cores"] for r in rows if r["other_cores"] is not None]
     return {

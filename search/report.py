@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bfnas.bench.jobs.measurement import reason_label
+from bfnas.bench.jobs.measurement import distrust_label
 from bfnas.bench.store.latency_store import LATENCY_UNITS, LatencyStore
 from bfnas.errors import InputError
 from bfnas.models.outputs import write_atomic
@@ -307,7 +307,7 @@ def status_words(by_status: dict[str, int], store: LatencyStore, profile_hash: s
     reasons: dict[str, int] = {}
     if by_status.get("unstable"):
         for r in store.measurements(profile_hash, statuses=("unstable",)):
-            label = reason_label(r["reason"])
+            label = distrust_label(r)
             reasons[label] = reasons.get(label, 0) + 1
     words = {
         "ok": "trusted",

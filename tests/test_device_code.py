@@ -169,3 +169,16 @@ def test_a_check_runs_the_code_once_and_leaves_nothing(tmp_path, fast_profile_fi
     assert checks["onnxruntime"]["ok"] and checks["numpy"]["ok"]
     # The zip was written there, and removed (onnxruntime's import leaves a file of its own).
     assert [f.name for f in temp.iterdir() if f.name.startswith("bfnas-device-")] == []
+
+
+def test_a_result_of_another_contract_is_a_failure_naming_both_versions():
+    from bfnas.bench.device.contract import CONTRACT_VERSION
+    from bfnas.bench.runners.base import parse_worker_output
+
+    ok = {"contract": CONTRACT_VERSION, "status": "ok", "median_ms": 1.0}
+    assert parse_worker_output(0, json.dumps(ok), "") == ok
+    other = parse_worker_output(0, json.dumps({**ok, "contract": 99}), "")
+    assert other["status"] == "failed" and "99" in other["reason"]
+    assert f"reads {CONTRACT_VERSION}" in other["reason"]
+    unknown = parse_worker_output(0, json.dumps({**ok, "status": "great"}), "")
+    assert unknown["status"] == "failed" and "'great'" in unknown["reason"]

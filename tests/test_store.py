@@ -484,9 +484,10 @@ class ShiftingRunner(Runner):
 def test_a_drift_of_the_normalized_reference_marks_what_it_doubts(
     tmp_path, tiny_space, tiny_supernet
 ):
+    from bfnas.bench.device.contract import Distrust
     from bfnas.bench.hardware_profile import parse_profile
     from bfnas.bench.jobs.context import MeasurementSetup
-    from bfnas.bench.jobs.measurement import DRIFTED
+    from bfnas.bench.jobs.measurement import distrust_codes
     from bfnas.bench.jobs.profiling import ProfileJob
     from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
 
@@ -510,7 +511,8 @@ def test_a_drift_of_the_normalized_reference_marks_what_it_doubts(
     assert out["drift"] and out["drift"][0]["unit"] == "paired ratio"
     assert abs(out["drift"][0]["change"] - 0.1) < 1e-9
     doubted = [r for r in rows if r["status"] == "unstable"]
-    assert len(doubted) == 3 and all(DRIFTED in r["reason"] for r in doubted)
+    assert len(doubted) == 3 and all(Distrust.DRIFTED.label in r["reason"] for r in doubted)
+    assert all(distrust_codes(r) == [Distrust.DRIFTED] for r in doubted)  # stored as its code
     assert any(e.kind == "drift" and "marked unstable" in e.message for e in events)
 
 

@@ -9,18 +9,16 @@ import time
 
 import pytest
 
+from bfnas.bench.device.contract import Distrust, DistrustReason
 from bfnas.bench.device.worker import run_job
 from bfnas.bench.hardware_profile import parse_profile
 from bfnas.bench.jobs.measurement import (
-    NOISY_ANCHOR,
-    STARVED,
-    WIDE_MEDIAN_CI,
-    WIDE_RATIO_CI,
     AnchorRef,
     MachineBusy,
     distrust,
+    distrust_codes,
+    distrust_label,
     measure_artifact,
-    reason_label,
     starved,
 )
 from bfnas.bench.runners.base import Runner, job_json
@@ -224,7 +222,7 @@ def test_a_worker_sharing_its_only_core_is_seen_starved(model):
         burner.kill()
         burner.wait()
     assert out["status"] == "ok" and starved(out, prof), out["cpu"]
-    assert STARVED in distrust(out, prof)
+    assert Distrust.STARVED in codes(distrust(out, prof))
     assert not starved({**out, "cpu": {**out["cpu"], "own_cores": 0.97}}, prof)
 
 
@@ -255,18 +253,32 @@ def _result(ci: float, anchor_ci: float = 0.01, own: float = 1.0, other: float =
     }
 
 
+def codes(reasons: list[DistrustReason]) -> list[Distrust]:
+    return [r.code for r in reasons]
+
+
 def test_trust_follows_the_ratio_and_the_anchor_not_the_load():
     prof = fast_profile()
-    assert distrust(_result(0.005, other=1.5), prof) is None  # busy, but the evidence is good
-    assert WIDE_RATIO_CI in distrust(_result(0.05), prof)
-    assert NOISY_ANCHOR in distrust(_result(0.005, anchor_ci=0.2), prof)
+    assert distrust(_result(0.005, other=1.5), prof) == []  # busy, but the evidence is good
+    assert codes(distrust(_result(0.05), prof)) == [Distrust.WIDE_RATIO_CI]
+    assert codes(distrust(_result(0.005, anchor_ci=0.2), prof)) == [Distrust.NOISY_ANCHOR]
     no_anchor = {"status": "ok", "median_rel_ci": 0.05}
-    assert WIDE_MEDIAN_CI in distrust(no_anchor, prof)
-    assert distrust({**no_anchor, "median_rel_ci": 0.001}, prof) is None
-    assert reason_label(distrust(_result(0.05), prof)) == WIDE_RATIO_CI
+    assert codes(distrust(no_anchor, prof)) == [Distrust.WIDE_MEDIAN_CI]
+    assert distrust({**no_anchor, "median_rel_ci": 0.001}, prof) == []
     # A tight ratio from a worker that was off its core most of the time is not trusted.
-    assert reason_label(distrust(_result(0.005, own=0.3, other=1.7), prof)) == STARVED
-    assert distrust(_result(0.005, own=0.7, other=1.3), prof) is None
+    assert codes(distrust(_result(0.005, own=0.3, other=1.7), prof)) == [Distrust.STARVED]
+    assert distrust(_result(0.005, own=0.7, other=1.3), prof) == []
+    # Each reason is its code and the numbers that decided it.
+    (wide,) = distrust(_result(0.05), prof)
+    assert wide.text() == f"paired-ratio CI too wide: ±5.0% > ±{prof.measure.max_rel_ci:.1%}"
+
+
+def test_a_stored_reason_is_read_back_by_its_code_and_an_old_row_by_its_label():
+    coded = {"extra": {"distrust": [{"code": "noisy-anchor", "detail": "x"}]}, "reason": "?"}
+    assert distrust_codes(coded) == [Distrust.NOISY_ANCHOR]
+    old = {"extra": {}, "reason": "median CI too wide: ±3.0% > ±2.0% | median CI too wide: ..."}
+    assert distrust_codes(old) == [Distrust.WIDE_MEDIAN_CI]
+    assert distrust_label(old) == "median CI too wide" and distrust_label({}) == "unknown"
 
 
 def test_an_untrusted_run_is_measured_again_then_marked_unstable(model):
@@ -277,7 +289,8 @@ def test_an_untrusted_run_is_measured_again_then_marked_unstable(model):
     runner = ScriptedRunner([_result(0.05), _result(0.06)])
     out = measure_artifact(runner, "m", "s", prof)
     assert out["status"] == "unstable" and out["attempts"] == 2
-    assert out["reason"].count(WIDE_RATIO_CI) == 2
+    assert out["reason"].count(Distrust.WIDE_RATIO_CI.label) == 2
+    assert [c["code"] for c in out["distrust"]] == ["wide-ratio-ci", "wide-ratio-ci"]
 
 
 def test_a_machine_without_a_free_core_is_waited_for_then_refused():

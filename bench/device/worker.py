@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import Infer, backend_named
+from .contract import CONTRACT_VERSION, Status, failed
 from .digest import file_sha256
 from .environment import CpuWatch, environment
 from .memory import MemoryWatch
@@ -89,7 +90,8 @@ def run_job(job: dict) -> dict:
             "anchor_samples_ms": timing.anchor_ms,
         }
     return {
-        "status": "ok",
+        "contract": CONTRACT_VERSION,
+        "status": Status.OK.value,
         **summarize(timing.samples_ms),
         **paired,
         "first_ms": timing.first_ms,
@@ -138,7 +140,7 @@ def run_job_text(text: str) -> tuple[int, str]:
 
 def failed_line(exc: Exception) -> str:
     """A failed job as the worker's one JSON line."""
-    return json.dumps({"status": "failed", "reason": f"{type(exc).__name__}: {exc}"})
+    return json.dumps(failed(f"{type(exc).__name__}: {exc}"))
 
 
 if __name__ == "__main__":

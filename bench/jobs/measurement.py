@@ -15,16 +15,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bfnas.bench.device.contract import Distrust, DistrustReason, Status
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.runners.base import Runner
 from bfnas.errors import OperationFailed
 
-# Why a measurement is not trusted: a fixed label per check, so a job can count them.
-WIDE_RATIO_CI = "paired-ratio CI too wide"
-WIDE_MEDIAN_CI = "median CI too wide"
-NOISY_ANCHOR = "anchor too noisy"
-STARVED = "worker starved of CPU"
-DRIFTED = "drift reference moved"
 BUSY_POLL_S = 10.0
 
 
@@ -62,8 +57,9 @@ class BusyWait:
         )
 
 
-def distrust(result: dict, profile: HardwareProfile) -> str | None:
-    """Why a successful run cannot be trusted as it is, or None.
+def distrust(result: dict, profile: HardwareProfile) -> list[DistrustReason]:
+    """Why a successful run cannot be trusted as it is (none: trusted), each reason a code
+    and the numbers that decided it.
 
     With a paired anchor the estimate is the median of the per-pair ratios: it is trusted
     when its 95 % confidence interval is tight and the anchor's own median is well defined
@@ -77,20 +73,53 @@ def distrust(result: dict, profile: HardwareProfile) -> str | None:
     share = cpu_share(result)
     if share is not None and share < m.min_cpu_share:
         reasons.append(
-            f"{STARVED}: got {share:.0%} of the cores its threads need (< {m.min_cpu_share:.0%})"
+            DistrustReason(
+                Distrust.STARVED,
+                f"got {share:.0%} of the cores its threads need (< {m.min_cpu_share:.0%})",
+            )
         )
     if result.get("ratio") is not None:
         ci = result["ratio_rel_ci"]
         if ci > m.max_rel_ci:
-            reasons.append(f"{WIDE_RATIO_CI}: ±{ci:.1%} > ±{m.max_rel_ci:.1%}")
+            reasons.append(
+                DistrustReason(Distrust.WIDE_RATIO_CI, f"±{ci:.1%} > ±{m.max_rel_ci:.1%}")
+            )
         anchor_ci = result.get("anchor", {}).get("median_rel_ci", 0.0)
         if anchor_ci > m.max_anchor_rel_ci:
             reasons.append(
-                f"{NOISY_ANCHOR}: its median's CI ±{anchor_ci:.1%} > ±{m.max_anchor_rel_ci:.1%}"
+                DistrustReason(
+                    Distrust.NOISY_ANCHOR,
+                    f"its median's CI ±{anchor_ci:.1%} > ±{m.max_anchor_rel_ci:.1%}",
+                )
             )
     elif result["median_rel_ci"] > m.max_rel_ci:
-        reasons.append(f"{WIDE_MEDIAN_CI}: ±{result['median_rel_ci']:.1%} > ±{m.max_rel_ci:.1%}")
-    return "; ".join(reasons) or None
+        reasons.append(
+            DistrustReason(
+                Distrust.WIDE_MEDIAN_CI, f"±{result['median_rel_ci']:.1%} > ±{m.max_rel_ci:.1%}"
+            )
+        )
+    return reasons
+
+
+def reasons_text(reasons: list[DistrustReason]) -> str:
+    """The reasons as one line for people ("median CI too wide: ±3.1% > ±2.0%; ...")."""
+    return "; ".join(r.text() for r in reasons)
+
+
+def distrust_codes(row: dict) -> list[Distrust]:
+    """A stored row's reasons not to trust it, as codes: from the codes stored with it, or,
+    for a row stored before codes were, from the fixed labels its text starts with."""
+    coded = (row.get("extra") or {}).get("distrust")
+    if coded:
+        return [DistrustReason.from_dict(c).code for c in coded]
+    text = row.get("reason") or ""
+    return [code for code in Distrust if code.label in text]
+
+
+def distrust_label(row: dict) -> str:
+    """The first reason's fixed label (for counting why rows were not trusted)."""
+    codes = distrust_codes(row)
+    return codes[0].label if codes else "unknown"
 
 
 def cpu_share(result: dict) -> float | None:
@@ -110,14 +139,6 @@ def starved(result: dict, profile: HardwareProfile) -> bool:
     return share is not None and share < profile.measure.min_cpu_share
 
 
-def reason_label(reason: str | None) -> str:
-    """The fixed label a stored reason starts with (for counting why rows were not trusted)."""
-    for label in (STARVED, WIDE_RATIO_CI, WIDE_MEDIAN_CI, NOISY_ANCHOR, DRIFTED):
-        if reason and label in reason:
-            return label
-    return reason.split(":")[0] if reason else "unknown"
-
-
 def measure_artifact(
     runner: Runner,
     model: str,
@@ -135,7 +156,7 @@ def measure_artifact(
     of a worker that had no core free is not counted: the machine is waited for (up to the
     profile's `busy_wait_s`, measuring again every `BUSY_POLL_S`), then `MachineBusy`."""
     m = profile.measure
-    notes: list[str] = []
+    notes: list[list[DistrustReason]] = []
     pair = (anchor.model, anchor.sha256) if anchor else None
     attempts, busy_since, device_s = 0, None, 0.0
     while True:
@@ -149,12 +170,12 @@ def measure_artifact(
             result["anchor_key"] = anchor.key
         result["attempts"] = attempts
         result["device_s"] = device_s
-        if result["status"] != "ok":
+        if result["status"] != Status.OK:
             return result
         why = distrust(result, profile)
-        if why is None:
+        if not why:
             if notes:
-                result["reason"] = f"earlier attempt untrusted: {notes[-1]}"
+                result["reason"] = f"earlier attempt untrusted: {reasons_text(notes[-1])}"
             return result
         if starved(result, profile):
             busy_since = clock() if busy_since is None else busy_since
@@ -166,7 +187,7 @@ def measure_artifact(
                 cpu.get("other_cores", 0.0),
                 cpu["own_cores"],
                 result.get("threads") or 1,
-                why,
+                reasons_text(why),
             )
             if waited >= m.busy_wait_s:
                 raise MachineBusy(
@@ -183,6 +204,8 @@ def measure_artifact(
         notes.append(why)
         if len(notes) == 2:
             break
-    result["status"] = "unstable"
-    result["reason"] = " | ".join(notes)
+    result["status"] = Status.UNSTABLE.value
+    result["reason"] = " | ".join(reasons_text(n) for n in notes)
+    # The codes of every attempt's reasons, kept beside the text: what reports count by.
+    result["distrust"] = [r.to_dict() for n in notes for r in n]
     return result

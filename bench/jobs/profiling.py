@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bfnas.bench.device.contract import Distrust, DistrustReason, Status, failed
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.jobs.context import MeasurementSetup
-from bfnas.bench.jobs.measurement import DRIFTED, AnchorRef, BusyWait, measure_artifact
+from bfnas.bench.jobs.measurement import AnchorRef, BusyWait, measure_artifact
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.errors import InputError
 from bfnas.models.deploy.artifacts import Artifact, ArtifactCache
@@ -141,7 +142,7 @@ class SubnetMeasurer:
         try:
             art = artifact_for(s.cache, s.supernet, cfg, s.profile)
         except Exception as exc:  # an export that fails is a stored failure, not a stop
-            return {"status": "failed", "reason": f"export: {type(exc).__name__}: {exc}"}, None
+            return failed(f"export: {type(exc).__name__}: {exc}"), None
         # Building an anchor's supernet and hashing its weights costs ~0.1 s: once per rung.
         w = s.profile.workload
         rung = anchor_arch(cfg, w.seq_len, w.batch).key()
@@ -408,7 +409,7 @@ class ProfileJob:
             reference_ms=refs[-1] if refs else None,
             supersede=bool(self.retry),
         )
-        if result["status"] == "ok":
+        if result["status"] == Status.OK:
             self._since_ref.append(row)
         if art is not None and not self.keep_artifacts:
             self.setup.cache.discard(art)
@@ -445,7 +446,7 @@ class ProfileJob:
             "reference",
             artifact_record(art) if art else None,
         )
-        if result["status"] == "failed":
+        if result["status"] == Status.FAILED:
             return refs[-1] if refs else None
         value = result.get("ratio") or result["median_ms"]
         unit = "paired ratio" if result.get("ratio") else "raw ms"
@@ -455,9 +456,10 @@ class ProfileJob:
             change = value / self._ref_first - 1
             threshold = self.setup.profile.measure.drift_threshold
             if abs(change) > threshold:
-                why = (
-                    f"{DRIFTED}: the drift reference's {unit} moved {change:+.1%} "
-                    f"(beyond ±{threshold:.0%}) while this was measured"
+                why = DistrustReason(
+                    Distrust.DRIFTED,
+                    f"the drift reference's {unit} moved {change:+.1%} "
+                    f"(beyond ±{threshold:.0%}) while this was measured",
                 )
                 marked = self.store.mark_unstable(self._since_ref, why)
                 drift.append(

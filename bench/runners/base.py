@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 
+from bfnas.bench.device.contract import contract_problem, failed
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.runners.registry import runner_kind
 from bfnas.errors import InputError, OperationFailed
@@ -83,13 +84,14 @@ def parse_worker_output(returncode: int, stdout: str, stderr: str) -> dict:
     if lines:
         try:
             out = json.loads(lines[-1])
-            if isinstance(out, dict) and "status" in out:
-                return out
         except json.JSONDecodeError:
-            pass
+            out = None
+        if isinstance(out, dict):
+            problem = contract_problem(out)
+            return out if problem is None else failed(problem)
     if returncode < 0:
         name = signal.Signals(-returncode).name
         hint = " (out of memory?)" if name == "SIGKILL" else ""
-        return {"status": "failed", "reason": f"worker killed by {name}{hint}"}
+        return failed(f"worker killed by {name}{hint}")
     tail = (stderr.strip().splitlines() or ["no output"])[-1]
-    return {"status": "failed", "reason": f"worker exited {returncode}: {tail[:300]}"}
+    return failed(f"worker exited {returncode}: {tail[:300]}")

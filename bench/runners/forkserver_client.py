@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 
+from bfnas.bench.device.contract import failed
 from bfnas.bench.runners.base import parse_worker_output
 
 
@@ -110,5 +111,5 @@ class ForkServerClient:
 def forked_result(done: dict, timeout: float, where: str = "") -> dict:
     """A measurement result from a fork server's answer."""
     if done.get("timeout"):
-        return {"status": "failed", "reason": f"timeout after {timeout:.0f} s{where}"}
+        return failed(f"timeout after {timeout:.0f} s{where}")
     return parse_worker_output(done["returncode"], done["out"], "")

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+from bfnas.bench.device.contract import failed
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.runners.base import Runner, job_json, parse_worker_output
 from bfnas.bench.runners.forkserver_client import ForkServerClient, ForkServerLost, forked_result
@@ -51,7 +52,7 @@ class LocalRunner(Runner):
                 return forked_result(self.server.run(job, timeout), timeout)
             except ForkServerLost as exc:
                 # The server itself died or hung: a worker failure, and a new server next time.
-                return {"status": "failed", "reason": f"fork server failed: {exc}"}
+                return failed(f"fork server failed: {exc}")
         try:
             proc = subprocess.run(
                 [self.python, "-m", "bfnas.bench.device", "worker", "--job", "-"],
@@ -61,7 +62,7 @@ class LocalRunner(Runner):
                 timeout=timeout,
             )
         except subprocess.TimeoutExpired:
-            return {"status": "failed", "reason": f"timeout after {timeout:.0f} s"}
+            return failed(f"timeout after {timeout:.0f} s")
         return parse_worker_output(proc.returncode, proc.stdout, proc.stderr)
 
     def probe(self, profile: HardwareProfile) -> list[dict]:

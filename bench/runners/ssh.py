@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bfnas.bench.device.contract import failed
 from bfnas.bench.device.probe import OLDEST_PYTHON
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.runners.base import DeviceUnreachable, Runner, job_json
@@ -280,10 +281,7 @@ class SshRunner(Runner):
                 if exc.started:
                     # The device's server died under a job (the OOM killer, say): that job
                     # failed, and a new server starts with the next one.
-                    return {
-                        "status": "failed",
-                        "reason": f"device fork server died: {self._server_error() or exc}",
-                    }
+                    return failed(f"device fork server died: {self._server_error() or exc}")
                 error = self._server_error()
                 raise DeviceUnreachable(
                     f"{self.target.host}: bfnas's device code did not start under "

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from bfnas.bench.device.contract import DistrustReason
 from bfnas.bench.store import sqlite_file
 from bfnas.bench.store.sqlite_file import SqliteStore, guarded, now
 from bfnas.models.outputs import atomic_path
@@ -288,16 +289,19 @@ class LatencyStore(SqliteStore):
         return int(cur.lastrowid)
 
     @guarded
-    def mark_unstable(self, ids: list[int], reason: str) -> int:
+    def mark_unstable(self, ids: list[int], reason: DistrustReason) -> int:
         """Mark trusted measurements unstable after the fact (a drift put them in doubt);
-        returns how many were marked. Their numbers stay as they were."""
+        returns how many were marked. Their numbers stay as they were; the reason is kept
+        as its text and, beside the other statistics, as its code."""
         if not ids:
             return 0
+        coded = json.dumps([reason.to_dict()])
         with self.transaction() as db:
             cur = db.executemany(
-                "UPDATE measurements SET status = 'unstable', reason = ? "
+                "UPDATE measurements SET status = 'unstable', reason = ?, "
+                "stats = json_set(COALESCE(stats, '{}'), '$.distrust', json(?)) "
                 "WHERE id = ? AND status = 'ok'",
-                [(reason, i) for i in ids],
+                [(reason.text(), coded, i) for i in ids],
             )
         return cur.rowcount
 
