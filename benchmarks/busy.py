@@ -31,6 +31,7 @@ from bfnas.bench.hardware_profile import load_profile
 from bfnas.bench.jobs.measurement import MachineBusy, distrust, measure_artifact, starved
 from bfnas.bench.jobs.profiling import anchor_artifact, artifact_for, plan_subnets
 from bfnas.bench.runners.local import LocalRunner
+from bfnas.bench.store.latency_store import normalized_ms
 from bfnas.models.deploy.artifacts import ArtifactCache
 from bfnas.models.nn.supernet import SuperBert, SupernetDims
 from bfnas.models.space.search_space import load_space
@@ -86,7 +87,9 @@ def summary(name: str, results: list[list[dict]], baselines: dict[str, float], p
     trusted = [x for x in flat if x["status"] == "ok"]
     covs, norm_means = [], []
     for rs in results:
-        norm = [x["ratio"] * baselines[x["anchor_key"]] for x in rs if x["status"] == "ok"]
+        norm = [
+            normalized_ms(x["ratio"], baselines[x["anchor_key"]]) for x in rs if x["status"] == "ok"
+        ]
         covs.append(cov(norm) if len(norm) > 1 else None)
         norm_means.append(statistics.mean(norm) if norm else None)
     sweep = {}

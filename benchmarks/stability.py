@@ -23,6 +23,7 @@ from bfnas.bench.hardware_profile import load_profile
 from bfnas.bench.jobs.measurement import measure_artifact
 from bfnas.bench.jobs.profiling import anchor_artifact, artifact_for, plan_subnets
 from bfnas.bench.runners.local import LocalRunner
+from bfnas.bench.store.latency_store import normalized_ms
 from bfnas.models.deploy.artifacts import ArtifactCache
 from bfnas.models.nn.supernet import SuperBert, SupernetDims
 from bfnas.models.space.search_space import load_space
@@ -81,7 +82,7 @@ def main() -> int:
     for cfg, rs in zip(cfgs, results, strict=True):
         ok = [x for x in rs if x["status"] != "failed"]
         med = [x["median_ms"] for x in ok]
-        norm = [x["ratio"] * baselines[x["anchor_key"]] for x in ok if "ratio" in x]
+        norm = [normalized_ms(x["ratio"], baselines[x["anchor_key"]]) for x in ok if "ratio" in x]
         row = {
             "arch": str(cfg),
             "gmacs": cfg.total_macs(128) / 1e9,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bfnas.bench.device.contract import Status
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.jobs.context import MeasurementSetup
 from bfnas.bench.jobs.measurement import BusyWait
@@ -68,9 +69,8 @@ class DeviceVerifier:
             role,
             artifact_record(art) if art else None,
         )
-        if result["status"] != "failed" and result.get("ratio") is not None:
-            base = self.store.anchor_baselines().get((phash, result.get("anchor_key")))
-            result["normalized_ms"] = result["ratio"] * base if base else None
+        if result["status"] != Status.FAILED:
+            result["normalized_ms"] = self.store.normalized_of(phash, result)
         return result
 
 

@@ -556,9 +556,10 @@ def test_int8_aware_training_from_a_plain_supernet(folders, capsys_module):
 
 
 def test_a_failure_after_training_leaves_the_output_untouched(folders, tmp_path):
+    from bfnas.bench.runners.base import Runner
     from bfnas.task_model import train_task_model
 
-    class Broken:
+    class Broken(Runner):
         def run(self, *args):
             raise OperationFailed("the device went away")
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bfnas.bench.hardware_profile import HardwareProfile
-from bfnas.bench.runners.base import DeviceUnreachable, Runner
+from bfnas.bench.runners.base import ConnectionLost, DeviceUnreachable, Retrying, Runner, T
 from bfnas.bench.runners.perf_test import (
     BATCH_DIM,
     PROVIDER_FLAGS,
@@ -98,7 +98,7 @@ PROPS = (
 )
 
 
-class _ConnectionLost(Exception):
+class _ConnectionLost(ConnectionLost):
     """adb could not reach the phone this time (retried)."""
 
 
@@ -176,9 +176,8 @@ class AdbTransport:
         self.settings = settings
         self.retries = settings.retries if retries is None else retries
         self.backoff_s = settings.retry_backoff_s if backoff_s is None else backoff_s
-        self.sleep = sleep
         self.uploads = 0  # models pushed (the rest were on the phone already)
-        self.retried = 0  # adb calls repeated after the phone went away
+        self._retrying = Retrying(self.retries, self.backoff_s, self._gave_up, sleep)
         self._present: set[str] = set()  # hashes known to be on the phone
 
     # -- adb ---------------------------------------------------------------------------------
@@ -224,21 +223,18 @@ class AdbTransport:
             raise _ConnectionLost(error)
         return proc  # adb ran and reported the command's own failure: the caller reads it
 
-    def _with_retries(self, what: str, fn: Callable[[], object]):
-        delay, last = self.backoff_s, ""
-        for attempt in range(self.retries + 1):
-            try:
-                return fn()
-            except _ConnectionLost as exc:
-                last = str(exc)
-                if attempt == self.retries:
-                    break
-                self.retried += 1
-                self.sleep(delay)
-                delay *= 2
-        raise DeviceUnreachable(
-            f"adb device {self.settings.serial}: {what} failed {self.retries + 1} "
-            f"time{'s' if self.retries else ''}; last: {last}{self._whereabouts()}"
+    @property
+    def retried(self) -> int:
+        """adb calls repeated after the phone went away."""
+        return self._retrying.retried
+
+    def _with_retries(self, what: str, fn: Callable[[], T]) -> T:
+        return self._retrying(what, fn)
+
+    def _gave_up(self, what: str, attempts: int, last: str) -> str:
+        return (
+            f"adb device {self.settings.serial}: {what} failed {attempts} "
+            f"time{'s' if attempts > 1 else ''}; last: {last}{self._whereabouts()}"
         )
 
     def _whereabouts(self) -> str:

@@ -6,11 +6,50 @@ from __future__ import annotations
 
 import json
 import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 from bfnas.bench.device.contract import contract_problem, failed
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.runners.registry import runner_kind
 from bfnas.errors import InputError, OperationFailed
+
+T = TypeVar("T")
+
+
+class ConnectionLost(Exception):
+    """A call to a device failed in a way waiting may cure (a dropped or refused connection,
+    no answer): `Retrying` tries it again."""
+
+
+@dataclass
+class Retrying:
+    """Calls a function until it stops raising `ConnectionLost`, `retries` more times at
+    most, waiting `backoff_s`, then twice that, and so on; then `DeviceUnreachable` with the
+    line `gave_up(what, attempts, last error)` makes. `retried` counts the repeated calls.
+    The transport of every remote runner (SSH, adb) retries this way."""
+
+    retries: int
+    backoff_s: float
+    gave_up: Callable[[str, int, str], str]
+    sleep: Callable[[float], None] = time.sleep
+    retried: int = 0
+
+    def __call__(self, what: str, fn: Callable[[], T]) -> T:
+        delay, last = self.backoff_s, ""
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except ConnectionLost as exc:
+                last = str(exc)
+                if attempt == self.retries:
+                    break
+                self.retried += 1
+                self.sleep(delay)
+                delay *= 2
+        raise DeviceUnreachable(self.gave_up(what, self.retries + 1, last))
 
 
 class DeviceUnreachable(OperationFailed):

@@ -29,6 +29,7 @@ from typing import Any
 
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.runners.base import DeviceUnreachable, Runner
+from bfnas.bench.runners.targets import RayTarget
 from bfnas.errors import InputError, OperationFailed
 
 AFFINITY_ENV = "BFNAS_CPU_AFFINITY"
@@ -36,9 +37,16 @@ BLOB_DIR_ENV = "BFNAS_RAY_BLOBS"  # where a node keeps received models (default 
 DEFAULT_BLOB_DIR = "~/.cache/bfnas/ray-blobs"
 
 
+def ray_target(profile: HardwareProfile) -> RayTarget:
+    """The profile's Ray settings: its target's, or, for a profile of another kind measured
+    through a cluster, the defaults with the profile's name as the resource."""
+    t = profile.target
+    return t if isinstance(t, RayTarget) else RayTarget(resource=profile.name, workdir=t.workdir)
+
+
 def resource_name(profile: HardwareProfile) -> str:
-    """The custom resource the profile's device nodes advertise (a ray target names it)."""
-    return profile.target.resource
+    """The custom resource the profile's device nodes advertise."""
+    return ray_target(profile).resource
 
 
 def parse_affinity(text: str) -> list[int]:
@@ -260,7 +268,8 @@ class RayRunner(Runner):
     ) -> None:
         import ray
 
-        connect(address or profile.target.address, profile.target.connect_timeout_s)
+        target = ray_target(profile)
+        connect(address or target.address, target.connect_timeout_s)
         self.resource = resource_name(profile)
         available = int(ray.cluster_resources().get(self.resource, 0))
         if available < 1:
@@ -399,9 +408,10 @@ def ray_probe(profile: HardwareProfile) -> list[dict]:
         ]
     import ray
 
-    addr = profile.target.address
+    target = ray_target(profile)
+    addr = target.address
     try:
-        connect(addr, profile.target.connect_timeout_s)
+        connect(addr, target.connect_timeout_s)
     except Exception as exc:
         return [
             {

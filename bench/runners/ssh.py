@@ -34,15 +34,17 @@ from pathlib import Path
 from bfnas.bench.device.contract import failed
 from bfnas.bench.device.probe import OLDEST_PYTHON
 from bfnas.bench.hardware_profile import HardwareProfile
-from bfnas.bench.runners.base import DeviceUnreachable, Runner, job_json
+from bfnas.bench.runners.base import (
+    ConnectionLost,
+    DeviceUnreachable,
+    Retrying,
+    Runner,
+    T,
+    job_json,
+)
 from bfnas.bench.runners.device_code import EPHEMERAL_RUN, device_code
 from bfnas.bench.runners.forkserver_client import ForkServerClient, ForkServerLost, forked_result
 from bfnas.bench.runners.targets import LocalTarget, SshTarget
-
-
-class _ConnectionLost(Exception):
-    pass
-
 
 # ssh failures that waiting will not cure: retrying them only delays the error.
 PERMANENT = (
@@ -79,9 +81,9 @@ class SshRunner(Runner):
         self.target = target
         self.retries = target.retries if retries is None else retries
         self.backoff_s = target.retry_backoff_s if backoff_s is None else backoff_s
-        self.ssh, self.sleep = ssh, sleep
+        self.ssh = ssh
         self.uploads = 0  # files sent, models and device code (the rest were there already)
-        self.retried = 0  # calls repeated after a failed or dropped connection
+        self._retrying = Retrying(self.retries, self.backoff_s, self._gave_up, sleep)
         self._present: set[str] = set()  # hashes known to be on the device
         self._server: ForkServerClient | None = None
         self._server_log = None
@@ -125,7 +127,7 @@ class SshRunner(Runner):
     def _call(
         self, command: str, stdin: bytes | None = None, timeout: float | None = None
     ) -> subprocess.CompletedProcess:
-        """Run `command` on the device once; `_ConnectionLost` when ssh itself failed (255)."""
+        """Run `command` on the device once; `ConnectionLost` when ssh itself failed (255)."""
         try:
             proc = subprocess.run(
                 self.ssh_argv(command),
@@ -134,7 +136,7 @@ class SshRunner(Runner):
                 timeout=timeout,
             )
         except subprocess.TimeoutExpired:
-            raise _ConnectionLost(f"no answer within {timeout:.0f} s") from None
+            raise ConnectionLost(f"no answer within {timeout:.0f} s") from None
         if proc.returncode == 255:
             err = proc.stderr.decode(errors="replace")
             why = next((p for p in PERMANENT if p in err), None)
@@ -142,25 +144,22 @@ class SshRunner(Runner):
                 raise DeviceUnreachable(
                     f"{self.target.host}:{self.target.port}: {why} ({_last_line(proc.stderr)})"
                 )
-            raise _ConnectionLost(_last_line(proc.stderr) or "ssh exited 255")
+            raise ConnectionLost(_last_line(proc.stderr) or "ssh exited 255")
         return proc
 
-    def _with_retries(self, what: str, fn: Callable[[], object]):
-        delay, last = self.backoff_s, ""
-        for attempt in range(self.retries + 1):
-            try:
-                return fn()
-            except _ConnectionLost as exc:
-                last = str(exc)
-                if attempt == self.retries:
-                    break
-                self.retried += 1
-                self.sleep(delay)
-                delay *= 2
+    @property
+    def retried(self) -> int:
+        """Calls repeated after a failed or dropped connection."""
+        return self._retrying.retried
+
+    def _with_retries(self, what: str, fn: Callable[[], T]) -> T:
+        return self._retrying(what, fn)
+
+    def _gave_up(self, what: str, attempts: int, last: str) -> str:
         t = self.target
-        raise DeviceUnreachable(
+        return (
             f"{t.user + '@' if t.user else ''}{t.host}:{t.port}: {what} failed "
-            f"{self.retries + 1} times; last: {last}"
+            f"{attempts} times; last: {last}"
         )
 
     def call(self, command: str, timeout: float | None = None) -> subprocess.CompletedProcess:
@@ -277,7 +276,7 @@ class SshRunner(Runner):
                 return forked_result(server.run(job, timeout), timeout, " (on the device)")
             except ForkServerLost as exc:
                 if server.returncode == 255:  # ssh's own failure: the connection
-                    raise _ConnectionLost(self._server_error() or str(exc)) from None
+                    raise ConnectionLost(self._server_error() or str(exc)) from None
                 if exc.started:
                     # The device's server died under a job (the OOM killer, say): that job
                     # failed, and a new server starts with the next one.
@@ -350,7 +349,7 @@ def remote_probe(runner: SshRunner, profile: HardwareProfile) -> list[dict]:
     checks: list[dict] = []
     try:
         proc = runner._call("echo ok", timeout=t.connect_timeout_s + 10)
-    except (_ConnectionLost, DeviceUnreachable) as exc:
+    except (ConnectionLost, DeviceUnreachable) as exc:
         return [{"name": "ssh", "ok": False, "detail": f"{t.host}:{t.port}: {exc}"}]
     checks.append(
         {"name": "ssh", "ok": True, "detail": f"{t.host}:{t.port} reached, host key verified"}
@@ -366,7 +365,7 @@ def remote_probe(runner: SshRunner, profile: HardwareProfile) -> list[dict]:
         proc = runner._call(
             command, stdin=code.data + json.dumps(local).encode(), timeout=t.connect_timeout_s + 60
         )
-    except (_ConnectionLost, DeviceUnreachable) as exc:
+    except (ConnectionLost, DeviceUnreachable) as exc:
         return [*checks, {"name": "device probe", "ok": False, "detail": str(exc)}]
     try:
         remote = json.loads(proc.stdout.decode().strip().splitlines()[-1])

@@ -126,6 +126,15 @@ TABLES = ("meta", "profiles", "subnets", "runs", "measurements", "claims")
 BUSY_TIMEOUT_S = sqlite_file.BUSY_TIMEOUT_S
 
 
+def normalized_ms(ratio: float | None, anchor_baseline_ms: float | None) -> float | None:
+    """The one place a latency is anchor-normalized: the paired ratio to the anchor times the
+    anchor's usual time in the store (`LatencyStore.anchor_baselines`), i.e. the latency at
+    the device's typical speed; None without either."""
+    if ratio is None or not anchor_baseline_ms:
+        return None
+    return ratio * anchor_baseline_ms
+
+
 class LatencyStore(SqliteStore):
     """The latency store at `path`.
 
@@ -370,7 +379,7 @@ class LatencyStore(SqliteStore):
         for r in rows:
             base = baseline.get((r["profile_hash"], r["anchor_key"]))
             r["anchor_baseline_ms"] = base  # what the unit of `normalized_ms` is, here
-            r["normalized_ms"] = r["ratio"] * base if r["ratio"] is not None and base else None
+            r["normalized_ms"] = normalized_ms(r.get("ratio"), base)
             extra = json.loads(r["stats"]) if r["stats"] else {}
             # What other processes used while it was measured: reported beside it, not a verdict.
             cpu = extra.get("cpu")
@@ -381,6 +390,12 @@ class LatencyStore(SqliteStore):
             # Everything else the worker and runner reported (memory, model bytes, device).
             r["extra"] = extra
         return rows
+
+    def normalized_of(self, profile_hash: str, result: dict) -> float | None:
+        """A measurement's anchor-normalized latency in this store (None without a ratio or
+        an anchor baseline): what a search verifying a subnet compares with its budget."""
+        base = self.anchor_baselines().get((profile_hash, result.get("anchor_key")))
+        return normalized_ms(result.get("ratio"), base)
 
     @guarded
     def anchor_baselines(self) -> dict[tuple[str, str], float]:

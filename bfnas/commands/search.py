@@ -194,7 +194,7 @@ def task_objective_fields(args: argparse.Namespace, profile, space) -> dict:
             train_examples=args.finetune_examples,
             workers=args.finetune_workers,
             pool="ray" if ray else "local",
-            ray_address=profile.target.address if ray else None,
+            ray_address=profile.target.address if ray else None,  # a ray target has one
             cache_file=args.task_cache or default_cache_file(),
         )
     return fields
