@@ -61,7 +61,7 @@ from bfnas.search.accuracy_search import (
 from bfnas.search.accuracy_until import AccuracyUntil, AccuracyUntilSettings, near_budgets
 from bfnas.search.evolution import EvolutionSettings
 from bfnas.search.finetune_rounds import job_rounds, job_scope
-from bfnas.search.loop import DeviceVerifier, measured_ms
+from bfnas.search.loop import DeviceVerifier
 from bfnas.search.predictor_file import PredictorSettings
 from bfnas.search.training import load_rows
 
@@ -85,10 +85,10 @@ def random_fitting(
         cfg = space.sample(rng)
         if float(predict([cfg])[0]) > budget or cfg in [c for c, _ in found]:
             continue
-        m = measure(cfg)
-        ms = measured_ms(m, unit)
+        v = measure(cfg)
+        ms = v.latency_ms(unit)
         if ms is not None and ms <= budget:
-            found.append((cfg, {"measured_ms": ms, "median_ms": m.get("median_ms")}))
+            found.append((cfg, {"measured_ms": ms, "median_ms": v.result.median_ms}))
     return found
 
 

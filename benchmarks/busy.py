@@ -61,7 +61,9 @@ def phase(name: str, loops: int, arts, anchors, profile, repeats: int) -> list[l
         for r in range(repeats):
             for i, art in enumerate(arts):
                 try:
-                    res = measure_artifact(runner, str(art.path), art.sha256, profile, anchors[i])
+                    res = measure_artifact(
+                        runner, str(art.path), art.sha256, profile, anchors[i]
+                    ).to_dict()  # the flat record: summarised as JSON below
                 except MachineBusy as exc:
                     res = {"status": "refused", "reason": str(exc)}
                 results[i].append(res)

@@ -164,11 +164,11 @@ def main() -> int:
                 for k, art in arts.items():
                     progress.update(task, description=f"{layers}x{hidden} timing {k[0]}")
                     m = runner.run(str(art.path), art.sha256, profile)
-                    if m["status"] != "ok":
-                        console.print(f"[red]{k}: {m['reason']}")
+                    if not m.ok:
+                        console.print(f"[red]{k}: {m.reason}")
                         continue
-                    medians[k].append(m["median_ms"])
-                    session_ms[k].append(m["session_ms"])
+                    medians[k].append(m.median_ms)
+                    session_ms[k].append(m.session_ms)
                     progress.advance(task)
             fp32_ms = statistics.median(medians[("fp32", False)])
             macs = cfg.total_macs(128)

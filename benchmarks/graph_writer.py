@@ -61,7 +61,7 @@ def main() -> int:
             ms: dict[str, list[float]] = {name: [] for name in arts}
             for _ in range(args.repeats):
                 for name, art in arts.items():
-                    ms[name].append(runner.run(str(art.path), art.sha256, profile)["median_ms"])
+                    ms[name].append(runner.run(str(art.path), art.sha256, profile).median_ms)
             med = {name: statistics.median(v) for name, v in ms.items()}
             rows.append(
                 {

@@ -102,7 +102,7 @@ class PinnedLocalRunners:
         for pair in self._all:
             self._idle.put(pair)
 
-    def run(self, model, sha256, profile, anchor=None) -> dict:
+    def run(self, model, sha256, profile, anchor=None):
         runner, core = self._idle.get()
         try:
             rt = profile.runtime.model_copy(update={"cpu_affinity": [core]})

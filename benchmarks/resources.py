@@ -105,7 +105,7 @@ def repeatability(rows: list[dict], profile, repeats: int) -> list[dict]:
             path = json.loads(r["artifact"])["path"]
             sha = file_sha256(path)
             memory = [
-                runner.run(path, sha, profile)["memory"]["peak_above_baseline_mb"]
+                runner.run(path, sha, profile).memory["peak_above_baseline_mb"]
                 for _ in range(repeats)
             ]
             out.append(

@@ -119,17 +119,17 @@ def main() -> int:
                     "random_objective": rand.objective if rand else None,
                 }
                 if res.best is not None:
-                    m = verifier(res.best.cfg, run_id)
-                    measured = m.get("normalized_ms") or m.get("median_ms")
+                    v = verifier(res.best.cfg, run_id)
+                    measured = v.latency_ms("normalized_ms")
                     row.update(
                         {
                             "arch": str(res.best.cfg),
                             "objective": res.best.objective,
                             "predicted_ms": res.best.predicted_ms,
                             "high_ms": res.best.high_ms,
-                            "status": m["status"],
+                            "status": v.result.status.value,
                             "measured_ms": measured,
-                            "raw_median_ms": m.get("median_ms"),
+                            "raw_median_ms": v.result.median_ms,
                             "within": bool(
                                 measured is not None and measured <= b
                             ),  # numpy bool is not JSON

@@ -53,7 +53,9 @@ def main() -> int:
         results: list[list[dict]] = [[] for _ in cfgs]
         for r in range(args.repeats):  # interleaved: each round measures every subnet once
             for i, art in enumerate(arts):
-                res = measure_artifact(runner, str(art.path), art.sha256, profile, anchors[i])
+                res = measure_artifact(
+                    runner, str(art.path), art.sha256, profile, anchors[i]
+                ).to_dict()  # the flat record: summarised as JSON below
                 results[i].append(res)
                 print(
                     f"round {r + 1} subnet {i + 1}: {res['status']} "

@@ -132,7 +132,7 @@ def main() -> int:
 
         def on_event(e) -> None:
             if e.kind == "measured":
-                ours[e.cfg.key()] = e.result
+                ours[e.cfg.key()] = e.result.to_dict()  # the flat record, summarised below
                 progress.advance(task)
 
         store = LatencyStore(tmp / "lat.db")

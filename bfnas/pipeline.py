@@ -32,7 +32,7 @@ from bfnas.models.outputs import write_atomic
 from bfnas.models.space.search_space import SearchSpace
 from bfnas.models.space.subnet import SubnetConfig
 from bfnas.search.evolution import Budget, EvolutionSettings
-from bfnas.search.loop import MIN_ROWS, DeviceVerifier, SearchJob, measured_ms
+from bfnas.search.loop import MIN_ROWS, DeviceVerifier, SearchJob
 from bfnas.search.objectives import load_objective, objective_unit
 from bfnas.search.predictor_file import PredictorSettings
 from bfnas.search.report import build_report
@@ -433,11 +433,11 @@ def largest_ms(
     verifier = DeviceVerifier(setup=setup, store=store, on_wait=lambda w: on_message(w.message()))
     store.add_profile(p.name, p.resolved(), p.hash())
     run_id = store.start_run(p.hash(), "budget", {"arch": setup.space.largest().to_dict()})
-    m = verifier(setup.space.largest(), run_id)
-    ms = measured_ms(m, unit)
+    v = verifier(setup.space.largest(), run_id)
+    ms = v.latency_ms(unit)
     store.finish_run(run_id, "finished", {"largest_ms": {"ms": ms, "unit": unit}})
     if ms is None:
-        on_message(f"the largest subnet could not be measured ({m.get('reason')})")
+        on_message(f"the largest subnet could not be measured ({v.result.reason})")
     return ms
 
 
@@ -569,12 +569,12 @@ def _fp32_vs_int8(
     m = measure_artifact(setup.runner, str(art.path), art.sha256, fp32_profile)
     out = {
         "fp32_profile": fp32_profile.name,
-        "fp32_status": m["status"],
-        "fp32_median_ms": m.get("median_ms"),
+        "fp32_status": m.status.value,
+        "fp32_median_ms": m.median_ms,
         "int8_median_ms": int8_ms,
         "unit": "median_ms",
         "unit_text": LATENCY_UNITS["median_ms"],
     }
-    if m["status"] != "failed" and int8_ms:
-        out["speedup"] = m["median_ms"] / int8_ms
+    if not m.failed and int8_ms:
+        out["speedup"] = m.median_ms / int8_ms
     return out

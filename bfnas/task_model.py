@@ -22,6 +22,7 @@ from bfnas.models.space.subnet import SubnetConfig
 from bfnas.models.train.finetune import FinetuneSettings
 
 if TYPE_CHECKING:
+    from bfnas.bench.device.contract import MeasurementResult
     from bfnas.bench.hardware_profile import HardwareProfile
 
 # What a measurement record of a package file keeps (the samples stay out of the card).
@@ -155,7 +156,7 @@ def package_classifier(
     artifacts: str | Path | None = None,
     on_stage: Callable[[str], None] = lambda message: None,
     card_extra: dict[str, Any] | None = None,
-    on_measurement: Callable[[str, dict], None] = lambda file, result: None,
+    on_measurement: Callable[[str, MeasurementResult], None] = lambda file, result: None,
 ) -> dict[str, Any]:
     """A fine-tuned classifier (`finetune_classifier`'s model and result, on `data`) written
     as the model folder `out` (checked by `check_package_dir`), scored and measured on
@@ -202,7 +203,7 @@ def _package(
     settings: FinetuneSettings,
     on_stage: Callable[[str], None],
     card_extra: dict[str, Any],
-    on_measurement: Callable[[str, dict], None],
+    on_measurement: Callable[[str, MeasurementResult], None],
 ) -> dict[str, Any]:
     """Write, score and measure the package's files in `stage`; the card is the last file."""
     import torch
@@ -337,7 +338,7 @@ def _measure(
     runner: Any,
     artifacts: Any,
     recipe: Any,
-    on_measurement: Callable[[str, dict], None] = lambda file, result: None,
+    on_measurement: Callable[[str, MeasurementResult], None] = lambda file, result: None,
 ) -> dict[str, Any]:
     """Both ONNX files timed by the profile's harness beside its anchor, with the trust
     verdict and what it was measured under."""
@@ -364,21 +365,22 @@ def _measure(
         sha = file_sha256(path)
         r = measure_artifact(runner, str(path), sha, profile, anchor)
         on_measurement(name, r)
-        env = r.get("environment") or {}
+        env = r.environment or {}
+        flat = r.to_dict()
         record[name] = {"file": file, "sha256": sha} | {
-            k: r[k] for k in MEASUREMENT_KEYS if r.get(k) is not None
+            k: flat[k] for k in MEASUREMENT_KEYS if flat.get(k) is not None
         }
-        memory = r.get("memory") or {}
+        memory = r.memory or {}
         if memory:
             # What it takes to run on the device: above the runtime's baseline, and in all.
             record[name]["memory_mb"] = memory.get("peak_above_baseline_mb")
             record[name]["peak_rss_mb"] = memory.get("peak_rss_mb")
-        if r.get("model_bytes") is not None:
-            record[name]["file_mb"] = r["model_bytes"] / 1e6
+        if r.model_bytes is not None:
+            record[name]["file_mb"] = r.model_bytes / 1e6
         if env:
             record.update(
                 host=env.get("host"), cpu_model=env.get("cpu_model"), versions=env.get("versions")
             )
-        if r.get("provider"):
-            record["provider"] = r["provider"]
+        if r.provider:
+            record["provider"] = r.provider
     return record

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bfnas.bench.device.contract import MeasurementResult
 from bfnas.errors import InputError
 
 MANIFEST = "tickets.json"
@@ -440,7 +441,7 @@ class TicketRun:
                 "and out); embeddings, biases, LayerNorms, pooler and classifier dense"
             ),
         }
-        measured: dict[str, dict] = {}
+        measured: dict[str, MeasurementResult] = {}
         card = package_classifier(
             folder,
             model,

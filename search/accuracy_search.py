@@ -35,7 +35,7 @@ from bfnas.models.space.search_space import SearchSpace
 from bfnas.models.space.subnet import SubnetConfig
 from bfnas.search.baselines import largest_fitting
 from bfnas.search.evolution import Budget, EvolutionSettings
-from bfnas.search.loop import DeviceVerifier, SearchJob, measured_ms
+from bfnas.search.loop import DeviceVerifier, SearchJob, Verification
 from bfnas.search.objectives import PredictedAccuracy, load_objective, objective_unit
 
 
@@ -263,10 +263,10 @@ class AccuracySearch:
 
         def fits(cfg: SubnetConfig) -> bool:
             self.on_event("measuring", {"arch": str(cfg)})
-            m = self.verify(cfg)
+            v = self.verify(cfg)
             measured[cfg.key()] = {
-                "measured_ms": measured_ms(m, self.unit),
-                "median_ms": m.get("median_ms"),
+                "measured_ms": v.latency_ms(self.unit),
+                "median_ms": v.result.median_ms,
             }
             ms = measured[cfg.key()]["measured_ms"]
             return ms is not None and ms <= self.budget_ms
@@ -323,7 +323,7 @@ class BaselineMeasurer:
     budget_ms: float
     _run_id: int | None = field(default=None, init=False)
 
-    def __call__(self, cfg: SubnetConfig) -> dict:
+    def __call__(self, cfg: SubnetConfig) -> Verification:
         if self._run_id is None:
             p = self.profile
             self.store.add_profile(p.name, p.resolved(), p.hash())

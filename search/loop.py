@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bfnas.bench.device.contract import Status
+from bfnas.bench.device.contract import MeasurementResult
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.jobs.context import MeasurementSetup
 from bfnas.bench.jobs.measurement import BusyWait
@@ -36,6 +36,25 @@ from bfnas.search.training import TRUSTED, LatencyRows, load_rows
 MIN_ROWS = 30
 
 
+@dataclass(frozen=True)
+class Verification:
+    """A subnet measured on the device for a search: the measurement, and its latency
+    anchor-normalized in the store it went to (None without a paired ratio or a baseline)."""
+
+    result: MeasurementResult
+    normalized_ms: float | None = None
+
+    def latency_ms(self, unit: str | None) -> float | None:
+        """Its latency in a predictor's unit (`unit`): anchor-normalized where the predictor
+        learned those and the measurement has one, else the raw median; None for a failed
+        measurement."""
+        if self.result.failed:
+            return None
+        if unit == "normalized_ms" and self.normalized_ms is not None:
+            return self.normalized_ms
+        return self.result.median_ms
+
+
 @dataclass(kw_only=True)
 class DeviceVerifier:
     """Builds and measures one subnet on the setup's device and stores the result in `store`
@@ -51,7 +70,7 @@ class DeviceVerifier:
         called by the search before it writes anything."""
         self.setup.check_device()
 
-    def __call__(self, cfg: SubnetConfig, run_id: int) -> dict:
+    def __call__(self, cfg: SubnetConfig, run_id: int) -> Verification:
         p = self.setup.profile
         if self._measure is None:
             self._measure = SubnetMeasurer(self.setup, self.on_wait)
@@ -69,19 +88,9 @@ class DeviceVerifier:
             role,
             artifact_record(art) if art else None,
         )
-        if result["status"] != Status.FAILED:
-            result["normalized_ms"] = self.store.normalized_of(phash, result)
-        return result
-
-
-def measured_ms(m: dict, label: str | None) -> float | None:
-    """A verification's latency in the predictor's unit (`label`): anchor-normalized where
-    the predictor learned those and the measurement has one, else the raw median; None for
-    a failed measurement."""
-    if m["status"] == "failed":
-        return None
-    measured = m.get("normalized_ms") if label == "normalized_ms" else None
-    return measured if measured is not None else m.get("median_ms")
+        if result.failed:
+            return Verification(result)
+        return Verification(result, self.store.normalized_of(phash, result))
 
 
 @dataclass(kw_only=True)
@@ -98,7 +107,7 @@ class SearchJob:
     settings: EvolutionSettings = field(default_factory=EvolutionSettings)
     verify: int = 0
     rounds: int = 1
-    verifier: Callable[[SubnetConfig, int], dict] | None = None
+    verifier: Callable[[SubnetConfig, int], Verification] | None = None
     predictor: LatencyPredictor | None = None  # fitted from the store when None
     on_event: Callable[[str, dict], None] = lambda kind, data: None
     objective_name: str | None = None  # recorded with the result, for reports
@@ -306,8 +315,8 @@ class SearchJob:
             return target
         return Budget(lowered, floor)
 
-    def _verified(self, cand: Candidate, m: dict, label: str | None) -> dict:
-        measured = measured_ms(m, label)
+    def _verified(self, cand: Candidate, v: Verification, label: str | None) -> dict:
+        m, measured = v.result, v.latency_ms(label)
         within = (
             None
             if measured is None
@@ -322,10 +331,10 @@ class SearchJob:
             within = self.limits.fits(m)
         return {
             **cand.to_dict(),
-            "status": m["status"],
-            "reason": m.get("reason"),
+            "status": m.status.value,
+            "reason": m.reason,
             "measured_ms": measured,
-            "median_ms": m.get("median_ms"),
+            "median_ms": m.median_ms,
             "error": None if measured is None else measured / cand.predicted_ms - 1,
             "memory_mb": resources["memory"],
             "size_mb": resources["size"],

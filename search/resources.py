@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bfnas.bench.device.contract import MeasurementResult
 from bfnas.errors import InputError
 from bfnas.models.space.subnet import SubnetConfig
 from bfnas.search.estimator import residual_quantiles
@@ -49,7 +50,8 @@ def _size_mb(result: dict) -> float | None:
 @dataclass(frozen=True)
 class Resource:
     """One resource a measurement records: its name, unit, the limit's name and how a
-    worker's result (or a stored row's extra statistics) gives its value."""
+    result's flat object (`MeasurementResult.to_dict`, a stored row's extra statistics)
+    gives its value."""
 
     name: str
     unit: str
@@ -93,11 +95,12 @@ class ResourceLimits:
         """The limits that are set, by their settings' names (`max_memory_mb`: 200)."""
         return {RESOURCES[name].limit: limit for name, limit in self.active().items()}
 
-    def measured(self, result: dict) -> dict[str, float | None]:
+    def measured(self, result: MeasurementResult) -> dict[str, float | None]:
         """Every resource's measured value in a result (None: not recorded)."""
-        return {name: r.value(result) for name, r in RESOURCES.items()}
+        flat = result.to_dict()
+        return {name: r.value(flat) for name, r in RESOURCES.items()}
 
-    def fits(self, result: dict) -> bool | None:
+    def fits(self, result: MeasurementResult) -> bool | None:
         """Whether a measured result keeps every active limit; None when one is not recorded."""
         values = self.measured(result)
         checks = [values[name] for name in self.active()]

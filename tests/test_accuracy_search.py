@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from conftest import FAST_PROFILE, SEED_FILE
 
+from bfnas.bench.device.contract import MeasurementResult, Status
 from bfnas.bench.hardware_profile import load_profile
 from bfnas.bench.store.accuracy_store import AccuracyStore
 from bfnas.bench.store.latency_store import LatencyStore
@@ -30,7 +31,7 @@ from bfnas.models.train.protocols import FinetuneProtocol
 from bfnas.search.accuracy_search import AccuracySearch, Proven, margin, ship_role
 from bfnas.search.evolution import Budget, EvolutionSettings
 from bfnas.search.latency_predictor import LatencyPredictor
-from bfnas.search.loop import SearchJob
+from bfnas.search.loop import SearchJob, Verification
 from bfnas.search.objectives import load_objective
 from bfnas.search.predictor_file import PredictorSettings
 from bfnas.search.training import LatencyRows, load_rows
@@ -90,7 +91,8 @@ def searched(tmp_path_factory):
 
     def on_device(cfg):  # the stand-in device: 3 % slower than predicted
         device.append(cfg.key())
-        return {"status": "ok", "median_ms": 1.03 * float(predictor.predict([cfg])[0])}
+        ms = 1.03 * float(predictor.predict([cfg])[0])
+        return Verification(MeasurementResult(Status.OK, median_ms=ms))
 
     def verifier(cfg, run_id):
         return on_device(cfg)
@@ -274,7 +276,7 @@ def test_a_predictor_fitted_on_rows_verifies_in_their_unit(tmp_path):
 
     def verifier(cfg, run_id):  # the device at a slow moment: raw 3x the normalized
         ms = float(predictor.predict([cfg])[0])
-        return {"status": "ok", "median_ms": 3 * ms, "normalized_ms": ms}
+        return Verification(MeasurementResult(Status.OK, median_ms=3 * ms), normalized_ms=ms)
 
     with LatencyStore(tmp_path / "lat.db") as store:
         found = params_search(store, profile, space, predictor, budget, verifier).run()
@@ -299,7 +301,8 @@ def test_a_round_whose_picks_all_measured_over_searches_the_next_lower(tmp_path)
         budget = float(np.median(rows.ms))
 
         def verifier(cfg, run_id):
-            return {"status": "ok", "median_ms": 1.2 * float(predictor.predict([cfg])[0])}
+            ms = 1.2 * float(predictor.predict([cfg])[0])
+            return Verification(MeasurementResult(Status.OK, median_ms=ms))
 
         found = params_search(store, profile, space, predictor, budget, verifier, rounds=2).run()
     first, second = found["rounds"]

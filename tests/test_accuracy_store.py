@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bfnas.bench.device.contract import MeasurementResult
 from bfnas.bench.store.accuracy_store import (
     AccuracyStore,
     FinetuneKey,
@@ -275,7 +276,9 @@ def make_accuracy_store(path: Path) -> None:
 def make_latency_store(path: Path) -> None:
     with LatencyStore(path) as store:
         store.add_profile("p", {"name": "p"}, "h1")
-        store.add_measurement("h1", cfg(), "tiny", {"status": "ok", "median_ms": 1.0})
+        store.add_measurement(
+            "h1", cfg(), "tiny", MeasurementResult.from_dict({"status": "ok", "median_ms": 1.0})
+        )
 
 
 def old_latency_store(path: Path) -> None:

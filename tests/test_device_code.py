@@ -176,9 +176,12 @@ def test_a_result_of_another_contract_is_a_failure_naming_both_versions():
     from bfnas.bench.runners.base import parse_worker_output
 
     ok = {"contract": CONTRACT_VERSION, "status": "ok", "median_ms": 1.0}
-    assert parse_worker_output(0, json.dumps(ok), "") == ok
+    assert parse_worker_output(0, json.dumps(ok), "").to_dict() == ok  # nothing added or lost
     other = parse_worker_output(0, json.dumps({**ok, "contract": 99}), "")
-    assert other["status"] == "failed" and "99" in other["reason"]
-    assert f"reads {CONTRACT_VERSION}" in other["reason"]
+    assert other.status == "failed" and "99" in other.reason
+    assert f"reads {CONTRACT_VERSION}" in other.reason
     unknown = parse_worker_output(0, json.dumps({**ok, "status": "great"}), "")
-    assert unknown["status"] == "failed" and "'great'" in unknown["reason"]
+    assert unknown.status == "failed" and "'great'" in unknown.reason
+    # A field of the wrong shape is a failure too, never a traceback.
+    shapeless = parse_worker_output(0, json.dumps({**ok, "distrust": [{"code": "?"}]}), "")
+    assert shapeless.status == "failed" and "unreadable result" in shapeless.reason

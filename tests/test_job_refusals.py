@@ -26,6 +26,7 @@ import pytest
 from conftest import FAST_PROFILE, TINY_SPACE
 from refusals import Refusal, check_refusal
 
+from bfnas.bench.device.contract import MeasurementResult
 from bfnas.bench.device.gpu import tensorrt_missing
 from bfnas.bench.device.probe import Check
 from bfnas.bench.hardware_profile import parse_profile
@@ -125,13 +126,15 @@ def trained_store(profile_toml: str, rows: int = 40):
                     phash,
                     cfg,
                     space.name,
-                    {
-                        "status": "ok",
-                        "median_ms": ms,
-                        "mean_ms": ms,
-                        "runs": 10,
-                        "median_rel_ci": 0.01,
-                    },
+                    MeasurementResult.from_dict(
+                        {
+                            "status": "ok",
+                            "median_ms": ms,
+                            "mean_ms": ms,
+                            "runs": 10,
+                            "median_rel_ci": 0.01,
+                        }
+                    ),
                 )
 
     return make

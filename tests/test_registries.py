@@ -16,12 +16,13 @@ import pytest
 from conftest import FAST_PROFILE, TINY_SPACE
 
 from bfnas.bench.device.backends import BACKENDS, Backend, backend_named
+from bfnas.bench.device.contract import MeasurementResult
 from bfnas.bench.device.lazy_import import load_entry
 from bfnas.bench.device.probe import Check
 from bfnas.bench.device.timing import DeviceTime
 from bfnas.bench.device.worker import run_job_text
 from bfnas.bench.hardware_profile import load_profile, parse_profile
-from bfnas.bench.runners.base import Runner, job_json, runner_for
+from bfnas.bench.runners.base import Runner, job_json, parse_worker_output, runner_for
 from bfnas.bench.runners.local import local_probe
 from bfnas.bench.runners.registry import RUNNER_KINDS, RunnerKind, runner_kind
 from bfnas.bench.runners.targets import TargetSettings
@@ -56,9 +57,10 @@ class InProcessRunner(Runner):
     lanes = 1
     jobs: list[str] = []
 
-    def run(self, model, sha256, profile, anchor=None) -> dict:
+    def run(self, model, sha256, profile, anchor=None) -> MeasurementResult:
         InProcessRunner.jobs.append(model)
-        return json.loads(run_job_text(job_json(model, sha256, profile, anchor))[1])
+        code, out = run_job_text(job_json(model, sha256, profile, anchor))
+        return parse_worker_output(code, out, "")
 
     def probe(self, profile) -> list[dict]:
         return in_process_probe(profile)
@@ -219,7 +221,12 @@ def _store_with_rows(path, profile, rows: int = 40) -> None:
             seen.add(cfg.key())
             ms = 0.5 + cfg.total_macs(32, 1) / 1e7
             result = {"status": "ok", "median_ms": ms, "mean_ms": ms, "runs": 10}
-            store.add_measurement(phash, cfg, space.name, {**result, "median_rel_ci": 0.01})
+            store.add_measurement(
+                phash,
+                cfg,
+                space.name,
+                MeasurementResult.from_dict(result | {"median_rel_ci": 0.01}),
+            )
 
 
 def test_a_registered_objective_drives_a_cli_search(

@@ -14,6 +14,7 @@ import pytest
 
 import bfnas.search.report as report_module
 import bfnas.search.ship_report as ship_module
+from bfnas.bench.device.contract import MeasurementResult
 from bfnas.bench.store.accuracy_store import AccuracyStore
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.cli import main
@@ -30,8 +31,11 @@ OTHER = SubnetConfig.uniform(1, 128, 2, 128, 256)
 SEEDS = [0, 1, 2]
 
 
-def ok(ms: float) -> dict:
-    return {"status": "ok", "median_ms": ms, "mean_ms": ms, "runs": 10, "samples_ms": [ms] * 10}
+def ok(ms: float, **fields) -> MeasurementResult:
+    return MeasurementResult.from_dict(
+        {"status": "ok", "median_ms": ms, "mean_ms": ms, "runs": 10, "samples_ms": [ms] * 10}
+        | fields
+    )
 
 
 def verified(cfg: SubnetConfig, objective: float, predicted: float, measured: float) -> dict:
@@ -95,13 +99,15 @@ def latency_db(tmp_path: Path) -> Path:
                 "h1",
                 SubnetConfig.uniform(2, 64 * (i + 1), 2, 64, 128),
                 "tiny",
-                {**ok(1.0), "status": "unstable", "reason": reason},
+                ok(1.0, status="unstable", reason=reason),
             )
         store.add_measurement(
             "h1",
             SubnetConfig.uniform(3, 64, 2, 64, 128),
             "tiny",
-            {"status": "failed", "reason": "build failed: out of memory"},
+            MeasurementResult.from_dict(
+                {"status": "failed", "reason": "build failed: out of memory"}
+            ),
         )
         run = store.start_run("h1", "search", {"space": "tiny"})
         store.finish_run(run, "finished", {"result": search_result()})

@@ -4,10 +4,12 @@ by a search (`bench.device.memory`, `search.resources`)."""
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from bfnas.bench.device.contract import MeasurementResult, Status
 from bfnas.bench.hardware_profile import load_profile
 from bfnas.bench.runners.local import LocalRunner
 from bfnas.errors import InputError
@@ -63,13 +65,13 @@ def test_every_measurement_records_memory_and_the_file_size(two_models, fast_pro
     finally:
         runner.close()
     for art, result in zip(two_models, out, strict=True):
-        assert result["status"] == "ok"
-        assert result["model_bytes"] == art.path.stat().st_size
-        assert result["memory"]["peak_above_baseline_mb"] > 0
-        assert result["memory"]["peak_rss_mb"] > result["memory"]["baseline_rss_mb"]
-    assert out[1]["model_bytes"] > 2 * out[0]["model_bytes"]
-    values = [{n: r.value(result) for n, r in RESOURCES.items()} for result in out]
-    assert values[0]["size"] == out[0]["model_bytes"] / 1e6
+        assert result.status == "ok"
+        assert result.model_bytes == art.path.stat().st_size
+        assert result.memory["peak_above_baseline_mb"] > 0
+        assert result.memory["peak_rss_mb"] > result.memory["baseline_rss_mb"]
+    assert out[1].model_bytes > 2 * out[0].model_bytes
+    values = [{n: r.value(result.to_dict()) for n, r in RESOURCES.items()} for result in out]
+    assert values[0]["size"] == out[0].model_bytes / 1e6
 
 
 def test_limits_are_checked_and_held_to_as_measured():
@@ -77,10 +79,12 @@ def test_limits_are_checked_and_held_to_as_measured():
         ResourceLimits(max_memory_mb=-1)
     limits = ResourceLimits(max_memory_mb=50, max_size_mb=10)
     assert limits.active_settings() == {"max_memory_mb": 50, "max_size_mb": 10}
-    fits = {"memory": {"peak_above_baseline_mb": 40.0}, "model_bytes": 9_000_000}
+    fits = MeasurementResult(
+        Status.OK, memory={"peak_above_baseline_mb": 40.0}, model_bytes=9_000_000
+    )
     assert limits.fits(fits) is True
-    assert limits.fits({**fits, "model_bytes": 11_000_000}) is False
-    assert limits.fits({"model_bytes": 9_000_000}) is None  # memory not recorded
+    assert limits.fits(replace(fits, model_bytes=11_000_000)) is False
+    assert limits.fits(replace(fits, memory=None)) is None  # memory not recorded
     assert ResourceLimits().active() == {} and ResourceLimits().fits(fits) is True
 
 

@@ -53,11 +53,11 @@ def test_a_measurement_over_ssh_uploads_once_and_runs_the_worker_on_the_device(
     try:
         first = measure_artifact(runner, *model, profile)
         second = runner.run(*model, profile)
-        assert first["status"] == second["status"] == "ok"
-        assert first["provider"] == "CPUExecutionProvider" and first["runs"] >= 10
-        assert first["device"] == {"host": "127.0.0.1", "port": sshd.port}
+        assert first.status == second.status == "ok"
+        assert first.provider == "CPUExecutionProvider" and first.runs >= 10
+        assert first.device == {"host": "127.0.0.1", "port": sshd.port}
         # The worker ran in its own process on the "device", not in this one.
-        assert first["pid"] != second["pid"] != os.getpid()
+        assert first.pid != second.pid != os.getpid()
         assert runner.uploads == 2  # the device code and the model, each once
         assert (tmp_path / "device" / "blobs" / f"{model[1]}.onnx").read_bytes() == Path(
             model[0]
@@ -71,7 +71,7 @@ def test_a_measurement_over_ssh_uploads_once_and_runs_the_worker_on_the_device(
     # A new runner finds the file on the device by its hash and sends nothing.
     again = SshRunner(profile.target)
     try:
-        assert again.run(*model, profile)["status"] == "ok" and again.uploads == 0
+        assert again.run(*model, profile).status == "ok" and again.uploads == 0
     finally:
         again.close()
 
@@ -83,7 +83,7 @@ def test_a_damaged_file_on_the_device_is_sent_again(sshd, model, tmp_path):
     blob.write_bytes(b"not the model")
     runner = SshRunner(profile.target)
     try:
-        assert runner.run(*model, profile)["status"] == "ok"
+        assert runner.run(*model, profile).status == "ok"
         assert runner.uploads == 2 and blob.read_bytes() == Path(model[0]).read_bytes()
     finally:
         runner.close()
@@ -96,7 +96,7 @@ def test_remote_arguments_are_quoted(sshd, model, tmp_path):
     profile = ssh_profile(sshd, workdir)
     runner = SshRunner(profile.target)
     try:
-        assert runner.run(*model, profile)["status"] == "ok"
+        assert runner.run(*model, profile).status == "ok"
     finally:
         runner.close()
     assert (workdir / "blobs" / f"{model[1]}.onnx").is_file()
@@ -136,7 +136,7 @@ def test_a_worker_failure_on_the_device_is_a_failed_measurement(sshd, tmp_path):
         out = runner.run(str(bad), hashlib.sha256(bad.read_bytes()).hexdigest(), profile)
     finally:
         runner.close()
-    assert out["status"] == "failed" and out["reason"] and runner.retried == 0
+    assert out.status == "failed" and out.reason and runner.retried == 0
 
 
 def test_a_worker_over_its_timeout_is_killed_on_the_device(sshd, model, tmp_path):
@@ -146,10 +146,10 @@ def test_a_worker_over_its_timeout_is_killed_on_the_device(sshd, model, tmp_path
     t = time.monotonic()
     try:
         out = runner.run(*model, profile)
-        assert out["status"] == "failed" and out["reason"] == "timeout after 2 s (on the device)"
+        assert out.status == "failed" and out.reason == "timeout after 2 s (on the device)"
         assert time.monotonic() - t < 30 and runner.retried == 0
         # The device's fork server survived its child and measures the next subnet.
-        assert runner.run(*model, ssh_profile(sshd, tmp_path / "device"))["status"] == "ok"
+        assert runner.run(*model, ssh_profile(sshd, tmp_path / "device")).status == "ok"
     finally:
         runner.close()
 
@@ -175,7 +175,7 @@ def test_a_worker_killed_on_the_device_is_a_failed_measurement(sshd, model, tmp_
     finally:
         killer.join()
         runner.close()
-    assert out["status"] == "failed" and "SIGKILL" in out["reason"] and runner.retried == 0
+    assert out.status == "failed" and "SIGKILL" in out.reason and runner.retried == 0
 
 
 def test_a_device_with_only_python_numpy_and_onnxruntime_measures(
@@ -187,9 +187,9 @@ def test_a_device_with_only_python_numpy_and_onnxruntime_measures(
     runner = SshRunner(profile.target)
     try:
         out = measure_artifact(runner, *model, profile)
-        assert out["status"] == "ok" and out["provider"] == "CPUExecutionProvider"
-        assert out["device_code"] == device_code().sha256
-        assert "bfnas" not in out["environment"]["versions"]
+        assert out.status == "ok" and out.provider == "CPUExecutionProvider"
+        assert out.device_code == device_code().sha256
+        assert "bfnas" not in out.environment["versions"]
         shipped = tmp_path / "device" / "code" / device_code().file_name
         assert shipped.read_bytes() == device_code().data
         assert runner.uploads == 2  # the code and the model
@@ -197,7 +197,7 @@ def test_a_device_with_only_python_numpy_and_onnxruntime_measures(
         runner.close()
     again = SshRunner(profile.target)
     try:
-        assert again.run(*model, profile)["status"] == "ok" and again.uploads == 0
+        assert again.run(*model, profile).status == "ok" and again.uploads == 0
     finally:
         again.close()
 

@@ -6,10 +6,12 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 from conftest import SEED_FILE
 
+from bfnas.bench.device.contract import MeasurementResult
 from bfnas.bench.runners.base import Runner
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.cli import main
@@ -18,8 +20,10 @@ from bfnas.models.space.subnet import SubnetConfig
 CFG = SubnetConfig(1, 64, (2,), (64,), (128,))
 
 
-def ok(ms=1.0):
-    return {"status": "ok", "median_ms": ms, "mean_ms": ms, "runs": 10, "samples_ms": [ms] * 10}
+def ok(ms=1.0) -> MeasurementResult:
+    return MeasurementResult.from_dict(
+        {"status": "ok", "median_ms": ms, "mean_ms": ms, "runs": 10, "samples_ms": [ms] * 10}
+    )
 
 
 def test_one_sample_per_profile_and_subnet(tmp_path):
@@ -365,12 +369,9 @@ def test_two_processes_share_one_store(tmp_path, tiny_space_file, fast_profile_f
 
 def test_normalized_latency_uses_the_baseline_of_its_own_anchor(tmp_path):
     def paired(ratio, anchor_ms, key):
-        return {
-            **ok(ratio * anchor_ms),
-            "ratio": ratio,
-            "anchor": {"median_ms": anchor_ms},
-            "anchor_key": key,
-        }
+        return replace(
+            ok(ratio * anchor_ms), ratio=ratio, anchor={"median_ms": anchor_ms}, anchor_key=key
+        )
 
     cfgs = [SubnetConfig(1, 64, (2,), (64,), (f,)) for f in (64, 128, 192, 256)]
     with LatencyStore(tmp_path / "s.db") as store:
@@ -411,7 +412,7 @@ def test_retrying_an_unstable_measurement_keeps_the_old_one_as_superseded(tmp_pa
     with LatencyStore(tmp_path / "s.db") as store:
         store.add_profile("p", {"name": "p"}, "h1")
         store.add_measurement(
-            "h1", CFG, "tiny", {**ok(3.0), "status": "unstable", "reason": "noisy"}
+            "h1", CFG, "tiny", replace(ok(3.0), status="unstable", reason="noisy")
         )
         assert not store.claim("h1", CFG)  # a plain rerun leaves it alone
         assert store.measured_keys("h1", exclude=("unstable",)) == set()
@@ -465,20 +466,22 @@ class ShiftingRunner(Runner):
     def __init__(self, shift_after: int) -> None:
         self.shift_after, self.calls = shift_after, 0
 
-    def run(self, model, sha256, profile, anchor=None) -> dict:
+    def run(self, model, sha256, profile, anchor=None) -> MeasurementResult:
         self.calls += 1
         ratio = 1.0 if self.calls <= self.shift_after else 1.1
-        return {
-            "status": "ok",
-            "median_ms": 2.0 * ratio,
-            "median_rel_ci": 0.001,
-            "ratio": ratio,
-            "ratio_rel_ci": 0.001,
-            "anchor": {"median_ms": 2.0, "median_rel_ci": 0.001},
-            "threads": 1,
-            "provider": "CPUExecutionProvider",
-            "cpu": {"own_cores": 1.0},
-        }
+        return MeasurementResult.from_dict(
+            {
+                "status": "ok",
+                "median_ms": 2.0 * ratio,
+                "median_rel_ci": 0.001,
+                "ratio": ratio,
+                "ratio_rel_ci": 0.001,
+                "anchor": {"median_ms": 2.0, "median_rel_ci": 0.001},
+                "threads": 1,
+                "provider": "CPUExecutionProvider",
+                "cpu": {"own_cores": 1.0},
+            }
+        )
 
 
 def test_a_drift_of_the_normalized_reference_marks_what_it_doubts(

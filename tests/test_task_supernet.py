@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from bfnas.bench.device.contract import MeasurementResult
 from bfnas.cli import main
 from bfnas.errors import InputError
 from bfnas.models.digest import file_sha256
@@ -346,7 +347,12 @@ def store(tmp_path_factory, fast_profile_file, tiny_space_file):
                 seen.add(cfg.key())
                 ms = 0.5 + cfg.total_macs(32, 1) / 1e7
                 row = {"status": "ok", "median_ms": ms, "mean_ms": ms, "runs": 10}
-                db.add_measurement(phash, cfg, space.name, {**row, "median_rel_ci": 0.01})
+                db.add_measurement(
+                    phash,
+                    cfg,
+                    space.name,
+                    MeasurementResult.from_dict(row | {"median_rel_ci": 0.01}),
+                )
     return path
 
 

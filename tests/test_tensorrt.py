@@ -759,17 +759,17 @@ def test_int8_engine_builds_times_and_is_cached(qdq_art, tmp_path):
         "profile": _gpu_profile(tmp_path, fp16_baseline=True),
     }
     first = run_job(job)
-    assert first["status"] == "ok" and first["provider"].startswith("TensorRT ")
-    details = first["details"]
+    assert first.status == "ok" and first.provider.startswith("TensorRT ")
+    details = first.details
     assert not details["engine"]["cached"] and details["timing"]["clock"] == "cuda-events"
     assert details["engine"]["plan"]["mode"] in ("strongly-typed", "explicit-qdq")
     assert details["precision"]["detailed"]
     assert details["precision"]["int8_share"] is None or details["precision"]["int8_share"] > 0
     assert details["fp16_baseline"]["ms"] is None or details["fp16_baseline"]["ms"] > 0
-    assert 0 < first["median_ms"] < 1000
+    assert 0 < first.median_ms < 1000
     again = run_job(job)
-    assert again["details"]["engine"]["cached"]
-    assert again["details"]["engine"]["key"] == details["engine"]["key"]
+    assert again.details["engine"]["cached"]
+    assert again.details["engine"]["key"] == details["engine"]["key"]
 
 
 @pytest.mark.gpu
@@ -780,7 +780,7 @@ def test_copies_in_the_timed_region_are_recorded(qdq_art, tmp_path):
     profile = _gpu_profile(tmp_path)
     profile["runtime"]["include_copies"] = True
     result = run_job({"model": str(qdq_art.path), "profile": profile})
-    assert result["details"]["timing"]["includes_copies"] is True
+    assert result.details["timing"]["includes_copies"] is True
 
 
 @pytest.mark.gpu
@@ -797,8 +797,8 @@ def test_ort_cuda_provider_runs_the_qdq_graph(qdq_art):
         warmup_runs=2, min_runs=10, min_seconds=0.02, max_seconds=0.5, anchor=False
     )
     result = run_job({"model": str(qdq_art.path), "profile": profile})
-    assert result["provider"] == "CUDAExecutionProvider"
-    assert result["details"]["timing"] == {
+    assert result.provider == "CUDAExecutionProvider"
+    assert result.details["timing"] == {
         "clock": "host",
         "includes_copies": False,
         "io_binding": "cuda",

@@ -6,10 +6,11 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
-from bfnas.bench.device.contract import Distrust, DistrustReason
+from bfnas.bench.device.contract import Distrust, DistrustReason, MeasurementResult, Status
 from bfnas.bench.device.worker import run_job
 from bfnas.bench.hardware_profile import parse_profile
 from bfnas.bench.jobs.measurement import (
@@ -60,12 +61,12 @@ def test_worker_measures_a_real_session(model):
             "anchor": {"model": path, "sha256": sha},
         }
     )
-    assert out["status"] == "ok" and out["provider"] == "CPUExecutionProvider"
-    assert out["runs"] == len(out["samples_ms"]) == len(out["anchor_samples_ms"]) >= 10
-    assert 0.5 < out["ratio"] < 2  # the anchor is the same model here
-    env = out["environment"]
+    assert out.status == "ok" and out.provider == "CPUExecutionProvider"
+    assert out.runs == len(out.samples_ms) == len(out.anchor_samples_ms) >= 10
+    assert 0.5 < out.ratio < 2  # the anchor is the same model here
+    env = out.environment
     assert env["cores"] >= 1 and "onnxruntime" in env["versions"] and env["threads"] == 1
-    assert out["cpu"]["other_cores"] >= 0
+    assert out.cpu["other_cores"] >= 0
 
 
 def test_worker_refuses_a_changed_file(model, tmp_path):
@@ -105,7 +106,7 @@ def test_a_crashing_worker_is_a_failed_measurement(model, tmp_path):
     path, sha = model
     runner = LocalRunner(python=_fake_python(tmp_path, "kill -SEGV $$"), fork=False)
     out = measure_artifact(runner, path, sha, fast_profile())
-    assert out["status"] == "failed" and "SIGSEGV" in out["reason"]
+    assert out.status == "failed" and "SIGSEGV" in out.reason
 
 
 def test_a_hanging_worker_times_out(model, tmp_path):
@@ -119,7 +120,7 @@ def test_a_hanging_worker_times_out(model, tmp_path):
         "<t>",
     )
     out = runner.run(path, sha, prof)
-    assert out["status"] == "failed" and "timeout" in out["reason"]
+    assert out.status == "failed" and "timeout" in out.reason
 
 
 @pytest.mark.parametrize("fork", [True, False])
@@ -127,9 +128,9 @@ def test_local_runner_uses_a_fresh_process_each_time(model, fork):
     path, sha = model
     runner, prof = LocalRunner(fork=fork), fast_profile()
     a, b = runner.run(path, sha, prof), runner.run(path, sha, prof)
-    assert a["status"] == b["status"] == "ok"
-    assert a["environment"]["host"] == b["environment"]["host"]
-    assert os.getpid() not in (a["pid"], b["pid"]) and a["pid"] != b["pid"]
+    assert a.status == b.status == "ok"
+    assert a.environment["host"] == b.environment["host"]
+    assert os.getpid() not in (a.pid, b.pid) and a.pid != b.pid
     runner.close()
 
 
@@ -147,9 +148,9 @@ def test_a_forked_worker_killed_mid_run_is_a_failed_measurement(model):
     killer.start()
     out = runner.run(path, sha, _slow_profile(60))
     killer.join()
-    assert out["status"] == "failed" and "SIGKILL" in out["reason"]
+    assert out.status == "failed" and "SIGKILL" in out.reason
     # The fork server survives its child and serves the next job.
-    assert runner.run(path, sha, fast_profile())["status"] == "ok"
+    assert runner.run(path, sha, fast_profile()).status == "ok"
     runner.close()
 
 
@@ -167,7 +168,7 @@ def test_a_forked_worker_over_its_timeout_is_killed(model):
     runner = LocalRunner()
     t = time.perf_counter()
     out = runner.run(path, sha, _slow_profile(1.0))
-    assert out["status"] == "failed" and "timeout after 1 s" in out["reason"]
+    assert out.status == "failed" and "timeout after 1 s" in out.reason
     assert time.perf_counter() - t < 10
     runner.close()
 
@@ -175,10 +176,10 @@ def test_a_forked_worker_over_its_timeout_is_killed(model):
 def test_a_dead_fork_server_is_replaced(model):
     path, sha = model
     runner = LocalRunner()
-    assert runner.run(path, sha, fast_profile())["status"] == "ok"
+    assert runner.run(path, sha, fast_profile()).status == "ok"
     runner.server.proc.kill()
     runner.server.proc.wait()
-    assert runner.run(path, sha, fast_profile())["status"] == "ok"
+    assert runner.run(path, sha, fast_profile()).status == "ok"
     runner.close()
 
 
@@ -203,9 +204,9 @@ def test_a_run_beside_one_busy_core_is_trusted_by_its_evidence(model):
     finally:
         burner.kill()
         burner.wait()
-    assert out["status"] == "ok", out.get("reason")
-    assert out["ratio_rel_ci"] <= prof.measure.max_rel_ci
-    assert out["cpu"]["other_cores"] > 0.5 and out["cpu"]["own_cores"] > 0
+    assert out.status == "ok", out.reason
+    assert out.ratio_rel_ci <= prof.measure.max_rel_ci
+    assert out.cpu["other_cores"] > 0.5 and out.cpu["own_cores"] > 0
 
 
 def test_a_worker_sharing_its_only_core_is_seen_starved(model):
@@ -221,9 +222,9 @@ def test_a_worker_sharing_its_only_core_is_seen_starved(model):
     finally:
         burner.kill()
         burner.wait()
-    assert out["status"] == "ok" and starved(out, prof), out["cpu"]
+    assert out.status == "ok" and starved(out, prof), out.cpu
     assert Distrust.STARVED in codes(distrust(out, prof))
-    assert not starved({**out, "cpu": {**out["cpu"], "own_cores": 0.97}}, prof)
+    assert not starved(replace(out, cpu={**out.cpu, "own_cores": 0.97}), prof)
 
 
 class ScriptedRunner(Runner):
@@ -231,26 +232,28 @@ class ScriptedRunner(Runner):
 
     lanes = 1
 
-    def __init__(self, results: list[dict]) -> None:
+    def __init__(self, results: list[MeasurementResult]) -> None:
         self.results, self.calls = list(results), 0
 
-    def run(self, model, sha256, profile, anchor=None) -> dict:
+    def run(self, model, sha256, profile, anchor=None) -> MeasurementResult:
         self.calls += 1
-        return dict(self.results.pop(0))
+        return replace(self.results.pop(0))  # a copy: the job writes to what it gets
 
 
-def _result(ci: float, anchor_ci: float = 0.01, own: float = 1.0, other: float = 0.0) -> dict:
-    return {
-        "status": "ok",
-        "median_ms": 1.0,
-        "median_rel_ci": 0.3,
-        "ratio": 1.5,
-        "ratio_rel_ci": ci,
-        "anchor": {"median_rel_ci": anchor_ci},
-        "threads": 1,
-        "provider": "CPUExecutionProvider",
-        "cpu": {"own_cores": own, "other_cores": other},
-    }
+def _result(
+    ci: float, anchor_ci: float = 0.01, own: float = 1.0, other: float = 0.0
+) -> MeasurementResult:
+    return MeasurementResult(
+        Status.OK,
+        median_ms=1.0,
+        median_rel_ci=0.3,
+        ratio=1.5,
+        ratio_rel_ci=ci,
+        anchor={"median_rel_ci": anchor_ci},
+        threads=1,
+        provider="CPUExecutionProvider",
+        cpu={"own_cores": own, "other_cores": other},
+    )
 
 
 def codes(reasons: list[DistrustReason]) -> list[Distrust]:
@@ -262,9 +265,9 @@ def test_trust_follows_the_ratio_and_the_anchor_not_the_load():
     assert distrust(_result(0.005, other=1.5), prof) == []  # busy, but the evidence is good
     assert codes(distrust(_result(0.05), prof)) == [Distrust.WIDE_RATIO_CI]
     assert codes(distrust(_result(0.005, anchor_ci=0.2), prof)) == [Distrust.NOISY_ANCHOR]
-    no_anchor = {"status": "ok", "median_rel_ci": 0.05}
+    no_anchor = MeasurementResult(Status.OK, median_rel_ci=0.05)
     assert codes(distrust(no_anchor, prof)) == [Distrust.WIDE_MEDIAN_CI]
-    assert distrust({**no_anchor, "median_rel_ci": 0.001}, prof) == []
+    assert distrust(replace(no_anchor, median_rel_ci=0.001), prof) == []
     # A tight ratio from a worker that was off its core most of the time is not trusted.
     assert codes(distrust(_result(0.005, own=0.3, other=1.7), prof)) == [Distrust.STARVED]
     assert distrust(_result(0.005, own=0.7, other=1.3), prof) == []
@@ -285,12 +288,12 @@ def test_an_untrusted_run_is_measured_again_then_marked_unstable(model):
     prof = fast_profile()
     runner = ScriptedRunner([_result(0.05), _result(0.004)])
     out = measure_artifact(runner, "m", "s", prof)
-    assert out["status"] == "ok" and out["attempts"] == 2 and "earlier attempt" in out["reason"]
+    assert out.status == "ok" and out.attempts == 2 and "earlier attempt" in out.reason
     runner = ScriptedRunner([_result(0.05), _result(0.06)])
     out = measure_artifact(runner, "m", "s", prof)
-    assert out["status"] == "unstable" and out["attempts"] == 2
-    assert out["reason"].count(Distrust.WIDE_RATIO_CI.label) == 2
-    assert [c["code"] for c in out["distrust"]] == ["wide-ratio-ci", "wide-ratio-ci"]
+    assert out.status == "unstable" and out.attempts == 2
+    assert out.reason.count(Distrust.WIDE_RATIO_CI.label) == 2
+    assert [c.code for c in out.distrust] == [Distrust.WIDE_RATIO_CI, Distrust.WIDE_RATIO_CI]
 
 
 def test_a_machine_without_a_free_core_is_waited_for_then_refused():
@@ -306,7 +309,7 @@ def test_a_machine_without_a_free_core_is_waited_for_then_refused():
     out = measure_artifact(
         runner, "m", "s", prof, on_wait=waits.append, sleep=sleep, clock=lambda: now[0]
     )
-    assert out["status"] == "ok" and runner.calls == 3 and len(waits) == 2
+    assert out.status == "ok" and runner.calls == 3 and len(waits) == 2
     assert "machine busy" in waits[0].message() and waits[1].waited_s == 10
 
     # Never a free core: bounded by busy_wait_s, then one clear refusal.
@@ -322,9 +325,7 @@ def test_a_job_that_fails_at_once_is_answered_at_once(model):
     runner = LocalRunner()
     t = time.perf_counter()
     out = runner.run(path, "0" * 64, fast_profile())
-    assert out["status"] == "failed" and "sha256" in out["reason"]
+    assert out.status == "failed" and "sha256" in out.reason
     assert time.perf_counter() - t < 10
-    assert (
-        runner.run(path, "0" * 64, fast_profile())["status"] == "failed"
-    )  # and again, same server
+    assert runner.run(path, "0" * 64, fast_profile()).status == "failed"  # and again, same server
     runner.close()

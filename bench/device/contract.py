@@ -12,8 +12,9 @@ bfnas has its own copy, shipped by the host: the version says whether they agree
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from enum import Enum
+from typing import Any
 
 # The version of what a worker reports; a host refuses a result of another version.
 CONTRACT_VERSION = 1
@@ -69,9 +70,107 @@ class DistrustReason:
         return cls(Distrust(data["code"]), str(data.get("detail", "")))
 
 
-def failed(reason: str) -> dict:
+@dataclass
+class MeasurementResult:
+    """One measurement as every harness reports it and every runner returns it.
+
+    On the wire (a worker's JSON line, a Ray actor's answer) it is the flat object
+    `to_dict` writes, with `contract` and `status` always present and a field left out where
+    it is None; `from_dict` reads it back, keeping what it does not know in `extra` (a
+    harness's own figures, such as onnxruntime_perf_test's P99.9). The host fills in what
+    only it knows: which anchor the ratio is to, the attempts and device time it took, the
+    reasons not to trust it, where it ran."""
+
+    status: Status
+    # Why it failed or was not trusted (for people; the codes are in `distrust`).
+    reason: str | None = None
+    # Statistics of the timed runs in ms (`bench.device.stats.summarize`).
+    runs: int | None = None
+    median_ms: float | None = None
+    mean_ms: float | None = None
+    std_ms: float | None = None
+    cov: float | None = None
+    min_ms: float | None = None
+    p90_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    outliers: int | None = None
+    median_rel_ci: float | None = None
+    samples_ms: list[float] | None = None
+    # How the runs were taken: the first run, the session's creation, warm-up, stopping.
+    first_ms: float | None = None
+    session_ms: float | None = None
+    warmup_runs: int | None = None
+    stop_reason: str | None = None
+    timed_seconds: float | None = None
+    # Paired with an anchor timed right before each run: the median per-pair ratio, its
+    # CI and spread, the anchor's own statistics and samples, and which anchor (the host's).
+    ratio: float | None = None
+    ratio_rel_ci: float | None = None
+    ratio_cov: float | None = None
+    anchor: dict[str, Any] | None = None
+    anchor_samples_ms: list[float] | None = None
+    anchor_key: str | None = None
+    # What ran it and where: the provider that really ran, its threads, the CPU the timing
+    # loop and other processes used, the machine, the backend's details.
+    provider: str | None = None
+    threads: int | None = None
+    cpu: dict[str, Any] | None = None
+    environment: dict[str, Any] | None = None
+    details: dict[str, Any] | None = None
+    pid: int | None = None
+    device: dict[str, Any] | None = None
+    device_code: str | None = None
+    harness: dict[str, Any] | None = None
+    # Resources: peak resident memory (`bench.device.memory`) and the model file's bytes.
+    memory: dict[str, Any] | None = None
+    model_bytes: int | None = None
+    # The host's record of it: tries, seconds of device time, reasons not to trust it.
+    attempts: int | None = None
+    device_s: float | None = None
+    distrust: list[DistrustReason] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    contract: int = CONTRACT_VERSION
+
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == Status.OK
+
+    @property
+    def failed(self) -> bool:
+        return self.status == Status.FAILED
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat JSON object of the wire and the store; None fields left out."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra":
+                continue
+            if f.name == "status":
+                value = value.value
+            elif f.name == "distrust":
+                value = [r.to_dict() for r in value] or None
+            if value is not None:
+                out[f.name] = value
+        return {**self.extra, **out}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MeasurementResult:
+        """A result from its flat object (ValueError for an unknown status or reason code)."""
+        known = {f.name for f in fields(cls)} - {"extra"}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["distrust"] = [DistrustReason.from_dict(r) for r in data.get("distrust") or []]
+        extra = {k: v for k, v in data.items() if k not in known}
+        return cls(extra=extra, **kwargs)
+
+
+def failed(reason: str) -> MeasurementResult:
     """A failed result: what a worker reports when it has no number."""
-    return {"contract": CONTRACT_VERSION, "status": Status.FAILED.value, "reason": reason}
+    return MeasurementResult(Status.FAILED, reason=reason)
 
 
 def contract_problem(result: dict) -> str | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import Infer, backend_named
-from .contract import CONTRACT_VERSION, Status, failed
+from .contract import MeasurementResult, Status, failed
 from .digest import file_sha256
 from .environment import CpuWatch, environment
 from .memory import MemoryWatch
@@ -55,7 +55,7 @@ def _inference(model: Path, profile: DeviceSettings) -> tuple[Infer, str, dict]:
     return make_infer(str(model), profile)
 
 
-def run_job(job: dict) -> dict:
+def run_job(job: dict) -> MeasurementResult:
     profile = DeviceSettings(job["profile"])
     model = _checked(job["model"], job.get("sha256"))
     rt = profile.runtime
@@ -89,26 +89,25 @@ def run_job(job: dict) -> dict:
             "anchor": summarize(timing.anchor_ms),
             "anchor_samples_ms": timing.anchor_ms,
         }
-    return {
-        "contract": CONTRACT_VERSION,
-        "status": Status.OK.value,
+    return MeasurementResult(
+        Status.OK,
         **summarize(timing.samples_ms),
         **paired,
-        "first_ms": timing.first_ms,
-        "session_ms": session_ms,
-        "warmup_runs": timing.warmup_runs,
-        "stop_reason": timing.stop_reason,
-        "timed_seconds": timing.seconds,
-        "samples_ms": timing.samples_ms,
-        "provider": provider,
-        "threads": rt.intra_op_threads,
-        "cpu": cpu,
-        "memory": used,
-        "model_bytes": model.stat().st_size,
-        "details": details,
-        "pid": os.getpid(),
-        "environment": environment(rt.intra_op_threads, provider),
-    }
+        first_ms=timing.first_ms,
+        session_ms=session_ms,
+        warmup_runs=timing.warmup_runs,
+        stop_reason=timing.stop_reason,
+        timed_seconds=timing.seconds,
+        samples_ms=timing.samples_ms,
+        provider=provider,
+        threads=rt.intra_op_threads,
+        cpu=cpu,
+        memory=used,
+        model_bytes=model.stat().st_size,
+        details=details,
+        pid=os.getpid(),
+        environment=environment(rt.intra_op_threads, provider),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,14 +132,14 @@ def main(argv: list[str] | None = None) -> int:
 def run_job_text(text: str) -> tuple[int, str]:
     """(exit code, one JSON line) for a job given as JSON text: failures are data too."""
     try:
-        return 0, json.dumps(run_job(json.loads(text)))
+        return 0, json.dumps(run_job(json.loads(text)).to_dict())
     except Exception as exc:  # reported to the parent as data, never as a traceback
         return 1, failed_line(exc)
 
 
 def failed_line(exc: Exception) -> str:
     """A failed job as the worker's one JSON line."""
-    return json.dumps(failed(f"{type(exc).__name__}: {exc}"))
+    return json.dumps(failed(f"{type(exc).__name__}: {exc}").to_dict())
 
 
 if __name__ == "__main__":

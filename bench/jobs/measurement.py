@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bfnas.bench.device.contract import Distrust, DistrustReason, Status
+from bfnas.bench.device.contract import Distrust, DistrustReason, MeasurementResult, Status
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.runners.base import Runner
 from bfnas.errors import OperationFailed
@@ -57,7 +57,7 @@ class BusyWait:
         )
 
 
-def distrust(result: dict, profile: HardwareProfile) -> list[DistrustReason]:
+def distrust(result: MeasurementResult, profile: HardwareProfile) -> list[DistrustReason]:
     """Why a successful run cannot be trusted as it is (none: trusted), each reason a code
     and the numbers that decided it.
 
@@ -78,13 +78,13 @@ def distrust(result: dict, profile: HardwareProfile) -> list[DistrustReason]:
                 f"got {share:.0%} of the cores its threads need (< {m.min_cpu_share:.0%})",
             )
         )
-    if result.get("ratio") is not None:
-        ci = result["ratio_rel_ci"]
+    if result.ratio is not None:
+        ci = result.ratio_rel_ci
         if ci > m.max_rel_ci:
             reasons.append(
                 DistrustReason(Distrust.WIDE_RATIO_CI, f"±{ci:.1%} > ±{m.max_rel_ci:.1%}")
             )
-        anchor_ci = result.get("anchor", {}).get("median_rel_ci", 0.0)
+        anchor_ci = (result.anchor or {}).get("median_rel_ci", 0.0)
         if anchor_ci > m.max_anchor_rel_ci:
             reasons.append(
                 DistrustReason(
@@ -92,10 +92,10 @@ def distrust(result: dict, profile: HardwareProfile) -> list[DistrustReason]:
                     f"its median's CI ±{anchor_ci:.1%} > ±{m.max_anchor_rel_ci:.1%}",
                 )
             )
-    elif result["median_rel_ci"] > m.max_rel_ci:
+    elif result.median_rel_ci > m.max_rel_ci:
         reasons.append(
             DistrustReason(
-                Distrust.WIDE_MEDIAN_CI, f"±{result['median_rel_ci']:.1%} > ±{m.max_rel_ci:.1%}"
+                Distrust.WIDE_MEDIAN_CI, f"±{result.median_rel_ci:.1%} > ±{m.max_rel_ci:.1%}"
             )
         )
     return reasons
@@ -122,17 +122,17 @@ def distrust_label(row: dict) -> str:
     return codes[0].label if codes else "unknown"
 
 
-def cpu_share(result: dict) -> float | None:
+def cpu_share(result: MeasurementResult) -> float | None:
     """The share of the cores its threads need that the worker's timing loop got, or None
     where that says nothing: only the CPU provider's loop is CPU-bound (a GPU run's host
     thread may sleep while it waits)."""
-    own = (result.get("cpu") or {}).get("own_cores")
-    if own is None or result.get("provider") != "CPUExecutionProvider":
+    own = (result.cpu or {}).get("own_cores")
+    if own is None or result.provider != "CPUExecutionProvider":
         return None
-    return own / (result.get("threads") or 1)
+    return own / (result.threads or 1)
 
 
-def starved(result: dict, profile: HardwareProfile) -> bool:
+def starved(result: MeasurementResult, profile: HardwareProfile) -> bool:
     """Whether the worker waited for a core so much that its numbers are not trusted: the
     machine had none free."""
     share = cpu_share(result)
@@ -148,8 +148,8 @@ def measure_artifact(
     on_wait: Callable[[BusyWait], None] = lambda w: None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
-) -> dict:
-    """One measurement record: status ok | unstable | failed, with the attempts it took.
+) -> MeasurementResult:
+    """One measurement: status ok | unstable | failed, with the attempts it took.
 
     An untrusted run is measured again once; the second result is kept if trusted,
     otherwise it is stored marked unstable with both attempts' reasons. An untrusted run
@@ -166,27 +166,27 @@ def measure_artifact(
         # What the measurement cost the device, every attempt counted (waits between them
         # not): the figure a profiling job's device time adds up.
         device_s += clock() - started
-        if anchor and "ratio" in result:
-            result["anchor_key"] = anchor.key
-        result["attempts"] = attempts
-        result["device_s"] = device_s
-        if result["status"] != Status.OK:
+        if anchor and result.ratio is not None:
+            result.anchor_key = anchor.key
+        result.attempts = attempts
+        result.device_s = device_s
+        if not result.ok:
             return result
         why = distrust(result, profile)
         if not why:
             if notes:
-                result["reason"] = f"earlier attempt untrusted: {reasons_text(notes[-1])}"
+                result.reason = f"earlier attempt untrusted: {reasons_text(notes[-1])}"
             return result
         if starved(result, profile):
             busy_since = clock() if busy_since is None else busy_since
             waited = clock() - busy_since
-            cpu = result["cpu"]
+            cpu = result.cpu or {}
             wait = BusyWait(
                 waited,
                 m.busy_wait_s,
                 cpu.get("other_cores", 0.0),
                 cpu["own_cores"],
-                result.get("threads") or 1,
+                result.threads or 1,
                 reasons_text(why),
             )
             if waited >= m.busy_wait_s:
@@ -204,8 +204,8 @@ def measure_artifact(
         notes.append(why)
         if len(notes) == 2:
             break
-    result["status"] = Status.UNSTABLE.value
-    result["reason"] = " | ".join(reasons_text(n) for n in notes)
+    result.status = Status.UNSTABLE
+    result.reason = " | ".join(reasons_text(n) for n in notes)
     # The codes of every attempt's reasons, kept beside the text: what reports count by.
-    result["distrust"] = [r.to_dict() for n in notes for r in n]
+    result.distrust = [r for n in notes for r in n]
     return result

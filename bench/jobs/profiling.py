@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bfnas.bench.device.contract import Distrust, DistrustReason, Status, failed
+from bfnas.bench.device.contract import Distrust, DistrustReason, MeasurementResult, failed
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.jobs.context import MeasurementSetup
 from bfnas.bench.jobs.measurement import AnchorRef, BusyWait, measure_artifact
@@ -137,7 +137,7 @@ class SubnetMeasurer:
     on_wait: Callable[[BusyWait], None] = lambda w: None
     _anchors: dict[str, AnchorRef | None] = field(default_factory=dict, init=False, repr=False)
 
-    def __call__(self, cfg: SubnetConfig) -> tuple[dict, Artifact | None]:
+    def __call__(self, cfg: SubnetConfig) -> tuple[MeasurementResult, Artifact | None]:
         s = self.setup
         try:
             art = artifact_for(s.cache, s.supernet, cfg, s.profile)
@@ -196,10 +196,14 @@ class RoundChooser(Protocol):
 
 @dataclass
 class ProfileEvent:
+    """What a profiling job reports as it goes: its plan (`todo` subnets left to measure),
+    each measurement (`result`), a skipped subnet, a drift reference, a busy machine."""
+
     kind: str  # "plan" | "measured" | "skipped" | "reference" | "drift" | "busy"
     cfg: SubnetConfig | None
-    result: dict = field(default_factory=dict)
+    result: MeasurementResult | None = None
     message: str = ""
+    todo: int | None = None
 
 
 @dataclass(kw_only=True)
@@ -264,7 +268,7 @@ class ProfileJob:
                 todo = [c for c in cfgs if c.key() not in done]
                 planned[0] += len(cfgs)
                 counts["skipped"] += len(cfgs) - len(todo)
-                self.on_event(ProfileEvent("plan", None, {"planned": len(cfgs), "todo": len(todo)}))
+                self.on_event(ProfileEvent("plan", None, todo=len(todo)))
                 yield todo
 
         ref_cfg, refs, drift = reference_subnet(self.setup.space), [], []
@@ -409,11 +413,11 @@ class ProfileJob:
             reference_ms=refs[-1] if refs else None,
             supersede=bool(self.retry),
         )
-        if result["status"] == Status.OK:
+        if result.ok:
             self._since_ref.append(row)
         if art is not None and not self.keep_artifacts:
             self.setup.cache.discard(art)
-        counts[result["status"]] += 1
+        counts[result.status.value] += 1
         self.on_event(ProfileEvent("measured", cfg, result))
 
     def _make_measurer(self) -> SubnetMeasurer:
@@ -422,7 +426,7 @@ class ProfileJob:
 
         return SubnetMeasurer(self.setup, on_wait)
 
-    def _measure(self, cfg: SubnetConfig) -> tuple[dict, Artifact | None]:
+    def _measure(self, cfg: SubnetConfig) -> tuple[MeasurementResult, Artifact | None]:
         if self._measurer is None:
             self._measurer = self._make_measurer()
         return self._measurer(cfg)
@@ -446,10 +450,10 @@ class ProfileJob:
             "reference",
             artifact_record(art) if art else None,
         )
-        if result["status"] == Status.FAILED:
+        if result.failed:
             return refs[-1] if refs else None
-        value = result.get("ratio") or result["median_ms"]
-        unit = "paired ratio" if result.get("ratio") else "raw ms"
+        value = result.ratio or result.median_ms
+        unit = "paired ratio" if result.ratio else "raw ms"
         if self._ref_first is None:
             self._ref_first = value
         else:
@@ -465,7 +469,7 @@ class ProfileJob:
                 drift.append(
                     {
                         "after": len(refs),
-                        "reference_ms": result["median_ms"],
+                        "reference_ms": result.median_ms,
                         "value": value,
                         "first": self._ref_first,
                         "unit": unit,
@@ -485,4 +489,4 @@ class ProfileJob:
                 )
         self._since_ref = []
         self.on_event(ProfileEvent("reference", cfg, result))
-        return result["median_ms"]
+        return result.median_ms

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bfnas.bench.device.contract import MeasurementResult, failed
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.runners.base import ConnectionLost, DeviceUnreachable, Retrying, Runner, T
 from bfnas.bench.runners.perf_test import (
@@ -429,25 +430,24 @@ class AdbRunner(Runner):
         sha256: str,
         profile: HardwareProfile,
         anchor: tuple[str, str] | None = None,
-    ) -> dict:
-        """One measurement of `model` on the phone: the result dict every runner returns."""
+    ) -> MeasurementResult:
+        """One measurement of `model` on the phone, as every runner returns one."""
         try:
             job = _Job.of(profile)
         except (AttributeError, TypeError, ValueError) as exc:
-            return {"status": "failed", "reason": f"profile not usable for adb: {exc}"}
+            return failed(f"profile not usable for adb: {exc}")
         if provider_flag(job.provider) is None:
-            return {
-                "status": "failed",
-                "reason": f"onnxruntime_perf_test has no -e value for {job.provider} "
-                f"(it takes {', '.join(PROVIDER_FLAGS)})",
-            }
+            return failed(
+                f"onnxruntime_perf_test has no -e value for {job.provider} "
+                f"(it takes {', '.join(PROVIDER_FLAGS)})"
+            )
         # The file's hash was checked on the phone when it was pushed (ensure): a model the
         # harness cannot load is that model's failure, not a damaged copy to send again.
         result = self._measure(self.transport.ensure(model, sha256), job)
-        result.update(self._context(model, job, anchor))
+        self._add_context(result, model, job, anchor)
         return result
 
-    def _measure(self, remote_model: str, job: _Job) -> dict:
+    def _measure(self, remote_model: str, job: _Job) -> MeasurementResult:
         t, q = self.settings, shlex.quote
         result_file = f"{t.workdir.rstrip('/')}/runs/{os.getpid()}-{next(self._runs)}.csv"
         argv = perf_test_argv(
@@ -472,7 +472,7 @@ class AdbRunner(Runner):
         )
         timeout = job.timeout_s + t.connect_timeout_s
 
-        def once() -> dict:
+        def once() -> MeasurementResult:
             try:
                 proc = self.transport._adb("shell", command, timeout=timeout)
             except _NoAnswer:
@@ -485,10 +485,7 @@ class AdbRunner(Runner):
                     self.transport._adb(
                         "shell", f"pkill -f {q(pattern)}", timeout=t.connect_timeout_s + 10
                     )
-                return {
-                    "status": "failed",
-                    "reason": f"timeout after {timeout:.0f} s (on the phone)",
-                }
+                return failed(f"timeout after {timeout:.0f} s (on the phone)")
             out = proc.stdout.decode(errors="replace").replace("\r", "")
             lines = out.rstrip("\n").splitlines()
             if not lines or not lines[-1].startswith(EXIT_MARK):
@@ -503,31 +500,27 @@ class AdbRunner(Runner):
                 text += "\n" + proc.stderr.decode(errors="replace")
             result = parse_perf_test_output(text)
             if code != 0:
-                return {
-                    "status": "failed",
-                    "reason": f"onnxruntime_perf_test {exit_description(code)}: {tail(text)}",
-                    "harness": {"exit_code": code},
-                }
-            result.setdefault("harness", {})["exit_code"] = code
+                result = failed(f"onnxruntime_perf_test {exit_description(code)}: {tail(text)}")
+            result.harness = {**(result.harness or {}), "exit_code": code}
             return result
 
         result = self.transport._with_retries("measurement", once)
-        if result["status"] == "ok":
-            self._check_shape(result, job)
-        if result["status"] == "ok":
+        if result.ok:
+            result = self._check_shape(result, job)
+        if result.ok:
             self._add_samples(result, result_file)  # and removes the file
         else:
             with contextlib.suppress(DeviceUnreachable):
                 self.transport.call(f"rm -f {q(result_file)}")
-        result.setdefault("harness", {}).update({"path": t.harness, "argv": argv})
+        result.harness = {**(result.harness or {}), "path": t.harness, "argv": argv}
         return result
 
     @staticmethod
-    def _check_shape(result: dict, job: _Job) -> None:
+    def _check_shape(result: MeasurementResult, job: _Job) -> MeasurementResult:
         """Refuse a measurement under other settings than the profile's, where the harness
         says what it set: a build that applied only one `-f` override times inputs with a free
         dimension of 1, and the thread count it reports must be the profile's."""
-        reported = result["harness"].get("reported", {})
+        reported = (result.harness or {}).get("reported", {})
         said = reported.get("dimension_overrides")
         wanted = {BATCH_DIM: job.batch, SEQUENCE_DIM: job.seq_len}
         why = None
@@ -543,11 +536,9 @@ class AdbRunner(Runner):
                 f"onnxruntime_perf_test set {threads} intra-op threads, not the profile's "
                 f"{job.intra_op_threads}"
             )
-        if why:
-            result.clear()
-            result.update({"status": "failed", "reason": why})
+        return failed(why) if why else result
 
-    def _add_samples(self, result: dict, result_file: str) -> None:
+    def _add_samples(self, result: MeasurementResult, result_file: str) -> None:
         """The per-run latencies from the harness's result file, and what they give that its
         printout does not: the median's confidence interval (the trust rule needs it), the
         spread, the outliers. Without the file the interval is unknown (infinite: the job
@@ -559,19 +550,23 @@ class AdbRunner(Runner):
         )
         samples = parse_per_run_file(proc.stdout.decode(errors="replace"))
         if len(samples) < 1:
-            result["median_rel_ci"] = float("inf")
-            result.setdefault("details", {})["samples"] = "no per-run file from the harness"
+            result.median_rel_ci = float("inf")
+            note = "no per-run file from the harness"
+            result.details = {**(result.details or {}), "samples": note}
             return
         summary = summarize(samples)
-        result["samples_ms"] = samples
-        for key in ("std_ms", "cov", "outliers", "median_rel_ci"):
-            result[key] = summary[key]
-        if len(samples) != result["runs"]:
-            result.setdefault("details", {})["samples"] = (
-                f"the per-run file has {len(samples)} rows for {result['runs']} runs"
-            )
+        result.samples_ms = samples
+        result.std_ms, result.cov = summary["std_ms"], summary["cov"]
+        result.outliers, result.median_rel_ci = summary["outliers"], summary["median_rel_ci"]
+        if len(samples) != result.runs:
+            result.details = {
+                **(result.details or {}),
+                "samples": f"the per-run file has {len(samples)} rows for {result.runs} runs",
+            }
 
-    def _context(self, model: str, job: _Job, anchor: tuple[str, str] | None) -> dict:
+    def _add_context(
+        self, result: MeasurementResult, model: str, job: _Job, anchor: tuple[str, str] | None
+    ) -> None:
         """What every result records besides its figures: the phone, the provider and
         threads, the model's size, and what this runner cannot do as the Python worker does."""
         details = {
@@ -596,14 +591,12 @@ class AdbRunner(Runner):
             "threads": job.intra_op_threads,
             "provider": job.provider,
         }
-        return {
-            "provider": job.provider,
-            "threads": job.intra_op_threads,
-            "model_bytes": Path(model).stat().st_size,
-            "device": {"serial": self.settings.serial},
-            "environment": environment,
-            "details": details,
-        }
+        result.provider, result.threads = job.provider, job.intra_op_threads
+        result.model_bytes = Path(model).stat().st_size
+        result.device = {"serial": self.settings.serial}
+        result.environment = environment
+        # What the harness's output added (a note on its per-run file) is kept beside these.
+        result.details = {**details, **(result.details or {})}
 
     def _read_environment(self) -> dict:
         """The phone's model, Android version, SoC and CPU cores, once per runner."""

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from bfnas.bench.device.contract import contract_problem, failed
+from bfnas.bench.device.contract import MeasurementResult, contract_problem, failed
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.runners.registry import runner_kind
 from bfnas.errors import InputError, OperationFailed
@@ -64,8 +64,8 @@ class Runner:
 
     - `lanes`: how many jobs it can run at once (one per device); `run` may then be called
       from that many threads. Default 1.
-    - `run(model, sha256, profile, anchor)`: one measurement's result (what the device's
-      worker reported, or a failed result saying why there is none).
+    - `run(model, sha256, profile, anchor)`: one measurement's `MeasurementResult` (what
+      the device's harness reported, or a failed result saying why there is none).
     - `probe(profile)`: the device's `hw check` rows (`bench.device.probe.Check.to_dict`),
       which a job runs before it writes anything (`usable.require_usable`). Default: no
       checks, for a runner that measures nowhere real.
@@ -79,7 +79,7 @@ class Runner:
         sha256: str,
         profile: HardwareProfile,
         anchor: tuple[str, str] | None = None,
-    ) -> dict:
+    ) -> MeasurementResult:
         raise NotImplementedError
 
     def probe(self, profile: HardwareProfile) -> list[dict]:
@@ -117,8 +117,9 @@ def resolved_job(job: dict) -> dict:
     return {**job, "profile": profile.resolved()}
 
 
-def parse_worker_output(returncode: int, stdout: str, stderr: str) -> dict:
-    """The worker's JSON line, or a failed result that says why there is none."""
+def parse_worker_output(returncode: int, stdout: str, stderr: str) -> MeasurementResult:
+    """The worker's result from its JSON line, or a failed result that says why there is
+    none."""
     lines = stdout.strip().splitlines()
     if lines:
         try:
@@ -127,7 +128,12 @@ def parse_worker_output(returncode: int, stdout: str, stderr: str) -> dict:
             out = None
         if isinstance(out, dict):
             problem = contract_problem(out)
-            return out if problem is None else failed(problem)
+            if problem is None:
+                try:
+                    return MeasurementResult.from_dict(out)
+                except (TypeError, ValueError) as exc:  # a field of the wrong shape
+                    problem = f"the device reported an unreadable result ({exc})"
+            return failed(problem)
     if returncode < 0:
         name = signal.Signals(-returncode).name
         hint = " (out of memory?)" if name == "SIGKILL" else ""

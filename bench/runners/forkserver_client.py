@@ -11,7 +11,7 @@ import signal
 import subprocess
 import time
 
-from bfnas.bench.device.contract import failed
+from bfnas.bench.device.contract import MeasurementResult, failed
 from bfnas.bench.runners.base import parse_worker_output
 
 
@@ -108,7 +108,7 @@ class ForkServerClient:
             self.proc.wait()
 
 
-def forked_result(done: dict, timeout: float, where: str = "") -> dict:
+def forked_result(done: dict, timeout: float, where: str = "") -> MeasurementResult:
     """A measurement result from a fork server's answer."""
     if done.get("timeout"):
         return failed(f"timeout after {timeout:.0f} s{where}")

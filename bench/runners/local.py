@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 
-from bfnas.bench.device.contract import failed
+from bfnas.bench.device.contract import MeasurementResult, failed
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.runners.base import Runner, job_json, parse_worker_output
 from bfnas.bench.runners.forkserver_client import ForkServerClient, ForkServerLost, forked_result
@@ -44,7 +44,7 @@ class LocalRunner(Runner):
         sha256: str,
         profile: HardwareProfile,
         anchor: tuple[str, str] | None = None,
-    ) -> dict:
+    ) -> MeasurementResult:
         job = job_json(model, sha256, profile, anchor)
         timeout = profile.measure.timeout_s
         if self.fork:

@@ -39,6 +39,8 @@ import math
 import re
 import signal
 
+from bfnas.bench.device.contract import MeasurementResult, failed
+
 # Execution provider (as a profile names it) -> the tool's `-e` value. The tool takes one
 # provider (the CPU provider is always its fallback).
 PROVIDER_FLAGS = {
@@ -197,26 +199,24 @@ def figures(text: str) -> dict:
     return found
 
 
-def parse_perf_test_output(text: str) -> dict:
-    """A measurement result from the tool's output (stdout and stderr together), in ms:
-    `{"status": "ok", ...}` with the figures the module docstring maps, or
-    `{"status": "failed", "reason": ...}` quoting its last lines when it did not measure or
-    its output is incomplete. Never raises (bytes are decoded, None is no output)."""
+def parse_perf_test_output(text: str) -> MeasurementResult:
+    """A measurement result from the tool's output (stdout and stderr together), in ms: ok,
+    with the figures the module docstring maps (those bfnas has no field for, max_ms,
+    p999_ms and throughput_per_s, in its `extra`), or failed, quoting its last lines, when
+    it did not measure or its output is incomplete. Never raises (bytes are decoded, None is
+    no output)."""
     if not isinstance(text, str):
         text = text.decode(errors="replace") if isinstance(text, bytes | bytearray) else ""
     try:
         return _parse(text)
     except (ValueError, TypeError, KeyError, OverflowError) as exc:  # a malformed number
-        return {
-            "status": "failed",
-            "reason": f"unreadable onnxruntime_perf_test output ({exc}): {tail(text)}",
-        }
+        return failed(f"unreadable onnxruntime_perf_test output ({exc}): {tail(text)}")
 
 
-def _parse(text: str) -> dict:
+def _parse(text: str) -> MeasurementResult:
     for mark in _FAILURE_MARKS:
         if mark in text:
-            return {"status": "failed", "reason": f"onnxruntime_perf_test: {tail(text)}"}
+            return failed(f"onnxruntime_perf_test: {tail(text)}")
     f = figures(text)
     missing = [
         label
@@ -228,17 +228,12 @@ def _parse(text: str) -> dict:
         if key not in f
     ]
     if missing:
-        return {
-            "status": "failed",
-            "reason": f"onnxruntime_perf_test stopped before its results (no {missing[0]} "
-            f"line): {tail(text)}",
-        }
+        return failed(
+            f"onnxruntime_perf_test stopped before its results (no {missing[0]} line): {tail(text)}"
+        )
     runs = int(f["requests"])
     if runs <= 0 or not all(math.isfinite(f[k]) for k in ("mean_ms", "p50_s") if k in f):
-        return {
-            "status": "failed",
-            "reason": f"onnxruntime_perf_test timed no run: {tail(text)}",
-        }
+        return failed(f"onnxruntime_perf_test timed no run: {tail(text)}")
 
     def ms(key: str) -> float | None:
         # Seconds as printed (6 significant digits) to ms, without float noise in the digits.
@@ -274,7 +269,7 @@ def _parse(text: str) -> dict:
     result["harness"] = {"reported": reported}
     if "version" in f:
         result["harness"]["version"] = f["version"]
-    return result
+    return MeasurementResult.from_dict(result)
 
 
 def parse_per_run_file(text: str) -> list[float]:

@@ -27,6 +27,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from bfnas.bench.device.contract import MeasurementResult
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.runners.base import DeviceUnreachable, Runner
 from bfnas.bench.runners.targets import RayTarget
@@ -121,14 +122,16 @@ class DeviceHost:
         part.replace(self.blobs / f"{sha256}.onnx")
 
     def measure(self, sha256: str, profile: dict, anchor_sha256: str | None) -> dict:
+        """The result as its flat object (`MeasurementResult.to_dict`): what crosses to the
+        driver is plain data, read back there as the contract says."""
         import time
 
         prof = HardwareProfile.model_validate(profile)
         anchor = (self._model(anchor_sha256), anchor_sha256) if anchor_sha256 else None
         started = time.time()
         result = self.runner.run(self._model(sha256), sha256, prof, anchor)
-        result["device"] = {**self.info(), "started": started, "finished": time.time()}
-        return result
+        result.device = {**self.info(), "started": started, "finished": time.time()}
+        return result.to_dict()
 
     def probe(self, profile: dict) -> list[dict]:
         from bfnas.bench.device.probe import local_checks
@@ -305,7 +308,7 @@ class RayRunner(Runner):
         sha256: str,
         profile: HardwareProfile,
         anchor: tuple[str, str] | None = None,
-    ) -> dict:
+    ) -> MeasurementResult:
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError
 
@@ -338,7 +341,7 @@ class RayRunner(Runner):
                 self._last_loss = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 continue
             self._idle.put(actor)
-            return result
+            return MeasurementResult.from_dict(result)
 
     @property
     def alive(self) -> int:

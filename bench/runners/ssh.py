@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bfnas.bench.device.contract import failed
+from bfnas.bench.device.contract import MeasurementResult, failed
 from bfnas.bench.device.probe import OLDEST_PYTHON
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.runners.base import (
@@ -250,12 +250,12 @@ class SshRunner(Runner):
         sha256: str,
         profile: HardwareProfile,
         anchor: tuple[str, str] | None = None,
-    ) -> dict:
+    ) -> MeasurementResult:
         for attempt in (1, 2):
             remote_model = self.ensure(model, sha256)
             remote_anchor = (self.ensure(anchor[0], anchor[1]), anchor[1]) if anchor else None
             result = self._measure(remote_model, sha256, profile, remote_anchor)
-            mismatch = "does not match" in result.get("reason", "")
+            mismatch = "does not match" in (result.reason or "")
             if not (mismatch and attempt == 1):
                 return result
             # A file damaged on the device: send it again once.
@@ -266,11 +266,11 @@ class SshRunner(Runner):
 
     def _measure(
         self, model: str, sha256: str, profile: HardwareProfile, anchor: tuple[str, str] | None
-    ) -> dict:
+    ) -> MeasurementResult:
         timeout = profile.measure.timeout_s
         job = job_json(model, sha256, profile, anchor)
 
-        def once() -> dict:
+        def once() -> MeasurementResult:
             server = self._fork_server()
             try:
                 return forked_result(server.run(job, timeout), timeout, " (on the device)")
@@ -288,8 +288,8 @@ class SshRunner(Runner):
                 ) from None
 
         result = self._with_retries("measurement", once)
-        result["device"] = {"host": self.target.host, "port": self.target.port}
-        result["device_code"] = device_code().sha256
+        result.device = {"host": self.target.host, "port": self.target.port}
+        result.device_code = device_code().sha256
         return result
 
     def probe(self, profile: HardwareProfile) -> list[dict]:

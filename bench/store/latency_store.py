@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bfnas.bench.device.contract import DistrustReason
+from bfnas.bench.device.contract import DistrustReason, MeasurementResult
 from bfnas.bench.store import sqlite_file
 from bfnas.bench.store.sqlite_file import SqliteStore, guarded, now
 from bfnas.models.outputs import atomic_path
@@ -240,7 +240,7 @@ class LatencyStore(SqliteStore):
         profile_hash: str,
         cfg: SubnetConfig,
         space: str,
-        result: dict,
+        result: MeasurementResult,
         run_id: int | None = None,
         role: str = "sample",
         artifact: dict | None = None,
@@ -250,12 +250,14 @@ class LatencyStore(SqliteStore):
         """Store one result and drop the claim on it, in one transaction. With `supersede`,
         an earlier sample of the same subnet is kept with role 'superseded' (a retried
         unstable or failed measurement stays on record)."""
-        stats = {k: result.get(k) for k in STAT_COLUMNS}
-        if isinstance(result.get("anchor"), dict):
-            stats["anchor_ms"] = result["anchor"]["median_ms"]
+        flat = result.to_dict()
+        stats = {k: flat.get(k) for k in STAT_COLUMNS}
+        if result.anchor:
+            stats["anchor_ms"] = result.anchor["median_ms"]
+        # Everything else it reported (memory, the device, distrust codes...), as JSON.
         extra = {
             k: v
-            for k, v in result.items()
+            for k, v in flat.items()
             if k not in STAT_COLUMNS
             and k not in ("samples_ms", "environment", "status", "reason", "attempts")
         }
@@ -276,17 +278,15 @@ class LatencyStore(SqliteStore):
                     profile_hash,
                     cfg.key(),
                     role,
-                    result["status"],
+                    result.status.value,
                     *stats.values(),
                     reference_ms,
-                    json.dumps(result.get("samples_ms")) if "samples_ms" in result else None,
+                    json.dumps(result.samples_ms) if result.samples_ms is not None else None,
                     json.dumps(extra, sort_keys=True),
-                    json.dumps(result.get("environment"), sort_keys=True)
-                    if result.get("environment")
-                    else None,
+                    json.dumps(result.environment, sort_keys=True) if result.environment else None,
                     json.dumps(artifact, sort_keys=True) if artifact else None,
-                    result.get("reason"),
-                    result.get("attempts", 1),
+                    result.reason,
+                    result.attempts or 1,
                     now(),
                 ),
             )
@@ -391,11 +391,11 @@ class LatencyStore(SqliteStore):
             r["extra"] = extra
         return rows
 
-    def normalized_of(self, profile_hash: str, result: dict) -> float | None:
+    def normalized_of(self, profile_hash: str, result: MeasurementResult) -> float | None:
         """A measurement's anchor-normalized latency in this store (None without a ratio or
         an anchor baseline): what a search verifying a subnet compares with its budget."""
-        base = self.anchor_baselines().get((profile_hash, result.get("anchor_key")))
-        return normalized_ms(result.get("ratio"), base)
+        base = self.anchor_baselines().get((profile_hash, result.anchor_key))
+        return normalized_ms(result.ratio, base)
 
     @guarded
     def anchor_baselines(self) -> dict[tuple[str, str], float]:

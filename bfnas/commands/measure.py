@@ -331,10 +331,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             store.add_measurement(
                 phash, cfg, space.name, result, run_id, role="bench", artifact=artifact_record(art)
             )
-            store.finish_run(run_id, "finished", {"status": result["status"]})
+            store.finish_run(run_id, "finished", {"status": result.status.value})
     out = {
         k: v
-        for k, v in result.items()
+        for k, v in result.to_dict().items()
         if k not in ("samples_ms", "anchor_samples_ms", "environment")
     }
     out.update(
@@ -349,30 +349,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     if args.json:
         print_json(out)
-    elif result["status"] == "failed":
-        console().print(f"[red]failed[/]: {result['reason']}")
+    elif result.failed:
+        console().print(f"[red]failed[/]: {result.reason}")
     else:
         paired = (
-            f"; paired ratio to the anchor {result['ratio']:.4f} "
-            f"±{result['ratio_rel_ci']:.1%} (95 % CI)"
-            if result.get("ratio")
+            f"; paired ratio to the anchor {result.ratio:.4f} ±{result.ratio_rel_ci:.1%} (95 % CI)"
+            if result.ratio
             else ""
         )
-        cpu = result.get("cpu") or {}
+        cpu = result.cpu or {}
         load = (
             f"; other processes used {cpu['other_cores']:.1f} cores"
             if cpu.get("other_cores") is not None
             else ""
         )
-        reason = f" ({result['reason']})" if result.get("reason") else ""
+        r = result
+        reason = f" ({r.reason})" if r.reason else ""
         console().print(
             escape(
-                f"{cfg} on {profile.name}: raw median {result['median_ms']:.3f} ms on this device "
-                f"(p90 {result['p90_ms']:.3f}, CoV {result['cov']:.1%}, {result['runs']} runs, "
-                f"±{result['median_rel_ci']:.1%} CI){paired}{load} [{result['status']}]{reason}"
+                f"{cfg} on {profile.name}: raw median {r.median_ms:.3f} ms on this device "
+                f"(p90 {r.p90_ms:.3f}, CoV {r.cov:.1%}, {r.runs} runs, "
+                f"±{r.median_rel_ci:.1%} CI){paired}{load} [{r.status.value}]{reason}"
             )
         )
-    return EXIT_OK if result["status"] != "failed" else EXIT_FAILED
+    return EXIT_OK if not result.failed else EXIT_FAILED
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -430,14 +430,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
     def on_event(e: ProfileEvent) -> None:
         if e.kind == "plan":
             if until is None:
-                progress.update(total=e.result["todo"])
+                progress.update(total=e.todo)
         elif e.kind in ("measured", "skipped"):
             r = e.result
-            last = (
-                f"last: raw {r['median_ms']:.2f} ms ({r['status']})"
-                if r.get("median_ms") is not None
-                else f"last: {r.get('status', 'skipped')}"
-            )
+            if r is None:
+                last = "last: skipped"
+            elif r.median_ms is not None:
+                last = f"last: raw {r.median_ms:.2f} ms ({r.status.value})"
+            else:
+                last = f"last: {r.status.value}"
             progress.update(advance=1, note=last)
         elif e.kind == "drift":
             progress.message(f"[yellow]drift:[/] {escape(e.message)}")
