@@ -25,9 +25,9 @@ from pydantic import (
 )
 
 from bfnas.bench.device.backends import BACKENDS, registered_backends
-from bfnas.bench.device.backends.ort_options import check_provider_options
 from bfnas.bench.runners.registry import RUNNER_KINDS, registered_kinds
 from bfnas.bench.runners.targets import LocalTarget, TargetSettings, hashed_target
+from bfnas.bench.runtime_settings import OnnxRuntimeSettings, RuntimeSettings, hashed_runtime
 from bfnas.errors import InputError, read_text_input
 from bfnas.models.deploy.recipes import RECIPES
 
@@ -54,36 +54,12 @@ class _Kind(_Strict):
         return value
 
 
-# Measure fields that judge a measurement or say how long to wait, not how it is taken:
-# changing them keeps a store's measurements (which keep every number the judgement used).
-JUDGEMENT_POLICY = ("max_rel_ci", "max_anchor_rel_ci", "min_cpu_share", "busy_wait_s")
-RETIRED_MEASURE_FIELDS = ("max_cov", "max_other_cpu")
+class _Backend(_Strict):
+    """A runtime's `backend`: one of the registered backends (read when a profile is
+    validated, so a backend registered later counts too)."""
 
-
-class TensorRTOptions(_Strict):
-    """`[runtime.tensorrt]`: settings of the TensorRT backend
-    (`bench.device.backends.tensorrt.harness`)."""
-
-    device_id: Annotated[int, Field(ge=0)] = 0
-    # TensorRT's builder optimization level (0-5, its default 3): higher searches more tactics.
-    builder_optimization_level: Annotated[int, Field(ge=0, le=5)] = 3
-    # Also time an FP16 engine of the same network as a baseline in the details: one more
-    # engine build per subnet, so off unless asked for.
-    fp16_baseline: bool = False
-
-
-class Runtime(_Strict):
-    # One of the backends `bench.device.backends` registers.
+    model_config = ConfigDict(extra="ignore", frozen=True)
     backend: str = "onnxruntime"
-    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1)
-    provider_options: list[dict[str, str | int | float | bool]] = Field(default_factory=list)
-    intra_op_threads: PositiveInt = 1
-    inter_op_threads: PositiveInt = 1
-    cpu_affinity: list[Annotated[int, Field(ge=0)]] | None = None
-    # TensorRT: include host<->device copies in the timed region (recorded either way).
-    include_copies: bool = False
-    workspace_mb: PositiveInt = 1024
-    tensorrt: TensorRTOptions | None = None
 
     @field_validator("backend")
     @classmethod
@@ -92,29 +68,11 @@ class Runtime(_Strict):
             raise ValueError(f"should be one of the registered backends: {registered_backends()}")
         return value
 
-    @model_validator(mode="before")
-    @classmethod
-    def _tensorrt_defaults(cls, data: object) -> object:
-        # A tensorrt backend always records its settings; an onnxruntime one has none.
-        if (
-            isinstance(data, dict)
-            and data.get("backend") == "tensorrt"
-            and data.get("tensorrt") is None
-        ):
-            return {**data, "tensorrt": {}}
-        return data
 
-    @model_validator(mode="after")
-    def _options_match(self) -> Runtime:
-        if self.provider_options and len(self.provider_options) != len(self.providers):
-            raise ValueError("provider_options needs one table per provider")
-        for provider, options in zip(self.providers, self.provider_options, strict=False):
-            problems = check_provider_options(provider, options)
-            if problems:
-                raise ValueError(problems[0])
-        if self.backend != "tensorrt" and self.tensorrt is not None:
-            raise ValueError('[runtime.tensorrt] is only for backend = "tensorrt"')
-        return self
+# Measure fields that judge a measurement or say how long to wait, not how it is taken:
+# changing them keeps a store's measurements (which keep every number the judgement used).
+JUDGEMENT_POLICY = ("max_rel_ci", "max_anchor_rel_ci", "min_cpu_share", "busy_wait_s")
+RETIRED_MEASURE_FIELDS = ("max_cov", "max_other_cpu")
 
 
 class Quantization(_Strict):
@@ -188,7 +146,8 @@ class HardwareProfile(_Strict):
     description: str = ""
     # The settings of the target's kind (`registry.RUNNER_KINDS` names each kind's class).
     target: SerializeAsAny[TargetSettings] = Field(default_factory=LocalTarget)
-    runtime: Runtime = Field(default_factory=Runtime)
+    # The settings of the runtime's backend (`device.backends.BACKENDS` names each backend's).
+    runtime: SerializeAsAny[RuntimeSettings] = Field(default_factory=OnnxRuntimeSettings)
     precision: Literal["fp32", "fp16", "int8"] = "int8"
     quantization: Quantization = Field(default_factory=Quantization)
     workload: Workload = Field(default_factory=Workload)
@@ -205,36 +164,29 @@ class HardwareProfile(_Strict):
         kind = _Kind.model_validate(value).kind
         return RUNNER_KINDS[kind].load_settings().model_validate({**value, "kind": kind})
 
+    @field_validator("runtime", mode="before")
+    @classmethod
+    def _runtime(cls, value: object) -> object:
+        """A `[runtime]` table validated by its backend's own settings class (without
+        `backend`: ONNX Runtime, as it always was); their errors keep their field
+        (runtime.workspace_mb)."""
+        if not isinstance(value, dict):
+            return value
+        backend = _Backend.model_validate(value).backend
+        settings = BACKENDS[backend].load_settings()
+        return settings.model_validate({**value, "backend": backend})
+
     @model_validator(mode="after")
     def _coherent(self) -> HardwareProfile:
-        if (
-            self.precision == "fp16"
-            and self.runtime.backend == "onnxruntime"
-            and self.runtime.providers[0] == "CPUExecutionProvider"
-        ):
-            raise ValueError("precision fp16 on ONNX Runtime's CPU provider is not supported")
-        if (
-            self.runtime.backend == "tensorrt"
-            and self.precision == "int8"
-            and self.quantization.recipe != "qdq-symmetric"
-        ):
-            # TensorRT >= 10 takes INT8 only as explicit, symmetric Q/DQ
-            # (bench.device.backends.tensorrt.build_plan).
-            raise ValueError(
-                "backend tensorrt runs INT8 from explicit Q/DQ: quantization.recipe "
-                "must be qdq-symmetric"
-            )
+        problem = self.runtime.unsupported(self.precision, self.quantization.recipe)
+        if problem:
+            raise ValueError(problem)
         return self
 
     def resolved(self) -> dict:
-        """Every setting, defaults filled in: what a measurement was taken under.
-
-        `runtime.tensorrt` is absent for other backends rather than null, so a profile
-        written before that table existed keeps its hash (and its stored measurements)."""
-        d = self.model_dump(mode="json")
-        if d["runtime"].get("tensorrt") is None:
-            d["runtime"].pop("tensorrt", None)
-        return d
+        """Every setting, defaults filled in: what a measurement was taken under, and what a
+        device reads (`device.settings`): the runtime has its backend's settings only."""
+        return self.model_dump(mode="json")
 
     def hash(self) -> str:
         """Identity of the measurement conditions: anything that can change a number counts,
@@ -245,6 +197,7 @@ class HardwareProfile(_Strict):
         # Read over the flat table every target once was (targets.LEGACY_TARGET), without how
         # a device is reached (that does not change its numbers).
         d["target"] = hashed_target(self.target)
+        d["runtime"] = hashed_runtime(self.runtime)  # likewise (runtime_settings.LEGACY_RUNTIME)
         for key in JUDGEMENT_POLICY:  # nor does how its numbers are judged
             d["measure"].pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -357,7 +357,7 @@ def _measure(
         "recipe": recipe.to_dict(),
         "workload": profile.workload.model_dump(),
         "threads": profile.runtime.intra_op_threads,
-        "provider": profile.runtime.providers[0],
+        "provider": profile.runtime.runs_on,  # until a measurement says what really ran
         "anchor": anchor.key if anchor is not None else None,
     }
     for name, file in (("int8", INT8_FILE), ("fp32", FP32_FILE)):

@@ -26,6 +26,7 @@ from bfnas.bench.runners.base import Runner, job_json, parse_worker_output, runn
 from bfnas.bench.runners.local import local_probe
 from bfnas.bench.runners.registry import RUNNER_KINDS, RunnerKind, runner_kind
 from bfnas.bench.runners.targets import TargetSettings
+from bfnas.bench.runtime_settings import RuntimeSettings
 from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.cli import main
 from bfnas.errors import InputError
@@ -41,9 +42,17 @@ CONSTANT_MS = 1.25
 # --- a backend and a runner kind, as a plugin module would write them ------------------------
 
 
+class ConstantSettings(RuntimeSettings):
+    """The test backend's own `[runtime]` settings: what each run reports."""
+
+    backend: Literal["constant"] = "constant"
+    ms: float = CONSTANT_MS
+
+
 def constant_infer(model_path: str, profile) -> tuple:
-    """The test backend's `make_infer`: every run reports CONSTANT_MS."""
-    return (lambda: DeviceTime(CONSTANT_MS)), "constant-backend", {"model": model_path}
+    """The test backend's `make_infer`: every run reports its setting `ms`."""
+    ms = profile.runtime.ms
+    return (lambda: DeviceTime(ms)), "constant-backend", {"model": model_path}
 
 
 def constant_checks(profile) -> list[Check]:
@@ -90,12 +99,14 @@ def in_process_probe(profile) -> list[dict]:
 
 @pytest.fixture
 def registered(monkeypatch):
-    """The test backend `constant` and the test runner kind `in-process` (it needs a host,
-    to show a kind's required fields come from its registration)."""
+    """The test backend `constant` (with a setting of its own) and the test runner kind
+    `in-process` (it needs a host, to show a kind's required fields come from its
+    registration)."""
     here = __name__
-    monkeypatch.setitem(
-        BACKENDS, "constant", Backend(f"{here}:constant_infer", f"{here}:constant_checks")
+    backend = Backend(
+        f"{here}:constant_infer", f"{here}:constant_checks", f"{here}:ConstantSettings"
     )
+    monkeypatch.setitem(BACKENDS, "constant", backend)
     kind = RunnerKind(
         f"{here}:in_process_runner", f"{here}:in_process_probe", f"{here}:InProcessTarget"
     )
@@ -137,6 +148,29 @@ def test_a_registered_backend_is_checked_and_measured_through_the_cli(
     assert code == 0, err
     assert result["provider"] == "constant-backend" and result["median_ms"] == CONSTANT_MS
     assert str(tmp_path / "art") in InProcessRunner.jobs[-1]
+
+
+def test_a_backend_s_settings_come_from_its_registration(registered, tmp_path):
+    profile = load_profile(profile_file(tmp_path, runtime='backend = "constant"\nms = 2.5'))
+    assert isinstance(profile.runtime, ConstantSettings) and profile.runtime.ms == 2.5
+    assert profile.resolved()["runtime"] == {
+        "backend": "constant",
+        "intra_op_threads": 1,
+        "cpu_affinity": None,
+        "ms": 2.5,
+    }
+    # Its own setting reaches the device: each run reports it.
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not read by the constant backend")
+    code, out = run_job_text(job_json(str(model), None, profile, None))
+    assert code == 0 and json.loads(out)["median_ms"] == 2.5
+    # Another backend's setting is not this backend's, nor is this one's theirs.
+    with pytest.raises(InputError, match="unknown field") as err:
+        load_profile(profile_file(tmp_path, runtime='backend = "constant"\nproviders = ["X"]'))
+    assert err.value.field == "runtime.providers"
+    with pytest.raises(InputError, match="unknown field") as err:
+        load_profile(profile_file(tmp_path, runtime="ms = 2.5"))
+    assert err.value.field == "runtime.ms"
 
 
 def test_an_unknown_backend_is_one_line_naming_the_registered_ones(registered, tmp_path, capsys):
@@ -289,6 +323,16 @@ def test_every_shipped_entry_resolves_inside_bench(entry, package):
         module = importlib.import_module(entry.partition(":")[0], package)
         assert module.__name__.startswith("bfnas.bench.device.")
     assert callable(load_entry(entry, package))
+
+
+@pytest.mark.parametrize("name", list(BACKENDS))
+def test_every_shipped_backend_names_its_settings_class_on_the_host(name):
+    # The one registration of a backend names its settings too: an absolute entry outside the
+    # device package (the host's pydantic class), whose backend is the registered name.
+    entry = BACKENDS[name].settings
+    assert entry.startswith("bfnas.bench.") and not entry.startswith("bfnas.bench.device.")
+    settings = BACKENDS[name].load_settings()
+    assert issubclass(settings, RuntimeSettings) and settings().backend == name
 
 
 def test_a_malformed_entry_is_a_registration_mistake():

@@ -608,10 +608,12 @@ BAD_GPU_PROFILES = [
         '[runtime]\nproviders = ["CUDAExecutionProvider"]\nprovider_options = [{ device_id = -1 }]',
         "negative",
     ),
+    # TensorRT's settings are not ONNX Runtime's (bench.runtime_settings).
     (
         '[runtime]\nbackend = "onnxruntime"\n[runtime.tensorrt]\nfp16_baseline = true',
-        "only for backend",
+        "unknown field",
     ),
+    ("[runtime]\nworkspace_mb = 2048", "unknown field"),
     (
         '[runtime]\nbackend = "tensorrt"\n[runtime.tensorrt]\nbuilder_optimization_level = 9',
         "less than or equal to 5",

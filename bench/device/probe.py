@@ -173,9 +173,8 @@ def tensorrt_checks(profile: DeviceSettings) -> list[Check]:
     # The harness reads the ONNX graph (its Q/DQ nodes, shapes) before TensorRT parses it.
     onnx = module_check("onnx")
     checks.append(Check(onnx.name, onnx.ok, onnx.detail, "runtime.backend"))
-    checks.extend(
-        _device_id(rt.tensorrt.device_id if rt.tensorrt else 0, "runtime.tensorrt.device_id")
-    )
+    # Always sent for this backend, defaults filled in (bench.runtime_settings).
+    checks.extend(_device_id(rt.tensorrt.device_id, "runtime.tensorrt.device_id"))
     return checks
 
 
