@@ -362,12 +362,12 @@ def _ticket_latencies(store: LatencyStore, profile: Any) -> dict[str, float | No
     model of a run by `dense-<run>`: its folder name tells the runs apart)."""
     out: dict[str, float | None] = {}
     for m in store.measurements(profile.hash(), role="ticket"):
-        art = json.loads(m["artifact"]) if m["artifact"] else {}
+        art = m.artifact or {}
         ticket = art.get("ticket") or {}
         key = ticket.get("mask_sha256")
         if key is None:
             key = "dense-" + Path(art.get("file", "")).parts[-4]
-        out[key] = m["normalized_ms"]
+        out[key] = m.normalized_ms
     return out
 
 

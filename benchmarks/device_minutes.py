@@ -64,9 +64,9 @@ def fixed_set(db: str, hw: str, space: str) -> tuple[LatencyRows, list[Row]]:
         trusted = load_rows(store, hw, space)
         label = {c.key(): ms for c, ms in zip(trusted.cfgs, trusted.ms, strict=True)}
         rows = [
-            Row(SubnetConfig.from_json(r["arch"]), label.get(r["subnet_key"]), r["device_s"])
+            Row(r.arch, label.get(r.subnet_key), r.device_s)
             for r in store.measurements(trusted.profile_hash)
-            if r["space"] == space
+            if r.space == space
         ]
     missing = sum(r.device_s is None for r in rows)
     if missing:

@@ -21,7 +21,6 @@ its measurements back).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from results_io import publish
 
 from bfnas.bench.hardware_profile import load_profile
 from bfnas.bench.runners.local import LocalRunner
-from bfnas.bench.store.latency_store import LatencyStore
+from bfnas.bench.store.latency_store import LatencyRow, LatencyStore
 from bfnas.cli import main as bfnas
 from bfnas.models.digest import file_sha256
 from bfnas.search.resources import RESOURCES, ResourcePredictor, resource_rows
@@ -63,7 +62,7 @@ def main() -> int:
     with LatencyStore(db, create=False) as store:
         rows = [
             r for r in store.measurements(profile.hash(), statuses=TRUSTED)
-            if r["space"] == args.space
+            if r.space == args.space
         ]  # fmt: skip
     fitted = {}
     for name, resource in RESOURCES.items():
@@ -91,18 +90,18 @@ def main() -> int:
     return 0
 
 
-def repeatability(rows: list[dict], profile, repeats: int) -> list[dict]:
+def repeatability(rows: list[LatencyRow], profile, repeats: int) -> list[dict]:
     """Memory of the smallest, middle and largest file, measured `repeats` times each."""
     files = sorted(
-        (r for r in rows if r["artifact"]),
-        key=lambda r: RESOURCES["size"].value(r["extra"]) or 0.0,
+        (r for r in rows if r.artifact),
+        key=lambda r: RESOURCES["size"].value(r.extra) or 0.0,
     )
     picks = [files[0], files[len(files) // 2], files[-1]]
     runner = LocalRunner()
     out = []
     try:
         for r in picks:
-            path = json.loads(r["artifact"])["path"]
+            path = r.artifact["path"]
             sha = file_sha256(path)
             memory = [
                 runner.run(path, sha, profile).memory["peak_above_baseline_mb"]
@@ -110,8 +109,8 @@ def repeatability(rows: list[dict], profile, repeats: int) -> list[dict]:
             ]
             out.append(
                 {
-                    "arch": r["arch"],
-                    "size_mb": RESOURCES["size"].value(r["extra"]),
+                    "arch": r.arch.to_json(),
+                    "size_mb": RESOURCES["size"].value(r.extra),
                     "memory_mb": memory,
                     "spread_mb": max(memory) - min(memory),
                 }

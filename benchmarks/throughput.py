@@ -152,10 +152,10 @@ def main() -> int:
         # Where bfnas's time went: building artifacts (extract, export, quantize, fidelity)
         # versus measuring (worker start, session, warm-up, timed runs, re-measures).
         build_s = sum(
-            sum(json.loads(r["artifact"])["seconds"].values())
+            sum(r.artifact["seconds"].values())
             for role in ("sample", "reference")
             for r in store.measurements(role=role)
-            if r["artifact"]
+            if r.artifact
         )
         store.close()
 

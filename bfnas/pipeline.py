@@ -200,19 +200,19 @@ def trust_census(store: LatencyStore, profile: HardwareProfile, space: str) -> d
     rows = [
         r
         for r in store.measurements(profile.hash(), statuses=("ok", "unstable", "failed"))
-        if r["space"] == space
+        if r.space == space
     ]
     why: dict[str, int] = {}
     for r in rows:
-        if r["status"] != "ok":
-            label = distrust_label(r) if r["status"] == "unstable" else "failed"
+        if r.status != "ok":
+            label = distrust_label(r) if r.status == "unstable" else "failed"
             why[label] = why.get(label, 0) + 1
-    other = [r["other_cores"] for r in rows if r["other_cores"] is not None]
+    other = [r.other_cores for r in rows if r.other_cores is not None]
     return {
         "measured": len(rows),
-        "trusted": sum(r["status"] == "ok" for r in rows),
-        "unstable": sum(r["status"] == "unstable" for r in rows),
-        "failed": sum(r["status"] == "failed" for r in rows),
+        "trusted": sum(r.status == "ok" for r in rows),
+        "unstable": sum(r.status == "unstable" for r in rows),
+        "failed": sum(r.status == "failed" for r in rows),
         "not_trusted_because": why,
         "other_cores_median": statistics.median(other) if other else None,
     }

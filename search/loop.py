@@ -257,7 +257,7 @@ class SearchJob:
         rows = [
             r
             for r in self.store.measurements(self.profile.hash(), statuses=TRUSTED)
-            if r["space"] == self.space.name
+            if r.space == self.space.name
         ]
         w = self.profile.workload
         self._resources = fit_resource_predictors(

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bfnas.bench.jobs.measurement import distrust_label
+from bfnas.bench.store.latency_reports import store_summary
 from bfnas.bench.store.latency_store import LATENCY_UNITS, LatencyStore
 from bfnas.errors import InputError
 from bfnas.models.outputs import write_atomic
@@ -54,12 +55,12 @@ def coverage_plot(store: LatencyStore, profile: dict, folder: Path) -> Path | No
         "failed": "tab:red",
     }
     for status in ("ok", "imported", "unstable"):
-        sel = [r for r in rows if r["status"] == status and r["median_ms"]]
+        sel = [r for r in rows if r.status == status and r.median_ms]
         if sel:
-            macs = [SubnetConfig.from_json(r["arch"]).total_macs(seq, batch) / 1e9 for r in sel]
+            macs = [r.arch.total_macs(seq, batch) / 1e9 for r in sel]
             a.scatter(
                 macs,
-                [r["median_ms"] for r in sel],
+                [r.median_ms for r in sel],
                 s=4,
                 alpha=0.6,
                 color=colors[status],
@@ -69,7 +70,7 @@ def coverage_plot(store: LatencyStore, profile: dict, folder: Path) -> Path | No
         xlabel=f"GMACs (batch {batch}, seq {seq})", ylabel="raw median ms", title="latency vs size"
     )
     a.legend(fontsize=8)
-    ms = [r["median_ms"] for r in rows if r["median_ms"]]
+    ms = [r.median_ms for r in rows if r.median_ms]
     b.hist(ms, bins=40, color="tab:blue", alpha=0.8)
     b.set(xlabel="raw median ms", ylabel="subnets", title=f"{len(ms)} latencies")
     fig.suptitle(f"{profile['name']} ({profile['hash']})")
@@ -214,7 +215,7 @@ def build_report(
     folder = Path(out)
     sections: list[str] = []
     with LatencyStore(db, read_only=True) as store:  # a missing store: "no such store"
-        summary = store.summary()
+        summary = store_summary(store)
         if not summary["profiles"]:
             raise InputError(str(db), "profiles", "the store holds no measurements yet")
         # Read before the folder is made: a refused accuracy store leaves nothing behind.
@@ -242,7 +243,7 @@ def build_report(
         sections.append("<h2>Latency predictor accuracy (out-of-fold)</h2>")
         for p in store.profiles():
             spaces = sorted(
-                {r["space"] for r in store.measurements(p["hash"], statuses=("ok", "imported"))}
+                {r.space for r in store.measurements(p["hash"], statuses=("ok", "imported"))}
             )
             for space in spaces:
                 rows = load_rows(store, p["hash"], space)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bfnas.bench.device.contract import MeasurementResult
+from bfnas.bench.store.latency_row import LatencyRow
 from bfnas.errors import InputError
 from bfnas.models.space.subnet import SubnetConfig
 from bfnas.search.estimator import residual_quantiles
@@ -158,20 +159,20 @@ class ResourcePredictor:
 
 
 def resource_rows(
-    rows: Sequence[dict], resource: Resource
+    rows: Sequence[LatencyRow], resource: Resource
 ) -> tuple[list[SubnetConfig], np.ndarray]:
     """The store rows (`LatencyStore.measurements`) that recorded `resource`: configs, values."""
     cfgs, values = [], []
     for r in rows:
-        value = resource.value(r.get("extra") or {})
+        value = resource.value(r.extra)
         if value is not None:
-            cfgs.append(SubnetConfig.from_json(r["arch"]))
+            cfgs.append(r.arch)
             values.append(value)
     return cfgs, np.asarray(values, dtype=np.float64)
 
 
 def fit_resource_predictors(
-    rows: Sequence[dict], limits: ResourceLimits, seq_len: int, batch: int, where: str
+    rows: Sequence[LatencyRow], limits: ResourceLimits, seq_len: int, batch: int, where: str
 ) -> dict[str, ResourcePredictor]:
     """A predictor per active limit, from the store's trusted rows; an InputError naming the
     store when too few of them recorded the resource (stored before bfnas measured it)."""

@@ -75,9 +75,9 @@ def load_rows(store: LatencyStore, hw: str, space: str | None = None) -> Latency
     where = str(store.path)
     prof = _resolve_profile(store, hw, where)
     rows = store.measurements(prof["hash"], statuses=TRUSTED)
-    spaces = sorted({r["space"] for r in rows})
+    spaces = sorted({r.space for r in rows})
     if space is not None:
-        rows = [r for r in rows if r["space"] == space]
+        rows = [r for r in rows if r.space == space]
     elif len(spaces) > 1:
         raise InputError(
             where,
@@ -91,21 +91,21 @@ def load_rows(store: LatencyStore, hw: str, space: str | None = None) -> Latency
             "measurements",
             f"no trusted measurements of {prof['name']}" + (f" in space {space}" if space else ""),
         )
-    label = "normalized_ms" if all(r["normalized_ms"] for r in rows) else "median_ms"
+    label = "normalized_ms" if all(r.normalized_ms for r in rows) else "median_ms"
     anchor_ms = (
-        {r["anchor_key"]: r["anchor_baseline_ms"] for r in rows} if label == "normalized_ms" else {}
+        {r.anchor_key: r.anchor_baseline_ms for r in rows} if label == "normalized_ms" else {}
     )
     resolved = json.loads(prof["json"])
     workload = resolved.get("workload") or {}
     return LatencyRows(
         profile=prof["name"],
         profile_hash=prof["hash"],
-        space=rows[0]["space"],
+        space=rows[0].space,
         seq_len=int(workload.get("seq_len", 128)),
         batch=int(workload.get("batch", 1)),
         label=label,
-        cfgs=[SubnetConfig.from_json(r["arch"]) for r in rows],
-        ms=np.array([r[label] for r in rows], dtype=np.float64),
+        cfgs=[r.arch for r in rows],
+        ms=np.array([r.latency(label) for r in rows], dtype=np.float64),
         anchor_ms=anchor_ms,
     )
 

@@ -80,7 +80,7 @@ class TrustPoint:
 def measured_in_store(store: LatencyStore, profile_hash: str, space: str) -> Measured:
     """What the store holds for this profile in this space (labels as `load_rows` makes them).
     Rows of a run killed before it kept its summary count as random."""
-    rows = [r for r in store.measurements(profile_hash) if r["space"] == space]
+    rows = [r for r in store.measurements(profile_hash) if r.space == space]
     try:
         trusted = load_rows(store, profile_hash, space)
         cfgs, ms = trusted.cfgs, trusted.ms
@@ -94,8 +94,8 @@ def measured_in_store(store: LatencyStore, profile_hash: str, space: str) -> Mea
     return Measured(
         cfgs=cfgs,
         ms=ms,
-        keys={r["subnet_key"] for r in rows},
-        device_s=float(sum(r["device_s"] or 0.0 for r in rows)),
+        keys={r.subnet_key for r in rows},
+        device_s=float(sum(r.device_s or 0.0 for r in rows)),
         chosen=chosen,
     )
 

@@ -210,7 +210,7 @@ def test_demo_finishes_beside_a_busy_core(tmp_path, tiny_space_file):
                 "--samples",
                 "30",
                 "--verify",
-                "3",
+                "1",
                 "--out",
                 str(tmp_path / "demo"),
                 "--artifacts",

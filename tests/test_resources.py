@@ -12,6 +12,7 @@ import pytest
 from bfnas.bench.device.contract import MeasurementResult, Status
 from bfnas.bench.hardware_profile import load_profile
 from bfnas.bench.runners.local import LocalRunner
+from bfnas.bench.store.latency_row import LatencyRow
 from bfnas.errors import InputError
 from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
 from bfnas.models.deploy.recipes import get_recipe
@@ -88,7 +89,7 @@ def test_limits_are_checked_and_held_to_as_measured():
     assert ResourceLimits().active() == {} and ResourceLimits().fits(fits) is True
 
 
-def _rows(n: int, seed: int = 0) -> list[dict]:
+def _rows(n: int, seed: int = 0) -> list[LatencyRow]:
     """Store-like rows whose size is an exact function of the parameters."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -102,7 +103,19 @@ def _rows(n: int, seed: int = 0) -> list[dict]:
             tuple(int(rng.choice([256, 768, 1536])) for _ in range(layers)),
         )
         size = 12e6 + cfg.params(embeddings=False) * 1.05
-        rows.append({"arch": cfg.to_json(), "extra": {"model_bytes": size}, "cfg": cfg})
+        rows.append(
+            LatencyRow(
+                id=len(rows),
+                profile_hash="h",
+                profile="p",
+                subnet_key=cfg.key(),
+                arch=cfg,
+                space="s",
+                role="sample",
+                status=Status.OK,
+                extra={"model_bytes": size},
+            )
+        )
     return rows
 
 
@@ -115,7 +128,7 @@ def test_a_size_predictor_learns_the_size_and_admits_by_its_band():
     assert size.metrics["within_10pct"] > 0.8 and size.metrics["kendall_tau"] > 0.8
     admit = resource_admission(predictors, ResourceLimits(max_size_mb=limit))
     held_out = _rows(40, seed=1)
-    ok = admit([r["cfg"] for r in held_out])
+    ok = admit([r.arch for r in held_out])
     truth = np.array([r["extra"]["model_bytes"] / 1e6 <= limit for r in held_out])
     assert ok.any() and (~ok).any()
     # The band's top keeps out nearly everything over the limit.

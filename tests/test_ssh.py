@@ -371,5 +371,5 @@ def test_profile_until_over_ssh_stops_on_the_devices_own_time(
     with LatencyStore(db, read_only=True) as store:
         rows = store.measurements()  # the samples
     assert until["curve"][-1]["measured"] == len(rows) > 10
-    assert until["curve"][-1]["device_s"] == pytest.approx(sum(r["device_s"] for r in rows))
-    assert {json.loads(r["stats"])["device"]["host"] for r in rows} == {"127.0.0.1"}
+    assert until["curve"][-1]["device_s"] == pytest.approx(sum(r.device_s for r in rows))
+    assert {r.extra["device"]["host"] for r in rows} == {"127.0.0.1"}

@@ -37,7 +37,7 @@ def test_one_sample_per_profile_and_subnet(tmp_path):
         store.add_measurement("h1", CFG, "tiny", ok(2.0), role="reference")  # references repeat
         assert store.measured_keys("h1") == {CFG.key()}
         rows = store.measurements("h1")
-        assert len(rows) == 1 and json.loads(rows[0]["samples"]) == [1.0] * 10
+        assert len(rows) == 1 and rows[0].samples_ms == [1.0] * 10
         assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -206,8 +206,8 @@ def test_import_the_seed_table(tmp_path, capsys):
     assert summary["integrity"] == "ok"
     with LatencyStore(db) as store:
         row = store.measurements()[0]
-    stats = json.loads(row["stats"])
-    assert stats["line"] == 1 and stats["sha256"] and row["median_ms"] == pytest.approx(5.636870861)
+    stats = row.extra
+    assert stats["line"] == 1 and stats["sha256"] and row.median_ms == pytest.approx(5.636870861)
 
 
 @pytest.mark.parametrize(
@@ -310,11 +310,10 @@ def test_profile_stores_and_resumes(tmp_path, tiny_space_file, fast_profile_file
         rows = store.measurements()
     assert len(rows) == 4
     for r in rows:
-        art = json.loads(r["artifact"])
-        env = json.loads(r["environment"])
+        art, env = r.artifact, r.environment
         assert art["recipe"]["name"] == "dynamic" and art["sha256"]
         assert env["versions"]["onnxruntime"] and env["threads"] == 1
-        assert r["ratio"] > 0 and r["normalized_ms"] > 0 and r["reference_ms"] > 0
+        assert r.ratio > 0 and r.normalized_ms > 0 and r.reference_ms > 0
     csv_path = tmp_path / "out.csv"
     assert main(["db", "export", "--db", str(db), "--csv", str(csv_path)]) == 0
     with csv_path.open() as fh:
@@ -388,7 +387,7 @@ def test_normalized_latency_uses_the_baseline_of_its_own_anchor(tmp_path):
             strict=True,
         ):
             store.add_measurement("h1", cfg, "tiny", res)
-        rows = {r["subnet_key"]: r for r in store.measurements("h1")}
+        rows = {r.subnet_key: r for r in store.measurements("h1")}
         assert store.anchor_baselines() == {("h1", "small"): 1.0, ("h1", "large"): 10.0}
     # The run during the slow moment is put back at the device's typical speed.
     assert rows[cfgs[1].key()]["median_ms"] == pytest.approx(0.6)
@@ -419,9 +418,9 @@ def test_retrying_an_unstable_measurement_keeps_the_old_one_as_superseded(tmp_pa
         assert store.claim("h1", CFG, retry=("unstable",))
         store.add_measurement("h1", CFG, "tiny", ok(2.0), supersede=True)
         rows = store.measurements("h1", statuses=("ok", "unstable"))
-        assert [(r["status"], r["median_ms"]) for r in rows] == [("ok", 2.0)]
+        assert [(r.status, r.median_ms) for r in rows] == [("ok", 2.0)]
         old = store.measurements("h1", role="superseded", statuses=("unstable",))
-        assert [(r["status"], r["reason"]) for r in old] == [("unstable", "noisy")]
+        assert [(r.status, r.reason) for r in old] == [("unstable", "noisy")]
         assert not store.claim("h1", CFG, retry=("unstable",))  # now ok: nothing to retry
 
 
@@ -451,7 +450,7 @@ def test_profile_can_discard_measured_artifacts(
     assert len(rows) == 4
     kept = {p.name for p in arts.iterdir() if p.is_dir()}
     for r in rows:  # the record stays, the file is gone
-        art = json.loads(r["artifact"])
+        art = r.artifact
         assert art["sha256"] and art["key"] not in kept
     # What is measured again and again stays: the anchors and the drift reference.
     assert kept and all((arts / k / "model.onnx").is_file() for k in kept)
@@ -513,8 +512,8 @@ def test_a_drift_of_the_normalized_reference_marks_what_it_doubts(
     assert out["ok"] == 3 and out["unstable"] == 3
     assert out["drift"] and out["drift"][0]["unit"] == "paired ratio"
     assert abs(out["drift"][0]["change"] - 0.1) < 1e-9
-    doubted = [r for r in rows if r["status"] == "unstable"]
-    assert len(doubted) == 3 and all(Distrust.DRIFTED.label in r["reason"] for r in doubted)
+    doubted = [r for r in rows if r.status == "unstable"]
+    assert len(doubted) == 3 and all(Distrust.DRIFTED.label in r.reason for r in doubted)
     assert all(distrust_codes(r) == [Distrust.DRIFTED] for r in doubted)  # stored as its code
     assert any(e.kind == "drift" and "marked unstable" in e.message for e in events)
 

@@ -277,7 +277,7 @@ def test_profile_until_measures_in_rounds_and_resumes(
             for r in store.db.execute("SELECT summary FROM runs WHERE kind = 'profile'")
         ]
     assert len(rows) == out["ok"] + out["unstable"] + out["failed"] >= 14
-    assert all(r["device_s"] and r["device_s"] > 0 for r in rows)
+    assert all(r.device_s and r.device_s > 0 for r in rows)
     assert summary["until"]["curve"] == until["curve"]
     # The report draws the job's estimate against device time.
     assert (

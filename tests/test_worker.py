@@ -24,6 +24,7 @@ from bfnas.bench.jobs.measurement import (
 )
 from bfnas.bench.runners.base import Runner, job_json
 from bfnas.bench.runners.local import LocalRunner
+from bfnas.bench.store.latency_row import LatencyRow
 from bfnas.models.deploy.artifacts import ArtifactCache, FidelitySettings
 from bfnas.models.deploy.recipes import get_recipe
 from bfnas.models.space.subnet import SubnetConfig
@@ -277,11 +278,15 @@ def test_trust_follows_the_ratio_and_the_anchor_not_the_load():
 
 
 def test_a_stored_reason_is_read_back_by_its_code_and_an_old_row_by_its_label():
-    coded = {"extra": {"distrust": [{"code": "noisy-anchor", "detail": "x"}]}, "reason": "?"}
+    def row(**fields) -> LatencyRow:
+        cfg = SubnetConfig(1, 64, (2,), (64,), (128,))
+        return LatencyRow(1, "h", "p", cfg.key(), cfg, "s", "sample", Status.UNSTABLE, **fields)
+
+    coded = row(extra={"distrust": [{"code": "noisy-anchor", "detail": "x"}]}, reason="?")
     assert distrust_codes(coded) == [Distrust.NOISY_ANCHOR]
-    old = {"extra": {}, "reason": "median CI too wide: ±3.0% > ±2.0% | median CI too wide: ..."}
+    old = row(reason="median CI too wide: ±3.0% > ±2.0% | median CI too wide: ...")
     assert distrust_codes(old) == [Distrust.WIDE_MEDIAN_CI]
-    assert distrust_label(old) == "median CI too wide" and distrust_label({}) == "unknown"
+    assert distrust_label(old) == "median CI too wide" and distrust_label(row()) == "unknown"
 
 
 def test_an_untrusted_run_is_measured_again_then_marked_unstable(model):

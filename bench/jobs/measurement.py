@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from bfnas.bench.device.contract import Distrust, DistrustReason, MeasurementResult, Status
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.runners.base import Runner
+from bfnas.bench.store.latency_row import LatencyRow
 from bfnas.errors import OperationFailed
 
 BUSY_POLL_S = 10.0
@@ -106,17 +107,17 @@ def reasons_text(reasons: list[DistrustReason]) -> str:
     return "; ".join(r.text() for r in reasons)
 
 
-def distrust_codes(row: dict) -> list[Distrust]:
+def distrust_codes(row: LatencyRow) -> list[Distrust]:
     """A stored row's reasons not to trust it, as codes: from the codes stored with it, or,
     for a row stored before codes were, from the fixed labels its text starts with."""
-    coded = (row.get("extra") or {}).get("distrust")
+    coded = row.extra.get("distrust")
     if coded:
         return [DistrustReason.from_dict(c).code for c in coded]
-    text = row.get("reason") or ""
+    text = row.reason or ""
     return [code for code in Distrust if code.label in text]
 
 
-def distrust_label(row: dict) -> str:
+def distrust_label(row: LatencyRow) -> str:
     """The first reason's fixed label (for counting why rows were not trusted)."""
     codes = distrust_codes(row)
     return codes[0].label if codes else "unknown"

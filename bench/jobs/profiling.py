@@ -169,7 +169,7 @@ def measure_subnet(
 
     `cfg` must belong to the setup's space and the device must pass its checks, both before
     anything is exported (either refusal is an InputError). The result is the measurement's
-    record: `status` is the trust verdict (ok, unstable or failed; `reason` says why not ok),
+    flat record (`MeasurementResult.to_dict`): `status` is the trust verdict (ok, unstable or failed; `reason` says why not ok),
     `median_ms` the raw median and `ratio` the paired ratio to the anchor where the profile
     times one; `arch`, `arch_key` and `artifact` (the ONNX file measured, None when its
     export failed) are added."""
@@ -177,7 +177,7 @@ def measure_subnet(
     setup.check_device()
     result, art = SubnetMeasurer(setup, on_wait)(cfg)
     return {
-        **result,
+        **result.to_dict(),
         "arch": cfg.to_dict(),
         "arch_key": cfg.key(),
         "artifact": str(art.path) if art is not None else None,

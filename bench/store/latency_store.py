@@ -16,22 +16,20 @@ full disk is `disk_full` with the transaction rolled back, so a rerun resumes).
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import sqlite3
 import statistics
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from bfnas.bench.device.contract import DistrustReason, MeasurementResult
 from bfnas.bench.store import sqlite_file
+from bfnas.bench.store.latency_row import STAT_COLUMNS, LatencyRow
 from bfnas.bench.store.sqlite_file import SqliteStore, guarded, now
-from bfnas.models.outputs import atomic_path
 from bfnas.models.space.subnet import SubnetConfig
 
-__all__ = ["LATENCY_UNITS", "STAT_COLUMNS", "LatencyStore", "now"]
+__all__ = ["LATENCY_UNITS", "STAT_COLUMNS", "LatencyRow", "LatencyStore", "now"]
 
 SCHEMA_VERSION = 2
 
@@ -100,26 +98,6 @@ CREATE TABLE IF NOT EXISTS claims (
     PRIMARY KEY (profile_hash, subnet_key)
 );
 """
-
-STAT_COLUMNS = (
-    "median_ms",
-    "mean_ms",
-    "std_ms",
-    "cov",
-    "min_ms",
-    "p90_ms",
-    "p95_ms",
-    "p99_ms",
-    "runs",
-    "outliers",
-    "median_rel_ci",
-    "first_ms",
-    "ratio",
-    "ratio_rel_ci",
-    "anchor_ms",
-    "anchor_key",
-)
-
 
 TABLES = ("meta", "profiles", "subnets", "runs", "measurements", "claims")
 # This module's own setting (a test shortens it): see `LatencyStore.busy_timeout_s`.
@@ -364,7 +342,9 @@ class LatencyStore(SqliteStore):
         profile_hash: str | None = None,
         role: str = "sample",
         statuses: tuple[str, ...] = ("ok", "unstable", "imported", "failed"),
-    ) -> list[dict]:
+    ) -> list[LatencyRow]:
+        """The stored measurements of one role (one profile's with `profile_hash`) whose
+        status is in `statuses`, oldest first, typed, each with its normalized latency."""
         sql = (
             "SELECT m.*, p.name AS profile, s.json AS arch, s.space AS space FROM measurements m "
             "JOIN profiles p ON p.hash = m.profile_hash JOIN subnets s ON s.key = m.subnet_key "
@@ -374,21 +354,11 @@ class LatencyStore(SqliteStore):
         if profile_hash:
             sql += " AND m.profile_hash = ?"
             params.append(profile_hash)
-        rows = [dict(r) for r in self.db.execute(sql + " ORDER BY m.id", params)]
         baseline = self.anchor_baselines()
-        for r in rows:
+        rows = []
+        for r in self.db.execute(sql + " ORDER BY m.id", params):
             base = baseline.get((r["profile_hash"], r["anchor_key"]))
-            r["anchor_baseline_ms"] = base  # what the unit of `normalized_ms` is, here
-            r["normalized_ms"] = normalized_ms(r.get("ratio"), base)
-            extra = json.loads(r["stats"]) if r["stats"] else {}
-            # What other processes used while it was measured: reported beside it, not a verdict.
-            cpu = extra.get("cpu")
-            r["other_cores"] = cpu.get("other_cores") if isinstance(cpu, dict) else None
-            # Seconds the device spent on it, every attempt (None: imported, or stored before
-            # bfnas recorded it).
-            r["device_s"] = extra.get("device_s")
-            # Everything else the worker and runner reported (memory, model bytes, device).
-            r["extra"] = extra
+            rows.append(LatencyRow.from_sqlite(r, base, normalized_ms(r["ratio"], base)))
         return rows
 
     def normalized_of(self, profile_hash: str, result: MeasurementResult) -> float | None:
@@ -413,77 +383,21 @@ class LatencyStore(SqliteStore):
             out.setdefault((r["profile_hash"], r["anchor_key"]), []).append(r["anchor_ms"])
         return {k: float(statistics.median(v)) for k, v in out.items()}
 
-    # -- reports ------------------------------------------------------------------------
     @guarded
-    def summary(self) -> dict:
-        out = []
-        for p in self.profiles():
-            counts = {
-                r["status"]: r["n"]
-                for r in self.db.execute(
-                    "SELECT status, COUNT(*) AS n FROM measurements "
-                    "WHERE profile_hash = ? AND role = 'sample' GROUP BY status",
-                    (p["hash"],),
-                )
-            }
-            refs = self.db.execute(
-                "SELECT COUNT(*) AS n FROM measurements WHERE profile_hash = ? AND role = "
-                "'reference'",
-                (p["hash"],),
-            ).fetchone()["n"]
-            out.append(
-                {
-                    "profile": p["name"],
-                    "hash": p["hash"],
-                    "imported": bool(p["imported"]),
-                    "measurements": sum(counts.values()),
-                    "by_status": counts,
-                    "reference_measurements": refs,
-                }
-            )
+    def counts(self) -> dict[str, Any]:
+        """How much the store holds: per profile hash, its measurements by role and status
+        (`{"h": {"sample": {"ok": 60, "failed": 1}, "reference": {"ok": 3}}}`), and how many
+        subnets and runs in all."""
+        by_profile: dict[str, dict[str, dict[str, int]]] = {}
+        for r in self.db.execute(
+            "SELECT profile_hash, role, status, COUNT(*) AS n FROM measurements "
+            "GROUP BY profile_hash, role, status"
+        ):
+            roles = by_profile.setdefault(r["profile_hash"], {})
+            roles.setdefault(r["role"], {})[r["status"]] = r["n"]
         runs = self.db.execute("SELECT COUNT(*) AS n FROM runs").fetchone()["n"]
         subnets = self.db.execute("SELECT COUNT(*) AS n FROM subnets").fetchone()["n"]
-        return {"db": str(self.path), "profiles": out, "subnets": subnets, "runs": runs}
-
-    @guarded
-    def export_csv(self, path: Path) -> int:
-        rows = self.measurements()
-        fields = [
-            "profile",
-            "profile_hash",
-            "subnet_key",
-            "space",
-            "layers",
-            "hidden",
-            "heads",
-            "qkv",
-            "ffn",
-            "status",
-            *STAT_COLUMNS,
-            "normalized_ms",
-            "other_cores",
-            "reference_ms",
-            "attempts",
-            "reason",
-            "created",
-            "arch",
-        ]
-        with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-            w.writeheader()
-            for r in rows:
-                arch = json.loads(r["arch"])
-                w.writerow(
-                    {
-                        **r,
-                        "layers": arch["layers"],
-                        "hidden": arch["hidden"],
-                        "heads": " ".join(map(str, arch["heads"])),
-                        "qkv": " ".join(map(str, arch["qkv"])),
-                        "ffn": " ".join(map(str, arch["ffn"])),
-                    }
-                )
-        return len(rows)
+        return {"by_profile": by_profile, "subnets": subnets, "runs": runs}
 
     @guarded
     def runs(self, kind: str, profile_hash: str | None = None) -> list[dict]:

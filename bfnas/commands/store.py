@@ -129,8 +129,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_db_summary(args: argparse.Namespace) -> int:
+    from bfnas.bench.store.latency_reports import store_summary
+
     with _existing_db(args.db) as store:
-        summary = store.summary()
+        summary = store_summary(store)
         summary["integrity"] = store.integrity()
     if args.json:
         return print_json(summary)
@@ -157,9 +159,11 @@ def cmd_db_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_db_export(args: argparse.Namespace) -> int:
+    from bfnas.bench.store.latency_reports import export_csv
+
     check_output_file(args.csv, "--csv")
     with _existing_db(args.db) as store:
-        n = store.export_csv(Path(args.csv))
+        n = export_csv(store, Path(args.csv))
     if args.json:
         return print_json({"csv": args.csv, "rows": n})
     console().print(f"wrote {n} rows to {args.csv}")
