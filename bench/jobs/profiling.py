@@ -169,10 +169,10 @@ def measure_subnet(
 
     `cfg` must belong to the setup's space and the device must pass its checks, both before
     anything is exported (either refusal is an InputError). The result is the measurement's
-    flat record (`MeasurementResult.to_dict`): `status` is the trust verdict (ok, unstable or failed; `reason` says why not ok),
-    `median_ms` the raw median and `ratio` the paired ratio to the anchor where the profile
-    times one; `arch`, `arch_key` and `artifact` (the ONNX file measured, None when its
-    export failed) are added."""
+    flat record (`MeasurementResult.to_dict`): `status` is the trust verdict (ok, unstable
+    or failed; `reason` says why not ok), `median_ms` the raw median and `ratio` the paired
+    ratio to the anchor where the profile times one; `arch`, `arch_key` and `artifact` (the
+    ONNX file measured, None when its export failed) are added."""
     setup.space.check(cfg, where="cfg")
     setup.check_device()
     result, art = SubnetMeasurer(setup, on_wait)(cfg)
