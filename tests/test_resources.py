@@ -121,7 +121,7 @@ def _rows(n: int, seed: int = 0) -> list[LatencyRow]:
 
 def test_a_size_predictor_learns_the_size_and_admits_by_its_band():
     rows = _rows(80)
-    limit = float(np.median([r["extra"]["model_bytes"] / 1e6 for r in rows]))
+    limit = float(np.median([r.extra["model_bytes"] / 1e6 for r in rows]))
     predictors = fit_resource_predictors(rows, ResourceLimits(max_size_mb=limit), 128, 1, "db")
     size = predictors["size"]
     assert isinstance(size, ResourcePredictor) and size.metrics["rows"] == 80
@@ -129,7 +129,7 @@ def test_a_size_predictor_learns_the_size_and_admits_by_its_band():
     admit = resource_admission(predictors, ResourceLimits(max_size_mb=limit))
     held_out = _rows(40, seed=1)
     ok = admit([r.arch for r in held_out])
-    truth = np.array([r["extra"]["model_bytes"] / 1e6 <= limit for r in held_out])
+    truth = np.array([r.extra["model_bytes"] / 1e6 <= limit for r in held_out])
     assert ok.any() and (~ok).any()
     # The band's top keeps out nearly everything over the limit.
     assert np.mean(truth[ok]) >= 0.9
@@ -137,9 +137,8 @@ def test_a_size_predictor_learns_the_size_and_admits_by_its_band():
 
 
 def test_too_few_rows_with_the_resource_are_refused_naming_the_store():
-    rows = _rows(10)
-    for r in rows:
-        r["extra"] = {}  # stored before bfnas recorded memory and size
+    # Stored before bfnas recorded memory and size.
+    rows = [replace(r, extra={}) for r in _rows(10)]
     with pytest.raises(InputError, match="lat.db.*measurements.*memory"):
         fit_resource_predictors(rows, ResourceLimits(max_memory_mb=99), 128, 1, "lat.db")
     assert json.dumps(ResourceLimits(max_memory_mb=99).active_settings())

@@ -390,9 +390,9 @@ def test_normalized_latency_uses_the_baseline_of_its_own_anchor(tmp_path):
         rows = {r.subnet_key: r for r in store.measurements("h1")}
         assert store.anchor_baselines() == {("h1", "small"): 1.0, ("h1", "large"): 10.0}
     # The run during the slow moment is put back at the device's typical speed.
-    assert rows[cfgs[1].key()]["median_ms"] == pytest.approx(0.6)
-    assert rows[cfgs[1].key()]["normalized_ms"] == pytest.approx(0.5)
-    assert rows[cfgs[3].key()]["normalized_ms"] == pytest.approx(20.0)
+    assert rows[cfgs[1].key()].median_ms == pytest.approx(0.6)
+    assert rows[cfgs[1].key()].normalized_ms == pytest.approx(0.5)
+    assert rows[cfgs[3].key()].normalized_ms == pytest.approx(20.0)
 
 
 def test_a_store_of_another_schema_is_refused(tmp_path, capsys):

@@ -70,6 +70,55 @@ class DistrustReason:
         return cls(Distrust(data["code"]), str(data.get("detail", "")))
 
 
+@dataclass(frozen=True)
+class MeasurementJob:
+    """What a worker is asked to measure: a model file (checked against its sha256 when one
+    is given) under a resolved profile (every setting filled in by the host), optionally
+    beside an anchor model timed right before each of its runs. On the wire:
+    `{"model", "sha256", "profile", "anchor": {"model", "sha256"}}`."""
+
+    model: str
+    profile: dict[str, Any]
+    sha256: str | None = None
+    anchor_model: str | None = None
+    anchor_sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model, "sha256": self.sha256, "profile": self.profile}
+        if self.anchor_model is not None:
+            out["anchor"] = {"model": self.anchor_model, "sha256": self.anchor_sha256}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any) -> MeasurementJob:
+        """A job from its JSON object; ValueError naming the field that is missing or of the
+        wrong kind."""
+        if not isinstance(data, dict):
+            raise ValueError("a job is a JSON object")
+        anchor = data.get("anchor") or {}
+        for where, value, kind in (
+            ("model", data.get("model"), str),
+            ("profile", data.get("profile"), dict),
+            ("sha256", data.get("sha256", ""), (str, type(None))),
+            ("anchor", anchor, dict),
+            # An anchor, when there is one, names its model.
+            (
+                "anchor.model",
+                anchor.get("model") if anchor and isinstance(anchor, dict) else "",
+                str,
+            ),
+        ):
+            if not isinstance(value, kind):
+                raise ValueError(f"job field {where}: missing or of the wrong kind")
+        return cls(
+            model=data["model"],
+            profile=data["profile"],
+            sha256=data.get("sha256"),
+            anchor_model=anchor.get("model"),
+            anchor_sha256=anchor.get("sha256"),
+        )
+
+
 @dataclass
 class MeasurementResult:
     """One measurement as every harness reports it and every runner returns it.

@@ -1,11 +1,12 @@
 """One measurement in a fresh process: `bfnas worker --job FILE|-` (or, on a device, the
 shipped device package's `worker` command).
 
-The job is JSON: `{"model": PATH, "sha256": HEX, "profile": {resolved profile}}`, and
-optionally `"anchor": {"model": PATH, "sha256": HEX}`, a fixed model timed right before
-every run of the measured one (see `bench.device.timing.time_runs`). The worker
-checks the file's hash, applies the profile (affinity, providers, threads, workload), times
-the model with the shared stopping rules and prints one JSON object on stdout. Running each
+The job is JSON (`contract.MeasurementJob`): `{"model": PATH, "sha256": HEX, "profile":
+{resolved profile}}`, and optionally `"anchor": {"model": PATH, "sha256": HEX}`, a fixed
+model timed right before every run of the measured one (see `bench.device.timing.time_runs`).
+The worker checks the file's hash, applies the profile (affinity, providers, threads,
+workload), times the model with the shared stopping rules and prints one JSON object on
+stdout (`contract.MeasurementResult`). Running each
 measurement in its own process keeps one subnet's allocator state, thread pools or crash
 away from the next one's numbers. This is also what runs on a remote device.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import Infer, backend_named
-from .contract import MeasurementResult, Status, failed
+from .contract import MeasurementJob, MeasurementResult, Status, failed
 from .digest import file_sha256
 from .environment import CpuWatch, environment
 from .memory import MemoryWatch
@@ -55,9 +56,14 @@ def _inference(model: Path, profile: DeviceSettings) -> tuple[Infer, str, dict]:
     return make_infer(str(model), profile)
 
 
-def run_job(job: dict) -> MeasurementResult:
-    profile = DeviceSettings(job["profile"])
-    model = _checked(job["model"], job.get("sha256"))
+def run_job(data: dict) -> MeasurementResult:
+    """Measure the job `data` describes (`MeasurementJob`'s JSON object)."""
+    try:
+        job = MeasurementJob.from_dict(data)
+    except ValueError as exc:
+        raise JobError(str(exc)) from None
+    profile = DeviceSettings(job.profile)
+    model = _checked(job.model, job.sha256)
     rt = profile.runtime
     if rt.cpu_affinity:
         os.sched_setaffinity(0, rt.cpu_affinity)
@@ -72,8 +78,8 @@ def run_job(job: dict) -> MeasurementResult:
     first_ms = first_run(infer)
     used = memory.read()
     anchor = None
-    if job.get("anchor"):
-        anchor_path = _checked(job["anchor"]["model"], job["anchor"].get("sha256"))
+    if job.anchor_model is not None:
+        anchor_path = _checked(job.anchor_model, job.anchor_sha256)
         anchor, _, _ = _inference(anchor_path, profile)
 
     watch = CpuWatch()

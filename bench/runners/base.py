@@ -11,7 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from bfnas.bench.device.contract import MeasurementResult, contract_problem, failed
+from bfnas.bench.device.contract import (
+    MeasurementJob,
+    MeasurementResult,
+    contract_problem,
+    failed,
+)
 from bfnas.bench.hardware_profile import HardwareProfile
 from bfnas.bench.runners.registry import runner_kind
 from bfnas.errors import InputError, OperationFailed
@@ -99,10 +104,15 @@ def runner_for(profile: HardwareProfile) -> Runner:
 def job_json(
     model: str, sha256: str, profile: HardwareProfile, anchor: tuple[str, str] | None
 ) -> str:
-    job: dict = {"model": model, "sha256": sha256, "profile": profile.resolved()}
-    if anchor:
-        job["anchor"] = {"model": anchor[0], "sha256": anchor[1]}
-    return json.dumps(job)
+    """The job a worker runs, as JSON (`MeasurementJob`)."""
+    job = MeasurementJob(
+        model,
+        profile.resolved(),
+        sha256,
+        anchor_model=anchor[0] if anchor else None,
+        anchor_sha256=anchor[1] if anchor else None,
+    )
+    return json.dumps(job.to_dict())
 
 
 def resolved_job(job: dict) -> dict:
