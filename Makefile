@@ -36,7 +36,7 @@ qemu:
 test: $(VENV)/.dev-installed sshd qemu
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

@@ -4,6 +4,7 @@ The host ships the device code; the device runs it on another ISA and another Py
 Emulated timings say that it works, never how fast a board is."""
 
 import json
+import random
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -11,8 +12,14 @@ from pathlib import Path
 import pytest
 from conftest import FAST_PROFILE
 
+from bfnas.bench.hardware_profile import load_profile
+from bfnas.bench.jobs.context import open_setup
 from bfnas.bench.runners.device_code import device_code
+from bfnas.bench.store.latency_store import LatencyStore
 from bfnas.cli import main
+from bfnas.models.space.search_space import load_space
+from bfnas.models.space.subnet import SubnetConfig
+from bfnas.search.loop import DeviceVerifier
 
 pytestmark = [pytest.mark.ssh, pytest.mark.arm64]
 
@@ -88,52 +95,48 @@ def test_profile_and_a_search_verify_on_the_arm64_device(
         "--artifacts",
         str(artifacts),
     ]
-    assert main(["profile", *common, "--samples", "30", "--json"]) == 0
+    assert main(["profile", *common, "--samples", "6", "--json"]) == 0
     capsys.readouterr()
     con = sqlite3.connect(db)
     rows = con.execute(
         "SELECT status, median_ms, environment, stats FROM measurements WHERE role = 'sample'"
     ).fetchall()
-    assert len(rows) == 30 and all(r[0] in ("ok", "unstable") and r[1] > 0 for r in rows)
+    assert len(rows) == 6 and all(r[0] in ("ok", "unstable") and r[1] > 0 for r in rows)
     for _, _, environment, stats in rows:
         env = json.loads(environment)
         assert env["machine"] == "aarch64" and "Cortex-A76" in env["cpu_model"]
         assert "bfnas" not in env["versions"] and env["versions"]["onnxruntime"]
         assert json.loads(stats)["device_code"] == device_code().sha256
-    median = sorted(r[1] for r in rows)[15]
-    # A search whose winners are proven on the device: measured there, stored as `verify`.
-    code = main(
-        [
-            "search",
-            *common,
-            "--max-latency-ms",
-            f"{median:.4f}",
-            "--population",
-            "20",
-            "--parents",
-            "6",
-            "--generations",
-            "3",
-            "--verify",
-            "2",
-            "--rounds",
-            "1",
-            "--out",
-            str(tmp_path / "s"),
-            "--json",
-        ]
-    )
-    assert code == 0
-    result = json.loads(capsys.readouterr().out)
-    verified = [v for r in result["rounds"] for v in r["verified"]]
-    assert len(verified) == 2 and all(v["measured_ms"] > 0 for v in verified)
-    # Each verification is a new row, measured on the device: a subnet measured for the first
-    # time joins the samples, a repeat is kept apart as role "verify".
-    machines = [
-        json.loads(r[0])["machine"]
-        for r in con.execute(
-            "SELECT environment FROM measurements WHERE role IN ('sample', 'verify')"
+    profiled = [
+        SubnetConfig.from_json(a)
+        for (a,) in con.execute(
+            "SELECT s.json FROM subnets s JOIN measurements m ON m.subnet_key = s.key "
+            "WHERE m.role = 'sample'"
         )
     ]
     con.close()
-    assert len(machines) == 30 + 2 and set(machines) == {"aarch64"}
+
+    # What a search does with its picks (`search.loop.DeviceVerifier`, the verifier `bfnas
+    # search --verify` runs; a search needs 30 rows to fit first, 3 minutes of emulation):
+    # each is built and measured on the device, a first-time subnet joining the samples and a
+    # repeat kept apart as role "verify".
+    profile, space = load_profile(arm_profile), load_space(str(tiny_space_file))
+    fresh = next(
+        c for c in (space.sample(random.Random(i)) for i in range(100)) if c not in profiled
+    )
+    with open_setup(profile, space, artifacts=artifacts) as setup, LatencyStore(db) as store:
+        store.add_profile(profile.name, profile.resolved(), profile.hash())
+        run_id = store.start_run(profile.hash(), "search", {"verify": 2})
+        verify = DeviceVerifier(setup=setup, store=store)
+        verified = [verify(fresh, run_id), verify(profiled[0], run_id)]
+        assert all(v.result.status in ("ok", "unstable") for v in verified)
+        assert all(v.latency_ms("median_ms") > 0 for v in verified)
+        rows = {
+            (r.role, r.subnet_key): r
+            for role in ("sample", "verify")
+            for r in store.measurements(profile.hash(), role=role)
+        }
+    assert {("sample", fresh.key()), ("verify", profiled[0].key())} <= set(rows)
+    assert len(rows) == 6 + 2
+    assert {r.environment["machine"] for r in rows.values()} == {"aarch64"}
+    assert {r.extra["device_code"] for r in rows.values()} == {device_code().sha256}

@@ -389,7 +389,9 @@ def test_demo_refuses_a_bad_accuracy_half_in_one_line(capsys, tmp_path, monkeypa
 
 
 @pytest.mark.slow
-def test_a_machine_too_busy_to_measure_is_waited_for_then_refused_in_one_line(tmp_path):
+def test_a_machine_too_busy_to_measure_is_waited_for_then_refused_in_one_line(
+    tmp_path, tiny_space_file
+):
     # Two busy loops per core: the worker gets well under the CPU share a trusted timing needs.
     profile = tmp_path / "busy.toml"
     profile.write_text('name = "busy-int8"\n[measure]\nbusy_wait_s = 3\n')
@@ -406,9 +408,9 @@ def test_a_machine_too_busy_to_measure_is_waited_for_then_refused_in_one_line(tm
                 "--hw",
                 str(profile),
                 "--space",
-                "bigger-faster",
+                str(tiny_space_file),
                 "--arch",
-                '{"layers": 1, "hidden": 120, "heads": 12, "qkv": 120, "ffn": 128}',
+                '{"layers": 1, "hidden": 64, "heads": 2, "qkv": 64, "ffn": 128}',
                 "--db",
                 str(tmp_path / "b.db"),
                 "--artifacts",

@@ -29,7 +29,7 @@ def profiled(tmp_path_factory, fast_profile_file, tiny_space_file):
                 "--space",
                 str(tiny_space_file),
                 "--samples",
-                "60",
+                "50",  # the report cross-validates the predictor from 50 rows
                 "--db",
                 str(db),
                 "--artifacts",
