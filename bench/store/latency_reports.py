@@ -68,18 +68,13 @@ def export_csv(store: LatencyStore, path: Path) -> int:
         w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
         w.writeheader()
         for r in rows:
-            arch = r.arch
             w.writerow(
                 {
                     "profile": r.profile,
                     "profile_hash": r.profile_hash,
                     "subnet_key": r.subnet_key,
                     "space": r.space,
-                    "layers": arch.layers,
-                    "hidden": arch.hidden,
-                    "heads": " ".join(map(str, arch.heads)),
-                    "qkv": " ".join(map(str, arch.qkv)),
-                    "ffn": " ".join(map(str, arch.ffn)),
+                    **r.arch.csv_columns(),
                     "status": r.status.value,
                     **{k: getattr(r, k) for k in STAT_COLUMNS},
                     "normalized_ms": r.normalized_ms,
@@ -88,7 +83,7 @@ def export_csv(store: LatencyStore, path: Path) -> int:
                     "attempts": r.attempts,
                     "reason": r.reason,
                     "created": r.created,
-                    "arch": arch.to_json(),
+                    "arch": r.arch.to_json(),
                 }
             )
     return len(rows)

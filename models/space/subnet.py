@@ -54,6 +54,17 @@ class SubnetConfig:
         """Canonical JSON: fixed key order and separators, so equal configs give equal text."""
         return json.dumps(self.to_dict())
 
+    def csv_columns(self) -> dict[str, int | str]:
+        """Its dimensions as spreadsheet cells: per-layer lists space-separated (what both
+        stores' CSV exports write beside the canonical JSON)."""
+        return {
+            "layers": self.layers,
+            "hidden": self.hidden,
+            "heads": " ".join(map(str, self.heads)),
+            "qkv": " ".join(map(str, self.qkv)),
+            "ffn": " ".join(map(str, self.ffn)),
+        }
+
     def key(self) -> str:
         """Stable identity used by caches, stores and search (16 hex digits of sha256)."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
